@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""bench_inference.py — guanaco vs llama.cpp: prefill and decode tok/s on one GGUF, one run.
+
+    make -j2 build/bench/bench_generate
+    ~/.cache/guanaco/venv/bin/python bench/bench_inference.py            # 2 threads, 512 + 128
+    ~/.cache/guanaco/venv/bin/python bench/bench_inference.py -t 1 --reps 5
+
+Runs build/bench/bench_generate on the model (a subprocess), then llama.cpp through
+llama_cpp.Llama on the same file with the same thread count, prompt ids and
+procedure:
+
+  prefill: reset, eval N prompt ids in one call, timed; median of --reps after one warm-up.
+  decode : then greedy, one token per call; the timer starts after the first decoded
+           token (llama2.c), M tokens timed.
+
+Prints a table (ours, peer, ratio ours/peer, share of the machine's limit) and
+writes bench/out/bench_inference.json and, when matplotlib is importable,
+bench/out/bench_inference.png. Nothing is appended to bench/RESULTS.md: paste
+the printed markdown table there by hand.
+
+Machine limits (override with --peak-gflops / --bw-gbs):
+  prefill FLOPs = 2 * (layers' linear weights) * N + 2 * V*C (head, last row only)
+                  + causal attention 4 * L * NH * hs * N(N+1)/2;
+                  limit = N / (FLOPs / 515 GFLOP/s f32 FMA peak, 2 cores).
+  decode  limit = 46 GB/s measured read bandwidth / weight bytes read per token.
+                  guanaco: its own figure (f32 weights after dequantizing);
+                  llama.cpp: the tensors' bytes in the GGUF (it computes on the
+                  quantized blocks), tied head = token_embd read in full.
+  llama.cpp multiplies Q4_1/Q8_0 blocks with int8 dot products, so the f32 peak
+  is not a hard ceiling for it; the share is still a useful yardstick.
+
+OpenBLAS: our machines set OPENBLAS_CORETYPE=Haswell (halves OpenBLAS speed on
+these cores) and OPENBLAS_L2_SIZE. This script re-executes itself with both
+unset, so neither process of the run sees them, and says so.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+MARK = "GN_BENCH_OPENBLAS_UNSET"
+
+# Re-execute without the OpenBLAS overrides before anything loads OpenBLAS.
+if any(v in os.environ for v in OPENBLAS_VARS):
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
+    env[MARK] = "1"
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("GN_CACHE", os.path.expanduser("~/.cache/guanaco"))
+DEFAULT_MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def prompt_ids(n, vocab):
+    # Same sequence as bench_generate.c.
+    return [(i * 7919 + 13) % vocab for i in range(n)]
+
+
+def machine():
+    name, cores = platform.processor() or "?", os.cpu_count()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() == "Model name":
+                name = v.strip()
+    except OSError:
+        pass
+    return {"cpu": name, "cores": cores}
+
+
+# ---------------------------------------------------------------------------
+# napkin math from the GGUF itself (independent of guanaco)
+
+
+def gguf_costs(path, n_prompt):
+    from gguf import GGUFReader
+
+    r = GGUFReader(path)
+
+    def field(key):
+        f = r.fields[key]
+        return f.parts[f.data[0]][0]
+
+    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+    L = int(field(f"{arch}.block_count"))
+    C = int(field(f"{arch}.embedding_length"))
+    NH = int(field(f"{arch}.attention.head_count"))
+    hs = C // NH
+    if f"{arch}.attention.key_length" in r.fields:
+        hs = int(field(f"{arch}.attention.key_length"))
+    tensors = {t.name: t for t in r.tensors}
+    emb = tensors["token_embd.weight"]
+    V = int(emb.n_elements) // C
+    tied = "output.weight" not in tensors
+    layer_linear = sum(int(t.n_elements) for n, t in tensors.items()
+                       if n.startswith("blk.") and len(t.shape) == 2)
+    params = sum(int(t.n_elements) for t in r.tensors)
+    total_bytes = sum(int(t.n_bytes) for t in r.tensors)
+    # Per decoded token: everything but the embedding table (one row of it), unless
+    # the head is tied to it, then the whole table is read as the head.
+    row = int(emb.n_bytes) // V
+    bytes_token = total_bytes + row if tied else total_bytes - int(emb.n_bytes) + row
+    N = n_prompt
+    flops = 2.0 * layer_linear * N + 2.0 * V * C + L * NH * 4.0 * hs * 0.5 * N * (N + 1)
+    types = sorted({t.tensor_type.name for t in r.tensors})
+    return {"params": params, "file_tensor_bytes": total_bytes, "bytes_per_token": bytes_token,
+            "prefill_flops": flops, "vocab": V, "tied": tied, "tensor_types": types}
+
+
+# ---------------------------------------------------------------------------
+# the two engines
+
+
+def run_guanaco(a):
+    cmd = [a.bin, "-m", a.model, "-t", str(a.threads), "--prompt-tokens", str(a.prompt_tokens),
+           "--gen-tokens", str(a.gen_tokens), "--reps", str(a.reps), "--json",
+           "--peak-gflops", str(a.peak_gflops), "--bw-gbs", str(a.bw_gbs)]
+    print("$ " + " ".join(cmd), flush=True)
+    if not os.access(a.bin, os.X_OK):
+        print(f"guanaco: {a.bin} not built (make -j2 {os.path.relpath(a.bin, ROOT)}); skipped")
+        return None
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    res = None
+    for line in p.stdout.splitlines():
+        if line.startswith("{"):
+            res = json.loads(line)
+        else:
+            print("  " + line)
+    for line in p.stderr.splitlines():
+        if line.startswith("rep "):
+            print("  guanaco " + line)
+    if p.returncode != 0 or res is None:
+        print(f"guanaco: bench_generate failed (exit {p.returncode}):\n{p.stderr.strip()}")
+        return None
+    return res
+
+
+def run_llama_cpp(a, vocab):
+    import numpy as np
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=a.model, n_threads=a.threads, n_threads_batch=a.threads,
+                          n_ctx=1024, n_batch=512, verbose=False)
+    V = llm.n_vocab()
+    assert V == vocab, (V, vocab)
+    N, M = a.prompt_tokens, a.gen_tokens
+    assert N + M + 1 <= 1024 and N <= 512, "n_ctx=1024 / n_batch=512 fixed by the brief"
+    ids = prompt_ids(N, V)
+
+    def last_argmax():
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return int(np.ctypeslib.as_array(ptr, shape=(V,)).argmax())
+
+    pre, dec, first = [], [], []
+    for r in range(-1, a.reps):  # -1: warm-up
+        llm.reset()  # eval() drops the cache from n_tokens=0 on
+        t0 = time.perf_counter()
+        llm.eval(ids)
+        t1 = time.perf_counter()
+        tok = last_argmax()
+        steps = min(M, 16) if r < 0 else M
+        first = []
+        for k in range(steps + 1):  # k = 0: the untimed first token
+            if len(first) < 16:
+                first.append(tok)
+            llm.eval([tok])
+            tok = last_argmax()
+            if k == 0:
+                t2 = time.perf_counter()
+        t3 = time.perf_counter()
+        if r >= 0:
+            pre.append(t1 - t0)
+            dec.append(t3 - t2)
+            print(f"  llama.cpp rep {r}: prefill {1e3 * (t1 - t0):.1f} ms, "
+                  f"decode {1e3 * (t3 - t2) / M:.2f} ms/tok", flush=True)
+    info = llama_cpp.llama_print_system_info().decode().strip()
+    ver = getattr(llama_cpp, "__version__", "?")
+    del llm
+    return {"prefill_tps": N / statistics.median(pre), "decode_tps": M / statistics.median(dec),
+            "decode_ids": first, "llama_cpp_python": ver, "system_info": info}
+
+
+# ---------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-m", "--model", default=DEFAULT_MODEL)
+    ap.add_argument("-t", "--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--prompt-tokens", type=int, default=512)
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bench", "bench_generate"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
+    ap.add_argument("--peak-gflops", type=float, default=515.0)
+    ap.add_argument("--bw-gbs", type=float, default=46.0)
+    ap.add_argument("--skip-guanaco", action="store_true")
+    ap.add_argument("--skip-llama", action="store_true")
+    a = ap.parse_args()
+
+    unset = os.environ.get(MARK) == "1"
+    env_note = ("OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for this run (were set)" if unset
+                else "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE not set")
+    if not os.path.exists(a.model) and a.model == DEFAULT_MODEL:
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch_models.sh")], check=True)
+    mach = machine()
+    print(f"machine: {mach['cpu']}, {mach['cores']} cores; threads {a.threads}")
+    print(f"env: {env_note}")
+    load0 = os.getloadavg()
+    print(f"load average before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} "
+          "(other work on the box skews both engines; rerun when it is busy)")
+    print(f"model: {a.model}")
+    costs = gguf_costs(a.model, a.prompt_tokens)
+    print(f"gguf: {costs['params'] / 1e6:.1f}M params, tensor types {','.join(costs['tensor_types'])}, "
+          f"{costs['bytes_per_token'] / 1e6:.1f} MB read per decoded token, "
+          f"prefill {costs['prefill_flops'] / 1e9:.1f} GFLOP for N={a.prompt_tokens}", flush=True)
+
+    g = None if a.skip_guanaco else run_guanaco(a)
+    print("$ llama_cpp.Llama(n_threads=%d, n_threads_batch=%d, n_ctx=1024, n_batch=512)"
+          % (a.threads, a.threads), flush=True)
+    l = None if a.skip_llama else run_llama_cpp(a, costs["vocab"])
+
+    # Limits in tok/s. Prefill FLOPs are the model's, the same for both engines.
+    N, M = a.prompt_tokens, a.gen_tokens
+    pre_limit = N / (costs["prefill_flops"] / (a.peak_gflops * 1e9))
+    dec_limit_l = a.bw_gbs * 1e9 / costs["bytes_per_token"]
+    dec_limit_g = a.bw_gbs * 1e9 / g["weight_bytes"] if g else None
+    if g and abs(g["prefill_flops"] - costs["prefill_flops"]) > 0.01 * costs["prefill_flops"]:
+        print(f"note: FLOP counts differ: bench_generate {g['prefill_flops']:.4g}, "
+              f"gguf {costs['prefill_flops']:.4g}")
+
+    rows = []
+    for metric, key, lim_g, lim_l in (
+            (f"prefill {N} tok/s", "prefill_tps", pre_limit, pre_limit),
+            (f"decode {M} tok/s", "decode_tps", dec_limit_g, dec_limit_l)):
+        gv = g[key] if g else None
+        lv = l[key] if l else None
+        rows.append({
+            "metric": metric, "guanaco": gv, "llama_cpp": lv,
+            "ratio": gv / lv if gv and lv else None,
+            "guanaco_share": gv / lim_g if gv and lim_g else None,
+            "llama_cpp_share": lv / lim_l if lv else None,
+            "guanaco_limit": lim_g, "llama_cpp_limit": lim_l})
+
+    def f(x, spec):
+        return format(x, spec) if x is not None else "n/a"
+
+    def pct(x):
+        return f"{100 * x:.1f}%" if x is not None else "n/a"
+
+    print()
+    hdr = ("metric", "guanaco", "llama.cpp", "ratio", "guanaco % limit", "llama.cpp % limit")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for r in rows:
+        print(f"| {r['metric']} | {f(r['guanaco'], '.1f')} | {f(r['llama_cpp'], '.1f')} | "
+              f"{f(r['ratio'], '.3f')} | {pct(r['guanaco_share'])} of {f(r['guanaco_limit'], '.0f')} | "
+              f"{pct(r['llama_cpp_share'])} of {f(r['llama_cpp_limit'], '.0f')} |")
+    print(f"(ratio = guanaco / llama.cpp; limits in tok/s: prefill {a.peak_gflops:.0f} GFLOP/s "
+          f"f32 FMA peak, decode {a.bw_gbs:.0f} GB/s read bandwidth; {env_note})")
+
+    agree = None
+    if g and l:
+        gi, li = g.get("decode_ids", []), l["decode_ids"]
+        agree = 0
+        for x, y in zip(gi, li):
+            if x != y:
+                break
+            agree += 1
+        print(f"greedy ids agree for the first {agree} of {min(len(gi), len(li))} decoded tokens"
+              + ("" if agree >= 1 else "  <-- ODD: engines disagree from the first token"))
+
+    load1 = os.getloadavg()
+    print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    os.makedirs(a.out, exist_ok=True)
+    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": mach, "threads": a.threads,
+              "model": a.model, "prompt_tokens": N, "gen_tokens": M, "reps": a.reps,
+              "env": env_note, "peak_gflops": a.peak_gflops, "bw_gbs": a.bw_gbs,
+              "gguf": costs, "guanaco": g, "llama_cpp": l, "rows": rows,
+              "greedy_ids_agree": agree, "loadavg_before": load0, "loadavg_after": load1}
+    jpath = os.path.join(a.out, "bench_inference.json")
+    with open(jpath, "w") as fh:
+        json.dump(result, fh, indent=1)
+    print(f"wrote {jpath}")
+
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot skipped: matplotlib is not installed in this python")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
+    for ax, r in zip(axes, rows):
+        vals = [r["guanaco"] or 0, r["llama_cpp"] or 0]
+        ax.bar(["guanaco", "llama.cpp"], vals, color=["tab:blue", "tab:orange"])
+        ax.set_title(r["metric"] + (f"  (ratio {r['ratio']:.2f})" if r["ratio"] else ""))
+        ax.set_ylabel("tokens/s")
+    fig.suptitle(f"{os.path.basename(a.model)}, {a.threads} threads, {mach['cpu']}", fontsize=9)
+    fig.tight_layout()
+    ppath = os.path.join(a.out, "bench_inference.png")
+    fig.savefig(ppath, dpi=100)
+    print(f"wrote {ppath}")
+
+
+if __name__ == "__main__":
+    main()

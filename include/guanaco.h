@@ -1,0 +1,273 @@
+/*
+ * guanaco.h — public API of libguanaco: LLaMA-family inference in C.
+ *
+ * Quick tour:
+ *
+ *     gn_model *m;
+ *     if (gn_model_load(&m, "path/to/model-folder-or.gguf", NULL) != GN_OK) {
+ *         fprintf(stderr, "%s\n", gn_last_error()); exit(1);
+ *     }
+ *     const gn_tokenizer *tok = gn_model_tokenizer(m);
+ *     int32_t *ids; int n;
+ *     gn_tokenizer_encode(tok, "Hello", 5, GN_ENC_BOS, &ids, &n);
+ *     gn_session *s = gn_session_new(m, 0);    // owns the KV cache
+ *     float *logits = gn_session_forward(s, ids, n); // [n, vocab] or last row
+ *     ...
+ *     gn_session_free(s); free(ids); gn_model_free(m);
+ *
+ * Errors: every function that can fail on outside input returns gn_status;
+ * gn_last_error() gives a one-line message naming the file/offset/field and what
+ * was expected. The library never writes to stdout.
+ */
+#ifndef GUANACO_H
+#define GUANACO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    GN_OK = 0,
+    GN_ERR_IO = 1,          // file missing / unreadable / unwritable
+    GN_ERR_FORMAT = 2,      // a file's contents are malformed or truncated
+    GN_ERR_UNSUPPORTED = 3, // well-formed but something we do not handle
+    GN_ERR_ARG = 4,         // bad argument / flag / request field
+    GN_ERR_OOM = 5,
+    GN_ERR_SHAPE = 6,       // tensor shape disagrees with the config
+} gn_status;
+
+// Message of the last error on this thread ("" if none).
+const char *gn_last_error(void);
+
+// Element types. Stored in files: append only.
+typedef enum {
+    GN_DTYPE_F32 = 0,
+    GN_DTYPE_F16 = 1,
+    GN_DTYPE_BF16 = 2,
+    GN_DTYPE_Q8_0 = 3,  // ggml block formats (32 elements per block)
+    GN_DTYPE_Q4_0 = 4,
+    GN_DTYPE_Q4_1 = 5,
+    GN_DTYPE_U8 = 6,
+    GN_DTYPE_I8 = 7,
+    GN_DTYPE_I16 = 8,
+    GN_DTYPE_I32 = 9,
+    GN_DTYPE_I64 = 10,
+    GN_DTYPE_F64 = 11,
+    GN_DTYPE_BOOL = 12,
+    GN_DTYPE_Q5_0 = 13,
+    GN_DTYPE_Q5_1 = 14,
+    GN_DTYPE_Q6_K = 15, // ggml k-quants (256 elements per block)
+    GN_DTYPE_Q4_K = 16,
+    GN_DTYPE_Q5_K = 17,
+    GN_DTYPE_Q8_1 = 18,
+    GN_DTYPE_COUNT
+} gn_dtype;
+
+const char *gn_dtype_name(gn_dtype dt);
+
+// Log sink: level 0 error .. 3 debug. Default writes levels <= verbosity to stderr.
+typedef void (*gn_log_fn)(int level, const char *msg, void *user);
+void gn_set_log(gn_log_fn fn, void *user);
+void gn_set_verbosity(int level);
+
+// Number of threads used by kernels (default: all cores).
+void gn_set_threads(int n);
+int gn_get_threads(void);
+// Name of the SIMD path chosen at run time: "avx512", "avx2" or "scalar".
+// The environment variable GN_SIMD=scalar|avx2|avx512 lowers the choice.
+const char *gn_simd_name(void);
+
+// ===========================================================================
+// Tokenizer
+
+typedef struct gn_tokenizer gn_tokenizer;
+
+typedef enum {
+    GN_TOK_SPM = 0,       // SentencePiece BPE (LLaMA 1/2), byte fallback, dummy prefix
+    GN_TOK_BYTE_BPE = 1,  // GPT-2 style byte-level BPE (SmolLM2, LLaMA 3)
+} gn_tok_kind;
+
+// Loads tokenizer.model, tokenizer.json (reads tokenizer_config.json beside it
+// when present), or the vocab inside a .gguf — chosen by the file's contents.
+gn_status gn_tokenizer_load(gn_tokenizer **out, const char *path);
+void gn_tokenizer_free(gn_tokenizer *t);
+
+enum {
+    GN_ENC_BOS = 1,      // prepend BOS when the tokenizer adds one
+    GN_ENC_EOS = 2,      // append EOS
+    GN_ENC_SPECIAL = 4,  // recognise special/added tokens written in the text
+};
+// Encodes len bytes of text (any bytes, need not be valid UTF-8). *ids is
+// malloc'd (caller frees); *n its length.
+gn_status gn_tokenizer_encode(const gn_tokenizer *t, const char *text, size_t len,
+                              int flags, int32_t **ids, int *n);
+// Decodes ids to a malloc'd NUL-terminated string (*len bytes). With
+// skip_special, control tokens (BOS/EOS/...) are dropped. The SentencePiece
+// leading dummy-prefix space is removed like HF/sentencepiece do.
+gn_status gn_tokenizer_decode(const gn_tokenizer *t, const int32_t *ids, int n,
+                              int skip_special, char **out, size_t *len);
+// The raw bytes one token stands for (byte tokens give their byte, '▁' becomes
+// ' ', byte-level BPE maps back through the byte table). Writes up to cap bytes,
+// returns the number of bytes (may exceed cap: then call again with more room).
+int gn_tokenizer_token_bytes(const gn_tokenizer *t, int32_t id, char *buf, int cap);
+int gn_tokenizer_vocab_size(const gn_tokenizer *t);
+int gn_tokenizer_bos(const gn_tokenizer *t);   // -1 when none
+int gn_tokenizer_eos(const gn_tokenizer *t);
+gn_tok_kind gn_tokenizer_kind(const gn_tokenizer *t);
+int gn_tokenizer_add_bos(const gn_tokenizer *t); // does the model expect BOS by default
+int gn_tokenizer_is_special(const gn_tokenizer *t, int32_t id);
+// Id of an exact token string (e.g. "<|im_end|>"), -1 when none.
+int32_t gn_tokenizer_find(const gn_tokenizer *t, const char *piece);
+// Chat template text that shipped with the tokenizer (NULL when none).
+const char *gn_tokenizer_chat_template(const gn_tokenizer *t);
+
+// Streaming decode: feed ids one by one, get back only complete UTF-8 text.
+typedef struct {
+    char pending[8];
+    int npending;
+    int first;       // no text produced yet (for dummy-prefix stripping)
+} gn_detok_stream;
+void gn_detok_stream_init(gn_detok_stream *s);
+// Appends the text for id into buf (cap bytes), returns bytes written. Bytes of
+// an unfinished UTF-8 character are held back until it completes; an invalid
+// sequence is emitted as U+FFFD.
+int gn_detok_stream_push(const gn_tokenizer *t, gn_detok_stream *s, int32_t id,
+                         char *buf, int cap);
+int gn_detok_stream_flush(gn_detok_stream *s, char *buf, int cap);
+
+// ===========================================================================
+// Model
+
+typedef enum { GN_ROPE_NONE = 0, GN_ROPE_LINEAR = 1, GN_ROPE_LLAMA3 = 2 } gn_rope_scaling;
+
+typedef struct {
+    int dim;            // hidden_size (C)
+    int hidden_dim;     // intermediate_size
+    int n_layers;       // L
+    int n_heads;        // NH
+    int n_kv_heads;     // NKV
+    int head_dim;       // hs
+    int vocab_size;     // V
+    int max_seq;        // max_position_embeddings
+    float norm_eps;
+    float rope_theta;
+    gn_rope_scaling rope_scaling;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_orig_max_pos;
+    int rope_interleaved; // 1: pairs (2i,2i+1) as GGUF/Meta; 0: rotate_half as HF
+    int tie_embeddings;
+    int bos_id, eos_id, pad_id; // -1 when absent
+} gn_config;
+
+typedef struct gn_model gn_model;
+
+typedef struct {
+    gn_dtype weight_dtype; // GN_DTYPE_F32 (default) or GN_DTYPE_BF16
+} gn_load_opts;
+
+// path: an HF folder (config.json + *.safetensors or pytorch_model*.bin), a
+// .safetensors/.bin file inside such a folder, or a .gguf file.
+gn_status gn_model_load(gn_model **out, const char *path, const gn_load_opts *opts);
+void gn_model_free(gn_model *m);
+const gn_config *gn_model_config(const gn_model *m);
+const gn_tokenizer *gn_model_tokenizer(const gn_model *m); // NULL if none found
+// Human-readable summary (config, tensor count, dtypes, bytes); malloc'd.
+char *gn_model_describe(const gn_model *m);
+
+// A session: one sequence's KV cache and scratch.
+typedef struct gn_session gn_session;
+// max_seq 0 = the model's max_position_embeddings (capped at 4096).
+gn_session *gn_session_new(const gn_model *m, int max_seq);
+void gn_session_free(gn_session *s);
+int gn_session_pos(const gn_session *s);   // tokens in the cache
+void gn_session_reset(gn_session *s);
+// Drops cached tokens after the first `pos` (pos <= gn_session_pos), so a chat
+// can reuse the prefix it shares with a re-rendered conversation.
+void gn_session_rewind(gn_session *s, int pos);
+// Runs n tokens at positions pos..pos+n-1 and appends them to the cache.
+// Returns logits: all n rows [n, V] when all_logits, else only the last row [V].
+// The pointer stays valid until the next call. NULL (with message) when the
+// cache would overflow or an id is out of range.
+const float *gn_session_forward(gn_session *s, const int32_t *ids, int n, int all_logits);
+
+// ===========================================================================
+// Sampling and generation
+
+typedef struct {
+    float temperature;     // 0 = greedy
+    int top_k;             // 0 = off
+    float top_p;           // 1 = off
+    float repeat_penalty;  // 1 = off (HF RepetitionPenaltyLogitsProcessor rule)
+    uint64_t seed;
+} gn_sampler_opts;
+void gn_sampler_defaults(gn_sampler_opts *o);
+
+typedef struct gn_sampler gn_sampler;
+gn_sampler *gn_sampler_new(const gn_sampler_opts *o, int vocab_size);
+void gn_sampler_free(gn_sampler *s);
+// Picks a token from logits (modified in place). `history` (n ids) feeds the
+// repetition penalty.
+int32_t gn_sampler_sample(gn_sampler *s, float *logits, const int32_t *history, int n);
+
+// Called with each piece of text as it is produced; return nonzero to stop.
+typedef int (*gn_stream_fn)(const char *text, size_t len, void *user);
+
+typedef struct {
+    int max_new_tokens;
+    int ignore_eos;
+    const char *const *stop;  // stop strings (text is cut before the match)
+    int n_stop;
+    gn_stream_fn on_text;
+    void *user;
+} gn_gen_opts;
+
+typedef struct {
+    int n_prompt, n_gen;
+    double t_prompt_s, t_gen_s;
+    int stopped_by;   // 0 max tokens, 1 eos, 2 stop string, 3 callback
+} gn_gen_stats;
+
+// Continues the session with prompt ids, then generates. Appends generated ids
+// to *out_ids (malloc'd, may be NULL) and the text (stop string removed) to
+// *out_text (malloc'd, may be NULL).
+gn_status gn_generate(gn_session *s, gn_sampler *smp, const int32_t *prompt, int n_prompt,
+                      const gn_gen_opts *o, int32_t **out_ids, int *out_n,
+                      char **out_text, gn_gen_stats *stats);
+
+// ===========================================================================
+// Chat formatting
+
+typedef enum {
+    GN_CHAT_AUTO = 0,      // the model's own template if known, else guanaco
+    GN_CHAT_GUANACO = 1,   // released generations: "... questions. ### Human: q ### Assistant:"
+    GN_CHAT_GUANACO_DEMO = 2, // demo script: "... questions. ### Human: q### Assistant: "
+    GN_CHAT_CHATML = 3,
+    GN_CHAT_LLAMA2 = 4,
+    GN_CHAT_LLAMA3 = 5,
+} gn_chat_format;
+
+typedef struct {
+    const char *role;    // "system", "user", "assistant"
+    const char *content;
+} gn_chat_msg;
+
+extern const char GN_GUANACO_SYSTEM[];
+// The system line a format uses when the conversation has none: the Guanaco
+// line, or the fixed one a ChatML template inserts (SmolLM2's); NULL if none.
+// malloc'd.
+char *gn_chat_default_system(const gn_tokenizer *t, gn_chat_format f);
+gn_chat_format gn_chat_format_for(const gn_tokenizer *t, gn_chat_format requested);
+const char *gn_chat_format_name(gn_chat_format f);
+// Renders messages, ending with the cue for the assistant's next turn.
+// Returns malloc'd text. *stops (static strings) gets the turn markers that end
+// the assistant's answer.
+char *gn_chat_render(gn_chat_format f, const gn_chat_msg *msgs, int n,
+                     const char *const **stops, int *n_stops);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,507 @@
+/*
+ * main.c — the `guanaco` command: subcommand dispatch, the shared model and
+ * sampling flags, and the chat / generate / logits / info commands.
+ *
+ *   guanaco chat -m MODEL [-p "question"]     one-shot or interactive chat
+ *   guanaco generate -m MODEL -p TEXT         continue a text
+ *   guanaco logits -m MODEL --ids "1 2 3" -o out.npy
+ *   guanaco info -m MODEL
+ *   guanaco tokenize -m TOKENIZER -p TEXT     (cmd_tokenize.c)
+ *   guanaco dump -m FILE --list               (cmd_tensors.c)
+ */
+#include "cli.h"
+
+#include <errno.h>   // errno
+#include <stdarg.h>  // va_list
+#include <stdio.h>   // printf, fgets
+#include <stdlib.h>  // strtol, free
+#include <string.h>  // strcmp
+#include <time.h>    // time (default seed)
+#include <unistd.h>  // isatty
+
+#include "core/common.h" // gn_write_file_atomic
+
+// ----------------------------------------------------------------------------
+// helpers shared by the commands
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("guanaco: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int cli_fail_lib(void) { return cli_fail("%s", gn_last_error()); }
+
+int cli_write_npy_f32(const char *path, const float *data, const int64_t *shape, int ndim) {
+    char hdr[256];
+    char dims[160] = "";
+    size_t o = 0, n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (o < sizeof dims)
+            o += (size_t)snprintf(dims + o, sizeof dims - o, ndim == 1 ? "%lld," : (i ? ", %lld" : "%lld"),
+                                  (long long)shape[i]);
+        n *= (size_t)shape[i];
+    }
+    int hl = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }", dims);
+    int total = 10 + hl + 1;
+    int pad = (64 - total % 64) % 64;
+    size_t bytes = (size_t)total + (size_t)pad + n * sizeof(float);
+    char *buf = malloc(bytes);
+    if (!buf) return cli_fail("%s: out of memory", path);
+    memcpy(buf, "\x93NUMPY\x01\x00", 8);
+    uint16_t hlen = (uint16_t)(hl + pad + 1);
+    buf[8] = (char)(hlen & 0xff);
+    buf[9] = (char)(hlen >> 8);
+    memcpy(buf + 10, hdr, (size_t)hl);
+    memset(buf + 10 + hl, ' ', (size_t)pad);
+    buf[10 + hl + pad] = '\n';
+    memcpy(buf + total + pad, data, n * sizeof(float));
+    gn_status st = gn_write_file_atomic(path, buf, bytes);
+    free(buf);
+    return st ? cli_fail_lib() : 0;
+}
+
+int cli_parse_ids(const char *s, int32_t **ids, int *n) {
+    int cap = 16, k = 0;
+    int32_t *a = gn_malloc(sizeof(int32_t) * (size_t)cap);
+    const char *p = s;
+    for (;;) {
+        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n' || *p == '[' || *p == ']') p++;
+        if (!*p) break;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX) {
+            free(a);
+            cli_fail("--ids: bad token id at character %d of \"%s\" (expected non-negative integers separated by spaces)",
+                     (int)(p - s) + 1, s);
+            return -1;
+        }
+        if (k == cap) a = gn_realloc(a, sizeof(int32_t) * (size_t)(cap *= 2));
+        a[k++] = (int32_t)v;
+        p = end;
+    }
+    *ids = a;
+    *n = k;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// common flags
+
+typedef struct {
+    const char *model, *prompt, *ids, *out, *system, *file;
+    int threads, n_predict, no_bos, ignore_eos, ctx, print_ids, kv_step, verbose, quiet;
+    gn_dtype dtype;
+    gn_sampler_opts smp;
+    int seed_given;
+    gn_chat_format fmt;
+} opts;
+
+static void opts_init(opts *o) {
+    memset(o, 0, sizeof *o);
+    gn_sampler_defaults(&o->smp);
+    o->n_predict = 256;
+    o->dtype = GN_DTYPE_F32;
+    o->fmt = GN_CHAT_AUTO;
+}
+
+static const char COMMON_HELP[] =
+    "  -m, --model PATH         HF folder (config.json + safetensors or pytorch_model*.bin), a weights\n"
+    "                           file inside one, or a .gguf file (required)\n"
+    "  -t, --threads N          threads (default: all cores)\n"
+    "      --dtype f32|bf16     weight dtype to compute with (default f32; activations are f32)\n"
+    "  -c, --ctx N              context size in tokens (default: min(model max, 4096))\n"
+    "  -v, --verbose            log loading details and timings\n";
+static const char SAMPLING_HELP[] =
+    "  -p, --prompt TEXT        the prompt\n"
+    "  -n, --max-new-tokens N   tokens to generate (default 256)\n"
+    "      --temp T             temperature, 0 = greedy (default 0.7, the paper's setting)\n"
+    "      --top-p P            nucleus sampling mass (default 0.9)\n"
+    "      --top-k K            keep the K most likely tokens (default 0 = off)\n"
+    "      --repeat-penalty R   HF repetition penalty (default 1.0 = off)\n"
+    "      --seed S             random seed (default: from the clock)\n"
+    "      --no-bos             do not prepend BOS\n"
+    "      --ignore-eos         keep generating past end-of-sequence\n";
+
+// Parses one flag at argv[*i]; returns 1 if consumed, 0 if unknown, -1 on error.
+static int parse_common(opts *o, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+#define VAL() (*i + 1 < argc ? argv[++*i] : (cli_fail("%s needs a value", a), (char *)NULL))
+#define IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
+    char *v, *end;
+    if (IS("-m", "--model")) { if (!(v = VAL())) return -1; o->model = v; return 1; }
+    if (IS("-p", "--prompt")) { if (!(v = VAL())) return -1; o->prompt = v; return 1; }
+    if (IS("-f", "--file")) { if (!(v = VAL())) return -1; o->file = v; return 1; }
+    if (IS("-o", "--output")) { if (!(v = VAL())) return -1; o->out = v; return 1; }
+    if (!strcmp(a, "--ids")) { if (!(v = VAL())) return -1; o->ids = v; return 1; }
+    if (!strcmp(a, "--system")) { if (!(v = VAL())) return -1; o->system = v; return 1; }
+    if (IS("-v", "--verbose")) { o->verbose = 1; return 1; }
+    if (!strcmp(a, "--no-bos")) { o->no_bos = 1; return 1; }
+    if (!strcmp(a, "--ignore-eos")) { o->ignore_eos = 1; return 1; }
+    if (!strcmp(a, "--print-ids")) { o->print_ids = 1; return 1; }
+    if (!strcmp(a, "--kv-step")) { o->kv_step = 1; return 1; }
+    if (!strcmp(a, "--dtype")) {
+        if (!(v = VAL())) return -1;
+        if (!strcmp(v, "f32")) o->dtype = GN_DTYPE_F32;
+        else if (!strcmp(v, "bf16")) o->dtype = GN_DTYPE_BF16;
+        else { cli_fail("--dtype: '%s' (expected f32 or bf16)", v); return -1; }
+        return 1;
+    }
+    if (!strcmp(a, "--template")) {
+        if (!(v = VAL())) return -1;
+        static const struct { const char *n; gn_chat_format f; } t[] = {
+            {"auto", GN_CHAT_AUTO}, {"guanaco", GN_CHAT_GUANACO}, {"guanaco-demo", GN_CHAT_GUANACO_DEMO},
+            {"chatml", GN_CHAT_CHATML}, {"llama2", GN_CHAT_LLAMA2}, {"llama3", GN_CHAT_LLAMA3}};
+        for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) if (!strcmp(v, t[k].n)) { o->fmt = t[k].f; return 1; }
+        cli_fail("--template: '%s' (expected auto, guanaco, guanaco-demo, chatml, llama2 or llama3)", v);
+        return -1;
+    }
+    struct { const char *s, *l; int *dst; long lo, hi; } ints[] = {
+        {"-t", "--threads", &o->threads, 1, 1024}, {"-n", "--max-new-tokens", &o->n_predict, 0, 1 << 24},
+        {"-c", "--ctx", &o->ctx, 1, 1 << 24}, {"--top-k", "--top-k", &o->smp.top_k, 0, 1 << 24}};
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
+        if (IS(ints[k].s, ints[k].l)) {
+            if (!(v = VAL())) return -1;
+            errno = 0;
+            long x = strtol(v, &end, 10);
+            if (*end || end == v || errno || x < ints[k].lo || x > ints[k].hi) {
+                cli_fail("%s: '%s' (expected an integer %ld..%ld)", a, v, ints[k].lo, ints[k].hi);
+                return -1;
+            }
+            *ints[k].dst = (int)x;
+            return 1;
+        }
+    struct { const char *l; float *dst; double lo, hi; } fl[] = {
+        {"--temp", &o->smp.temperature, 0, 100}, {"--top-p", &o->smp.top_p, 0, 1},
+        {"--repeat-penalty", &o->smp.repeat_penalty, 0.01, 100}};
+    for (size_t k = 0; k < sizeof fl / sizeof fl[0]; k++)
+        if (!strcmp(a, fl[k].l)) {
+            if (!(v = VAL())) return -1;
+            double x = strtod(v, &end);
+            if (*end || end == v || !(x >= fl[k].lo && x <= fl[k].hi)) {
+                cli_fail("%s: '%s' (expected a number %g..%g)", a, v, fl[k].lo, fl[k].hi);
+                return -1;
+            }
+            *fl[k].dst = (float)x;
+            return 1;
+        }
+    if (!strcmp(a, "--seed")) {
+        if (!(v = VAL())) return -1;
+        errno = 0;
+        unsigned long long x = strtoull(v, &end, 10);
+        if (*end || end == v || errno) { cli_fail("--seed: '%s' (expected a non-negative integer)", v); return -1; }
+        o->smp.seed = x;
+        o->seed_given = 1;
+        return 1;
+    }
+#undef VAL
+#undef IS
+    return 0;
+}
+
+// Parses argv for a command; prints help and returns 0 (done) / 2 (usage error) /
+// -1 (continue).
+static int parse_args(opts *o, int argc, char **argv, const char *usage, const char *extra_help, int sampling) {
+    opts_init(o);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("%s\n%s%s%s", usage, COMMON_HELP, sampling ? SAMPLING_HELP : "", extra_help);
+            return 0;
+        }
+        int r = parse_common(o, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r == 0) {
+            cli_fail("unknown option '%s' (see %s --help)", argv[i], argv[0]);
+            return 2;
+        }
+    }
+    if (!o->model) { cli_fail("%s: -m/--model is required (see --help)", argv[0]); return 2; }
+    if (!o->seed_given) o->smp.seed = (uint64_t)time(NULL);
+    if (o->threads) gn_set_threads(o->threads);
+    gn_set_verbosity(o->verbose ? GN_LOG_INFO : GN_LOG_WARN);
+    return -1;
+}
+
+static gn_model *load(const opts *o) {
+    gn_load_opts lo = {.weight_dtype = o->dtype};
+    gn_model *m;
+    double t0 = gn_time_s();
+    if (gn_model_load(&m, o->model, &lo) != GN_OK) { cli_fail_lib(); return NULL; }
+    if (o->verbose)
+        fprintf(stderr, "loaded %s in %.2f s (%s kernels, %d threads)\n", o->model, gn_time_s() - t0, gn_simd_name(),
+                gn_get_threads());
+    return m;
+}
+
+// Tokenizes the prompt (or parses --ids); BOS per the model unless --no-bos.
+static int prompt_ids(const opts *o, const gn_model *m, int32_t **ids, int *n) {
+    if (o->ids) {
+        if (cli_parse_ids(o->ids, ids, n)) return -1;
+        return 0;
+    }
+    const gn_tokenizer *tok = gn_model_tokenizer(m);
+    if (!tok) { cli_fail("%s: the model has no tokenizer; pass token ids with --ids", o->model); return -1; }
+    const char *text = o->prompt ? o->prompt : "";
+    int flags = (!o->no_bos && gn_tokenizer_add_bos(tok)) ? GN_ENC_BOS : 0;
+    if (gn_tokenizer_encode(tok, text, strlen(text), flags, ids, n)) { cli_fail_lib(); return -1; }
+    if (*n == 0 && !o->no_bos && gn_model_config(m)->bos_id >= 0) { // need at least one token to start from
+        (*ids)[0] = gn_model_config(m)->bos_id;
+        *n = 1;
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// info
+
+int cmd_info(int argc, char **argv) {
+    opts o;
+    int r = parse_args(&o, argc, argv, "usage: guanaco info -m MODEL\nPrints the config, tensor count, dtypes and bytes.", "", 0);
+    if (r >= 0) return r;
+    gn_model *m = load(&o);
+    if (!m) return 1;
+    char *d = gn_model_describe(m);
+    fputs(d, stdout);
+    free(d);
+    const gn_tokenizer *t = gn_model_tokenizer(m);
+    if (t) printf("tokenizer vocab: %d (bos %d, eos %d)\n", gn_tokenizer_vocab_size(t), gn_tokenizer_bos(t), gn_tokenizer_eos(t));
+    printf("kernels: %s\n", gn_simd_name());
+    gn_model_free(m);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// logits
+
+int cmd_logits(int argc, char **argv) {
+    opts o;
+    int r = parse_args(&o, argc, argv,
+                       "usage: guanaco logits -m MODEL (--ids \"1 2 3\" | -p TEXT) -o OUT.npy [--kv-step]\n"
+                       "Writes the logits of every position as float32 .npy of shape [T, vocab].",
+                       "      --ids \"1 2 3\"        token ids (space or comma separated)\n"
+                       "  -o, --output FILE        .npy to write (required)\n"
+                       "      --kv-step            feed one token at a time through the KV cache\n", 0);
+    if (r >= 0) return r;
+    if (!o.out) return cli_fail("logits: -o/--output is required"), 2;
+    gn_model *m = load(&o);
+    if (!m) return 1;
+    int32_t *ids = NULL;
+    int n = 0, rc = 1;
+    gn_session *s = NULL;
+    if (prompt_ids(&o, m, &ids, &n)) goto done;
+    if (n == 0) { cli_fail("logits: no tokens given"); goto done; }
+    const gn_config *c = gn_model_config(m);
+    s = gn_session_new(m, o.ctx ? o.ctx : (n > 4096 ? n : 0));
+    float *all = gn_malloc(sizeof(float) * (size_t)n * (size_t)c->vocab_size);
+    if (o.kv_step) {
+        for (int i = 0; i < n; i++) {
+            const float *lg = gn_session_forward(s, ids + i, 1, 1);
+            if (!lg) { free(all); cli_fail_lib(); goto done; }
+            memcpy(all + (size_t)i * c->vocab_size, lg, sizeof(float) * (size_t)c->vocab_size);
+        }
+    } else {
+        const float *lg = gn_session_forward(s, ids, n, 1);
+        if (!lg) { free(all); cli_fail_lib(); goto done; }
+        memcpy(all, lg, sizeof(float) * (size_t)n * (size_t)c->vocab_size);
+    }
+    int64_t shape[2] = {n, c->vocab_size};
+    rc = cli_write_npy_f32(o.out, all, shape, 2);
+    free(all);
+done:
+    gn_session_free(s);
+    free(ids);
+    gn_model_free(m);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// generate and chat
+
+static int print_text(const char *text, size_t len, void *user) {
+    (void)user;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+static void print_stats(const gn_gen_stats *st) {
+    fprintf(stderr, "\n[prompt %d tokens in %.2f s (%.1f tok/s), generated %d tokens in %.2f s (%.1f tok/s)]\n",
+            st->n_prompt, st->t_prompt_s, st->t_prompt_s > 0 ? st->n_prompt / st->t_prompt_s : 0.0, st->n_gen,
+            st->t_gen_s, st->t_gen_s > 0 ? st->n_gen / st->t_gen_s : 0.0);
+}
+
+int cmd_generate(int argc, char **argv) {
+    opts o;
+    int r = parse_args(&o, argc, argv,
+                       "usage: guanaco generate -m MODEL (-p TEXT | --ids \"1 2 3\") [sampling flags]\n"
+                       "Continues the text and streams the new text to stdout.",
+                       "      --ids \"1 2 3\"        prompt as token ids instead of text\n"
+                       "      --print-ids          print the generated token ids (one line) instead of text\n", 1);
+    if (r >= 0) return r;
+    gn_model *m = load(&o);
+    if (!m) return 1;
+    int32_t *ids = NULL, *out = NULL;
+    int n = 0, nout = 0, rc = 1;
+    gn_session *s = NULL;
+    gn_sampler *smp = NULL;
+    if (prompt_ids(&o, m, &ids, &n)) goto done;
+    s = gn_session_new(m, o.ctx ? o.ctx : 0);
+    smp = gn_sampler_new(&o.smp, gn_model_config(m)->vocab_size);
+    gn_gen_opts go = {.max_new_tokens = o.n_predict, .ignore_eos = o.ignore_eos,
+                      .on_text = o.print_ids ? NULL : print_text};
+    gn_gen_stats st;
+    if (gn_generate(s, smp, ids, n, &go, &out, &nout, NULL, &st)) { cli_fail_lib(); goto done; }
+    if (o.print_ids) {
+        for (int i = 0; i < nout; i++) printf(i ? " %d" : "%d", out[i]);
+        printf("\n");
+    } else {
+        printf("\n");
+    }
+    if (o.verbose) print_stats(&st);
+    rc = 0;
+done:
+    free(out);
+    free(ids);
+    gn_sampler_free(smp);
+    gn_session_free(s);
+    gn_model_free(m);
+    return rc;
+}
+
+// One assistant turn: render, reuse the cached prefix, generate. Appends the
+// answer to the conversation.
+static int chat_turn(const opts *o, gn_model *m, gn_session *s, gn_sampler *smp, gn_chat_format fmt,
+                     gn_chat_msg **msgs, int *nmsg, int32_t **cached, int *ncached) {
+    const gn_tokenizer *tok = gn_model_tokenizer(m);
+    const char *const *stops;
+    int nstops;
+    char *text = gn_chat_render(fmt, *msgs, *nmsg, &stops, &nstops);
+    int flags = GN_ENC_SPECIAL | ((!o->no_bos && gn_tokenizer_add_bos(tok)) ? GN_ENC_BOS : 0);
+    int32_t *ids;
+    int n;
+    if (gn_tokenizer_encode(tok, text, strlen(text), flags, &ids, &n)) { free(text); return cli_fail_lib(); }
+    free(text);
+    // reuse the KV cache for the prefix this prompt shares with what is cached
+    int same = 0;
+    while (same < n - 1 && same < *ncached && ids[same] == (*cached)[same]) same++;
+    gn_session_rewind(s, same);
+    if (gn_session_pos(s) != same) { gn_session_reset(s); same = 0; }
+    gn_gen_opts go = {.max_new_tokens = o->n_predict, .ignore_eos = o->ignore_eos, .stop = stops, .n_stop = nstops,
+                      .on_text = print_text};
+    int32_t *out = NULL;
+    int nout = 0;
+    char *answer = NULL;
+    gn_gen_stats st;
+    gn_status rs = gn_generate(s, smp, ids + same, n - same, &go, &out, &nout, &answer, &st);
+    if (rs) { free(ids); free(out); free(answer); return cli_fail_lib(); }
+    printf("\n");
+    fflush(stdout);
+    if (o->verbose) print_stats(&st);
+    // the cache now holds ids + the generated tokens (up to the stop)
+    *cached = gn_realloc(*cached, sizeof(int32_t) * (size_t)(n + nout + 1));
+    memcpy(*cached, ids, sizeof(int32_t) * (size_t)n);
+    memcpy(*cached + n, out, sizeof(int32_t) * (size_t)nout);
+    *ncached = gn_session_pos(s) < n + nout ? gn_session_pos(s) : n + nout;
+    free(ids);
+    free(out);
+    // trim surrounding whitespace of the answer for the transcript
+    char *a = answer;
+    while (*a == ' ' || *a == '\n') a++;
+    size_t al = strlen(a);
+    while (al && (a[al - 1] == ' ' || a[al - 1] == '\n')) a[--al] = 0;
+    *msgs = gn_realloc(*msgs, sizeof(gn_chat_msg) * (size_t)(*nmsg + 2));
+    (*msgs)[(*nmsg)++] = (gn_chat_msg){"assistant", gn_strdup(a)};
+    free(answer);
+    return 0;
+}
+
+int cmd_chat(int argc, char **argv) {
+    opts o;
+    int r = parse_args(&o, argc, argv,
+                       "usage: guanaco chat -m MODEL [-p \"question\"] [--template NAME] [--system TEXT]\n"
+                       "Chats with the Guanaco prompt format or the model's own template. With -p, answers\n"
+                       "once and exits; otherwise reads one message per line (/reset clears, /quit ends).",
+                       "      --template NAME      auto (default: the model's own template, else guanaco),\n"
+                       "                           guanaco (\"### Human: q ### Assistant:\"), guanaco-demo\n"
+                       "                           (\"### Human: q### Assistant: \"), chatml, llama2, llama3\n"
+                       "      --system TEXT        system line (default: the format's own)\n", 1);
+    if (r >= 0) return r;
+    gn_model *m = load(&o);
+    if (!m) return 1;
+    const gn_tokenizer *tok = gn_model_tokenizer(m);
+    if (!tok) { gn_model_free(m); return cli_fail("%s: the model has no tokenizer; chat needs one", o.model); }
+    gn_chat_format fmt = gn_chat_format_for(tok, o.fmt);
+    if (o.verbose) fprintf(stderr, "chat format: %s\n", gn_chat_format_name(fmt));
+    gn_session *s = gn_session_new(m, o.ctx ? o.ctx : 0);
+    gn_sampler *smp = gn_sampler_new(&o.smp, gn_model_config(m)->vocab_size);
+    gn_chat_msg *msgs = gn_malloc(sizeof(gn_chat_msg) * 2);
+    int nmsg = 0, rc = 0;
+    char *sys = o.system ? gn_strdup(o.system) : gn_chat_default_system(tok, fmt);
+    int nfixed = 0;
+    if (sys) { msgs[nmsg++] = (gn_chat_msg){"system", sys}; nfixed = 1; }
+    int32_t *cached = NULL;
+    int ncached = 0;
+    if (o.prompt) {
+        msgs = gn_realloc(msgs, sizeof(gn_chat_msg) * (size_t)(nmsg + 1));
+        msgs[nmsg++] = (gn_chat_msg){"user", gn_strdup(o.prompt)};
+        rc = chat_turn(&o, m, s, smp, fmt, &msgs, &nmsg, &cached, &ncached);
+    } else {
+        int tty = isatty(0);
+        char line[16384];
+        for (;;) {
+            if (tty) { fputs("> ", stderr); fflush(stderr); }
+            if (!fgets(line, sizeof line, stdin)) break;
+            size_t l = strlen(line);
+            while (l && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
+            if (!l) continue;
+            if (!strcmp(line, "/quit") || !strcmp(line, "/exit")) break;
+            if (!strcmp(line, "/reset")) {
+                for (int i = nfixed; i < nmsg; i++) free((char *)msgs[i].content);
+                nmsg = nfixed;
+                continue;
+            }
+            msgs = gn_realloc(msgs, sizeof(gn_chat_msg) * (size_t)(nmsg + 1));
+            msgs[nmsg++] = (gn_chat_msg){"user", gn_strdup(line)};
+            if ((rc = chat_turn(&o, m, s, smp, fmt, &msgs, &nmsg, &cached, &ncached))) break;
+        }
+    }
+    for (int i = 0; i < nmsg; i++) free((char *)msgs[i].content);
+    free(msgs);
+    free(cached);
+    gn_sampler_free(smp);
+    gn_session_free(s);
+    gn_model_free(m);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+
+static const struct { const char *name; int (*fn)(int, char **); const char *help; } COMMANDS[] = {
+    {"chat", cmd_chat, "chat with a model (Guanaco prompt format or the model's template)"},
+    {"generate", cmd_generate, "continue a prompt"},
+    {"logits", cmd_logits, "write per-position logits for token ids as .npy"},
+    {"info", cmd_info, "describe a model: config, tensors, dtypes, bytes"},
+    {"tokenize", cmd_tokenize, "text to token ids (and back with --decode)"},
+    {"dump", cmd_dump, "list a weights file's tensors or write one as .npy"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: guanaco COMMAND [options]   (guanaco COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) { usage(stdout); return 0; }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+    cli_fail("unknown command '%s'", argv[1]);
+    usage(stderr);
+    return 2;
+}

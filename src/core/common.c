@@ -1,0 +1,218 @@
+/*
+ * common.c — error slot, assertions, checked allocation, logging, half floats,
+ * files (read whole, mmap, atomic write) and the clock.
+ */
+#include "common.h"
+
+#include <errno.h>     // errno
+#include <fcntl.h>     // open
+#include <stdarg.h>    // va_list
+#include <stdio.h>     // vsnprintf
+#include <stdlib.h>    // malloc, exit
+#include <sys/mman.h>  // mmap
+#include <sys/stat.h>  // fstat
+#include <time.h>      // clock_gettime
+#include <unistd.h>    // close, fsync
+
+// ----------------------------------------------------------------------------
+// errors
+
+static _Thread_local char errbuf[1024];
+
+const char *gn_last_error(void) { return errbuf; }
+
+gn_status gn_err(gn_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+gn_status gn_err_prefix(gn_status st, const char *prefix) {
+    char tmp[sizeof errbuf];
+    snprintf(tmp, sizeof tmp, "%.200s: %.800s", prefix, errbuf);
+    memcpy(errbuf, tmp, sizeof errbuf);
+    return st;
+}
+
+void gn_abort(const char *file, int line, const char *expr) {
+    fprintf(stderr, "guanaco: internal error at %s:%d: assertion failed: %s\n", file, line, expr);
+    fflush(stderr);
+    abort();
+}
+
+// ----------------------------------------------------------------------------
+// allocation
+
+static void oom(size_t n) {
+    fprintf(stderr, "guanaco: out of memory allocating %zu bytes\n", n);
+    exit(1);
+}
+void *gn_malloc(size_t n) { void *p = malloc(n ? n : 1); if (!p) oom(n); return p; }
+void *gn_calloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) oom(n * size);
+    return p;
+}
+void *gn_realloc(void *p, size_t n) { void *q = realloc(p, n ? n : 1); if (!q) oom(n); return q; }
+char *gn_strdup(const char *s) { return gn_strndup(s, strlen(s)); }
+char *gn_strndup(const char *s, size_t n) {
+    char *p = gn_malloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+// ----------------------------------------------------------------------------
+// logging
+
+static gn_log_fn log_fn;
+static void *log_user;
+static int verbosity = GN_LOG_WARN;
+
+void gn_set_log(gn_log_fn fn, void *user) { log_fn = fn; log_user = user; }
+void gn_set_verbosity(int level) { verbosity = level; }
+
+void gn_log(int level, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (log_fn) { log_fn(level, msg, log_user); return; }
+    if (level <= verbosity) fprintf(stderr, "%s\n", msg);
+}
+
+// ----------------------------------------------------------------------------
+// half precision (IEEE binary16)
+
+float gn_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
+    if (exp == 0) {
+        if (man == 0) u = sign;
+        else { // subnormal: normalise
+            int e = -1;
+            do { e++; man <<= 1; } while (!(man & 0x400u));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t gn_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);        // NaN
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);        // overflow -> inf
+    if (a < 0x38800000u) {                                          // subnormal or zero
+        if (a < 0x33000000u) return (uint16_t)sign;                 // < half of min subnormal
+        uint32_t man = (a & 0x7fffffu) | 0x800000u;
+        int shift = 126 - (int)(a >> 23) ; // 113 - e + 13
+        shift = (int)(126 - (a >> 23));
+        uint32_t res = man >> (shift); // shift in [14, 24]
+        uint32_t rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (res & 1))) res++;
+        return (uint16_t)(sign | res);
+    }
+    uint32_t res = ((a >> 13) - (112u << 10));
+    uint32_t rem = a & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (res & 1))) res++;
+    return (uint16_t)(sign | res);
+}
+
+// ----------------------------------------------------------------------------
+// time and files
+
+double gn_time_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+gn_status gn_read_file(const char *path, char **out, size_t *len) {
+    *out = NULL;
+    if (len) *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return gn_err(GN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = gn_malloc(cap);
+    for (;;) {
+        if (cap - n < 2) buf = gn_realloc(buf, cap *= 2);
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) { free(buf); return gn_err(GN_ERR_IO, "%s: read error", path); }
+    buf[n] = 0;
+    *out = buf;
+    if (len) *len = n;
+    return GN_OK;
+}
+
+gn_status gn_mmap_open(gn_mmap *m, const char *path) {
+    memset(m, 0, sizeof *m);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return gn_err(GN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) { close(fd); return gn_err(GN_ERR_IO, "%s: cannot stat: %s", path, strerror(errno)); }
+    if (S_ISDIR(st.st_mode)) { close(fd); return gn_err(GN_ERR_IO, "%s: is a directory, expected a file", path); }
+    m->size = (size_t)st.st_size;
+    if (m->size > 0) {
+        void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) { close(fd); return gn_err(GN_ERR_IO, "%s: mmap failed: %s", path, strerror(errno)); }
+        m->data = p;
+    }
+    close(fd);
+    m->path = gn_strdup(path);
+    return GN_OK;
+}
+
+void gn_mmap_close(gn_mmap *m) {
+    if (m->data) munmap((void *)m->data, m->size);
+    free(m->path);
+    memset(m, 0, sizeof *m);
+}
+
+gn_status gn_write_file_atomic(const char *path, const void *data, size_t n) {
+    size_t pl = strlen(path);
+    char *tmp = gn_malloc(pl + 32);
+    snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        gn_status st = gn_err(GN_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return st;
+    }
+    const uint8_t *p = data;
+    size_t left = n;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) { if (errno == EINTR) continue; goto fail; }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0) goto fail;
+    if (close(fd) != 0) { fd = -1; goto fail; }
+    fd = -1;
+    if (rename(tmp, path) != 0) goto fail;
+    free(tmp);
+    return GN_OK;
+fail:;
+    gn_status st = gn_err(GN_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    free(tmp);
+    return st;
+}

@@ -1,0 +1,94 @@
+/*
+ * common.h — what every file in libguanaco needs: status codes and the error
+ * message slot, always-on assertions, checked allocation, bf16/f16 helpers.
+ *
+ * Errors from outside input (files, JSON, flags) are *returned*: a function sets
+ * the message with gn_err(status, fmt, ...) and returns that status; callers pass
+ * it up unchanged. The message names the file, the offset or field, and what was
+ * expected. Our own bugs use GN_ASSERT, which is on in every build.
+ */
+#ifndef GN_COMMON_H
+#define GN_COMMON_H
+
+#include <stddef.h>  // size_t
+#include <stdint.h>  // int64_t, uint16_t
+#include <string.h>  // memcpy
+
+#include "guanaco.h" // gn_status, gn_last_error
+
+// ---------------------------------------------------------------------------
+// errors
+
+// Sets the thread's error message (printf-style) and returns `st`, so a parser can
+// write `return gn_err(GN_ERR_FORMAT, "%s: offset %zu: ...", path, off);`.
+gn_status gn_err(gn_status st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+// Prepends "prefix: " to the current message (used to add the file name on the
+// way up). Returns `st`.
+gn_status gn_err_prefix(gn_status st, const char *prefix);
+
+void gn_abort(const char *file, int line, const char *expr);
+#define GN_ASSERT(x) do { if (!(x)) gn_abort(__FILE__, __LINE__, #x); } while (0)
+#define GN_UNUSED(x) (void)(x)
+
+// Allocation that never returns NULL: out of memory goes to the OOM handler
+// (default: message to stderr and exit(1)), as in redis' zmalloc.
+void *gn_malloc(size_t n);
+void *gn_calloc(size_t n, size_t size);
+void *gn_realloc(void *p, size_t n);
+char *gn_strdup(const char *s);
+char *gn_strndup(const char *s, size_t n);
+
+// Logging through the settable sink (default stderr). The library never prints
+// to stdout.
+void gn_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define GN_LOG_ERROR 0
+#define GN_LOG_WARN 1
+#define GN_LOG_INFO 2
+#define GN_LOG_DEBUG 3
+
+// ---------------------------------------------------------------------------
+// number formats
+
+static inline float gn_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// Round to nearest even, as torch does; NaN stays NaN (quiet).
+static inline uint16_t gn_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float gn_f16_to_f32(uint16_t h);   // exact IEEE half -> float (subnormals, inf, NaN)
+uint16_t gn_f32_to_f16(float f);   // round to nearest even
+
+// ---------------------------------------------------------------------------
+// small helpers
+
+double gn_time_s(void); // CLOCK_MONOTONIC seconds
+
+// Reads a whole (small) file into a NUL-terminated buffer. Error names the path.
+gn_status gn_read_file(const char *path, char **out, size_t *len);
+
+// Read-only memory mapping of a whole file.
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+    char *path;  // owned copy, for error messages
+} gn_mmap;
+gn_status gn_mmap_open(gn_mmap *m, const char *path);
+void gn_mmap_close(gn_mmap *m);
+
+// Writes `n` bytes to `path` atomically: temp file in the same folder, fsync,
+// rename. Never leaves a partial file.
+gn_status gn_write_file_atomic(const char *path, const void *data, size_t n);
+
+#endif

@@ -1,0 +1,830 @@
+/*
+ * llama.c — LLaMA-family model: config (HF config.json or GGUF metadata), the
+ * weight table (safetensors / PyTorch .bin / GGUF), and the forward pass with a
+ * KV cache.
+ *
+ * Math follows transformers' LlamaForCausalLM in float32:
+ *   h = h + Attn(RMSNorm1(h)); h = h + MLP(RMSNorm2(h)); logits = head(RMSNorm(h))
+ *   RMSNorm: x * rsqrt(mean(x^2) + eps) * w
+ *   RoPE: HF checkpoints use rotate_half on the two halves of each head; GGUF
+ *         files (whose q/k rows llama.cpp's converter permuted) rotate
+ *         interleaved pairs (2i, 2i+1). Same rotation, different row order.
+ *   Attention: grouped-query (q head h reads kv head h / (NH/NKV)), causal,
+ *         softmax(q.k / sqrt(hs)) in f32.
+ *   MLP: down(silu(gate(x)) * up(x)).
+ * Weights are used in place from the file mapping when the file already holds
+ * the compute dtype (f32, or bf16 with --dtype bf16); otherwise converted once
+ * at load (f16, bf16 -> f32; GGUF block quants dequantized as ggml does).
+ */
+#include "llama.h"
+
+#include <cjson/cJSON.h> // config.json, *.index.json
+#include <dirent.h>      // opendir: listing a model folder
+#include <math.h>        // powf, cosf, sinf, sqrtf
+#include <stdio.h>       // snprintf
+#include <stdlib.h>      // free
+#include <sys/stat.h>    // stat
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../tokenizer/tokenizer.h" // gn_tokenizer_from_gguf
+
+// ----------------------------------------------------------------------------
+// small path helpers
+
+static int is_dir(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISDIR(st.st_mode); }
+static int is_file(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISREG(st.st_mode); }
+
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = gn_malloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+static int file_magic_is(const char *path, const char *magic, size_t n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char buf[8] = {0};
+    size_t got = fread(buf, 1, n, f);
+    fclose(f);
+    return got == n && !memcmp(buf, magic, n);
+}
+
+// ----------------------------------------------------------------------------
+// config.json
+
+// Reads an integer field; a JSON list takes its first element (eos_token_id
+// may be a list). Returns 1 if present, 0 if absent, -1 on a wrong type (error set).
+static int json_int(const cJSON *o, const char *key, const char *path, int64_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e15) {
+        gn_err(GN_ERR_FORMAT, "%s: field '%s': expected an integer", path, key);
+        return -1;
+    }
+    *out = (int64_t)v->valuedouble;
+    return 1;
+}
+
+static int json_num(const cJSON *o, const char *key, const char *path, double *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v)) {
+        gn_err(GN_ERR_FORMAT, "%s: field '%s': expected a number", path, key);
+        return -1;
+    }
+    *out = v->valuedouble;
+    return 1;
+}
+
+static gn_status need_int(const cJSON *o, const char *key, const char *path, int64_t lo, int64_t hi, int *out) {
+    int64_t v;
+    int r = json_int(o, key, path, &v);
+    if (r < 0) return GN_ERR_FORMAT;
+    if (r == 0) return gn_err(GN_ERR_FORMAT, "%s: missing field '%s' (expected an integer)", path, key);
+    if (v < lo || v > hi)
+        return gn_err(GN_ERR_FORMAT, "%s: field '%s' = %lld: expected %lld..%lld", path, key, (long long)v,
+                      (long long)lo, (long long)hi);
+    *out = (int)v;
+    return GN_OK;
+}
+
+static gn_status opt_int(const cJSON *o, const char *key, const char *path, int dflt, int *out) {
+    int64_t v;
+    int r = json_int(o, key, path, &v);
+    if (r < 0) return GN_ERR_FORMAT;
+    *out = r ? (int)v : dflt;
+    return GN_OK;
+}
+
+static gn_status parse_rope_scaling(const cJSON *rs, const char *path, gn_config *c) {
+    if (!rs || cJSON_IsNull(rs)) return GN_OK;
+    if (!cJSON_IsObject(rs)) return gn_err(GN_ERR_FORMAT, "%s: field 'rope_scaling': expected an object", path);
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    const char *t = cJSON_IsString(ty) ? ty->valuestring : "default";
+    double d;
+    if (json_num(rs, "rope_theta", path, &d) > 0) c->rope_theta = (float)d;
+    if (!strcmp(t, "default")) return GN_OK;
+    double factor = 1.0;
+    if (json_num(rs, "factor", path, &factor) <= 0 || factor <= 0)
+        return gn_err(GN_ERR_FORMAT, "%s: rope_scaling: missing or bad 'factor' (expected a positive number)", path);
+    c->rope_factor = (float)factor;
+    if (!strcmp(t, "linear")) { c->rope_scaling = GN_ROPE_LINEAR; return GN_OK; }
+    if (!strcmp(t, "llama3")) {
+        double lo = 1.0, hi = 4.0;
+        int64_t omp = 8192;
+        if (json_num(rs, "low_freq_factor", path, &lo) < 0 || json_num(rs, "high_freq_factor", path, &hi) < 0 ||
+            json_int(rs, "original_max_position_embeddings", path, &omp) < 0)
+            return GN_ERR_FORMAT;
+        if (hi <= lo || omp <= 0)
+            return gn_err(GN_ERR_FORMAT, "%s: rope_scaling: llama3 needs high_freq_factor > low_freq_factor and original_max_position_embeddings > 0", path);
+        c->rope_scaling = GN_ROPE_LLAMA3;
+        c->rope_low_freq_factor = (float)lo;
+        c->rope_high_freq_factor = (float)hi;
+        c->rope_orig_max_pos = (int)omp;
+        return GN_OK;
+    }
+    return gn_err(GN_ERR_UNSUPPORTED, "%s: rope_scaling type '%s' is not supported (expected linear or llama3)", path, t);
+}
+
+static gn_status config_from_json(gn_config *c, const char *path) {
+    char *text;
+    size_t len;
+    gn_status st = gn_read_file(path, &text, &len);
+    if (st) return st;
+    const char *endp = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, len, &endp, 0);
+    if (!j || !cJSON_IsObject(j)) {
+        size_t off = endp ? (size_t)(endp - text) : 0;
+        cJSON_Delete(j);
+        free(text);
+        return gn_err(GN_ERR_FORMAT, "%s: invalid JSON near byte %zu (expected a JSON object)", path, off);
+    }
+    memset(c, 0, sizeof *c);
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
+    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "llama") && strcmp(mt->valuestring, "mistral")) {
+        st = gn_err(GN_ERR_UNSUPPORTED, "%s: model_type '%s' is not supported (expected llama)", path, mt->valuestring);
+        goto done;
+    }
+    if ((st = need_int(j, "hidden_size", path, 1, 1 << 20, &c->dim)) ||
+        (st = need_int(j, "intermediate_size", path, 1, 1 << 22, &c->hidden_dim)) ||
+        (st = need_int(j, "num_hidden_layers", path, 1, 4096, &c->n_layers)) ||
+        (st = need_int(j, "num_attention_heads", path, 1, 4096, &c->n_heads)) ||
+        (st = need_int(j, "vocab_size", path, 1, 1 << 24, &c->vocab_size)))
+        goto done;
+    if ((st = opt_int(j, "num_key_value_heads", path, c->n_heads, &c->n_kv_heads)) ||
+        (st = opt_int(j, "max_position_embeddings", path, 2048, &c->max_seq)) ||
+        (st = opt_int(j, "bos_token_id", path, -1, &c->bos_id)) ||
+        (st = opt_int(j, "eos_token_id", path, -1, &c->eos_id)) ||
+        (st = opt_int(j, "pad_token_id", path, -1, &c->pad_id)))
+        goto done;
+    int64_t hd = 0;
+    if (json_int(j, "head_dim", path, &hd) < 0) { st = GN_ERR_FORMAT; goto done; }
+    if (hd == 0) {
+        if (c->dim % c->n_heads) {
+            st = gn_err(GN_ERR_FORMAT, "%s: hidden_size %d is not a multiple of num_attention_heads %d (and no head_dim given)",
+                        path, c->dim, c->n_heads);
+            goto done;
+        }
+        hd = c->dim / c->n_heads;
+    }
+    if (hd < 2 || hd > 4096 || hd % 2) {
+        st = gn_err(GN_ERR_FORMAT, "%s: field 'head_dim' = %lld: expected an even number 2..4096", path, (long long)hd);
+        goto done;
+    }
+    c->head_dim = (int)hd;
+    if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads) {
+        st = gn_err(GN_ERR_FORMAT, "%s: num_key_value_heads %d must divide num_attention_heads %d", path, c->n_kv_heads,
+                    c->n_heads);
+        goto done;
+    }
+    if (c->max_seq < 1) c->max_seq = 2048;
+    double d = 1e-6;
+    if (json_num(j, "rms_norm_eps", path, &d) < 0) { st = GN_ERR_FORMAT; goto done; }
+    c->norm_eps = (float)d;
+    d = 10000.0;
+    if (json_num(j, "rope_theta", path, &d) < 0) { st = GN_ERR_FORMAT; goto done; }
+    c->rope_theta = (float)d;
+    c->rope_factor = 1.0f;
+    // transformers >= 5 writes rope_parameters (with rope_theta inside); older, rope_scaling
+    if ((st = parse_rope_scaling(cJSON_GetObjectItemCaseSensitive(j, "rope_parameters"), path, c))) goto done;
+    if (c->rope_scaling == GN_ROPE_NONE &&
+        (st = parse_rope_scaling(cJSON_GetObjectItemCaseSensitive(j, "rope_scaling"), path, c)))
+        goto done;
+    if (!(c->rope_theta > 0)) { st = gn_err(GN_ERR_FORMAT, "%s: rope_theta must be positive", path); goto done; }
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
+    c->tie_embeddings = tie ? cJSON_IsTrue(tie) : 1; // PretrainedConfig's default is True
+    const cJSON *ab = cJSON_GetObjectItemCaseSensitive(j, "attention_bias");
+    const cJSON *mb = cJSON_GetObjectItemCaseSensitive(j, "mlp_bias");
+    if (cJSON_IsTrue(ab) || cJSON_IsTrue(mb)) {
+        st = gn_err(GN_ERR_UNSUPPORTED, "%s: attention_bias/mlp_bias are not supported (LLaMA has no biases)", path);
+        goto done;
+    }
+    c->rope_interleaved = 0;
+    st = GN_OK;
+done:
+    cJSON_Delete(j);
+    free(text);
+    return st;
+}
+
+// ----------------------------------------------------------------------------
+// HF weight files
+
+// Adds the file list of an *.index.json (unique, in first-seen order).
+static gn_status load_index(gn_tensor_table *tt, const char *dir, const char *index_path, int is_bin) {
+    char *text;
+    size_t len;
+    gn_status st = gn_read_file(index_path, &text, &len);
+    if (st) return st;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *wm = j ? cJSON_GetObjectItemCaseSensitive(j, "weight_map") : NULL;
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(j);
+        return gn_err(GN_ERR_FORMAT, "%s: expected a JSON object with a 'weight_map' object", index_path);
+    }
+    const cJSON *e;
+    char **seen = NULL;
+    int nseen = 0;
+    st = GN_OK;
+    cJSON_ArrayForEach(e, wm) {
+        if (!cJSON_IsString(e) || strchr(e->valuestring, '/')) {
+            st = gn_err(GN_ERR_FORMAT, "%s: weight_map['%s']: expected a file name in the same folder", index_path,
+                        e->string ? e->string : "?");
+            break;
+        }
+        int dup = 0;
+        for (int i = 0; i < nseen && !dup; i++) dup = !strcmp(seen[i], e->valuestring);
+        if (dup) continue;
+        seen = gn_realloc(seen, sizeof(char *) * (size_t)(nseen + 1));
+        seen[nseen++] = e->valuestring;
+        char *p = join(dir, e->valuestring);
+        st = is_bin ? gn_torchbin_load(tt, p) : gn_safetensors_load(tt, p);
+        free(p);
+        if (st) break;
+    }
+    free(seen);
+    cJSON_Delete(j);
+    return st;
+}
+
+static gn_status load_hf_weights(gn_tensor_table *tt, const char *dir, const char *single, const char **source) {
+    if (single) {
+        int bin = file_magic_is(single, "PK\x03\x04", 4);
+        *source = bin ? "pytorch-bin" : "safetensors";
+        return bin ? gn_torchbin_load(tt, single) : gn_safetensors_load(tt, single);
+    }
+    static const struct { const char *name; int bin, index; } cand[] = {
+        {"model.safetensors.index.json", 0, 1},
+        {"model.safetensors", 0, 0},
+        {"pytorch_model.bin.index.json", 1, 1},
+        {"pytorch_model.bin", 1, 0},
+    };
+    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) {
+        char *p = join(dir, cand[i].name);
+        if (is_file(p)) {
+            *source = cand[i].bin ? "pytorch-bin" : "safetensors";
+            gn_status st = cand[i].index ? load_index(tt, dir, p, cand[i].bin)
+                                         : (cand[i].bin ? gn_torchbin_load(tt, p) : gn_safetensors_load(tt, p));
+            free(p);
+            return st;
+        }
+        free(p);
+    }
+    return gn_err(GN_ERR_IO, "%s: no weights found (expected model.safetensors[.index.json] or pytorch_model.bin[.index.json])", dir);
+}
+
+// ----------------------------------------------------------------------------
+// turning file tensors into compute matrices
+
+static void *own(gn_model *m, size_t bytes) {
+    void *p = gn_malloc(bytes);
+    m->owned = gn_realloc(m->owned, sizeof(void *) * (size_t)(m->nowned + 1));
+    m->owned[m->nowned++] = p;
+    return p;
+}
+
+static const char *shape_str(const gn_tensor *t, char *buf, size_t cap) {
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, cap - o, "[");
+    for (int i = 0; i < t->ndim && o < cap; i++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    if (o < cap) snprintf(buf + o, cap - o, "]");
+    return buf;
+}
+
+// Looks up `name`; checks it is (rows, cols) (cols 0: 1-D of rows).
+static gn_status find_checked(const gn_model *m, const gn_tensor_table *tt, const char *name, int64_t rows,
+                              int64_t cols, const gn_tensor **out) {
+    const gn_tensor *t = gn_tensor_table_find(tt, name);
+    if (!t) {
+        const char *where = m->gguf ? m->gguf->map.path : m->path;
+        return gn_err(GN_ERR_FORMAT, "%s: missing tensor '%s'", where, name);
+    }
+    int ok = cols ? (t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols)
+                  : (t->ndim == 1 && t->shape[0] == rows);
+    if (!ok) {
+        char got[128];
+        if (cols)
+            return gn_err(GN_ERR_SHAPE, "%s: tensor '%s' has shape %s, but the config implies [%lld, %lld]", t->file,
+                          name, shape_str(t, got, sizeof got), (long long)rows, (long long)cols);
+        return gn_err(GN_ERR_SHAPE, "%s: tensor '%s' has shape %s, but the config implies [%lld]", t->file, name,
+                      shape_str(t, got, sizeof got), (long long)rows);
+    }
+    *out = t;
+    return GN_OK;
+}
+
+static int aligned_for(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
+
+// A matrix in the model's compute dtype: in place when possible, else converted.
+static gn_status make_mat(gn_model *m, const gn_tensor *t, gn_mat *out) {
+    out->rows = t->shape[0];
+    out->cols = t->shape[1];
+    out->dtype = m->wdtype;
+    size_t n = (size_t)t->nelem;
+    if (t->dtype == m->wdtype && aligned_for(t->data, m->wdtype == GN_DTYPE_F32 ? 4 : 2)) {
+        out->data = t->data;
+        return GN_OK;
+    }
+    if (t->dtype == GN_DTYPE_BF16 && m->wdtype == GN_DTYPE_BF16) { // unaligned bf16: copy
+        void *p = own(m, n * 2);
+        memcpy(p, t->data, n * 2);
+        out->data = p;
+        return GN_OK;
+    }
+    float *f = own(m, n * sizeof(float));
+    gn_status st = gn_tensor_to_f32(t, f);
+    if (st) return st;
+    if (m->wdtype == GN_DTYPE_BF16) {
+        uint16_t *b = own(m, n * 2);
+        for (size_t i = 0; i < n; i++) b[i] = gn_f32_to_bf16(f[i]);
+        out->data = b; // the f32 copy stays owned until free; fine for load-time only
+    } else {
+        out->data = f;
+    }
+    return GN_OK;
+}
+
+static gn_status make_vec(gn_model *m, const gn_tensor *t, const float **out) {
+    if (t->dtype == GN_DTYPE_F32 && aligned_for(t->data, 4)) { *out = t->data; return GN_OK; }
+    float *f = own(m, (size_t)t->nelem * sizeof(float));
+    gn_status st = gn_tensor_to_f32(t, f);
+    *out = f;
+    return st;
+}
+
+typedef struct {
+    const char *embed, *norm, *head;
+    const char *fmt[9]; // per-layer names with %d: attn_norm, ffn_norm, q, k, v, o, gate, up, down
+} name_scheme;
+
+static const name_scheme HF_NAMES = {
+    "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+    {"model.layers.%d.input_layernorm.weight", "model.layers.%d.post_attention_layernorm.weight",
+     "model.layers.%d.self_attn.q_proj.weight", "model.layers.%d.self_attn.k_proj.weight",
+     "model.layers.%d.self_attn.v_proj.weight", "model.layers.%d.self_attn.o_proj.weight",
+     "model.layers.%d.mlp.gate_proj.weight", "model.layers.%d.mlp.up_proj.weight",
+     "model.layers.%d.mlp.down_proj.weight"}};
+
+static const name_scheme GGUF_NAMES = {
+    "token_embd.weight", "output_norm.weight", "output.weight",
+    {"blk.%d.attn_norm.weight", "blk.%d.ffn_norm.weight", "blk.%d.attn_q.weight", "blk.%d.attn_k.weight",
+     "blk.%d.attn_v.weight", "blk.%d.attn_output.weight", "blk.%d.ffn_gate.weight", "blk.%d.ffn_up.weight",
+     "blk.%d.ffn_down.weight"}};
+
+static gn_status bind_weights(gn_model *m, const gn_tensor_table *tt, const name_scheme *ns) {
+    const gn_config *c = &m->cfg;
+    int64_t C = c->dim, HD = c->hidden_dim, V = c->vocab_size;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, KVD = (int64_t)c->n_kv_heads * c->head_dim;
+    const gn_tensor *t;
+    gn_status st;
+    if ((st = find_checked(m, tt, ns->embed, V, C, &t)) || (st = make_mat(m, t, &m->embed))) return st;
+    if ((st = find_checked(m, tt, ns->norm, C, 0, &t)) || (st = make_vec(m, t, &m->final_norm))) return st;
+    const gn_tensor *head = gn_tensor_table_find(tt, ns->head);
+    if (head && !(m->gguf == NULL && c->tie_embeddings)) {
+        if ((st = find_checked(m, tt, ns->head, V, C, &t)) || (st = make_mat(m, t, &m->lm_head))) return st;
+        m->cfg.tie_embeddings = 0;
+    } else {
+        if (!head && !c->tie_embeddings && !m->gguf)
+            return gn_err(GN_ERR_FORMAT, "%s: missing tensor '%s' (config.json says tie_word_embeddings=false)",
+                          m->path, ns->head);
+        m->lm_head = m->embed;
+        m->cfg.tie_embeddings = 1;
+    }
+    m->layers = gn_calloc((size_t)c->n_layers, sizeof(gn_layer));
+    char name[160];
+    for (int l = 0; l < c->n_layers; l++) {
+        gn_layer *L = &m->layers[l];
+        const int64_t dims[9][2] = {{C, 0}, {C, 0}, {QD, C}, {KVD, C}, {KVD, C}, {C, QD}, {HD, C}, {HD, C}, {C, HD}};
+        gn_mat *mats[9] = {NULL, NULL, &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int k = 0; k < 9; k++) {
+            snprintf(name, sizeof name, ns->fmt[k], l);
+            if ((st = find_checked(m, tt, name, dims[k][0], dims[k][1], &t))) return st;
+            if (k == 0) st = make_vec(m, t, &L->attn_norm);
+            else if (k == 1) st = make_vec(m, t, &L->ffn_norm);
+            else st = make_mat(m, t, mats[k]);
+            if (st) return st;
+        }
+    }
+    return GN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// GGUF config
+
+static gn_status config_from_gguf(gn_config *c, const gn_gguf *g, const char *path) {
+    memset(c, 0, sizeof *c);
+    char *arch = gn_gguf_get_str(g, "general.architecture");
+    if (!arch) return gn_err(GN_ERR_FORMAT, "%s: missing key general.architecture", path);
+    if (strcmp(arch, "llama")) {
+        gn_status st = gn_err(GN_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (expected llama)", path, arch);
+        free(arch);
+        return st;
+    }
+    free(arch);
+    struct { const char *key; int *dst; int64_t lo, hi; int required; int dflt; } f[] = {
+        {"llama.embedding_length", &c->dim, 1, 1 << 20, 1, 0},
+        {"llama.feed_forward_length", &c->hidden_dim, 1, 1 << 22, 1, 0},
+        {"llama.block_count", &c->n_layers, 1, 4096, 1, 0},
+        {"llama.attention.head_count", &c->n_heads, 1, 4096, 1, 0},
+        {"llama.context_length", &c->max_seq, 1, 1 << 24, 0, 2048},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        const gguf_kv *kv = gn_gguf_get(g, f[i].key);
+        if (!kv && f[i].required) return gn_err(GN_ERR_FORMAT, "%s: missing key %s", path, f[i].key);
+        int64_t v = kv ? gn_gguf_get_int(g, f[i].key, f[i].dflt) : f[i].dflt;
+        if (v < f[i].lo || v > f[i].hi)
+            return gn_err(GN_ERR_FORMAT, "%s: key %s = %lld: expected %lld..%lld", path, f[i].key, (long long)v,
+                          (long long)f[i].lo, (long long)f[i].hi);
+        *f[i].dst = (int)v;
+    }
+    c->n_kv_heads = (int)gn_gguf_get_int(g, "llama.attention.head_count_kv", c->n_heads);
+    if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads)
+        return gn_err(GN_ERR_FORMAT, "%s: head_count_kv %d must divide head_count %d", path, c->n_kv_heads, c->n_heads);
+    int64_t hd = gn_gguf_get_int(g, "llama.attention.key_length", c->dim / c->n_heads);
+    if (hd < 2 || hd > 4096 || hd % 2)
+        return gn_err(GN_ERR_FORMAT, "%s: head size %lld: expected an even number 2..4096", path, (long long)hd);
+    c->head_dim = (int)hd;
+    c->norm_eps = (float)gn_gguf_get_float(g, "llama.attention.layer_norm_rms_epsilon", 1e-5);
+    c->rope_theta = (float)gn_gguf_get_float(g, "llama.rope.freq_base", 10000.0);
+    c->rope_factor = 1.0f;
+    char *rs = gn_gguf_get_str(g, "llama.rope.scaling.type");
+    if (rs && !strcmp(rs, "linear")) {
+        c->rope_scaling = GN_ROPE_LINEAR;
+        c->rope_factor = (float)gn_gguf_get_float(g, "llama.rope.scaling.factor", 1.0);
+        if (!(c->rope_factor > 0)) { free(rs); return gn_err(GN_ERR_FORMAT, "%s: bad llama.rope.scaling.factor", path); }
+    } else if (rs && strcmp(rs, "none")) {
+        gn_status st = gn_err(GN_ERR_UNSUPPORTED, "%s: rope scaling '%s' is not supported", path, rs);
+        free(rs);
+        return st;
+    }
+    free(rs);
+    if (!(c->rope_theta > 0)) return gn_err(GN_ERR_FORMAT, "%s: llama.rope.freq_base must be positive", path);
+    c->bos_id = (int)gn_gguf_get_int(g, "tokenizer.ggml.bos_token_id", -1);
+    c->eos_id = (int)gn_gguf_get_int(g, "tokenizer.ggml.eos_token_id", -1);
+    c->pad_id = (int)gn_gguf_get_int(g, "tokenizer.ggml.padding_token_id", -1);
+    c->rope_interleaved = 1;
+    // vocab: the embedding's rows are the truth
+    const gn_tensor *emb = gn_tensor_table_find(&g->tensors, "token_embd.weight");
+    if (!emb || emb->ndim != 2) return gn_err(GN_ERR_FORMAT, "%s: missing 2-D tensor 'token_embd.weight'", path);
+    c->vocab_size = (int)emb->shape[0];
+    int64_t v = gn_gguf_get_int(g, "llama.vocab_size", c->vocab_size);
+    if (v != c->vocab_size)
+        return gn_err(GN_ERR_SHAPE, "%s: llama.vocab_size %lld disagrees with token_embd.weight rows %d", path,
+                      (long long)v, c->vocab_size);
+    return GN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// RoPE frequencies
+
+static gn_status init_rope(gn_model *m) {
+    gn_config *c = &m->cfg;
+    m->n_rot = c->head_dim;
+    if (m->gguf) {
+        int64_t nr = gn_gguf_get_int(m->gguf, "llama.rope.dimension_count", c->head_dim);
+        if (nr < 2 || nr > c->head_dim || nr % 2)
+            return gn_err(GN_ERR_FORMAT, "%s: llama.rope.dimension_count %lld: expected an even number <= head size %d",
+                          m->gguf->map.path, (long long)nr, c->head_dim);
+        m->n_rot = (int)nr;
+    }
+    int half = m->n_rot / 2;
+    m->rope_inv_freq = own(m, sizeof(float) * (size_t)half);
+    for (int i = 0; i < half; i++) {
+        // HF: 1 / base ** (arange(0, dim, 2) / dim), in float32
+        float inv = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)m->n_rot);
+        if (c->rope_scaling == GN_ROPE_LINEAR) inv /= c->rope_factor;
+        else if (c->rope_scaling == GN_ROPE_LLAMA3) {
+            float lo_wl = (float)c->rope_orig_max_pos / c->rope_low_freq_factor;
+            float hi_wl = (float)c->rope_orig_max_pos / c->rope_high_freq_factor;
+            float wl = 2.0f * (float)M_PI / inv;
+            if (wl > lo_wl) inv = inv / c->rope_factor;
+            else if (wl >= hi_wl) {
+                float smooth = ((float)c->rope_orig_max_pos / wl - c->rope_low_freq_factor) /
+                               (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                inv = (1.0f - smooth) * inv / c->rope_factor + smooth * inv;
+            }
+        }
+        m->rope_inv_freq[i] = inv;
+    }
+    if (m->gguf) { // llama-3 style GGUFs carry per-pair frequency divisors
+        const gn_tensor *rf = gn_tensor_table_find(&m->gguf->tensors, "rope_freqs.weight");
+        if (rf) {
+            if (rf->nelem != half || rf->dtype != GN_DTYPE_F32)
+                return gn_err(GN_ERR_SHAPE, "%s: rope_freqs.weight: expected %d f32 values", m->gguf->map.path, half);
+            for (int i = 0; i < half; i++) m->rope_inv_freq[i] /= ((const float *)rf->data)[i];
+        }
+    }
+    return GN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// load / free
+
+static void count_params(gn_model *m) {
+    const gn_config *c = &m->cfg;
+    int64_t C = c->dim, HD = c->hidden_dim, V = c->vocab_size;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, KVD = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t per_layer = 2 * C + 2 * QD * C + 2 * KVD * C + 3 * HD * C;
+    int64_t mats = V * C * (c->tie_embeddings ? 1 : 2);
+    m->n_params = mats + C + per_layer * c->n_layers;
+    size_t es = m->wdtype == GN_DTYPE_BF16 ? 2 : 4;
+    m->weight_bytes = (size_t)(mats + (per_layer - 2 * C) * c->n_layers) * es + (size_t)(C + 2 * C * c->n_layers) * 4;
+}
+
+gn_status gn_model_load(gn_model **out, const char *path, const gn_load_opts *opts) {
+    *out = NULL;
+    gn_model *m = gn_calloc(1, sizeof *m);
+    m->path = gn_strdup(path);
+    m->wdtype = opts && opts->weight_dtype == GN_DTYPE_BF16 ? GN_DTYPE_BF16 : GN_DTYPE_F32;
+    gn_tensor_table_init(&m->tt);
+    gn_status st;
+    char *dir = NULL, *cfgp = NULL;
+    if (!is_dir(path) && !is_file(path)) { st = gn_err(GN_ERR_IO, "%s: no such file or folder", path); goto fail; }
+    if (is_file(path) && file_magic_is(path, "GGUF", 4)) {
+        if ((st = gn_gguf_open(&m->gguf, path))) goto fail;
+        m->source = "gguf";
+        if ((st = config_from_gguf(&m->cfg, m->gguf, path))) goto fail;
+        if ((st = bind_weights(m, &m->gguf->tensors, &GGUF_NAMES))) goto fail;
+        if (gn_gguf_get(m->gguf, "tokenizer.ggml.model") && (st = gn_tokenizer_from_gguf(&m->tok, m->gguf))) goto fail;
+    } else {
+        const char *single = NULL;
+        if (is_dir(path)) dir = gn_strdup(path);
+        else {
+            const char *slash = strrchr(path, '/');
+            dir = slash ? gn_strndup(path, (size_t)(slash - path)) : gn_strdup(".");
+            if (!ends_with(path, ".json")) single = path;
+        }
+        cfgp = join(dir, "config.json");
+        if (!is_file(cfgp)) { st = gn_err(GN_ERR_IO, "%s: missing config.json beside the weights", dir); goto fail; }
+        if ((st = config_from_json(&m->cfg, cfgp))) goto fail;
+        if ((st = load_hf_weights(&m->tt, dir, single, (const char **)&m->source))) goto fail;
+        if ((st = bind_weights(m, &m->tt, &HF_NAMES))) goto fail;
+        const char *tok_names[] = {"tokenizer.json", "tokenizer.model"};
+        for (int i = 0; i < 2 && !m->tok; i++) {
+            char *tp = join(dir, tok_names[i]);
+            if (is_file(tp)) st = gn_tokenizer_load(&m->tok, tp);
+            free(tp);
+            if (st) goto fail;
+        }
+    }
+    if ((st = init_rope(m))) goto fail;
+    count_params(m);
+    if (m->tok && m->cfg.bos_id < 0) m->cfg.bos_id = gn_tokenizer_bos(m->tok);
+    if (m->tok && m->cfg.eos_id < 0) m->cfg.eos_id = gn_tokenizer_eos(m->tok);
+    free(dir);
+    free(cfgp);
+    *out = m;
+    return GN_OK;
+fail:
+    free(dir);
+    free(cfgp);
+    gn_model_free(m);
+    return st;
+}
+
+void gn_model_free(gn_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->nowned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    gn_tensor_table_free(&m->tt);
+    if (m->gguf) gn_gguf_free(m->gguf);
+    if (m->tok) gn_tokenizer_free(m->tok);
+    free(m->path);
+    free(m);
+}
+
+const gn_config *gn_model_config(const gn_model *m) { return &m->cfg; }
+const gn_tokenizer *gn_model_tokenizer(const gn_model *m) { return m->tok; }
+
+char *gn_model_describe(const gn_model *m) {
+    const gn_config *c = &m->cfg;
+    const gn_tensor_table *tt = m->gguf ? &m->gguf->tensors : &m->tt;
+    int64_t count[GN_DTYPE_COUNT] = {0};
+    size_t bytes = 0;
+    for (int i = 0; i < tt->n; i++) {
+        if ((int)tt->t[i].dtype < GN_DTYPE_COUNT) count[tt->t[i].dtype]++;
+        bytes += tt->t[i].nbytes;
+    }
+    size_t cap = 4096, o = 0;
+    char *s = gn_malloc(cap);
+#define OUT(...) do { if (o < cap) o += (size_t)snprintf(s + o, cap - o, __VA_ARGS__); } while (0)
+    OUT("model: %s\nformat: %s\n", m->path, m->source);
+    OUT("architecture: llama\nhidden_size: %d\nintermediate_size: %d\nnum_hidden_layers: %d\n", c->dim, c->hidden_dim,
+        c->n_layers);
+    OUT("num_attention_heads: %d\nnum_key_value_heads: %d\nhead_dim: %d\nvocab_size: %d\n", c->n_heads,
+        c->n_kv_heads, c->head_dim, c->vocab_size);
+    OUT("max_position_embeddings: %d\nrms_norm_eps: %g\nrope_theta: %g\n", c->max_seq, c->norm_eps, c->rope_theta);
+    OUT("rope_scaling: %s", c->rope_scaling == GN_ROPE_LINEAR ? "linear" : c->rope_scaling == GN_ROPE_LLAMA3 ? "llama3" : "none");
+    if (c->rope_scaling) OUT(" (factor %g)", c->rope_factor);
+    OUT("\nrope_layout: %s\ntie_word_embeddings: %s\n", c->rope_interleaved ? "interleaved (GGUF)" : "rotate_half (HF)",
+        c->tie_embeddings ? "true" : "false");
+    OUT("bos_token_id: %d\neos_token_id: %d\npad_token_id: %d\n", c->bos_id, c->eos_id, c->pad_id);
+    OUT("tensors: %d (", tt->n);
+    int first = 1;
+    for (int d = 0; d < GN_DTYPE_COUNT; d++)
+        if (count[d]) { OUT("%s%s: %lld", first ? "" : ", ", gn_dtype_name((gn_dtype)d), (long long)count[d]); first = 0; }
+    OUT(")\nfile tensor bytes: %zu\nparameters: %lld\ncompute weights: %s, %zu bytes\n", bytes, (long long)m->n_params,
+        gn_dtype_name(m->wdtype), m->weight_bytes);
+    OUT("tokenizer: %s\n", !m->tok ? "none" : gn_tokenizer_kind(m->tok) == GN_TOK_SPM ? "sentencepiece-bpe" : "byte-level-bpe");
+#undef OUT
+    return s;
+}
+
+// ----------------------------------------------------------------------------
+// session
+
+static int n_threads_max(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+gn_session *gn_session_new(const gn_model *m, int max_seq) {
+    const gn_config *c = &m->cfg;
+    gn_session *s = gn_calloc(1, sizeof *s);
+    s->m = m;
+    if (max_seq <= 0) max_seq = c->max_seq < 4096 ? c->max_seq : 4096;
+    s->max_seq = max_seq;
+    size_t kvd = (size_t)c->n_kv_heads * c->head_dim, qd = (size_t)c->n_heads * c->head_dim;
+    size_t cache = (size_t)c->n_layers * (size_t)max_seq * kvd;
+    s->k_cache = gn_calloc(cache, sizeof(float));
+    s->v_cache = gn_calloc(cache, sizeof(float));
+    s->chunk = max_seq < 256 ? max_seq : 256;
+    size_t T = (size_t)s->chunk;
+    s->x = gn_calloc(T * (size_t)c->dim, sizeof(float));
+    s->xb = gn_calloc(T * (size_t)c->dim, sizeof(float));
+    s->q = gn_calloc(T * qd, sizeof(float));
+    s->k = gn_calloc(T * kvd, sizeof(float));
+    s->v = gn_calloc(T * kvd, sizeof(float));
+    s->att = gn_calloc(T * qd, sizeof(float));
+    s->hb = gn_calloc(T * (size_t)c->hidden_dim, sizeof(float));
+    s->hb2 = gn_calloc(T * (size_t)c->hidden_dim, sizeof(float));
+    s->rope_cs = gn_calloc(T * (size_t)m->n_rot, sizeof(float));
+    s->nthreads = n_threads_max();
+    s->att_scores = gn_calloc((size_t)s->nthreads * (size_t)max_seq, sizeof(float));
+    return s;
+}
+
+void gn_session_free(gn_session *s) {
+    if (!s) return;
+    free(s->k_cache); free(s->v_cache);
+    free(s->x); free(s->xb); free(s->q); free(s->k); free(s->v); free(s->att); free(s->hb); free(s->hb2);
+    free(s->att_scores);
+    free(s->rope_cs);
+    free(s->logits);
+    free(s);
+}
+
+int gn_session_pos(const gn_session *s) { return s->pos; }
+void gn_session_reset(gn_session *s) { s->pos = 0; }
+void gn_session_rewind(gn_session *s, int pos) {
+    if (pos >= 0 && pos < s->pos) s->pos = pos;
+}
+
+// Rotates n_heads vectors of size hs at one position (only the first n_rot dims).
+static void rope_apply(float *vec, int n_heads, int hs, int n_rot, int interleaved, const float *cs, const float *sn) {
+    int half = n_rot / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = vec + (size_t)h * hs;
+        if (interleaved) {
+            for (int i = 0; i < half; i++) {
+                float a = v[2 * i], b = v[2 * i + 1];
+                v[2 * i] = a * cs[i] - b * sn[i];
+                v[2 * i + 1] = a * sn[i] + b * cs[i];
+            }
+        } else {
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cs[i] - b * sn[i];
+                v[i + half] = b * cs[i] + a * sn[i];
+            }
+        }
+    }
+}
+
+static void embed_row(const gn_mat *e, int32_t id, float *out) {
+    int64_t C = e->cols;
+    if (e->dtype == GN_DTYPE_F32) memcpy(out, (const float *)e->data + (int64_t)id * C, (size_t)C * sizeof(float));
+    else {
+        const uint16_t *r = (const uint16_t *)e->data + (int64_t)id * C;
+        for (int64_t i = 0; i < C; i++) out[i] = gn_bf16_to_f32(r[i]);
+    }
+}
+
+// One chunk of T tokens at positions s->pos..; writes logits of every row
+// (logits_rows = T) or of the last row only (logits_rows = 1) to `logits`, or
+// none when logits is NULL.
+static void forward_chunk(gn_session *s, const int32_t *ids, int T, float *logits, int logits_rows) {
+    const gn_model *m = s->m;
+    const gn_config *c = &m->cfg;
+    int C = c->dim, HD = c->hidden_dim, NH = c->n_heads, NKV = c->n_kv_heads, hs = c->head_dim;
+    int qd = NH * hs, kvd = NKV * hs, half = m->n_rot / 2, grp = NH / NKV;
+    float scale = 1.0f / sqrtf((float)hs);
+    float *x = s->x, *xb = s->xb;
+    // RoPE tables for this chunk: cos/sin of pos * inv_freq (f32 as HF)
+    float *cosb = s->rope_cs, *sinb = s->rope_cs + (size_t)T * half;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float ang = (float)(s->pos + t) * m->rope_inv_freq[i];
+            cosb[(size_t)t * half + i] = cosf(ang);
+            sinb[(size_t)t * half + i] = sinf(ang);
+        }
+    for (int t = 0; t < T; t++) embed_row(&m->embed, ids[t], x + (size_t)t * C);
+    for (int l = 0; l < c->n_layers; l++) {
+        const gn_layer *L = &m->layers[l];
+        gn_rmsnorm(xb, x, L->attn_norm, T, C, c->norm_eps);
+        gn_matmul(s->q, xb, &L->wq, T);
+        gn_matmul(s->k, xb, &L->wk, T);
+        gn_matmul(s->v, xb, &L->wv, T);
+        float *kc = s->k_cache + (size_t)l * s->max_seq * kvd, *vc = s->v_cache + (size_t)l * s->max_seq * kvd;
+        for (int t = 0; t < T; t++) {
+            const float *cs = cosb + (size_t)t * half, *sn = sinb + (size_t)t * half;
+            rope_apply(s->q + (size_t)t * qd, NH, hs, m->n_rot, c->rope_interleaved, cs, sn);
+            rope_apply(s->k + (size_t)t * kvd, NKV, hs, m->n_rot, c->rope_interleaved, cs, sn);
+            memcpy(kc + (size_t)(s->pos + t) * kvd, s->k + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+            memcpy(vc + (size_t)(s->pos + t) * kvd, s->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+        }
+        // attention: every (token, head) pair is independent
+        #pragma omp parallel for schedule(dynamic, 1) if (T * NH > 1) num_threads(s->nthreads)
+        for (int th = 0; th < T * NH; th++) {
+            int t = th / NH, h = th % NH, kvh = h / grp, n = s->pos + t + 1;
+#ifdef _OPENMP
+            float *sc = s->att_scores + (size_t)omp_get_thread_num() * s->max_seq;
+#else
+            float *sc = s->att_scores;
+#endif
+            const float *qv = s->q + (size_t)t * qd + (size_t)h * hs;
+            for (int j = 0; j < n; j++) sc[j] = gn_dot_f32(qv, kc + (size_t)j * kvd + (size_t)kvh * hs, hs) * scale;
+            gn_softmax(sc, n);
+            float *o = s->att + (size_t)t * qd + (size_t)h * hs;
+            memset(o, 0, sizeof(float) * (size_t)hs);
+            for (int j = 0; j < n; j++) {
+                const float *vv = vc + (size_t)j * kvd + (size_t)kvh * hs;
+                float p = sc[j];
+                for (int i = 0; i < hs; i++) o[i] += p * vv[i];
+            }
+        }
+        gn_matmul(xb, s->att, &L->wo, T);
+        for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
+        gn_rmsnorm(xb, x, L->ffn_norm, T, C, c->norm_eps);
+        gn_matmul(s->hb, xb, &L->w_gate, T);
+        gn_matmul(s->hb2, xb, &L->w_up, T);
+        gn_silu_mul(s->hb, s->hb2, (int64_t)T * HD);
+        gn_matmul(xb, s->hb, &L->w_down, T);
+        for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
+    }
+    s->pos += T;
+    if (!logits) return;
+    if (logits_rows == T) {
+        gn_rmsnorm(xb, x, m->final_norm, T, C, c->norm_eps);
+        gn_matmul(logits, xb, &m->lm_head, T);
+    } else {
+        gn_rmsnorm(xb, x + (size_t)(T - 1) * C, m->final_norm, 1, C, c->norm_eps);
+        gn_matmul(logits, xb, &m->lm_head, 1);
+    }
+}
+
+const float *gn_session_forward(gn_session *s, const int32_t *ids, int n, int all_logits) {
+    const gn_config *c = &s->m->cfg;
+    if (n <= 0) { gn_err(GN_ERR_ARG, "forward: no tokens given"); return NULL; }
+    if (n > s->max_seq - s->pos) {
+        gn_err(GN_ERR_ARG, "forward: %d tokens do not fit the context (%d used of %d); raise the context size", n,
+               s->pos, s->max_seq);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size) {
+            gn_err(GN_ERR_ARG, "forward: token id %d at index %d is outside the vocabulary (0..%d)", ids[i], i,
+                   c->vocab_size - 1);
+            return NULL;
+        }
+    int rows = all_logits ? n : 1;
+    if (rows > s->logits_cap) {
+        free(s->logits);
+        s->logits = gn_malloc(sizeof(float) * (size_t)rows * (size_t)c->vocab_size);
+        s->logits_cap = rows;
+    }
+    for (int c0 = 0; c0 < n; c0 += s->chunk) {
+        int T = n - c0 < s->chunk ? n - c0 : s->chunk;
+        int last = c0 + T == n;
+        if (all_logits) forward_chunk(s, ids + c0, T, s->logits + (size_t)c0 * c->vocab_size, T);
+        else forward_chunk(s, ids + c0, T, last ? s->logits : NULL, 1);
+    }
+    return s->logits;
+}

@@ -1,0 +1,272 @@
+/*
+ * kernels_cpu.c — CPU kernels: dot products (scalar / AVX2 / AVX-512, picked at
+ * run time), the weight-times-activation matmul used by every linear layer,
+ * RMSNorm, SiLU-gate and softmax.
+ *
+ * The matmul takes two routes: with T > 1 and f32 weights it calls OpenBLAS
+ * sgemm (prefill); otherwise (decode, or bf16 weights) each thread takes a
+ * block of output rows and runs the dispatched dot product against every token.
+ */
+#include "kernels.h"
+
+#include <math.h>      // sqrtf, expf
+#include <stdlib.h>    // getenv
+#include <cblas.h>     // cblas_sgemm (OpenBLAS)
+#include <immintrin.h> // AVX2 / AVX-512 intrinsics (used only inside target() functions)
+
+// ----------------------------------------------------------------------------
+// dispatch
+
+static int simd_level = -1;
+
+static gn_simd detect(void) {
+    __builtin_cpu_init();
+    gn_simd best = GN_SIMD_SCALAR;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = GN_SIMD_AVX2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) best = GN_SIMD_AVX512;
+    const char *e = getenv("GN_SIMD");
+    if (e) {
+        gn_simd want = best;
+        if (!strcmp(e, "scalar")) want = GN_SIMD_SCALAR;
+        else if (!strcmp(e, "avx2")) want = GN_SIMD_AVX2;
+        else if (!strcmp(e, "avx512")) want = GN_SIMD_AVX512;
+        if (want < best) best = want;
+    }
+    return best;
+}
+
+gn_simd gn_simd_level(void) {
+    if (simd_level < 0) simd_level = (int)detect();
+    return (gn_simd)simd_level;
+}
+
+void gn_simd_force(gn_simd level) {
+    gn_simd cpu = detect();
+    simd_level = (int)(level < cpu ? level : cpu);
+}
+
+const char *gn_simd_name(void) {
+    switch (gn_simd_level()) {
+    case GN_SIMD_AVX512: return "avx512";
+    case GN_SIMD_AVX2: return "avx2";
+    default: return "scalar";
+    }
+}
+
+// ----------------------------------------------------------------------------
+// dot products: scalar references
+
+float gn_dot_f32_ref(const float *a, const float *b, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+float gn_dot_bf16_f32_ref(const uint16_t *w, const float *x, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += gn_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+// ----------------------------------------------------------------------------
+// AVX2 + FMA
+
+__attribute__((target("avx2,fma")))
+static float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+    return _mm_cvtss_f32(lo);
+}
+
+__attribute__((target("avx2,fma")))
+static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma")))
+static __m256 bf16x8_avx2(const uint16_t *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target("avx2,fma")))
+static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(bf16x8_avx2(w + i), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(bf16x8_avx2(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(bf16x8_avx2(w + i), _mm256_loadu_ps(x + i), s0);
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += gn_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+// ----------------------------------------------------------------------------
+// AVX-512 (masked tails, so no scalar remainder loop)
+
+__attribute__((target("avx512f")))
+static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        int64_t left = n - i;
+        __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static __m512 bf16x16_avx512(__mmask16 m, const uint16_t *p) {
+    __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static float dot_bf16_avx512(const uint16_t *w, const float *x, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(bf16x16_avx512(0xffff, w + i), _mm512_loadu_ps(x + i), s0);
+        s1 = _mm512_fmadd_ps(bf16x16_avx512(0xffff, w + i + 16), _mm512_loadu_ps(x + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        int64_t left = n - i;
+        __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        s0 = _mm512_fmadd_ps(bf16x16_avx512(m, w + i), _mm512_maskz_loadu_ps(m, x + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+// ----------------------------------------------------------------------------
+// dispatched entry points
+
+float gn_dot_f32(const float *a, const float *b, int64_t n) {
+    switch (gn_simd_level()) {
+    case GN_SIMD_AVX512: return dot_f32_avx512(a, b, n);
+    case GN_SIMD_AVX2: return dot_f32_avx2(a, b, n);
+    default: return gn_dot_f32_ref(a, b, n);
+    }
+}
+
+float gn_dot_bf16_f32(const uint16_t *w, const float *x, int64_t n) {
+    switch (gn_simd_level()) {
+    case GN_SIMD_AVX512: return dot_bf16_avx512(w, x, n);
+    case GN_SIMD_AVX2: return dot_bf16_avx2(w, x, n);
+    default: return gn_dot_bf16_f32_ref(w, x, n);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// matmul: out (T, OC) = inp (T, IC) @ W^T
+
+void gn_matmul_ref(float *out, const float *inp, const gn_mat *w, int64_t T) {
+    int64_t OC = w->rows, IC = w->cols;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t o = 0; o < OC; o++) {
+            double s = 0.0;
+            for (int64_t i = 0; i < IC; i++) {
+                float wv = w->dtype == GN_DTYPE_BF16 ? gn_bf16_to_f32(((const uint16_t *)w->data)[o * IC + i])
+                                                     : ((const float *)w->data)[o * IC + i];
+                s += (double)wv * inp[t * IC + i];
+            }
+            out[t * OC + o] = (float)s;
+        }
+}
+
+void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T) {
+    int64_t OC = w->rows, IC = w->cols;
+    if (T <= 0 || OC <= 0) return;
+    if (IC == 0) { memset(out, 0, (size_t)(T * OC) * sizeof(float)); return; }
+    if (w->dtype == GN_DTYPE_F32 && T > 1) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)OC, (int)IC, 1.0f, inp,
+                    (int)IC, (const float *)w->data, (int)IC, 0.0f, out, (int)OC);
+        return;
+    }
+    GN_ASSERT(w->dtype == GN_DTYPE_F32 || w->dtype == GN_DTYPE_BF16);
+    int bf = w->dtype == GN_DTYPE_BF16;
+    // rows in blocks of 16 so each thread streams a contiguous stretch of W
+    int64_t nblk = (OC + 15) / 16;
+    #pragma omp parallel for schedule(static) if (OC * IC * T > 32768)
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t o1 = (b + 1) * 16 < OC ? (b + 1) * 16 : OC;
+        for (int64_t o = b * 16; o < o1; o++) {
+            for (int64_t t = 0; t < T; t++) {
+                float s = bf ? gn_dot_bf16_f32((const uint16_t *)w->data + o * IC, inp + t * IC, IC)
+                             : gn_dot_f32((const float *)w->data + o * IC, inp + t * IC, IC);
+                out[t * OC + o] = s;
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// elementwise
+
+void gn_rmsnorm(float *out, const float *inp, const float *weight, int64_t T, int64_t C, float eps) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = inp + t * C;
+        float *o = out + t * C;
+        double ss = 0.0;
+        for (int64_t i = 0; i < C; i++) ss += (double)x[i] * x[i];
+        float r = 1.0f / sqrtf((float)(ss / (double)C) + eps);
+        for (int64_t i = 0; i < C; i++) o[i] = weight[i] * (x[i] * r);
+    }
+}
+
+void gn_silu_mul(float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = v / (1.0f + expf(-v)) * y[i];
+    }
+}
+
+void gn_softmax(float *x, int64_t n) {
+    if (n <= 0) return;
+    float mx = x[0];
+    for (int64_t i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+// ----------------------------------------------------------------------------
+// threads: OpenMP for our kernels, OpenBLAS' own pool for sgemm
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+void gn_set_threads(int n) {
+    if (n < 1) n = 1;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    openblas_set_num_threads(n);
+}
+
+int gn_get_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
