@@ -194,6 +194,24 @@ void gn_session_rewind(gn_session *s, int pos);
 const float *gn_session_forward(gn_session *s, const int32_t *ids, int n, int all_logits);
 
 // ===========================================================================
+// LoRA adapters (PEFT format)
+
+typedef struct gn_adapter gn_adapter;
+// Loads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors or
+// adapter_model.bin) for model m; checks every tensor against the base's shapes.
+// name: how requests refer to it (NULL: the path).
+gn_status gn_adapter_load(gn_adapter **out, const gn_model *m, const char *path, const char *name);
+void gn_adapter_free(gn_adapter *a);
+const char *gn_adapter_name(const gn_adapter *a);
+// Writes dir/adapter_model.safetensors + dir/adapter_config.json as PEFT does
+// (keys base_model.model.model.layers.{L}.{self_attn|mlp}.{m}.lora_{A|B}.weight).
+// dtype: GN_DTYPE_F32, GN_DTYPE_F16 or GN_DTYPE_BF16. base_model may be NULL.
+gn_status gn_adapter_save(const gn_adapter *a, const char *dir, gn_dtype dtype, const char *base_model);
+// Applies the adapter unmerged in this session's forward passes (NULL: base only).
+// Several sessions may use different adapters on one model.
+void gn_session_set_adapter(gn_session *s, const gn_adapter *a);
+
+// ===========================================================================
 // Sampling and generation
 
 typedef struct {

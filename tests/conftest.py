@@ -54,3 +54,70 @@ def smollm2_gguf():
         subprocess.run(["bash", str(ROOT / "scripts" / "fetch_models.sh")], check=True)
     assert p.exists(), f"{p} missing after scripts/fetch_models.sh"
     return p
+
+
+# ---------------------------------------------------------------------------
+# Test infrastructure shared by test_model.py, test_bad_input.py, test_c_units.py
+
+# The reference stacks must never reach a model hub, and their progress bars only clutter logs.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Sanitizer builds: leaks count, the process exits instead of aborting, UB stops the program.
+os.environ.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+os.environ.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+
+SANITIZER_MARKERS = ("runtime error", "AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer")
+
+
+def sanitizer_report(text):
+    """The first sanitizer line in text, or None."""
+    for line in text.splitlines():
+        if any(m in line for m in SANITIZER_MARKERS):
+            return line
+    return None
+
+
+def sanitizer_builds():
+    """[(name, path to guanaco)] of the sanitizer builds to use.
+
+    GN_SANITIZER_BUILDS (set by scripts/test.sh) lists build folders separated by ':'; without
+    it, build-asan/ and build-ubsan/ beside build/ are used when their guanaco exists."""
+    env = os.environ.get("GN_SANITIZER_BUILDS")
+    dirs = [pathlib.Path(d) for d in env.split(os.pathsep) if d] if env is not None \
+        else [ROOT / "build-asan", ROOT / "build-ubsan"]
+    out = []
+    for d in dirs:
+        d = d if d.is_absolute() else ROOT / d
+        if env is not None or (d / "guanaco").exists():
+            out.append((d.name, d / "guanaco"))
+    return out
+
+
+def guanaco_variants():
+    """[(name, binary)]: the release build first, then each sanitizer build."""
+    return [(BUILD.name, GUANACO)] + sanitizer_builds()
+
+
+def run_binary(binary, *args, timeout=600, input=None):
+    """Runs a guanaco binary (any build) without checking the exit status."""
+    cmd = [str(binary)] + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, errors="replace", input=input,
+                          timeout=timeout)
+
+
+def _tiny_dir(tmp_path_factory):
+    d = os.environ.get("GN_TINY_DIR")   # set to reuse the generated models across runs
+    return pathlib.Path(d) if d else tmp_path_factory.mktemp("tiny_llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Random tiny LLaMA checkpoints in every weight format, with transformers' logits.
+
+    See tests/ref/gen_tiny_llama.py; returns its manifest (dict)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "tests" / "ref"))
+    import gen_tiny_llama
+    return gen_tiny_llama.build_all(_tiny_dir(tmp_path_factory), log=lambda *a: None)

@@ -94,7 +94,7 @@ int cli_parse_ids(const char *s, int32_t **ids, int *n) {
 // common flags
 
 typedef struct {
-    const char *model, *prompt, *ids, *out, *system, *file;
+    const char *model, *prompt, *ids, *out, *system, *file, *adapter;
     int threads, n_predict, no_bos, ignore_eos, ctx, print_ids, kv_step, verbose, quiet;
     gn_dtype dtype;
     gn_sampler_opts smp;
@@ -113,6 +113,7 @@ static void opts_init(opts *o) {
 static const char COMMON_HELP[] =
     "  -m, --model PATH         HF folder (config.json + safetensors or pytorch_model*.bin), a weights\n"
     "                           file inside one, or a .gguf file (required)\n"
+    "  -a, --adapter DIR        PEFT LoRA adapter folder, applied unmerged\n"
     "  -t, --threads N          threads (default: all cores)\n"
     "      --dtype f32|bf16     weight dtype to compute with (default f32; activations are f32)\n"
     "  -c, --ctx N              context size in tokens (default: min(model max, 4096))\n"
@@ -135,6 +136,7 @@ static int parse_common(opts *o, int argc, char **argv, int *i) {
 #define IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
     char *v, *end;
     if (IS("-m", "--model")) { if (!(v = VAL())) return -1; o->model = v; return 1; }
+    if (IS("-a", "--adapter")) { if (!(v = VAL())) return -1; o->adapter = v; return 1; }
     if (IS("-p", "--prompt")) { if (!(v = VAL())) return -1; o->prompt = v; return 1; }
     if (IS("-f", "--file")) { if (!(v = VAL())) return -1; o->file = v; return 1; }
     if (IS("-o", "--output")) { if (!(v = VAL())) return -1; o->out = v; return 1; }
@@ -227,11 +229,31 @@ static int parse_args(opts *o, int argc, char **argv, const char *usage, const c
     return -1;
 }
 
+static gn_adapter *g_adapter; // the -a adapter of this run (freed by unload)
+
+static void unload(gn_model *m) {
+    gn_adapter_free(g_adapter);
+    g_adapter = NULL;
+    gn_model_free(m);
+}
+
+// A session with the run's adapter attached.
+static gn_session *new_session(const gn_model *m, int ctx) {
+    gn_session *s = gn_session_new(m, ctx);
+    if (g_adapter) gn_session_set_adapter(s, g_adapter);
+    return s;
+}
+
 static gn_model *load(const opts *o) {
     gn_load_opts lo = {.weight_dtype = o->dtype};
     gn_model *m;
     double t0 = gn_time_s();
     if (gn_model_load(&m, o->model, &lo) != GN_OK) { cli_fail_lib(); return NULL; }
+    if (o->adapter && gn_adapter_load(&g_adapter, m, o->adapter, NULL) != GN_OK) {
+        cli_fail_lib();
+        gn_model_free(m);
+        return NULL;
+    }
     if (o->verbose)
         fprintf(stderr, "loaded %s in %.2f s (%s kernels, %d threads)\n", o->model, gn_time_s() - t0, gn_simd_name(),
                 gn_get_threads());
@@ -271,7 +293,7 @@ int cmd_info(int argc, char **argv) {
     const gn_tokenizer *t = gn_model_tokenizer(m);
     if (t) printf("tokenizer vocab: %d (bos %d, eos %d)\n", gn_tokenizer_vocab_size(t), gn_tokenizer_bos(t), gn_tokenizer_eos(t));
     printf("kernels: %s\n", gn_simd_name());
-    gn_model_free(m);
+    unload(m);
     return 0;
 }
 
@@ -296,7 +318,7 @@ int cmd_logits(int argc, char **argv) {
     if (prompt_ids(&o, m, &ids, &n)) goto done;
     if (n == 0) { cli_fail("logits: no tokens given"); goto done; }
     const gn_config *c = gn_model_config(m);
-    s = gn_session_new(m, o.ctx ? o.ctx : (n > 4096 ? n : 0));
+    s = new_session(m, o.ctx ? o.ctx : (n > 4096 ? n : 0));
     float *all = gn_malloc(sizeof(float) * (size_t)n * (size_t)c->vocab_size);
     if (o.kv_step) {
         for (int i = 0; i < n; i++) {
@@ -315,7 +337,7 @@ int cmd_logits(int argc, char **argv) {
 done:
     gn_session_free(s);
     free(ids);
-    gn_model_free(m);
+    unload(m);
     return rc;
 }
 
@@ -350,7 +372,7 @@ int cmd_generate(int argc, char **argv) {
     gn_session *s = NULL;
     gn_sampler *smp = NULL;
     if (prompt_ids(&o, m, &ids, &n)) goto done;
-    s = gn_session_new(m, o.ctx ? o.ctx : 0);
+    s = new_session(m, o.ctx ? o.ctx : 0);
     smp = gn_sampler_new(&o.smp, gn_model_config(m)->vocab_size);
     gn_gen_opts go = {.max_new_tokens = o.n_predict, .ignore_eos = o.ignore_eos,
                       .on_text = o.print_ids ? NULL : print_text};
@@ -369,7 +391,7 @@ done:
     free(ids);
     gn_sampler_free(smp);
     gn_session_free(s);
-    gn_model_free(m);
+    unload(m);
     return rc;
 }
 
@@ -434,10 +456,10 @@ int cmd_chat(int argc, char **argv) {
     gn_model *m = load(&o);
     if (!m) return 1;
     const gn_tokenizer *tok = gn_model_tokenizer(m);
-    if (!tok) { gn_model_free(m); return cli_fail("%s: the model has no tokenizer; chat needs one", o.model); }
+    if (!tok) { unload(m); return cli_fail("%s: the model has no tokenizer; chat needs one", o.model); }
     gn_chat_format fmt = gn_chat_format_for(tok, o.fmt);
     if (o.verbose) fprintf(stderr, "chat format: %s\n", gn_chat_format_name(fmt));
-    gn_session *s = gn_session_new(m, o.ctx ? o.ctx : 0);
+    gn_session *s = new_session(m, o.ctx ? o.ctx : 0);
     gn_sampler *smp = gn_sampler_new(&o.smp, gn_model_config(m)->vocab_size);
     gn_chat_msg *msgs = gn_malloc(sizeof(gn_chat_msg) * 2);
     int nmsg = 0, rc = 0;
@@ -475,7 +497,7 @@ int cmd_chat(int argc, char **argv) {
     free(cached);
     gn_sampler_free(smp);
     gn_session_free(s);
-    gn_model_free(m);
+    unload(m);
     return rc;
 }
 

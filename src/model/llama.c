@@ -687,6 +687,8 @@ void gn_session_free(gn_session *s) {
     free(s->x); free(s->xb); free(s->q); free(s->k); free(s->v); free(s->att); free(s->hb); free(s->hb2);
     free(s->att_scores);
     free(s->rope_cs);
+    free(s->lora_tmp);
+    free(s->lora_tmp2);
     free(s->logits);
     free(s);
 }
@@ -695,6 +697,37 @@ int gn_session_pos(const gn_session *s) { return s->pos; }
 void gn_session_reset(gn_session *s) { s->pos = 0; }
 void gn_session_rewind(gn_session *s, int pos) {
     if (pos >= 0 && pos < s->pos) s->pos = pos;
+}
+
+// ----------------------------------------------------------------------------
+// LoRA (unmerged)
+
+void gn_lora_apply(const gn_lora_mod *lm, const float *inp, float *out, int64_t T, float *tmp, float *tmp2) {
+    if (!lm->r || T <= 0) return;
+    gn_mat A = {GN_DTYPE_F32, lm->r, lm->in, lm->A};
+    gn_mat B = {GN_DTYPE_F32, lm->out, lm->r, lm->B};
+    gn_matmul(tmp, inp, &A, T);     // (T, r)
+    gn_matmul(tmp2, tmp, &B, T);    // (T, OC)
+    size_t n = (size_t)(T * lm->out);
+    for (size_t i = 0; i < n; i++) out[i] += lm->scale * tmp2[i];
+}
+
+void gn_session_set_adapter(gn_session *s, const gn_adapter *a) {
+    s->adapter = a;
+    if (!a) return;
+    int rmax = 0;
+    for (int i = 0; i < a->n_layers * GN_N_MODS; i++) if (a->mods[i].r > rmax) rmax = a->mods[i].r;
+    if (rmax > s->lora_rmax) {
+        const gn_config *c = &s->m->cfg;
+        int64_t omax = c->dim;
+        if (c->hidden_dim > omax) omax = c->hidden_dim;
+        if ((int64_t)c->n_heads * c->head_dim > omax) omax = (int64_t)c->n_heads * c->head_dim;
+        free(s->lora_tmp);
+        free(s->lora_tmp2);
+        s->lora_tmp = gn_calloc((size_t)s->chunk * (size_t)rmax, sizeof(float));
+        s->lora_tmp2 = gn_calloc((size_t)s->chunk * (size_t)omax, sizeof(float));
+        s->lora_rmax = rmax;
+    }
 }
 
 // Rotates n_heads vectors of size hs at one position (only the first n_rot dims).
@@ -746,12 +779,18 @@ static void forward_chunk(gn_session *s, const int32_t *ids, int T, float *logit
             sinb[(size_t)t * half + i] = sinf(ang);
         }
     for (int t = 0; t < T; t++) embed_row(&m->embed, ids[t], x + (size_t)t * C);
+    const gn_adapter *ad = s->adapter;
+#define LORA(k, in, out) \
+    do { if (ad) gn_lora_apply(&ad->mods[(size_t)l * GN_N_MODS + (k)], in, out, T, s->lora_tmp, s->lora_tmp2); } while (0)
     for (int l = 0; l < c->n_layers; l++) {
         const gn_layer *L = &m->layers[l];
         gn_rmsnorm(xb, x, L->attn_norm, T, C, c->norm_eps);
         gn_matmul(s->q, xb, &L->wq, T);
+        LORA(GN_MOD_Q, xb, s->q);
         gn_matmul(s->k, xb, &L->wk, T);
+        LORA(GN_MOD_K, xb, s->k);
         gn_matmul(s->v, xb, &L->wv, T);
+        LORA(GN_MOD_V, xb, s->v);
         float *kc = s->k_cache + (size_t)l * s->max_seq * kvd, *vc = s->v_cache + (size_t)l * s->max_seq * kvd;
         for (int t = 0; t < T; t++) {
             const float *cs = cosb + (size_t)t * half, *sn = sinb + (size_t)t * half;
@@ -781,14 +820,19 @@ static void forward_chunk(gn_session *s, const int32_t *ids, int T, float *logit
             }
         }
         gn_matmul(xb, s->att, &L->wo, T);
+        LORA(GN_MOD_O, s->att, xb);
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
         gn_rmsnorm(xb, x, L->ffn_norm, T, C, c->norm_eps);
         gn_matmul(s->hb, xb, &L->w_gate, T);
+        LORA(GN_MOD_GATE, xb, s->hb);
         gn_matmul(s->hb2, xb, &L->w_up, T);
+        LORA(GN_MOD_UP, xb, s->hb2);
         gn_silu_mul(s->hb, s->hb2, (int64_t)T * HD);
         gn_matmul(xb, s->hb, &L->w_down, T);
+        LORA(GN_MOD_DOWN, s->hb, xb);
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
     }
+#undef LORA
     s->pos += T;
     if (!logits) return;
     if (logits_rows == T) {

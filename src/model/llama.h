@@ -20,6 +20,32 @@ typedef struct {
     gn_mat w_down;           // (C, HD)
 } gn_layer;
 
+// The seven LLaMA linear modules, in the order the forward pass visits them.
+enum { GN_MOD_Q, GN_MOD_K, GN_MOD_V, GN_MOD_O, GN_MOD_GATE, GN_MOD_UP, GN_MOD_DOWN, GN_N_MODS };
+extern const char *const GN_MOD_NAMES[GN_N_MODS];  // "q_proj", ...
+extern const char *const GN_MOD_PATHS[GN_N_MODS];  // "self_attn.q_proj", "mlp.gate_proj", ...
+
+typedef struct {
+    int r;          // 0: module not adapted
+    float scale;    // alpha / r  (or alpha / sqrt(r))
+    float *A;       // (r, IC) f32, owned
+    float *B;       // (OC, r) f32, owned
+    int64_t in, out;
+} gn_lora_mod;
+
+struct gn_adapter {
+    char *path, *name;
+    int n_layers;
+    gn_lora_mod *mods;   // (n_layers, GN_N_MODS)
+    int r;               // config r (default rank)
+    float alpha;         // config lora_alpha
+    int use_rslora;
+    gn_dtype file_dtype; // dtype the tensors were stored in
+};
+
+// out (T, OC) += s * (inp (T, IC) @ A^T) @ B^T. tmp holds T*r floats, tmp2 T*OC.
+void gn_lora_apply(const gn_lora_mod *lm, const float *inp, float *out, int64_t T, float *tmp, float *tmp2);
+
 struct gn_model {
     gn_config cfg;
     char *path;              // what the user passed
@@ -53,6 +79,9 @@ struct gn_session {
     int nthreads;
     float *logits;           // (logits_cap, V)
     int logits_cap;
+    const gn_adapter *adapter; // LoRA applied unmerged, or NULL
+    float *lora_tmp, *lora_tmp2; // (chunk, max r), (chunk, max out features)
+    int lora_rmax;
 };
 
 #endif
