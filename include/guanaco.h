@@ -207,6 +207,9 @@ const char *gn_adapter_name(const gn_adapter *a);
 // (keys base_model.model.model.layers.{L}.{self_attn|mlp}.{m}.lora_{A|B}.weight).
 // dtype: GN_DTYPE_F32, GN_DTYPE_F16 or GN_DTYPE_BF16. base_model may be NULL.
 gn_status gn_adapter_save(const gn_adapter *a, const char *dir, gn_dtype dtype, const char *base_model);
+// Folds adapter a (may be NULL) into m's weights and writes an HF folder:
+// model.safetensors (dtype F32, F16 or BF16) + config.json + the base's tokenizer files.
+gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const char *dir, gn_dtype dtype);
 // Applies the adapter unmerged in this session's forward passes (NULL: base only).
 // Several sessions may use different adapters on one model.
 void gn_session_set_adapter(gn_session *s, const gn_adapter *a);

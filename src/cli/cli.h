@@ -12,6 +12,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);   // cmd_tokenize.c
 int cmd_dump(int argc, char **argv);       // cmd_tensors.c: tensors of a file as .npy
 

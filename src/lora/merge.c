@@ -1,0 +1,197 @@
+/*
+ * merge.c — folding a LoRA adapter into the base weights and writing the
+ * result as an HF folder (model.safetensors + config.json + tokenizer files):
+ *   W' = W + s * B @ A       computed in float32, stored in the requested dtype.
+ * A GGUF base is written back in HF row order (q/k rows un-permuted), so the
+ * folder loads in transformers like any HF checkpoint.
+ */
+#include "lora.h"
+
+#include <cjson/cJSON.h> // config.json
+#include <errno.h>       // errno
+#include <stdio.h>       // snprintf
+#include <stdlib.h>      // free
+#include <sys/stat.h>    // mkdir
+
+// dst (rows, cols) = weight of m as float32
+static void mat_to_f32(const gn_mat *w, float *dst) {
+    size_t n = (size_t)(w->rows * w->cols);
+    if (w->dtype == GN_DTYPE_F32) memcpy(dst, w->data, n * 4);
+    else for (size_t i = 0; i < n; i++) dst[i] = gn_bf16_to_f32(((const uint16_t *)w->data)[i]);
+}
+
+// Undo GGUF's interleaved q/k row order (rows 2i, 2i+1 -> i, i + hs/2 per head).
+static void interleaved_to_hf(float *w, int n_heads, int hs, int64_t cols) {
+    float *tmp = gn_malloc(sizeof(float) * (size_t)hs * (size_t)cols);
+    size_t rb = sizeof(float) * (size_t)cols;
+    for (int h = 0; h < n_heads; h++) {
+        float *head = w + (size_t)h * hs * cols;
+        for (int i = 0; i < hs / 2; i++) {
+            memcpy(tmp + (size_t)i * cols, head + (size_t)(2 * i) * cols, rb);
+            memcpy(tmp + (size_t)(i + hs / 2) * cols, head + (size_t)(2 * i + 1) * cols, rb);
+        }
+        memcpy(head, tmp, rb * (size_t)hs);
+    }
+    free(tmp);
+}
+
+// w (OC, IC) += s * B (OC, r) @ A (r, IC)
+static void add_delta(float *w, const gn_lora_mod *lm) {
+    int64_t r = lm->r, IC = lm->in, OC = lm->out;
+    float *At = gn_malloc(sizeof(float) * (size_t)(IC * r));
+    for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < IC; j++) At[j * r + i] = lm->A[i * IC + j];
+    float *d = gn_malloc(sizeof(float) * (size_t)(OC * IC));
+    gn_mat at = {GN_DTYPE_F32, IC, r, At};
+    gn_matmul(d, lm->B, &at, OC); // (OC, IC) = B (OC, r) @ At^T
+    for (size_t i = 0; i < (size_t)(OC * IC); i++) w[i] += lm->scale * d[i];
+    free(d);
+    free(At);
+}
+
+static gn_status copy_file(const char *src, const char *dst) {
+    char *buf;
+    size_t n;
+    gn_status st = gn_read_file(src, &buf, &n);
+    if (st) return st;
+    st = gn_write_file_atomic(dst, buf, n);
+    free(buf);
+    return st;
+}
+
+static const char *hf_dtype_name(gn_dtype dt) {
+    return dt == GN_DTYPE_BF16 ? "bfloat16" : dt == GN_DTYPE_F16 ? "float16" : "float32";
+}
+
+static char *config_json(const gn_model *m, gn_dtype dt) {
+    const gn_config *c = &m->cfg;
+    cJSON *j = NULL;
+    if (!m->gguf) { // start from the base's own config.json so unknown fields survive
+        char p[4096];
+        const char *slash = strrchr(m->path, '/');
+        struct stat st;
+        if (stat(m->path, &st) == 0 && S_ISDIR(st.st_mode)) snprintf(p, sizeof p, "%s/config.json", m->path);
+        else snprintf(p, sizeof p, "%.*s/config.json", slash ? (int)(slash - m->path) : 1, slash ? m->path : ".");
+        char *txt;
+        size_t n;
+        if (gn_read_file(p, &txt, &n) == GN_OK) { j = cJSON_ParseWithLength(txt, n); free(txt); }
+    }
+    if (!j) {
+        j = cJSON_CreateObject();
+        cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
+        cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
+        cJSON_AddStringToObject(j, "model_type", "llama");
+        cJSON_AddNumberToObject(j, "hidden_size", c->dim);
+        cJSON_AddNumberToObject(j, "intermediate_size", c->hidden_dim);
+        cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layers);
+        cJSON_AddNumberToObject(j, "num_attention_heads", c->n_heads);
+        cJSON_AddNumberToObject(j, "num_key_value_heads", c->n_kv_heads);
+        cJSON_AddNumberToObject(j, "head_dim", c->head_dim);
+        cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
+        cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_seq);
+        cJSON_AddNumberToObject(j, "rms_norm_eps", c->norm_eps);
+        cJSON_AddNumberToObject(j, "rope_theta", c->rope_theta);
+        cJSON_AddStringToObject(j, "hidden_act", "silu");
+        cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
+        if (c->rope_scaling == GN_ROPE_LINEAR) {
+            cJSON *rs = cJSON_AddObjectToObject(j, "rope_scaling");
+            cJSON_AddStringToObject(rs, "rope_type", "linear");
+            cJSON_AddNumberToObject(rs, "factor", c->rope_factor);
+        }
+        if (c->bos_id >= 0) cJSON_AddNumberToObject(j, "bos_token_id", c->bos_id);
+        if (c->eos_id >= 0) cJSON_AddNumberToObject(j, "eos_token_id", c->eos_id);
+        if (c->pad_id >= 0) cJSON_AddNumberToObject(j, "pad_token_id", c->pad_id);
+    }
+    cJSON_DeleteItemFromObject(j, "quantization_config");
+    cJSON_DeleteItemFromObject(j, "torch_dtype");
+    cJSON_DeleteItemFromObject(j, "dtype");
+    cJSON_AddStringToObject(j, "torch_dtype", hf_dtype_name(dt));
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const char *dir, gn_dtype dt) {
+    if (dt != GN_DTYPE_F32 && dt != GN_DTYPE_F16 && dt != GN_DTYPE_BF16)
+        return gn_err(GN_ERR_ARG, "merge: --dtype for safetensors must be f32, f16 or bf16");
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return gn_err(GN_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
+    const gn_config *c = &m->cfg;
+    int nt = 2 + (c->tie_embeddings ? 0 : 1) + 9 * c->n_layers;
+    gn_tensor_out *ts = gn_calloc((size_t)nt, sizeof *ts);
+    void **bufs = gn_calloc((size_t)nt, sizeof(void *));
+    char **names = gn_calloc((size_t)nt, sizeof(char *));
+    int k = 0;
+    size_t es = dt == GN_DTYPE_F32 ? 4 : 2;
+    // adds one tensor from f32 data (consumed: freed or kept as the output buffer)
+#define ADD(NAME, F32, R, C) do { \
+        size_t ne_ = (size_t)(R) * (size_t)((C) ? (C) : 1); void *b_ = (F32); \
+        if (dt != GN_DTYPE_F32) { uint16_t *h_ = gn_malloc(ne_ * 2); \
+            for (size_t i_ = 0; i_ < ne_; i_++) h_[i_] = dt == GN_DTYPE_BF16 ? gn_f32_to_bf16((F32)[i_]) : gn_f32_to_f16((F32)[i_]); \
+            free(F32); b_ = h_; } \
+        names[k] = gn_strdup(NAME); bufs[k] = b_; \
+        ts[k] = (gn_tensor_out){names[k], dt, (C) ? 2 : 1, {(R), (C)}, b_, ne_ * es}; k++; } while (0)
+    float *f = gn_malloc(sizeof(float) * (size_t)(m->embed.rows * m->embed.cols));
+    mat_to_f32(&m->embed, f);
+    ADD("model.embed_tokens.weight", f, m->embed.rows, m->embed.cols);
+    f = gn_malloc(sizeof(float) * (size_t)c->dim);
+    memcpy(f, m->final_norm, sizeof(float) * (size_t)c->dim);
+    ADD("model.norm.weight", f, c->dim, 0);
+    if (!c->tie_embeddings) {
+        f = gn_malloc(sizeof(float) * (size_t)(m->lm_head.rows * m->lm_head.cols));
+        mat_to_f32(&m->lm_head, f);
+        ADD("lm_head.weight", f, m->lm_head.rows, m->lm_head.cols);
+    }
+    char nm[256];
+    for (int l = 0; l < c->n_layers; l++) {
+        const gn_layer *L = &m->layers[l];
+        const gn_mat *mats[GN_N_MODS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l);
+        f = gn_malloc(sizeof(float) * (size_t)c->dim);
+        memcpy(f, L->attn_norm, sizeof(float) * (size_t)c->dim);
+        ADD(nm, f, c->dim, 0);
+        snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l);
+        f = gn_malloc(sizeof(float) * (size_t)c->dim);
+        memcpy(f, L->ffn_norm, sizeof(float) * (size_t)c->dim);
+        ADD(nm, f, c->dim, 0);
+        for (int mi = 0; mi < GN_N_MODS; mi++) {
+            const gn_mat *w = mats[mi];
+            f = gn_malloc(sizeof(float) * (size_t)(w->rows * w->cols));
+            mat_to_f32(w, f);
+            if (a && a->mods[(size_t)l * GN_N_MODS + (size_t)mi].r) add_delta(f, &a->mods[(size_t)l * GN_N_MODS + (size_t)mi]);
+            if (c->rope_interleaved && (mi == GN_MOD_Q || mi == GN_MOD_K))
+                interleaved_to_hf(f, mi == GN_MOD_Q ? c->n_heads : c->n_kv_heads, c->head_dim, w->cols);
+            snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, GN_MOD_PATHS[mi]);
+            ADD(nm, f, w->rows, w->cols);
+        }
+    }
+#undef ADD
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    const char *meta[] = {"format", "pt"};
+    gn_status st = gn_safetensors_save(p, ts, k, meta, 1);
+    for (int i = 0; i < k; i++) { free(bufs[i]); free(names[i]); }
+    free(bufs); free(names); free(ts);
+    if (st) return st;
+    char *cj = config_json(m, dt);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    st = gn_write_file_atomic(p, cj, strlen(cj));
+    free(cj);
+    if (st || m->gguf) return st;
+    // tokenizer and generation files beside an HF base travel along
+    static const char *const extra[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                                        "special_tokens_map.json", "generation_config.json"};
+    struct stat sb;
+    char base[4096];
+    if (stat(m->path, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(base, sizeof base, "%s", m->path);
+    else {
+        const char *slash = strrchr(m->path, '/');
+        snprintf(base, sizeof base, "%.*s", slash ? (int)(slash - m->path) : 1, slash ? m->path : ".");
+    }
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        char src[4200], dst[4200];
+        snprintf(src, sizeof src, "%s/%s", base, extra[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, extra[i]);
+        if (stat(src, &sb) == 0 && (st = copy_file(src, dst))) return st;
+    }
+    return GN_OK;
+}

@@ -1,0 +1,898 @@
+/*
+ * bpe.c — byte-level BPE (GPT-2 style: GPT-2, SmolLM2, LLaMA 3): the GPT-2
+ * byte<->unicode table, the regex pre-tokenizer (PCRE2, UTF + UCP, JIT when
+ * available), rank-ordered merges, and loading from tokenizer.json (+
+ * tokenizer_config.json / chat_template.jinja beside it). GGUF loading lives in
+ * tok_gguf.c and uses tok_bpe_set_pre_name for the tokenizer.ggml.pre names.
+ *
+ * Encoding one text chunk (special tokens are split off by tokenizer.c):
+ *   1. pre-tokenize: each step splits every current piece; a step is a regex
+ *      with an HF split behaviour (Isolated, Removed, MergedWithPrevious,
+ *      MergedWithNext, Contiguous; optional invert). ByteLevel(add_prefix_space)
+ *      prepends ' ' to each piece that lacks one; ByteLevel(use_regex) is the
+ *      GPT-2 regex, Isolated. Bytes that are not valid UTF-8 never match a
+ *      regex (PCRE2_MATCH_INVALID_UTF), so they end up in pieces of their own
+ *      and still round-trip through the byte table.
+ *   2. each piece's bytes become one symbol per byte (the vocab id of the GPT-2
+ *      char for that byte); with ignore_merges (LLaMA 3) a piece that is a whole
+ *      vocab entry is emitted as is.
+ *   3. merges: repeatedly merge the adjacent pair with the lowest merge rank,
+ *      leftmost on ties (binary heap; stale entries skipped when popped).
+ *
+ * Limits: only the pre-tokenizers above (plus Digits and Sequence) and no
+ * normalizer are supported; other tokenizer.json features give
+ * GN_ERR_UNSUPPORTED. Added tokens' lstrip/rstrip/single_word flags are ignored.
+ */
+#include "tok_internal.h"
+
+#include <stdio.h>   // snprintf
+#include <stdlib.h>  // free
+#include <string.h>  // memcpy, strcmp
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <cjson/cJSON.h>  // cJSON_ParseWithLength, cJSON_GetObjectItemCaseSensitive
+#include <pcre2.h>        // pcre2_compile, pcre2_match, pcre2_jit_compile
+
+static int in_list(const char *const *list, const char *s);
+
+// ----------------------------------------------------------------------------
+// GPT-2 byte <-> unicode table
+//
+// Printable bytes '!'..'~', 0xA1..0xAC and 0xAE..0xFF stand for themselves;
+// the other 68 bytes map, in increasing order, to U+0100, U+0101, ...
+
+static uint16_t byte_to_cp[256];
+static int16_t cp_to_byte[512];  // -1 when the code point is not a byte char
+static int table_ready;
+
+static void byte_table_init(void) {
+    if (table_ready) return;  // benign race: every thread writes the same values
+    for (int i = 0; i < 512; i++) cp_to_byte[i] = -1;
+    int next = 256;
+    for (int b = 0; b < 256; b++) {
+        int keep = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        byte_to_cp[b] = (uint16_t)(keep ? b : next++);
+        cp_to_byte[byte_to_cp[b]] = (int16_t)b;
+    }
+    table_ready = 1;
+}
+
+// UTF-8 of the byte's char into d (1 or 2 bytes); returns the length.
+static int byte_char(unsigned char b, char *d) {
+    unsigned cp = byte_to_cp[b];
+    if (cp < 0x80) { d[0] = (char)cp; return 1; }
+    d[0] = (char)(0xC0 | (cp >> 6));
+    d[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+}
+
+size_t tok_bpe_unmap(const char *piece, size_t n, char *dst) {
+    byte_table_init();
+    const unsigned char *u = (const unsigned char *)piece;
+    size_t i = 0, m = 0;
+    while (i < n) {
+        int L = tok_utf8_valid_len(u + i, n - i);
+        if (L == 1 || L == 2) {
+            unsigned cp = L == 1 ? u[i] : ((unsigned)(u[i] & 0x1F) << 6) | (u[i + 1] & 0x3F);
+            if (cp < 512 && cp_to_byte[cp] >= 0) { dst[m++] = (char)cp_to_byte[cp]; i += (size_t)L; continue; }
+        }
+        if (L == 0) L = 1;
+        memcpy(dst + m, piece + i, (size_t)L);  // not a byte char: copy as is
+        m += (size_t)L;
+        i += (size_t)L;
+    }
+    return m;
+}
+
+void tok_bpe_init_byte_chars(gn_tokenizer *t) {
+    byte_table_init();
+    for (int b = 0; b < 256; b++) {
+        char d[2];
+        int L = byte_char((unsigned char)b, d);
+        t->byte_char_tok[b] = tok_lookup(t, d, (size_t)L);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// merges: (left id, right id) -> (rank, merged id)
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
+    return x;
+}
+
+void tok_bpe_init_merges(gn_tokenizer *t, uint32_t n_hint) {
+    tok_pair_map *m = &t->merges;
+    free(m->key); free(m->rank); free(m->result);
+    uint32_t cap = 64;
+    while (cap < n_hint * 2u + 64u) cap *= 2;
+    m->key = gn_malloc(cap * sizeof *m->key);
+    m->rank = gn_malloc(cap * sizeof *m->rank);
+    m->result = gn_malloc(cap * sizeof *m->result);
+    for (uint32_t i = 0; i < cap; i++) m->key[i] = UINT64_MAX;
+    m->mask = cap - 1;
+    m->n = 0;
+}
+
+static void pair_grow(tok_pair_map *m) {
+    tok_pair_map old = *m;
+    uint32_t cap = (old.mask + 1) * 2;
+    m->key = gn_malloc(cap * sizeof *m->key);
+    m->rank = gn_malloc(cap * sizeof *m->rank);
+    m->result = gn_malloc(cap * sizeof *m->result);
+    for (uint32_t i = 0; i < cap; i++) m->key[i] = UINT64_MAX;
+    m->mask = cap - 1;
+    for (uint32_t i = 0; i <= old.mask; i++) {
+        if (old.key[i] == UINT64_MAX) continue;
+        uint32_t j = (uint32_t)mix64(old.key[i]) & m->mask;
+        while (m->key[j] != UINT64_MAX) j = (j + 1) & m->mask;
+        m->key[j] = old.key[i];
+        m->rank[j] = old.rank[i];
+        m->result[j] = old.result[i];
+    }
+    free(old.key); free(old.rank); free(old.result);
+}
+
+// Returns the slot of key, or of the empty slot where it would go.
+static uint32_t pair_slot(const tok_pair_map *m, uint64_t key) {
+    uint32_t j = (uint32_t)mix64(key) & m->mask;
+    while (m->key[j] != UINT64_MAX && m->key[j] != key) j = (j + 1) & m->mask;
+    return j;
+}
+
+int tok_bpe_add_merge(gn_tokenizer *t, const char *a, size_t na, const char *b, size_t nb, int32_t rank) {
+    int32_t ia = tok_lookup(t, a, na), ib = tok_lookup(t, b, nb);
+    if (ia < 0 || ib < 0) return 0;
+    char tmp[512];
+    char *ab = na + nb <= sizeof tmp ? tmp : gn_malloc(na + nb);
+    memcpy(ab, a, na);
+    memcpy(ab + na, b, nb);
+    int32_t r = tok_lookup(t, ab, na + nb);
+    if (ab != tmp) free(ab);
+    if (r < 0) return 0;
+    tok_pair_map *m = &t->merges;
+    if ((m->n + 1) * 2 > m->mask + 1) pair_grow(m);
+    uint64_t key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
+    uint32_t j = pair_slot(m, key);
+    if (m->key[j] == key) return 1;  // duplicate merge: the first (lowest rank) wins
+    m->key[j] = key;
+    m->rank[j] = rank;
+    m->result[j] = r;
+    m->n++;
+    return 1;
+}
+
+static int pair_find(const tok_pair_map *m, int32_t a, int32_t b, int32_t *rank, int32_t *result) {
+    if (!m->key) return 0;
+    uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
+    uint32_t j = pair_slot(m, key);
+    if (m->key[j] != key) return 0;
+    *rank = m->rank[j];
+    *result = m->result[j];
+    return 1;
+}
+
+// ----------------------------------------------------------------------------
+// pre-tokenizer
+
+// HF ByteLevel's regex (GPT-2); the trailing \s+ only matters at the end.
+static const char RE_GPT2[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+// LLaMA 3 Split pattern as in its tokenizer.json.
+static const char RE_LLAMA3[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char RE_QWEN2[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char RE_BLOOM[] = " ?[^(\\s|.,!?…。，、।۔،)]+";
+
+// Compiles pattern; literal when is_literal (HF Split with {"String": ...}).
+// Oniguruma's \s (what HF uses) also matches U+0085; PCRE2's does not, so
+// \s / \S are widened outside and inside character classes.
+static gn_status compile_re(void **out, const char *pat, size_t n, int is_literal, const char *path, const char *where) {
+    char *fixed = NULL;
+    size_t m = 0;
+    if (!is_literal) {
+        fixed = gn_malloc(n * 8 + 1);
+        int in_class = 0;
+        for (size_t i = 0; i < n; i++) {
+            char c = pat[i];
+            if (c == '\\' && i + 1 < n) {
+                char d = pat[i + 1];
+                if (d == 's' && in_class) { memcpy(fixed + m, "\\s\\x{85}", 8); m += 8; i++; continue; }
+                if (d == 's') { memcpy(fixed + m, "[\\s\\x{85}]", 10); m += 10; i++; continue; }
+                if (d == 'S' && !in_class) { memcpy(fixed + m, "[^\\s\\x{85}]", 11); m += 11; i++; continue; }
+                fixed[m++] = c;
+                fixed[m++] = d;
+                i++;
+                continue;
+            }
+            if (c == '[' && !in_class) {
+                in_class = 1;
+                fixed[m++] = c;
+                // a ']' or '^]' right after '[' is literal
+                if (i + 1 < n && pat[i + 1] == '^') { fixed[m++] = '^'; i++; }
+                if (i + 1 < n && pat[i + 1] == ']') { fixed[m++] = ']'; i++; }
+                continue;
+            }
+            if (c == ']' && in_class) in_class = 0;
+            fixed[m++] = c;
+        }
+        fixed[m] = 0;
+    }
+    int err;
+    PCRE2_SIZE erroff;
+    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | (is_literal ? PCRE2_LITERAL : 0);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(is_literal ? pat : fixed), is_literal ? n : m, opts,
+                                   &err, &erroff, NULL);
+    free(fixed);
+    if (!re) {
+        PCRE2_UCHAR msg[160];
+        pcre2_get_error_message(err, msg, sizeof msg);
+        return gn_err(GN_ERR_FORMAT, "%s: %s: regex does not compile at pattern offset %zu: %s, "
+                      "expected a valid regular expression", path, where, (size_t)erroff, (char *)msg);
+    }
+    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);  // best effort: falls back to the interpreter
+    *out = re;
+    return GN_OK;
+}
+
+static tok_pre_step *add_step(gn_tokenizer *t) {
+    t->pre = gn_realloc(t->pre, (size_t)(t->n_pre + 1) * sizeof *t->pre);
+    tok_pre_step *s = &t->pre[t->n_pre++];
+    memset(s, 0, sizeof *s);
+    s->behavior = SPLIT_ISOLATED;
+    return s;
+}
+
+static gn_status add_regex_step(gn_tokenizer *t, const char *pat, const char *path, const char *where) {
+    tok_pre_step *s = add_step(t);
+    return compile_re(&s->re, pat, strlen(pat), 0, path, where);
+}
+
+gn_status tok_bpe_set_pre_name(gn_tokenizer *t, const char *pre, const char *path) {
+    // Names and their regex lists as in llama.cpp's llama-vocab.cpp
+    // (tokenizer.ggml.pre); the regexes are the ones of the models' tokenizer.json.
+    static const char *const llama3[] = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
+                                         "midm-2.0", "lfm2", "dbrx", "smaug-bpe", "chatglm-bpe", "glm4", NULL};
+    static const char *const gpt2[] = {"gpt-2", "gpt2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es",
+                                       "jina-v2-de", "a.x-4.0", "mellum", "jina-v1-en", "jina-v2-code",
+                                       "roberta-bpe", "mpt", "olmo", "jais", "trillion", "granite-docling",
+                                       "exaone4", NULL};
+    static const char *const digits_gpt2[] = {"smollm", "starcoder", "refact", "command-r", "codeshell",
+                                              "exaone", "minerva-7b", NULL};
+    static const char *const qwen2[] = {"qwen2", "qwen2.5", "qwen-2.5", "deepseek-r1-qwen", "kormo", "stablelm2",
+                                        "hunyuan", "megrez", NULL};
+    static const char *const bloom[] = {"poro-chat", "bloom", "gpt3-finnish", NULL};
+    #define IN(list) in_list(list, pre)
+    const char *where = "tokenizer.ggml.pre";
+    gn_status st = GN_OK;
+    t->byte_level = 1;
+    if (pre && IN(llama3)) {
+        st = add_regex_step(t, RE_LLAMA3, path, where);
+        t->ignore_merges = 1;
+        t->add_bos = 1;
+    } else if (pre && IN(gpt2)) {
+        st = add_regex_step(t, RE_GPT2, path, where);
+    } else if (pre && IN(digits_gpt2)) {
+        if ((st = add_regex_step(t, "\\p{N}", path, where)) == GN_OK) st = add_regex_step(t, RE_GPT2, path, where);
+    } else if (pre && IN(qwen2)) {
+        st = add_regex_step(t, RE_QWEN2, path, where);
+    } else if (pre && IN(bloom)) {
+        st = add_regex_step(t, RE_BLOOM, path, where);
+    } else if (pre && strcmp(pre, "viking") == 0) {
+        if ((st = add_regex_step(t, RE_BLOOM, path, where)) == GN_OK) st = add_regex_step(t, "\\p{N}", path, where);
+    } else if (pre && strcmp(pre, "falcon") == 0) {
+        if ((st = add_regex_step(t, "[\\p{P}\\$\\+<=>\\^~\\|`]+", path, where)) == GN_OK &&
+            (st = add_regex_step(t, RE_GPT2, path, where)) == GN_OK)
+            st = add_regex_step(t, "[0-9][0-9][0-9]", path, where);
+    } else {
+        if (pre && strcmp(pre, "default") != 0)
+            gn_log(GN_LOG_WARN, "%s: tokenizer.ggml.pre '%s' is not known; using llama.cpp's default "
+                   "pre-tokenizer (token ids may differ from the model's own tokenizer)", path, pre);
+        // llama.cpp's "default" list
+        if ((st = add_regex_step(t, "[\\p{P}\\$\\+<=>\\^~\\|]+", path, where)) == GN_OK &&
+            (st = add_regex_step(t, RE_GPT2, path, where)) == GN_OK &&
+            (st = add_regex_step(t, "\\p{N}+", path, where)) == GN_OK)
+            st = add_regex_step(t, "[0-9][0-9][0-9]", path, where);
+    }
+    #undef IN
+    return st;
+}
+
+void tok_bpe_free(gn_tokenizer *t) {
+    for (int i = 0; i < t->n_pre; i++) pcre2_code_free((pcre2_code *)t->pre[i].re);
+    free(t->pre);
+    free(t->merges.key);
+    free(t->merges.rank);
+    free(t->merges.result);
+}
+
+// Working text: pieces are (off, len) into buf, which only grows.
+typedef struct { uint32_t off, len; } span;
+typedef struct { span *v; size_t n, cap; } spans;
+typedef struct { char *p; size_t n, cap; } wbuf;
+
+static void spans_push(spans *a, uint32_t off, uint32_t len) {
+    if (len == 0) return;
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 64;
+        a->v = gn_realloc(a->v, a->cap * sizeof *a->v);
+    }
+    a->v[a->n++] = (span){off, len};
+}
+
+static void wbuf_reserve(wbuf *b, size_t n) {
+    if (b->n + n > b->cap) {
+        size_t c = b->cap ? b->cap : 256;
+        while (b->n + n > c) c *= 2;
+        b->p = gn_realloc(b->p, c);
+        b->cap = c;
+    }
+}
+
+// s must not point into b (b->p may move).
+static uint32_t wbuf_put(wbuf *b, const char *s, size_t n) {
+    wbuf_reserve(b, n);
+    memcpy(b->p + b->n, s, n);
+    uint32_t at = (uint32_t)b->n;
+    b->n += n;
+    return at;
+}
+
+typedef struct { uint32_t s, e; int match; } seg;
+typedef struct { seg *v; size_t n, cap; } segs;
+
+static void segs_push(segs *a, uint32_t s, uint32_t e, int match) {
+    if (e <= s) return;
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 64;
+        a->v = gn_realloc(a->v, a->cap * sizeof *a->v);
+    }
+    a->v[a->n++] = (seg){s, e, match};
+}
+
+// Runs re over subject[0..n) and lists matches and gaps in order.
+static void find_matches(pcre2_code *re, const char *subject, size_t n, pcre2_match_data *md, segs *out) {
+    size_t pos = 0, gap = 0;
+    uint32_t opts = 0;
+    while (pos <= n) {
+        int rc = pcre2_match(re, (PCRE2_SPTR)subject, n, pos, opts, md, NULL);
+        if (rc < 0 && rc != PCRE2_ERROR_NOMATCH)  // e.g. JIT stack limit: retry interpreted
+            rc = pcre2_match(re, (PCRE2_SPTR)subject, n, pos, opts | PCRE2_NO_JIT, md, NULL);
+        if (rc < 0) break;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t ms = ov[0], me = ov[1];
+        if (me <= ms) {  // empty match: step one character and look again
+            if (ms >= n) break;
+            int L = tok_utf8_valid_len((const unsigned char *)subject + ms, n - ms);
+            pos = ms + (size_t)(L ? L : 1);
+            continue;
+        }
+        segs_push(out, (uint32_t)gap, (uint32_t)ms, 0);
+        segs_push(out, (uint32_t)ms, (uint32_t)me, 1);
+        gap = pos = me;
+    }
+    segs_push(out, (uint32_t)gap, (uint32_t)n, 0);
+}
+
+// Applies one split step to piece sp of b, appending the resulting pieces.
+static void split_piece(const tok_pre_step *st, wbuf *b, span sp, pcre2_match_data *md, segs *tmp, spans *out) {
+    if (st->prefix_space && b->p[sp.off] != ' ') {
+        wbuf_reserve(b, (size_t)sp.len + 1);  // b->p may move here, not during the copy
+        uint32_t at = (uint32_t)b->n;
+        b->p[at] = ' ';
+        memcpy(b->p + at + 1, b->p + sp.off, sp.len);
+        b->n += (size_t)sp.len + 1;
+        sp = (span){at, sp.len + 1};
+    }
+    if (!st->re) { spans_push(out, sp.off, sp.len); return; }
+    tmp->n = 0;
+    find_matches((pcre2_code *)st->re, b->p + sp.off, sp.len, md, tmp);
+    if (st->invert)
+        for (size_t i = 0; i < tmp->n; i++) tmp->v[i].match = !tmp->v[i].match;
+    // HF SplitDelimiterBehavior, on (range, is_match) in order
+    size_t n0 = out->n;
+    int prev_match = 0;
+    for (size_t i = 0; i < tmp->n; i++) {
+        seg g = tmp->v[i];
+        switch (st->behavior) {
+        case SPLIT_REMOVED:
+            if (!g.match) spans_push(out, sp.off + g.s, g.e - g.s);
+            break;
+        case SPLIT_MERGED_PREV:
+            if (g.match && !prev_match && out->n > n0) out->v[out->n - 1].len += g.e - g.s;
+            else spans_push(out, sp.off + g.s, g.e - g.s);
+            break;
+        case SPLIT_CONTIGUOUS:
+            if (g.match == prev_match && out->n > n0) out->v[out->n - 1].len += g.e - g.s;
+            else spans_push(out, sp.off + g.s, g.e - g.s);
+            break;
+        case SPLIT_MERGED_NEXT:  // handled below, in reverse
+        case SPLIT_ISOLATED:
+        default:
+            spans_push(out, sp.off + g.s, g.e - g.s);
+            break;
+        }
+        prev_match = g.match;
+    }
+    if (st->behavior == SPLIT_MERGED_NEXT) {
+        // walk backwards: a match (not after another match) joins the piece after it
+        out->n = n0;
+        size_t k = out->n;
+        prev_match = 0;
+        for (size_t i = tmp->n; i-- > 0;) {
+            seg g = tmp->v[i];
+            if (g.match && !prev_match && out->n > k) {
+                span *last = &out->v[out->n - 1];
+                last->len += last->off - (sp.off + g.s);
+                last->off = sp.off + g.s;
+            } else {
+                spans_push(out, sp.off + g.s, g.e - g.s);
+            }
+            prev_match = g.match;
+        }
+        for (size_t i = k, j = out->n ? out->n - 1 : 0; i < j; i++, j--) {  // reverse
+            span x = out->v[i]; out->v[i] = out->v[j]; out->v[j] = x;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// merges on one pre-token
+
+typedef struct { int32_t rank, left, right, lid, rid, res; } bcand;
+
+static int bcand_before(const bcand *a, const bcand *b) {
+    if (a->rank != b->rank) return a->rank < b->rank;
+    return a->left < b->left;
+}
+
+typedef struct {
+    int32_t *id, *prev, *next;
+    size_t cap;
+    bcand *heap;
+    size_t hn, hcap;
+    char *mapped;
+    size_t mcap;
+} bpe_scratch;
+
+static void bheap_push(bpe_scratch *w, bcand c) {
+    if (w->hn == w->hcap) {
+        w->hcap = w->hcap ? w->hcap * 2 : 256;
+        w->heap = gn_realloc(w->heap, w->hcap * sizeof *w->heap);
+    }
+    size_t i = w->hn++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!bcand_before(&c, &w->heap[p])) break;
+        w->heap[i] = w->heap[p];
+        i = p;
+    }
+    w->heap[i] = c;
+}
+
+static bcand bheap_pop(bpe_scratch *w) {
+    bcand top = w->heap[0], last = w->heap[--w->hn];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        const bcand *best = &last;
+        if (l < w->hn && bcand_before(&w->heap[l], best)) { m = l; best = &w->heap[l]; }
+        if (r < w->hn && bcand_before(&w->heap[r], best)) m = r;
+        if (m == i) break;
+        w->heap[i] = w->heap[m];
+        i = m;
+    }
+    if (w->hn) w->heap[i] = last;
+    return top;
+}
+
+static void try_merge(const gn_tokenizer *t, bpe_scratch *w, int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return;
+    int32_t rank, res;
+    if (!pair_find(&t->merges, w->id[l], w->id[r], &rank, &res)) return;
+    bheap_push(w, (bcand){rank, l, r, w->id[l], w->id[r], res});
+}
+
+static void bpe_word(const gn_tokenizer *t, const unsigned char *s, size_t n, bpe_scratch *w, tok_ids *out) {
+    if (t->ignore_merges) {
+        if (w->mcap < 2 * n) { w->mcap = 2 * n; w->mapped = gn_realloc(w->mapped, w->mcap); }
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) m += (size_t)byte_char(s[i], w->mapped + m);
+        int32_t id = tok_lookup(t, w->mapped, m);
+        if (id >= 0) { tok_ids_push(out, id); return; }
+    }
+    if (w->cap < n) {
+        w->cap = n;
+        w->id = gn_realloc(w->id, n * sizeof *w->id);
+        w->prev = gn_realloc(w->prev, n * sizeof *w->prev);
+        w->next = gn_realloc(w->next, n * sizeof *w->next);
+    }
+    int32_t ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = t->byte_char_tok[s[i]];
+        if (id < 0) id = t->unk;
+        if (id < 0) continue;  // byte has no token and there is no <unk>: dropped (as HF does)
+        w->id[ns] = id;
+        w->prev[ns] = ns - 1;
+        w->next[ns] = -1;
+        if (ns > 0) w->next[ns - 1] = ns;
+        ns++;
+    }
+    if (ns == 0) return;
+    w->hn = 0;
+    for (int32_t i = 0; i + 1 < ns; i++) try_merge(t, w, i, i + 1);
+    while (w->hn) {
+        bcand c = bheap_pop(w);
+        if (w->id[c.left] != c.lid || w->id[c.right] != c.rid || w->next[c.left] != c.right) continue;
+        if (w->prev[c.right] != c.left) continue;
+        w->id[c.left] = c.res;
+        w->id[c.right] = -2;  // dead
+        w->next[c.left] = w->next[c.right];
+        if (w->next[c.right] >= 0) w->prev[w->next[c.right]] = c.left;
+        w->prev[c.right] = w->next[c.right] = -3;
+        try_merge(t, w, w->prev[c.left], c.left);
+        try_merge(t, w, c.left, w->next[c.left]);
+    }
+    for (int32_t i = 0; i >= 0; i = w->next[i]) tok_ids_push(out, w->id[i]);
+}
+
+void tok_bpe_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, tok_ids *out) {
+    wbuf b = {0};
+    wbuf_put(&b, text, len);
+    spans cur = {0}, nxt = {0};
+    segs tmp = {0};
+    spans_push(&cur, 0, (uint32_t)len);
+    pcre2_match_data *md = NULL;
+    for (int k = 0; k < t->n_pre; k++) {
+        const tok_pre_step *st = &t->pre[k];
+        if (st->re && !md) md = pcre2_match_data_create_from_pattern((pcre2_code *)st->re, NULL);
+        nxt.n = 0;
+        for (size_t i = 0; i < cur.n; i++) split_piece(st, &b, cur.v[i], md, &tmp, &nxt);
+        spans x = cur; cur = nxt; nxt = x;
+    }
+    bpe_scratch w = {0};
+    for (size_t i = 0; i < cur.n; i++)
+        bpe_word(t, (const unsigned char *)b.p + cur.v[i].off, cur.v[i].len, &w, out);
+    free(w.id); free(w.prev); free(w.next); free(w.heap); free(w.mapped);
+    if (md) pcre2_match_data_free(md);
+    free(tmp.v);
+    free(cur.v);
+    free(nxt.v);
+    free(b.p);
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer.json
+
+static int in_list(const char *const *list, const char *s) {
+    for (; *list; list++)
+        if (strcmp(*list, s) == 0) return 1;
+    return 0;
+}
+
+static const char *jstr(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+// -1 when absent, else 0/1.
+static int jbool(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsBool(v)) return cJSON_IsTrue(v);
+    return -1;
+}
+
+// A token given as "text" or {"content": "text", ...} (tokenizer_config.json).
+static const char *jtoken(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsString(v)) return v->valuestring;
+    if (cJSON_IsObject(v)) return jstr(v, "content");
+    return NULL;
+}
+
+static int is_int_id(const cJSON *v) {
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < (double)(1 << 24) &&
+           v->valuedouble == (double)(int)v->valuedouble;
+}
+
+static gn_status add_pre(gn_tokenizer *t, const cJSON *p, const char *path, const char *where) {
+    if (!p || cJSON_IsNull(p)) return GN_OK;
+    const char *type = jstr(p, "type");
+    if (!type) return gn_err(GN_ERR_FORMAT, "%s: %s: missing \"type\", expected a pre-tokenizer object", path, where);
+    char sub[96];
+    if (strcmp(type, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers");
+        if (!cJSON_IsArray(list)) return gn_err(GN_ERR_FORMAT, "%s: %s.pretokenizers: expected an array", path, where);
+        int i = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, list) {
+            snprintf(sub, sizeof sub, "%s.pretokenizers[%d]", where, i++);
+            gn_status st = add_pre(t, it, path, sub);
+            if (st != GN_OK) return st;
+        }
+        return GN_OK;
+    }
+    if (strcmp(type, "ByteLevel") == 0) {
+        int aps = jbool(p, "add_prefix_space"), ure = jbool(p, "use_regex");
+        tok_pre_step *s = add_step(t);
+        s->prefix_space = aps == 1;
+        t->byte_level = 1;
+        if (ure != 0) return compile_re(&s->re, RE_GPT2, strlen(RE_GPT2), 0, path, where);
+        return GN_OK;
+    }
+    if (strcmp(type, "Digits") == 0) {
+        const char *pat = jbool(p, "individual_digits") == 1 ? "\\p{N}" : "\\p{N}+";
+        tok_pre_step *s = add_step(t);
+        return compile_re(&s->re, pat, strlen(pat), 0, path, where);
+    }
+    if (strcmp(type, "Split") == 0) {
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
+        const char *re = pat ? jstr(pat, "Regex") : NULL, *lit = pat ? jstr(pat, "String") : NULL;
+        if (!re && !lit)
+            return gn_err(GN_ERR_FORMAT, "%s: %s.pattern: expected {\"Regex\": ...} or {\"String\": ...}", path, where);
+        const char *beh = jstr(p, "behavior");
+        static const char *const names[] = {"Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
+        int b = -1;
+        for (int i = 0; i < 5; i++)
+            if (beh && strcmp(beh, names[i]) == 0) b = i;
+        if (b < 0)
+            return gn_err(GN_ERR_FORMAT, "%s: %s.behavior: '%s', expected Isolated, Removed, MergedWithPrevious, "
+                          "MergedWithNext or Contiguous", path, where, beh ? beh : "(missing)");
+        tok_pre_step *s = add_step(t);
+        s->behavior = b;  // SPLIT_* follow the order of names[]
+        s->invert = jbool(p, "invert") == 1;
+        snprintf(sub, sizeof sub, "%s.pattern", where);
+        const char *src = re ? re : lit;
+        return compile_re(&s->re, src, strlen(src), re == NULL, path, sub);
+    }
+    return gn_err(GN_ERR_UNSUPPORTED, "%s: %s: pre-tokenizer type '%s' is not supported, expected ByteLevel, "
+                  "Split, Digits or Sequence", path, where, type);
+}
+
+static gn_status check_normalizer(const cJSON *n, const char *path) {
+    if (!n || cJSON_IsNull(n)) return GN_OK;
+    const char *type = jstr(n, "type");
+    if (type && strcmp(type, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "normalizers");
+        if (cJSON_IsArray(list) && cJSON_GetArraySize(list) == 0) return GN_OK;
+    }
+    return gn_err(GN_ERR_UNSUPPORTED, "%s: normalizer: type '%s' is not supported, expected none "
+                  "(byte-level BPE tokenizers have no normalizer)", path, type ? type : "?");
+}
+
+// post_processor TemplateProcessing: a SpecialToken before $A means BOS.
+static void read_post(const cJSON *pp, int *add_bos, int32_t *bos_id, const gn_tokenizer *t) {
+    if (!pp || cJSON_IsNull(pp)) return;
+    const char *type = jstr(pp, "type");
+    if (!type) return;
+    if (strcmp(type, "Sequence") == 0) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(pp, "processors")) read_post(it, add_bos, bos_id, t);
+        return;
+    }
+    if (strcmp(type, "TemplateProcessing") != 0) return;
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single");
+    const cJSON *first = cJSON_IsArray(single) ? cJSON_GetArrayItem(single, 0) : NULL;
+    const cJSON *sp = first ? cJSON_GetObjectItemCaseSensitive(first, "SpecialToken") : NULL;
+    if (!sp) { *add_bos = 0; return; }
+    const char *name = jstr(sp, "id");
+    if (!name) return;
+    *add_bos = 1;
+    int32_t id = tok_lookup(t, name, strlen(name));
+    const cJSON *specials = cJSON_GetObjectItemCaseSensitive(pp, "special_tokens");
+    const cJSON *ent = specials ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL;
+    const cJSON *ids = ent ? cJSON_GetObjectItemCaseSensitive(ent, "ids") : NULL;
+    const cJSON *id0 = cJSON_IsArray(ids) ? cJSON_GetArrayItem(ids, 0) : NULL;
+    if (id0 && is_int_id(id0) && (int)id0->valuedouble < t->n_vocab) id = (int32_t)id0->valuedouble;
+    *bos_id = id;
+}
+
+// Reads tokenizer_config.json (and chat_template.jinja) from the folder of path.
+static gn_status read_config(gn_tokenizer *t, const char *path, int *cfg_add_bos) {
+    *cfg_add_bos = -1;
+    const char *slash = strrchr(path, '/');
+    size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
+    char *cfgp = gn_malloc(dl + 32), *jinja = gn_malloc(dl + 32);
+    memcpy(cfgp, path, dl);
+    strcpy(cfgp + dl, "tokenizer_config.json");
+    memcpy(jinja, path, dl);
+    strcpy(jinja + dl, "chat_template.jinja");
+    gn_status st = GN_OK;
+    FILE *f = fopen(cfgp, "rb");
+    if (f) {
+        fclose(f);
+        char *data = NULL;
+        size_t len = 0;
+        if ((st = gn_read_file(cfgp, &data, &len)) != GN_OK) goto done;
+        cJSON *root = cJSON_ParseWithLength(data, len);
+        free(data);
+        if (!cJSON_IsObject(root)) {
+            cJSON_Delete(root);
+            st = gn_err(GN_ERR_FORMAT, "%s: not valid JSON, expected a tokenizer_config.json object", cfgp);
+            goto done;
+        }
+        const char *bos = jtoken(root, "bos_token"), *eos = jtoken(root, "eos_token");
+        const char *unk = jtoken(root, "unk_token"), *pad = jtoken(root, "pad_token");
+        if (bos) t->bos = tok_lookup(t, bos, strlen(bos));
+        if (eos) t->eos = tok_lookup(t, eos, strlen(eos));
+        if (unk) t->unk = tok_lookup(t, unk, strlen(unk));
+        if (pad) t->pad = tok_lookup(t, pad, strlen(pad));
+        *cfg_add_bos = jbool(root, "add_bos_token");
+        int ae = jbool(root, "add_eos_token");
+        if (ae >= 0) t->add_eos = ae;
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
+        if (cJSON_IsString(ct)) {
+            t->chat_template = gn_strdup(ct->valuestring);
+        } else if (cJSON_IsArray(ct)) {  // [{"name": "default", "template": ...}, ...]
+            const cJSON *it, *pick = NULL;
+            cJSON_ArrayForEach(it, ct) {
+                const char *nm = jstr(it, "name");
+                if (!pick || (nm && strcmp(nm, "default") == 0)) pick = it;
+            }
+            const char *tpl = pick ? jstr(pick, "template") : NULL;
+            if (tpl) t->chat_template = gn_strdup(tpl);
+        }
+        cJSON_Delete(root);
+    }
+    if (!t->chat_template && (f = fopen(jinja, "rb")) != NULL) {
+        fclose(f);
+        char *data = NULL;
+        size_t len = 0;
+        if ((st = gn_read_file(jinja, &data, &len)) != GN_OK) goto done;
+        t->chat_template = data;
+    }
+done:
+    free(cfgp);
+    free(jinja);
+    return st;
+}
+
+gn_status tok_bpe_load_json(gn_tokenizer **out, const char *path, const char *json, size_t len) {
+    *out = NULL;
+    gn_status st = GN_OK;
+    gn_tokenizer *t = NULL;
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root) {
+        const char *e = cJSON_GetErrorPtr();
+        size_t at = e && e >= json && e <= json + len ? (size_t)(e - json) : 0;
+        return gn_err(GN_ERR_FORMAT, "%s: offset %zu: invalid JSON, expected a tokenizer.json object", path, at);
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!cJSON_IsObject(model)) {
+        st = gn_err(GN_ERR_FORMAT, "%s: \"model\": missing or not an object, expected a tokenizer.json "
+                    "with a BPE model", path);
+        goto fail;
+    }
+    const char *mtype = jstr(model, "type");
+    if (mtype && strcmp(mtype, "BPE") != 0) {
+        st = gn_err(GN_ERR_UNSUPPORTED, "%s: model.type is '%s', expected BPE", path, mtype);
+        goto fail;
+    }
+    const char *cs = jstr(model, "continuing_subword_prefix"), *ew = jstr(model, "end_of_word_suffix");
+    if ((cs && *cs) || (ew && *ew)) {
+        st = gn_err(GN_ERR_UNSUPPORTED, "%s: model.continuing_subword_prefix/end_of_word_suffix are set, "
+                    "expected byte-level BPE without them", path);
+        goto fail;
+    }
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    if (!cJSON_IsObject(vocab)) {
+        st = gn_err(GN_ERR_FORMAT, "%s: model.vocab: missing or not an object, expected {\"piece\": id, ...}", path);
+        goto fail;
+    }
+    if (!cJSON_IsArray(merges)) {
+        st = gn_err(GN_ERR_FORMAT, "%s: model.merges: missing or not an array, expected [\"a b\", ...]", path);
+        goto fail;
+    }
+    if (added && !cJSON_IsArray(added) && !cJSON_IsNull(added)) {
+        st = gn_err(GN_ERR_FORMAT, "%s: added_tokens: expected an array", path);
+        goto fail;
+    }
+    // size of the id space
+    int max_id = -1;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, vocab) {
+        if (!is_int_id(it)) {
+            st = gn_err(GN_ERR_FORMAT, "%s: model.vocab[\"%.40s\"]: id is not an integer in 0..16777215", path,
+                        it->string ? it->string : "");
+            goto fail;
+        }
+        if ((int)it->valuedouble > max_id) max_id = (int)it->valuedouble;
+    }
+    int ai = 0;
+    if (cJSON_IsArray(added)) cJSON_ArrayForEach(it, added) {
+        const cJSON *idv = cJSON_GetObjectItemCaseSensitive(it, "id");
+        if (!is_int_id(idv) || !jstr(it, "content")) {
+            st = gn_err(GN_ERR_FORMAT, "%s: added_tokens[%d]: expected {\"id\": integer 0..16777215, "
+                        "\"content\": string, ...}", path, ai);
+            goto fail;
+        }
+        if ((int)idv->valuedouble > max_id) max_id = (int)idv->valuedouble;
+        ai++;
+    }
+    if (max_id < 0) {
+        st = gn_err(GN_ERR_FORMAT, "%s: model.vocab is empty, expected at least one piece", path);
+        goto fail;
+    }
+    t = tok_new(max_id + 1);
+    t->kind = GN_TOK_BYTE_BPE;
+    t->add_dummy_prefix = 0;
+    uint8_t *seen = gn_calloc((size_t)max_id + 1, 1);
+    cJSON_ArrayForEach(it, vocab) {
+        int id = (int)it->valuedouble;
+        if (seen[id]) {
+            free(seen);
+            st = gn_err(GN_ERR_FORMAT, "%s: model.vocab[\"%.40s\"]: id %d is used by two pieces, expected "
+                        "unique ids", path, it->string, id);
+            goto fail;
+        }
+        seen[id] = 1;
+        tok_set_piece(t, id, it->string, strlen(it->string));
+        t->type[id] = TOK_NORMAL;
+    }
+    free(seen);
+    if (cJSON_IsArray(added)) cJSON_ArrayForEach(it, added) {
+        int id = (int)cJSON_GetObjectItemCaseSensitive(it, "id")->valuedouble;
+        const char *content = jstr(it, "content");
+        tok_set_piece(t, id, content, strlen(content));
+        t->type[id] = jbool(it, "special") == 1 ? TOK_CONTROL : TOK_USER_DEFINED;
+    }
+    if ((st = tok_finish(t)) != GN_OK) goto fail;
+    const char *unk = jstr(model, "unk_token");
+    if (unk) t->unk = tok_lookup(t, unk, strlen(unk));
+    t->ignore_merges = jbool(model, "ignore_merges") == 1;
+    // merges: "a b" strings or ["a", "b"] pairs, rank = position
+    tok_bpe_init_merges(t, (uint32_t)cJSON_GetArraySize(merges));
+    int rank = 0;
+    cJSON_ArrayForEach(it, merges) {
+        const char *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        if (cJSON_IsString(it)) {
+            const char *s = it->valuestring, *sp = *s ? strchr(s + 1, ' ') : NULL;
+            if (sp) { a = s; na = (size_t)(sp - s); b = sp + 1; nb = strlen(b); }
+        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 &&
+                   cJSON_IsString(cJSON_GetArrayItem(it, 0)) && cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
+            a = cJSON_GetArrayItem(it, 0)->valuestring;
+            b = cJSON_GetArrayItem(it, 1)->valuestring;
+            na = strlen(a);
+            nb = strlen(b);
+        }
+        if (!a) {
+            st = gn_err(GN_ERR_FORMAT, "%s: model.merges[%d]: expected \"a b\" or [\"a\", \"b\"]", path, rank);
+            goto fail;
+        }
+        if (!tok_bpe_add_merge(t, a, na, b, nb, rank)) {
+            st = gn_err(GN_ERR_FORMAT, "%s: model.merges[%d]: '%.*s' + '%.*s': a part or the merged piece is "
+                        "not in model.vocab, expected merges of vocab pieces", path, rank, (int)na, a, (int)nb, b);
+            goto fail;
+        }
+        rank++;
+    }
+    if ((st = check_normalizer(cJSON_GetObjectItemCaseSensitive(root, "normalizer"), path)) != GN_OK) goto fail;
+    if ((st = add_pre(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), path, "pre_tokenizer")) != GN_OK)
+        goto fail;
+    if (!t->byte_level) {
+        st = gn_err(GN_ERR_UNSUPPORTED, "%s: pre_tokenizer has no ByteLevel step, expected byte-level BPE "
+                    "(a SentencePiece-converted tokenizer.json needs its tokenizer.model)", path);
+        goto fail;
+    }
+    tok_bpe_init_byte_chars(t);
+    int post_bos = 0;
+    int32_t post_bos_id = -1;
+    read_post(cJSON_GetObjectItemCaseSensitive(root, "post_processor"), &post_bos, &post_bos_id, t);
+    int cfg_add_bos;
+    if ((st = read_config(t, path, &cfg_add_bos)) != GN_OK) goto fail;
+    if (t->bos < 0 && post_bos_id >= 0) t->bos = post_bos_id;
+    t->add_bos = cfg_add_bos >= 0 ? cfg_add_bos : post_bos;
+    cJSON_Delete(root);
+    *out = t;
+    return GN_OK;
+fail:
+    cJSON_Delete(root);
+    gn_tokenizer_free(t);
+    return st;
+}
