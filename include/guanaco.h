@@ -193,6 +193,11 @@ void gn_session_rewind(gn_session *s, int pos);
 // cache would overflow or an id is out of range.
 const float *gn_session_forward(gn_session *s, const int32_t *ids, int n, int all_logits);
 
+// Batched decode (continuous batching): one new token for each of n distinct
+// sessions of the same model, in one shared pass. Returns logits [n, V] (row i
+// for ss[i]); valid until the next forward on any of them. n <= 256.
+const float *gn_sessions_decode(gn_session *const *ss, const int32_t *ids, int n);
+
 // ===========================================================================
 // LoRA adapters (PEFT format)
 

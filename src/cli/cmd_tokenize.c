@@ -188,20 +188,20 @@ int cmd_tokenize(int argc, char **argv) {
     int no_bos = 0, eos = 0, special = 0, pieces = 0, roundtrip = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-#define IS(s, l) (!strcmp(a, s) || (l && !strcmp(a, l)))
+#define IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
 #define VAL(dst) do { if (i + 1 >= argc) return usage_fail("%s needs a value", a); dst = argv[++i]; } while (0)
         if (IS("-h", "--help")) { fputs(HELP, stdout); return 0; }
         else if (IS("-m", "--model")) VAL(model);
         else if (IS("-p", "--prompt")) VAL(prompt);
         else if (IS("-f", "--file")) VAL(file);
-        else if (IS("--decode", NULL)) VAL(decode);
-        else if (IS("--jsonl", NULL)) VAL(jsonl);
-        else if (IS("--decode-each", NULL)) VAL(decode_each);
-        else if (IS("--no-bos", NULL)) no_bos = 1;
-        else if (IS("--eos", NULL)) eos = 1;
-        else if (IS("--special", NULL)) special = 1;
-        else if (IS("--pieces", NULL)) pieces = 1;
-        else if (IS("--roundtrip", NULL)) roundtrip = 1;
+        else if (IS("--decode", "--decode")) VAL(decode);
+        else if (IS("--jsonl", "--jsonl")) VAL(jsonl);
+        else if (IS("--decode-each", "--decode-each")) VAL(decode_each);
+        else if (IS("--no-bos", "--no-bos")) no_bos = 1;
+        else if (IS("--eos", "--eos")) eos = 1;
+        else if (IS("--special", "--special")) special = 1;
+        else if (IS("--pieces", "--pieces")) pieces = 1;
+        else if (IS("--roundtrip", "--roundtrip")) roundtrip = 1;
         else return usage_fail("unknown option '%s'", a);
 #undef IS
 #undef VAL

@@ -546,12 +546,23 @@ int cmd_merge(int argc, char **argv) {
 
 // ----------------------------------------------------------------------------
 
+// Commands built from optional parts of the tree are weak: when their file is
+// absent the command answers that it is not built.
+int cmd_eval(int argc, char **argv) __attribute__((weak));
+int cmd_serve(int argc, char **argv) __attribute__((weak));
+int cmd_quantize(int argc, char **argv) __attribute__((weak));
+int cmd_finetune(int argc, char **argv) __attribute__((weak));
+
 static const struct { const char *name; int (*fn)(int, char **); const char *help; } COMMANDS[] = {
     {"chat", cmd_chat, "chat with a model (Guanaco prompt format or the model's template)"},
     {"generate", cmd_generate, "continue a prompt"},
     {"logits", cmd_logits, "write per-position logits for token ids as .npy"},
     {"merge", cmd_merge, "fold a LoRA adapter into the weights and write an HF folder"},
     {"info", cmd_info, "describe a model: config, tensors, dtypes, bytes"},
+    {"finetune", cmd_finetune, "QLoRA: train a LoRA adapter on a frozen (4-bit) base"},
+    {"quantize", cmd_quantize, "write a 4-bit (NF4/FP4) model folder in the bitsandbytes layout"},
+    {"eval", cmd_eval, "evaluation: elo, judge, mmlu, crows, ppl"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server with a web chat"},
     {"tokenize", cmd_tokenize, "text to token ids (and back with --decode)"},
     {"dump", cmd_dump, "list a weights file's tensors or write one as .npy"},
 };
@@ -566,7 +577,10 @@ int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) { usage(stdout); return 0; }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], COMMANDS[i].name)) {
+            if (!COMMANDS[i].fn) return cli_fail("command '%s' is not part of this build", argv[1]), 2;
+            return COMMANDS[i].fn(argc - 1, argv + 1);
+        }
     cli_fail("unknown command '%s'", argv[1]);
     usage(stderr);
     return 2;

@@ -760,58 +760,80 @@ static void embed_row(const gn_mat *e, int32_t id, float *out) {
     }
 }
 
-// One chunk of T tokens at positions s->pos..; writes logits of every row
-// (logits_rows = T) or of the last row only (logits_rows = 1) to `logits`, or
-// none when logits is NULL.
-static void forward_chunk(gn_session *s, const int32_t *ids, int T, float *logits, int logits_rows) {
-    const gn_model *m = s->m;
+// Adds each row's LoRA term, grouping consecutive rows that share an adapter
+// (in a batched decode each row may belong to a session with its own adapter).
+static void lora_rows(gn_session *const *rs, int T, int l, int k, const float *in, int64_t IC, float *out, int64_t OC,
+                      float *tmp, float *tmp2) {
+    for (int t0 = 0; t0 < T;) {
+        const gn_adapter *ad = rs[t0]->adapter;
+        int t1 = t0 + 1;
+        while (t1 < T && rs[t1]->adapter == ad) t1++;
+        if (ad) gn_lora_apply(&ad->mods[(size_t)l * GN_N_MODS + (size_t)k], in + (size_t)t0 * IC, out + (size_t)t0 * OC,
+                              t1 - t0, tmp, tmp2);
+        t0 = t1;
+    }
+}
+
+// The forward pass over T rows. Row t is token ids[t] of session rs[t] at
+// position rs[t]->pos + off[t] (prefill: one session, off = 0..T-1; batched
+// decode: T sessions, off = 0). Scratch comes from `w` (its chunk >= T). Writes
+// logits of every row (logits_rows = T) or of the last row only (logits_rows = 1),
+// or none when logits is NULL. Does not advance the sessions' positions.
+static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, const int32_t *ids, int T,
+                         float *logits, int logits_rows) {
+    const gn_model *m = w->m;
     const gn_config *c = &m->cfg;
     int C = c->dim, HD = c->hidden_dim, NH = c->n_heads, NKV = c->n_kv_heads, hs = c->head_dim;
     int qd = NH * hs, kvd = NKV * hs, half = m->n_rot / 2, grp = NH / NKV;
     float scale = 1.0f / sqrtf((float)hs);
-    float *x = s->x, *xb = s->xb;
-    // RoPE tables for this chunk: cos/sin of pos * inv_freq (f32 as HF)
-    float *cosb = s->rope_cs, *sinb = s->rope_cs + (size_t)T * half;
+    float *x = w->x, *xb = w->xb;
+    int any_lora = 0;
+    for (int t = 0; t < T; t++) any_lora |= rs[t]->adapter != NULL;
+    // RoPE tables for these rows: cos/sin of pos * inv_freq (f32 as HF)
+    float *cosb = w->rope_cs, *sinb = w->rope_cs + (size_t)T * half;
     for (int t = 0; t < T; t++)
         for (int i = 0; i < half; i++) {
-            float ang = (float)(s->pos + t) * m->rope_inv_freq[i];
+            float ang = (float)(rs[t]->pos + off[t]) * m->rope_inv_freq[i];
             cosb[(size_t)t * half + i] = cosf(ang);
             sinb[(size_t)t * half + i] = sinf(ang);
         }
     for (int t = 0; t < T; t++) embed_row(&m->embed, ids[t], x + (size_t)t * C);
-    const gn_adapter *ad = s->adapter;
-#define LORA(k, in, out) \
-    do { if (ad) gn_lora_apply(&ad->mods[(size_t)l * GN_N_MODS + (k)], in, out, T, s->lora_tmp, s->lora_tmp2); } while (0)
+#define LORA(k, in, IC, out, OC) \
+    do { if (any_lora) lora_rows(rs, T, l, k, in, IC, out, OC, w->lora_tmp, w->lora_tmp2); } while (0)
     for (int l = 0; l < c->n_layers; l++) {
         const gn_layer *L = &m->layers[l];
         gn_rmsnorm(xb, x, L->attn_norm, T, C, c->norm_eps);
-        gn_matmul(s->q, xb, &L->wq, T);
-        LORA(GN_MOD_Q, xb, s->q);
-        gn_matmul(s->k, xb, &L->wk, T);
-        LORA(GN_MOD_K, xb, s->k);
-        gn_matmul(s->v, xb, &L->wv, T);
-        LORA(GN_MOD_V, xb, s->v);
-        float *kc = s->k_cache + (size_t)l * s->max_seq * kvd, *vc = s->v_cache + (size_t)l * s->max_seq * kvd;
+        gn_matmul(w->q, xb, &L->wq, T);
+        LORA(GN_MOD_Q, xb, C, w->q, qd);
+        gn_matmul(w->k, xb, &L->wk, T);
+        LORA(GN_MOD_K, xb, C, w->k, kvd);
+        gn_matmul(w->v, xb, &L->wv, T);
+        LORA(GN_MOD_V, xb, C, w->v, kvd);
         for (int t = 0; t < T; t++) {
+            gn_session *s = rs[t];
             const float *cs = cosb + (size_t)t * half, *sn = sinb + (size_t)t * half;
-            rope_apply(s->q + (size_t)t * qd, NH, hs, m->n_rot, c->rope_interleaved, cs, sn);
-            rope_apply(s->k + (size_t)t * kvd, NKV, hs, m->n_rot, c->rope_interleaved, cs, sn);
-            memcpy(kc + (size_t)(s->pos + t) * kvd, s->k + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
-            memcpy(vc + (size_t)(s->pos + t) * kvd, s->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+            rope_apply(w->q + (size_t)t * qd, NH, hs, m->n_rot, c->rope_interleaved, cs, sn);
+            rope_apply(w->k + (size_t)t * kvd, NKV, hs, m->n_rot, c->rope_interleaved, cs, sn);
+            size_t at = ((size_t)l * s->max_seq + (size_t)(s->pos + off[t])) * kvd;
+            memcpy(s->k_cache + at, w->k + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+            memcpy(s->v_cache + at, w->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
         }
-        // attention: every (token, head) pair is independent
-        #pragma omp parallel for schedule(dynamic, 1) if (T * NH > 1) num_threads(s->nthreads)
+        // attention: every (row, head) pair is independent
+        #pragma omp parallel for schedule(dynamic, 1) if (T * NH > 1) num_threads(w->nthreads)
         for (int th = 0; th < T * NH; th++) {
-            int t = th / NH, h = th % NH, kvh = h / grp, n = s->pos + t + 1;
+            int t = th / NH, h = th % NH, kvh = h / grp;
+            const gn_session *s = rs[t];
+            int n = s->pos + off[t] + 1;
+            const float *kc = s->k_cache + (size_t)l * s->max_seq * kvd, *vc = s->v_cache + (size_t)l * s->max_seq * kvd;
 #ifdef _OPENMP
-            float *sc = s->att_scores + (size_t)omp_get_thread_num() * s->max_seq;
+            float *sc = w->att_scores + (size_t)omp_get_thread_num() * w->max_seq;
 #else
-            float *sc = s->att_scores;
+            float *sc = w->att_scores;
 #endif
-            const float *qv = s->q + (size_t)t * qd + (size_t)h * hs;
+            const float *qv = w->q + (size_t)t * qd + (size_t)h * hs;
             for (int j = 0; j < n; j++) sc[j] = gn_dot_f32(qv, kc + (size_t)j * kvd + (size_t)kvh * hs, hs) * scale;
             gn_softmax(sc, n);
-            float *o = s->att + (size_t)t * qd + (size_t)h * hs;
+            float *o = w->att + (size_t)t * qd + (size_t)h * hs;
             memset(o, 0, sizeof(float) * (size_t)hs);
             for (int j = 0; j < n; j++) {
                 const float *vv = vc + (size_t)j * kvd + (size_t)kvh * hs;
@@ -819,21 +841,20 @@ static void forward_chunk(gn_session *s, const int32_t *ids, int T, float *logit
                 for (int i = 0; i < hs; i++) o[i] += p * vv[i];
             }
         }
-        gn_matmul(xb, s->att, &L->wo, T);
-        LORA(GN_MOD_O, s->att, xb);
+        gn_matmul(xb, w->att, &L->wo, T);
+        LORA(GN_MOD_O, w->att, qd, xb, C);
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
         gn_rmsnorm(xb, x, L->ffn_norm, T, C, c->norm_eps);
-        gn_matmul(s->hb, xb, &L->w_gate, T);
-        LORA(GN_MOD_GATE, xb, s->hb);
-        gn_matmul(s->hb2, xb, &L->w_up, T);
-        LORA(GN_MOD_UP, xb, s->hb2);
-        gn_silu_mul(s->hb, s->hb2, (int64_t)T * HD);
-        gn_matmul(xb, s->hb, &L->w_down, T);
-        LORA(GN_MOD_DOWN, s->hb, xb);
+        gn_matmul(w->hb, xb, &L->w_gate, T);
+        LORA(GN_MOD_GATE, xb, C, w->hb, HD);
+        gn_matmul(w->hb2, xb, &L->w_up, T);
+        LORA(GN_MOD_UP, xb, C, w->hb2, HD);
+        gn_silu_mul(w->hb, w->hb2, (int64_t)T * HD);
+        gn_matmul(xb, w->hb, &L->w_down, T);
+        LORA(GN_MOD_DOWN, w->hb, HD, xb, C);
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
     }
 #undef LORA
-    s->pos += T;
     if (!logits) return;
     if (logits_rows == T) {
         gn_rmsnorm(xb, x, m->final_norm, T, C, c->norm_eps);
@@ -842,6 +863,49 @@ static void forward_chunk(gn_session *s, const int32_t *ids, int T, float *logit
         gn_rmsnorm(xb, x + (size_t)(T - 1) * C, m->final_norm, 1, C, c->norm_eps);
         gn_matmul(logits, xb, &m->lm_head, 1);
     }
+}
+
+static void forward_chunk(gn_session *s, const int32_t *ids, int T, float *logits, int logits_rows) {
+    gn_session *rs[512];
+    int off[512];
+    GN_ASSERT(T <= 512);
+    for (int t = 0; t < T; t++) { rs[t] = s; off[t] = t; }
+    forward_rows(s, rs, off, ids, T, logits, logits_rows);
+    s->pos += T;
+}
+
+const float *gn_sessions_decode(gn_session *const *ss, const int32_t *ids, int n) {
+    if (n <= 0) { gn_err(GN_ERR_ARG, "decode: no sessions given"); return NULL; }
+    gn_session *w = ss[0]; // the working session: the largest context, so its scratch fits every row
+    for (int i = 1; i < n; i++) if (ss[i]->max_seq > w->max_seq) w = ss[i];
+    const gn_config *c = &w->m->cfg;
+    if (n > w->chunk || n > 512) {
+        gn_err(GN_ERR_ARG, "decode: %d sessions exceed the batch limit %d", n, w->chunk < 512 ? w->chunk : 512);
+        return NULL;
+    }
+    int off[512] = {0};
+    for (int i = 0; i < n; i++) {
+        if (ss[i]->m != w->m) { gn_err(GN_ERR_ARG, "decode: sessions of different models"); return NULL; }
+        if (ss[i]->pos >= ss[i]->max_seq) { gn_err(GN_ERR_ARG, "decode: session %d has a full context", i); return NULL; }
+        if (ids[i] < 0 || ids[i] >= c->vocab_size) { gn_err(GN_ERR_ARG, "decode: token id %d out of range", ids[i]); return NULL; }
+        for (int j = 0; j < i; j++)
+            if (ss[j] == ss[i]) { gn_err(GN_ERR_ARG, "decode: session %d appears twice", i); return NULL; }
+    }
+    if (n > w->logits_cap) {
+        free(w->logits);
+        w->logits = gn_malloc(sizeof(float) * (size_t)n * (size_t)c->vocab_size);
+        w->logits_cap = n;
+    }
+    // LoRA scratch of the working session must fit every row's adapter
+    for (int i = 0; i < n; i++)
+        if (ss[i]->adapter && ss[i]->lora_rmax > w->lora_rmax) {
+            const gn_adapter *keep = w->adapter;
+            gn_session_set_adapter(w, ss[i]->adapter);
+            w->adapter = keep;
+        }
+    forward_rows(w, ss, off, ids, n, w->logits, n);
+    for (int i = 0; i < n; i++) ss[i]->pos++;
+    return w->logits;
 }
 
 const float *gn_session_forward(gn_session *s, const int32_t *ids, int n, int all_logits) {

@@ -177,6 +177,15 @@ float gn_dot_bf16_f32(const uint16_t *w, const float *x, int64_t n) {
 // ----------------------------------------------------------------------------
 // matmul: out (T, OC) = inp (T, IC) @ W^T
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static void blas_single_thread(void) {
+    static int done;
+    if (!done) { openblas_set_num_threads(1); done = 1; }
+}
+
 void gn_matmul_ref(float *out, const float *inp, const gn_mat *w, int64_t T) {
     int64_t OC = w->rows, IC = w->cols;
     for (int64_t t = 0; t < T; t++)
@@ -196,8 +205,23 @@ void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T) {
     if (T <= 0 || OC <= 0) return;
     if (IC == 0) { memset(out, 0, (size_t)(T * OC) * sizeof(float)); return; }
     if (w->dtype == GN_DTYPE_F32 && T > 1) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)OC, (int)IC, 1.0f, inp,
-                    (int)IC, (const float *)w->data, (int)IC, 0.0f, out, (int)OC);
+        // One thread pool only: each OpenMP thread runs a single-threaded sgemm
+        // on its own stretch of output features (OpenBLAS' own threads would spin
+        // against ours between calls).
+        blas_single_thread();
+        #pragma omp parallel
+        {
+            int nth = 1, ith = 0;
+#ifdef _OPENMP
+            nth = omp_get_num_threads();
+            ith = omp_get_thread_num();
+#endif
+            int64_t per = ((OC + nth - 1) / nth + 15) / 16 * 16;
+            int64_t o0 = ith * per, o1 = o0 + per < OC ? o0 + per : OC;
+            if (o0 < o1)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)(o1 - o0), (int)IC, 1.0f, inp,
+                            (int)IC, (const float *)w->data + o0 * IC, (int)IC, 0.0f, out + o0, (int)OC);
+        }
         return;
     }
     GN_ASSERT(w->dtype == GN_DTYPE_F32 || w->dtype == GN_DTYPE_BF16);
@@ -249,18 +273,13 @@ void gn_softmax(float *x, int64_t n) {
 }
 
 // ----------------------------------------------------------------------------
-// threads: OpenMP for our kernels, OpenBLAS' own pool for sgemm
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+// threads: OpenMP for our kernels and for splitting sgemm across threads
 
 void gn_set_threads(int n) {
     if (n < 1) n = 1;
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
-    openblas_set_num_threads(n);
 }
 
 int gn_get_threads(void) {

@@ -444,20 +444,18 @@ static void resegment(const gn_tokenizer *t, const char *norm, const tree_node *
     else if (t->unk >= 0) tok_ids_push(out, t->unk);
 }
 
-void tok_spm_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, tok_ids *out) {
-    size_t nn;
-    char *norm = normalize(t, text, len, &nn);
-    if (nn == 0) { free(norm); return; }
-    sym *s = gn_malloc(nn * sizeof *s);
-    tree_node *nodes = gn_malloc(2 * nn * sizeof *nodes);
+// Merges the symbols of norm[a..b) and appends the ids. s/nodes/h are
+// scratch of at least (b-a) symbols / 2(b-a) nodes.
+static void encode_segment(const gn_tokenizer *t, const char *norm, size_t a, size_t b, sym *s,
+                           tree_node *nodes, heap *h, tok_ids *out) {
     int32_t ns = 0, nnodes = 0;
     const unsigned char *u = (const unsigned char *)norm;
-    for (size_t i = 0; i < nn;) {
+    for (size_t i = a; i < b;) {
         int32_t L = 0, frozen = 0;
         if (t->has_user_defined) {
             for (int k = t->spec_start[u[i]]; k < t->spec_start[u[i] + 1]; k++) {
                 int32_t id = t->spec_ids[k];
-                if (t->type[id] == TOK_USER_DEFINED && t->len[id] <= nn - i &&
+                if (t->type[id] == TOK_USER_DEFINED && t->len[id] <= b - i &&
                     memcmp(norm + i, tok_piece(t, id), t->len[id]) == 0) {
                     L = (int32_t)t->len[id];
                     frozen = 1;
@@ -466,7 +464,7 @@ void tok_spm_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, t
             }
         }
         if (!L) {
-            L = tok_utf8_valid_len(u + i, nn - i);
+            L = tok_utf8_valid_len(u + i, b - i);
             if (L == 0) L = 1;  // cannot happen: normalize() made the text valid
         }
         s[ns] = (sym){(int32_t)i, L, ns - 1, -1, nnodes, frozen};
@@ -475,10 +473,11 @@ void tok_spm_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, t
         ns++;
         i += (size_t)L;
     }
-    heap h = {0};
-    for (int32_t i = 0; i + 1 < ns; i++) try_pair(t, norm, s, i, i + 1, &h);
-    while (h.n) {
-        cand c = heap_pop(&h);
+    if (ns == 0) return;
+    h->n = 0;
+    for (int32_t i = 0; i + 1 < ns; i++) try_pair(t, norm, s, i, i + 1, h);
+    while (h->n) {
+        cand c = heap_pop(h);
         sym *l = &s[c.left], *r = &s[c.right];
         if (l->len == 0 || r->len == 0 || l->next != c.right || l->len + r->len != c.size) continue;
         nodes[nnodes] = (tree_node){l->start, c.size, l->node, r->node};
@@ -487,10 +486,64 @@ void tok_spm_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, t
         r->len = 0;
         l->next = r->next;
         if (r->next >= 0) s[r->next].prev = c.left;
-        try_pair(t, norm, s, l->prev, c.left, &h);
-        try_pair(t, norm, s, c.left, l->next, &h);
+        try_pair(t, norm, s, l->prev, c.left, h);
+        try_pair(t, norm, s, c.left, l->next, h);
     }
     for (int32_t i = 0; i >= 0; i = s[i].next) resegment(t, norm, nodes, s[i].node, out);
+}
+
+// Does any mergeable piece hold a '▁' after a character that is not '▁'? If
+// not, no merge can cross the start of a '▁' that follows another character,
+// and the text can be encoded in independent segments split there: same
+// result (merges never interact across the cut), far smaller heaps.
+int tok_spm_ws_splittable(const gn_tokenizer *t) {
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        if (!mergeable(t, id)) continue;
+        const char *p = tok_piece(t, id);
+        size_t n = t->len[id], i = 0;
+        while (i + 3 <= n && memcmp(p + i, SPACE_MARK, 3) == 0) i += 3;  // leading run of '▁'
+        for (; i + 3 <= n; i++)
+            if (memcmp(p + i, SPACE_MARK, 3) == 0) return 0;
+    }
+    return 1;
+}
+
+void tok_spm_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, tok_ids *out) {
+    size_t nn;
+    char *norm = normalize(t, text, len, &nn);
+    if (nn == 0) { free(norm); return; }
+    // segments: cut before each '▁' that follows a character other than '▁'
+    size_t maxseg = nn;
+    if (t->spm_ws_split) {
+        maxseg = 0;
+        size_t a = 0, i = 0;
+        int prev_ws = 0;
+        while (i < nn) {
+            int ws = i + 3 <= nn && memcmp(norm + i, SPACE_MARK, 3) == 0;
+            if (ws && i > a && !prev_ws) { if (i - a > maxseg) maxseg = i - a; a = i; }
+            prev_ws = ws;
+            int L = tok_utf8_valid_len((const unsigned char *)norm + i, nn - i);
+            i += (size_t)(L ? L : 1);
+        }
+        if (nn - a > maxseg) maxseg = nn - a;
+    }
+    sym *s = gn_malloc(maxseg * sizeof *s);
+    tree_node *nodes = gn_malloc(2 * maxseg * sizeof *nodes);
+    heap h = {0};
+    if (!t->spm_ws_split) {
+        encode_segment(t, norm, 0, nn, s, nodes, &h, out);
+    } else {
+        size_t a = 0, i = 0;
+        int prev_ws = 0;
+        while (i < nn) {
+            int ws = i + 3 <= nn && memcmp(norm + i, SPACE_MARK, 3) == 0;
+            if (ws && i > a && !prev_ws) { encode_segment(t, norm, a, i, s, nodes, &h, out); a = i; }
+            prev_ws = ws;
+            int L = tok_utf8_valid_len((const unsigned char *)norm + i, nn - i);
+            i += (size_t)(L ? L : 1);
+        }
+        encode_segment(t, norm, a, nn, s, nodes, &h, out);
+    }
     free(h.v);
     free(nodes);
     free(s);

@@ -66,6 +66,7 @@ struct gn_tokenizer {
     int add_dummy_prefix, remove_extra_ws, escape_ws, ws_suffix, byte_fallback;
     int32_t byte_tok[256];   // id of <0xXX>, -1 when absent
     int has_user_defined;    // any USER_DEFINED piece (checked while encoding)
+    int spm_ws_split;        // encode in segments cut before '▁' (see spm.c)
     int max_piece_len;
 
     // tokens matched in raw text (CONTROL/UNKNOWN/USER_DEFINED), grouped by
@@ -116,6 +117,7 @@ void tok_ids_push(tok_ids *a, int32_t x);
 gn_status tok_spm_load_model(gn_tokenizer **out, const char *path, const uint8_t *data, size_t size);
 // Encodes one text chunk (no special tokens inside) with SentencePiece BPE.
 void tok_spm_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, tok_ids *out);
+int tok_spm_ws_splittable(const gn_tokenizer *t);
 
 // bpe.c
 gn_status tok_bpe_load_json(gn_tokenizer **out, const char *path, const char *json, size_t len);

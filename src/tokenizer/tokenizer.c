@@ -126,6 +126,7 @@ gn_status tok_finish(gn_tokenizer *t) {
         }
         if (!dup) t->ht[i] = id;
     }
+    t->spm_ws_split = t->kind == GN_TOK_SPM && tok_spm_ws_splittable(t);
     // tokens that may be written literally in the text, by first byte, longest first
     int nspec = 0;
     for (int32_t id = 0; id < t->n_vocab; id++) {
