@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,41 @@ def machine():
     except OSError:
         pass
     return {"cpu": name, "cores": cores}
+
+
+# ---------------------------------------------------------------------------
+# noise: CPU time other processes took while we measured
+
+
+def cpu_snapshot():
+    """(wall s, machine busy CPU s, steal CPU s, our own CPU s incl. waited-for children)."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = (sum(f[:8]) - f[3] - f[4]) / hz  # everything but idle and iowait; steal included
+    steal = (f[7] if len(f) > 7 else 0) / hz
+    own = sum(resource.getrusage(w).ru_utime + resource.getrusage(w).ru_stime
+              for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return time.monotonic(), busy, steal, own
+
+
+def foreign_load(s0, s1):
+    """Cores' worth of CPU that others (and the hypervisor, as steal) used between s0 and s1."""
+    wall = max(s1[0] - s0[0], 1e-9)
+    other = max(0.0, (s1[1] - s0[1]) - (s1[3] - s0[3])) / wall
+    return {"other_cores": round(other, 3), "steal_cores": round((s1[2] - s0[2]) / wall, 3)}
+
+
+def wait_quiet(limit_s, threshold=0.2, sample_s=5.0):
+    """Waits (up to limit_s) until others use less than threshold cores over sample_s."""
+    t_end = time.monotonic() + limit_s
+    while True:
+        s0 = cpu_snapshot()
+        time.sleep(sample_s)
+        fl = foreign_load(s0, cpu_snapshot())
+        if fl["other_cores"] < threshold or time.monotonic() >= t_end:
+            return fl
+        print(f"  waiting for a quiet machine: others use {fl['other_cores']:.2f} cores", flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -202,6 +238,8 @@ def main():
     ap.add_argument("--bw-gbs", type=float, default=46.0)
     ap.add_argument("--skip-guanaco", action="store_true")
     ap.add_argument("--skip-llama", action="store_true")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                    help="first wait up to S seconds until other processes use < 0.2 cores")
     a = ap.parse_args()
 
     unset = os.environ.get(MARK) == "1"
@@ -221,10 +259,25 @@ def main():
           f"{costs['bytes_per_token'] / 1e6:.1f} MB read per decoded token, "
           f"prefill {costs['prefill_flops'] / 1e9:.1f} GFLOP for N={a.prompt_tokens}", flush=True)
 
+    if a.wait_quiet > 0:
+        fl = wait_quiet(a.wait_quiet)
+        print(f"quiet check: others use {fl['other_cores']:.2f} cores", flush=True)
+    noise = {}
+    s0 = cpu_snapshot()
     g = None if a.skip_guanaco else run_guanaco(a)
+    s1 = cpu_snapshot()
+    noise["guanaco"] = foreign_load(s0, s1)
+    print("  other CPU use during guanaco: {other_cores:.2f} cores (steal {steal_cores:.2f})"
+          .format(**noise["guanaco"]))
     print("$ llama_cpp.Llama(n_threads=%d, n_threads_batch=%d, n_ctx=1024, n_batch=512)"
           % (a.threads, a.threads), flush=True)
     l = None if a.skip_llama else run_llama_cpp(a, costs["vocab"])
+    noise["llama_cpp"] = foreign_load(s1, cpu_snapshot())
+    print("  other CPU use during llama.cpp: {other_cores:.2f} cores (steal {steal_cores:.2f})"
+          .format(**noise["llama_cpp"]))
+    if max(v["other_cores"] + v["steal_cores"] for v in noise.values()) > 0.2:
+        print("WARNING: other work ran during the measurement; figures are noisy, rerun "
+              "(--wait-quiet 600 waits for a quiet machine)")
 
     # Limits in tok/s. Prefill FLOPs are the model's, the same for both engines.
     N, M = a.prompt_tokens, a.gen_tokens
@@ -251,8 +304,8 @@ def main():
     def f(x, spec):
         return format(x, spec) if x is not None else "n/a"
 
-    def pct(x):
-        return f"{100 * x:.1f}%" if x is not None else "n/a"
+    def share(x, lim):
+        return f"{100 * x:.1f}% of {lim:.0f}" if x is not None else "n/a"
 
     print()
     hdr = ("metric", "guanaco", "llama.cpp", "ratio", "guanaco % limit", "llama.cpp % limit")
@@ -260,8 +313,8 @@ def main():
     print("|" + "---|" * len(hdr))
     for r in rows:
         print(f"| {r['metric']} | {f(r['guanaco'], '.1f')} | {f(r['llama_cpp'], '.1f')} | "
-              f"{f(r['ratio'], '.3f')} | {pct(r['guanaco_share'])} of {f(r['guanaco_limit'], '.0f')} | "
-              f"{pct(r['llama_cpp_share'])} of {f(r['llama_cpp_limit'], '.0f')} |")
+              f"{f(r['ratio'], '.3f')} | {share(r['guanaco_share'], r['guanaco_limit'])} | "
+              f"{share(r['llama_cpp_share'], r['llama_cpp_limit'])} |")
     print(f"(ratio = guanaco / llama.cpp; limits in tok/s: prefill {a.peak_gflops:.0f} GFLOP/s "
           f"f32 FMA peak, decode {a.bw_gbs:.0f} GB/s read bandwidth; {env_note})")
 
@@ -283,7 +336,8 @@ def main():
               "model": a.model, "prompt_tokens": N, "gen_tokens": M, "reps": a.reps,
               "env": env_note, "peak_gflops": a.peak_gflops, "bw_gbs": a.bw_gbs,
               "gguf": costs, "guanaco": g, "llama_cpp": l, "rows": rows,
-              "greedy_ids_agree": agree, "loadavg_before": load0, "loadavg_after": load1}
+              "greedy_ids_agree": agree, "loadavg_before": load0, "loadavg_after": load1,
+              "other_cpu_during": noise}
     jpath = os.path.join(a.out, "bench_inference.json")
     with open(jpath, "w") as fh:
         json.dump(result, fh, indent=1)

@@ -63,6 +63,8 @@ typedef enum {
     GN_DTYPE_Q4_K = 16,
     GN_DTYPE_Q5_K = 17,
     GN_DTYPE_Q8_1 = 18,
+    GN_DTYPE_NF4 = 19,  // bitsandbytes 4-bit NormalFloat (blockwise absmax, optional double quant)
+    GN_DTYPE_FP4 = 20,  // bitsandbytes 4-bit float
     GN_DTYPE_COUNT
 } gn_dtype;
 
@@ -218,6 +220,48 @@ gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const cha
 // Applies the adapter unmerged in this session's forward passes (NULL: base only).
 // Several sessions may use different adapters on one model.
 void gn_session_set_adapter(gn_session *s, const gn_adapter *a);
+
+// ===========================================================================
+// Training (QLoRA): LoRA adapters on the frozen base
+
+typedef struct {
+    int lora_r;            // rank (64 in the paper)
+    float lora_alpha;      // scale = alpha / r (16)
+    float lora_dropout;    // on the LoRA input only
+    unsigned target_mask;  // bit k: module k in q,k,v,o,gate,up,down order
+    float lr, beta1, beta2, eps, weight_decay;
+    float max_grad_norm;   // global L2 clip (0.3); 0 = off
+    uint64_t seed;
+    int bf16_params;       // keep LoRA params bf16-rounded after each update (qlora: no fp32 master)
+    const char *state_path;// file for the AdamW state (mmap, "paged"); NULL = memory
+} gn_train_opts;
+void gn_train_opts_default(gn_train_opts *o);
+
+typedef struct gn_trainer gn_trainer;
+// init: start from this adapter's weights and targets (NULL: PEFT's init, A
+// kaiming-uniform, B zero).
+gn_status gn_trainer_new(gn_trainer **out, const gn_model *m, const gn_train_opts *o, const gn_adapter *init);
+void gn_trainer_free(gn_trainer *t);
+// Forward (and with train, backward) of one sequence. labels[t] = -100 where no
+// loss; position t predicts labels[t+1] (HF). Gradients accumulate scaled by
+// `weight` (1 / tokens of the micro-batch / accumulation steps). Returns the
+// summed cross-entropy and the number of scored tokens.
+gn_status gn_trainer_sequence(gn_trainer *t, const int32_t *ids, const int32_t *labels, int n, float weight, int train,
+                              double *loss_sum, int *n_tokens);
+void gn_trainer_zero_grad(gn_trainer *t);
+// Clips the gradients to max_grad_norm and takes one AdamW step with learning
+// rate lr. Returns the gradient norm before clipping.
+float gn_trainer_step(gn_trainer *t, float lr);
+const gn_adapter *gn_trainer_adapter(const gn_trainer *t); // current weights (save with gn_adapter_save)
+int64_t gn_trainer_step_count(const gn_trainer *t);
+size_t gn_trainer_num_params(const gn_trainer *t);
+const float *gn_trainer_grads(const gn_trainer *t);      // flat, in adapter order (A then B per module)
+float *gn_trainer_params(gn_trainer *t);
+size_t gn_trainer_state_size(const gn_trainer *t);       // AdamW m and v, bytes
+const void *gn_trainer_state(const gn_trainer *t);
+gn_status gn_trainer_restore(gn_trainer *t, const float *params, const void *state, size_t state_bytes, int64_t step);
+uint64_t gn_trainer_rng(const gn_trainer *t);
+void gn_trainer_set_rng(gn_trainer *t, uint64_t r);
 
 // ===========================================================================
 // Sampling and generation

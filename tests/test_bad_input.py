@@ -150,6 +150,25 @@ def case(name):
     return deco
 
 
+# --- paths -----------------------------------------------------------------
+
+@case("path_missing_gguf")
+def _(t, d):
+    return d / "no_such_model.gguf", MODEL_CMDS, [("no_such_model.gguf",)]
+
+
+@case("path_missing_folder")
+def _(t, d):
+    return d / "no_such_folder", MODEL_CMDS, [("no_such_folder",)]
+
+
+@case("folder_without_weights")
+def _(t, d):
+    m = copy_model(t, "mha_untied", "safetensors", d / "weightless_model")
+    (m / "model.safetensors").unlink()
+    return m, MODEL_CMDS, [("weightless_model",)]
+
+
 # --- config.json -----------------------------------------------------------
 
 @case("config_missing")

@@ -44,7 +44,7 @@ int main(void) {
             for (size_t i = 0; i < ni; i++) in[i] = frand();
             for (size_t i = 0; i < nw; i++) { wf[i] = frand(); wb[i] = gn_f32_to_bf16(wf[i]); }
             for (int bf = 0; bf < 2; bf++) {
-                gn_mat m = {bf ? GN_DTYPE_BF16 : GN_DTYPE_F32, OC, IC, bf ? (const void *)wb : (const void *)wf};
+                gn_mat m = {bf ? GN_DTYPE_BF16 : GN_DTYPE_F32, OC, IC, bf ? (const void *)wb : (const void *)wf, NULL};
                 gn_matmul(o1, in, &m, T);
                 gn_matmul_ref(o0, in, &m, T);
                 float md = 0;

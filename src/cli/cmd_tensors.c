@@ -36,8 +36,14 @@ static void dump_usage(FILE *f) {
 
 enum { FMT_SAFETENSORS, FMT_TORCH, FMT_GGUF };
 
-// Picks the format from the first 4 bytes; unreadable files go to the
-// safetensors loader, whose open error names the path.
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+// Picks the format from the first 4 bytes ("GGUF", "PK\3\4"); a file with
+// neither goes by its extension (.gguf, .bin/.pt/.pth), so a damaged header
+// still gets the right loader's message; anything else is read as safetensors.
 static int sniff(const char *path) {
     unsigned char m[4] = {0};
     FILE *f = fopen(path, "rb");
@@ -47,6 +53,8 @@ static int sniff(const char *path) {
         if (n == 4 && memcmp(m, "GGUF", 4) == 0) return FMT_GGUF;
         if (n == 4 && memcmp(m, "PK\x03\x04", 4) == 0) return FMT_TORCH;
     }
+    if (ends_with(path, ".gguf")) return FMT_GGUF;
+    if (ends_with(path, ".bin") || ends_with(path, ".pt") || ends_with(path, ".pth")) return FMT_TORCH;
     return FMT_SAFETENSORS;
 }
 

@@ -68,6 +68,20 @@ static void print_json_string(const char *s, size_t n) {
     fputs("\"\n", stdout);
 }
 
+// Length of the valid UTF-8 character at s (1..4), 0 when invalid or cut short.
+static int utf8_len(const char *s, int n) {
+    const unsigned char *u = (const unsigned char *)s;
+    int L = u[0] < 0x80 ? 1 : u[0] >= 0xC2 && u[0] <= 0xDF ? 2 : u[0] >= 0xE0 && u[0] <= 0xEF ? 3
+          : u[0] >= 0xF0 && u[0] <= 0xF4 ? 4 : 0;
+    if (L == 0 || L > n) return 0;
+    for (int i = 1; i < L; i++)
+        if ((u[i] & 0xC0) != 0x80) return 0;
+    if ((u[0] == 0xE0 && u[1] < 0xA0) || (u[0] == 0xED && u[1] > 0x9F) || (u[0] == 0xF0 && u[1] < 0x90) ||
+        (u[0] == 0xF4 && u[1] > 0x8F))
+        return 0;
+    return L;
+}
+
 // Prints a piece with control bytes escaped so each token stays on one line.
 static void print_piece_line(const gn_tokenizer *tok, int32_t id) {
     char small[256];
@@ -80,7 +94,10 @@ static void print_piece_line(const gn_tokenizer *tok, int32_t id) {
     printf("%d\t", (int)id);
     for (int i = 0; i < n; i++) {
         unsigned char c = (unsigned char)b[i];
-        if (c == '\\') fputs("\\\\", stdout);
+        int L = utf8_len(b + i, n - i);
+        if (L > 1) { fwrite(b + i, 1, (size_t)L, stdout); i += L - 1; continue; }
+        if (L == 0) printf("\\x%02x", c);  // a byte of a partial or invalid UTF-8 character
+        else if (c == '\\') fputs("\\\\", stdout);
         else if (c == '\n') fputs("\\n", stdout);
         else if (c == '\t') fputs("\\t", stdout);
         else if (c == '\r') fputs("\\r", stdout);

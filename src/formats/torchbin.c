@@ -393,7 +393,7 @@ static gn_status make_tuple(vm *v, int32_t k) {
     pobj *o = &v->o[id];
     o->n = o->cap = n;
     o->items = gn_malloc((size_t)(n ? n : 1) * sizeof *o->items);
-    memcpy(o->items, v->stk + k, (size_t)n * sizeof *o->items);
+    if (n > 0) memcpy(o->items, v->stk + k, (size_t)n * sizeof *o->items);
     v->sp = k;
     return push(v, id);
 }
@@ -408,6 +408,7 @@ static gn_status add_items(vm *v, int32_t dst, int32_t k, int kind) {
     if (kind == O_DICT && n % 2) return bad(v, "SETITEMS with an odd number of items, expected key/value pairs");
     int64_t have = kind == O_DICT ? 2 * (int64_t)o->n : o->n;
     if (have + n > VM_MAX_OBJS) return bad(v, "container too large, expected a state dict of reasonable size");
+    if (n == 0) return GN_OK;
     o->items = ensure(o->items, &o->cap, have + n, sizeof *o->items);
     memcpy(o->items + have, v->stk + k, (size_t)n * sizeof *o->items);
     o->n += kind == O_DICT ? n / 2 : n;

@@ -264,7 +264,7 @@ fail:
 
 void gn_adapter_free(gn_adapter *a) {
     if (!a) return;
-    if (a->mods)
+    if (a->mods && !a->borrowed)
         for (int i = 0; i < a->n_layers * GN_N_MODS; i++) { free(a->mods[i].A); free(a->mods[i].B); }
     free(a->mods);
     free(a->path);

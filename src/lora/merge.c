@@ -42,7 +42,7 @@ static void add_delta(float *w, const gn_lora_mod *lm) {
     for (int64_t i = 0; i < r; i++)
         for (int64_t j = 0; j < IC; j++) At[j * r + i] = lm->A[i * IC + j];
     float *d = gn_malloc(sizeof(float) * (size_t)(OC * IC));
-    gn_mat at = {GN_DTYPE_F32, IC, r, At};
+    gn_mat at = {GN_DTYPE_F32, IC, r, At, NULL};
     gn_matmul(d, lm->B, &at, OC); // (OC, IC) = B (OC, r) @ At^T
     for (size_t i = 0; i < (size_t)(OC * IC); i++) w[i] += lm->scale * d[i];
     free(d);

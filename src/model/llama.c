@@ -700,14 +700,20 @@ void gn_session_rewind(gn_session *s, int pos) {
 }
 
 // ----------------------------------------------------------------------------
+// linear layers of the base, dispatched on the weight dtype
+
+void gn_linear(float *out, const float *inp, const gn_mat *w, int64_t T) { gn_matmul(out, inp, w, T); }
+void gn_linear_nn(float *out, const float *dy, const gn_mat *w, int64_t T) { gn_matmul_nn(out, dy, w, T); }
+
+// ----------------------------------------------------------------------------
 // LoRA (unmerged)
 
 void gn_lora_apply(const gn_lora_mod *lm, const float *inp, float *out, int64_t T, float *tmp, float *tmp2) {
     if (!lm->r || T <= 0) return;
-    gn_mat A = {GN_DTYPE_F32, lm->r, lm->in, lm->A};
-    gn_mat B = {GN_DTYPE_F32, lm->out, lm->r, lm->B};
-    gn_matmul(tmp, inp, &A, T);     // (T, r)
-    gn_matmul(tmp2, tmp, &B, T);    // (T, OC)
+    gn_mat A = {GN_DTYPE_F32, lm->r, lm->in, lm->A, NULL};
+    gn_mat B = {GN_DTYPE_F32, lm->out, lm->r, lm->B, NULL};
+    gn_linear(tmp, inp, &A, T);     // (T, r)
+    gn_linear(tmp2, tmp, &B, T);    // (T, OC)
     size_t n = (size_t)(T * lm->out);
     for (size_t i = 0; i < n; i++) out[i] += lm->scale * tmp2[i];
 }
@@ -803,11 +809,11 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
     for (int l = 0; l < c->n_layers; l++) {
         const gn_layer *L = &m->layers[l];
         gn_rmsnorm(xb, x, L->attn_norm, T, C, c->norm_eps);
-        gn_matmul(w->q, xb, &L->wq, T);
+        gn_linear(w->q, xb, &L->wq, T);
         LORA(GN_MOD_Q, xb, C, w->q, qd);
-        gn_matmul(w->k, xb, &L->wk, T);
+        gn_linear(w->k, xb, &L->wk, T);
         LORA(GN_MOD_K, xb, C, w->k, kvd);
-        gn_matmul(w->v, xb, &L->wv, T);
+        gn_linear(w->v, xb, &L->wv, T);
         LORA(GN_MOD_V, xb, C, w->v, kvd);
         for (int t = 0; t < T; t++) {
             gn_session *s = rs[t];
@@ -841,16 +847,16 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
                 for (int i = 0; i < hs; i++) o[i] += p * vv[i];
             }
         }
-        gn_matmul(xb, w->att, &L->wo, T);
+        gn_linear(xb, w->att, &L->wo, T);
         LORA(GN_MOD_O, w->att, qd, xb, C);
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
         gn_rmsnorm(xb, x, L->ffn_norm, T, C, c->norm_eps);
-        gn_matmul(w->hb, xb, &L->w_gate, T);
+        gn_linear(w->hb, xb, &L->w_gate, T);
         LORA(GN_MOD_GATE, xb, C, w->hb, HD);
-        gn_matmul(w->hb2, xb, &L->w_up, T);
+        gn_linear(w->hb2, xb, &L->w_up, T);
         LORA(GN_MOD_UP, xb, C, w->hb2, HD);
         gn_silu_mul(w->hb, w->hb2, (int64_t)T * HD);
-        gn_matmul(xb, w->hb, &L->w_down, T);
+        gn_linear(xb, w->hb, &L->w_down, T);
         LORA(GN_MOD_DOWN, w->hb, HD, xb, C);
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
     }
@@ -858,10 +864,10 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
     if (!logits) return;
     if (logits_rows == T) {
         gn_rmsnorm(xb, x, m->final_norm, T, C, c->norm_eps);
-        gn_matmul(logits, xb, &m->lm_head, T);
+        gn_linear(logits, xb, &m->lm_head, T);
     } else {
         gn_rmsnorm(xb, x + (size_t)(T - 1) * C, m->final_norm, 1, C, c->norm_eps);
-        gn_matmul(logits, xb, &m->lm_head, 1);
+        gn_linear(logits, xb, &m->lm_head, 1);
     }
 }
 

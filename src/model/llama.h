@@ -41,12 +41,18 @@ struct gn_adapter {
     float alpha;         // config lora_alpha
     int use_rslora;
     gn_dtype file_dtype; // dtype the tensors were stored in
+    int borrowed;        // A/B point into a trainer's buffer: not freed with the adapter
     int interleaved;     // q/k lora_B rows are in GGUF (interleaved) order; files hold HF order
     int n_heads, n_kv_heads, head_dim;
 };
 
 // out (T, OC) += s * (inp (T, IC) @ A^T) @ B^T. tmp holds T*r floats, tmp2 T*OC.
 void gn_lora_apply(const gn_lora_mod *lm, const float *inp, float *out, int64_t T, float *tmp, float *tmp2);
+
+// The frozen base's linear layers, whatever the weight dtype:
+// out (T, OC) = inp (T, IC) @ W^T, and the input gradient out (T, IC) = dy (T, OC) @ W.
+void gn_linear(float *out, const float *inp, const gn_mat *w, int64_t T);
+void gn_linear_nn(float *out, const float *dy, const gn_mat *w, int64_t T);
 
 struct gn_model {
     gn_config cfg;

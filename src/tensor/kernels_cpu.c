@@ -242,6 +242,71 @@ void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T) {
 }
 
 // ----------------------------------------------------------------------------
+// input gradient: out (T, IC) = dy (T, OC) @ W
+
+void gn_mat_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
+    int64_t IC = w->cols;
+    if (w->dtype == GN_DTYPE_F32) {
+        memcpy(dst, (const float *)w->data + r0 * IC, sizeof(float) * (size_t)(n * IC));
+    } else if (w->dtype == GN_DTYPE_BF16) {
+        const uint16_t *src = (const uint16_t *)w->data + r0 * IC;
+        for (int64_t i = 0; i < n * IC; i++) dst[i] = gn_bf16_to_f32(src[i]);
+    } else {
+        GN_ASSERT(gn_mat_rows_f32_hook != NULL);
+        gn_mat_rows_f32_hook(w, r0, n, dst);
+    }
+}
+
+void (*gn_mat_rows_f32_hook)(const gn_mat *w, int64_t r0, int64_t n, float *dst);
+
+void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
+    int64_t OC = w->rows, IC = w->cols;
+    if (T <= 0 || IC <= 0) return;
+    memset(out, 0, sizeof(float) * (size_t)(T * IC));
+    if (OC <= 0) return;
+    blas_single_thread();
+    if (w->dtype == GN_DTYPE_F32) {
+        #pragma omp parallel
+        {
+            int nth = 1, ith = 0;
+#ifdef _OPENMP
+            nth = omp_get_num_threads();
+            ith = omp_get_thread_num();
+#endif
+            int64_t per = ((IC + nth - 1) / nth + 15) / 16 * 16;
+            int64_t c0 = ith * per, c1 = c0 + per < IC ? c0 + per : IC;
+            if (c0 < c1)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)(c1 - c0), (int)OC, 1.0f, dy, (int)OC,
+                            (const float *)w->data + c0, (int)IC, 0.0f, out + c0, (int)IC);
+        }
+        return;
+    }
+    // other dtypes: each thread converts blocks of 64 rows of W and accumulates
+    // into its own slice of columns... rows are shared, so split by columns of
+    // the converted block instead: convert once per block, then all threads use it.
+    const int64_t RB = 64;
+    float *blk = gn_malloc(sizeof(float) * (size_t)(RB * IC));
+    for (int64_t r0 = 0; r0 < OC; r0 += RB) {
+        int64_t n = OC - r0 < RB ? OC - r0 : RB;
+        gn_mat_rows_f32(w, r0, n, blk);
+        #pragma omp parallel
+        {
+            int nth = 1, ith = 0;
+#ifdef _OPENMP
+            nth = omp_get_num_threads();
+            ith = omp_get_thread_num();
+#endif
+            int64_t per = ((IC + nth - 1) / nth + 15) / 16 * 16;
+            int64_t c0 = ith * per, c1 = c0 + per < IC ? c0 + per : IC;
+            if (c0 < c1)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)(c1 - c0), (int)n, 1.0f, dy + r0,
+                            (int)OC, blk + c0, (int)IC, 1.0f, out + c0, (int)IC);
+        }
+    }
+    free(blk);
+}
+
+// ----------------------------------------------------------------------------
 // elementwise
 
 void gn_rmsnorm(float *out, const float *inp, const float *weight, int64_t T, int64_t C, float eps) {

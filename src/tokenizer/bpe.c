@@ -442,23 +442,20 @@ static void split_piece(const tok_pre_step *st, wbuf *b, span sp, pcre2_match_da
 // ----------------------------------------------------------------------------
 // merges on one pre-token
 
-typedef struct { int32_t rank, left, right, lid, rid, res; } bcand;
-
-static int bcand_before(const bcand *a, const bcand *b) {
-    if (a->rank != b->rank) return a->rank < b->rank;
-    return a->left < b->left;
-}
-
+// Heap entries are one 64-bit key: rank in the high half, the left symbol's
+// index in the low half, so the smallest key is the lowest rank, leftmost.
+// An entry is stale unless the pair now starting at `left` still has that rank
+// (ranks are unique per pair, so this identifies the pair exactly).
 typedef struct {
     int32_t *id, *prev, *next;
     size_t cap;
-    bcand *heap;
+    uint64_t *heap;
     size_t hn, hcap;
     char *mapped;
     size_t mcap;
 } bpe_scratch;
 
-static void bheap_push(bpe_scratch *w, bcand c) {
+static void bheap_push(bpe_scratch *w, uint64_t c) {
     if (w->hn == w->hcap) {
         w->hcap = w->hcap ? w->hcap * 2 : 256;
         w->heap = gn_realloc(w->heap, w->hcap * sizeof *w->heap);
@@ -466,21 +463,21 @@ static void bheap_push(bpe_scratch *w, bcand c) {
     size_t i = w->hn++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!bcand_before(&c, &w->heap[p])) break;
+        if (c >= w->heap[p]) break;
         w->heap[i] = w->heap[p];
         i = p;
     }
     w->heap[i] = c;
 }
 
-static bcand bheap_pop(bpe_scratch *w) {
-    bcand top = w->heap[0], last = w->heap[--w->hn];
+static uint64_t bheap_pop(bpe_scratch *w) {
+    uint64_t top = w->heap[0], last = w->heap[--w->hn];
     size_t i = 0;
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        const bcand *best = &last;
-        if (l < w->hn && bcand_before(&w->heap[l], best)) { m = l; best = &w->heap[l]; }
-        if (r < w->hn && bcand_before(&w->heap[r], best)) m = r;
+        uint64_t best = last;
+        if (l < w->hn && w->heap[l] < best) { m = l; best = w->heap[l]; }
+        if (r < w->hn && w->heap[r] < best) m = r;
         if (m == i) break;
         w->heap[i] = w->heap[m];
         i = m;
@@ -493,7 +490,7 @@ static void try_merge(const gn_tokenizer *t, bpe_scratch *w, int32_t l, int32_t 
     if (l < 0 || r < 0) return;
     int32_t rank, res;
     if (!pair_find(&t->merges, w->id[l], w->id[r], &rank, &res)) return;
-    bheap_push(w, (bcand){rank, l, r, w->id[l], w->id[r], res});
+    bheap_push(w, (uint64_t)(uint32_t)rank << 32 | (uint32_t)l);
 }
 
 static void bpe_word(const gn_tokenizer *t, const unsigned char *s, size_t n, bpe_scratch *w, tok_ids *out) {
@@ -525,16 +522,19 @@ static void bpe_word(const gn_tokenizer *t, const unsigned char *s, size_t n, bp
     w->hn = 0;
     for (int32_t i = 0; i + 1 < ns; i++) try_merge(t, w, i, i + 1);
     while (w->hn) {
-        bcand c = bheap_pop(w);
-        if (w->id[c.left] != c.lid || w->id[c.right] != c.rid || w->next[c.left] != c.right) continue;
-        if (w->prev[c.right] != c.left) continue;
-        w->id[c.left] = c.res;
-        w->id[c.right] = -2;  // dead
-        w->next[c.left] = w->next[c.right];
-        if (w->next[c.right] >= 0) w->prev[w->next[c.right]] = c.left;
-        w->prev[c.right] = w->next[c.right] = -3;
-        try_merge(t, w, w->prev[c.left], c.left);
-        try_merge(t, w, c.left, w->next[c.left]);
+        uint64_t c = bheap_pop(w);
+        int32_t l = (int32_t)(uint32_t)c, r = w->next[l];
+        int32_t rank, res;
+        if (w->id[l] < 0 || r < 0 || !pair_find(&t->merges, w->id[l], w->id[r], &rank, &res) ||
+            (uint32_t)rank != (uint32_t)(c >> 32))
+            continue;
+        w->id[l] = res;
+        w->id[r] = -2;  // dead
+        w->next[l] = w->next[r];
+        if (w->next[r] >= 0) w->prev[w->next[r]] = l;
+        w->prev[r] = w->next[r] = -3;
+        try_merge(t, w, w->prev[l], l);
+        try_merge(t, w, l, w->next[l]);
     }
     for (int32_t i = 0; i >= 0; i = w->next[i]) tok_ids_push(out, w->id[i]);
 }

@@ -240,7 +240,7 @@ gn_status tok_spm_load_model(gn_tokenizer **out, const char *path, const uint8_t
                   .add_dummy_prefix = 1, .remove_extra_ws = 1, .escape_ws = 1};
     strcpy(s.name, "identity");
     // pass 1: count pieces, parse the specs
-    int n = 0;
+    int n = 0, have_trainer = 0, have_normalizer = 0;
     pb_field f;
     gn_status st;
     while (top.pos < top.n) {
@@ -253,15 +253,21 @@ gn_status tok_spm_load_model(gn_tokenizer **out, const char *path, const uint8_t
             if ((st = want_wire(&top, &f, 2, "trainer_spec")) != GN_OK) return st;
             pb sub = pb_sub(&top, &f, "trainer_spec");
             if ((st = parse_trainer(&sub, &s)) != GN_OK) return st;
+            have_trainer = 1;
         } else if (f.num == 3) {
             if ((st = want_wire(&top, &f, 2, "normalizer_spec")) != GN_OK) return st;
             pb sub = pb_sub(&top, &f, "normalizer_spec");
             if ((st = parse_normalizer(&sub, &s)) != GN_OK) return st;
+            have_normalizer = 1;
         }
     }
     if (n == 0)
         return gn_err(GN_ERR_FORMAT, "%s: offset 0: ModelProto has no pieces (field 1), expected a "
                       "SentencePiece tokenizer.model", path);
+    if (!have_trainer || !have_normalizer)
+        return gn_err(GN_ERR_FORMAT, "%s: offset %zu: ModelProto ends without %s, expected a complete "
+                      "SentencePiece tokenizer.model (file truncated?)", path, size,
+                      !have_trainer ? "trainer_spec (field 2)" : "normalizer_spec (field 3)");
     if (s.model_type != 2) {
         const char *names[] = {"?", "UNIGRAM", "BPE", "WORD", "CHAR"};
         return gn_err(GN_ERR_UNSUPPORTED, "%s: trainer_spec.model_type is %s, expected BPE (2)", path,

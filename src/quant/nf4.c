@@ -1,0 +1,468 @@
+/*
+ * nf4.c — NF4/FP4 blockwise quantization compatible with bitsandbytes:
+ * code tables, the quantizers (4-bit and the 8-bit one used for double
+ * quantization), scalar dequantization, and the safetensors layout
+ * (load / export / quant_state JSON). SIMD dequant and the matmul live in
+ * nf4_kernels.c.
+ *
+ * Byte-exactness target: bitsandbytes 0.50.2 run on CPU (tests/test_nf4.py).
+ * That path is
+ *   quantize_4bit        torch code (backends/default): absmax per block, scaled by
+ *                        x * (1/max(absmax,1e-38)) (full blocks) or x / max(absmax,1e-38)
+ *                        (the last, partial block), torch.bucketize on float32 midpoints
+ *   compress_statistics  offset = torch float32 mean, then the native CPU 8-bit
+ *                        quantizer on absmax - offset in blocks of 256
+ * CUDA bnb gives the same values but may pack other bytes in corner cases; each
+ * is noted where it happens.
+ */
+#include "nf4.h"
+
+#include <math.h>    // fabsf, isnan
+#include <stdio.h>   // snprintf
+#include <stdlib.h>  // strtod, free
+
+#include <cjson/cJSON.h>
+
+// ----------------------------------------------------------------------------
+// code tables (float32 values as bnb builds them; hex floats are exact)
+
+const float gn_nf4_code[16] = {
+    -0x1p+0f, -0x1.647362p-1f, -0x1.0cd66p-1f, -0x1.94654p-2f,
+    -0x1.23449ap-2f, -0x1.7a6a7ep-3f, -0x1.74f0e2p-4f, 0.0f,
+    0x1.45f5fep-4f, 0x1.4995c6p-3f, 0x1.f809bap-3f, 0x1.5a0674p-2f,
+    0x1.c3497p-2f, 0x1.200f56p-1f, 0x1.722766p-1f, 0x1p+0f,
+};
+
+// {0, 0.0625, 8, 12, 4, 6, 2, 3, -0, ...} / 12 in float32, bit-pattern order.
+const float gn_fp4_code[16] = {
+    0.0f, 0x1.555556p-8f, 0x1.555556p-1f, 0x1p+0f,
+    0x1.555556p-2f, 0x1p-1f, 0x1.555556p-3f, 0x1p-2f,
+    0.0f, -0x1.555556p-8f, -0x1.555556p-1f, -0x1p+0f,
+    -0x1.555556p-2f, -0x1p-1f, -0x1.555556p-3f, -0x1p-2f,
+};
+
+// create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): 127
+// negatives, 0 at index 127, 127 positives, 1.0 at 255 (spec §2.3, FMA variant;
+// index 137 is 0x39c7e283).
+const float gn_dynamic_map[256] = {
+    -0x1.fc6666p-1f, -0x1.f53334p-1f, -0x1.eep-1f, -0x1.e6ccccp-1f, -0x1.df999ap-1f, -0x1.d86666p-1f, -0x1.d13334p-1f, -0x1.cap-1f,  // 0
+    -0x1.c2ccccp-1f, -0x1.bb999ap-1f, -0x1.b46666p-1f, -0x1.ad3334p-1f, -0x1.a6p-1f, -0x1.9eccccp-1f, -0x1.97999ap-1f, -0x1.906666p-1f,  // 8
+    -0x1.893334p-1f, -0x1.82p-1f, -0x1.7accccp-1f, -0x1.73999ap-1f, -0x1.6c6668p-1f, -0x1.653334p-1f, -0x1.5ep-1f, -0x1.56ccccp-1f,  // 16
+    -0x1.4f999ap-1f, -0x1.486668p-1f, -0x1.413334p-1f, -0x1.3ap-1f, -0x1.32ccccp-1f, -0x1.2b999ap-1f, -0x1.246668p-1f, -0x1.1d3334p-1f,  // 24
+    -0x1.16p-1f, -0x1.0eccccp-1f, -0x1.079998p-1f, -0x1.006666p-1f, -0x1.f26664p-2f, -0x1.e4p-2f, -0x1.d59998p-2f, -0x1.c73334p-2f,  // 32
+    -0x1.b8ccccp-2f, -0x1.aa6666p-2f, -0x1.9cp-2f, -0x1.8d9998p-2f, -0x1.7f3334p-2f, -0x1.70ccccp-2f, -0x1.626666p-2f, -0x1.54p-2f,  // 40
+    -0x1.459998p-2f, -0x1.373334p-2f, -0x1.28ccccp-2f, -0x1.1a6668p-2f, -0x1.0cp-2f, -0x1.fb3332p-3f, -0x1.de6666p-3f, -0x1.c1999ap-3f,  // 48
+    -0x1.a4ccccp-3f, -0x1.88p-3f, -0x1.6b3334p-3f, -0x1.4e6666p-3f, -0x1.31999ap-3f, -0x1.14ccccp-3f, -0x1.fp-4f, -0x1.b66668p-4f,  // 56
+    -0x1.93d70ap-4f, -0x1.8851eep-4f, -0x1.7ccccep-4f, -0x1.7147aep-4f, -0x1.65c29p-4f, -0x1.5a3d7p-4f, -0x1.4eb854p-4f, -0x1.433334p-4f,  // 64
+    -0x1.37ae14p-4f, -0x1.2c28f6p-4f, -0x1.20a3d6p-4f, -0x1.151ebap-4f, -0x1.09999ap-4f, -0x1.fc28f6p-5f, -0x1.e51ebap-5f, -0x1.ce147ap-5f,  // 72
+    -0x1.b70a3ep-5f, -0x1.ap-5f, -0x1.88f5c2p-5f, -0x1.71eb86p-5f, -0x1.5ae146p-5f, -0x1.43d70ap-5f, -0x1.2ccccep-5f, -0x1.15c29p-5f,  // 80
+    -0x1.fd70a4p-6f, -0x1.cf5c2ap-6f, -0x1.a147aep-6f, -0x1.733334p-6f, -0x1.451ebap-6f, -0x1.170a3ep-6f, -0x1.d1eb86p-7f, -0x1.75c29p-7f,  // 88
+    -0x1.3e76c8p-7f, -0x1.2c083p-7f, -0x1.19999ap-7f, -0x1.072b02p-7f, -0x1.e978d4p-8f, -0x1.c49ba6p-8f, -0x1.9fbe76p-8f, -0x1.7ae148p-8f,  // 96
+    -0x1.56041ap-8f, -0x1.3126e8p-8f, -0x1.0c49bap-8f, -0x1.ced914p-9f, -0x1.851eb8p-9f, -0x1.3b645ap-9f, -0x1.e353f8p-10f, -0x1.4fdf3ap-10f,  // 104
+    -0x1.eecbfep-11f, -0x1.b3d07cp-11f, -0x1.78d5p-11f, -0x1.3dd982p-11f, -0x1.02de02p-11f, -0x1.8fc506p-12f, -0x1.19ce0ap-12f, -0x1.47ae16p-13f,  // 112
+    -0x1.743e96p-14f, -0x1.15df66p-14f, -0x1.6f0068p-15f, -0x1.64840cp-16f, -0x1.040bfep-17f, -0x1.b43528p-19f, -0x1.27476ep-21f, 0.0f,  // 120
+    0x1.27476ep-21f, 0x1.b43528p-19f, 0x1.040bfep-17f, 0x1.64840cp-16f, 0x1.6f0068p-15f, 0x1.15df66p-14f, 0x1.743e96p-14f, 0x1.47ae16p-13f,  // 128
+    0x1.19ce0ap-12f, 0x1.8fc506p-12f, 0x1.02de02p-11f, 0x1.3dd982p-11f, 0x1.78d5p-11f, 0x1.b3d07cp-11f, 0x1.eecbfep-11f, 0x1.4fdf3ap-10f,  // 136
+    0x1.e353f8p-10f, 0x1.3b645ap-9f, 0x1.851eb8p-9f, 0x1.ced914p-9f, 0x1.0c49bap-8f, 0x1.3126e8p-8f, 0x1.56041ap-8f, 0x1.7ae148p-8f,  // 144
+    0x1.9fbe76p-8f, 0x1.c49ba6p-8f, 0x1.e978d4p-8f, 0x1.072b02p-7f, 0x1.19999ap-7f, 0x1.2c083p-7f, 0x1.3e76c8p-7f, 0x1.75c29p-7f,  // 152
+    0x1.d1eb86p-7f, 0x1.170a3ep-6f, 0x1.451ebap-6f, 0x1.733334p-6f, 0x1.a147aep-6f, 0x1.cf5c2ap-6f, 0x1.fd70a4p-6f, 0x1.15c29p-5f,  // 160
+    0x1.2ccccep-5f, 0x1.43d70ap-5f, 0x1.5ae146p-5f, 0x1.71eb86p-5f, 0x1.88f5c2p-5f, 0x1.ap-5f, 0x1.b70a3ep-5f, 0x1.ce147ap-5f,  // 168
+    0x1.e51ebap-5f, 0x1.fc28f6p-5f, 0x1.09999ap-4f, 0x1.151ebap-4f, 0x1.20a3d6p-4f, 0x1.2c28f6p-4f, 0x1.37ae14p-4f, 0x1.433334p-4f,  // 176
+    0x1.4eb854p-4f, 0x1.5a3d7p-4f, 0x1.65c29p-4f, 0x1.7147aep-4f, 0x1.7ccccep-4f, 0x1.8851eep-4f, 0x1.93d70ap-4f, 0x1.b66668p-4f,  // 184
+    0x1.fp-4f, 0x1.14ccccp-3f, 0x1.31999ap-3f, 0x1.4e6666p-3f, 0x1.6b3334p-3f, 0x1.88p-3f, 0x1.a4ccccp-3f, 0x1.c1999ap-3f,  // 192
+    0x1.de6666p-3f, 0x1.fb3332p-3f, 0x1.0cp-2f, 0x1.1a6668p-2f, 0x1.28ccccp-2f, 0x1.373334p-2f, 0x1.459998p-2f, 0x1.54p-2f,  // 200
+    0x1.626666p-2f, 0x1.70ccccp-2f, 0x1.7f3334p-2f, 0x1.8d9998p-2f, 0x1.9cp-2f, 0x1.aa6666p-2f, 0x1.b8ccccp-2f, 0x1.c73334p-2f,  // 208
+    0x1.d59998p-2f, 0x1.e4p-2f, 0x1.f26664p-2f, 0x1.006666p-1f, 0x1.079998p-1f, 0x1.0eccccp-1f, 0x1.16p-1f, 0x1.1d3334p-1f,  // 216
+    0x1.246668p-1f, 0x1.2b999ap-1f, 0x1.32ccccp-1f, 0x1.3ap-1f, 0x1.413334p-1f, 0x1.486668p-1f, 0x1.4f999ap-1f, 0x1.56ccccp-1f,  // 224
+    0x1.5ep-1f, 0x1.653334p-1f, 0x1.6c6668p-1f, 0x1.73999ap-1f, 0x1.7accccp-1f, 0x1.82p-1f, 0x1.893334p-1f, 0x1.906666p-1f,  // 232
+    0x1.97999ap-1f, 0x1.9eccccp-1f, 0x1.a6p-1f, 0x1.ad3334p-1f, 0x1.b46666p-1f, 0x1.bb999ap-1f, 0x1.c2ccccp-1f, 0x1.cap-1f,  // 240
+    0x1.d13334p-1f, 0x1.d86666p-1f, 0x1.df999ap-1f, 0x1.e6ccccp-1f, 0x1.eep-1f, 0x1.f53334p-1f, 0x1.fc6666p-1f, 0x1p+0f,  // 248
+};
+
+// torch.argsort of the FP4 table (stable: of the two +0.0 entries, index 0
+// sorts before index 8). bucketize counts midpoints of the *sorted* table, so a
+// value in (0, 0.0026] lands on index 8 and exactly 0 (or -0) on index 0.
+static const uint8_t fp4_order[16] = {11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 4, 5, 2, 3};
+
+// 15 decision thresholds: float32 midpoints of adjacent (sorted) code values,
+// computed as torch does, (a + b) / 2. For NF4 these equal the CUDA encoder's
+// literals (spec §1.2); for FP4 they are bnb's dQuantizeFP4 thresholds / 12.
+static void thresholds(int quant_type, float thr[15]) {
+    for (int k = 0; k < 15; k++) {
+        float a, b;
+        if (quant_type == GN_QUANT_NF4) { a = gn_nf4_code[k]; b = gn_nf4_code[k + 1]; }
+        else { a = gn_fp4_code[fp4_order[k]]; b = gn_fp4_code[fp4_order[k + 1]]; }
+        thr[k] = (a + b) / 2.0f;
+    }
+}
+
+// torch.bucketize(v, thr, right=False): the number of thresholds strictly below
+// v, i.e. ties go to the lower code (as CUDA's `x > t` tree does). NaN gives 15:
+// torch's binary search moves right on every failed `>=`. (CUDA's tree gives 0.)
+static inline int bucket(float v, const float thr[15]) {
+    if (v != v) return 15;
+    int c = 0;
+    for (int k = 0; k < 15; k++) c += v > thr[k];
+    return c;
+}
+
+// ----------------------------------------------------------------------------
+// small helpers
+
+static inline float src_f32(const void *src, gn_dtype dt, int64_t i) {
+    switch (dt) {
+    case GN_DTYPE_F16: return gn_f16_to_f32(((const uint16_t *)src)[i]);
+    case GN_DTYPE_BF16: return gn_bf16_to_f32(((const uint16_t *)src)[i]);
+    default: return ((const float *)src)[i];
+    }
+}
+
+static const char *dtype_torch_name(gn_dtype dt) {
+    switch (dt) {
+    case GN_DTYPE_F32: return "float32";
+    case GN_DTYPE_F16: return "float16";
+    case GN_DTYPE_BF16: return "bfloat16";
+    default: return NULL;
+    }
+}
+
+static int dtype_from_torch_name(const char *s, gn_dtype *dt) {
+    if (!strcmp(s, "float32") || !strcmp(s, "float")) { *dt = GN_DTYPE_F32; return 1; }
+    if (!strcmp(s, "float16") || !strcmp(s, "half")) { *dt = GN_DTYPE_F16; return 1; }
+    if (!strcmp(s, "bfloat16")) { *dt = GN_DTYPE_BF16; return 1; }
+    return 0;
+}
+
+static int is_pow2_blocksize(int64_t b) { return b >= 16 && b <= 4096 && (b & (b - 1)) == 0; }
+
+static void *own(gn_quant4_state *q, void *p) {
+    GN_ASSERT(q->nowned_ < (int)(sizeof q->owned_ / sizeof q->owned_[0]));
+    q->owned_[q->nowned_++] = p;
+    return p;
+}
+
+void gn_quant4_free(gn_quant4_state *q) {
+    if (!q) return;
+    for (int i = 0; i < q->nowned_; i++) free(q->owned_[i]);
+    memset(q, 0, sizeof *q);
+}
+
+gn_status gn_quant4_set_shape(gn_quant4_state *q, int ndim, const int64_t *shape) {
+    if (ndim < 1 || ndim > GN_MAX_DIMS)
+        return gn_err(GN_ERR_ARG, "quant4 shape: %d dims, expected 1..%d", ndim, GN_MAX_DIMS);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / shape[i]))
+            return gn_err(GN_ERR_ARG, "quant4 shape: dim %d = %lld is negative or overflows", i, (long long)shape[i]);
+        n *= shape[i];
+    }
+    if (n != q->nelem)
+        return gn_err(GN_ERR_ARG, "quant4 shape: %lld elements, expected %lld", (long long)n, (long long)q->nelem);
+    q->ndim = ndim;
+    for (int i = 0; i < ndim; i++) q->shape[i] = shape[i];
+    q->cols = shape[ndim - 1];
+    q->rows = q->cols ? n / q->cols : 0;
+    return GN_OK;
+}
+
+// absmax[b] = float32(float32(nested_code[qabsmax[b]] * nested_absmax[b / nbs]) + offset):
+// bnb's dequantize_blockwise (one multiply) followed by a separate torch add.
+static void rebuild_absmax(const gn_quant4_state *q, float *dst) {
+    for (int64_t b = 0; b < q->nblocks; b++) {
+        float p = q->nested_code[q->qabsmax[b]] * q->nested_absmax[b / q->nested_blocksize];
+        dst[b] = p + q->offset;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// torch's float32 mean on CPU (for the DQ offset)
+//
+// torch sums a contiguous float vector with its "cascade" sum (SumKernel.cpp):
+// 8-float vectors (the sum kernel uses the AVX2 build even on AVX-512 CPUs),
+// four vector accumulators interleaved (ILP), each a 4-level cascade whose
+// level width is 2^max(4, ceil(log2(rows))/4); the tail vectors go into
+// accumulator 0; the scalar tail starts a fresh sum to which the 8 lanes are
+// then added in order. Below 8 elements the same cascade runs on scalars.
+// From 32768 elements on, with more than one thread, each thread sums an
+// equal chunk and the per-thread results are summed by the same routine.
+// The mean is that sum divided by (float)n.
+
+#define TS_LANES 8
+
+static int ceil_log2(int64_t x) {
+    if (x <= 2) return 1;
+    return 64 - __builtin_clzll((uint64_t)(x - 1));
+}
+
+// Sums `size` rows of 4 columns of L lanes: element (i, k, l) at
+// x[i*row_stride + k*col_stride + l]. out[k][l] gets the column sums.
+static void ts_multi_row_sum(const float *x, int64_t row_stride, int64_t col_stride, int L, int64_t size,
+                             float out[4][TS_LANES]) {
+    float acc[4][4][TS_LANES];
+    memset(acc, 0, sizeof acc);
+    int lp = ceil_log2(size) / 4;
+    if (lp < 4) lp = 4;
+    const int64_t step = (int64_t)1 << lp, mask = step - 1;
+    int64_t i = 0;
+    while (i + step <= size) {
+        for (int64_t j = 0; j < step; j++, i++)
+            for (int k = 0; k < 4; k++)
+                for (int l = 0; l < L; l++) acc[0][k][l] += x[i * row_stride + k * col_stride + l];
+        for (int j = 1; j < 4; j++) {
+            for (int k = 0; k < 4; k++)
+                for (int l = 0; l < L; l++) { acc[j][k][l] += acc[j - 1][k][l]; acc[j - 1][k][l] = 0.0f; }
+            if ((i & (mask << (j * lp))) != 0) break;
+        }
+    }
+    for (; i < size; i++)
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < L; l++) acc[0][k][l] += x[i * row_stride + k * col_stride + l];
+    for (int j = 1; j < 4; j++)
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < L; l++) acc[0][k][l] += acc[j][k][l];
+    memcpy(out, acc[0], sizeof acc[0]);
+}
+
+// row_sum: `size` items of L lanes, item i at x[i*stride]; returns the L lane sums in out.
+static void ts_row_sum(const float *x, int64_t stride, int L, int64_t size, float out[TS_LANES]) {
+    float ps[4][TS_LANES];
+    int64_t size_ilp = size / 4;
+    ts_multi_row_sum(x, 4 * stride, stride, L, size_ilp, ps);
+    for (int64_t i = size_ilp * 4; i < size; i++)
+        for (int l = 0; l < L; l++) ps[0][l] += x[i * stride + l];
+    for (int k = 1; k < 4; k++)
+        for (int l = 0; l < L; l++) ps[0][l] += ps[k][l];
+    memcpy(out, ps[0], sizeof ps[0]);
+}
+
+static float ts_cascade_sum(const float *x, int64_t n) {
+    float v[TS_LANES];
+    if (n >= TS_LANES) {
+        int64_t nv = n / TS_LANES;
+        ts_row_sum(x, TS_LANES, TS_LANES, nv, v);
+        float acc = 0.0f;
+        for (int64_t k = nv * TS_LANES; k < n; k++) acc += x[k];
+        for (int l = 0; l < TS_LANES; l++) acc += v[l];
+        return acc;
+    }
+    ts_row_sum(x, 1, 1, n, v);
+    return v[0];
+}
+
+float gn_quant4_torch_mean(const float *x, int64_t n, int torch_threads) {
+    const int64_t grain = 32768;
+    float sum;
+    if (n < grain || torch_threads <= 1) {
+        sum = 0.0f + ts_cascade_sum(x, n);
+    } else {
+        int64_t nt = (n + grain - 1) / grain;
+        if (nt > torch_threads) nt = torch_threads;
+        int64_t chunk = (n + nt - 1) / nt;
+        float *buf = gn_calloc((size_t)torch_threads, sizeof(float));
+        for (int64_t t = 0; t < nt && t * chunk < n; t++) {
+            int64_t len = n - t * chunk < chunk ? n - t * chunk : chunk;
+            buf[t] = 0.0f + ts_cascade_sum(x + t * chunk, len);
+        }
+        sum = 0.0f + ts_cascade_sum(buf, torch_threads);
+        free(buf);
+    }
+    return sum / (float)n;
+}
+
+// ----------------------------------------------------------------------------
+// 8-bit blockwise quantizer (bnb's native CPU quantize_blockwise)
+//
+// Per block: absmax = max|x| (NaN lanes count as 0); an all-zero block gives
+// codes 0. Otherwise v = x * (1/absmax), clamped to [-1, 1], is mapped to one
+// of 65536 bins, bin = (uint16)((v + 1) * 0.5 * 65535 + 0.5), and the bin to a
+// code index through a table: entry i holds the number of map midpoints
+// (0.5 * (c[j] + c[j+1])) below -1 + 2i/65535. This is coarser than CUDA's
+// binary search near 0 (values within ~1.5e-5 of 0 go to codes ±4 away from
+// 127) and its ties differ: CUDA-written files hold other bytes for the same
+// absmax array. Dequantization of either is exact.
+
+static void build_lut8(const float *code, uint8_t *lut) {
+    float mid[255];
+    for (int i = 0; i < 255; i++) mid[i] = 0.5f * (code[i] + code[i + 1]);
+    int ci = 0;
+    for (int i = 0; i < 65536; i++) {
+        float val = -1.0f + (2.0f * (float)i) / 65535.0f;
+        while (ci < 255 && mid[ci] < val) ci++;
+        lut[i] = (uint8_t)ci;
+    }
+}
+
+void gn_quantize_blockwise_8bit(const float *x, int64_t n, const float *code, int blocksize,
+                                uint8_t *out, float *absmax) {
+    GN_ASSERT(blocksize > 0);
+    uint8_t *lut = gn_malloc(65536);
+    build_lut8(code, lut);
+    int64_t nb = (n + blocksize - 1) / blocksize;
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i0 = b * blocksize, i1 = i0 + blocksize < n ? i0 + blocksize : n;
+        float am = 0.0f;
+        for (int64_t i = i0; i < i1; i++) {
+            float a = fabsf(x[i]);
+            if (a > am) am = a;  // NaN compares false: counts as 0
+        }
+        absmax[b] = am;
+        if (am == 0.0f) { memset(out + i0, 0, (size_t)(i1 - i0)); continue; }
+        float inv = 1.0f / am;
+        for (int64_t i = i0; i < i1; i++) {
+            float v = x[i] * inv;
+            v = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+            float y = (v + 1.0f) * 0.5f * 65535.0f + 0.5f;
+            out[i] = lut[(uint16_t)(int32_t)y];
+        }
+    }
+    free(lut);
+}
+
+// ----------------------------------------------------------------------------
+// 4-bit quantizer (bnb 0.50 torch fallback, which is what quantize_4bit runs on CPU)
+
+// Quantizes elements [i0, i1) of one block into nibbles; returns its stored absmax.
+static float quant_block(const void *src, gn_dtype dt, int64_t i0, int64_t i1, int partial,
+                         int quant_type, const float thr[15], uint8_t *packed) {
+    float xs[4096];
+    int64_t len = i1 - i0;
+    GN_ASSERT(len <= 4096);
+    float am = 0.0f;
+    int nan = 0;
+    for (int64_t i = 0; i < len; i++) {
+        xs[i] = src_f32(src, dt, i0 + i);
+        float a = fabsf(xs[i]);
+        if (a != a) nan = 1;
+        else if (a > am) am = a;
+    }
+    // torch's max propagates NaN (as 0x7fc00000); clamp(min=1e-38) keeps NaN.
+    if (nan) am = NAN;
+    float c = (am != am || am >= 1e-38f) ? am : 1e-38f;
+    float stored = partial ? c : am;   // the partial block stores the clamped value
+    float s = 1.0f / c;
+    for (int64_t i = 0; i < len; i++) {
+        // full blocks multiply by the reciprocal, the partial one divides
+        float v = partial ? xs[i] / c : xs[i] * s;
+        int k = bucket(v, thr);
+        int code = quant_type == GN_QUANT_NF4 ? k : fp4_order[k];
+        int64_t e = i0 + i;
+        if (e & 1) packed[e >> 1] |= (uint8_t)code;
+        else packed[e >> 1] = (uint8_t)(code << 4);
+    }
+    return stored;
+}
+
+gn_status gn_quantize_4bit_ex(const void *src, gn_dtype src_dtype, int64_t nelem, int blocksize,
+                              int quant_type, int double_quant, const gn_quant4_opts *opts,
+                              gn_quant4_state *out) {
+    memset(out, 0, sizeof *out);
+    if (!src || nelem < 1)
+        return gn_err(GN_ERR_ARG, "quantize_4bit: %lld elements, expected at least 1", (long long)nelem);
+    if (src_dtype != GN_DTYPE_F32 && src_dtype != GN_DTYPE_F16 && src_dtype != GN_DTYPE_BF16)
+        return gn_err(GN_ERR_ARG, "quantize_4bit: input dtype %s, expected F32, F16 or BF16", gn_dtype_name(src_dtype));
+    if (blocksize < 32 || !is_pow2_blocksize(blocksize))
+        return gn_err(GN_ERR_ARG, "quantize_4bit: blocksize %d, expected a power of two in 32..4096", blocksize);
+    if (quant_type != GN_QUANT_NF4 && quant_type != GN_QUANT_FP4)
+        return gn_err(GN_ERR_ARG, "quantize_4bit: quant_type %d, expected NF4 or FP4", quant_type);
+    int torch_threads = opts && opts->torch_threads > 0 ? opts->torch_threads : 1;
+    const float *ncode = opts && opts->nested_code ? opts->nested_code : gn_dynamic_map;
+
+    out->quant_type = quant_type;
+    out->blocksize = blocksize;
+    out->dtype = out->wdtype = src_dtype;
+    out->nelem = nelem;
+    out->ndim = 1;
+    out->shape[0] = nelem;
+    out->rows = 1;
+    out->cols = nelem;
+    out->nblocks = (nelem + blocksize - 1) / blocksize;
+    memcpy(out->code, quant_type == GN_QUANT_NF4 ? gn_nf4_code : gn_fp4_code, sizeof out->code);
+
+    uint8_t *packed = own(out, gn_malloc((size_t)((nelem + 1) / 2)));
+    float *absmax = own(out, gn_malloc((size_t)out->nblocks * sizeof(float)));
+    float thr[15];
+    thresholds(quant_type, thr);
+    int64_t nfull = nelem / blocksize;
+    #pragma omp parallel for schedule(static) if (nelem > 65536)
+    for (int64_t b = 0; b < out->nblocks; b++) {
+        int64_t i0 = b * blocksize, i1 = i0 + blocksize < nelem ? i0 + blocksize : nelem;
+        absmax[b] = quant_block(src, src_dtype, i0, i1, b >= nfull, quant_type, thr, packed);
+    }
+    // Odd count: torch pads the scaled vector with 0.0 before packing, so the
+    // spare low nibble holds the code of 0 (NF4: 7; FP4: 0). CUDA leaves 0.
+    if (nelem & 1) packed[nelem >> 1] |= (uint8_t)(quant_type == GN_QUANT_NF4 ? bucket(0.0f, thr) : fp4_order[bucket(0.0f, thr)]);
+    out->packed = packed;
+    out->absmax = absmax;
+
+    if (double_quant) {
+        out->nested = 1;
+        out->nested_blocksize = 256;
+        out->nested_dtype = GN_DTYPE_F32;
+        out->nested_nblocks = (out->nblocks + 255) / 256;
+        memcpy(out->nested_code, ncode, sizeof out->nested_code);
+        out->offset = gn_quant4_torch_mean(absmax, out->nblocks, torch_threads);
+        float *centered = gn_malloc((size_t)out->nblocks * sizeof(float));
+        for (int64_t b = 0; b < out->nblocks; b++) centered[b] = absmax[b] - out->offset;
+        uint8_t *qabs = own(out, gn_malloc((size_t)out->nblocks));
+        float *nabs = own(out, gn_malloc((size_t)out->nested_nblocks * sizeof(float)));
+        gn_quantize_blockwise_8bit(centered, out->nblocks, out->nested_code, 256, qabs, nabs);
+        free(centered);
+        out->qabsmax = qabs;
+        out->nested_absmax = nabs;
+        rebuild_absmax(out, absmax);  // what dequantization will use from now on
+    }
+    return GN_OK;
+}
+
+gn_status gn_quantize_4bit(const void *src, gn_dtype src_dtype, int64_t nelem, int blocksize,
+                           int quant_type, int double_quant, gn_quant4_state *out) {
+    return gn_quantize_4bit_ex(src, src_dtype, nelem, blocksize, quant_type, double_quant, NULL, out);
+}
+
+// ----------------------------------------------------------------------------
+// scalar dequantization (the definition the SIMD paths are tested against)
+
+void gn_dequantize_4bit_ref(const gn_quant4_state *q, float *dst) {
+    for (int64_t e = 0; e < q->nelem; e++) {
+        uint8_t byte = q->packed[e >> 1];
+        int c = (e & 1) ? (byte & 15) : (byte >> 4);
+        dst[e] = q->code[c] * q->absmax[e / q->blocksize];
+    }
+}
+
+gn_status gn_dequantize_4bit_to(const gn_quant4_state *q, gn_dtype out_dtype, void *dst) {
+    if (out_dtype == GN_DTYPE_F32) { gn_dequantize_4bit(q, dst); return GN_OK; }
+    if (out_dtype != GN_DTYPE_F16 && out_dtype != GN_DTYPE_BF16)
+        return gn_err(GN_ERR_ARG, "dequantize_4bit: output dtype %s, expected F32, F16 or BF16", gn_dtype_name(out_dtype));
+    const int64_t chunk = 4096;
+    int64_t nch = (q->nelem + chunk - 1) / chunk;
+    uint16_t *o = dst;
+    #pragma omp parallel for schedule(static) if (q->nelem > 65536)
+    for (int64_t c = 0; c < nch; c++) {
+        float buf[4096];
+        int64_t e0 = c * chunk, n = q->nelem - e0 < chunk ? q->nelem - e0 : chunk;
+        gn_dequantize_4bit_range(q, e0, n, buf);
+        for (int64_t i = 0; i < n; i++)
+            o[e0 + i] = out_dtype == GN_DTYPE_BF16 ? gn_f32_to_bf16(buf[i]) : gn_f32_to_f16(buf[i]);
+    }
+    return GN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// bits per parameter
+
+double gn_quant4_bits_per_param(const gn_quant4_state *q) {
+    if (q->nelem <= 0) return 0.0;
+    double bytes = (double)((q->nelem + 1) / 2);
+    if (q->nested) bytes += (double)q->nblocks + 4.0 * (double)q->nested_nblocks;
+    else bytes += 4.0 * (double)q->nblocks;
+    return 8.0 * bytes / (double)q->nelem;
+}
+
+double gn_quant4_bits_formula(int blocksize, int nested, int nested_blocksize) {
+    // 4 bits of code; a float32 absmax per block, or with DQ an 8-bit code per
+    // block plus a float32 per nested block of blocks.
+    if (!nested) return 4.0 + 32.0 / blocksize;
+    return 4.0 + 8.0 / blocksize + 32.0 / ((double)blocksize * nested_blocksize);
+}
