@@ -263,6 +263,42 @@ gn_status gn_trainer_restore(gn_trainer *t, const float *params, const void *sta
 uint64_t gn_trainer_rng(const gn_trainer *t);
 void gn_trainer_set_rng(gn_trainer *t, uint64_t r);
 
+// A whole run: data, schedule, accumulation, eval, checkpoints, resume.
+typedef enum {
+    GN_DATA_AUTO = 0,      // by fields: text -> oasst1, instruction -> alpaca, input+output, messages
+    GN_DATA_OASST1 = 1,    // {"text": "### Human: ...### Assistant: ..."}: input "", output = text
+    GN_DATA_ALPACA = 2,    // instruction / input / output with the Alpaca prompt (qlora's ALPACA_PROMPT_DICT)
+    GN_DATA_INPUT_OUTPUT = 3, // {"input": ..., "output": ...}
+    GN_DATA_MESSAGES = 4,  // {"messages": [{"role","content"}...]}: Guanaco format, assistant turns are targets
+} gn_data_format;
+
+typedef enum { GN_SCHED_CONSTANT = 0, GN_SCHED_LINEAR = 1, GN_SCHED_COSINE = 2 } gn_lr_sched;
+
+typedef struct {
+    const char *model_path, *data_path, *out_dir, *init_adapter;
+    gn_train_opts train;
+    gn_data_format data_format;
+    int source_max_len, target_max_len, train_on_source, group_by_length;
+    int batch_size, grad_accum, max_steps;
+    gn_lr_sched scheduler;
+    float warmup_ratio;
+    int warmup_steps;
+    int eval_size, eval_steps, save_steps, log_every;
+    int resume;
+    gn_dtype save_dtype;   // final adapter dtype (default f32)
+    // called after every step (eval_loss NaN) and after each evaluation
+    void (*progress)(int64_t step, int max_steps, double loss, float lr, float grad_norm, double tokens_per_s,
+                     double eta_s, double eval_loss, void *user);
+    void (*on_checkpoint)(const char *out_dir, void *user);
+    void *user;
+} gn_finetune_opts;
+void gn_finetune_defaults(gn_finetune_opts *o);
+// Applies --preset guanaco-7b|13b|33b|65b (spec §6.1); flags set afterwards override.
+gn_status gn_finetune_preset(gn_finetune_opts *o, const char *name);
+gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m);
+// Mean per-sequence loss of a data file under the base (+ adapter a).
+gn_status gn_eval_loss_file(gn_model *m, const gn_adapter *a, const char *data_path, const gn_finetune_opts *o, double *loss);
+
 // ===========================================================================
 // Sampling and generation
 

@@ -62,7 +62,7 @@ def roundtrip_many(model, texts, tmp_path, *flags):
     """Our decode(encode(text)) for each text."""
     p = write_jsonl(tmp_path / "rt.jsonl", texts)
     out = run_guanaco("tokenize", "-m", model, "-f", p, "--jsonl", "text", "--roundtrip", *flags).stdout
-    return [json.loads(line) for line in out.splitlines()]
+    return [json.loads(line) for line in out.split("\n")[:-1]]  # not splitlines(): U+2028 is text
 
 
 def decode_each(model, id_lists, tmp_path, *flags):
@@ -70,7 +70,7 @@ def decode_each(model, id_lists, tmp_path, *flags):
     p = tmp_path / "ids.txt"
     p.write_text("".join(" ".join(map(str, ids)) + "\n" for ids in id_lists))
     out = run_guanaco("tokenize", "-m", model, "--decode-each", p, *flags).stdout
-    return [json.loads(line) for line in out.splitlines()]
+    return [json.loads(line) for line in out.split("\n")[:-1]]
 
 
 def assert_same(texts, got, want, what):

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h>    // isnan
+
 #include "formats/tensors.h" // gn_safetensors_save
 #include "model/llama.h"     // adapter internals: module shapes and names
 
@@ -107,5 +109,128 @@ done:
     gn_model_free(m);
     free(ids);
     free(labels);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// guanaco finetune
+
+static void progress(int64_t step, int max_steps, double loss, float lr, float gnorm, double tps, double eta, double eval_loss,
+                     void *user) {
+    (void)user;
+    if (!isnan(eval_loss)) { fprintf(stderr, "step %lld/%d  eval_loss %.4f\n", (long long)step, max_steps, eval_loss); return; }
+    int e = (int)eta;
+    fprintf(stderr, "step %lld/%d  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s  ETA %dh%02dm%02ds\n", (long long)step, max_steps,
+            loss, lr, gnorm, tps, e / 3600, (e / 60) % 60, e % 60);
+}
+
+static const char FINETUNE_HELP[] =
+    "usage: guanaco finetune -m BASE -d DATA.jsonl -o RUN_DIR [flags]\n"
+    "QLoRA: trains a LoRA adapter on the frozen base; writes PEFT checkpoints, log.jsonl and the final adapter.\n"
+    "  --preset NAME                  guanaco-7b|guanaco-13b|guanaco-33b|guanaco-65b (the released settings; flags override)\n"
+    "  --dataset-format F             auto (default), oasst1, alpaca, input-output, messages\n"
+    "  --source-max-len N / --target-max-len N     (1024 / 256)\n"
+    "  --train-on-source              loss on the source tokens too\n"
+    "  --no-group-by-length           plain shuffled order (default: HF's length-grouped order)\n"
+    "  --eval-dataset-size N          rows held out for eval loss (0)   --eval-steps N (0 = never)\n"
+    "  --save-steps N                 checkpoint every N steps (250) and at the end\n"
+    "  --max-steps N (100)  --per-device-batch-size N (1)  --gradient-accumulation-steps N (16)\n"
+    "  --learning-rate LR (2e-4)  --lr-scheduler constant|linear|cosine  --warmup-ratio R  --warmup-steps N\n"
+    "  --adam-beta2 B (0.999)  --weight-decay W (0)  --max-grad-norm N (0.3)\n"
+    "  --lora-r R (64)  --lora-alpha A (16)  --lora-dropout P (0)  --target-modules q_proj,k_proj,...|all\n"
+    "  --init-adapter DIR             start from this PEFT adapter\n"
+    "  --compute-dtype bf16|f32       bf16 (default): bf16 base weights and bf16-rounded LoRA weights; f32: all f32\n"
+    "  --seed S (42)  --resume  -t N (threads)  -v\n";
+
+int cmd_finetune(int argc, char **argv) {
+    gn_finetune_opts o;
+    gn_finetune_defaults(&o);
+    int threads = 0, bf16 = 1, verbose = 0;
+    // the preset first, so flags override it
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--preset") && gn_finetune_preset(&o, argv[i + 1])) return cli_fail_lib(), 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(FINETUNE_HELP, stdout); return 0; }
+        if (!strcmp(a, "--train-on-source")) { o.train_on_source = 1; continue; }
+        if (!strcmp(a, "--no-group-by-length")) { o.group_by_length = 0; continue; }
+        if (!strcmp(a, "--group-by-length")) { o.group_by_length = 1; continue; }
+        if (!strcmp(a, "--resume")) { o.resume = 1; continue; }
+        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { verbose = 1; continue; }
+        if (i + 1 >= argc) return cli_fail("%s needs a value (see guanaco finetune --help)", a), 2;
+        const char *v = argv[++i];
+        char *end = NULL;
+        double x = strtod(v, &end);
+        int num_ok = end != v && *end == 0;
+#define NUM(flag, lo, hi) (!strcmp(a, flag) && (num_ok && x >= (lo) && x <= (hi) ? 1 : (cli_fail("%s: '%s' (expected a number %g..%g)", flag, v, (double)(lo), (double)(hi)), -1)))
+        int r;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.model_path = v;
+        else if (!strcmp(a, "-d") || !strcmp(a, "--data")) o.data_path = v;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.out_dir = v;
+        else if (!strcmp(a, "--init-adapter")) o.init_adapter = v;
+        else if (!strcmp(a, "--preset")) continue;
+        else if (!strcmp(a, "--dataset-format")) {
+            static const char *const F[] = {"auto", "oasst1", "alpaca", "input-output", "messages"};
+            int f = -1;
+            for (int k = 0; k < 5; k++) if (!strcmp(v, F[k])) f = k;
+            if (f < 0) return cli_fail("--dataset-format: '%s' (expected auto, oasst1, alpaca, input-output or messages)", v), 2;
+            o.data_format = (gn_data_format)f;
+        } else if (!strcmp(a, "--lr-scheduler")) {
+            if (!strcmp(v, "constant")) o.scheduler = GN_SCHED_CONSTANT;
+            else if (!strcmp(v, "linear")) o.scheduler = GN_SCHED_LINEAR;
+            else if (!strcmp(v, "cosine")) o.scheduler = GN_SCHED_COSINE;
+            else return cli_fail("--lr-scheduler: '%s' (expected constant, linear or cosine)", v), 2;
+        } else if (!strcmp(a, "--compute-dtype")) {
+            if (!strcmp(v, "bf16")) bf16 = 1;
+            else if (!strcmp(v, "f32")) bf16 = 0;
+            else return cli_fail("--compute-dtype: '%s' (expected bf16 or f32)", v), 2;
+        } else if (!strcmp(a, "--target-modules")) {
+            unsigned mask = 0;
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+                if (!strcmp(tok, "all")) { mask = (1u << GN_N_MODS) - 1; continue; }
+                int f = -1;
+                for (int k = 0; k < GN_N_MODS; k++) if (!strcmp(tok, GN_MOD_NAMES[k])) f = k;
+                if (f < 0) return cli_fail("--target-modules: unknown module '%s' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all)", tok), 2;
+                mask |= 1u << f;
+            }
+            o.train.target_mask = mask;
+        }
+        else if ((r = NUM("--source-max-len", 1, 1 << 20))) { if (r < 0) return 2; o.source_max_len = (int)x; }
+        else if ((r = NUM("--target-max-len", 1, 1 << 20))) { if (r < 0) return 2; o.target_max_len = (int)x; }
+        else if ((r = NUM("--eval-dataset-size", 0, 1 << 30))) { if (r < 0) return 2; o.eval_size = (int)x; }
+        else if ((r = NUM("--eval-steps", 0, 1 << 30))) { if (r < 0) return 2; o.eval_steps = (int)x; }
+        else if ((r = NUM("--save-steps", 0, 1 << 30))) { if (r < 0) return 2; o.save_steps = (int)x; }
+        else if ((r = NUM("--max-steps", 1, 1 << 30))) { if (r < 0) return 2; o.max_steps = (int)x; }
+        else if ((r = NUM("--per-device-batch-size", 1, 64))) { if (r < 0) return 2; o.batch_size = (int)x; }
+        else if ((r = NUM("--gradient-accumulation-steps", 1, 1 << 20))) { if (r < 0) return 2; o.grad_accum = (int)x; }
+        else if ((r = NUM("--learning-rate", 0, 10))) { if (r < 0) return 2; o.train.lr = (float)x; }
+        else if ((r = NUM("--warmup-ratio", 0, 1))) { if (r < 0) return 2; o.warmup_ratio = (float)x; }
+        else if ((r = NUM("--warmup-steps", 0, 1 << 30))) { if (r < 0) return 2; o.warmup_steps = (int)x; }
+        else if ((r = NUM("--adam-beta2", 0, 0.999999999))) { if (r < 0) return 2; o.train.beta2 = (float)x; }
+        else if ((r = NUM("--weight-decay", 0, 10))) { if (r < 0) return 2; o.train.weight_decay = (float)x; }
+        else if ((r = NUM("--max-grad-norm", 0, 1e9))) { if (r < 0) return 2; o.train.max_grad_norm = (float)x; }
+        else if ((r = NUM("--lora-r", 1, 4096))) { if (r < 0) return 2; o.train.lora_r = (int)x; }
+        else if ((r = NUM("--lora-alpha", 0, 1e6))) { if (r < 0) return 2; o.train.lora_alpha = (float)x; }
+        else if ((r = NUM("--lora-dropout", 0, 0.99))) { if (r < 0) return 2; o.train.lora_dropout = (float)x; }
+        else if ((r = NUM("--seed", 0, 1.8e19))) { if (r < 0) return 2; o.train.seed = (uint64_t)x; }
+        else if ((r = NUM("-t", 1, 1024)) || (r = NUM("--threads", 1, 1024))) { if (r < 0) return 2; threads = (int)x; }
+        else return cli_fail("finetune: unknown option '%s' (see guanaco finetune --help)", a), 2;
+#undef NUM
+    }
+    if (!o.model_path || !o.data_path || !o.out_dir) return cli_fail("finetune: -m, -d and -o are required (see --help)"), 2;
+    if (threads) gn_set_threads(threads);
+    gn_set_verbosity(verbose ? GN_LOG_INFO : GN_LOG_WARN);
+    o.train.bf16_params = bf16;
+    o.progress = progress;
+    gn_load_opts lo = {.weight_dtype = bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32};
+    gn_model *m;
+    if (gn_model_load(&m, o.model_path, &lo)) return cli_fail_lib();
+    int rc = 0;
+    double t0 = gn_time_s();
+    if (gn_finetune_run(&o, m)) rc = cli_fail_lib();
+    else fprintf(stderr, "finetune: done in %.1f s; adapter in %s\n", gn_time_s() - t0, o.out_dir);
+    gn_model_free(m);
     return rc;
 }

@@ -551,7 +551,7 @@ int cmd_merge(int argc, char **argv) {
 int cmd_eval(int argc, char **argv) __attribute__((weak));
 int cmd_serve(int argc, char **argv) __attribute__((weak));
 int cmd_quantize(int argc, char **argv) __attribute__((weak));
-int cmd_finetune(int argc, char **argv) __attribute__((weak));
+int cmd_finetune(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 
 static const struct { const char *name; int (*fn)(int, char **); const char *help; } COMMANDS[] = {

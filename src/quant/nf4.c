@@ -17,7 +17,8 @@
  */
 #include "nf4.h"
 
-#include <math.h>    // fabsf, isnan
+#include <math.h>    // fabsf, isinf, floor
+#include <stdarg.h>  // va_list
 #include <stdio.h>   // snprintf
 #include <stdlib.h>  // strtod, free
 
@@ -465,4 +466,342 @@ double gn_quant4_bits_formula(int blocksize, int nested, int nested_blocksize) {
     // block plus a float32 per nested block of blocks.
     if (!nested) return 4.0 + 32.0 / blocksize;
     return 4.0 + 8.0 / blocksize + 32.0 / ((double)blocksize * nested_blocksize);
+}
+
+// ----------------------------------------------------------------------------
+// quant_state JSON
+
+typedef struct { char *p; size_t n, cap; } jbuf;
+
+static void jb_put(jbuf *b, const char *s) {
+    size_t k = strlen(s);
+    if (b->n + k + 1 > b->cap) {
+        b->cap = (b->n + k + 1) * 2;
+        b->p = gn_realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, s, k + 1);
+    b->n += k;
+}
+
+// Python's repr() of a double (what json.dumps writes for a float): the
+// shortest digit string that reads back to the same double; fixed notation for
+// decimal exponents -4..15 (always with a fraction, "100.0"), else "1.5e-05".
+// json.dumps spells the non-finite values NaN / Infinity / -Infinity.
+static void py_float_repr(double v, char *out, size_t cap) {
+    if (v != v) { snprintf(out, cap, "NaN"); return; }
+    if (isinf(v)) { snprintf(out, cap, v > 0 ? "Infinity" : "-Infinity"); return; }
+    if (v == 0) { snprintf(out, cap, signbit(v) ? "-0.0" : "0.0"); return; }
+    char e[40];
+    for (int p = 1; p <= 17; p++) {
+        snprintf(e, sizeof e, "%.*e", p - 1, v);
+        if (strtod(e, NULL) == v) break;
+    }
+    // e is "[-]d[.ddd]e[+-]XX": split into sign, digits, exponent
+    const char *s = e;
+    int neg = *s == '-';
+    if (neg) s++;
+    char dig[24];
+    int nd = 0;
+    for (; *s && *s != 'e'; s++)
+        if (*s != '.') dig[nd++] = *s;
+    while (nd > 1 && dig[nd - 1] == '0') nd--;
+    dig[nd] = 0;
+    int x = atoi(s + 1);
+    char body[64];
+    size_t k = 0;
+    if (x >= -4 && x < 16) {
+        if (x >= 0) {
+            for (int i = 0; i <= x; i++) body[k++] = i < nd ? dig[i] : '0';
+            body[k++] = '.';
+            if (nd > x + 1) for (int i = x + 1; i < nd; i++) body[k++] = dig[i];
+            else body[k++] = '0';
+        } else {
+            body[k++] = '0';
+            body[k++] = '.';
+            for (int i = 0; i < -x - 1; i++) body[k++] = '0';
+            for (int i = 0; i < nd; i++) body[k++] = dig[i];
+        }
+        body[k] = 0;
+    } else {
+        body[k++] = dig[0];
+        if (nd > 1) {
+            body[k++] = '.';
+            for (int i = 1; i < nd; i++) body[k++] = dig[i];
+        }
+        snprintf(body + k, sizeof body - k, "e%c%02d", x < 0 ? '-' : '+', x < 0 ? -x : x);
+    }
+    snprintf(out, cap, "%s%s", neg ? "-" : "", body);
+}
+
+char *gn_quant4_state_json(const gn_quant4_state *q) {
+    jbuf b = {0};
+    char t[96];
+    jb_put(&b, "{\"quant_type\": \"");
+    jb_put(&b, q->quant_type == GN_QUANT_NF4 ? "nf4" : "fp4");
+    snprintf(t, sizeof t, "\", \"blocksize\": %d, \"dtype\": \"", q->blocksize);
+    jb_put(&b, t);
+    jb_put(&b, dtype_torch_name(q->dtype) ? dtype_torch_name(q->dtype) : "float32");
+    jb_put(&b, "\", \"shape\": [");
+    for (int i = 0; i < q->ndim; i++) {
+        snprintf(t, sizeof t, "%s%lld", i ? ", " : "", (long long)q->shape[i]);
+        jb_put(&b, t);
+    }
+    jb_put(&b, "]");
+    if (q->nested) {
+        snprintf(t, sizeof t, ", \"nested_blocksize\": %d, \"nested_dtype\": \"%s\", \"nested_offset\": ",
+                 q->nested_blocksize, dtype_torch_name(q->nested_dtype) ? dtype_torch_name(q->nested_dtype) : "float32");
+        jb_put(&b, t);
+        py_float_repr((double)q->offset, t, sizeof t);
+        jb_put(&b, t);
+    }
+    jb_put(&b, "}");
+    return b.p;
+}
+
+// ----------------------------------------------------------------------------
+// export: the tensors transformers writes for a quantized Linear
+
+static char *cat_name(const char *prefix, const char *suffix) {
+    size_t a = strlen(prefix), c = strlen(suffix);
+    char *s = gn_malloc(a + c + 1);
+    memcpy(s, prefix, a);
+    memcpy(s + a, suffix, c + 1);
+    return s;
+}
+
+static void ex_add(gn_quant4_export *ex, char *name, gn_dtype dt, int ndim, int64_t d0, int64_t d1,
+                   const void *data, size_t nbytes) {
+    gn_tensor_out *t = &ex->t[ex->n];
+    memset(t, 0, sizeof *t);
+    ex->names_[ex->n] = name;
+    t->name = name;
+    t->dtype = dt;
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->data = data;
+    t->nbytes = nbytes;
+    ex->n++;
+}
+
+gn_status gn_quant4_export_tensors(const gn_quant4_state *q, const char *prefix, gn_quant4_export *ex) {
+    memset(ex, 0, sizeof *ex);
+    if (!q->packed || q->nelem < 1)
+        return gn_err(GN_ERR_ARG, "%s: nothing quantized to export", prefix);
+    ex->json_ = gn_quant4_state_json(q);
+    int64_t nb = q->nblocks;
+    ex_add(ex, cat_name(prefix, ".weight"), GN_DTYPE_U8, 2, (q->nelem + 1) / 2, 1, q->packed, (size_t)((q->nelem + 1) / 2));
+    if (q->nested) ex_add(ex, cat_name(prefix, ".weight.absmax"), GN_DTYPE_U8, 1, nb, 0, q->qabsmax, (size_t)nb);
+    else ex_add(ex, cat_name(prefix, ".weight.absmax"), GN_DTYPE_F32, 1, nb, 0, q->absmax, (size_t)nb * 4);
+    ex_add(ex, cat_name(prefix, ".weight.quant_map"), GN_DTYPE_F32, 1, 16, 0, q->code, sizeof q->code);
+    if (q->nested) {
+        ex_add(ex, cat_name(prefix, ".weight.nested_absmax"), GN_DTYPE_F32, 1, q->nested_nblocks, 0,
+               q->nested_absmax, (size_t)q->nested_nblocks * 4);
+        ex_add(ex, cat_name(prefix, ".weight.nested_quant_map"), GN_DTYPE_F32, 1, 256, 0, q->nested_code,
+               sizeof q->nested_code);
+    }
+    size_t jl = strlen(ex->json_);
+    ex_add(ex, cat_name(prefix, q->quant_type == GN_QUANT_NF4 ? ".weight.quant_state.bitsandbytes__nf4"
+                                                              : ".weight.quant_state.bitsandbytes__fp4"),
+           GN_DTYPE_U8, 1, (int64_t)jl, 0, ex->json_, jl);
+    return GN_OK;
+}
+
+void gn_quant4_export_free(gn_quant4_export *ex) {
+    if (!ex) return;
+    for (int i = 0; i < ex->n; i++) free(ex->names_[i]);
+    free(ex->json_);
+    memset(ex, 0, sizeof *ex);
+}
+
+// ----------------------------------------------------------------------------
+// load
+
+static const gn_tensor *find_sfx(const gn_tensor_table *tt, const char *prefix, const char *suffix) {
+    char *n = cat_name(prefix, suffix);
+    const gn_tensor *t = gn_tensor_table_find(tt, n);
+    free(n);
+    return t;
+}
+
+int gn_quant4_present(const gn_tensor_table *tt, const char *prefix) {
+    return find_sfx(tt, prefix, ".weight.quant_state.bitsandbytes__nf4") != NULL ||
+           find_sfx(tt, prefix, ".weight.quant_state.bitsandbytes__fp4") != NULL;
+}
+
+// GN_ERR_FORMAT "<file>: tensor '<name>': " + message
+static gn_status tensor_err(const gn_tensor *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static gn_status tensor_err(const gn_tensor *t, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return gn_err(GN_ERR_FORMAT, "%s: tensor '%s': %s", t->file ? t->file : "(table)", t->name, msg);
+}
+
+static gn_status missing(const gn_tensor *near, const char *prefix, const char *suffix, const char *why) {
+    return gn_err(GN_ERR_FORMAT, "%s: tensor '%s%s' missing, expected it %s",
+                  near && near->file ? near->file : "(table)", prefix, suffix, why);
+}
+
+// Copies a float32 tensor of exactly n elements (file data need not be aligned).
+static gn_status load_f32(const gn_tensor *t, int64_t n, float *dst) {
+    if (t->dtype != GN_DTYPE_F32)
+        return tensor_err(t, "dtype %s, expected F32", gn_dtype_name(t->dtype));
+    if (t->nelem != n || t->nbytes != (size_t)n * 4)
+        return tensor_err(t, "%lld elements, expected %lld", (long long)t->nelem, (long long)n);
+    memcpy(dst, t->data, (size_t)n * 4);
+    return GN_OK;
+}
+
+static int json_int(const cJSON *o, const char *key, int64_t *v) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(x)) return 0;
+    double d = x->valuedouble;
+    if (!(d >= 0 && d <= 9007199254740992.0) || floor(d) != d) return 0;
+    *v = (int64_t)d;
+    return 1;
+}
+
+static const char *json_str(const cJSON *o, const char *key) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(x) ? x->valuestring : NULL;
+}
+
+static gn_status load_json(gn_quant4_state *q, const gn_tensor *qs, int key_type, int *json_nested) {
+    cJSON *j = cJSON_ParseWithLength((const char *)qs->data, qs->nbytes);
+    gn_status st = GN_OK;
+    if (!j || !cJSON_IsObject(j)) { st = tensor_err(qs, "quant_state JSON does not parse, expected a JSON object"); goto out; }
+    const char *qt = json_str(j, "quant_type");
+    if (!qt || (strcmp(qt, "nf4") && strcmp(qt, "fp4"))) {
+        st = tensor_err(qs, "unknown quant_type '%s', expected \"nf4\" or \"fp4\"", qt ? qt : "(missing)");
+        goto out;
+    }
+    q->quant_type = strcmp(qt, "nf4") == 0 ? GN_QUANT_NF4 : GN_QUANT_FP4;
+    if (q->quant_type != key_type) {
+        st = tensor_err(qs, "quant_type \"%s\" disagrees with the tensor name", qt);
+        goto out;
+    }
+    int64_t bs;
+    if (!json_int(j, "blocksize", &bs) || !is_pow2_blocksize(bs)) {
+        st = tensor_err(qs, "blocksize missing or not a power of two in 16..4096");
+        goto out;
+    }
+    q->blocksize = (int)bs;
+    const char *dt = json_str(j, "dtype");
+    if (!dt || !dtype_from_torch_name(dt, &q->dtype)) {
+        st = tensor_err(qs, "dtype '%s', expected \"float32\", \"float16\" or \"bfloat16\"", dt ? dt : "(missing)");
+        goto out;
+    }
+    q->wdtype = q->dtype;
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(j, "shape");
+    int nd = cJSON_IsArray(sh) ? cJSON_GetArraySize(sh) : -1;
+    if (nd < 1 || nd > GN_MAX_DIMS) {
+        st = tensor_err(qs, "shape missing or with %d dims, expected a list of 1..%d sizes", nd, GN_MAX_DIMS);
+        goto out;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) {
+        const cJSON *d = cJSON_GetArrayItem(sh, i);
+        double v = cJSON_IsNumber(d) ? d->valuedouble : -1;
+        if (!(v >= 0 && v <= 9007199254740992.0) || floor(v) != v || (v > 0 && n > INT64_MAX / (int64_t)v)) {
+            st = tensor_err(qs, "shape[%d] is not a non-negative integer", i);
+            goto out;
+        }
+        q->shape[i] = (int64_t)v;
+        n *= q->shape[i];
+    }
+    if (n < 1) { st = tensor_err(qs, "shape has no elements"); goto out; }
+    q->ndim = nd;
+    q->nelem = n;
+    q->cols = q->shape[nd - 1];
+    q->rows = n / q->cols;
+    q->nblocks = (n + bs - 1) / bs;
+    int64_t nbs;
+    *json_nested = json_int(j, "nested_blocksize", &nbs);
+    if (*json_nested) {
+        if (nbs < 1 || nbs > (1 << 20)) { st = tensor_err(qs, "nested_blocksize %lld out of range", (long long)nbs); goto out; }
+        q->nested_blocksize = (int)nbs;
+        const cJSON *off = cJSON_GetObjectItemCaseSensitive(j, "nested_offset");
+        if (!cJSON_IsNumber(off)) { st = tensor_err(qs, "nested_offset missing, expected a number"); goto out; }
+        q->offset = (float)off->valuedouble;
+        const char *ndt = json_str(j, "nested_dtype");
+        if (ndt && (!dtype_from_torch_name(ndt, &q->nested_dtype) || q->nested_dtype != GN_DTYPE_F32)) {
+            st = tensor_err(qs, "nested_dtype '%s', expected \"float32\"", ndt);
+            goto out;
+        }
+        q->nested_dtype = GN_DTYPE_F32;
+    }
+out:
+    cJSON_Delete(j);
+    return st;
+}
+
+gn_status gn_quant4_load(gn_quant4_state *q, const gn_tensor_table *tt, const char *prefix) {
+    memset(q, 0, sizeof *q);
+    const gn_tensor *qs = find_sfx(tt, prefix, ".weight.quant_state.bitsandbytes__nf4");
+    int key_type = GN_QUANT_NF4;
+    if (!qs) { qs = find_sfx(tt, prefix, ".weight.quant_state.bitsandbytes__fp4"); key_type = GN_QUANT_FP4; }
+    const gn_tensor *w = find_sfx(tt, prefix, ".weight");
+    if (!qs) return missing(w, prefix, ".weight.quant_state.bitsandbytes__nf4", "(or __fp4) for a 4-bit layer");
+    if (qs->dtype != GN_DTYPE_U8 && qs->dtype != GN_DTYPE_I8)
+        return tensor_err(qs, "dtype %s, expected U8 bytes of JSON", gn_dtype_name(qs->dtype));
+    int json_nested = 0;
+    gn_status st = load_json(q, qs, key_type, &json_nested);
+    if (st != GN_OK) { memset(q, 0, sizeof *q); return st; }
+
+    if (!w) { st = missing(qs, prefix, ".weight", "with the packed 4-bit codes"); goto fail; }
+    if (w->nbytes != (size_t)((q->nelem + 1) / 2)) {
+        st = tensor_err(w, "%zu bytes of packed codes, expected %lld for shape with %lld elements", w->nbytes,
+                  (long long)((q->nelem + 1) / 2), (long long)q->nelem);
+        goto fail;
+    }
+    q->packed = w->data;
+    memcpy(q->code, q->quant_type == GN_QUANT_NF4 ? gn_nf4_code : gn_fp4_code, sizeof q->code);
+
+    const gn_tensor *am = find_sfx(tt, prefix, ".weight.absmax");
+    if (!am) { st = missing(qs, prefix, ".weight.absmax", "with the block scales"); goto fail; }
+    if (am->nelem != q->nblocks) {
+        st = tensor_err(am, "%lld elements, expected %lld (ceil(%lld / blocksize %d)) for the shape in the quant_state",
+                  (long long)am->nelem, (long long)q->nblocks, (long long)q->nelem, q->blocksize);
+        goto fail;
+    }
+    // bnb dequantizes with its built-in table whatever quant_map says; so do we,
+    // but a file whose map differs is worth a warning.
+    const gn_tensor *qm = find_sfx(tt, prefix, ".weight.quant_map");
+    if (qm) {
+        float m[16];
+        if ((st = load_f32(qm, 16, m)) != GN_OK) goto fail;
+        if (memcmp(m, q->code, sizeof m) != 0)
+            gn_log(GN_LOG_WARN, "%s: tensor '%s': differs from bnb's %s table; using bnb's (as bnb does)",
+                   qm->file ? qm->file : "(table)", qm->name, q->quant_type == GN_QUANT_NF4 ? "nf4" : "fp4");
+    }
+    const gn_tensor *na = find_sfx(tt, prefix, ".weight.nested_absmax");
+    const gn_tensor *nm = find_sfx(tt, prefix, ".weight.nested_quant_map");
+    float *cache = own(q, gn_malloc((size_t)q->nblocks * sizeof(float)));
+    if (json_nested || na || nm) {
+        if (!json_nested) { st = tensor_err(qs, "nested_blocksize/nested_offset missing, but nested tensors exist"); goto fail; }
+        if (!na) { st = missing(qs, prefix, ".weight.nested_absmax", "for a double-quantized layer"); goto fail; }
+        if (!nm) { st = missing(qs, prefix, ".weight.nested_quant_map", "for a double-quantized layer"); goto fail; }
+        if (am->dtype != GN_DTYPE_U8) {
+            st = tensor_err(am, "dtype %s, expected U8 codes for a double-quantized layer", gn_dtype_name(am->dtype));
+            goto fail;
+        }
+        q->nested = 1;
+        q->nested_nblocks = (q->nblocks + q->nested_blocksize - 1) / q->nested_blocksize;
+        float *nab = own(q, gn_malloc((size_t)q->nested_nblocks * sizeof(float)));
+        if ((st = load_f32(na, q->nested_nblocks, nab)) != GN_OK) goto fail;
+        if ((st = load_f32(nm, 256, q->nested_code)) != GN_OK) goto fail;
+        q->nested_absmax = nab;
+        q->qabsmax = am->data;
+        rebuild_absmax(q, cache);
+    } else {
+        if ((st = load_f32(am, q->nblocks, cache)) != GN_OK) goto fail;
+    }
+    q->absmax = cache;
+    return GN_OK;
+fail:
+    gn_quant4_free(q);
+    return st;
 }

@@ -25,6 +25,7 @@
  */
 #include "tok_internal.h"
 
+#include <pthread.h> // pthread_once
 #include <stdio.h>   // snprintf
 #include <stdlib.h>  // free
 #include <string.h>  // memcpy, strcmp
@@ -43,10 +44,9 @@ static int in_list(const char *const *list, const char *s);
 
 static uint16_t byte_to_cp[256];
 static int16_t cp_to_byte[512];  // -1 when the code point is not a byte char
-static int table_ready;
+static pthread_once_t table_once = PTHREAD_ONCE_INIT;
 
-static void byte_table_init(void) {
-    if (table_ready) return;  // benign race: every thread writes the same values
+static void byte_table_build(void) {
     for (int i = 0; i < 512; i++) cp_to_byte[i] = -1;
     int next = 256;
     for (int b = 0; b < 256; b++) {
@@ -54,8 +54,9 @@ static void byte_table_init(void) {
         byte_to_cp[b] = (uint16_t)(keep ? b : next++);
         cp_to_byte[byte_to_cp[b]] = (int16_t)b;
     }
-    table_ready = 1;
 }
+
+static void byte_table_init(void) { pthread_once(&table_once, byte_table_build); }
 
 // UTF-8 of the byte's char into d (1 or 2 bytes); returns the length.
 static int byte_char(unsigned char b, char *d) {
@@ -690,8 +691,10 @@ static void read_post(const cJSON *pp, int *add_bos, int32_t *bos_id, const gn_t
     *bos_id = id;
 }
 
-// Reads tokenizer_config.json (and chat_template.jinja) from the folder of path.
-static gn_status read_config(gn_tokenizer *t, const char *path, int *cfg_add_bos) {
+// Reads tokenizer_config.json (and chat_template.jinja) from the folder of path:
+// bos/eos/unk/pad token names, add_bos_token (-1 in *cfg_add_bos when absent),
+// add_eos_token, chat_template. Absent files are fine.
+gn_status tok_read_config(gn_tokenizer *t, const char *path, int *cfg_add_bos) {
     *cfg_add_bos = -1;
     const char *slash = strrchr(path, '/');
     size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
@@ -716,10 +719,12 @@ static gn_status read_config(gn_tokenizer *t, const char *path, int *cfg_add_bos
         }
         const char *bos = jtoken(root, "bos_token"), *eos = jtoken(root, "eos_token");
         const char *unk = jtoken(root, "unk_token"), *pad = jtoken(root, "pad_token");
-        if (bos) t->bos = tok_lookup(t, bos, strlen(bos));
-        if (eos) t->eos = tok_lookup(t, eos, strlen(eos));
-        if (unk) t->unk = tok_lookup(t, unk, strlen(unk));
-        if (pad) t->pad = tok_lookup(t, pad, strlen(pad));
+        // names that are not tokens (old conversions wrote "") leave the ids alone
+        int32_t id;
+        if (bos && (id = tok_lookup(t, bos, strlen(bos))) >= 0) t->bos = id;
+        if (eos && (id = tok_lookup(t, eos, strlen(eos))) >= 0) t->eos = id;
+        if (unk && (id = tok_lookup(t, unk, strlen(unk))) >= 0) t->unk = id;
+        if (pad && (id = tok_lookup(t, pad, strlen(pad))) >= 0) t->pad = id;
         *cfg_add_bos = jbool(root, "add_bos_token");
         int ae = jbool(root, "add_eos_token");
         if (ae >= 0) t->add_eos = ae;
@@ -885,7 +890,7 @@ gn_status tok_bpe_load_json(gn_tokenizer **out, const char *path, const char *js
     int32_t post_bos_id = -1;
     read_post(cJSON_GetObjectItemCaseSensitive(root, "post_processor"), &post_bos, &post_bos_id, t);
     int cfg_add_bos;
-    if ((st = read_config(t, path, &cfg_add_bos)) != GN_OK) goto fail;
+    if ((st = tok_read_config(t, path, &cfg_add_bos)) != GN_OK) goto fail;
     if (t->bos < 0 && post_bos_id >= 0) t->bos = post_bos_id;
     t->add_bos = cfg_add_bos >= 0 ? cfg_add_bos : post_bos;
     cJSON_Delete(root);

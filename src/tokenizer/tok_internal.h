@@ -129,6 +129,8 @@ void tok_bpe_init_merges(gn_tokenizer *t, uint32_t n_hint);
 void tok_bpe_init_byte_chars(gn_tokenizer *t);
 void tok_bpe_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, tok_ids *out);
 void tok_bpe_free(gn_tokenizer *t);
+// Reads tokenizer_config.json / chat_template.jinja beside path (any kind).
+gn_status tok_read_config(gn_tokenizer *t, const char *path, int *cfg_add_bos);
 // Appends the bytes that a byte-level piece stands for (inverse GPT-2 byte map;
 // chars outside the map are copied as UTF-8).
 size_t tok_bpe_unmap(const char *piece, size_t n, char *dst);

@@ -296,8 +296,15 @@ static gn_status load_file(gn_tokenizer **out, const char *path) {
     else if (len == 0)
         st = gn_err(GN_ERR_FORMAT, "%s: offset 0: empty file, expected a tokenizer.model "
                     "(protobuf), tokenizer.json or GGUF", path);
-    else
+    else {
         st = tok_spm_load_model(out, path, (const uint8_t *)data, len);
+        int cfg_add_bos;  // an HF folder's tokenizer_config.json: chat template, add_bos_token
+        if (st == GN_OK && (st = tok_read_config(*out, path, &cfg_add_bos)) != GN_OK) {
+            gn_tokenizer_free(*out);
+            *out = NULL;
+        }
+        if (st == GN_OK && cfg_add_bos >= 0) (*out)->add_bos = cfg_add_bos;
+    }
     free(data);
     return st;
 }

@@ -10,13 +10,7 @@
 
 #define GN_IGNORE_INDEX (-100)
 
-typedef enum {
-    GN_DATA_AUTO = 0,      // by fields: text -> oasst1, instruction -> alpaca, input+output, messages
-    GN_DATA_OASST1 = 1,    // {"text": "### Human: ...### Assistant: ..."}: input "", output = text
-    GN_DATA_ALPACA = 2,    // instruction / input / output with the Alpaca prompt (qlora's ALPACA_PROMPT_DICT)
-    GN_DATA_INPUT_OUTPUT = 3, // {"input": ..., "output": ...}
-    GN_DATA_MESSAGES = 4,  // {"messages": [{"role","content"}...]}: Guanaco format, assistant turns are targets
-} gn_data_format;
+// gn_data_format is in guanaco.h (the CLI sets it).
 
 typedef struct {
     gn_data_format format;

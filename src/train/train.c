@@ -480,7 +480,7 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
     for (int t = 0; t < T; t++)
         if (ids[t] < 0 || ids[t] >= V) return gn_err(GN_ERR_ARG, "train: token id %d at %d outside the vocabulary", ids[t], t);
     ensure_acts(tr, T);
-    tr->drop_key = tr->rng = mix64(tr->rng);
+    if (train) tr->drop_key = tr->rng = mix64(tr->rng); // evaluation leaves the training stream alone
     float *x0 = tr->xs;
     for (int t = 0; t < T; t++) {
         const gn_mat *e = &m->embed;

@@ -1,0 +1,14 @@
+build-eval/src/cli/cmd_train.o: src/cli/cmd_train.c src/cli/cli.h \
+ include/guanaco.h src/formats/tensors.h src/formats/../core/common.h \
+ src/model/llama.h src/model/../formats/gguf.h \
+ src/model/../formats/tensors.h src/model/../tensor/kernels.h \
+ src/model/../tensor/../core/common.h
+src/cli/cli.h:
+include/guanaco.h:
+src/formats/tensors.h:
+src/formats/../core/common.h:
+src/model/llama.h:
+src/model/../formats/gguf.h:
+src/model/../formats/tensors.h:
+src/model/../tensor/kernels.h:
+src/model/../tensor/../core/common.h:

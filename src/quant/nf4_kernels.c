@@ -1,0 +1,293 @@
+/*
+ * nf4_kernels.c — dequantization and matmul on NF4/FP4 weights, with runtime
+ * SIMD dispatch (scalar, AVX2+FMA, AVX-512) like src/tensor/kernels_cpu.c.
+ *
+ * Decoding 16 codes in AVX-512: 8 packed bytes are duplicated (b0 b0 b1 b1 ..),
+ * widened to 16 dwords and shifted right by 4 in the even lanes, so each lane's
+ * low 4 bits hold its code (high nibble first, as bnb packs); vpermps with the
+ * 16-entry table in one register then yields the code values. AVX2 does the
+ * same for 8 codes with two 8-entry tables and a blend on bit 3. The weight is
+ * code * absmax, one float32 multiply, so every path's dequantized values are
+ * bit-identical to the scalar definition; only the matmul's summation order
+ * differs between paths.
+ *
+ * gn_nf4_matmul: T == 1 (decode) runs a fused dequant+dot per row when rows
+ * start on block boundaries (cols % blocksize == 0); other shapes dequantize a
+ * row into a buffer and use gn_dot_f32. T > 1 (prefill) dequantizes tiles of
+ * rows (about 1 MiB) and hands them to OpenBLAS sgemm; small T uses dots.
+ */
+#include "nf4.h"
+
+#include <cblas.h>     // cblas_sgemm (OpenBLAS)
+#include <immintrin.h> // AVX2 / AVX-512 intrinsics (only inside target() functions)
+#include <limits.h>    // INT_MAX
+#include <stdlib.h>    // free
+
+#include "../tensor/kernels.h"
+
+// ----------------------------------------------------------------------------
+// scalar
+
+static inline int nibble(const uint8_t *p, int64_t e) {
+    uint8_t b = p[e >> 1];
+    return (e & 1) ? (b & 15) : (b >> 4);
+}
+
+static void deq_range_scalar(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t e = e0 + i;
+        dst[i] = q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize];
+    }
+}
+
+// The weight the matmul uses: the product rounded to wdtype (as bnb's
+// dequantize_4bit returns it in the state's dtype).
+static inline float round_w(float v, gn_dtype wdt) {
+    if (wdt == GN_DTYPE_BF16) return gn_bf16_to_f32(gn_f32_to_bf16(v));
+    if (wdt == GN_DTYPE_F16) return gn_f16_to_f32(gn_f32_to_f16(v));
+    return v;
+}
+
+// ----------------------------------------------------------------------------
+// AVX2 + FMA (+ F16C for f16-rounded weights)
+
+static const int32_t shift_hi_lo[16] = {4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0};
+
+// 8 codes from 4 packed bytes -> 8 table values
+__attribute__((target("avx2,fma,f16c")))
+static inline __m256 dec8_avx2(const uint8_t *p, __m256 tlo, __m256 thi) {
+    int32_t w;
+    memcpy(&w, p, 4);
+    __m128i b = _mm_cvtsi32_si128(w);
+    b = _mm_unpacklo_epi8(b, b);
+    __m256i v = _mm256_cvtepu8_epi32(b);
+    v = _mm256_srlv_epi32(v, _mm256_loadu_si256((const __m256i *)shift_hi_lo));
+    v = _mm256_and_si256(v, _mm256_set1_epi32(15));
+    __m256 a = _mm256_permutevar8x32_ps(tlo, v), c = _mm256_permutevar8x32_ps(thi, v);
+    return _mm256_blendv_ps(a, c, _mm256_castsi256_ps(_mm256_slli_epi32(v, 28)));
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static inline __m256 round_w_avx2(__m256 v, gn_dtype wdt) {
+    if (wdt == GN_DTYPE_BF16) {
+        __m256i u = _mm256_castps_si256(v);
+        __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+        __m256i nanv = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
+        __m256 isnan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+        r = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(nanv), isnan));
+        return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
+    }
+    if (wdt == GN_DTYPE_F16)
+        return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return v;
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void deq_range_avx2(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst) {
+    int64_t e = e0, end = e0 + n;
+    for (; e < end && (e & 7); e++) dst[e - e0] = q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize];
+    __m256 tlo = _mm256_loadu_ps(q->code), thi = _mm256_loadu_ps(q->code + 8);
+    // blocksize is a multiple of 8, so an 8-aligned run of 8 stays in one block
+    for (; e + 8 <= end; e += 8) {
+        __m256 s = _mm256_set1_ps(q->absmax[e / q->blocksize]);
+        _mm256_storeu_ps(dst + (e - e0), _mm256_mul_ps(dec8_avx2(q->packed + (e >> 1), tlo, thi), s));
+    }
+    for (; e < end; e++) dst[e - e0] = q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize];
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static float hsum256_nf4(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+    return _mm_cvtss_f32(lo);
+}
+
+// Row r of W (rows start on a block boundary, blocksize % 16 == 0) dotted with x.
+__attribute__((target("avx2,fma,f16c")))
+static float row_dot_avx2(const gn_quant4_state *q, int64_t r, const float *x) {
+    const int64_t cols = q->cols, bs = q->blocksize, nb = cols / bs;
+    const uint8_t *p = q->packed + (r * cols) / 2;
+    const float *am = q->absmax + (r * cols) / bs;
+    const gn_dtype wdt = q->wdtype;
+    __m256 tlo = _mm256_loadu_ps(q->code), thi = _mm256_loadu_ps(q->code + 8);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256 s = _mm256_set1_ps(am[b]);
+        const uint8_t *pb = p + b * bs / 2;
+        const float *xb = x + b * bs;
+        for (int64_t j = 0; j < bs; j += 16) {
+            __m256 w0 = round_w_avx2(_mm256_mul_ps(dec8_avx2(pb + j / 2, tlo, thi), s), wdt);
+            __m256 w1 = round_w_avx2(_mm256_mul_ps(dec8_avx2(pb + j / 2 + 4, tlo, thi), s), wdt);
+            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xb + j), acc0);
+            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xb + j + 8), acc1);
+        }
+    }
+    return hsum256_nf4(_mm256_add_ps(acc0, acc1));
+}
+
+// ----------------------------------------------------------------------------
+// AVX-512
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static inline __m512 dec16_avx512(const uint8_t *p, __m512 tab) {
+    __m128i b = _mm_loadl_epi64((const __m128i *)p);
+    b = _mm_unpacklo_epi8(b, b);
+    __m512i v = _mm512_cvtepu8_epi32(b);
+    v = _mm512_srlv_epi32(v, _mm512_loadu_si512(shift_hi_lo));
+    return _mm512_permutexvar_ps(v, tab);  // uses the low 4 bits of each lane
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static inline __m512 round_w_avx512(__m512 v, gn_dtype wdt) {
+    if (wdt == GN_DTYPE_BF16) {
+        __m512i u = _mm512_castps_si512(v);
+        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+        __mmask16 isnan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        r = _mm512_mask_mov_epi32(r, isnan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+        return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
+    }
+    if (wdt == GN_DTYPE_F16)
+        return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return v;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void deq_range_avx512(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst) {
+    int64_t e = e0, end = e0 + n;
+    for (; e < end && (e & 15); e++) dst[e - e0] = q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize];
+    __m512 tab = _mm512_loadu_ps(q->code);
+    // blocksize is a multiple of 16, so a 16-aligned run of 16 stays in one block
+    for (; e + 16 <= end; e += 16) {
+        __m512 s = _mm512_set1_ps(q->absmax[e / q->blocksize]);
+        _mm512_storeu_ps(dst + (e - e0), _mm512_mul_ps(dec16_avx512(q->packed + (e >> 1), tab), s));
+    }
+    for (; e < end; e++) dst[e - e0] = q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize];
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static float row_dot_avx512(const gn_quant4_state *q, int64_t r, const float *x) {
+    const int64_t cols = q->cols, bs = q->blocksize, nb = cols / bs;
+    const uint8_t *p = q->packed + (r * cols) / 2;
+    const float *am = q->absmax + (r * cols) / bs;
+    const gn_dtype wdt = q->wdtype;
+    __m512 tab = _mm512_loadu_ps(q->code);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512 s = _mm512_set1_ps(am[b]);
+        const uint8_t *pb = p + b * bs / 2;
+        const float *xb = x + b * bs;
+        for (int64_t j = 0; j < bs; j += 32) {
+            __m512 w0 = round_w_avx512(_mm512_mul_ps(dec16_avx512(pb + j / 2, tab), s), wdt);
+            __m512 w1 = round_w_avx512(_mm512_mul_ps(dec16_avx512(pb + j / 2 + 8, tab), s), wdt);
+            acc0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb + j), acc0);
+            acc1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb + j + 16), acc1);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+// ----------------------------------------------------------------------------
+// dispatched dequantization
+
+static int have_f16c(void) {
+    static int v = -1;
+    if (v < 0) { __builtin_cpu_init(); v = __builtin_cpu_supports("f16c") ? 1 : 0; }
+    return v;
+}
+
+// The SIMD paths need 16 | blocksize (always true for a valid state).
+static gn_simd level_for(const gn_quant4_state *q) {
+    gn_simd l = gn_simd_level();
+    if (q->blocksize % 16 != 0) return GN_SIMD_SCALAR;
+    if (l == GN_SIMD_AVX2 && !have_f16c()) return GN_SIMD_SCALAR;
+    return l;
+}
+
+void gn_dequantize_4bit_range(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst) {
+    switch (level_for(q)) {
+    case GN_SIMD_AVX512: deq_range_avx512(q, e0, n, dst); break;
+    case GN_SIMD_AVX2: deq_range_avx2(q, e0, n, dst); break;
+    default: deq_range_scalar(q, e0, n, dst); break;
+    }
+}
+
+void gn_dequantize_4bit(const gn_quant4_state *q, float *dst) {
+    const int64_t chunk = 1 << 16;
+    int64_t nch = (q->nelem + chunk - 1) / chunk;
+    #pragma omp parallel for schedule(static) if (nch > 1)
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t e0 = c * chunk, n = q->nelem - e0 < chunk ? q->nelem - e0 : chunk;
+        gn_dequantize_4bit_range(q, e0, n, dst + e0);
+    }
+}
+
+// Row r of the (rows, cols) view into buf, rounded to wdtype.
+static void dequant_row(const gn_quant4_state *q, int64_t r, float *buf) {
+    gn_dequantize_4bit_range(q, r * q->cols, q->cols, buf);
+    if (q->wdtype != GN_DTYPE_F32)
+        for (int64_t i = 0; i < q->cols; i++) buf[i] = round_w(buf[i], q->wdtype);
+}
+
+// ----------------------------------------------------------------------------
+// matmul: out (T, rows) = inp (T, cols) @ W^T
+
+void gn_nf4_matmul_ref(float *out, const float *inp, const gn_quant4_state *w, int64_t T) {
+    const int64_t R = w->rows, C = w->cols;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t r = 0; r < R; r++) {
+            double s = 0.0;
+            for (int64_t i = 0; i < C; i++) {
+                int64_t e = r * C + i;
+                float wv = round_w(w->code[nibble(w->packed, e)] * w->absmax[e / w->blocksize], w->wdtype);
+                s += (double)wv * inp[t * C + i];
+            }
+            out[t * R + r] = (float)s;
+        }
+}
+
+#define NF4_SMALL_T 8  // up to this many tokens: dequantize a row, then dot it with each token
+
+void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64_t T) {
+    const int64_t R = w->rows, C = w->cols;
+    if (T <= 0 || R <= 0) return;
+    if (C == 0) { memset(out, 0, (size_t)(T * R) * sizeof(float)); return; }
+    gn_simd lvl = level_for(w);
+    int fused = T == 1 && lvl != GN_SIMD_SCALAR && C % w->blocksize == 0 && w->blocksize % 32 == 0;
+    if (fused) {
+        #pragma omp parallel for schedule(static) if (R * C > 32768)
+        for (int64_t r = 0; r < R; r++)
+            out[r] = lvl == GN_SIMD_AVX512 ? row_dot_avx512(w, r, inp) : row_dot_avx2(w, r, inp);
+        return;
+    }
+    if (T <= NF4_SMALL_T) {
+        #pragma omp parallel if (R * C * T > 32768)
+        {
+            float *buf = gn_malloc((size_t)C * sizeof(float));
+            #pragma omp for schedule(static)
+            for (int64_t r = 0; r < R; r++) {
+                dequant_row(w, r, buf);
+                for (int64_t t = 0; t < T; t++) out[t * R + r] = gn_dot_f32(buf, inp + t * C, C);
+            }
+            free(buf);
+        }
+        return;
+    }
+    // prefill: tiles of about 1 MiB of f32 weights, each one sgemm
+    GN_ASSERT(T <= INT_MAX && R <= INT_MAX && C <= INT_MAX);
+    int64_t tr = ((int64_t)1 << 18) / C;
+    tr = tr < 16 ? 16 : (tr + 15) / 16 * 16;
+    if (tr > R) tr = R;
+    float *tile = gn_malloc((size_t)(tr * C) * sizeof(float));
+    for (int64_t r0 = 0; r0 < R; r0 += tr) {
+        int64_t nr = R - r0 < tr ? R - r0 : tr;
+        #pragma omp parallel for schedule(static) if (nr * C > 32768)
+        for (int64_t i = 0; i < nr; i++) dequant_row(w, r0 + i, tile + i * C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)nr, (int)C, 1.0f, inp, (int)C,
+                    tile, (int)C, 0.0f, out + r0, (int)R);
+    }
+    free(tile);
+}
