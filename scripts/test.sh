@@ -62,7 +62,7 @@ else
     # used), compile with all cores
     grep -v -i '^llama-cpp-python' "$REQ" > "$VENV/.req-wheels.txt"
     "$VENV/bin/python" -m pip install --progress-bar off -r "$VENV/.req-wheels.txt" \
-        | grep -E '^(Collecting|Successfully)' || true
+        | grep -E '^(Collecting [^ ]+==[^ ]+ \(from -r|Successfully)' || true
     lcp=$(grep -i '^llama-cpp-python' "$REQ")
     if ! "$VENV/bin/python" -c "import llama_cpp, importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '${lcp#*==}')" 2>/dev/null; then
         step "building $lcp from source (several minutes)"

@@ -51,6 +51,20 @@ int main(void) {
                 for (int64_t i = 0; i < T * OC; i++) md = fmaxf(md, fabsf(o1[i] - o0[i]));
                 CHECK(md <= 1e-4f * (float)(IC + 1), "matmul %s level %d T=%lld OC=%lld IC=%lld maxdiff %g", bf ? "bf16" : "f32",
                       got, (long long)T, (long long)OC, (long long)IC, md);
+                // input gradient dx (T, IC) = dy (T, OC) @ W against a plain triple loop
+                float *dy = malloc(sizeof(float) * (size_t)(T * OC + 1)), *dx = calloc((size_t)(T * IC + 1), 4);
+                for (int64_t i = 0; i < T * OC; i++) dy[i] = frand();
+                gn_matmul_nn(dx, dy, &m, T);
+                float mdn = 0;
+                for (int64_t t = 0; t < T; t++)
+                    for (int64_t i = 0; i < IC; i++) {
+                        double ref = 0;
+                        for (int64_t o = 0; o < OC; o++) ref += (double)dy[t * OC + o] * (bf ? gn_bf16_to_f32(wb[o * IC + i]) : wf[o * IC + i]);
+                        mdn = fmaxf(mdn, fabsf(dx[t * IC + i] - (float)ref));
+                    }
+                CHECK(mdn <= 1e-4f * (float)(OC + 1), "matmul_nn %s T=%lld OC=%lld IC=%lld maxdiff %g", bf ? "bf16" : "f32",
+                      (long long)T, (long long)OC, (long long)IC, mdn);
+                free(dy); free(dx);
             }
             free(in); free(wf); free(o1); free(o0); free(wb);
         }

@@ -6,7 +6,8 @@
  *   guanaco dump -m FILE --name NAME -o OUT.npy
  *
  * FILE is a .safetensors, a torch.save zip (.bin/.pt/.pth) or a .gguf; the
- * format is chosen by the first bytes ("GGUF", "PK\3\4", else safetensors).
+ * format is chosen by the first bytes ("GGUF", "PK\3\4"), then by the
+ * extension, else safetensors.
  * Used by the tests to compare our loaders and dequantizers with the Python
  * libraries.
  */

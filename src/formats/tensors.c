@@ -98,13 +98,14 @@ void gn_tt_rollback(gn_tensor_table *tt, gn_tt_mark mk) {
     if (tt->nfiles > mk.nfiles) tt->nfiles = mk.nfiles;
 }
 
-// Grows a table array by one slot (doubling); *n and the array are updated by
-// the caller.
+// Makes room for element n of a table array. The table keeps no capacity for
+// maps/owned/files, so their arrays always hold a power of two (>= 4) slots
+// that is > n: a realloc is due exactly when n is 0 or a power of two >= 4.
+// (After a rollback the array may be larger than that; shrinking it to 2n at
+// the next power of two is harmless.)
 static void *grow(void *p, int n, size_t elem) {
-    if ((n & (n - 1)) == 0) { // n is 0 or a power of two: next size is 2n (min 4)
-        size_t cap = n < 4 ? 4 : (size_t)n * 2;
-        if (n == 0 || n >= 4) p = gn_realloc(p, cap * elem);
-    }
+    if (n == 0) return gn_realloc(p, 4 * elem);
+    if (n >= 4 && (n & (n - 1)) == 0) return gn_realloc(p, 2 * (size_t)n * elem);
     return p;
 }
 
