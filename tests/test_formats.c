@@ -311,6 +311,23 @@ static void test_safetensors(void) {
     unlink(path2);
     gn_tensor_table_free(&tt);
 
+    // many shards into one table (the table's arrays grow past their first sizes)
+    gn_tensor_table_init(&tt);
+    int ok = 1;
+    for (int i = 0; i < 9; i++) {
+        char nm[32], sp[160];
+        float v = (float)i;
+        snprintf(nm, sizeof nm, "layer.%d", i);
+        snprintf(sp, sizeof sp, "%s/shard%d.safetensors", g_dir, i);
+        gn_tensor_out o = {.name = nm, .dtype = GN_DTYPE_F32, .ndim = 1, .shape = {1}, .data = &v, .nbytes = 4};
+        ok &= gn_safetensors_save(sp, &o, 1, NULL, 0) == GN_OK && gn_safetensors_load(&tt, sp) == GN_OK;
+        unlink(sp);
+    }
+    CHECK(ok && tt.n == 9 && tt.nmaps == 9 && tt.nfiles == 9, "9 shards in one table (n=%d): %s", tt.n, gn_last_error());
+    const gn_tensor *l7 = gn_tensor_table_find(&tt, "layer.7");
+    CHECK(l7 && *(const float *)l7->data == 7.0f && strstr(l7->file, "shard7"), "shard 7 value and file");
+    gn_tensor_table_free(&tt);
+
     // specific bad headers
     struct { const char *hdr; gn_status want; const char *msg; } cases[] = {
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,100]}}", GN_ERR_FORMAT, "exceed the"},

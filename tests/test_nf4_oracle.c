@@ -4,8 +4,8 @@
  * Python writes raw inputs; this program runs our code on them and writes raw
  * outputs (little-endian, no headers) for Python to compare byte for byte.
  *
- *   test_nf4_oracle quant IN DTYPE N BLOCKSIZE nf4|fp4 DQ TORCH_THREADS OUTDIR
- *       IN: N elements of DTYPE (f32|f16|bf16). Writes OUTDIR/{packed, absmax
+ *   test_nf4_oracle quant IN DTYPE BLOCKSIZE nf4|fp4 DQ TORCH_THREADS OUTDIR D0 [D1 ..]
+ *       IN: D0*D1*.. elements of DTYPE (f32|f16|bf16). Writes OUTDIR/{packed, absmax
  *       (stored: f32, or u8 codes with DQ), nested_absmax, offset, absmax_used
  *       (f32 scales dequant uses), deq_f32, deq (in DTYPE), json}
  *   test_nf4_oracle q8 IN N OUTDIR        bnb CPU quantize_blockwise(IN f32, blocksize 256)
@@ -87,17 +87,20 @@ int main(int argc, char **argv) {
         TEST_REPORT();
     }
     const char *mode = argv[1];
-    if (!strcmp(mode, "quant") && argc == 10) {
+    if (!strcmp(mode, "quant") && argc >= 10 && argc - 9 <= GN_MAX_DIMS) {
         size_t nb;
         void *in = read_all(argv[2], &nb);
         gn_dtype dt = parse_dtype(argv[3]);
-        int64_t n = atoll(argv[4]);
+        int ndim = argc - 9;
+        int64_t shape[GN_MAX_DIMS], n = 1;
+        for (int i = 0; i < ndim; i++) { shape[i] = atoll(argv[9 + i]); n *= shape[i]; }
         if (nb != (size_t)n * dsize(dt)) { fprintf(stderr, "input size %zu for %lld elements\n", nb, (long long)n); return 2; }
-        gn_quant4_opts o = {.torch_threads = atoi(argv[8])};
+        gn_quant4_opts o = {.torch_threads = atoi(argv[7])};
         gn_quant4_state q;
-        die_st(gn_quantize_4bit_ex(in, dt, n, atoi(argv[5]), strcmp(argv[6], "fp4") ? GN_QUANT_NF4 : GN_QUANT_FP4,
-                                   atoi(argv[7]), &o, &q));
-        const char *dir = argv[9];
+        die_st(gn_quantize_4bit_ex(in, dt, n, atoi(argv[4]), strcmp(argv[5], "fp4") ? GN_QUANT_NF4 : GN_QUANT_FP4,
+                                   atoi(argv[6]), &o, &q));
+        die_st(gn_quant4_set_shape(&q, ndim, shape));
+        const char *dir = argv[8];
         write_out(dir, "packed", q.packed, (size_t)((n + 1) / 2));
         if (q.nested) {
             write_out(dir, "absmax", q.qabsmax, (size_t)q.nblocks);
@@ -136,7 +139,7 @@ int main(int argc, char **argv) {
         free(in);
         return 0;
     }
-    if (!strcmp(mode, "save") && argc >= 10) {
+    if (!strcmp(mode, "save") && argc >= 10 && argc - 9 <= GN_MAX_DIMS) {
         size_t nb;
         void *in = read_all(argv[2], &nb);
         gn_dtype dt = parse_dtype(argv[3]);

@@ -37,6 +37,26 @@ AWKWARD = [
 ]
 
 
+def random_unicode(n, seed):
+    """n random strings mixing ASCII, odd whitespace, BMP and astral characters."""
+    rng = random.Random(seed)
+    spaces = " \t\n\r\x0b\x0c\x85\xa0\u1680\u2000\u2028\u3000\u180e\u200b"
+
+    def ch():
+        r = rng.random()
+        if r < 0.4:
+            return chr(rng.randrange(0x20, 0x7F))
+        if r < 0.5:
+            return rng.choice(spaces)
+        if r < 0.6:
+            return chr(rng.randrange(0x80, 0x800))
+        if r < 0.85:
+            c = rng.randrange(0x800, 0x10000)
+            return "x" if 0xD800 <= c < 0xE000 else chr(c)
+        return chr(rng.randrange(0x10000, 0x30000))
+    return ["".join(ch() for _ in range(rng.randrange(1, 50))) for _ in range(n)]
+
+
 def oasst_rows():
     with open(OASST, encoding="utf-8") as f:
         return [json.loads(line)["text"] for line in f if line.strip()]
@@ -127,7 +147,7 @@ def hf_llama(sp):
 
 
 def test_spm_vs_sentencepiece(guanaco_bin, tmp_path, sp):
-    texts = oasst_rows() + AWKWARD
+    texts = oasst_rows() + AWKWARD + random_unicode(2000, 11)
     assert len(texts) >= 518
     got = encode_many(SPM_MODEL, texts, tmp_path, "--no-bos")
     assert_same(texts, got, [sp.encode(t) for t in texts], "tokenizer.model vs sentencepiece")
@@ -234,7 +254,7 @@ def test_smol_tokenizer_json_vs_hf(guanaco_bin, tmp_path, smol_hf_dir, smol_hf):
 
 def test_smol_gguf_vs_hf(guanaco_bin, tmp_path, smollm2_gguf, smol_hf_pre):
     hf, json_path = smol_hf_pre
-    texts = oasst_rows() + AWKWARD + SPECIAL_TEXTS + ["Step:\n\n1. one", "x  1", " 2"]
+    texts = oasst_rows() + AWKWARD + SPECIAL_TEXTS + ["Step:\n\n1. one", "x  1", " 2"] + random_unicode(2000, 12)
     want = [hf.encode(t).ids for t in texts]
     got = encode_many(smollm2_gguf, texts, tmp_path, "--special")
     assert_same(texts, got, want, "SmolLM2 GGUF vs HF tokenizers (Digits + ByteLevel)")
@@ -256,6 +276,44 @@ def test_smol_gguf_vs_llama_cpp(guanaco_bin, tmp_path, smollm2_gguf):
     want = [llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) for t in texts]
     got = encode_many(smollm2_gguf, texts, tmp_path, "--special", "--no-bos")
     assert_same(texts, got, want, "SmolLM2 GGUF vs llama.cpp")
+
+
+LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+             r"\s*[\r\n]+|\s+(?!\S)|\s+")
+PRE_VARIANTS = {
+    # LLaMA 3 style: Split(regex, Isolated) then ByteLevel without its own regex
+    "llama3": [{"type": "Split", "pattern": {"Regex": LLAMA3_RE}, "behavior": "Isolated", "invert": False},
+               {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}],
+    "prefix_space": [{"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}],
+    "digits_contig": [{"type": "Digits", "individual_digits": False},
+                      {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}],
+}
+for beh in ("Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"):
+    for inv in (False, True):
+        PRE_VARIANTS[f"{beh}_{inv}"] = [
+            {"type": "Split", "pattern": {"Regex": r"[,.!?]+|\s"}, "behavior": beh, "invert": inv},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]
+PRE_VARIANTS["string_pattern"] = [{"type": "Split", "pattern": {"String": "e"}, "behavior": "MergedWithNext",
+                                   "invert": False},
+                                  {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]
+
+
+@pytest.mark.parametrize("variant", sorted(PRE_VARIANTS))
+def test_pre_tokenizer_variants_vs_hf(guanaco_bin, tmp_path, smol_hf_dir, variant):
+    """Each Split behaviour / invert, Digits, ByteLevel(add_prefix_space) and
+    LLaMA 3's Split + ignore_merges on the SmolLM2 vocab, against HF tokenizers."""
+    tk = pytest.importorskip("tokenizers")
+    j = json.loads((smol_hf_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": PRE_VARIANTS[variant]}
+    if variant == "llama3":
+        j["model"]["ignore_merges"] = True
+    p = tmp_path / "tokenizer.json"
+    p.write_text(json.dumps(j, ensure_ascii=False), encoding="utf-8")
+    hf = tk.Tokenizer.from_file(str(p))
+    texts = (oasst_rows()[:150] + AWKWARD + ["Hello, world!! How are you?", "a,b.c", "x 12345 y", "eee e"]
+             + random_unicode(300, len(variant)))
+    want = [hf.encode(t).ids for t in texts]
+    assert_same(texts, encode_many(p, texts, tmp_path, "--special"), want, variant)
 
 
 def test_gpt2_gguf_metadata(guanaco_bin):

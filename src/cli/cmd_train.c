@@ -234,3 +234,35 @@ int cmd_finetune(int argc, char **argv) {
     gn_model_free(m);
     return rc;
 }
+
+// ----------------------------------------------------------------------------
+// guanaco convert-adapter: re-save a PEFT adapter (.bin or safetensors, any
+// dtype) as PEFT safetensors in the chosen dtype, checked against a base.
+
+int cmd_convert_adapter(int argc, char **argv) {
+    const char *model = NULL, *adapter = NULL, *out = NULL, *dtype = "f32";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            printf("usage: guanaco convert-adapter -m BASE -a ADAPTER_DIR -o OUT_DIR [--dtype f32|f16|bf16]\n"
+                   "Checks a PEFT adapter against the base and writes it as adapter_model.safetensors + adapter_config.json.\n");
+            return 0;
+        }
+        if (i + 1 >= argc) return cli_fail("%s needs a value", a), 2;
+        if (!strcmp(a, "-m")) model = argv[++i];
+        else if (!strcmp(a, "-a")) adapter = argv[++i];
+        else if (!strcmp(a, "-o")) out = argv[++i];
+        else if (!strcmp(a, "--dtype")) dtype = argv[++i];
+        else return cli_fail("convert-adapter: unknown option '%s'", a), 2;
+    }
+    if (!model || !adapter || !out) return cli_fail("convert-adapter: -m, -a and -o are required"), 2;
+    gn_dtype dt = !strcmp(dtype, "f32") ? GN_DTYPE_F32 : !strcmp(dtype, "f16") ? GN_DTYPE_F16 : !strcmp(dtype, "bf16") ? GN_DTYPE_BF16 : GN_DTYPE_COUNT;
+    if (dt == GN_DTYPE_COUNT) return cli_fail("--dtype: '%s' (expected f32, f16 or bf16)", dtype), 2;
+    gn_model *m = NULL;
+    gn_adapter *a = NULL;
+    int rc = 0;
+    if (gn_model_load(&m, model, NULL) || gn_adapter_load(&a, m, adapter, NULL) || gn_adapter_save(a, out, dt, model)) rc = cli_fail_lib();
+    gn_adapter_free(a);
+    gn_model_free(m);
+    return rc;
+}

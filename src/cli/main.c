@@ -553,6 +553,7 @@ int cmd_serve(int argc, char **argv) __attribute__((weak));
 int cmd_quantize(int argc, char **argv) __attribute__((weak));
 int cmd_finetune(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
+int cmd_convert_adapter(int argc, char **argv);
 
 static const struct { const char *name; int (*fn)(int, char **); const char *help; } COMMANDS[] = {
     {"chat", cmd_chat, "chat with a model (Guanaco prompt format or the model's template)"},
@@ -565,6 +566,7 @@ static const struct { const char *name; int (*fn)(int, char **); const char *hel
     {"eval", cmd_eval, "evaluation: elo, judge, mmlu, crows, ppl"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server with a web chat"},
     {"tokenize", cmd_tokenize, "text to token ids (and back with --decode)"},
+    {"convert-adapter", cmd_convert_adapter, "check a PEFT adapter against a base and re-save it (safetensors, any dtype)"},
     {"grad", cmd_grad, "one forward+backward: loss and LoRA gradients as safetensors (for checks)"},
     {"dump", cmd_dump, "list a weights file's tensors or write one as .npy"},
 };

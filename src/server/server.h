@@ -76,6 +76,7 @@ void sb_put(sbuf *b, const void *s, size_t n);
 void sb_puts(sbuf *b, const char *s);
 void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sb_free(sbuf *b);
+void sb_json_str(sbuf *b, const char *s, size_t n); // a JSON string literal, quotes included
 
 // Is s[0..n) well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF)?
 int utf8_valid(const char *s, size_t n);
@@ -93,6 +94,8 @@ struct srv_job {
     int kind;                   // JOB_CHAT / JOB_COMPLETION
     int stream, include_usage;
     char *prompt;               // completions: the text
+    int32_t *prompt_ids;        // completions given as token ids (else NULL)
+    int n_prompt_ids;
     gn_chat_msg *msgs;          // chat: normalised messages (system first if any)
     int n_msgs;
     int adapter;                // index into srv.adapters, -1 = base
@@ -169,15 +172,18 @@ srv_job *api_parse(int kind, const char *body, size_t len, sbuf *err, int *statu
 // An OpenAI-style error object: {"error": {"message","type","param","code"}}.
 void api_error_json(sbuf *out, const char *message, const char *type, const char *param, const char *code);
 void api_models_json(sbuf *out);
+int api_model_json(sbuf *out, const char *id);   // -1 when no such model
+uint64_t srv_rand64(void);                       // socket thread only
+void srv_rand_id(char *out, int n);              // n chars of [A-Za-z0-9] + NUL
 void job_free(srv_job *j);
 
-// metrics.c (all take srv.mu themselves unless named _locked)
+// metrics.c: counters behind their own mutex (taken after srv.mu, never before)
 void metrics_http(int status);
-void metrics_rejected(const char *reason);
-void metrics_finished_locked(const srv_job *j, int finish, int n_prompt, int n_gen, double ttft_s);
-void metrics_step_locked(int batch);
-void metrics_prefill_locked(int n_tokens, int reused);
-void metrics_text(sbuf *out);
+void metrics_rejected(const char *reason);   // shutdown, timeout, client_gone, bad_prompt, error, queue_full
+void metrics_finished(const srv_job *j, int finish, int n_prompt, int n_gen, double ttft_s);
+void metrics_step(int batch);
+void metrics_prefill(int n_tokens, int reused);
+void metrics_text(sbuf *out, int queued, int active);
 
 // rate.c
 int rate_init(const srv_opts *o);     // loads the two files; 0 ok (also when not configured)

@@ -189,21 +189,31 @@ static const char RE_QWEN2[] =
 static const char RE_BLOOM[] = " ?[^(\\s|.,!?…。，、।۔،)]+";
 
 // Compiles pattern; literal when is_literal (HF Split with {"String": ...}).
-// Oniguruma's \s (what HF uses) also matches U+0085; PCRE2's does not, so
-// \s / \S are widened outside and inside character classes.
+// HF's regex engine (Oniguruma) takes \s as Unicode White_Space; PCRE2's \s
+// also matches U+180E and its tables may differ, so \s and \S are spelled out
+// as that exact set (inside a class \S is left alone).
+#define WS_SET "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 static gn_status compile_re(void **out, const char *pat, size_t n, int is_literal, const char *path, const char *where) {
     char *fixed = NULL;
     size_t m = 0;
     if (!is_literal) {
-        fixed = gn_malloc(n * 8 + 1);
+        const size_t W = sizeof WS_SET - 1;
+        fixed = gn_malloc(n * (W + 4) + 1);
         int in_class = 0;
         for (size_t i = 0; i < n; i++) {
             char c = pat[i];
             if (c == '\\' && i + 1 < n) {
                 char d = pat[i + 1];
-                if (d == 's' && in_class) { memcpy(fixed + m, "\\s\\x{85}", 8); m += 8; i++; continue; }
-                if (d == 's') { memcpy(fixed + m, "[\\s\\x{85}]", 10); m += 10; i++; continue; }
-                if (d == 'S' && !in_class) { memcpy(fixed + m, "[^\\s\\x{85}]", 11); m += 11; i++; continue; }
+                if (d == 's' && in_class) { memcpy(fixed + m, WS_SET, W); m += W; i++; continue; }
+                if (d == 's' || (d == 'S' && !in_class)) {
+                    fixed[m++] = '[';
+                    if (d == 'S') fixed[m++] = '^';
+                    memcpy(fixed + m, WS_SET, W);
+                    m += W;
+                    fixed[m++] = ']';
+                    i++;
+                    continue;
+                }
                 fixed[m++] = c;
                 fixed[m++] = d;
                 i++;
@@ -224,7 +234,7 @@ static gn_status compile_re(void **out, const char *pat, size_t n, int is_litera
     }
     int err;
     PCRE2_SIZE erroff;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | (is_literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | (is_literal ? PCRE2_LITERAL : PCRE2_UCP);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)(is_literal ? pat : fixed), is_literal ? n : m, opts,
                                    &err, &erroff, NULL);
     free(fixed);
@@ -549,7 +559,10 @@ void tok_bpe_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, t
     pcre2_match_data *md = NULL;
     for (int k = 0; k < t->n_pre; k++) {
         const tok_pre_step *st = &t->pre[k];
-        if (st->re && !md) md = pcre2_match_data_create_from_pattern((pcre2_code *)st->re, NULL);
+        if (st->re && !md) {
+            md = pcre2_match_data_create(1, NULL);  // only the whole match is used
+            GN_ASSERT(md != NULL);                  // out of memory
+        }
         nxt.n = 0;
         for (size_t i = 0; i < cur.n; i++) split_piece(st, &b, cur.v[i], md, &tmp, &nxt);
         spans x = cur; cur = nxt; nxt = x;

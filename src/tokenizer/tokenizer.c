@@ -391,7 +391,10 @@ gn_status gn_tokenizer_encode(const gn_tokenizer *t, const char *text, size_t le
     *ids = NULL;
     *n = 0;
     if (!text && len) return gn_err(GN_ERR_ARG, "tokenizer encode: text is NULL");
-    if (len > (size_t)INT32_MAX / 2) return gn_err(GN_ERR_ARG, "tokenizer encode: text of %zu bytes is too long", len);
+    // the encoders index the (up to 3x longer) normalized text with int32
+    if (len > ((size_t)1 << 28))
+        return gn_err(GN_ERR_ARG, "tokenizer encode: text of %zu bytes is too long, expected at most 256 MiB "
+                      "(split it)", len);
     tok_ids out = {0};
     if ((flags & GN_ENC_BOS) && t->add_bos && t->bos >= 0) tok_ids_push(&out, t->bos);
     // split at literal special tokens (leftmost, then longest)

@@ -47,6 +47,7 @@
 #include "data.h"
 
 #include <cjson/cJSON.h>  // cJSON_ParseWithLengthOpts
+#include <stdarg.h>       // va_list
 #include <stdio.h>        // snprintf
 #include <stdlib.h>       // free
 #include <string.h>       // memcpy, strlen
@@ -336,7 +337,6 @@ typedef struct {
 } row_err;
 
 static int bad(row_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#include <stdarg.h>
 static int bad(row_err *e, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -381,7 +381,7 @@ static int render_messages(const cJSON *obj, sbuf *b, row_err *e) {
         const char *role, *content;
         if (get_str(m, "role", 0, 0, &role, e) || get_str(m, "content", 0, 0, &content, e)) {
             char tmp[sizeof e->msg];
-            snprintf(tmp, sizeof tmp, "messages[%d]: %s", i, e->msg);
+            snprintf(tmp, sizeof tmp, "messages[%d]: %.400s", i, e->msg);
             memcpy(e->msg, tmp, sizeof tmp);
             return -1;
         }
@@ -536,7 +536,7 @@ gn_status gn_dataset_load(gn_dataset *ds, const char *path, const gn_tokenizer *
     if (warned > MAX_ROW_WARNINGS)
         gn_log(GN_LOG_WARN, "%s: %d more rows skipped (not shown)", path, warned - MAX_ROW_WARNINGS);
     if (ds->n == 0) {
-        if (nonblank == 0) st = gn_err(GN_ERR_FORMAT, "%s: no rows (the file is empty)", path);
+        if (nonblank == 0) st = gn_err(GN_ERR_FORMAT, "%s: no rows (the file is empty or has only blank lines)", path);
         else st = gn_err(GN_ERR_FORMAT, "%s: no usable row (%d rows, all skipped; see the warnings above)",
                          path, nonblank);
         goto fail;
@@ -613,14 +613,19 @@ void gn_dataset_split(gn_dataset *ds, int eval_size, uint64_t seed, gn_dataset *
     free(perm);
 }
 
-// Sort idx[0..n) by length, longest first, keeping the given order among equals
-// (Python's sorted(..., reverse=True) is stable). Insertion sort: n <= 50*batch.
-static void sort_by_length_desc(int *idx, int n, const gn_dataset *ds) {
-    for (int i = 1; i < n; i++) {
-        int v = idx[i], j = i;
-        while (j > 0 && ds->ex[idx[j - 1]].length < ds->ex[v].length) { idx[j] = idx[j - 1]; j--; }
-        idx[j] = v;
-    }
+// Sorts idx[0..n) by length, longest first, keeping the given order among
+// equals (Python's sorted(..., reverse=True) is stable): merge sort, tmp n ints.
+static void sort_by_length_desc(int *idx, int *tmp, int n, const gn_dataset *ds) {
+    if (n < 2) return;
+    int h = n / 2;
+    sort_by_length_desc(idx, tmp, h, ds);
+    sort_by_length_desc(idx + h, tmp, n - h, ds);
+    int i = 0, j = h, k = 0;
+    while (i < h && j < n)  // take from the right only when strictly longer
+        tmp[k++] = ds->ex[idx[j]].length > ds->ex[idx[i]].length ? idx[j++] : idx[i++];
+    while (i < h) tmp[k++] = idx[i++];
+    while (j < n) tmp[k++] = idx[j++];
+    memcpy(idx, tmp, (size_t)n * sizeof(int));
 }
 
 void gn_dataset_epoch_order(const gn_dataset *ds, uint64_t seed, int epoch, int group_by_length, int batch, int *order) {
@@ -635,15 +640,18 @@ void gn_dataset_epoch_order(const gn_dataset *ds, uint64_t seed, int epoch, int 
     // (mult = min(n / (4*batch), 50), at least 1), each sorted longest first,
     // then the overall longest example swapped to the very front.
     if (batch < 1) batch = 1;
-    int mult = n / (4 * batch);
-    if (mult > 50) mult = 50;
+    if (batch > n) batch = n;
+    int mult = n / (4 * (int64_t)batch) > 50 ? 50 : (int)(n / (4 * (int64_t)batch));
     if (mult < 1) mult = 1;
-    int mb = mult * batch;
+    int64_t mb64 = (int64_t)mult * batch;
+    int mb = mb64 > n ? n : (int)mb64;
     int best = 0;  // start of the megabatch whose first element is longest (first on ties)
+    int *tmp = gn_malloc((size_t)(mb < n ? mb : n) * sizeof(int));
     for (int start = 0; start < n; start += mb) {
         int m = n - start < mb ? n - start : mb;
-        sort_by_length_desc(order + start, m, ds);
+        sort_by_length_desc(order + start, tmp, m, ds);
         if (ds->ex[order[start]].length > ds->ex[order[best]].length) best = start;
     }
+    free(tmp);
     int t = order[0]; order[0] = order[best]; order[best] = t;
 }
