@@ -150,76 +150,105 @@ def gguf_costs(path, n_prompt):
 
 
 # ---------------------------------------------------------------------------
-# the two engines
+# the two engines, one repetition at a time so that they can be interleaved
 
 
-def run_guanaco(a):
+def guanaco_rep(a, verbose):
+    """One bench_generate process: load, warm-up, one timed repetition. JSON dict or None."""
     cmd = [a.bin, "-m", a.model, "-t", str(a.threads), "--prompt-tokens", str(a.prompt_tokens),
-           "--gen-tokens", str(a.gen_tokens), "--reps", str(a.reps), "--json",
+           "--gen-tokens", str(a.gen_tokens), "--reps", "1", "--json",
            "--peak-gflops", str(a.peak_gflops), "--bw-gbs", str(a.bw_gbs)]
-    print("$ " + " ".join(cmd), flush=True)
-    if not os.access(a.bin, os.X_OK):
-        print(f"guanaco: {a.bin} not built (make -j2 {os.path.relpath(a.bin, ROOT)}); skipped")
-        return None
+    if verbose:
+        print("$ " + " ".join(cmd), flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True)
     res = None
     for line in p.stdout.splitlines():
         if line.startswith("{"):
             res = json.loads(line)
-        else:
-            print("  " + line)
-    for line in p.stderr.splitlines():
-        if line.startswith("rep "):
-            print("  guanaco " + line)
+        elif verbose:
+            print("  | " + line)
     if p.returncode != 0 or res is None:
         print(f"guanaco: bench_generate failed (exit {p.returncode}):\n{p.stderr.strip()}")
         return None
     return res
 
 
-def run_llama_cpp(a, vocab):
-    import numpy as np
-    import llama_cpp
+class LlamaCpp:
+    """llama.cpp through llama_cpp.Llama, loaded once; rep() is one timed repetition."""
 
-    llm = llama_cpp.Llama(model_path=a.model, n_threads=a.threads, n_threads_batch=a.threads,
-                          n_ctx=1024, n_batch=512, verbose=False)
-    V = llm.n_vocab()
-    assert V == vocab, (V, vocab)
-    N, M = a.prompt_tokens, a.gen_tokens
-    assert N + M + 1 <= 1024 and N <= 512, "n_ctx=1024 / n_batch=512 fixed by the brief"
-    ids = prompt_ids(N, V)
+    def __init__(self, a, vocab):
+        import numpy as np
+        import llama_cpp
 
-    def last_argmax():
-        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
-        return int(np.ctypeslib.as_array(ptr, shape=(V,)).argmax())
+        self.np, self.lc = np, llama_cpp
+        self.llm = llama_cpp.Llama(model_path=a.model, n_threads=a.threads,
+                                   n_threads_batch=a.threads, n_ctx=1024, n_batch=512,
+                                   verbose=False)
+        self.V = self.llm.n_vocab()
+        assert self.V == vocab, (self.V, vocab)
+        self.N, self.M = a.prompt_tokens, a.gen_tokens
+        assert self.N + self.M + 1 <= 1024 and self.N <= 512, "n_ctx=1024, n_batch=512"
+        self.ids = prompt_ids(self.N, self.V)
+        self.info = llama_cpp.llama_print_system_info().decode().strip()
+        self.version = getattr(llama_cpp, "__version__", "?")
+        self.rep(warmup=True)
 
-    pre, dec, first = [], [], []
-    for r in range(-1, a.reps):  # -1: warm-up
-        llm.reset()  # eval() drops the cache from n_tokens=0 on
+    def last_argmax(self):
+        ptr = self.lc.llama_get_logits_ith(self.llm.ctx, -1)
+        return int(self.np.ctypeslib.as_array(ptr, shape=(self.V,)).argmax())
+
+    def rep(self, warmup=False):
+        """Returns {prefill_tps, decode_tps, decode_ids} (same procedure as bench_generate.c)."""
+        llm = self.llm
+        llm.reset()  # eval() then drops the cache from position 0 on
         t0 = time.perf_counter()
-        llm.eval(ids)
+        llm.eval(self.ids)
         t1 = time.perf_counter()
-        tok = last_argmax()
-        steps = min(M, 16) if r < 0 else M
+        tok = self.last_argmax()
+        steps = min(self.M, 16) if warmup else self.M
         first = []
         for k in range(steps + 1):  # k = 0: the untimed first token
             if len(first) < 16:
                 first.append(tok)
             llm.eval([tok])
-            tok = last_argmax()
+            tok = self.last_argmax()
             if k == 0:
                 t2 = time.perf_counter()
         t3 = time.perf_counter()
-        if r >= 0:
-            pre.append(t1 - t0)
-            dec.append(t3 - t2)
-            print(f"  llama.cpp rep {r}: prefill {1e3 * (t1 - t0):.1f} ms, "
-                  f"decode {1e3 * (t3 - t2) / M:.2f} ms/tok", flush=True)
-    info = llama_cpp.llama_print_system_info().decode().strip()
-    ver = getattr(llama_cpp, "__version__", "?")
-    del llm
-    return {"prefill_tps": N / statistics.median(pre), "decode_tps": M / statistics.median(dec),
-            "decode_ids": first, "llama_cpp_python": ver, "system_info": info}
+        return {"prefill_tps": self.N / (t1 - t0), "decode_tps": steps / (t3 - t2),
+                "decode_ids": first}
+
+
+def measure(fn, a):
+    """Runs fn() once; with --wait-quiet waits for a quiet machine first and retries (up to
+    twice) a repetition during which others took more than 0.2 cores."""
+    for attempt in range(3):
+        if a.wait_quiet > 0:
+            wait_quiet(a.wait_quiet)
+        s0 = cpu_snapshot()
+        res = fn()
+        fl = foreign_load(s0, cpu_snapshot())
+        if res is None or a.wait_quiet <= 0 or fl["other_cores"] + fl["steal_cores"] < 0.2:
+            break
+        print(f"  retrying: others took {fl['other_cores']:.2f} cores", flush=True)
+    if res is not None:
+        res = dict(res, noise=fl)
+    return res
+
+
+def summarize(reps):
+    """Medians over repetitions; None when there are none."""
+    reps = [r for r in reps if r]
+    if not reps:
+        return None
+    out = dict(reps[-1])
+    for k in ("prefill_tps", "decode_tps"):
+        out[k] = statistics.median(r[k] for r in reps)
+    out["reps_prefill_tps"] = [round(r["prefill_tps"], 2) for r in reps]
+    out["reps_decode_tps"] = [round(r["decode_tps"], 2) for r in reps]
+    out["reps_other_cores"] = [r["noise"]["other_cores"] + r["noise"]["steal_cores"] for r in reps]
+    out.pop("noise", None)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -239,7 +268,8 @@ def main():
     ap.add_argument("--skip-guanaco", action="store_true")
     ap.add_argument("--skip-llama", action="store_true")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
-                    help="first wait up to S seconds until other processes use < 0.2 cores")
+                    help="before each repetition wait up to S seconds until other processes "
+                         "use < 0.2 cores, and retry a repetition they disturbed (twice at most)")
     a = ap.parse_args()
 
     unset = os.environ.get(MARK) == "1"
@@ -259,25 +289,34 @@ def main():
           f"{costs['bytes_per_token'] / 1e6:.1f} MB read per decoded token, "
           f"prefill {costs['prefill_flops'] / 1e9:.1f} GFLOP for N={a.prompt_tokens}", flush=True)
 
-    if a.wait_quiet > 0:
-        fl = wait_quiet(a.wait_quiet)
-        print(f"quiet check: others use {fl['other_cores']:.2f} cores", flush=True)
-    noise = {}
-    s0 = cpu_snapshot()
-    g = None if a.skip_guanaco else run_guanaco(a)
-    s1 = cpu_snapshot()
-    noise["guanaco"] = foreign_load(s0, s1)
-    print("  other CPU use during guanaco: {other_cores:.2f} cores (steal {steal_cores:.2f})"
-          .format(**noise["guanaco"]))
-    print("$ llama_cpp.Llama(n_threads=%d, n_threads_batch=%d, n_ctx=1024, n_batch=512)"
-          % (a.threads, a.threads), flush=True)
-    l = None if a.skip_llama else run_llama_cpp(a, costs["vocab"])
-    noise["llama_cpp"] = foreign_load(s1, cpu_snapshot())
-    print("  other CPU use during llama.cpp: {other_cores:.2f} cores (steal {steal_cores:.2f})"
-          .format(**noise["llama_cpp"]))
-    if max(v["other_cores"] + v["steal_cores"] for v in noise.values()) > 0.2:
-        print("WARNING: other work ran during the measurement; figures are noisy, rerun "
-              "(--wait-quiet 600 waits for a quiet machine)")
+    have_bin = os.access(a.bin, os.X_OK)
+    if not a.skip_guanaco and not have_bin:
+        print(f"guanaco: {a.bin} not built (make -j2 {os.path.relpath(a.bin, ROOT)}); skipped")
+    run_g = not a.skip_guanaco and have_bin
+    lcpp = None
+    if not a.skip_llama:
+        print("$ llama_cpp.Llama(n_threads=%d, n_threads_batch=%d, n_ctx=1024, n_batch=512)"
+              % (a.threads, a.threads), flush=True)
+        lcpp = LlamaCpp(a, costs["vocab"])
+    greps, lreps = [], []
+    for r in range(a.reps):  # interleaved: guanaco rep r, then llama.cpp rep r
+        gr = measure(lambda: guanaco_rep(a, verbose=(r == 0)), a) if run_g else None
+        lr = measure(lcpp.rep, a) if lcpp else None
+        greps.append(gr)
+        lreps.append(lr)
+        line = f"rep {r}:"
+        for name, x in (("guanaco", gr), ("llama.cpp", lr)):
+            if x:
+                line += (f"  {name} prefill {x['prefill_tps']:.1f} decode {x['decode_tps']:.1f} "
+                         f"tok/s (others {x['noise']['other_cores'] + x['noise']['steal_cores']:.2f} cores)")
+        print(line, flush=True)
+    g, l = summarize(greps), summarize(lreps)
+    if l:
+        l.update(llama_cpp_python=lcpp.version, system_info=lcpp.info)
+    noise = max([x for r in (g, l) if r for x in r["reps_other_cores"]], default=0.0)
+    if noise > 0.2:
+        print(f"WARNING: other work took up to {noise:.2f} cores during a repetition; figures "
+              "are noisy, rerun (--wait-quiet 600 waits for a quiet machine)")
 
     # Limits in tok/s. Prefill FLOPs are the model's, the same for both engines.
     N, M = a.prompt_tokens, a.gen_tokens
@@ -337,7 +376,7 @@ def main():
               "env": env_note, "peak_gflops": a.peak_gflops, "bw_gbs": a.bw_gbs,
               "gguf": costs, "guanaco": g, "llama_cpp": l, "rows": rows,
               "greedy_ids_agree": agree, "loadavg_before": load0, "loadavg_after": load1,
-              "other_cpu_during": noise}
+              "max_other_cores": noise}
     jpath = os.path.join(a.out, "bench_inference.json")
     with open(jpath, "w") as fh:
         json.dump(result, fh, indent=1)

@@ -269,7 +269,7 @@ typedef enum {
     GN_DATA_OASST1 = 1,    // {"text": "### Human: ...### Assistant: ..."}: input "", output = text
     GN_DATA_ALPACA = 2,    // instruction / input / output with the Alpaca prompt (qlora's ALPACA_PROMPT_DICT)
     GN_DATA_INPUT_OUTPUT = 3, // {"input": ..., "output": ...}
-    GN_DATA_MESSAGES = 4,  // {"messages": [{"role","content"}...]}: Guanaco format, assistant turns are targets
+    GN_DATA_MESSAGES = 4,  // {"messages": [...]}: rendered as oasst1 text (### Human/### Assistant), the whole conversation is the target
 } gn_data_format;
 
 typedef enum { GN_SCHED_CONSTANT = 0, GN_SCHED_LINEAR = 1, GN_SCHED_COSINE = 2 } gn_lr_sched;

@@ -554,6 +554,7 @@ int cmd_quantize(int argc, char **argv) __attribute__((weak));
 int cmd_finetune(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_convert_adapter(int argc, char **argv);
+int gn_data_dump_main(int argc, char **argv); // src/train/data_dump.c
 
 static const struct { const char *name; int (*fn)(int, char **); const char *help; } COMMANDS[] = {
     {"chat", cmd_chat, "chat with a model (Guanaco prompt format or the model's template)"},
@@ -568,6 +569,7 @@ static const struct { const char *name; int (*fn)(int, char **); const char *hel
     {"tokenize", cmd_tokenize, "text to token ids (and back with --decode)"},
     {"convert-adapter", cmd_convert_adapter, "check a PEFT adapter against a base and re-save it (safetensors, any dtype)"},
     {"grad", cmd_grad, "one forward+backward: loss and LoRA gradients as safetensors (for checks)"},
+    {"data-dump", gn_data_dump_main, "training rows as ids and labels, one JSON line each (for checks)"},
     {"dump", cmd_dump, "list a weights file's tensors or write one as .npy"},
 };
 

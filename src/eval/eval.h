@@ -144,6 +144,7 @@ typedef struct {
     const gn_model *m;
     gn_session *s;
     int V;
+    int max_seq;         // tokens the session holds
     int32_t *cached;     // the ids whose keys/values are in the session's cache
     int ncached, capc;
 } gn_lm;

@@ -136,6 +136,24 @@ static int dtype_from_torch_name(const char *s, gn_dtype *dt) {
 
 static int is_pow2_blocksize(int64_t b) { return b >= 16 && b <= 4096 && (b & (b - 1)) == 0; }
 
+// The table dequantization uses: bnb's get_4bit_type table, except that FP4
+// index 8 decodes as -0.0 (CUDA's table and bnb's scalar CPU kernel; the stored
+// quant_map has +0.0, and bnb's AVX-512 and torch CPU paths also give +0.0, so
+// there bnb's output differs from ours in the sign of those zeros only).
+static void set_dequant_code(gn_quant4_state *q) {
+    memcpy(q->code, q->quant_type == GN_QUANT_NF4 ? gn_nf4_code : gn_fp4_code, sizeof q->code);
+    if (q->quant_type == GN_QUANT_FP4) q->code[8] = -0.0f;
+}
+
+// float -> half, round to nearest even; a NaN keeps its sign and the top of its
+// payload (what the F16C/AVX-512 conversion bnb's kernels use does).
+static uint16_t f32_to_f16_keep_nan(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(((u >> 16) & 0x8000u) | 0x7e00u | ((u >> 13) & 0x3ffu));
+    return gn_f32_to_f16(f);
+}
+
 static void *own(gn_quant4_state *q, void *p) {
     GN_ASSERT(q->nowned_ < (int)(sizeof q->owned_ / sizeof q->owned_[0]));
     q->owned_[q->nowned_++] = p;
@@ -329,16 +347,22 @@ static float quant_block(const void *src, gn_dtype dt, int64_t i0, int64_t i1, i
     float xs[4096];
     int64_t len = i1 - i0;
     GN_ASSERT(len <= 4096);
-    float am = 0.0f;
-    int nan = 0;
+    float am = 0.0f, nan = 0.0f;
+    int has_nan = 0;
     for (int64_t i = 0; i < len; i++) {
         xs[i] = src_f32(src, dt, i0 + i);
         float a = fabsf(xs[i]);
-        if (a != a) nan = 1;
+        if (a != a) { if (!has_nan) nan = a; has_nan = 1; }
         else if (a > am) am = a;
     }
-    // torch's max propagates NaN (as 0x7fc00000); clamp(min=1e-38) keeps NaN.
-    if (nan) am = NAN;
+    // torch's max propagates NaN, with the bits its kernel happens to produce:
+    // a full block (max over dim -1) returns the first NaN itself, here |NaN|;
+    // the partial block (a whole-tensor max) returns all-ones 0xffffffff for two
+    // or more elements. clamp(min=1e-38) keeps the NaN as it is.
+    if (has_nan) {
+        if (partial && len > 1) { uint32_t u = 0xffffffffu; memcpy(&nan, &u, 4); }
+        am = nan;
+    }
     float c = (am != am || am >= 1e-38f) ? am : 1e-38f;
     float stored = partial ? c : am;   // the partial block stores the clamped value
     float s = 1.0f / c;
@@ -378,7 +402,7 @@ gn_status gn_quantize_4bit_ex(const void *src, gn_dtype src_dtype, int64_t nelem
     out->rows = 1;
     out->cols = nelem;
     out->nblocks = (nelem + blocksize - 1) / blocksize;
-    memcpy(out->code, quant_type == GN_QUANT_NF4 ? gn_nf4_code : gn_fp4_code, sizeof out->code);
+    set_dequant_code(out);
 
     uint8_t *packed = own(out, gn_malloc((size_t)((nelem + 1) / 2)));
     float *absmax = own(out, gn_malloc((size_t)out->nblocks * sizeof(float)));
@@ -445,7 +469,7 @@ gn_status gn_dequantize_4bit_to(const gn_quant4_state *q, gn_dtype out_dtype, vo
         int64_t e0 = c * chunk, n = q->nelem - e0 < chunk ? q->nelem - e0 : chunk;
         gn_dequantize_4bit_range(q, e0, n, buf);
         for (int64_t i = 0; i < n; i++)
-            o[e0 + i] = out_dtype == GN_DTYPE_BF16 ? gn_f32_to_bf16(buf[i]) : gn_f32_to_f16(buf[i]);
+            o[e0 + i] = out_dtype == GN_DTYPE_BF16 ? gn_f32_to_bf16(buf[i]) : f32_to_f16_keep_nan(buf[i]);
     }
     return GN_OK;
 }
@@ -593,7 +617,8 @@ gn_status gn_quant4_export_tensors(const gn_quant4_state *q, const char *prefix,
     ex_add(ex, cat_name(prefix, ".weight"), GN_DTYPE_U8, 2, (q->nelem + 1) / 2, 1, q->packed, (size_t)((q->nelem + 1) / 2));
     if (q->nested) ex_add(ex, cat_name(prefix, ".weight.absmax"), GN_DTYPE_U8, 1, nb, 0, q->qabsmax, (size_t)nb);
     else ex_add(ex, cat_name(prefix, ".weight.absmax"), GN_DTYPE_F32, 1, nb, 0, q->absmax, (size_t)nb * 4);
-    ex_add(ex, cat_name(prefix, ".weight.quant_map"), GN_DTYPE_F32, 1, 16, 0, q->code, sizeof q->code);
+    ex_add(ex, cat_name(prefix, ".weight.quant_map"), GN_DTYPE_F32, 1, 16, 0,
+           q->quant_type == GN_QUANT_NF4 ? gn_nf4_code : gn_fp4_code, sizeof gn_nf4_code);
     if (q->nested) {
         ex_add(ex, cat_name(prefix, ".weight.nested_absmax"), GN_DTYPE_F32, 1, q->nested_nblocks, 0,
                q->nested_absmax, (size_t)q->nested_nblocks * 4);
@@ -758,7 +783,7 @@ gn_status gn_quant4_load(gn_quant4_state *q, const gn_tensor_table *tt, const ch
         goto fail;
     }
     q->packed = w->data;
-    memcpy(q->code, q->quant_type == GN_QUANT_NF4 ? gn_nf4_code : gn_fp4_code, sizeof q->code);
+    set_dequant_code(q);
 
     const gn_tensor *am = find_sfx(tt, prefix, ".weight.absmax");
     if (!am) { st = missing(qs, prefix, ".weight.absmax", "with the block scales"); goto fail; }
@@ -773,7 +798,7 @@ gn_status gn_quant4_load(gn_quant4_state *q, const gn_tensor_table *tt, const ch
     if (qm) {
         float m[16];
         if ((st = load_f32(qm, 16, m)) != GN_OK) goto fail;
-        if (memcmp(m, q->code, sizeof m) != 0)
+        if (memcmp(m, q->quant_type == GN_QUANT_NF4 ? gn_nf4_code : gn_fp4_code, sizeof m) != 0)
             gn_log(GN_LOG_WARN, "%s: tensor '%s': differs from bnb's %s table; using bnb's (as bnb does)",
                    qm->file ? qm->file : "(table)", qm->name, q->quant_type == GN_QUANT_NF4 ? "nf4" : "fp4");
     }

@@ -59,7 +59,8 @@ typedef struct {
     const uint8_t *packed;   // (nelem+1)/2 bytes: element 2j in the high nibble of byte j
     const float *absmax;     // nblocks float32 scales that dequantization uses: the stored absmax, or with
                              // DQ the rebuilt float32(float32(nested_code[qabsmax[b]] * nested_absmax[b/256]) + offset)
-    float code[16];          // the 4-bit table used to dequantize (always bnb's built-in one for quant_type)
+    float code[16];          // the 4-bit table dequantization uses: bnb's built-in one for quant_type
+                             // (FP4 index 8 decodes as -0.0, as on CUDA)
     // double quantization (nested == 1)
     int nested;
     const uint8_t *qabsmax;      // nblocks 8-bit codes of absmax - offset

@@ -285,7 +285,7 @@ static int parse_messages(vctx *v, const cJSON *root, srv_job *j) {
             return bad(v, 400, param, "invalid_value",
                        "'%s' is '%.40s': supported roles are system, developer, user and assistant", param, r);
         }
-        char *text;
+        char *text = NULL;
         if (content_text(v, cJSON_GetObjectItemCaseSensitive(m, "content"), i, &text)) { sb_free(&sys); return -1; }
         if (is_sys) {
             if (have_sys) sb_puts(&sys, "\n");

@@ -23,6 +23,7 @@
 
 #include <errno.h>       // errno
 #include <microhttpd.h>  // MHD_resume_connection
+#include <stdio.h>       // snprintf
 #include <stdlib.h>      // free
 #include <string.h>      // memcmp
 #include <sys/socket.h>  // recv, MSG_PEEK

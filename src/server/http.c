@@ -116,6 +116,7 @@ typedef struct {
     int route;
     sbuf body;
     int too_big;
+    size_t received;    // body bytes, kept or not
     int answered;       // a response is queued
     srv_job *job;
     double t0;
@@ -360,24 +361,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return respond_error(c, r, 401, "Incorrect API key provided (send it as 'Authorization: Bearer KEY')",
                                  "invalid_request_error", "invalid_api_key");
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && has_body(r->route) && strtoull(cl, NULL, 10) > srv.o.max_body) r->too_big = 1;
-        if (r->too_big) goto too_big;
+        if (cl && strtoull(cl, NULL, 10) > (has_body(r->route) ? srv.o.max_body : 0)) goto too_big;
         return MHD_YES;
     }
     if (*upload_size) {
+        // MHD cannot answer in the middle of an upload: an oversized body (chunked, so
+        // its size was not declared) is read and dropped, then answered with 413; one
+        // that goes on far past the limit loses its connection instead.
+        r->received += *upload_size;
         if (!r->answered && !r->too_big) {
-            if (!has_body(r->route) || r->body.len + *upload_size > srv.o.max_body) {
-                r->too_big = has_body(r->route);
+            if (r->body.len + *upload_size > srv.o.max_body) {
+                r->too_big = 1;
                 sb_free(&r->body);
             } else {
                 sb_put(&r->body, upload, *upload_size);
             }
         }
         *upload_size = 0;
-        if (r->too_big && !r->answered) goto too_big;
+        if (r->too_big && r->received > 4 * srv.o.max_body) return MHD_NO;
         return MHD_YES;
     }
     if (r->answered) return MHD_YES;
+    if (r->too_big) goto too_big;
     set_busy(c, 1);
     if (r->job) return continue_job(c, r);
     return dispatch(c, r, url);
@@ -526,6 +531,18 @@ int srv_main(const srv_opts *o) {
     signal(SIGPIPE, SIG_IGN);
 
     if (load(o)) { unload(); return 1; }
+    if (!srv.o.ctx) {
+        int max_seq = gn_model_config(srv.model)->max_seq;
+        srv.o.ctx = max_seq > 16 && max_seq < 2048 ? max_seq : 2048;
+    }
+    if (!srv.o.max_prompt_tokens) srv.o.max_prompt_tokens = srv.o.ctx - 1;
+    if (srv.o.max_prompt_tokens > srv.o.ctx - 1) {
+        fprintf(stderr, "guanaco serve: --max-prompt-tokens %d leaves no room for an answer in a context of %d (--ctx)\n",
+                srv.o.max_prompt_tokens, srv.o.ctx);
+        unload();
+        return 1;
+    }
+    o = &srv.o;
     if (rate_init(o)) { unload(); return 1; }
     struct sockaddr_storage addr;
     int v6 = 0;
@@ -535,11 +552,12 @@ int srv_main(const srv_opts *o) {
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6) flags |= MHD_USE_IPv6;
     srv.daemon = MHD_start_daemon(
-        flags, (uint16_t)o->port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        flags, (uint16_t)o->port, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)(o->read_timeout_s > 60 ? o->read_timeout_s : 60), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        on_connection, NULL, MHD_OPTION_END);
     if (!srv.daemon) {
         fprintf(stderr, "guanaco serve: cannot listen on %s:%d (%s). HINT: is the port taken? try --port 0\n", o->host,
                 o->port, strerror(errno));

@@ -33,7 +33,7 @@ enum { SPLIT_ISOLATED, SPLIT_REMOVED, SPLIT_MERGED_PREV, SPLIT_MERGED_NEXT, SPLI
 typedef struct {
     void *re;          // pcre2_code_8*
     int behavior;      // SPLIT_*
-    int invert;        // the regex describes the pieces to keep apart from... (HF invert)
+    int invert;        // HF invert: matches and the text between them swap roles
     int prefix_space;  // ByteLevel add_prefix_space: prepend ' ' to each piece first
 } tok_pre_step;
 

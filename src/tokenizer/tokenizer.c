@@ -7,6 +7,18 @@
  *   - SentencePiece BPE (LLaMA 1/2): spm.c; tokenizer.model or GGUF "llama".
  *   - byte-level BPE (GPT-2, SmolLM2, LLaMA 3): bpe.c; tokenizer.json or GGUF "gpt2".
  *
+ * Loading: "GGUF" magic -> GGUF vocab; first non-blank byte '{' -> tokenizer.json;
+ * anything else -> tokenizer.model protobuf. A folder uses tokenizer.json when it
+ * is byte-level BPE, else tokenizer.model (plus tokenizer_config.json beside it).
+ *
+ * Encode: the text is first cut at literal special tokens, leftmost then longest
+ * (CONTROL/UNKNOWN only with GN_ENC_SPECIAL; byte-level USER_DEFINED always, as
+ * HF and llama.cpp do; SentencePiece USER_DEFINED pieces are matched inside
+ * spm.c instead, as sentencepiece does). Each chunk between them is encoded on
+ * its own, so with SentencePiece every chunk gets its own dummy prefix (HF's
+ * "legacy" LlamaTokenizer and llama.cpp behave the same). Any bytes are
+ * accepted: see spm.c / bpe.c for invalid UTF-8.
+ *
  * Decode rules (checked against sentencepiece 0.2 and HF tokenizers):
  *   - SentencePiece: '▁' becomes ' '; the leading '▁' of the first piece that is
  *     not a control token is dropped when the model adds a dummy prefix; runs of
@@ -529,6 +541,9 @@ int gn_tokenizer_token_bytes(const gn_tokenizer *t, int32_t id, char *buf, int c
 // flush (1 = one U+FFFD per byte, sentencepiece; 0 = per maximal subpart).
 // `first` is 1 until a token produced text; set it to 0 after init to keep the
 // leading space of the first token (e.g. when continuing after a prompt).
+// Control tokens (BOS/EOS/<|im_end|>...) produce no text. buf should hold the
+// token's bytes plus 4 (256 bytes is plenty for real vocabularies); text beyond
+// cap is dropped at a character boundary.
 
 void gn_detok_stream_init(gn_detok_stream *s) {
     memset(s, 0, sizeof *s);

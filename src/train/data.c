@@ -353,8 +353,9 @@ static int get_str(const cJSON *obj, const char *key, int missing_ok, int empty_
         return it ? bad(e, "field \"%s\" is null", key) : bad(e, "missing field \"%s\"", key);
     }
     if (!cJSON_IsString(it) || !it->valuestring) return bad(e, "field \"%s\" is not a string", key);
+    if (!empty_ok && !it->valuestring[0]) return bad(e, "field \"%s\" is empty", key);
     if (!empty_ok && all_space(it->valuestring, strlen(it->valuestring)))
-        return bad(e, "field \"%s\" is empty", key);
+        return bad(e, "field \"%s\" is empty (only whitespace)", key);
     *s = it->valuestring;
     return 0;
 }

@@ -27,12 +27,6 @@
 #include <sys/stat.h>    // mkdir
 #include <unistd.h>      // fsync, rename
 
-// TEMPORARY while data.c is being written: weak so the rest links.
-#pragma weak gn_dataset_load
-#pragma weak gn_dataset_split
-#pragma weak gn_dataset_epoch_order
-#pragma weak gn_dataset_free
-
 // ----------------------------------------------------------------------------
 // presets (spec §6.1, the released finetune_guanaco_*.sh scripts)
 

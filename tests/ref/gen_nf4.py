@@ -104,6 +104,43 @@ def bnb_quantize(t, blocksize, quant_type, double_quant):
     return out
 
 
+def f32_to_dtype_bits(x, dtype):
+    """float32 -> the bits of `dtype` (f32/f16/bf16) by round-to-nearest-even
+    with gradual underflow; a NaN keeps its sign and top payload bits."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    if dtype == "f32":
+        return u.astype(np.uint32)
+    if dtype == "bf16":
+        r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+        return np.where(nan, (u >> 16) | 0x40, r).astype(np.uint16)
+    with np.errstate(over="ignore"):
+        h = np.ascontiguousarray(x, dtype=np.float32).astype(np.float16).view(np.uint16).astype(np.uint64)
+    return np.where(nan, ((u >> 16) & 0x8000) | 0x7E00 | ((u >> 13) & 0x3FF), h).astype(np.uint16)
+
+
+def expected_dequant(packed, absmax, quant_type, n, blocksize, dtype):
+    """The definition our dequantizer implements: dtype(code[q] * absmax) in
+    float32, blocks over the flat index, FP4 index 8 = -0.0 (CUDA's table).
+    Returns the bits (uint32 / uint16)."""
+    p = np.asarray(packed, dtype=np.uint8).reshape(-1)
+    q = np.empty(p.size * 2, dtype=np.int64)
+    q[0::2] = p >> 4
+    q[1::2] = p & 15
+    code = np.array(F.get_4bit_type(quant_type, device="cpu").numpy(), dtype=np.float32)
+    if quant_type == "fp4":
+        code[8] = np.float32(-0.0)
+    prod = code[q[:n]] * np.asarray(absmax, dtype=np.float32)[np.arange(n) // blocksize]
+    return f32_to_dtype_bits(prod.astype(np.float32), dtype)
+
+
+def bnb_absmax_used(state):
+    """The float32 scales bnb's dequantize_4bit multiplies by (DQ rebuilt)."""
+    if state.nested:
+        return (F.dequantize_blockwise(state.absmax, state.state2) + state.offset).float().numpy()
+    return state.absmax.float().numpy()
+
+
 def linear4bit_state_dict(w, quant_type, double_quant):
     """state_dict() of a bnb.nn.Linear4bit holding w (out, in): the tensors
     transformers saves for a quantized Linear (keys relative to the module)."""

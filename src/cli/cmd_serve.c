@@ -1,0 +1,173 @@
+/*
+ * cmd_serve.c — `guanaco serve`: flags for the OpenAI-compatible HTTP server
+ * (src/server/). Everything else lives there.
+ *
+ *   guanaco serve -m MODEL [-a NAME=PATH ...] [--host 127.0.0.1] [--port 8080]
+ */
+#include "cli.h"
+
+#include <errno.h>  // errno
+#include <stdio.h>  // printf
+#include <stdlib.h> // strtol, getenv
+#include <string.h> // strcmp, strchr
+
+#include "core/common.h"   // gn_malloc, gn_strndup
+#include "server/server.h" // srv_opts, srv_main
+
+static const char USAGE[] =
+    "usage: guanaco serve -m MODEL [-a NAME=PATH ...] [--host 127.0.0.1] [--port 8080] [options]\n"
+    "OpenAI-compatible HTTP server: POST /v1/chat/completions and /v1/completions (streaming or not),\n"
+    "GET /v1/models, /health, /metrics; a chat playground at / and a pairwise rating page at /rate.\n"
+    "Requests are decoded together (continuous batching); \"model\" picks the base or an adapter.\n\n"
+    "  -m, --model PATH         HF folder, weights file or .gguf (required)\n"
+    "  -a, --adapter NAME=PATH  PEFT LoRA adapter served as model NAME (repeatable; PATH alone: NAME = folder name)\n"
+    "      --model-name NAME    the base model's name in requests (default: file/folder name)\n"
+    "      --host HOST          address to bind (default 127.0.0.1; 0.0.0.0 exposes the server)\n"
+    "      --port N             port (default 8080; 0 = any free port, printed on stdout)\n"
+    "      --api-key KEY        require 'Authorization: Bearer KEY' on /v1 and /rate calls\n"
+    "                           (default: the GUANACO_API_KEY environment variable, else none)\n"
+    "  -c, --ctx N              tokens per session, prompt + answer (default min(2048, model max))\n"
+    "      --parallel N         sessions decoded together (default 8)\n"
+    "      --queue N            requests that may wait for a session before 503 (default 64)\n"
+    "  -t, --threads N          kernel threads (default: all cores)\n"
+    "      --dtype f32|bf16     weight dtype (default f32)\n"
+    "      --template NAME      chat format: auto (default: the model's own, else guanaco), guanaco,\n"
+    "                           guanaco-demo, chatml, llama2, llama3\n"
+    "      --max-body BYTES     largest request body (default 1048576)\n"
+    "      --max-prompt-tokens N  longest prompt (default ctx - 1)\n"
+    "      --max-tokens N       largest max_tokens a request may ask for; also the default (default 2048)\n"
+    "      --timeout S          per request, from arrival to the last token (default 600)\n"
+    "      --read-timeout S     time a client has to send a whole request (default 10)\n"
+    "      --max-connections N  open connections (default 256)\n"
+    "      --rate-a FILE        generations of system A for /rate (the release's generations format)\n"
+    "      --rate-b FILE        generations of system B for /rate\n"
+    "      --ratings-file FILE  judgments written by /rate (default A-vs-B-human-reviewer-threeclass.jsonl)\n"
+    "  -v, --verbose            log loading, requests and libmicrohttpd messages\n";
+
+static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi) {
+        cli_fail("%s: '%s' (expected an integer %ld..%ld)", flag, v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_secs(const char *flag, const char *v, double *out) {
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !(x > 0 && x <= 1e6)) {
+        cli_fail("%s: '%s' (expected seconds > 0)", flag, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv) {
+    srv_opts o;
+    memset(&o, 0, sizeof o);
+    o.host = "127.0.0.1";
+    o.port = 8080;
+    o.parallel = 8;
+    o.queue = 64;
+    o.dtype = GN_DTYPE_F32;
+    o.fmt = GN_CHAT_AUTO;
+    o.max_body = 1 << 20;
+    o.max_tokens = 2048;
+    o.timeout_s = 600;
+    o.read_timeout_s = 10;
+    o.max_connections = 256;
+    o.api_key = getenv("GUANACO_API_KEY");
+    if (o.api_key && !o.api_key[0]) o.api_key = NULL;
+    long ctx = 0, mpt = 0;
+    int rc = 2;
+    o.adapters = gn_calloc((size_t)argc + 1, sizeof(srv_adapter_spec));
+    char **owned = gn_calloc((size_t)argc + 1, sizeof(char *)); // adapter names we cut out of NAME=PATH
+    int n_owned = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
+#define VAL() (i + 1 < argc ? argv[++i] : (cli_fail("%s needs a value", a), (char *)NULL))
+        char *v;
+        long x;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(USAGE, stdout); rc = 0; goto done; }
+        else if (IS("-m", "--model")) { if (!(v = VAL())) goto done; o.model_path = v; }
+        else if (IS("-a", "--adapter")) {
+            if (!(v = VAL())) goto done;
+            const char *eq = strchr(v, '=');
+            srv_adapter_spec *s = &o.adapters[o.n_adapters++];
+            if (eq && eq != v) {
+                s->name = owned[n_owned++] = gn_strndup(v, (size_t)(eq - v));
+                s->path = eq + 1;
+            } else { // PATH alone: the folder's name
+                const char *p = eq ? eq + 1 : v;
+                size_t n = strlen(p);
+                while (n > 1 && p[n - 1] == '/') n--;
+                const char *b = p + n;
+                while (b > p && b[-1] != '/') b--;
+                s->name = owned[n_owned++] = gn_strndup(b, (size_t)(p + n - b));
+                s->path = p;
+            }
+            if (!s->path[0] || !s->name[0]) { cli_fail("-a: '%s' (expected NAME=PATH)", v); goto done; }
+        }
+        else if (!strcmp(a, "--model-name")) { if (!(o.model_name = VAL())) goto done; }
+        else if (!strcmp(a, "--host")) { if (!(o.host = VAL())) goto done; }
+        else if (!strcmp(a, "--port")) { if (!(v = VAL()) || parse_long(a, v, 0, 65535, &x)) goto done; o.port = (int)x; }
+        else if (!strcmp(a, "--api-key")) { if (!(o.api_key = VAL())) goto done; if (!o.api_key[0]) o.api_key = NULL; }
+        else if (IS("-c", "--ctx")) { if (!(v = VAL()) || parse_long(a, v, 16, 1 << 20, &ctx)) goto done; }
+        else if (!strcmp(a, "--parallel")) { if (!(v = VAL()) || parse_long(a, v, 1, 256, &x)) goto done; o.parallel = (int)x; }
+        else if (!strcmp(a, "--queue")) { if (!(v = VAL()) || parse_long(a, v, 0, 1 << 20, &x)) goto done; o.queue = (int)x; }
+        else if (IS("-t", "--threads")) { if (!(v = VAL()) || parse_long(a, v, 1, 1024, &x)) goto done; o.threads = (int)x; }
+        else if (!strcmp(a, "--max-body")) { if (!(v = VAL()) || parse_long(a, v, 1024, 1L << 30, &x)) goto done; o.max_body = (size_t)x; }
+        else if (!strcmp(a, "--max-prompt-tokens")) { if (!(v = VAL()) || parse_long(a, v, 1, 1 << 20, &mpt)) goto done; }
+        else if (!strcmp(a, "--max-tokens")) { if (!(v = VAL()) || parse_long(a, v, 1, 1 << 20, &x)) goto done; o.max_tokens = (int)x; }
+        else if (!strcmp(a, "--max-connections")) { if (!(v = VAL()) || parse_long(a, v, 4, 100000, &x)) goto done; o.max_connections = (int)x; }
+        else if (!strcmp(a, "--timeout")) { if (!(v = VAL()) || parse_secs(a, v, &o.timeout_s)) goto done; }
+        else if (!strcmp(a, "--read-timeout")) { if (!(v = VAL()) || parse_secs(a, v, &o.read_timeout_s)) goto done; }
+        else if (!strcmp(a, "--rate-a")) { if (!(o.rate_a = VAL())) goto done; }
+        else if (!strcmp(a, "--rate-b")) { if (!(o.rate_b = VAL())) goto done; }
+        else if (!strcmp(a, "--ratings-file")) { if (!(o.ratings_file = VAL())) goto done; }
+        else if (IS("-v", "--verbose")) o.verbose = 1;
+        else if (!strcmp(a, "--dtype")) {
+            if (!(v = VAL())) goto done;
+            if (!strcmp(v, "f32")) o.dtype = GN_DTYPE_F32;
+            else if (!strcmp(v, "bf16")) o.dtype = GN_DTYPE_BF16;
+            else { cli_fail("--dtype: '%s' (expected f32 or bf16)", v); goto done; }
+        }
+        else if (!strcmp(a, "--template")) {
+            if (!(v = VAL())) goto done;
+            static const struct { const char *n; gn_chat_format f; } T[] = {
+                {"auto", GN_CHAT_AUTO}, {"guanaco", GN_CHAT_GUANACO}, {"guanaco-demo", GN_CHAT_GUANACO_DEMO},
+                {"chatml", GN_CHAT_CHATML}, {"llama2", GN_CHAT_LLAMA2}, {"llama3", GN_CHAT_LLAMA3}};
+            size_t k = 0;
+            while (k < sizeof T / sizeof T[0] && strcmp(v, T[k].n)) k++;
+            if (k == sizeof T / sizeof T[0]) {
+                cli_fail("--template: '%s' (expected auto, guanaco, guanaco-demo, chatml, llama2 or llama3)", v);
+                goto done;
+            }
+            o.fmt = T[k].f;
+        }
+        else if (!strcmp(a, "--4bit")) {
+            cli_fail("--4bit: this build's model loader has no 4-bit option yet; serve an f32/bf16 or GGUF model");
+            goto done;
+        }
+        else { cli_fail("unknown option '%s' (see guanaco serve --help)", a); goto done; }
+#undef IS
+#undef VAL
+    }
+    if (!o.model_path) { cli_fail("serve: -m/--model is required (see --help)"); goto done; }
+    if (o.threads) gn_set_threads(o.threads);
+    gn_set_verbosity(o.verbose ? GN_LOG_INFO : GN_LOG_WARN);
+    o.ctx = (int)ctx;               // 0: min(2048, the model's length), decided after loading
+    o.max_prompt_tokens = (int)mpt; // 0: ctx - 1
+    rc = srv_main(&o);
+done:
+    for (int i = 0; i < n_owned; i++) free(owned[i]);
+    free(owned);
+    free(o.adapters);
+    return rc;
+}
