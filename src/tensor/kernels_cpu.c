@@ -226,6 +226,25 @@ void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T) {
     }
     GN_ASSERT(w->dtype == GN_DTYPE_F32 || w->dtype == GN_DTYPE_BF16);
     int bf = w->dtype == GN_DTYPE_BF16;
+    if (bf && T >= 8) {
+        // many tokens: convert 64-row tiles of W to f32 (per thread) and run sgemm on them
+        blas_single_thread();
+        const int64_t RB = 64;
+        int64_t ntiles = (OC + RB - 1) / RB;
+        #pragma omp parallel
+        {
+            float *tile = gn_malloc(sizeof(float) * (size_t)(RB * IC));
+            #pragma omp for schedule(static)
+            for (int64_t b = 0; b < ntiles; b++) {
+                int64_t r0 = b * RB, n = OC - r0 < RB ? OC - r0 : RB;
+                gn_mat_rows_f32(w, r0, n, tile);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n, (int)IC, 1.0f, inp, (int)IC, tile,
+                            (int)IC, 0.0f, out + r0, (int)OC);
+            }
+            free(tile);
+        }
+        return;
+    }
     // rows in blocks of 16 so each thread streams a contiguous stretch of W
     int64_t nblk = (OC + 15) / 16;
     #pragma omp parallel for schedule(static) if (OC * IC * T > 32768)
