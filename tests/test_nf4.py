@@ -265,8 +265,15 @@ def test_load_linear4bit_state_dict(oracle, tmp_path, shape, dtype, qt, dq):
                                   device=torch.device("cpu"))
     ref = G.F.dequantize_4bit(sd["weight"], qs)
     assert ref.shape == shape
-    err = diff_report("deq", G.read_raw(out / "deq", G.NP_VIEW[dtype]), G.raw_bytes(ref).view(G.NP_VIEW[dtype]))
-    assert not err, err
+    packed = sd["weight"].numpy().reshape(-1)
+    codes = np.empty(packed.size * 2, dtype=np.int64)
+    codes[0::2], codes[1::2] = packed >> 4, packed & 15
+    used = G.bnb_absmax_used(qs)
+    errs = deq_check("deq", G.read_raw(out / "deq", G.NP_VIEW[dtype]), G.raw_bytes(ref).view(G.NP_VIEW[dtype]),
+                     G.expected_dequant(packed, used, qt, x.size, 64, dtype), codes[:x.size], qt, dtype,
+                     NOTES.setdefault(f"{qt} {dtype}", {}))
+    errs.append(diff_report("absmax_used", G.read_raw(out / "absmax_used", np.float32), used))
+    assert not any(errs), "\n".join(e for e in errs if e)
     info = (out / "info").read_text().split()
     assert int(info[1]) == x.size and int(info[2]) == 64 and int(info[3]) == int(dq)
     assert (int(info[4]), int(info[5])) == shape

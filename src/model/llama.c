@@ -148,7 +148,8 @@ static gn_status config_from_json(gn_config *c, const char *path) {
         size_t off = endp ? (size_t)(endp - text) : 0;
         cJSON_Delete(j);
         free(text);
-        return gn_err(GN_ERR_FORMAT, "%s: invalid JSON near byte %zu (expected a JSON object)", path, off);
+        return gn_err(GN_ERR_FORMAT, j ? "%s: the top level is not a JSON object (expected {...} with the model's fields)"
+                                       : "%s: invalid JSON near byte %zu (expected a JSON object)", path, off);
     }
     memset(c, 0, sizeof *c);
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
@@ -553,7 +554,7 @@ gn_status gn_model_load(gn_model **out, const char *path, const gn_load_opts *op
     gn_status st;
     char *dir = NULL, *cfgp = NULL;
     if (!is_dir(path) && !is_file(path)) { st = gn_err(GN_ERR_IO, "%s: no such file or folder", path); goto fail; }
-    if (is_file(path) && file_magic_is(path, "GGUF", 4)) {
+    if (is_file(path) && (file_magic_is(path, "GGUF", 4) || ends_with(path, ".gguf"))) {
         if ((st = gn_gguf_open(&m->gguf, path))) goto fail;
         m->source = "gguf";
         if ((st = config_from_gguf(&m->cfg, m->gguf, path))) goto fail;

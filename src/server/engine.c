@@ -6,11 +6,12 @@
  *      connection is peeked for EOF) or whose deadline passed;
  *   2. admission: while a slot is free, take the oldest queued request, tokenize
  *      it, pick the free slot whose KV cache shares the longest prefix with the
- *      prompt (same adapter), rewind to it and prefill all but the last prompt
- *      token;
+ *      prompt (same adapter) and rewind to it; a long rest of the prompt (or any
+ *      when the request would run alone) is prefilled in one pass, a short one is
+ *      fed through the batched decode a token per step;
  *   3. one batched decode (gn_sessions_decode) over every active slot: each row
- *      feeds its pending token (the last prompt token of a new request, or the
- *      token sampled last step) and gets the logits of its next token;
+ *      feeds its pending token (a prompt token, or the token sampled last step)
+ *      and, once the prompt is in, gets the logits of its next token;
  *   4. sampling, detokenizing and stop handling per row, outside the lock; then
  *      the new bytes (SSE events or whole bodies) are handed to the connections
  *      under srv.mu and suspended connections are resumed after it is released.
@@ -36,15 +37,15 @@
 
 typedef struct {
     gn_session *s;
-    int32_t *cached;            // (ctx) ids in the KV cache, then the pending one
-    int n_cached;               // == gn_session_pos(s)
+    int32_t *cached;            // (ctx + 1) ids in the KV cache, then the prompt still to feed
+    int n_cached;               // tokens in the KV cache (== gn_session_pos(s))
     int adapter;                // adapter the cache was computed with (-1 base)
     double last_used;
 
     srv_job *job;               // NULL: free
     gn_sampler *smp;
-    int32_t pending;            // id fed at the next decode
-    int n_prompt, n_gen, max_gen;
+    int32_t pending;            // id fed at the next decode (== cached[n_cached])
+    int n_prompt, n_gen, max_gen; // while n_cached < n_prompt the prompt is being fed
     const char *const *marks;   // the chat format's turn markers
     int n_marks;
     gn_detok_stream ds;
@@ -56,6 +57,9 @@ typedef struct {
     sbuf send;                  // bytes to hand to the connection this turn
     int failed_status;          // a request error found at admission (HTTP status)
 } slot;
+
+// prompt rests up to this many tokens are fed through the batched decode
+#define FEED_IN_BATCH_MAX 16
 
 static slot *slots;
 static int n_slots;
@@ -371,9 +375,11 @@ static int pick_slot(const int32_t *ids, int n, int adapter) {
     return best;
 }
 
-// Prepares slot sl for j with its prompt ids (n > 0): prefix reuse, prefill of
-// all but the last token. Returns 0, or an HTTP status with msg on a request error.
-static int admit(slot *sl, srv_job *j, const int32_t *ids, int n, char *msg, size_t msgcap, const char **code) {
+// Prepares slot sl for j with its prompt ids (n > 0): prefix reuse, prefill (or
+// feeding through the batch when batch_feed and the rest is short). Returns 0,
+// or an HTTP status with msg on a request error.
+static int admit(slot *sl, srv_job *j, const int32_t *ids, int n, int batch_feed, char *msg, size_t msgcap,
+                 const char **code) {
     *code = NULL;
     int limit = srv.o.max_prompt_tokens;
     if (n > limit) {
@@ -392,25 +398,30 @@ static int admit(slot *sl, srv_job *j, const int32_t *ids, int n, char *msg, siz
         }
     int same = common_prefix(sl->cached, sl->n_cached, ids, n);
     if (sl->adapter != j->adapter) same = 0;
-    if (same > n - 1) same = n - 1; // the last prompt token is fed in the batch
+    if (same > n - 1) same = n - 1; // at least the last prompt token is fed again for its logits
     gn_session_rewind(sl->s, same);
     if (gn_session_pos(sl->s) != same) { gn_session_reset(sl->s); same = 0; }
     gn_session_set_adapter(sl->s, j->adapter >= 0 ? srv.adapters[j->adapter].ad : NULL);
     sl->adapter = j->adapter;
     sl->n_cached = same;
-    if (n - 1 > same) {
-        const float *lg = gn_session_forward(sl->s, ids + same, n - 1 - same, 0);
+    metrics_prefill(n - same, same);
+    // A short rest of the prompt rides along in the batched decode one token per
+    // step (it shares the pass over the weights with the other rows); a long one,
+    // or any when nothing else runs, is prefilled here in one pass.
+    int rest = n - same;
+    if (rest > 1 && (!batch_feed || rest > FEED_IN_BATCH_MAX)) {
+        const float *lg = gn_session_forward(sl->s, ids + same, rest - 1, 0);
         if (!lg) {
             snprintf(msg, msgcap, "prefill failed: %s", gn_last_error());
             gn_session_reset(sl->s);
             sl->n_cached = 0;
             return 500;
         }
+        same = n - 1;
     }
     memcpy(sl->cached, ids, sizeof(int32_t) * (size_t)n);
-    sl->n_cached = n - 1;
-    sl->pending = ids[n - 1];
-    metrics_prefill(n - 1 - same, same);
+    sl->n_cached = same;
+    sl->pending = ids[same];
     sl->n_prompt = n;
     sl->n_gen = 0;
     int room = srv.o.ctx - n; // tokens that still fit after the prompt
@@ -534,6 +545,8 @@ static void *infer_main(void *arg) {
         resume_all();
 
         // ---- 2. prefill new requests (no lock)
+        int rows = n_new;
+        for (int i = 0; i < n_slots; i++) rows += slots[i].job != NULL;
         for (int k = 0; k < n_new; k++) {
             srv_job *j = newj[k];
             char msg[512] = "";
@@ -549,7 +562,7 @@ static void *infer_main(void *arg) {
                 sl->job = j;
                 sl->marks = marks;
                 sl->n_marks = n_marks;
-                status = admit(sl, j, ids, n, msg, sizeof msg, &code);
+                status = admit(sl, j, ids, n, rows > 1, msg, sizeof msg, &code);
                 free(ids);
             }
             pthread_mutex_lock(&srv.mu);
@@ -603,12 +616,16 @@ static void *infer_main(void *arg) {
         // ---- 4. sample, detokenize, stop (no lock); publish (lock)
         for (int r = 0; r < nb; r++) {
             slot *sl = &slots[batch_slot[r]];
-            sl->cached[sl->n_cached++] = sl->pending;
+            sl->n_cached++;
+            if (sl->n_cached < sl->n_prompt) { // still feeding the prompt: no token to pick
+                sl->pending = sl->cached[sl->n_cached];
+                continue;
+            }
             memcpy(work, lg + (size_t)r * (size_t)V, sizeof(float) * (size_t)V);
             int32_t tok = gn_sampler_sample(sl->smp, work, sl->cached, sl->n_cached);
             take_token(sl, tok);
             if (sl->finish) finish_slot(sl);
-            else sl->pending = tok;
+            else sl->cached[sl->n_cached] = sl->pending = tok;
         }
         pthread_mutex_lock(&srv.mu);
         metrics_step(nb);

@@ -7,6 +7,9 @@
  *   {"review_id", "question_id", "answer1_id", "answer2_id", "reviewer_id",
  *    "metadata", "text", "score"}      score 1 = system A wins, 2 = B wins, 3 = tie
  *
+ * plus "model1"/"model2" (the two systems' names, as `guanaco eval judge` adds),
+ * so `eval elo` needs no file-name parsing.
+ *
  * System A (--rate-a) is always "Assistant 1" in the file, whatever order the
  * page showed (metadata.shown_first records it), as in the release where each
  * ordered pair of systems has its own file. The default file name follows the
@@ -267,6 +270,8 @@ int rate_verdict(const char *body, size_t len, sbuf *out) {
     cJSON_AddStringToObject(row, "text", text.buf);
     sb_free(&text);
     cJSON_AddNumberToObject(row, "score", score);
+    cJSON_AddStringToObject(row, "model1", R.sys_a); // as `eval judge` writes: elo needs no file-name parsing
+    cJSON_AddStringToObject(row, "model2", R.sys_b);
     char *line = cJSON_PrintUnformatted(row);
     cJSON_Delete(row);
     cJSON_Delete(o);
