@@ -279,6 +279,7 @@ typedef struct {
     gn_train_opts train;
     gn_data_format data_format;
     int source_max_len, target_max_len, train_on_source, group_by_length;
+    int no_shuffle;        // examples in file order every epoch (for reproducing a run elsewhere)
     int batch_size, grad_accum, max_steps;
     gn_lr_sched scheduler;
     float warmup_ratio;

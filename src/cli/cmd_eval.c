@@ -1342,7 +1342,8 @@ int cmd_eval(int argc, char **argv) {
         "  judge   pairwise judgments of two generation sets by a judge model (HTTP or local)\n"
         "  mmlu    MMLU accuracy (5-shot or 0-shot), per subject and the mean over subjects\n"
         "  crows   CrowS-Pairs stereotype preference per bias type\n"
-        "  ppl     perplexity of a text or JSONL file with a sliding window\n";
+        "  ppl     perplexity of a text or JSONL file with a sliding window\n"
+        "  generate  = guanaco generate --prompts FILE.jsonl -o OUT.jsonl (generations for judge)\n";
     if (argc < 2) { fputs(USAGE, stderr); return 2; }
     const char *s = argv[1];
     if (!strcmp(s, "-h") || !strcmp(s, "--help") || !strcmp(s, "help")) { fputs(USAGE, stdout); return 0; }
@@ -1351,6 +1352,7 @@ int cmd_eval(int argc, char **argv) {
     if (!strcmp(s, "mmlu")) return cmd_mmlu(argc - 1, argv + 1);
     if (!strcmp(s, "crows")) return cmd_crows(argc - 1, argv + 1);
     if (!strcmp(s, "ppl")) return cmd_ppl(argc - 1, argv + 1);
+    if (!strcmp(s, "generate")) return cli_generate_prompts(argc - 1, argv + 1);
     cli_fail("eval: unknown subcommand '%s'", s);
     fputs(USAGE, stderr);
     return 2;

@@ -132,6 +132,7 @@ static const char FINETUNE_HELP[] =
     "  --source-max-len N / --target-max-len N     (1024 / 256)\n"
     "  --train-on-source              loss on the source tokens too\n"
     "  --no-group-by-length           plain shuffled order (default: HF's length-grouped order)\n"
+    "  --no-shuffle                   rows in file order every epoch\n"
     "  --eval-dataset-size N          rows held out for eval loss (0)   --eval-steps N (0 = never)\n"
     "  --save-steps N                 checkpoint every N steps (250) and at the end\n"
     "  --max-steps N (100)  --per-device-batch-size N (1)  --gradient-accumulation-steps N (16)\n"
@@ -154,6 +155,7 @@ int cmd_finetune(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(FINETUNE_HELP, stdout); return 0; }
         if (!strcmp(a, "--train-on-source")) { o.train_on_source = 1; continue; }
         if (!strcmp(a, "--no-group-by-length")) { o.group_by_length = 0; continue; }
+        if (!strcmp(a, "--no-shuffle")) { o.no_shuffle = 1; continue; }
         if (!strcmp(a, "--group-by-length")) { o.group_by_length = 1; continue; }
         if (!strcmp(a, "--resume")) { o.resume = 1; continue; }
         if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { verbose = 1; continue; }

@@ -189,7 +189,7 @@ void gn_mmlu_set_free(gn_mmlu_set *s);
 // 0-3 or A-D; a file without that header is read as the original headerless
 // 6-column layout). subject NULL: from the file name "<subject>_{dev,test,val}.csv".
 gn_status gn_mmlu_load_csv(gn_mmlu_set *s, const char *path, const char *subject);
-// Appends the rows of qlora's data/mmlu/*_mmlu_*.json (JSON lines: subject,
+// Appends the rows of qlora's data/mmlu/{zero,five}_shot_mmlu_{val,test}.json (JSON lines: subject,
 // input, output letter).
 gn_status gn_mmlu_load_qlora(gn_mmlu_set *s, const char *path);
 // "The following are multiple choice questions (with answers) about  abstract algebra.\n\n"

@@ -1,6 +1,6 @@
 /*
  * judge.c — pieces of the paper's pairwise GPT-4 judging (spec §8.2):
- * the three-class judge templates (qlora eval/prompts/*_prompt_threeclass.jsonl),
+ * the three-class judge templates (qlora eval/prompts/{vicuna,oa}_prompt_threeclass.jsonl),
  * the verdict parse, generations files, and an OpenAI-compatible chat client.
  *
  * The HTTP client uses libcurl when the build found it (GN_HAVE_CURL, set by the

@@ -1,7 +1,7 @@
 /*
  * mmlu.c — MMLU (Hendrycks et al.) as QLoRA evaluated it (spec §6.7).
  *
- * Prompt, as hendrycks' evaluate.py builds it and as qlora's data/mmlu/*.json hold it:
+ * Prompt, as hendrycks' evaluate.py builds it and as qlora's data/mmlu json files hold it:
  *     "The following are multiple choice questions (with answers) about  <subject words>.\n\n"
  *     then per exemplar  "<question>\nA. <c0>\nB. <c1>\nC. <c2>\nD. <c3>\nAnswer: <X>\n\n"
  *     then the question  "<question>\nA. <c0>\nB. <c1>\nC. <c2>\nD. <c3>\nAnswer:"

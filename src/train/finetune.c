@@ -25,6 +25,7 @@
 #include <stdio.h>       // snprintf, fprintf
 #include <stdlib.h>      // free
 #include <sys/stat.h>    // mkdir
+#include <signal.h>      // raise (test hook)
 #include <unistd.h>      // fsync, rename
 
 // ----------------------------------------------------------------------------
@@ -140,6 +141,9 @@ static gn_status save_checkpoint(const gn_finetune_opts *o, gn_trainer *tr, cons
     cJSON_Delete(j);
     if (st) return st;
     if ((st = fsync_path(tmp))) return st;
+    // test hook: die here, with the checkpoint written but not yet renamed into place
+    const char *kill_at = getenv("GN_TEST_KILL_AT_CHECKPOINT");
+    if (kill_at && atoll(kill_at) == rs->step) raise(SIGKILL);
     if (rename(tmp, fin) != 0) {
         if (errno == EEXIST || errno == ENOTEMPTY) return gn_err(GN_ERR_IO, "%s: already exists", fin);
         return gn_err(GN_ERR_IO, "%s: cannot rename to %s: %s", tmp, fin, strerror(errno));
@@ -236,6 +240,11 @@ static gn_status eval_loss(gn_trainer *tr, const gn_dataset *ev, double *out) {
 // ----------------------------------------------------------------------------
 // the run
 
+static void epoch_order(const gn_finetune_opts *o, const gn_dataset *ds, int epoch, int *order) {
+    if (o->no_shuffle) { for (int i = 0; i < ds->n; i++) order[i] = i; return; }
+    gn_dataset_epoch_order(ds, o->train.seed, epoch, o->group_by_length, o->batch_size, order);
+}
+
 gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
     const gn_tokenizer *tok = gn_model_tokenizer(m);
     if (!tok) return gn_err(GN_ERR_ARG, "%s: the model has no tokenizer; finetune needs one", o->model_path);
@@ -269,7 +278,7 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
         gn_log(GN_LOG_WARN, "resuming from %s/checkpoint-%lld (step %lld)", o->out_dir, n, (long long)rs.step);
     }
     order = gn_malloc(sizeof(int) * (size_t)ds.n);
-    gn_dataset_epoch_order(&ds, o->train.seed, rs.epoch, o->group_by_length, o->batch_size, order);
+    epoch_order(o, &ds, rs.epoch, order);
     char logp[4200];
     snprintf(logp, sizeof logp, "%s/log.jsonl", o->out_dir);
     logf = fopen(logp, o->resume ? "a" : "w");
@@ -286,7 +295,7 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
             int idx[64];
             int nb = o->batch_size < 64 ? o->batch_size : 64, ntok = 0;
             for (int b = 0; b < nb; b++) {
-                if (rs.pos >= ds.n) { rs.pos = 0; rs.epoch++; gn_dataset_epoch_order(&ds, o->train.seed, rs.epoch, o->group_by_length, o->batch_size, order); }
+                if (rs.pos >= ds.n) { rs.pos = 0; rs.epoch++; epoch_order(o, &ds, rs.epoch, order); }
                 idx[b] = order[rs.pos++];
                 const gn_example *e = &ds.ex[idx[b]];
                 for (int t = 0; t + 1 < e->n; t++) ntok += e->labels[t + 1] != GN_IGNORE_INDEX;

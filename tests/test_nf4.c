@@ -1,0 +1,337 @@
+/*
+ * test_nf4.c — NF4/FP4 quantization: tables against the spec, hand-checked
+ * packing corner cases, every SIMD dequant/matmul path against the scalar
+ * reference on awkward shapes, the quant_state JSON, and a save/load round trip.
+ * Byte-exactness against bitsandbytes itself is tests/test_nf4.py's job.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "quant/nf4.h"
+#include "tensor/kernels.h"
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static float frand(void) {  // uniform in [-1, 1)
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+// ---------------------------------------------------------------------------
+// tables (spec §1.1, §1.2, §2.3)
+
+static void test_tables(void) {
+    static const uint32_t nf4[16] = {0xbf800000, 0xbf3239b1, 0xbf066b30, 0xbeca32a0, 0xbe91a24d, 0xbe3d353f,
+                                     0xbdba7871, 0x00000000, 0x3da2faff, 0x3e24cae3, 0x3e7c04dd, 0x3ead033a,
+                                     0x3ee1a4b8, 0x3f1007ab, 0x3f3913b3, 0x3f800000};
+    static const uint32_t thr[15] = {0xbf591cd8, 0xbf1c5270, 0xbeeb8480, 0xbeadea76, 0xbe703cec,
+                                     0xbe0d38bc, 0xbd3a7871, 0x3d22faff, 0x3df64862, 0x3e5067e0,
+                                     0x3e9582d4, 0x3ec753f9, 0x3f006d04, 0x3f248daf, 0x3f5c89da};
+    for (int i = 0; i < 16; i++) CHECK(bits(gn_nf4_code[i]) == nf4[i], "nf4[%d] = %08x", i, bits(gn_nf4_code[i]));
+    for (int k = 0; k < 15; k++) {
+        float m = (gn_nf4_code[k] + gn_nf4_code[k + 1]) / 2.0f;
+        CHECK(bits(m) == thr[k], "nf4 threshold %d = %08x, spec %08x", k, bits(m), thr[k]);
+    }
+    // FP4: {0, 0.0625, 8, 12, 4, 6, 2, 3} / 12, sign bit 3, entry 8 is +0
+    const float fp4v[8] = {0, 0.0625f, 8, 12, 4, 6, 2, 3};
+    for (int i = 0; i < 8; i++) {
+        CHECK(gn_fp4_code[i] == fp4v[i] / 12.0f && gn_fp4_code[i + 8] == -(fp4v[i] / 12.0f), "fp4[%d]", i);
+    }
+    CHECK(bits(gn_fp4_code[8]) == 0, "fp4[8] is +0.0");
+    const struct { int i; uint32_t b; } dm[] = {{128, 0x3513a3b7}, {137, 0x39c7e283}, {138, 0x3a016f01},
+                                                {152, 0x3bcfdf3b}, {236, 0x3f3d6666}, {254, 0x3f7e3333},
+                                                {255, 0x3f800000}, {127, 0}};
+    for (size_t k = 0; k < sizeof dm / sizeof dm[0]; k++)
+        CHECK(bits(gn_dynamic_map[dm[k].i]) == dm[k].b, "dynamic map [%d] = %08x", dm[k].i, bits(gn_dynamic_map[dm[k].i]));
+    int mirror = 1, sorted = 1;
+    for (int k = 1; k <= 127; k++) mirror &= gn_dynamic_map[127 - k] == -gn_dynamic_map[127 + k];
+    for (int k = 0; k < 255; k++) sorted &= gn_dynamic_map[k] < gn_dynamic_map[k + 1];
+    CHECK(mirror && sorted, "dynamic map mirrored %d sorted %d", mirror, sorted);
+}
+
+// ---------------------------------------------------------------------------
+// packing corner cases (bnb 0.50 CPU semantics, see nf4.c)
+
+static void test_packing(void) {
+    gn_quant4_state q;
+    float one = 0.5f;
+    CHECK(gn_quantize_4bit(&one, GN_DTYPE_F32, 1, 64, GN_QUANT_NF4, 0, &q) == GN_OK, "quantize 1");
+    CHECK(q.packed[0] == 0xF7 && q.absmax[0] == 0.5f, "NF4 [0.5] -> %02x (spare nibble = code of 0.0)", q.packed[0]);
+    gn_quant4_free(&q);
+    CHECK(gn_quantize_4bit(&one, GN_DTYPE_F32, 1, 64, GN_QUANT_FP4, 0, &q) == GN_OK, "quantize 1 fp4");
+    CHECK(q.packed[0] == 0x30, "FP4 [0.5] -> %02x", q.packed[0]);
+    gn_quant4_free(&q);
+
+    float z[130] = {0};  // two full zero blocks and a zero tail of 2
+    CHECK(gn_quantize_4bit(z, GN_DTYPE_F32, 130, 64, GN_QUANT_NF4, 0, &q) == GN_OK, "zeros");
+    CHECK(q.packed[0] == 0x77 && q.packed[64] == 0x77, "zero block packs 0x77 (CUDA: 0x00)");
+    CHECK(q.absmax[0] == 0.0f && q.absmax[2] == 1e-38f, "zero absmax: full block stores 0, partial 1e-38 (%g %g)",
+          q.absmax[0], q.absmax[2]);
+    gn_quant4_free(&q);
+
+    // ties go to the lower code; NaN to code 15; inf scales the block to 0/NaN
+    float x[64] = {0};
+    x[0] = 1.0f;
+    x[1] = (gn_nf4_code[11] + gn_nf4_code[12]) / 2.0f;  // exactly on threshold 11 -> code 11
+    x[2] = nextafterf(x[1], 2.0f);                        // just above -> 12
+    x[3] = -1.0f;
+    CHECK(gn_quantize_4bit(x, GN_DTYPE_F32, 64, 64, GN_QUANT_NF4, 0, &q) == GN_OK, "ties");
+    CHECK(q.packed[0] == 0xFB && q.packed[1] == 0xC0, "ties: %02x %02x", q.packed[0], q.packed[1]);
+    gn_quant4_free(&q);
+    x[5] = NAN;
+    CHECK(gn_quantize_4bit(x, GN_DTYPE_F32, 64, 64, GN_QUANT_NF4, 0, &q) == GN_OK, "nan");
+    CHECK(isnan(q.absmax[0]) && q.packed[0] == 0xFF && q.packed[31] == 0xFF, "NaN block: all code 15");
+    gn_quant4_free(&q);
+    x[5] = INFINITY;
+    CHECK(gn_quantize_4bit(x, GN_DTYPE_F32, 64, 64, GN_QUANT_NF4, 0, &q) == GN_OK, "inf");
+    CHECK(isinf(q.absmax[0]) && q.packed[0] == 0x77 && q.packed[2] == 0x7F, "inf block: %02x %02x",
+          q.packed[0], q.packed[2]);
+    gn_quant4_free(&q);
+    // FP4: tiny positives take index 8 (+0 in the stored map), 0 and negatives index 0
+    float f[4] = {1.0f, 1e-3f, 0.0f, -1e-3f};
+    CHECK(gn_quantize_4bit(f, GN_DTYPE_F32, 4, 64, GN_QUANT_FP4, 0, &q) == GN_OK, "fp4 small");
+    CHECK(q.packed[0] == 0x38 && q.packed[1] == 0x00, "fp4 small: %02x %02x", q.packed[0], q.packed[1]);
+    gn_quant4_free(&q);
+
+    CHECK(gn_quantize_4bit(x, GN_DTYPE_F32, 64, 48, GN_QUANT_NF4, 0, &q) == GN_ERR_ARG, "blocksize 48 refused");
+    CHECK(gn_quantize_4bit(x, GN_DTYPE_I8, 64, 64, GN_QUANT_NF4, 0, &q) == GN_ERR_ARG, "I8 input refused");
+    CHECK(gn_quantize_4bit(x, GN_DTYPE_F32, 0, 64, GN_QUANT_NF4, 0, &q) == GN_ERR_ARG, "empty refused");
+}
+
+// ---------------------------------------------------------------------------
+// quantization error and bf16 / f16 inputs
+
+static void test_roundtrip(void) {
+    const int64_t n = 5000;
+    float *x = malloc(n * 4), *d = malloc(n * 4);
+    uint16_t *xb = malloc(n * 2), *db = malloc(n * 2);
+    for (int64_t i = 0; i < n; i++) { x[i] = frand() * (1 + (i % 7)); xb[i] = gn_f32_to_bf16(x[i]); }
+    for (int dq = 0; dq < 2; dq++) {
+        gn_quant4_state q;
+        CHECK(gn_quantize_4bit(x, GN_DTYPE_F32, n, 64, GN_QUANT_NF4, dq, &q) == GN_OK, "quantize");
+        gn_dequantize_4bit(&q, d);
+        // largest half-gap of the NF4 table is (1 - 0.6961928) / 2 = 0.1519; DQ moves absmax by < 1%
+        float worst = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float am = 0;
+            for (int64_t j = i / 64 * 64; j < (i / 64 + 1) * 64 && j < n; j++) am = fmaxf(am, fabsf(x[j]));
+            worst = fmaxf(worst, fabsf(d[i] - x[i]) / am);
+        }
+        CHECK(worst <= (dq ? 0.16f : 0.1520f), "NF4 dq=%d relative error %g", dq, worst);
+        gn_quant4_free(&q);
+        // bf16 input: same codes as its float32 value
+        gn_quant4_state qa, qb;
+        float *xf = malloc(n * 4);
+        for (int64_t i = 0; i < n; i++) xf[i] = gn_bf16_to_f32(xb[i]);
+        CHECK(gn_quantize_4bit(xb, GN_DTYPE_BF16, n, 128, GN_QUANT_FP4, dq, &qa) == GN_OK, "bf16 in");
+        CHECK(gn_quantize_4bit(xf, GN_DTYPE_F32, n, 128, GN_QUANT_FP4, dq, &qb) == GN_OK, "f32 in");
+        CHECK(memcmp(qa.packed, qb.packed, (n + 1) / 2) == 0 && memcmp(qa.absmax, qb.absmax, qa.nblocks * 4) == 0,
+              "bf16 input quantizes like its float32 value");
+        CHECK(qa.dtype == GN_DTYPE_BF16 && gn_dequantize_4bit_to(&qa, GN_DTYPE_BF16, db) == GN_OK, "to bf16");
+        gn_dequantize_4bit(&qa, d);
+        int same = 1;
+        for (int64_t i = 0; i < n; i++) same &= db[i] == gn_f32_to_bf16(d[i]);
+        CHECK(same, "bf16 dequant = bf16(f32 product)");
+        gn_quant4_free(&qa);
+        gn_quant4_free(&qb);
+        free(xf);
+    }
+    free(x); free(d); free(xb); free(db);
+}
+
+// ---------------------------------------------------------------------------
+// every SIMD level against the scalar reference
+
+static void fill_state(gn_quant4_state *q, int64_t rows, int64_t cols, int bs, int qt, int dq, gn_dtype wdt) {
+    int64_t n = rows * cols;
+    float *w = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) w[i] = frand() * (1.0f + (float)(i % 13));
+    GN_ASSERT(gn_quantize_4bit(w, GN_DTYPE_F32, n, bs, qt, dq, q) == GN_OK);
+    int64_t shape[2] = {rows, cols};
+    GN_ASSERT(gn_quant4_set_shape(q, 2, shape) == GN_OK);
+    q->wdtype = wdt;
+    free(w);
+}
+
+static void test_kernels_vs_ref(void) {
+    const int64_t shapes[][2] = {{1, 1}, {1, 63}, {3, 100}, {7, 200}, {5, 4160}, {17, 64}, {33, 128}, {2, 4096}};
+    const int bss[] = {32, 64, 128};
+    const int64_t Ts[] = {0, 1, 3, 17};
+    const gn_dtype wdts[] = {GN_DTYPE_F32, GN_DTYPE_BF16, GN_DTYPE_F16};
+    for (int lvl = GN_SIMD_SCALAR; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        int got = (int)gn_simd_level();
+        if (got != lvl) continue;  // this CPU lacks the level
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (size_t bi = 0; bi < sizeof bss / sizeof bss[0]; bi++) {
+                int64_t R = shapes[si][0], C = shapes[si][1], n = R * C;
+                int qt = (si + bi) % 2 ? GN_QUANT_FP4 : GN_QUANT_NF4, dq = (int)(si % 2);
+                gn_quant4_state q;
+                fill_state(&q, R, C, bss[bi], qt, dq, wdts[(si + bi) % 3]);
+                // dequantization: exact, whole tensor and odd ranges
+                float *d0 = malloc((size_t)n * 4), *d1 = malloc((size_t)n * 4);
+                gn_dequantize_4bit_ref(&q, d0);
+                gn_dequantize_4bit(&q, d1);
+                CHECK(memcmp(d0, d1, (size_t)n * 4) == 0, "dequant level %d %lldx%lld bs %d", lvl, (long long)R,
+                      (long long)C, bss[bi]);
+                int64_t e0 = n > 3 ? 3 : 0, len = n - e0 > 37 ? n - e0 - 5 : n - e0;
+                gn_dequantize_4bit_range(&q, e0, len, d1);
+                CHECK(memcmp(d0 + e0, d1, (size_t)len * 4) == 0, "dequant range level %d", lvl);
+                // matmul: same rounded weights, summation order differs; bound
+                // |out - ref| <= cols * 2^-22 * sum |w x| (a float32 summation bound)
+                for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+                    int64_t T = Ts[ti];
+                    size_t ni = (size_t)(T * C) + 1, no = (size_t)(T * R) + 1;
+                    float *in = malloc(ni * 4), *o0 = calloc(no, 4), *o1 = calloc(no, 4);
+                    for (size_t i = 0; i < ni; i++) in[i] = frand();
+                    gn_nf4_matmul_ref(o0, in, &q, T);
+                    gn_nf4_matmul(o1, in, &q, T);
+                    float worst = 0;
+                    for (int64_t t = 0; t < T; t++)
+                        for (int64_t r = 0; r < R; r++) {
+                            double sa = 0;
+                            for (int64_t c = 0; c < C; c++) sa += fabs((double)d0[r * C + c] * in[t * C + c]);
+                            float err = fabsf(o1[t * R + r] - o0[t * R + r]);
+                            float tol = (float)((double)C * 0x1p-22 * sa) + 1e-30f;
+                            worst = fmaxf(worst, err / tol);
+                        }
+                    CHECK(worst <= 1.0f, "matmul level %d %lldx%lld bs %d wdtype %s T=%lld: error %g of bound",
+                          lvl, (long long)R, (long long)C, bss[bi], gn_dtype_name(q.wdtype), (long long)T, worst);
+                    free(in); free(o0); free(o1);
+                }
+                free(d0); free(d1);
+                gn_quant4_free(&q);
+            }
+    }
+    gn_simd_force(GN_SIMD_AVX512);  // back to the best this CPU has
+    // the matmul rounds weights to wdtype: check the reference does what it says
+    gn_quant4_state q;
+    fill_state(&q, 2, 64, 64, GN_QUANT_NF4, 0, GN_DTYPE_BF16);
+    float x[64] = {0}, o[2], d[128];
+    x[5] = 1.0f;
+    gn_nf4_matmul_ref(o, x, &q, 1);
+    gn_dequantize_4bit(&q, d);
+    CHECK(o[1] == gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5])), "weights rounded to bf16 in matmul");
+    gn_nf4_matmul(o, x, &q, 1);
+    CHECK(o[1] == gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5])), "weights rounded to bf16 in fused matmul");
+    gn_quant4_free(&q);
+}
+
+// ---------------------------------------------------------------------------
+// JSON, bits per parameter, save/load
+
+static void test_json(void) {
+    float x[100];
+    for (int i = 0; i < 100; i++) x[i] = frand();
+    gn_quant4_state q;
+    CHECK(gn_quantize_4bit(x, GN_DTYPE_F32, 100, 64, GN_QUANT_NF4, 1, &q) == GN_OK, "q");
+    int64_t shape[2] = {4, 25};
+    gn_quant4_set_shape(&q, 2, shape);
+    q.dtype = GN_DTYPE_BF16;
+    // Python repr() of the float32 offset as a double
+    const struct { float v; const char *s; } reprs[] = {
+        {0.1f, "0.10000000149011612"}, {1.0f, "1.0"}, {100.0f, "100.0"}, {1e-05f, "9.999999747378752e-06"},
+        {1.5e+16f, "1.5000000408846336e+16"}, {123456.78f, "123456.78125"}, {-2.5e-07f, "-2.499999993688107e-07"},
+        {0.0003f, "0.0003000000142492354"}, {0.0001f, "9.999999747378752e-05"}, {1e+16f, "1.0000000272564224e+16"},
+        {65504.0f, "65504.0"}, {2.6078906059265137f, "2.6078906059265137"}, {1e-45f, "1.401298464324817e-45"},
+        {1e15f, "999999986991104.0"}, {0.000125f, "0.0001250000059371814"}, {-0.0f, "-0.0"}, {0.0f, "0.0"}};
+    for (size_t k = 0; k < sizeof reprs / sizeof reprs[0]; k++) {
+        q.offset = reprs[k].v;
+        char *js = gn_quant4_state_json(&q);
+        char want[512];
+        snprintf(want, sizeof want, "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"bfloat16\", \"shape\": [4, 25], "
+                 "\"nested_blocksize\": 256, \"nested_dtype\": \"float32\", \"nested_offset\": %s}", reprs[k].s);
+        CHECK(strcmp(js, want) == 0, "json %s", js);
+        free(js);
+    }
+    gn_quant4_free(&q);
+    // bits per parameter: 4 + 8/64 + 32/(64*256) = 4.126953125 ("4.127", QLoRA §3)
+    double f = gn_quant4_bits_formula(64, 1, 256);
+    CHECK(f == 4.126953125 && fabs(f - 4.127) < 5e-4, "NF4+DQ bits/param %.9f", f);
+    CHECK(gn_quant4_bits_formula(64, 0, 0) == 4.5, "NF4 bits/param without DQ");
+    float *w = malloc(256 * 4096 * 4);
+    for (int i = 0; i < 256 * 4096; i++) w[i] = frand();
+    CHECK(gn_quantize_4bit(w, GN_DTYPE_F32, 256 * 4096, 64, GN_QUANT_NF4, 1, &q) == GN_OK, "q big");
+    CHECK(gn_quant4_bits_per_param(&q) == f, "256x4096 state: %.9f bits/param", gn_quant4_bits_per_param(&q));
+    gn_quant4_free(&q);
+    free(w);
+}
+
+static void test_save_load(void) {
+    char path[] = "/tmp/gn_test_nf4_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    close(fd);
+    for (int dq = 0; dq < 2; dq++) {
+        float x[7 * 200];
+        for (int i = 0; i < 7 * 200; i++) x[i] = frand() * 3;
+        gn_quant4_state q, r;
+        int64_t shape[2] = {7, 200};
+        CHECK(gn_quantize_4bit(x, GN_DTYPE_F32, 1400, 128, dq ? GN_QUANT_NF4 : GN_QUANT_FP4, dq, &q) == GN_OK, "q");
+        gn_quant4_set_shape(&q, 2, shape);
+        gn_quant4_export ex;
+        CHECK(gn_quant4_export_tensors(&q, "model.layers.0.mlp.down_proj", &ex) == GN_OK, "export");
+        CHECK(ex.n == (dq ? 6 : 4), "export count %d", ex.n);
+        CHECK(gn_safetensors_save(path, ex.t, ex.n, NULL, 0) == GN_OK, "save: %s", gn_last_error());
+        gn_tensor_table tt;
+        gn_tensor_table_init(&tt);
+        CHECK(gn_safetensors_load(&tt, path) == GN_OK, "load file: %s", gn_last_error());
+        CHECK(gn_quant4_present(&tt, "model.layers.0.mlp.down_proj") && !gn_quant4_present(&tt, "model.layers.0"),
+              "present");
+        gn_status st = gn_quant4_load(&r, &tt, "model.layers.0.mlp.down_proj");
+        CHECK(st == GN_OK, "quant4 load: %s", gn_last_error());
+        if (st == GN_OK) {
+            CHECK(r.rows == 7 && r.cols == 200 && r.nested == dq && r.blocksize == 128 && r.quant_type == q.quant_type,
+                  "loaded header");
+            CHECK(memcmp(r.packed, q.packed, 700) == 0 && memcmp(r.absmax, q.absmax, r.nblocks * 4) == 0,
+                  "loaded packed + scales");
+            CHECK(!dq || (r.offset == q.offset && memcmp(r.nested_code, gn_dynamic_map, 1024) == 0), "nested");
+            gn_quant4_free(&r);
+        }
+        // a layer without its absmax names the missing tensor
+        st = gn_quant4_load(&r, &tt, "model.layers.9.mlp.down_proj");
+        CHECK(st == GN_ERR_FORMAT && strstr(gn_last_error(), "model.layers.9.mlp.down_proj.weight.quant_state"),
+              "missing layer: %s", gn_last_error());
+        gn_tensor_table_free(&tt);
+        // corrupt JSON
+        ex.t[ex.n - 1].data = "{\"quant_type\": 1";
+        ex.t[ex.n - 1].nbytes = strlen("{\"quant_type\": 1");
+        ex.t[ex.n - 1].shape[0] = (int64_t)ex.t[ex.n - 1].nbytes;
+        CHECK(gn_safetensors_save(path, ex.t, ex.n, NULL, 0) == GN_OK, "save bad");
+        gn_tensor_table_init(&tt);
+        CHECK(gn_safetensors_load(&tt, path) == GN_OK, "load bad file");
+        st = gn_quant4_load(&r, &tt, "model.layers.0.mlp.down_proj");
+        CHECK(st == GN_ERR_FORMAT && strstr(gn_last_error(), path) && strstr(gn_last_error(), "does not parse"),
+              "bad json: %s", gn_last_error());
+        gn_tensor_table_free(&tt);
+        gn_quant4_export_free(&ex);
+        gn_quant4_free(&q);
+    }
+    unlink(path);
+}
+
+static void test_torch_mean(void) {
+    float x[40000];
+    for (int i = 0; i < 40000; i++) x[i] = 0.25f;
+    CHECK(gn_quant4_torch_mean(x, 40000, 1) == 0.25f && gn_quant4_torch_mean(x, 40000, 4) == 0.25f &&
+          gn_quant4_torch_mean(x, 3, 1) == 0.25f, "mean of a constant");
+    for (int i = 0; i < 40000; i++) x[i] = (float)i;
+    CHECK(fabsf(gn_quant4_torch_mean(x, 40000, 2) - 19999.5f) < 0.01f, "mean 0..39999 = %g",
+          gn_quant4_torch_mean(x, 40000, 2));
+}
+
+int main(void) {
+    test_tables();
+    test_packing();
+    test_roundtrip();
+    test_kernels_vs_ref();
+    test_json();
+    test_save_load();
+    test_torch_mean();
+    TEST_REPORT();
+}
