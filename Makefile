@@ -23,6 +23,29 @@ endif
 OPENBLAS_INC := $(shell pkg-config --cflags openblas 2>/dev/null || echo -I/usr/include/x86_64-linux-gnu/openblas-pthread)
 CFLAGS_BASE += $(OPENBLAS_INC)
 
+# optional libraries, announced like the OpenMP probe
+ifneq ($(shell pkg-config --exists cairo 2>/dev/null && echo 1),)
+CFLAGS_BASE += -DGN_HAVE_CAIRO $(shell pkg-config --cflags cairo)
+LDLIBS += $(shell pkg-config --libs cairo)
+$(info ✓ cairo found: PNG charts)
+else
+$(info ✗ cairo not found: no PNG charts (apt-get install libcairo2-dev))
+endif
+ifneq ($(shell pkg-config --exists libcurl 2>/dev/null && echo 1),)
+CFLAGS_BASE += -DGN_HAVE_CURL
+LDLIBS += $(shell pkg-config --libs libcurl)
+$(info ✓ libcurl found: eval judge over HTTP)
+else
+$(info ✗ libcurl not found: eval judge only with a local model (apt-get install libcurl4-openssl-dev))
+endif
+ifneq ($(shell pkg-config --exists libmicrohttpd 2>/dev/null && echo 1),)
+CFLAGS_BASE += -DGN_HAVE_MHD
+LDLIBS += $(shell pkg-config --libs libmicrohttpd)
+$(info ✓ libmicrohttpd found: guanaco serve)
+else
+$(info ✗ libmicrohttpd not found: no guanaco serve (apt-get install libmicrohttpd-dev))
+endif
+
 CFLAGS ?= $(OPT)
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(SAN)
 

@@ -5,13 +5,19 @@
     ~/.cache/guanaco/venv/bin/python bench/bench_inference.py            # 2 threads, 512 + 128
     ~/.cache/guanaco/venv/bin/python bench/bench_inference.py -t 1 --reps 5
 
-Runs build/bench/bench_generate on the model (a subprocess), then llama.cpp through
+Runs build/bench/bench_generate on the model (a subprocess) and llama.cpp through
 llama_cpp.Llama on the same file with the same thread count, prompt ids and
-procedure:
+procedure, interleaved: guanaco repetition r, then llama.cpp repetition r.
+Each engine warms up first (bench_generate does so in every process).
 
-  prefill: reset, eval N prompt ids in one call, timed; median of --reps after one warm-up.
+  prefill: reset, eval N prompt ids in one call, timed.
   decode : then greedy, one token per call; the timer starts after the first decoded
            token (llama2.c), M tokens timed.
+  figures: the median over --reps repetitions.
+
+For each repetition the script measures how much CPU other processes took
+(/proc/stat minus our own rusage); --wait-quiet S waits for a quiet machine
+before each repetition and retries disturbed ones.
 
 Prints a table (ours, peer, ratio ours/peer, share of the machine's limit) and
 writes bench/out/bench_inference.json and, when matplotlib is importable,

@@ -22,21 +22,10 @@ T0=$(date +%s)
 step() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 # --- 1. Debian packages ------------------------------------------------------
-APT_PKGS=(build-essential libopenblas-dev libcjson-dev libpcre2-dev pkg-config cmake python3-venv)
-missing=()
-for p in "${APT_PKGS[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    step "installing Debian packages: ${missing[*]}"
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -q
-    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-    step "Debian packages present"
-fi
+# the build's packages (scripts/install_deps.sh) plus what the tests need
+TEST_PKGS=(cmake)
+step "Debian packages (installing any that are missing)"
+bash "$ROOT/scripts/install_deps.sh" "${TEST_PKGS[@]}"
 
 # --- 2. Python reference stacks ----------------------------------------------
 PY_IMPORTS="import torch, transformers, peft, bitsandbytes, sentencepiece, tokenizers, safetensors, gguf, numpy, pytest, google.protobuf, llama_cpp"

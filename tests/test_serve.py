@@ -298,7 +298,7 @@ def test_stop_strings(client, smollm2_gguf):
         st = list(client.completions.create(model=base, prompt=prompt, temperature=0, max_tokens=12, stop=stop, stream=True))
         assert "".join(c.choices[0].text for c in st) == full[:first]
     # a stop string of several tokens
-    cut = full.find("The")
+    cut = full.find("The ans")
     if cut > 0:
         r = client.completions.create(model=base, prompt=prompt, temperature=0, max_tokens=12, stop="The ans")
         assert r.choices[0].text == full[:cut]
@@ -391,31 +391,38 @@ def test_chat_page(srv, browser):
         e = browser.find_element(By.ID, fid)
         e.clear()
         e.send_keys(v)
+    # record every length the answer goes through while it streams in
+    browser.execute_script("""
+        window.__lens = [];
+        new MutationObserver(() => {
+          const a = document.querySelectorAll('.msg.assistant .content');
+          if (a.length) window.__lens.push(a[a.length - 1].textContent.length);
+        }).observe(document.getElementById('messages'), {childList: true, subtree: true, characterData: true});""")
     for turn, question in enumerate(["What is the capital of France?", "And of Italy?"]):
+        browser.execute_script("window.__lens = [];")
         browser.find_element(By.ID, "input").send_keys(question)
         browser.find_element(By.ID, "send").click()
-        seen = set()
 
         def done():
             els = browser.find_elements(By.CSS_SELECTOR, ".msg.assistant")
-            if len(els) < turn + 1:
-                return None
-            el = els[turn]
-            txt = el.find_element(By.CLASS_NAME, "content").text
-            if txt:
-                seen.add(txt)
-            return el if el.get_attribute("data-done") else None
+            return els[turn] if len(els) > turn and els[turn].get_attribute("data-done") else None
 
         el = wait_for(done, 120, "the streamed answer")
         assert el.get_attribute("data-done") == "1", el.text
         final = el.find_element(By.CLASS_NAME, "content").text
         assert final and "[error" not in final
-        assert len(seen) >= 2 or turn > 0, f"the answer did not stream in pieces: {seen}"
+        lens = browser.execute_script("return window.__lens;")
+        partial = sorted({n for n in lens if 0 < n < len(final)})
+        assert partial, f"the answer did not stream in pieces: lengths {lens}"
         if turn == 0:
             assert "Paris" in final
     users = browser.find_elements(By.CSS_SELECTOR, ".msg.user")
     assert [u.find_element(By.CLASS_NAME, "content").text for u in users] == [
         "What is the capital of France?", "And of Italy?"]
+
+
+def norm(text):
+    return " ".join(text.split())
 
 
 def test_rate_page(srv, browser, rate_files):
@@ -429,10 +436,10 @@ def test_rate_page(srv, browser, rate_files):
     for k, button in enumerate(["pick1", "pick2", "tie"]):
         wait_for(lambda: browser.find_element(By.ID, "answer1").text and not browser.find_element(By.ID, button)
                  .get_attribute("disabled"), 30, "a pair to rate")
-        shown = [browser.find_element(By.ID, i).text for i in ("answer1", "answer2")]
-        prompt = browser.find_element(By.ID, "prompt").text
-        qid = next(q for q, r in rows_a.items() if r["text"].strip() == prompt.strip())
-        ga, gb = rows_a[qid]["generation"].strip(), rows_b[qid]["generation"].strip()
+        shown = [norm(browser.find_element(By.ID, i).text) for i in ("answer1", "answer2")]
+        prompt = norm(browser.find_element(By.ID, "prompt").text)
+        qid = next(q for q, r in rows_a.items() if norm(r["text"]) == prompt)
+        ga, gb = norm(rows_a[qid]["generation"]), norm(rows_b[qid]["generation"])
         assert sorted(shown) == sorted([ga, gb])  # both answers, names hidden
         if button == "tie":
             score = 3
@@ -446,8 +453,8 @@ def test_rate_page(srv, browser, rate_files):
                  30, "the verdict to be saved")
     lines = judgments.read_text().splitlines()[len(before):]
     assert len(lines) == 3
-    rel = json.loads((DATA / "qlora-eval" / "ratings-gpt4" / "vicuna" / "pairwise").glob("*.jsonl").__next__()
-                     .read_text().splitlines()[0])
+    release = sorted((DATA / "qlora-eval" / "ratings-gpt4" / "vicuna" / "pairwise").glob("*.jsonl"))[0]
+    rel = json.loads(release.read_text().splitlines()[0])
     for line, (qid, score) in zip(lines, expected):
         row = json.loads(line)
         assert set(rel) <= set(row), set(rel) - set(row)  # every field of the release's rows
@@ -594,7 +601,8 @@ def test_bad_requests(bad_srv):
     assert_error(st, b, 413)
     c = http.client.HTTPConnection(LOOPBACK, s.port, timeout=30)
     try:
-        c.request("POST", "/v1/completions", (b"a" * 8192 for _ in range(20)), {"Transfer-Encoding": "chunked"})
+        c.request("POST", "/v1/completions", (b"a" * 8192 for _ in range(20)), {"Transfer-Encoding": "chunked"},
+                  encode_chunked=True)
         r = c.getresponse()
         assert r.status == 413
         assert json.loads(r.read())["error"]["code"] == "request_too_large"
@@ -671,7 +679,7 @@ def test_disconnect_mid_stream(bad_srv):
         return int(m.group(1)) >= 2
     wait_for(cancelled, 30, "both requests to be cancelled")
     st, b = post_json(s, "/v1/completions", {"prompt": "Hello", "max_tokens": 3})
-    assert st == 200 and b["usage"]["completion_tokens"] == 3 or b["choices"][0]["finish_reason"] == "stop"
+    assert st == 200 and (b["usage"]["completion_tokens"] == 3 or b["choices"][0]["finish_reason"] == "stop"), b
 
 
 def test_queue_full_and_timeout(bad_srv):
@@ -701,13 +709,13 @@ def test_request_timeout(smollm2_gguf):
     s = Server(smollm2_gguf, "--parallel", 1, "--ctx", 2048, "--timeout", 1.5)
     try:
         t0 = time.time()
-        st, b = post_json(s, "/v1/completions", {"prompt": "Write a long essay.", "max_tokens": 2000, "temperature": 1,
-                                                 "seed": 3, "stop": ["zzzz"]})
+        # greedy counting goes on and on: only the deadline ends it
+        st, b = post_json(s, "/v1/completions", {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 2000,
+                                                 "temperature": 0})
         took = time.time() - t0
-        # cut by the deadline (unless the model ended on its own first)
-        assert st == 200 and took < 6, (st, took)
-        assert b["choices"][0]["finish_reason"] in ("length", "stop")
-        assert b["usage"]["completion_tokens"] < 2000
+        assert st == 200 and took < 8, (st, took)
+        assert b["choices"][0]["finish_reason"] == "length"
+        assert 0 < b["usage"]["completion_tokens"] < 1500, b["usage"]
     finally:
         s.stop()
 

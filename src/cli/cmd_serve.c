@@ -4,6 +4,9 @@
  *
  *   guanaco serve -m MODEL [-a NAME=PATH ...] [--host 127.0.0.1] [--port 8080]
  */
+
+// Built only with libmicrohttpd (the Makefile defines GN_HAVE_MHD when pkg-config finds it).
+#ifdef GN_HAVE_MHD
 #include "cli.h"
 
 #include <errno.h>  // errno
@@ -171,3 +174,5 @@ done:
     free(o.adapters);
     return rc;
 }
+
+#endif // GN_HAVE_MHD

@@ -8,6 +8,7 @@
  * "model" may be left out (the base model), penalties are accepted and ignored.
  * Extensions: top_k, repetition_penalty.
  */
+#ifdef GN_HAVE_MHD
 #include "server.h"
 
 #include <cjson/cJSON.h> // cJSON_ParseWithLength, cJSON_GetObjectItemCaseSensitive
@@ -513,3 +514,5 @@ int api_model_json(sbuf *out, const char *id) {
     model_entry(out, id, a >= 0 ? srv.model_name : NULL);
     return 0;
 }
+
+#endif // GN_HAVE_MHD

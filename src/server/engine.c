@@ -20,6 +20,7 @@
  * (gn_sampler_sample keeps its sort key in a file-static, so sampling must stay
  * on one thread).
  */
+#ifdef GN_HAVE_MHD
 #include "server.h"
 
 #include <errno.h>       // errno
@@ -692,3 +693,5 @@ int engine_submit_locked(srv_job *j) {
     pthread_cond_signal(&srv.cv);
     return 0;
 }
+
+#endif // GN_HAVE_MHD

@@ -16,6 +16,9 @@
  * that has not delivered a whole request within --read-timeout seconds of
  * connecting (or of its previous request finishing).
  */
+
+// Built only with libmicrohttpd (the Makefile defines GN_HAVE_MHD when pkg-config finds it).
+#ifdef GN_HAVE_MHD
 #include "server.h"
 
 #include <arpa/inet.h>   // inet_pton
@@ -361,7 +364,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return respond_error(c, r, 401, "Incorrect API key provided (send it as 'Authorization: Bearer KEY')",
                                  "invalid_request_error", "invalid_api_key");
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > (has_body(r->route) ? srv.o.max_body : 0)) goto too_big;
+        if (cl && has_body(r->route) && strtoull(cl, NULL, 10) > srv.o.max_body) goto too_big;
         return MHD_YES;
     }
     if (*upload_size) {
@@ -369,7 +372,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         // its size was not declared) is read and dropped, then answered with 413; one
         // that goes on far past the limit loses its connection instead.
         r->received += *upload_size;
-        if (!r->answered && !r->too_big) {
+        if (!r->answered && !r->too_big && has_body(r->route)) { // other routes ignore a body
             if (r->body.len + *upload_size > srv.o.max_body) {
                 r->too_big = 1;
                 sb_free(&r->body);
@@ -378,7 +381,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             }
         }
         *upload_size = 0;
-        if (r->too_big && r->received > 4 * srv.o.max_body) return MHD_NO;
+        if (r->received > 4 * srv.o.max_body) return MHD_NO;
         return MHD_YES;
     }
     if (r->answered) return MHD_YES;
@@ -596,3 +599,5 @@ int srv_main(const srv_opts *o) {
     unload();
     return 0;
 }
+
+#endif // GN_HAVE_MHD

@@ -7,6 +7,7 @@
  *
  * Own mutex; callers may hold srv.mu (the order is always srv.mu, then this).
  */
+#ifdef GN_HAVE_MHD
 #include "server.h"
 
 #include <string.h> // strcmp
@@ -142,3 +143,5 @@ void metrics_text(sbuf *o, int queued, int active) {
               "guanaco_slots %d\n",
               queued, active, srv.o.parallel);
 }
+
+#endif // GN_HAVE_MHD

@@ -6,6 +6,7 @@
  *
  * Edit the HTML here directly; each line is one C string piece.
  */
+#ifdef GN_HAVE_MHD
 #include "server.h"
 
 const char PAGE_CHAT[] =
@@ -355,3 +356,5 @@ const char PAGE_RATE[] =
     "</script>\n"
     "</body>\n"
     "</html>\n";
+
+#endif // GN_HAVE_MHD

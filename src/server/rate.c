@@ -19,6 +19,7 @@
  * ("text", else "prompt") and the answer ("generation"); FastChat answer files
  * (answer_id, question_id, text = the answer) work too.
  */
+#ifdef GN_HAVE_MHD
 #include "server.h"
 
 #include <cjson/cJSON.h> // cJSON_Parse
@@ -293,3 +294,5 @@ int rate_verdict(const char *body, size_t len, sbuf *out) {
     sb_printf(out, "{\"ok\":true,\"score\":%d,\"review_id\":\"%s\",\"rated\":%d}", score, rid, R.n_written);
     return 200;
 }
+
+#endif // GN_HAVE_MHD

@@ -16,6 +16,7 @@
  */
 #include "../model/llama.h"
 #include "data.h"
+#include "../core/plot.h" // loss curve PNG
 
 #include <cjson/cJSON.h> // trainer_state.json
 #include <dirent.h>      // finding checkpoints
@@ -221,6 +222,41 @@ static gn_status load_checkpoint(const gn_finetune_opts *o, const gn_model *m, g
 }
 
 // ----------------------------------------------------------------------------
+// loss curve: RUN_DIR/loss.png from log.jsonl (the whole history, across resumes)
+
+static void plot_losses(const char *out_dir) {
+    if (!gn_plot_available()) return;
+    char p[4200], png[4200];
+    snprintf(p, sizeof p, "%s/log.jsonl", out_dir);
+    snprintf(png, sizeof png, "%s/loss.png", out_dir);
+    char *txt;
+    size_t n;
+    if (gn_read_file(p, &txt, &n)) return;
+    int cap = 1024, nt = 0, ne = 0;
+    double *tx = gn_malloc(sizeof(double) * cap), *ty = gn_malloc(sizeof(double) * cap);
+    double *ex = gn_malloc(sizeof(double) * cap), *ey = gn_malloc(sizeof(double) * cap);
+    for (char *line = strtok(txt, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *st = cJSON_GetObjectItem(j, "step"), *lo = cJSON_GetObjectItem(j, "loss"), *el = cJSON_GetObjectItem(j, "eval_loss");
+        if (cJSON_IsNumber(st) && (cJSON_IsNumber(lo) || cJSON_IsNumber(el))) {
+            if (nt == cap || ne == cap) {
+                cap *= 2;
+                tx = gn_realloc(tx, sizeof(double) * cap); ty = gn_realloc(ty, sizeof(double) * cap);
+                ex = gn_realloc(ex, sizeof(double) * cap); ey = gn_realloc(ey, sizeof(double) * cap);
+            }
+            if (cJSON_IsNumber(lo)) { tx[nt] = st->valuedouble; ty[nt++] = lo->valuedouble; }
+            else { ex[ne] = st->valuedouble; ey[ne++] = el->valuedouble; }
+        }
+        cJSON_Delete(j);
+    }
+    gn_plot_series s[2] = {{"train loss", tx, ty, nt}, {"eval loss", ex, ey, ne}};
+    if (nt > 0 && gn_plot_lines(png, "QLoRA fine-tuning", "step", "loss", s, ne > 0 ? 2 : 1))
+        gn_log(GN_LOG_WARN, "loss plot: %s", gn_last_error());
+    free(tx); free(ty); free(ex); free(ey);
+    free(txt);
+}
+
+// ----------------------------------------------------------------------------
 // evaluation: mean over eval examples of their token-mean loss (eval batch 1)
 
 static gn_status eval_loss(gn_trainer *tr, const gn_dataset *ev, double *out) {
@@ -338,6 +374,7 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
         }
         if ((o->save_steps > 0 && rs.step % o->save_steps == 0) || rs.step == o->max_steps) {
             if ((st = save_checkpoint(o, tr, &rs))) goto done;
+            plot_losses(o->out_dir);
             if (o->on_checkpoint) o->on_checkpoint(o->out_dir, o->user);
         }
     }

@@ -130,7 +130,8 @@ def expected_dequant(packed, absmax, quant_type, n, blocksize, dtype):
     code = np.array(F.get_4bit_type(quant_type, device="cpu").numpy(), dtype=np.float32)
     if quant_type == "fp4":
         code[8] = np.float32(-0.0)
-    prod = code[q[:n]] * np.asarray(absmax, dtype=np.float32)[np.arange(n) // blocksize]
+    with np.errstate(invalid="ignore"):  # 0 * inf
+        prod = code[q[:n]] * np.asarray(absmax, dtype=np.float32)[np.arange(n) // blocksize]
     return f32_to_dtype_bits(prod.astype(np.float32), dtype)
 
 

@@ -4,7 +4,7 @@ build-eval/src/train/finetune.o: src/train/finetune.c \
  src/train/../model/../formats/../core/common.h include/guanaco.h \
  src/train/../model/../tensor/kernels.h \
  src/train/../model/../tensor/../core/common.h src/train/data.h \
- src/train/../core/common.h
+ src/train/../core/common.h src/train/../core/plot.h
 src/train/../model/llama.h:
 src/train/../model/../formats/gguf.h:
 src/train/../model/../formats/tensors.h:
@@ -14,3 +14,4 @@ src/train/../model/../tensor/kernels.h:
 src/train/../model/../tensor/../core/common.h:
 src/train/data.h:
 src/train/../core/common.h:
+src/train/../core/plot.h:
