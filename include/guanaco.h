@@ -167,11 +167,19 @@ typedef struct {
 typedef struct gn_model gn_model;
 
 typedef struct {
-    gn_dtype weight_dtype; // GN_DTYPE_F32 (default) or GN_DTYPE_BF16
+    gn_dtype weight_dtype;  // F32 (default) or BF16 for every weight; NF4 or FP4: quantize the
+                            // linear layers (q,k,v,o,gate,up,down; not embeddings, norms, lm_head)
+                            // on load, as transformers' load_in_4bit does
+    int no_double_quant;    // 4-bit: keep the absmax scales in f32 (default: double quantization)
+    int blocksize;          // 4-bit: elements per absmax block (0 = 64)
+    gn_dtype compute_dtype; // 4-bit: dtype each dequantized weight is rounded to before the product,
+                            // like bnb_4bit_compute_dtype: F32 (the zero default) or BF16
 } gn_load_opts;
 
 // path: an HF folder (config.json + *.safetensors or pytorch_model*.bin), a
-// .safetensors/.bin file inside such a folder, or a .gguf file.
+// .safetensors/.bin file inside such a folder, or a .gguf file. A folder written
+// by transformers + bitsandbytes with 4-bit layers (weight.quant_state.*) loads
+// as 4-bit whatever opts say.
 gn_status gn_model_load(gn_model **out, const char *path, const gn_load_opts *opts);
 void gn_model_free(gn_model *m);
 const gn_config *gn_model_config(const gn_model *m);

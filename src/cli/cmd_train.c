@@ -140,13 +140,17 @@ static const char FINETUNE_HELP[] =
     "  --adam-beta2 B (0.999)  --weight-decay W (0)  --max-grad-norm N (0.3)\n"
     "  --lora-r R (64)  --lora-alpha A (16)  --lora-dropout P (0)  --target-modules q_proj,k_proj,...|all\n"
     "  --init-adapter DIR             start from this PEFT adapter\n"
-    "  --compute-dtype bf16|f32       bf16 (default): bf16 base weights and bf16-rounded LoRA weights; f32: all f32\n"
+    "  --4bit                         NF4 base with double quantization (QLoRA); --quant-type nf4|fp4,\n"
+    "                                 --no-double-quant, --blocksize N (64)\n"
+    "  --compute-dtype bf16|f32       bf16 (default): base weights used as bf16, LoRA weights kept bf16-rounded;\n"
+    "                                 f32: all f32. Activations and gradients are f32 either way\n"
     "  --seed S (42)  --resume  -t N (threads)  -v\n";
 
 int cmd_finetune(int argc, char **argv) {
     gn_finetune_opts o;
     gn_finetune_defaults(&o);
-    int threads = 0, bf16 = 1, verbose = 0;
+    int threads = 0, bf16 = 1, verbose = 0, four_bit = 0, no_dq = 0, blocksize = 0;
+    gn_dtype qtype = GN_DTYPE_NF4;
     // the preset first, so flags override it
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--preset") && gn_finetune_preset(&o, argv[i + 1])) return cli_fail_lib(), 2;
@@ -158,6 +162,8 @@ int cmd_finetune(int argc, char **argv) {
         if (!strcmp(a, "--no-shuffle")) { o.no_shuffle = 1; continue; }
         if (!strcmp(a, "--group-by-length")) { o.group_by_length = 1; continue; }
         if (!strcmp(a, "--resume")) { o.resume = 1; continue; }
+        if (!strcmp(a, "--4bit")) { four_bit = 1; continue; }
+        if (!strcmp(a, "--no-double-quant")) { no_dq = 1; continue; }
         if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { verbose = 1; continue; }
         if (i + 1 >= argc) return cli_fail("%s needs a value (see guanaco finetune --help)", a), 2;
         const char *v = argv[++i];
@@ -182,6 +188,10 @@ int cmd_finetune(int argc, char **argv) {
             else if (!strcmp(v, "linear")) o.scheduler = GN_SCHED_LINEAR;
             else if (!strcmp(v, "cosine")) o.scheduler = GN_SCHED_COSINE;
             else return cli_fail("--lr-scheduler: '%s' (expected constant, linear or cosine)", v), 2;
+        } else if (!strcmp(a, "--quant-type")) {
+            if (!strcmp(v, "nf4")) qtype = GN_DTYPE_NF4;
+            else if (!strcmp(v, "fp4")) qtype = GN_DTYPE_FP4;
+            else return cli_fail("--quant-type: '%s' (expected nf4 or fp4)", v), 2;
         } else if (!strcmp(a, "--compute-dtype")) {
             if (!strcmp(v, "bf16")) bf16 = 1;
             else if (!strcmp(v, "f32")) bf16 = 0;
@@ -216,6 +226,7 @@ int cmd_finetune(int argc, char **argv) {
         else if ((r = NUM("--lora-r", 1, 4096))) { if (r < 0) return 2; o.train.lora_r = (int)x; }
         else if ((r = NUM("--lora-alpha", 0, 1e6))) { if (r < 0) return 2; o.train.lora_alpha = (float)x; }
         else if ((r = NUM("--lora-dropout", 0, 0.99))) { if (r < 0) return 2; o.train.lora_dropout = (float)x; }
+        else if ((r = NUM("--blocksize", 16, 4096))) { if (r < 0) return 2; blocksize = (int)x; }
         else if ((r = NUM("--seed", 0, 1.8e19))) { if (r < 0) return 2; o.train.seed = (uint64_t)x; }
         else if ((r = NUM("-t", 1, 1024)) || (r = NUM("--threads", 1, 1024))) { if (r < 0) return 2; threads = (int)x; }
         else return cli_fail("finetune: unknown option '%s' (see guanaco finetune --help)", a), 2;
@@ -226,7 +237,10 @@ int cmd_finetune(int argc, char **argv) {
     gn_set_verbosity(verbose ? GN_LOG_INFO : GN_LOG_WARN);
     o.train.bf16_params = bf16;
     o.progress = progress;
-    gn_load_opts lo = {.weight_dtype = bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32};
+    // base: NF4 linear layers (--4bit) with bf16 or f32 compute, or 16/32-bit weights;
+    // embeddings and lm_head stay f32 (the LoRA gradients flow through them in f32)
+    gn_load_opts lo = {.weight_dtype = four_bit ? qtype : (bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32), .no_double_quant = no_dq,
+                       .blocksize = blocksize, .compute_dtype = bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32};
     gn_model *m;
     if (gn_model_load(&m, o.model_path, &lo)) return cli_fail_lib();
     int rc = 0;

@@ -97,6 +97,8 @@ typedef struct {
     const char *model, *prompt, *ids, *out, *system, *file, *adapter;
     int threads, n_predict, no_bos, ignore_eos, ctx, print_ids, kv_step, verbose, quiet;
     gn_dtype dtype;
+    int four_bit, no_double_quant, blocksize;
+    gn_dtype quant_type, compute_dtype;
     gn_sampler_opts smp;
     int seed_given;
     gn_chat_format fmt;
@@ -107,6 +109,8 @@ static void opts_init(opts *o) {
     gn_sampler_defaults(&o->smp);
     o->n_predict = 256;
     o->dtype = GN_DTYPE_F32;
+    o->quant_type = GN_DTYPE_NF4;
+    o->compute_dtype = GN_DTYPE_BF16;
     o->fmt = GN_CHAT_AUTO;
 }
 
@@ -117,6 +121,9 @@ static const char COMMON_HELP[] =
     "  -t, --threads N          threads (default: all cores)\n"
     "      --dtype f32|bf16     weight dtype to compute with (default f32; activations are f32)\n"
     "  -c, --ctx N              context size in tokens (default: min(model max, 4096))\n"
+    "      --4bit               quantize the linear layers on load (NF4, double quantization, block 64,\n"
+    "                           bf16 compute: transformers' load_in_4bit as QLoRA uses it)\n"
+    "      --quant-type nf4|fp4 --no-double-quant --blocksize N --compute-dtype bf16|f32   4-bit settings\n"
     "  -v, --verbose            log loading details and timings\n";
 static const char SAMPLING_HELP[] =
     "  -p, --prompt TEXT        the prompt\n"
@@ -147,6 +154,22 @@ static int parse_common(opts *o, int argc, char **argv, int *i) {
     if (!strcmp(a, "--ignore-eos")) { o->ignore_eos = 1; return 1; }
     if (!strcmp(a, "--print-ids")) { o->print_ids = 1; return 1; }
     if (!strcmp(a, "--kv-step")) { o->kv_step = 1; return 1; }
+    if (!strcmp(a, "--4bit")) { o->four_bit = 1; return 1; }
+    if (!strcmp(a, "--no-double-quant")) { o->no_double_quant = 1; return 1; }
+    if (!strcmp(a, "--quant-type")) {
+        if (!(v = VAL())) return -1;
+        if (!strcmp(v, "nf4")) o->quant_type = GN_DTYPE_NF4;
+        else if (!strcmp(v, "fp4")) o->quant_type = GN_DTYPE_FP4;
+        else { cli_fail("--quant-type: '%s' (expected nf4 or fp4)", v); return -1; }
+        return 1;
+    }
+    if (!strcmp(a, "--compute-dtype")) {
+        if (!(v = VAL())) return -1;
+        if (!strcmp(v, "bf16")) o->compute_dtype = GN_DTYPE_BF16;
+        else if (!strcmp(v, "f32")) o->compute_dtype = GN_DTYPE_F32;
+        else { cli_fail("--compute-dtype: '%s' (expected bf16 or f32)", v); return -1; }
+        return 1;
+    }
     if (!strcmp(a, "--dtype")) {
         if (!(v = VAL())) return -1;
         if (!strcmp(v, "f32")) o->dtype = GN_DTYPE_F32;
@@ -165,7 +188,8 @@ static int parse_common(opts *o, int argc, char **argv, int *i) {
     }
     struct { const char *s, *l; int *dst; long lo, hi; } ints[] = {
         {"-t", "--threads", &o->threads, 1, 1024}, {"-n", "--max-new-tokens", &o->n_predict, 0, 1 << 24},
-        {"-c", "--ctx", &o->ctx, 1, 1 << 24}, {"--top-k", "--top-k", &o->smp.top_k, 0, 1 << 24}};
+        {"-c", "--ctx", &o->ctx, 1, 1 << 24}, {"--top-k", "--top-k", &o->smp.top_k, 0, 1 << 24},
+        {"--blocksize", "--blocksize", &o->blocksize, 16, 4096}};
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (IS(ints[k].s, ints[k].l)) {
             if (!(v = VAL())) return -1;
@@ -245,7 +269,9 @@ static gn_session *new_session(const gn_model *m, int ctx) {
 }
 
 static gn_model *load(const opts *o) {
-    gn_load_opts lo = {.weight_dtype = o->dtype};
+    gn_load_opts lo = {.weight_dtype = o->four_bit ? o->quant_type : o->dtype, .no_double_quant = o->no_double_quant,
+                       .blocksize = o->blocksize, .compute_dtype = o->compute_dtype};
+    if (o->blocksize & (o->blocksize - 1)) { cli_fail("--blocksize %d: expected a power of two 16..4096", o->blocksize); return NULL; }
     gn_model *m;
     double t0 = gn_time_s();
     if (gn_model_load(&m, o->model, &lo) != GN_OK) { cli_fail_lib(); return NULL; }

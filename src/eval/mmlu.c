@@ -144,7 +144,7 @@ static void add(sbuf *b, const char *s) {
 
 char *gn_mmlu_header(const char *subject) {
     sbuf b = {0};
-    add(&b, "The following are multiple choice questions (with answers) about");
+    add(&b, "The following are multiple choice questions (with answers) about ");
     const char *p = subject;
     for (;;) { // format_subject: " " + word for every '_'-separated word
         const char *u = strchr(p, '_');

@@ -14,11 +14,7 @@
 #include <sys/stat.h>    // mkdir
 
 // dst (rows, cols) = weight of m as float32
-static void mat_to_f32(const gn_mat *w, float *dst) {
-    size_t n = (size_t)(w->rows * w->cols);
-    if (w->dtype == GN_DTYPE_F32) memcpy(dst, w->data, n * 4);
-    else for (size_t i = 0; i < n; i++) dst[i] = gn_bf16_to_f32(((const uint16_t *)w->data)[i]);
-}
+static void mat_to_f32(const gn_mat *w, float *dst) { gn_mat_rows_f32(w, 0, w->rows, dst); }
 
 // Undo GGUF's interleaved q/k row order (rows 2i, 2i+1 -> i, i + hs/2 per head).
 static void interleaved_to_hf(float *w, int n_heads, int hs, int64_t cols) {

@@ -30,6 +30,8 @@
 
 #include "../tokenizer/tokenizer.h" // gn_tokenizer_from_gguf
 
+static void q4_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst);
+
 // ----------------------------------------------------------------------------
 // small path helpers
 
@@ -358,6 +360,41 @@ static gn_status make_mat(gn_model *m, const gn_tensor *t, gn_mat *out) {
     return GN_OK;
 }
 
+// A 4-bit linear weight: from a pre-quantized HF checkpoint (prefix.weight.
+// quant_state.*) or quantized here from the file's values, as bnb's
+// quantize_4bit does on the flattened tensor.
+static gn_status make_q4(gn_model *m, const gn_tensor_table *tt, const char *prefix, const gn_tensor *t, int64_t rows,
+                         int64_t cols, gn_mat *out) {
+    gn_quant4_state *q = &m->q4[m->n_q4];
+    gn_status st;
+    if (gn_quant4_present(tt, prefix)) {
+        if ((st = gn_quant4_load(q, tt, prefix))) return st;
+        m->n_q4++;
+        if (q->rows != rows || q->cols != cols)
+            return gn_err(GN_ERR_SHAPE, "%s: 4-bit tensor '%s.weight' has shape [%lld, %lld], but the config implies [%lld, %lld]",
+                          m->path, prefix, (long long)q->rows, (long long)q->cols, (long long)rows, (long long)cols);
+    } else {
+        const gn_load_opts *o = &m->opts;
+        int qt = o->weight_dtype == GN_DTYPE_FP4 ? GN_QUANT_FP4 : GN_QUANT_NF4;
+        int bs = o->blocksize ? o->blocksize : 64;
+        int plain = t->dtype == GN_DTYPE_F32 || t->dtype == GN_DTYPE_F16 || t->dtype == GN_DTYPE_BF16;
+        float *tmp = NULL;
+        if (!plain || !aligned_for(t->data, t->dtype == GN_DTYPE_F32 ? 4 : 2)) {
+            tmp = gn_malloc(sizeof(float) * (size_t)t->nelem);
+            if ((st = gn_tensor_to_f32(t, tmp))) { free(tmp); return st; }
+        }
+        st = gn_quantize_4bit(tmp ? tmp : t->data, tmp ? GN_DTYPE_F32 : t->dtype, t->nelem, bs, qt, !o->no_double_quant, q);
+        free(tmp);
+        if (st) return gn_err_prefix(st, t->name);
+        m->n_q4++;
+        int64_t shape[2] = {rows, cols};
+        if ((st = gn_quant4_set_shape(q, 2, shape))) return st;
+    }
+    q->wdtype = m->opts.compute_dtype == GN_DTYPE_BF16 ? GN_DTYPE_BF16 : GN_DTYPE_F32;
+    *out = (gn_mat){q->quant_type == GN_QUANT_FP4 ? GN_DTYPE_FP4 : GN_DTYPE_NF4, rows, cols, NULL, q};
+    return GN_OK;
+}
+
 static gn_status make_vec(gn_model *m, const gn_tensor *t, const float **out) {
     if (t->dtype == GN_DTYPE_F32 && aligned_for(t->data, 4)) { *out = t->data; return GN_OK; }
     float *f = own(m, (size_t)t->nelem * sizeof(float));
@@ -405,6 +442,8 @@ static gn_status bind_weights(gn_model *m, const gn_tensor_table *tt, const name
         m->cfg.tie_embeddings = 1;
     }
     m->layers = gn_calloc((size_t)c->n_layers, sizeof(gn_layer));
+    m->q4 = gn_calloc((size_t)c->n_layers * 7, sizeof(gn_quant4_state));
+    m->n_q4 = 0;
     char name[160];
     for (int l = 0; l < c->n_layers; l++) {
         gn_layer *L = &m->layers[l];
@@ -412,6 +451,17 @@ static gn_status bind_weights(gn_model *m, const gn_tensor_table *tt, const name
         gn_mat *mats[9] = {NULL, NULL, &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (int k = 0; k < 9; k++) {
             snprintf(name, sizeof name, ns->fmt[k], l);
+            if (k >= 2) { // a pre-quantized 4-bit layer has no plain 2-D weight to check
+                char prefix[160];
+                size_t pl = strlen(name) - strlen(".weight");
+                snprintf(prefix, sizeof prefix, "%.*s", (int)pl, name);
+                if (gn_quant4_present(tt, prefix) || m->opts.weight_dtype == GN_DTYPE_NF4 || m->opts.weight_dtype == GN_DTYPE_FP4) {
+                    t = NULL;
+                    if (!gn_quant4_present(tt, prefix) && (st = find_checked(m, tt, name, dims[k][0], dims[k][1], &t))) return st;
+                    if ((st = make_q4(m, tt, prefix, t, dims[k][0], dims[k][1], mats[k]))) return st;
+                    continue;
+                }
+            }
             if ((st = find_checked(m, tt, name, dims[k][0], dims[k][1], &t))) return st;
             if (k == 0) st = make_vec(m, t, &L->attn_norm);
             else if (k == 1) st = make_vec(m, t, &L->ffn_norm);
@@ -541,15 +591,28 @@ static void count_params(gn_model *m) {
     int64_t per_layer = 2 * C + 2 * QD * C + 2 * KVD * C + 3 * HD * C;
     int64_t mats = V * C * (c->tie_embeddings ? 1 : 2);
     m->n_params = mats + C + per_layer * c->n_layers;
-    size_t es = m->wdtype == GN_DTYPE_BF16 ? 2 : 4;
-    m->weight_bytes = (size_t)(mats + (per_layer - 2 * C) * c->n_layers) * es + (size_t)(C + 2 * C * c->n_layers) * 4;
+    // resident weight bytes: what the forward pass reads
+    size_t es = m->wdtype == GN_DTYPE_BF16 ? 2 : 4, b = (size_t)mats * es + (size_t)(C + 2 * C * c->n_layers) * 4;
+    for (int l = 0; l < c->n_layers; l++) {
+        const gn_layer *L = &m->layers[l];
+        const gn_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int k = 0; k < 7; k++) {
+            if (ms[k]->q4) {
+                const gn_quant4_state *q = ms[k]->q4;
+                b += (size_t)((q->nelem + 1) / 2) + (size_t)q->nblocks * (q->nested ? 1 : 4) + (size_t)q->nested_nblocks * 4;
+            } else b += (size_t)(ms[k]->rows * ms[k]->cols) * es;
+        }
+    }
+    m->weight_bytes = b;
 }
 
 gn_status gn_model_load(gn_model **out, const char *path, const gn_load_opts *opts) {
     *out = NULL;
     gn_model *m = gn_calloc(1, sizeof *m);
     m->path = gn_strdup(path);
-    m->wdtype = opts && opts->weight_dtype == GN_DTYPE_BF16 ? GN_DTYPE_BF16 : GN_DTYPE_F32;
+    if (opts) m->opts = *opts;
+    m->wdtype = m->opts.weight_dtype == GN_DTYPE_BF16 ? GN_DTYPE_BF16 : GN_DTYPE_F32;
+    gn_mat_rows_f32_hook = q4_rows_f32;
     gn_tensor_table_init(&m->tt);
     gn_status st;
     char *dir = NULL, *cfgp = NULL;
@@ -601,6 +664,8 @@ void gn_model_free(gn_model *m) {
     for (int i = 0; i < m->nowned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    for (int i = 0; i < m->n_q4; i++) gn_quant4_free(&m->q4[i]);
+    free(m->q4);
     gn_tensor_table_free(&m->tt);
     if (m->gguf) gn_gguf_free(m->gguf);
     if (m->tok) gn_tokenizer_free(m->tok);
@@ -640,6 +705,15 @@ char *gn_model_describe(const gn_model *m) {
         if (count[d]) { OUT("%s%s: %lld", first ? "" : ", ", gn_dtype_name((gn_dtype)d), (long long)count[d]); first = 0; }
     OUT(")\nfile tensor bytes: %zu\nparameters: %lld\ncompute weights: %s, %zu bytes\n", bytes, (long long)m->n_params,
         gn_dtype_name(m->wdtype), m->weight_bytes);
+    if (m->n_q4 > 0) {
+        const gn_quant4_state *q = &m->q4[0];
+        double bits = 0, n = 0;
+        for (int i = 0; i < m->n_q4; i++) { bits += gn_quant4_bits_per_param(&m->q4[i]) * (double)m->q4[i].nelem; n += (double)m->q4[i].nelem; }
+        OUT("4-bit linear weights: %d tensors, %s, blocksize %d, %s, compute %s: %.3f bits per parameter\n", m->n_q4,
+            q->quant_type == GN_QUANT_FP4 ? "fp4" : "nf4", q->blocksize, q->nested ? "double quantization" : "f32 absmax",
+            gn_dtype_name(q->wdtype), n > 0 ? bits / n : 0.0);
+    }
+    OUT("resident weight bytes: %zu\n", m->weight_bytes);
     OUT("tokenizer: %s\n", !m->tok ? "none" : gn_tokenizer_kind(m->tok) == GN_TOK_SPM ? "sentencepiece-bpe" : "byte-level-bpe");
 #undef OUT
     return s;
@@ -703,7 +777,21 @@ void gn_session_rewind(gn_session *s, int pos) {
 // ----------------------------------------------------------------------------
 // linear layers of the base, dispatched on the weight dtype
 
-void gn_linear(float *out, const float *inp, const gn_mat *w, int64_t T) { gn_matmul(out, inp, w, T); }
+void gn_linear(float *out, const float *inp, const gn_mat *w, int64_t T) {
+    if (w->q4) gn_nf4_matmul(out, inp, (const gn_quant4_state *)w->q4, T);
+    else gn_matmul(out, inp, w, T);
+}
+
+// Rows of a 4-bit weight as float32, rounded to its compute dtype like the
+// forward product sees them (used by gn_matmul_nn for input gradients).
+static void q4_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
+    const gn_quant4_state *q = w->q4;
+    gn_dequantize_4bit_range(q, r0 * q->cols, n * q->cols, dst);
+    if (q->wdtype == GN_DTYPE_BF16)
+        for (int64_t i = 0; i < n * q->cols; i++) dst[i] = gn_bf16_to_f32(gn_f32_to_bf16(dst[i]));
+    else if (q->wdtype == GN_DTYPE_F16)
+        for (int64_t i = 0; i < n * q->cols; i++) dst[i] = gn_f16_to_f32(gn_f32_to_f16(dst[i]));
+}
 void gn_linear_nn(float *out, const float *dy, const gn_mat *w, int64_t T) { gn_matmul_nn(out, dy, w, T); }
 
 // ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 #include "../formats/gguf.h"
 #include "../tensor/kernels.h"
+#include "../quant/nf4.h"
 
 typedef struct {
     const float *attn_norm;  // (C)
@@ -72,6 +73,9 @@ struct gn_model {
     size_t weight_bytes;     // bytes of all weights as computed with
     int64_t n_params;
     gn_tokenizer *tok;       // may be NULL
+    gn_quant4_state *q4;     // (n_q4) 4-bit linear weights, or NULL
+    int n_q4;
+    gn_load_opts opts;       // as loaded
 };
 
 struct gn_session {

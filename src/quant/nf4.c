@@ -296,9 +296,11 @@ float gn_quant4_torch_mean(const float *x, int64_t n, int torch_threads) {
 // of 65536 bins, bin = (uint16)((v + 1) * 0.5 * 65535 + 0.5), and the bin to a
 // code index through a table: entry i holds the number of map midpoints
 // (0.5 * (c[j] + c[j+1])) below -1 + 2i/65535. This is coarser than CUDA's
-// binary search near 0 (values within ~1.5e-5 of 0 go to codes ±4 away from
-// 127) and its ties differ: CUDA-written files hold other bytes for the same
-// absmax array. Dequantization of either is exact.
+// binary search near 0 (bins are 3e-5 wide: values near 0 land on codes 123
+// or 131, +-2.1e-5, never on 127) and its ties differ, so CUDA-written files
+// hold other bytes for the same absmax array. (Spec §2.2 describes an older
+// lower_bound CPU search; bnb 0.50 uses this table.) Dequantization of either
+// is exact.
 
 static void build_lut8(const float *code, uint8_t *lut) {
     float mid[255];
@@ -330,7 +332,8 @@ void gn_quantize_blockwise_8bit(const float *x, int64_t n, const float *code, in
         float inv = 1.0f / am;
         for (int64_t i = i0; i < i1; i++) {
             float v = x[i] * inv;
-            v = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+            // clamp; NaN (only from NaN weights) goes to -1, as max(v, -1) in SIMD does
+            v = !(v >= -1.0f) ? -1.0f : (v > 1.0f ? 1.0f : v);
             float y = (v + 1.0f) * 0.5f * 65535.0f + 0.5f;
             out[i] = lut[(uint16_t)(int32_t)y];
         }

@@ -13,8 +13,9 @@
  *
  * gn_nf4_matmul: T == 1 (decode) runs a fused dequant+dot per row when rows
  * start on block boundaries (cols % blocksize == 0); other shapes dequantize a
- * row into a buffer and use gn_dot_f32. T > 1 (prefill) dequantizes tiles of
- * rows (about 1 MiB) and hands them to OpenBLAS sgemm; small T uses dots.
+ * row into a buffer and use gn_dot_f32. T > 1 (prefill): each OpenMP thread
+ * dequantizes 64-row tiles into its own buffer and runs a single-threaded
+ * OpenBLAS sgemm on them (one thread pool, as gn_matmul does).
  */
 #include "nf4.h"
 
@@ -33,19 +34,19 @@ static inline int nibble(const uint8_t *p, int64_t e) {
     return (e & 1) ? (b & 15) : (b >> 4);
 }
 
-static void deq_range_scalar(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst) {
-    for (int64_t i = 0; i < n; i++) {
-        int64_t e = e0 + i;
-        dst[i] = q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize];
-    }
-}
-
 // The weight the matmul uses: the product rounded to wdtype (as bnb's
 // dequantize_4bit returns it in the state's dtype).
 static inline float round_w(float v, gn_dtype wdt) {
     if (wdt == GN_DTYPE_BF16) return gn_bf16_to_f32(gn_f32_to_bf16(v));
     if (wdt == GN_DTYPE_F16) return gn_f16_to_f32(gn_f32_to_f16(v));
     return v;
+}
+
+static void deq_range_scalar(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst, gn_dtype wdt) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t e = e0 + i;
+        dst[i] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -83,17 +84,21 @@ static inline __m256 round_w_avx2(__m256 v, gn_dtype wdt) {
     return v;
 }
 
+// dst[i] = wdt(code * absmax) for elements [e0, e0+n) (wdt F32: no rounding)
 __attribute__((target("avx2,fma,f16c")))
-static void deq_range_avx2(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst) {
+static void deq_range_avx2(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst, gn_dtype wdt) {
     int64_t e = e0, end = e0 + n;
-    for (; e < end && (e & 7); e++) dst[e - e0] = q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize];
+    for (; e < end && (e & 7); e++)
+        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
     __m256 tlo = _mm256_loadu_ps(q->code), thi = _mm256_loadu_ps(q->code + 8);
     // blocksize is a multiple of 8, so an 8-aligned run of 8 stays in one block
     for (; e + 8 <= end; e += 8) {
         __m256 s = _mm256_set1_ps(q->absmax[e / q->blocksize]);
-        _mm256_storeu_ps(dst + (e - e0), _mm256_mul_ps(dec8_avx2(q->packed + (e >> 1), tlo, thi), s));
+        __m256 v = _mm256_mul_ps(dec8_avx2(q->packed + (e >> 1), tlo, thi), s);
+        _mm256_storeu_ps(dst + (e - e0), round_w_avx2(v, wdt));
     }
-    for (; e < end; e++) dst[e - e0] = q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize];
+    for (; e < end; e++)
+        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
 }
 
 __attribute__((target("avx2,fma,f16c")))
@@ -156,16 +161,19 @@ static inline __m512 round_w_avx512(__m512 v, gn_dtype wdt) {
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl")))
-static void deq_range_avx512(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst) {
+static void deq_range_avx512(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst, gn_dtype wdt) {
     int64_t e = e0, end = e0 + n;
-    for (; e < end && (e & 15); e++) dst[e - e0] = q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize];
+    for (; e < end && (e & 15); e++)
+        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
     __m512 tab = _mm512_loadu_ps(q->code);
     // blocksize is a multiple of 16, so a 16-aligned run of 16 stays in one block
     for (; e + 16 <= end; e += 16) {
         __m512 s = _mm512_set1_ps(q->absmax[e / q->blocksize]);
-        _mm512_storeu_ps(dst + (e - e0), _mm512_mul_ps(dec16_avx512(q->packed + (e >> 1), tab), s));
+        __m512 v = _mm512_mul_ps(dec16_avx512(q->packed + (e >> 1), tab), s);
+        _mm512_storeu_ps(dst + (e - e0), round_w_avx512(v, wdt));
     }
-    for (; e < end; e++) dst[e - e0] = q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize];
+    for (; e < end; e++)
+        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl")))
@@ -207,12 +215,16 @@ static gn_simd level_for(const gn_quant4_state *q) {
     return l;
 }
 
-void gn_dequantize_4bit_range(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst) {
+static void deq_range(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst, gn_dtype wdt) {
     switch (level_for(q)) {
-    case GN_SIMD_AVX512: deq_range_avx512(q, e0, n, dst); break;
-    case GN_SIMD_AVX2: deq_range_avx2(q, e0, n, dst); break;
-    default: deq_range_scalar(q, e0, n, dst); break;
+    case GN_SIMD_AVX512: deq_range_avx512(q, e0, n, dst, wdt); break;
+    case GN_SIMD_AVX2: deq_range_avx2(q, e0, n, dst, wdt); break;
+    default: deq_range_scalar(q, e0, n, dst, wdt); break;
     }
+}
+
+void gn_dequantize_4bit_range(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst) {
+    deq_range(q, e0, n, dst, GN_DTYPE_F32);
 }
 
 void gn_dequantize_4bit(const gn_quant4_state *q, float *dst) {
@@ -223,13 +235,6 @@ void gn_dequantize_4bit(const gn_quant4_state *q, float *dst) {
         int64_t e0 = c * chunk, n = q->nelem - e0 < chunk ? q->nelem - e0 : chunk;
         gn_dequantize_4bit_range(q, e0, n, dst + e0);
     }
-}
-
-// Row r of the (rows, cols) view into buf, rounded to wdtype.
-static void dequant_row(const gn_quant4_state *q, int64_t r, float *buf) {
-    gn_dequantize_4bit_range(q, r * q->cols, q->cols, buf);
-    if (q->wdtype != GN_DTYPE_F32)
-        for (int64_t i = 0; i < q->cols; i++) buf[i] = round_w(buf[i], q->wdtype);
 }
 
 // ----------------------------------------------------------------------------
@@ -249,45 +254,51 @@ void gn_nf4_matmul_ref(float *out, const float *inp, const gn_quant4_state *w, i
         }
 }
 
-#define NF4_SMALL_T 8  // up to this many tokens: dequantize a row, then dot it with each token
+static void blas_single_thread(void) {
+    static int done;
+    if (!done) { openblas_set_num_threads(1); done = 1; }
+}
 
 void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64_t T) {
     const int64_t R = w->rows, C = w->cols;
     if (T <= 0 || R <= 0) return;
     if (C == 0) { memset(out, 0, (size_t)(T * R) * sizeof(float)); return; }
     gn_simd lvl = level_for(w);
-    int fused = T == 1 && lvl != GN_SIMD_SCALAR && C % w->blocksize == 0 && w->blocksize % 32 == 0;
-    if (fused) {
-        #pragma omp parallel for schedule(static) if (R * C > 32768)
-        for (int64_t r = 0; r < R; r++)
-            out[r] = lvl == GN_SIMD_AVX512 ? row_dot_avx512(w, r, inp) : row_dot_avx2(w, r, inp);
-        return;
-    }
-    if (T <= NF4_SMALL_T) {
-        #pragma omp parallel if (R * C * T > 32768)
+    if (T == 1) {
+        if (lvl != GN_SIMD_SCALAR && C % w->blocksize == 0 && w->blocksize % 32 == 0) {
+            #pragma omp parallel for schedule(static) if (R * C > 32768)
+            for (int64_t r = 0; r < R; r++)
+                out[r] = lvl == GN_SIMD_AVX512 ? row_dot_avx512(w, r, inp) : row_dot_avx2(w, r, inp);
+            return;
+        }
+        // rows that do not start on a block boundary: dequantize the row, then dot
+        #pragma omp parallel if (R * C > 32768)
         {
             float *buf = gn_malloc((size_t)C * sizeof(float));
             #pragma omp for schedule(static)
             for (int64_t r = 0; r < R; r++) {
-                dequant_row(w, r, buf);
-                for (int64_t t = 0; t < T; t++) out[t * R + r] = gn_dot_f32(buf, inp + t * C, C);
+                deq_range(w, r * C, C, buf, w->wdtype);
+                out[r] = gn_dot_f32(buf, inp, C);
             }
             free(buf);
         }
         return;
     }
-    // prefill: tiles of about 1 MiB of f32 weights, each one sgemm
+    // T > 1: each thread dequantizes 64-row tiles of W to f32 and runs a
+    // single-threaded sgemm on them (one thread pool, as gn_matmul does)
     GN_ASSERT(T <= INT_MAX && R <= INT_MAX && C <= INT_MAX);
-    int64_t tr = ((int64_t)1 << 18) / C;
-    tr = tr < 16 ? 16 : (tr + 15) / 16 * 16;
-    if (tr > R) tr = R;
-    float *tile = gn_malloc((size_t)(tr * C) * sizeof(float));
-    for (int64_t r0 = 0; r0 < R; r0 += tr) {
-        int64_t nr = R - r0 < tr ? R - r0 : tr;
-        #pragma omp parallel for schedule(static) if (nr * C > 32768)
-        for (int64_t i = 0; i < nr; i++) dequant_row(w, r0 + i, tile + i * C);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)nr, (int)C, 1.0f, inp, (int)C,
-                    tile, (int)C, 0.0f, out + r0, (int)R);
+    blas_single_thread();
+    const int64_t RB = 64, ntiles = (R + RB - 1) / RB;
+    #pragma omp parallel if (R * C * T > 65536)
+    {
+        float *tile = gn_malloc((size_t)(RB * C) * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < ntiles; b++) {
+            int64_t r0 = b * RB, nr = R - r0 < RB ? R - r0 : RB;
+            deq_range(w, r0 * C, nr * C, tile, w->wdtype);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)nr, (int)C, 1.0f, inp, (int)C,
+                        tile, (int)C, 0.0f, out + r0, (int)R);
+        }
+        free(tile);
     }
-    free(tile);
 }

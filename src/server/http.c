@@ -26,7 +26,7 @@
 #include <microhttpd.h>  // MHD_start_daemon, MHD_queue_response, MHD_suspend_connection
 #include <netdb.h>       // getaddrinfo
 #include <netinet/in.h>  // sockaddr_in
-#include <signal.h>      // sigtimedwait
+#include <signal.h>      // sigaction
 #include <stdio.h>       // printf
 #include <stdlib.h>      // strtoull
 #include <string.h>      // strcmp
@@ -519,18 +519,23 @@ static int resolve(const char *host, int port, struct sockaddr_storage *addr, in
     return 0;
 }
 
+static volatile sig_atomic_t g_signal;
+static void on_signal(int sig) { g_signal = sig; }
+
 int srv_main(const srv_opts *o) {
     memset(&srv, 0, sizeof srv);
     srv.o = *o;
     srv.started = (long)time(NULL);
     pthread_mutex_init(&srv.mu, NULL);
     pthread_cond_init(&srv.cv, NULL);
-    // signals go to the main thread only; a closed socket is an error code, not SIGPIPE
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    // SIGINT/SIGTERM only raise a flag (any thread may take them: OpenBLAS starts its
+    // threads before main); a closed socket is an error code, not SIGPIPE
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     if (load(o)) { unload(); return 1; }
@@ -575,10 +580,9 @@ int srv_main(const srv_opts *o) {
            o->host, v6 ? "]" : "", port, srv.model_name, o->parallel, o->ctx, o->api_key ? ", API key required" : "");
     fflush(stdout);
 
-    for (;;) {
-        struct timespec ts = {0, 250 * 1000000L};
-        int sig = sigtimedwait(&sigs, NULL, &ts);
-        if (sig == SIGINT || sig == SIGTERM) break;
+    while (!g_signal) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
         watchdog();
     }
     fprintf(stderr, "guanaco serve: stopping\n");
