@@ -173,7 +173,8 @@ typedef struct {
     int no_double_quant;    // 4-bit: keep the absmax scales in f32 (default: double quantization)
     int blocksize;          // 4-bit: elements per absmax block (0 = 64)
     gn_dtype compute_dtype; // 4-bit: dtype each dequantized weight is rounded to before the product,
-                            // like bnb_4bit_compute_dtype: F32 (the zero default) or BF16
+                            // like bnb_4bit_compute_dtype: F32 (the zero default), BF16 or F16;
+                            // GN_DTYPE_COUNT = auto: a checkpoint's bnb_4bit_compute_dtype, else BF16
 } gn_load_opts;
 
 // path: an HF folder (config.json + *.safetensors or pytorch_model*.bin), a
@@ -225,6 +226,11 @@ gn_status gn_adapter_save(const gn_adapter *a, const char *dir, gn_dtype dtype, 
 // Folds adapter a (may be NULL) into m's weights and writes an HF folder:
 // model.safetensors (dtype F32, F16 or BF16) + config.json + the base's tokenizer files.
 gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const char *dir, gn_dtype dtype);
+// Writes a 4-bit model (loaded with 4-bit linear layers) as an HF folder in the
+// layout transformers + bitsandbytes write: model.safetensors with
+// weight/absmax/quant_map/nested_* /quant_state tensors, config.json with its
+// quantization_config block, and the base's tokenizer files.
+gn_status gn_model_save_4bit(const gn_model *m, const char *dir);
 // Applies the adapter unmerged in this session's forward passes (NULL: base only).
 // Several sessions may use different adapters on one model.
 void gn_session_set_adapter(gn_session *s, const gn_adapter *a);

@@ -611,6 +611,7 @@ def test_ppl_smollm2_matches_llama_cpp(tmp_path):
             if end == len(ids):
                 break
     ref_ppl = math.exp(nll / scored)
+    print(f"ppl ours {ours['ppl']:.6f} llama.cpp {ref_ppl:.6f} ({scored} tokens, {windows} windows)")
     assert ours["tokens"] == tokens and ours["tokens_scored"] == scored and ours["windows"] == windows
     assert windows > ndocs    # some documents did need several windows
     assert abs(ours["ppl"] / ref_ppl - 1) < 0.005, (ours["ppl"], ref_ppl)

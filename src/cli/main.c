@@ -110,7 +110,7 @@ static void opts_init(opts *o) {
     o->n_predict = 256;
     o->dtype = GN_DTYPE_F32;
     o->quant_type = GN_DTYPE_NF4;
-    o->compute_dtype = GN_DTYPE_BF16;
+    o->compute_dtype = GN_DTYPE_COUNT; // auto: a 4-bit checkpoint's own, else bf16
     o->fmt = GN_CHAT_AUTO;
 }
 
@@ -528,6 +528,28 @@ int cmd_chat(int argc, char **argv) {
 }
 
 // ----------------------------------------------------------------------------
+// quantize
+
+int cmd_quantize(int argc, char **argv) {
+    opts o;
+    int r = parse_args(&o, argc, argv,
+                       "usage: guanaco quantize -m IN -o OUT_DIR [--quant-type nf4|fp4] [--no-double-quant] [--blocksize N]\n"
+                       "Writes a 4-bit model folder (bitsandbytes layout + quantization_config) that guanaco and\n"
+                       "transformers both load. Embeddings, norms and lm_head keep their dtype.",
+                       "  -o, --output DIR         folder to write (created)\n", 0);
+    if (r >= 0) return r;
+    if (!o.out) return cli_fail("quantize: -o/--output is required"), 2;
+    o.four_bit = 1;
+    gn_model *m = load(&o);
+    if (!m) return 1;
+    int rc = 0;
+    if (gn_model_save_4bit(m, o.out)) rc = cli_fail_lib();
+    else fprintf(stderr, "wrote %s\n", o.out);
+    unload(m);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
 // merge
 
 int cmd_merge(int argc, char **argv) {
@@ -576,7 +598,6 @@ int cmd_merge(int argc, char **argv) {
 // absent the command answers that it is not built.
 int cmd_eval(int argc, char **argv) __attribute__((weak));
 int cmd_serve(int argc, char **argv) __attribute__((weak));
-int cmd_quantize(int argc, char **argv) __attribute__((weak));
 int cmd_finetune(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_convert_adapter(int argc, char **argv);

@@ -342,7 +342,12 @@ gn_status gn_adapter_save(const gn_adapter *a, const char *dir, gn_dtype dtype, 
         cJSON_AddTrueToObject(j, "init_lora_weights");
         cJSON_AddNullToObject(j, "layers_pattern");
         cJSON_AddNullToObject(j, "layers_to_transform");
-        cJSON_AddNumberToObject(j, "lora_alpha", a->alpha);
+        {
+            char al[32];
+            snprintf(al, sizeof al, "%.1f", (double)a->alpha);
+            if ((double)(float)atof(al) != (double)a->alpha) snprintf(al, sizeof al, "%.9g", (double)a->alpha);
+            cJSON_AddRawToObject(j, "lora_alpha", al); // a float, as qlora writes it (16.0)
+        }
         cJSON_AddNumberToObject(j, "lora_dropout", 0.0);
         cJSON_AddNullToObject(j, "modules_to_save");
         cJSON_AddStringToObject(j, "peft_type", "LORA");

@@ -107,6 +107,28 @@ static char *config_json(const gn_model *m, gn_dtype dt) {
     return s;
 }
 
+// The base's tokenizer and generation files travel along (HF bases only).
+static gn_status copy_side_files(const gn_model *m, const char *dir) {
+    if (m->gguf) return GN_OK;
+    gn_status st = GN_OK;
+    static const char *const extra[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                                        "special_tokens_map.json", "generation_config.json"};
+    struct stat sb;
+    char base[4096];
+    if (stat(m->path, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(base, sizeof base, "%s", m->path);
+    else {
+        const char *slash = strrchr(m->path, '/');
+        snprintf(base, sizeof base, "%.*s", slash ? (int)(slash - m->path) : 1, slash ? m->path : ".");
+    }
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        char src[4200], dst[4200];
+        snprintf(src, sizeof src, "%s/%s", base, extra[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, extra[i]);
+        if (stat(src, &sb) == 0 && (st = copy_file(src, dst))) return st;
+    }
+    return GN_OK;
+}
+
 gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const char *dir, gn_dtype dt) {
     if (dt != GN_DTYPE_F32 && dt != GN_DTYPE_F16 && dt != GN_DTYPE_BF16)
         return gn_err(GN_ERR_ARG, "merge: --dtype for safetensors must be f32, f16 or bf16");
@@ -172,22 +194,96 @@ gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const cha
     snprintf(p, sizeof p, "%s/config.json", dir);
     st = gn_write_file_atomic(p, cj, strlen(cj));
     free(cj);
-    if (st || m->gguf) return st;
-    // tokenizer and generation files beside an HF base travel along
-    static const char *const extra[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-                                        "special_tokens_map.json", "generation_config.json"};
-    struct stat sb;
-    char base[4096];
-    if (stat(m->path, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(base, sizeof base, "%s", m->path);
-    else {
-        const char *slash = strrchr(m->path, '/');
-        snprintf(base, sizeof base, "%.*s", slash ? (int)(slash - m->path) : 1, slash ? m->path : ".");
-    }
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
-        char src[4200], dst[4200];
-        snprintf(src, sizeof src, "%s/%s", base, extra[i]);
-        snprintf(dst, sizeof dst, "%s/%s", dir, extra[i]);
-        if (stat(src, &sb) == 0 && (st = copy_file(src, dst))) return st;
-    }
+    if (st) return st;
+    return copy_side_files(m, dir);
     return GN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// 4-bit folder in the layout transformers + bitsandbytes write (spec §3)
+
+gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
+    if (m->n_q4 == 0) return gn_err(GN_ERR_ARG, "quantize: the model has no 4-bit layers (load it with --4bit)");
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return gn_err(GN_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
+    const gn_config *c = &m->cfg;
+    int cap = 3 + c->n_layers * (2 + 7 * 6);
+    gn_tensor_out *ts = gn_calloc((size_t)cap, sizeof *ts);
+    gn_quant4_export *ex = gn_calloc((size_t)c->n_layers * 7, sizeof *ex);
+    char **names = gn_calloc((size_t)cap, sizeof(char *));
+    float **bufs = gn_calloc((size_t)cap, sizeof(float *));
+    int k = 0, nex = 0;
+    gn_status st = GN_OK;
+    // plain tensors in the model's compute dtype (f32 unless loaded with --dtype bf16)
+    gn_dtype pdt = m->wdtype;
+    size_t pes = pdt == GN_DTYPE_BF16 ? 2 : 4;
+#define PLAIN(NAME, MAT) do { names[k] = gn_strdup(NAME); \
+        ts[k] = (gn_tensor_out){names[k], pdt, 2, {(MAT)->rows, (MAT)->cols}, (MAT)->data, (size_t)((MAT)->rows * (MAT)->cols) * pes}; k++; } while (0)
+#define VEC(NAME, PTR) do { names[k] = gn_strdup(NAME); \
+        ts[k] = (gn_tensor_out){names[k], GN_DTYPE_F32, 1, {c->dim}, (PTR), (size_t)c->dim * 4}; k++; } while (0)
+    char nm[256];
+    PLAIN("model.embed_tokens.weight", &m->embed);
+    VEC("model.norm.weight", m->final_norm);
+    if (!c->tie_embeddings) PLAIN("lm_head.weight", &m->lm_head);
+    for (int l = 0; l < c->n_layers && !st; l++) {
+        const gn_layer *L = &m->layers[l];
+        snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l); VEC(nm, L->attn_norm);
+        snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l); VEC(nm, L->ffn_norm);
+        const gn_mat *mats[GN_N_MODS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int mi = 0; mi < GN_N_MODS && !st; mi++) {
+            snprintf(nm, sizeof nm, "model.layers.%d.%s", l, GN_MOD_PATHS[mi]);
+            if (!mats[mi]->q4) { // not quantized: plain weight
+                char wn[300];
+                snprintf(wn, sizeof wn, "%s.weight", nm);
+                PLAIN(wn, mats[mi]);
+                continue;
+            }
+            if (c->rope_interleaved && (mi == GN_MOD_Q || mi == GN_MOD_K)) {
+                st = gn_err(GN_ERR_UNSUPPORTED, "quantize: GGUF bases are stored in llama.cpp's q/k row order; "
+                            "merge to an HF folder first (guanaco merge -m BASE -o DIR) and quantize that");
+                break;
+            }
+            if ((st = gn_quant4_export_tensors(mats[mi]->q4, nm, &ex[nex]))) break;
+            for (int i = 0; i < ex[nex].n; i++) ts[k++] = ex[nex].t[i];
+            nex++;
+        }
+    }
+#undef PLAIN
+#undef VEC
+    char p[4096];
+    if (!st) {
+        snprintf(p, sizeof p, "%s/model.safetensors", dir);
+        const char *meta[] = {"format", "pt"};
+        st = gn_safetensors_save(p, ts, k, meta, 1);
+    }
+    if (!st) { // config.json with transformers' quantization_config block
+        char *base = config_json(m, pdt);
+        cJSON *j = cJSON_Parse(base);
+        free(base);
+        const gn_quant4_state *q = &m->q4[0];
+        cJSON *qc = cJSON_CreateObject();
+        cJSON_AddBoolToObject(qc, "_load_in_4bit", 1);
+        cJSON_AddBoolToObject(qc, "_load_in_8bit", 0);
+        cJSON_AddStringToObject(qc, "bnb_4bit_compute_dtype", q->wdtype == GN_DTYPE_BF16 ? "bfloat16" : q->wdtype == GN_DTYPE_F16 ? "float16" : "float32");
+        cJSON_AddStringToObject(qc, "bnb_4bit_quant_storage", "uint8");
+        cJSON_AddStringToObject(qc, "bnb_4bit_quant_type", q->quant_type == GN_QUANT_FP4 ? "fp4" : "nf4");
+        cJSON_AddBoolToObject(qc, "bnb_4bit_use_double_quant", q->nested);
+        cJSON_AddBoolToObject(qc, "llm_int8_enable_fp32_cpu_offload", 0);
+        cJSON_AddBoolToObject(qc, "llm_int8_has_fp16_weight", 0);
+        cJSON_AddNullToObject(qc, "llm_int8_skip_modules");
+        cJSON_AddRawToObject(qc, "llm_int8_threshold", "6.0"); // a float: transformers checks the type
+        cJSON_AddBoolToObject(qc, "load_in_4bit", 1);
+        cJSON_AddBoolToObject(qc, "load_in_8bit", 0);
+        cJSON_AddStringToObject(qc, "quant_method", "bitsandbytes");
+        cJSON_AddItemToObject(j, "quantization_config", qc);
+        char *txt = cJSON_Print(j);
+        cJSON_Delete(j);
+        snprintf(p, sizeof p, "%s/config.json", dir);
+        st = gn_write_file_atomic(p, txt, strlen(txt));
+        free(txt);
+    }
+    if (!st) st = copy_side_files(m, dir);
+    for (int i = 0; i < nex; i++) gn_quant4_export_free(&ex[i]);
+    for (int i = 0; i < cap; i++) { free(names[i]); free(bufs[i]); }
+    free(ex); free(names); free(bufs); free(ts);
+    return st;
 }

@@ -221,6 +221,24 @@ done:
     return st;
 }
 
+// quantization_config.bnb_4bit_compute_dtype of config.json (F32 when absent).
+static gn_dtype quant_compute_dtype(const char *path) {
+    char *text;
+    size_t len;
+    if (gn_read_file(path, &text, &len)) return GN_DTYPE_F32;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(j, "quantization_config");
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(q, "bnb_4bit_compute_dtype");
+    gn_dtype r = GN_DTYPE_F32;
+    if (cJSON_IsString(d)) {
+        if (!strcmp(d->valuestring, "bfloat16")) r = GN_DTYPE_BF16;
+        else if (!strcmp(d->valuestring, "float16")) r = GN_DTYPE_F16;
+    }
+    cJSON_Delete(j);
+    return r;
+}
+
 // ----------------------------------------------------------------------------
 // HF weight files
 
@@ -390,7 +408,10 @@ static gn_status make_q4(gn_model *m, const gn_tensor_table *tt, const char *pre
         int64_t shape[2] = {rows, cols};
         if ((st = gn_quant4_set_shape(q, 2, shape))) return st;
     }
-    q->wdtype = m->opts.compute_dtype == GN_DTYPE_BF16 ? GN_DTYPE_BF16 : GN_DTYPE_F32;
+    gn_dtype cd = m->opts.compute_dtype;
+    if (cd != GN_DTYPE_F32 && cd != GN_DTYPE_BF16 && cd != GN_DTYPE_F16) // auto
+        cd = gn_quant4_present(tt, prefix) ? m->file_compute_dtype : GN_DTYPE_BF16;
+    q->wdtype = cd;
     *out = (gn_mat){q->quant_type == GN_QUANT_FP4 ? GN_DTYPE_FP4 : GN_DTYPE_NF4, rows, cols, NULL, q};
     return GN_OK;
 }
@@ -634,6 +655,7 @@ gn_status gn_model_load(gn_model **out, const char *path, const gn_load_opts *op
         cfgp = join(dir, "config.json");
         if (!is_file(cfgp)) { st = gn_err(GN_ERR_IO, "%s: missing config.json beside the weights", dir); goto fail; }
         if ((st = config_from_json(&m->cfg, cfgp))) goto fail;
+        m->file_compute_dtype = quant_compute_dtype(cfgp);
         if ((st = load_hf_weights(&m->tt, dir, single, (const char **)&m->source))) goto fail;
         if ((st = bind_weights(m, &m->tt, &HF_NAMES))) goto fail;
         const char *tok_names[] = {"tokenizer.json", "tokenizer.model"};

@@ -76,6 +76,7 @@ struct gn_model {
     gn_quant4_state *q4;     // (n_q4) 4-bit linear weights, or NULL
     int n_q4;
     gn_load_opts opts;       // as loaded
+    gn_dtype file_compute_dtype; // quantization_config.bnb_4bit_compute_dtype of a 4-bit checkpoint (F32 if none)
 };
 
 struct gn_session {
