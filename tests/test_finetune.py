@@ -19,6 +19,10 @@ import torch
 
 from conftest import DATA, GUANACO, run_guanaco
 
+import sys
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "ref"))
+from q4ref import make_4bit_pair  # noqa: E402
+
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
@@ -83,6 +87,35 @@ def test_one_step_loss_and_gradients_equal_peft(tmp_path, tiny):
         assert rel <= 1e-4, f"{key}: max diff {rel:.3g} of max |grad|"
         n += 1
     assert n == 2 * 7 * 2  # A and B of seven modules in two layers
+
+
+def test_one_step_on_nf4_base_equals_peft(tmp_path, tiny):
+    """The QLoRA case: NF4 + double quantization base (written by transformers + bnb), PEFT on
+    the same dequantized weights, all seven targets, r 8, dropout 0, f32 compute."""
+    torch.manual_seed(3)
+    cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=32000, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    base = tmp_path / "base"
+    LlamaForCausalLM(cfg).save_pretrained(base)
+    shutil.copy(DATA / "llama-tokenizer" / "tokenizer.model", base / "tokenizer.model")
+    qdir, dense = make_4bit_pair(base, tmp_path / "q4", tmp_path / "dense")
+    torch.manual_seed(5)
+    pm = get_peft_model(LlamaForCausalLM.from_pretrained(dense),
+                        LoraConfig(r=8, lora_alpha=16, target_modules=ALL, init_lora_weights=False))
+    pm.save_pretrained(tmp_path / "ad")
+    ex = dump(tiny)[1]
+    out = tmp_path / "g.safetensors"
+    run_guanaco("grad", "-m", qdir, "-a", tmp_path / "ad", "--ids", " ".join(map(str, ex["ids"])),
+                "--labels", " ".join(map(str, ex["labels"])), "-o", out)
+    ours = load_file(out)
+    pm.train()
+    loss = pm(input_ids=torch.tensor([ex["ids"]]), labels=torch.tensor([ex["labels"]])).loss
+    loss.backward()
+    assert abs(ours["loss"].item() - loss.item()) <= 1e-4 * abs(loss.item())
+    for name, prm in pm.named_parameters():
+        if prm.grad is not None:
+            g = ours[name.replace(".default", "")]
+            assert (g - prm.grad).abs().max().item() <= 1e-4 * prm.grad.abs().max().item(), name
 
 
 def test_twenty_adamw_steps_track_peft(tmp_path, tiny):

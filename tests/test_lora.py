@@ -13,6 +13,10 @@ import torch
 
 from conftest import run_guanaco
 
+import sys
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "ref"))
+from q4ref import make_4bit_pair  # noqa: E402
+
 peft = pytest.importorskip("peft")
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
@@ -83,6 +87,25 @@ def test_adapter_logits_match_peft(tmp_path, base, r, targets, safe, dtype):
     for T in (1, 70):
         ids = rng.integers(0, 301, T).tolist()
         check(ours(tmp_path, base, ids, "-a", ad), peft_logits(base, ad, ids), f"r={r} {targets} T={T}")
+
+
+@pytest.fixture(scope="module")
+def base4(tmp_path_factory):
+    # out-features multiples of 64 (bnb's CPU 4-bit kernels need it)
+    torch.manual_seed(4)
+    d = tmp_path_factory.mktemp("lora4")
+    cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=301, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).save_pretrained(d / "base")
+    return make_4bit_pair(d / "base", d / "q4", d / "dense")
+
+
+@pytest.mark.parametrize("r,targets", [(8, ALL), (64, ["q_proj", "v_proj"])])
+def test_adapter_on_4bit_base_matches_peft(tmp_path, base4, r, targets):
+    qdir, dense = base4
+    ad = make_adapter(dense, tmp_path / "ad", r, targets, True, "f32", seed=r)
+    ids = list(np.random.default_rng(r).integers(0, 301, 50))
+    check(ours(tmp_path, qdir, ids, "-a", ad), peft_logits(dense, ad, ids), f"4-bit base r={r}")
 
 
 def test_adapter_saved_by_guanaco_loads_in_peft(tmp_path, base):

@@ -174,7 +174,7 @@ static int bad(vctx *v, int status, const char *param, const char *code, const c
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     v->err->len = 0;
-    api_error_json(v->err, msg, status == 404 ? "invalid_request_error" : "invalid_request_error", param, code);
+    api_error_json(v->err, msg, "invalid_request_error", param, code);
     *v->status = status;
     return -1;
 }
@@ -418,7 +418,7 @@ srv_job *api_parse(int kind, const char *body, size_t len, sbuf *err, int *statu
     double temperature = 1.0, top_p = 1.0, seed = 0, top_k = 0, rep = 1.0, ign = 0, n = 1, mt = -1;
     int have_seed = 0, have_mt = 0, have_mct = 0;
     if (get_num(&v, root, "temperature", 0, 2, &temperature) || get_num(&v, root, "top_p", 0, 1, &top_p) ||
-        get_int(&v, root, "seed", -9.3e18, 1.8e19, &seed, &have_seed) ||
+        get_int(&v, root, "seed", -9.2e18, 1.8e19, &seed, &have_seed) ||
         get_int(&v, root, "top_k", 0, 1e9, &top_k, NULL) ||
         get_num(&v, root, "repetition_penalty", 0.01, 100, &rep) ||
         get_num(&v, root, "presence_penalty", -2, 2, &ign) || get_num(&v, root, "frequency_penalty", -2, 2, &ign) ||
@@ -442,7 +442,7 @@ srv_job *api_parse(int kind, const char *body, size_t len, sbuf *err, int *statu
     j->smp.top_p = (float)top_p;
     j->smp.top_k = (int)top_k;
     j->smp.repeat_penalty = (float)rep;
-    j->smp.seed = have_seed ? (uint64_t)(int64_t)seed : srv_rand64();
+    j->smp.seed = !have_seed ? srv_rand64() : seed >= 0 ? (uint64_t)seed : (uint64_t)(int64_t)seed;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!cJSON_IsObject(so)) { bad(&v, 400, "stream_options", "invalid_type", "'stream_options' must be an object"); goto fail; }
