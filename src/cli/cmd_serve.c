@@ -2,7 +2,7 @@
  * cmd_serve.c — `guanaco serve`: flags for the OpenAI-compatible HTTP server
  * (src/server/). Everything else lives there.
  *
- *   guanaco serve -m MODEL [-a NAME=PATH ...] [--host 127.0.0.1] [--port 8080]
+ *   guanaco serve -m MODEL [--4bit] [-a NAME=PATH ...] [--host 127.0.0.1] [--port 8080]
  */
 
 // Built only with libmicrohttpd (the Makefile defines GN_HAVE_MHD when pkg-config finds it).
@@ -18,7 +18,7 @@
 #include "server/server.h" // srv_opts, srv_main
 
 static const char USAGE[] =
-    "usage: guanaco serve -m MODEL [-a NAME=PATH ...] [--host 127.0.0.1] [--port 8080] [options]\n"
+    "usage: guanaco serve -m MODEL [--4bit] [-a NAME=PATH ...] [--host 127.0.0.1] [--port 8080] [options]\n"
     "OpenAI-compatible HTTP server: POST /v1/chat/completions and /v1/completions (streaming or not),\n"
     "GET /v1/models, /health, /metrics; a chat playground at / and a pairwise rating page at /rate.\n"
     "Requests are decoded together (continuous batching); \"model\" picks the base or an adapter.\n\n"
@@ -34,6 +34,9 @@ static const char USAGE[] =
     "      --queue N            requests that may wait for a session before 503 (default 64)\n"
     "  -t, --threads N          kernel threads (default: all cores)\n"
     "      --dtype f32|bf16     weight dtype (default f32)\n"
+    "      --4bit               quantize the linear layers on load (NF4, double quantization, block 64,\n"
+    "                           bf16 compute: transformers' load_in_4bit as QLoRA uses it)\n"
+    "      --quant-type nf4|fp4 --no-double-quant --blocksize N --compute-dtype bf16|f32   4-bit settings\n"
     "      --template NAME      chat format: auto (default: the model's own, else guanaco), guanaco,\n"
     "                           guanaco-demo, chatml, llama2, llama3\n"
     "      --max-body BYTES     largest request body (default 1048576)\n"
@@ -46,6 +49,10 @@ static const char USAGE[] =
     "      --rate-b FILE        generations of system B for /rate\n"
     "      --ratings-file FILE  judgments written by /rate (default A-vs-B-human-reviewer-threeclass.jsonl)\n"
     "  -v, --verbose            log loading, requests and libmicrohttpd messages\n";
+
+// Weak: when the Makefile does not compile src/server/*.c the command says so
+// instead of breaking the link.
+int srv_main(const srv_opts *o) __attribute__((weak));
 
 static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
     char *end;
@@ -77,7 +84,9 @@ int cmd_serve(int argc, char **argv) {
     o.port = 8080;
     o.parallel = 8;
     o.queue = 64;
-    o.dtype = GN_DTYPE_F32;
+    gn_dtype dtype = GN_DTYPE_F32, quant_type = GN_DTYPE_NF4;
+    int four_bit = 0;
+    o.load.compute_dtype = GN_DTYPE_COUNT; // auto: a 4-bit checkpoint's own, else bf16
     o.fmt = GN_CHAT_AUTO;
     o.max_body = 1 << 20;
     o.max_tokens = 2048;
@@ -137,9 +146,28 @@ int cmd_serve(int argc, char **argv) {
         else if (IS("-v", "--verbose")) o.verbose = 1;
         else if (!strcmp(a, "--dtype")) {
             if (!(v = VAL())) goto done;
-            if (!strcmp(v, "f32")) o.dtype = GN_DTYPE_F32;
-            else if (!strcmp(v, "bf16")) o.dtype = GN_DTYPE_BF16;
+            if (!strcmp(v, "f32")) dtype = GN_DTYPE_F32;
+            else if (!strcmp(v, "bf16")) dtype = GN_DTYPE_BF16;
             else { cli_fail("--dtype: '%s' (expected f32 or bf16)", v); goto done; }
+        }
+        else if (!strcmp(a, "--4bit")) four_bit = 1;
+        else if (!strcmp(a, "--no-double-quant")) o.load.no_double_quant = 1;
+        else if (!strcmp(a, "--quant-type")) {
+            if (!(v = VAL())) goto done;
+            if (!strcmp(v, "nf4")) quant_type = GN_DTYPE_NF4;
+            else if (!strcmp(v, "fp4")) quant_type = GN_DTYPE_FP4;
+            else { cli_fail("--quant-type: '%s' (expected nf4 or fp4)", v); goto done; }
+        }
+        else if (!strcmp(a, "--compute-dtype")) {
+            if (!(v = VAL())) goto done;
+            if (!strcmp(v, "bf16")) o.load.compute_dtype = GN_DTYPE_BF16;
+            else if (!strcmp(v, "f32")) o.load.compute_dtype = GN_DTYPE_F32;
+            else { cli_fail("--compute-dtype: '%s' (expected bf16 or f32)", v); goto done; }
+        }
+        else if (!strcmp(a, "--blocksize")) {
+            if (!(v = VAL()) || parse_long(a, v, 16, 4096, &x)) goto done;
+            if (x & (x - 1)) { cli_fail("--blocksize %ld: expected a power of two 16..4096", x); goto done; }
+            o.load.blocksize = (int)x;
         }
         else if (!strcmp(a, "--template")) {
             if (!(v = VAL())) goto done;
@@ -154,19 +182,22 @@ int cmd_serve(int argc, char **argv) {
             }
             o.fmt = T[k].f;
         }
-        else if (!strcmp(a, "--4bit")) {
-            cli_fail("--4bit: this build's model loader has no 4-bit option yet; serve an f32/bf16 or GGUF model");
-            goto done;
-        }
         else { cli_fail("unknown option '%s' (see guanaco serve --help)", a); goto done; }
 #undef IS
 #undef VAL
     }
     if (!o.model_path) { cli_fail("serve: -m/--model is required (see --help)"); goto done; }
+    o.load.weight_dtype = four_bit ? quant_type : dtype;
     if (o.threads) gn_set_threads(o.threads);
     gn_set_verbosity(o.verbose ? GN_LOG_INFO : GN_LOG_WARN);
     o.ctx = (int)ctx;               // 0: min(2048, the model's length), decided after loading
     o.max_prompt_tokens = (int)mpt; // 0: ctx - 1
+    if (!srv_main) {
+        cli_fail("serve: the server (src/server/*.c) is not part of this build. HINT: the Makefile's CLI_SRC must "
+                 "include src/server/*.c");
+        rc = 1;
+        goto done;
+    }
     rc = srv_main(&o);
 done:
     for (int i = 0; i < n_owned; i++) free(owned[i]);

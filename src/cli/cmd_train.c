@@ -282,3 +282,54 @@ int cmd_convert_adapter(int argc, char **argv) {
     gn_model_free(m);
     return rc;
 }
+
+// ----------------------------------------------------------------------------
+// guanaco eval-loss: mean per-sequence loss of a data file (qlora's eval loss)
+
+int cmd_eval_loss(int argc, char **argv) {
+    gn_finetune_opts o;
+    gn_finetune_defaults(&o);
+    const char *model = NULL, *adapter = NULL, *data = NULL;
+    int four_bit = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            printf("usage: guanaco eval-loss -m BASE [--4bit] [-a ADAPTER] -d DATA.jsonl [--dataset-format F]\n"
+                   "       [--source-max-len N] [--target-max-len N] [--train-on-source]\n"
+                   "Prints the mean over rows of each row's mean token loss (rows built as finetune builds them).\n");
+            return 0;
+        }
+        if (!strcmp(a, "--4bit")) { four_bit = 1; continue; }
+        if (!strcmp(a, "--train-on-source")) { o.train_on_source = 1; continue; }
+        if (i + 1 >= argc) return cli_fail("%s needs a value", a), 2;
+        const char *v = argv[++i];
+        if (!strcmp(a, "-m")) model = v;
+        else if (!strcmp(a, "-a")) adapter = v;
+        else if (!strcmp(a, "-d")) data = v;
+        else if (!strcmp(a, "-t")) threads = atoi(v);
+        else if (!strcmp(a, "--source-max-len")) o.source_max_len = atoi(v);
+        else if (!strcmp(a, "--target-max-len")) o.target_max_len = atoi(v);
+        else if (!strcmp(a, "--dataset-format")) {
+            static const char *const F[] = {"auto", "oasst1", "alpaca", "input-output", "messages"};
+            int f = -1;
+            for (int k = 0; k < 5; k++) if (!strcmp(v, F[k])) f = k;
+            if (f < 0) return cli_fail("--dataset-format: '%s' (expected auto, oasst1, alpaca, input-output or messages)", v), 2;
+            o.data_format = (gn_data_format)f;
+        } else return cli_fail("eval-loss: unknown option '%s'", a), 2;
+    }
+    if (!model || !data) return cli_fail("eval-loss: -m and -d are required"), 2;
+    if (o.source_max_len <= 0 || o.target_max_len <= 0) return cli_fail("eval-loss: length limits must be positive"), 2;
+    if (threads > 0) gn_set_threads(threads);
+    gn_load_opts lo = {.weight_dtype = four_bit ? GN_DTYPE_NF4 : GN_DTYPE_F32, .compute_dtype = GN_DTYPE_F32};
+    gn_model *m = NULL;
+    gn_adapter *ad = NULL;
+    int rc = 0;
+    double loss = 0;
+    if (gn_model_load(&m, model, &lo) || (adapter && gn_adapter_load(&ad, m, adapter, NULL)) ||
+        gn_eval_loss_file(m, ad, data, &o, &loss))
+        rc = cli_fail_lib();
+    else printf("%.6f\n", loss);
+    gn_adapter_free(ad);
+    gn_model_free(m);
+    return rc;
+}

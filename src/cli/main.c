@@ -601,6 +601,7 @@ int cmd_serve(int argc, char **argv) __attribute__((weak));
 int cmd_finetune(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_convert_adapter(int argc, char **argv);
+int cmd_eval_loss(int argc, char **argv);
 int gn_data_dump_main(int argc, char **argv); // src/train/data_dump.c
 
 static const struct { const char *name; int (*fn)(int, char **); const char *help; } COMMANDS[] = {
@@ -615,6 +616,7 @@ static const struct { const char *name; int (*fn)(int, char **); const char *hel
     {"serve", cmd_serve, "OpenAI-compatible HTTP server with a web chat"},
     {"tokenize", cmd_tokenize, "text to token ids (and back with --decode)"},
     {"convert-adapter", cmd_convert_adapter, "check a PEFT adapter against a base and re-save it (safetensors, any dtype)"},
+    {"eval-loss", cmd_eval_loss, "mean per-row loss of a data file (finetune's eval loss)"},
     {"grad", cmd_grad, "one forward+backward: loss and LoRA gradients as safetensors (for checks)"},
     {"data-dump", gn_data_dump_main, "training rows as ids and labels, one JSON line each (for checks)"},
     {"dump", cmd_dump, "list a weights file's tensors or write one as .npy"},

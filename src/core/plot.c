@@ -16,8 +16,20 @@
 
 #ifdef GN_HAVE_CAIRO
 #include <cairo.h> // cairo_*
+#include <dlfcn.h> // dlsym: fontconfig's FcFini at exit
 
 int gn_plot_available(void) { return 1; }
+
+// cairo's toy text API loads fontconfig, which keeps its configuration for the life of
+// the process; leak checkers (ASan) report it. At exit, after the last chart, we drop
+// cairo's caches and, when fontconfig is loaded, its data too. FcFini is looked up at run
+// time so the build needs no -lfontconfig.
+static void release_fonts(void) {
+    cairo_debug_reset_static_data();
+    void (*fcfini)(void);
+    *(void **)&fcfini = dlsym(RTLD_DEFAULT, "FcFini");
+    if (fcfini) fcfini();
+}
 
 // tab10 palette
 static const double PAL[10][3] = {
@@ -71,6 +83,8 @@ static void text_at(cairo_t *cr, const char *s, double x, double y, double ax, d
 }
 
 static cairo_t *start(cairo_surface_t **sf, int W, int H, const char *title) {
+    static int registered;
+    if (!registered) { atexit(release_fonts); registered = 1; }
     *sf = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, W, H);
     cairo_t *cr = cairo_create(*sf);
     cairo_set_source_rgb(cr, 1, 1, 1);

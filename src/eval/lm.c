@@ -35,8 +35,20 @@ int gn_lm_max_seq(const gn_lm *lm) { return lm->max_seq; }
 gn_status gn_lm_encode(const gn_lm *lm, const char *text, int bos, int32_t **ids, int *n) {
     const gn_tokenizer *t = gn_model_tokenizer(lm->m);
     if (!t) return gn_err(GN_ERR_ARG, "the model has no tokenizer (expected tokenizer.model/tokenizer.json beside it, or a .gguf)");
-    int flags = (bos && gn_tokenizer_bos(t) >= 0) ? GN_ENC_BOS : 0;
-    return gn_tokenizer_encode(t, text, strlen(text), flags, ids, n);
+    // GN_ENC_BOS only adds BOS where the tokenizer does by default (not SmolLM2's);
+    // qlora's f"{bos_token}{input}" always has it, so prepend it ourselves
+    int32_t *x;
+    int nx;
+    gn_status st = gn_tokenizer_encode(t, text, strlen(text), 0, &x, &nx);
+    if (st) return st;
+    int b = bos ? gn_tokenizer_bos(t) : -1;
+    if (b < 0) { *ids = x; *n = nx; return GN_OK; }
+    *ids = gn_malloc(sizeof(int32_t) * (size_t)(nx + 1));
+    (*ids)[0] = b;
+    memcpy(*ids + 1, x, sizeof(int32_t) * (size_t)nx);
+    *n = nx + 1;
+    free(x);
+    return GN_OK;
 }
 
 static void remember(gn_lm *lm, const int32_t *ids, int n) {

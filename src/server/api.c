@@ -60,51 +60,64 @@ void sb_free(sbuf *b) {
     b->len = b->cap = 0;
 }
 
-// JSON string literal (with quotes) for n bytes of UTF-8 text.
-void sb_json_str(sbuf *b, const char *s, size_t n) {
+// Length of the well-formed UTF-8 sequence at s[0..n) (n > 0, s[0] >= 0x80), or 0.
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0], cp, min;
+    size_t k;
+    if ((c & 0xe0) == 0xc0) { k = 1; cp = c & 0x1f; min = 0x80; }
+    else if ((c & 0xf0) == 0xe0) { k = 2; cp = c & 0x0f; min = 0x800; }
+    else if ((c & 0xf8) == 0xf0) { k = 3; cp = c & 0x07; min = 0x10000; }
+    else return 0;
+    if (n <= k) return 0;
+    for (size_t j = 1; j <= k; j++) {
+        if ((s[j] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (s[j] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return k + 1;
+}
+
+// JSON string literal (with quotes) for n bytes of text; bytes that are not
+// well-formed UTF-8 become U+FFFD, so the output is always valid JSON.
+void sb_json_str(sbuf *b, const char *str, size_t n) {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
     sb_put(b, "\"", 1);
-    size_t run = 0; // bytes copied as they are
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) continue;
-        sb_put(b, s + run, i - run);
-        run = i + 1;
+    size_t run = 0; // start of the bytes not yet copied
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') { i++; continue; }
+        if (c >= 0x80) {
+            size_t k = utf8_seq(s + i, n - i);
+            if (k) { i += k; continue; }
+        }
+        sb_put(b, str + run, i - run);
         switch (c) {
         case '"': sb_put(b, "\\\"", 2); break;
         case '\\': sb_put(b, "\\\\", 2); break;
         case '\n': sb_put(b, "\\n", 2); break;
         case '\r': sb_put(b, "\\r", 2); break;
         case '\t': sb_put(b, "\\t", 2); break;
-        default: {
-            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            sb_put(b, u, 6);
+        default:
+            if (c >= 0x80) sb_put(b, "\\ufffd", 6);
+            else {
+                char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                sb_put(b, u, 6);
+            }
         }
-        }
+        run = ++i;
     }
-    sb_put(b, s + run, n - run);
+    sb_put(b, str + run, n - run);
     sb_put(b, "\"", 1);
 }
 
 int utf8_valid(const char *str, size_t n) {
     const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        int k;
-        unsigned cp, min;
-        if ((c & 0xe0) == 0xc0) { k = 1; cp = c & 0x1f; min = 0x80; }
-        else if ((c & 0xf0) == 0xe0) { k = 2; cp = c & 0x0f; min = 0x800; }
-        else if ((c & 0xf8) == 0xf0) { k = 3; cp = c & 0x07; min = 0x10000; }
-        else return 0;
-        if (n - i <= (size_t)k) return 0;
-        for (int j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-        i += (size_t)k + 1;
+    for (size_t i = 0; i < n;) {
+        if (s[i] < 0x80) { i++; continue; }
+        size_t k = utf8_seq(s + i, n - i);
+        if (!k) return 0;
+        i += k;
     }
     return 1;
 }

@@ -452,9 +452,8 @@ static char *default_name(const char *path) {
 }
 
 static int load(const srv_opts *o) {
-    gn_load_opts lo = {.weight_dtype = o->dtype};
     double t0 = gn_time_s();
-    if (gn_model_load(&srv.model, o->model_path, &lo) != GN_OK) {
+    if (gn_model_load(&srv.model, o->model_path, &o->load) != GN_OK) {
         fprintf(stderr, "guanaco serve: %s\n", gn_last_error());
         return -1;
     }

@@ -16,7 +16,8 @@
  * release: <A>-vs-<B>-human-reviewer-threeclass.jsonl.
  *
  * Generations files: JSON lines with question_id (or message_id), the prompt
- * ("text", else "prompt") and the answer ("generation"); FastChat answer files
+ * ("text", else "prompt") and the answer ("generation_truncated" when present, as
+ * the release cut it at the next turn, else "generation"); FastChat answer files
  * (answer_id, question_id, text = the answer) work too.
  */
 #ifdef GN_HAVE_MHD
@@ -110,7 +111,9 @@ static int load_gens(const char *path, const char *sys, gen_row **rows, int *n, 
             cJSON *o = cJSON_Parse(p);
             const cJSON *qid = o ? cJSON_GetObjectItemCaseSensitive(o, "question_id") : NULL;
             if (o && !qid && (qid = cJSON_GetObjectItemCaseSensitive(o, "message_id"))) *id_field = "message_id";
-            const char *gen = o ? str_field(o, "generation") : NULL, *prompt = NULL, *aid = NULL;
+            // the release's cut at the next "### Human:" turn when there is one
+            const char *gen = o ? str_field(o, "generation_truncated") : NULL, *prompt = NULL, *aid = NULL;
+            if (o && !gen) gen = str_field(o, "generation");
             if (o && gen) prompt = str_field(o, "text") ? str_field(o, "text") : str_field(o, "prompt");
             else if (o && str_field(o, "answer_id")) { gen = str_field(o, "text"); aid = str_field(o, "answer_id"); }
             if (!o || !qid || !(cJSON_IsNumber(qid) || cJSON_IsString(qid)) || !gen) {

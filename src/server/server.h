@@ -47,7 +47,7 @@ typedef struct {
     int parallel;               // sessions decoded together (slots)
     int queue;                  // requests waiting for a slot before 503
     int threads;                // kernel threads (0: all cores)
-    gn_dtype dtype;
+    gn_load_opts load;          // weight dtype, 4-bit settings
     gn_chat_format fmt;
     size_t max_body;            // bytes
     int max_prompt_tokens;      // 0: ctx - 1

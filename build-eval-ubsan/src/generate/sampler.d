@@ -1,0 +1,4 @@
+build-eval-ubsan/src/generate/sampler.o: src/generate/sampler.c \
+ src/generate/../core/common.h include/guanaco.h
+src/generate/../core/common.h:
+include/guanaco.h:
