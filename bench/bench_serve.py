@@ -3,14 +3,15 @@
 concurrent streaming clients (continuous batching should raise it with concurrency).
 
     python3 bench/bench_serve.py [--guanaco build/guanaco] [--model SmolLM2.gguf]
-                                 [--streams 1,4,16] [--tokens 64] [--requests 2] [--url URL]
+                                 [--streams 1,4,16] [--tokens 64] [--requests 2] [--reps 3] [--url URL]
 
 Starts the server on a free loopback port (or uses --url), warms it up, then for each
 concurrency C runs C threads; each sends --requests streaming /v1/completions requests one
 after another (greedy, --tokens new tokens; the prompts are counting sequences so the model
 never stops early). Prints one line per C: wall time, aggregate tokens/s (all generated
 tokens / wall time), median time to first token and the median per-stream decode rate
-(tokens after the first / time after the first), then a Markdown table.
+(tokens after the first / time after the first); the levels are run --reps times,
+interleaved, and a Markdown table gives the medians (and the best aggregate).
 
 Standard library only; traffic goes to 127.0.0.1 only.
 """
@@ -102,6 +103,7 @@ def main():
     ap.add_argument("--streams", default="1,4,16")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--requests", type=int, default=2, help="requests per stream")
+    ap.add_argument("--reps", type=int, default=3, help="repeats of each level (median reported)")
     ap.add_argument("--threads", type=int, default=0, help="server kernel threads (0: all cores)")
     ap.add_argument("--url", help="use a running server instead (http://127.0.0.1:PORT)")
     a = ap.parse_args()
@@ -124,18 +126,23 @@ def main():
         stream_request(port, "1, 2, 3,", 8)  # warm-up
         print(f"# guanaco serve, {pathlib.Path(a.model).name}, {a.tokens} new tokens per request, "
               f"{a.requests} requests per stream; {cpu_name()}, {os.cpu_count()} cores")
-        rows = []
-        for s in levels:
-            r = run(port, s, a.tokens, a.requests)
-            rows.append(r)
-            print(f"streams {s:3d}: {r['tokens']:5d} tokens in {r['wall']:6.2f} s = {r['agg']:7.1f} tok/s aggregate, "
-                  f"median TTFT {r['ttft'] * 1e3:6.0f} ms, median per-stream decode {r['per_stream']:6.1f} tok/s",
-                  flush=True)
-        print("\n| concurrent streams | aggregate tok/s | per-stream decode tok/s | median TTFT ms | speed-up |")
+        runs = {s: [] for s in levels}
+        for rep in range(a.reps):  # levels interleaved, so a burst of outside load hits all alike
+            for s in levels:
+                r = run(port, s, a.tokens, a.requests)
+                runs[s].append(r)
+                print(f"rep {rep + 1} streams {s:3d}: {r['tokens']:5d} tokens in {r['wall']:6.2f} s = "
+                      f"{r['agg']:7.1f} tok/s aggregate, median TTFT {r['ttft'] * 1e3:6.0f} ms, "
+                      f"median per-stream decode {r['per_stream']:6.1f} tok/s", flush=True)
+        med = lambda xs: statistics.median(xs)  # noqa: E731
+        base = med([r["agg"] for r in runs[levels[0]]])
+        print(f"\nmedian of {a.reps} runs (best in brackets)\n")
+        print("| concurrent streams | aggregate tok/s | per-stream decode tok/s | median TTFT ms | vs 1 stream |")
         print("|---:|---:|---:|---:|---:|")
-        for r in rows:
-            print(f"| {r['streams']} | {r['agg']:.1f} | {r['per_stream']:.1f} | {r['ttft'] * 1e3:.0f} | "
-                  f"{r['agg'] / rows[0]['agg']:.2f}x |")
+        for s in levels:
+            agg = [r["agg"] for r in runs[s]]
+            print(f"| {s} | {med(agg):.1f} ({max(agg):.1f}) | {med([r['per_stream'] for r in runs[s]]):.1f} | "
+                  f"{med([r['ttft'] for r in runs[s]]) * 1e3:.0f} | {med(agg) / base:.2f}x |")
     finally:
         if proc:
             proc.send_signal(signal.SIGTERM)

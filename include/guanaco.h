@@ -226,6 +226,9 @@ gn_status gn_adapter_save(const gn_adapter *a, const char *dir, gn_dtype dtype, 
 // Folds adapter a (may be NULL) into m's weights and writes an HF folder:
 // model.safetensors (dtype F32, F16 or BF16) + config.json + the base's tokenizer files.
 gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const char *dir, gn_dtype dtype);
+// Same for a GGUF base, written as a GGUF llama.cpp loads: the base's metadata and
+// tokenizer copied, matrices in F32, F16 or Q8_0.
+gn_status gn_model_save_merged_gguf(const gn_model *m, const gn_adapter *a, const char *path, gn_dtype dtype);
 // Writes a 4-bit model (loaded with 4-bit linear layers) as an HF folder in the
 // layout transformers + bitsandbytes write: model.safetensors with
 // weight/absmax/quant_map/nested_* /quant_state tensors, config.json with its

@@ -567,12 +567,13 @@ int cmd_merge(int argc, char **argv) {
     rest[nr] = NULL;
     opts o;
     int r = parse_args(&o, nr, rest,
-                       "usage: guanaco merge -m BASE -a ADAPTER -o OUT_DIR [--format safetensors] [--dtype f32|f16|bf16]\n"
-                       "Folds a LoRA adapter into the base weights and writes an HF folder (model.safetensors,\n"
-                       "config.json, the base's tokenizer files) that transformers loads.",
-                       "  -o, --output DIR         folder to write (created)\n"
-                       "      --format F           safetensors (default)\n"
-                       "      --dtype D            f32, f16 (default) or bf16\n", 0);
+                       "usage: guanaco merge -m BASE -a ADAPTER -o OUT [--format safetensors|gguf] [--dtype f32|f16|bf16|q8_0]\n"
+                       "Folds a LoRA adapter into the base weights (a 4-bit base is dequantized first) and writes an\n"
+                       "HF folder (model.safetensors, config.json, the base's tokenizer files) that transformers loads,\n"
+                       "or, from a GGUF base, a .gguf file that llama.cpp loads.",
+                       "  -o, --output PATH        folder (safetensors) or file (gguf) to write\n"
+                       "      --format F           safetensors (default) or gguf\n"
+                       "      --dtype D            f32, f16 (default), bf16 (safetensors) or q8_0 (gguf)\n", 0);
     free(rest);
     if (r >= 0) return r;
     if (!o.out) return cli_fail("merge: -o/--output is required"), 2;
@@ -580,13 +581,17 @@ int cmd_merge(int argc, char **argv) {
     if (!strcmp(dtype, "f32")) dt = GN_DTYPE_F32;
     else if (!strcmp(dtype, "f16")) dt = GN_DTYPE_F16;
     else if (!strcmp(dtype, "bf16")) dt = GN_DTYPE_BF16;
-    else return cli_fail("merge: --dtype '%s' (expected f32, f16 or bf16)", dtype), 2;
-    if (strcmp(format, "safetensors")) return cli_fail("merge: --format '%s' is not supported yet (expected safetensors)", format), 2;
+    else if (!strcmp(dtype, "q8_0")) dt = GN_DTYPE_Q8_0;
+    else return cli_fail("merge: --dtype '%s' (expected f32, f16, bf16 or q8_0)", dtype), 2;
+    int gguf = !strcmp(format, "gguf");
+    if (!gguf && strcmp(format, "safetensors")) return cli_fail("merge: --format '%s' (expected safetensors or gguf)", format), 2;
+    if (!gguf && dt == GN_DTYPE_Q8_0) return cli_fail("merge: q8_0 is a GGUF type (use --format gguf)"), 2;
+    if (gguf && dt == GN_DTYPE_BF16) return cli_fail("merge: for gguf use --dtype f32, f16 or q8_0"), 2;
     gn_model *m = load(&o);
     if (!m) return 1;
     int rc = 0;
     double t0 = gn_time_s();
-    if (gn_model_save_merged(m, g_adapter, o.out, dt)) rc = cli_fail_lib();
+    if (gguf ? gn_model_save_merged_gguf(m, g_adapter, o.out, dt) : gn_model_save_merged(m, g_adapter, o.out, dt)) rc = cli_fail_lib();
     else fprintf(stderr, "wrote %s (%s, %s) in %.1f s\n", o.out, format, dtype, gn_time_s() - t0);
     unload(m);
     return rc;

@@ -296,7 +296,9 @@ static gn_status parse(gn_gguf *g) {
             return gn_err(GN_ERR_FORMAT, "%s: offset %zu: key '%s': value type %u, expected 0..12",
                           path, r.pos - 4, kv->key, t);
         kv->type = (gguf_type)t;
+        kv->raw_off = r.pos;
         if ((st = read_value(&r, kv)) != GN_OK) return st;
+        kv->raw_len = r.pos - kv->raw_off;
         if (strcmp(kv->key, "general.alignment") == 0) {
             if (kv->type != GGUF_T_UINT32 || kv->i == 0 || (kv->i & (kv->i - 1)) != 0)
                 return gn_err(GN_ERR_FORMAT, "%s: key 'general.alignment': bad value, expected a uint32 power of 2",

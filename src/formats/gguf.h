@@ -36,7 +36,10 @@ typedef struct {
     uint64_t arr_n;
     const uint8_t *arr_data; // for numeric arrays: raw little-endian elements in the mapping
     gguf_str *arr_str;       // for string arrays: arr_n entries (owned array, strings point into mapping)
+    size_t raw_off, raw_len; // the value's bytes in the file (after the type), for copying it verbatim
 } gguf_kv;
+
+
 
 typedef struct {
     gn_mmap map;
@@ -70,5 +73,21 @@ enum {
     GGML_T_Q2_K = 10, GGML_T_Q3_K = 11, GGML_T_Q4_K = 12, GGML_T_Q5_K = 13,
     GGML_T_Q6_K = 14, GGML_T_Q8_K = 15, GGML_T_BF16 = 30,
 };
+
+// ---------------------------------------------------------------------------
+// writer: GGUF v3 with the metadata of `meta` copied verbatim (may be NULL)
+// except the keys in `drop`, then extra u32 keys, then the tensors (shapes
+// outermost first, as everywhere in guanaco; dtype F32, F16 or Q8_0 — Q8_0 is
+// quantized here as ggml's quantize_row_q8_0_ref does from f32 data).
+typedef struct {
+    const char *name;
+    gn_dtype dtype;          // stored dtype
+    int ndim;
+    int64_t shape[GN_MAX_DIMS];
+    const float *data;       // f32 values, converted to dtype on write
+} gn_gguf_tensor_out;
+gn_status gn_gguf_write(const char *path, const gn_gguf *meta, const char *const *drop, int n_drop,
+                        const char *const *u32_keys, const uint32_t *u32_vals, int n_u32,
+                        const gn_gguf_tensor_out *ts, int n);
 
 #endif

@@ -287,3 +287,54 @@ gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
     free(ex); free(names); free(bufs); free(ts);
     return st;
 }
+
+// ----------------------------------------------------------------------------
+// merged GGUF (GGUF bases): the base's metadata and tokenizer copied verbatim,
+// weights with the adapter folded in, matrices in f32 / f16 / q8_0
+
+gn_status gn_model_save_merged_gguf(const gn_model *m, const gn_adapter *a, const char *path, gn_dtype dt) {
+    if (!m->gguf)
+        return gn_err(GN_ERR_UNSUPPORTED, "merge: --format gguf needs a GGUF base (for an HF base, write safetensors and "
+                      "convert with llama.cpp's convert_hf_to_gguf.py)");
+    if (dt != GN_DTYPE_F32 && dt != GN_DTYPE_F16 && dt != GN_DTYPE_Q8_0)
+        return gn_err(GN_ERR_ARG, "merge: --dtype for gguf must be f32, f16 or q8_0");
+    const gn_config *c = &m->cfg;
+    int cap = 4 + 9 * c->n_layers, k = 0;
+    gn_gguf_tensor_out *ts = gn_calloc((size_t)cap, sizeof *ts);
+    float **bufs = gn_calloc((size_t)cap, sizeof(float *));
+    char **names = gn_calloc((size_t)cap, sizeof(char *));
+#define MAT(NAME, W, LM) do { \
+        float *f_ = gn_malloc(sizeof(float) * (size_t)((W)->rows * (W)->cols)); mat_to_f32((W), f_); \
+        if (LM) add_delta(f_, (LM)); \
+        names[k] = gn_strdup(NAME); bufs[k] = f_; \
+        ts[k] = (gn_gguf_tensor_out){names[k], dt, 2, {(W)->rows, (W)->cols}, f_}; k++; } while (0)
+#define VEC(NAME, P, N) do { names[k] = gn_strdup(NAME); \
+        ts[k] = (gn_gguf_tensor_out){names[k], GN_DTYPE_F32, 1, {(N)}, (P)}; k++; } while (0)
+    MAT("token_embd.weight", &m->embed, (const gn_lora_mod *)NULL);
+    VEC("output_norm.weight", m->final_norm, c->dim);
+    if (!c->tie_embeddings) MAT("output.weight", &m->lm_head, (const gn_lora_mod *)NULL);
+    const gn_tensor *rf = gn_tensor_table_find(&m->gguf->tensors, "rope_freqs.weight");
+    if (rf && rf->dtype == GN_DTYPE_F32) VEC("rope_freqs.weight", rf->data, rf->nelem);
+    static const char *const GG[GN_N_MODS] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    char nm[128];
+    for (int l = 0; l < c->n_layers; l++) {
+        const gn_layer *L = &m->layers[l];
+        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l); VEC(nm, L->attn_norm, c->dim);
+        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l); VEC(nm, L->ffn_norm, c->dim);
+        const gn_mat *mats[GN_N_MODS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int mi = 0; mi < GN_N_MODS; mi++) {
+            const gn_lora_mod *lm = a && a->mods[(size_t)l * GN_N_MODS + (size_t)mi].r ? &a->mods[(size_t)l * GN_N_MODS + (size_t)mi] : NULL;
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, GG[mi]);
+            MAT(nm, mats[mi], lm); // q/k rows stay in the base's (interleaved) order, as the adapter was permuted at load
+        }
+    }
+#undef MAT
+#undef VEC
+    const char *drop[] = {"general.file_type"};
+    const char *u32k[] = {"general.file_type"};
+    uint32_t u32v[] = {dt == GN_DTYPE_F32 ? 0u : dt == GN_DTYPE_F16 ? 1u : 7u}; // LLAMA_FTYPE_ALL_F32 / MOSTLY_F16 / MOSTLY_Q8_0
+    gn_status st = gn_gguf_write(path, m->gguf, drop, 1, u32k, u32v, 1, ts, k);
+    for (int i = 0; i < k; i++) { free(bufs[i]); free(names[i]); }
+    free(bufs); free(names); free(ts);
+    return st;
+}
