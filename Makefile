@@ -52,7 +52,7 @@ ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(SAN)
 LIB_SRC := $(sort $(wildcard src/core/*.c src/tensor/*.c src/formats/*.c src/tokenizer/*.c \
                   src/quant/*.c src/model/*.c src/lora/*.c src/generate/*.c src/train/*.c src/eval/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
-CLI_SRC := $(wildcard src/cli/*.c)
+CLI_SRC := $(wildcard src/cli/*.c src/server/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)

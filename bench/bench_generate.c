@@ -13,10 +13,19 @@
  * The prompt is a fixed id sequence, (i*7919 + 13) % V: any in-range ids do,
  * the cost of a forward pass does not depend on which tokens they are.
  *
+ * --4bit quantizes the linear layers to NF4 with double quantization at load
+ * (bf16 compute), as `guanaco ... --4bit` does; -a DIR applies a PEFT adapter
+ * unmerged (gn_session_set_adapter).
+ *
  * Machine limits (the 2-core AVX-512 box the baseline was taken on; override
  * with --peak-gflops / --bw-gbs):
  *   decode  is bandwidth-bound: every weight matrix is read once per token,
  *           limit tok/s = read bandwidth / weight bytes per token (46 GB/s).
+ *           f32/bf16: counted from the config; 4-bit: the model's own figure
+ *           ("resident weight bytes" in gn_model_describe: packed nibbles,
+ *           scales, and the f32 embedding/head and norms), plus one embedding
+ *           row. An adapter adds its A and B matrices (f32 in memory), counted
+ *           from the safetensors header.
  *   prefill is compute-bound:  FLOPs = 2 * matmul params * N + attention,
  *           limit tok/s = N / (FLOPs / peak), peak = 515 GFLOP/s f32 FMA, 2 cores.
  *
@@ -27,11 +36,14 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE // unsetenv, setenv, CLOCK_MONOTONIC
 #endif
-#include <stdio.h>   // printf, fprintf
+#include <stdint.h>  // uint64_t
+#include <stdio.h>   // printf, fprintf, fopen
 #include <stdlib.h>  // malloc, free, strtol, getenv, unsetenv, qsort
 #include <string.h>  // strcmp
 #include <time.h>    // clock_gettime, CLOCK_MONOTONIC
 #include <unistd.h>  // execv
+
+#include <cjson/cJSON.h> // the adapter's safetensors header (linked by the Makefile)
 
 #include "guanaco.h" // gn_model_load, gn_session_*, gn_set_threads, gn_model_config
 
@@ -53,6 +65,8 @@ static void error_usage(void) {
             "  --gen-tokens M        decoded tokens timed after the first one (default 128)\n"
             "  --reps R              timed repetitions, median reported (default 3)\n"
             "  --bf16                load weights as bf16 (default f32)\n"
+            "  --4bit                quantize linear layers to NF4 + double quant at load (bf16 compute)\n"
+            "  -a ADAPTER_DIR        apply this PEFT LoRA adapter unmerged\n"
             "  --peak-gflops X       prefill limit, GFLOP/s (default %.0f)\n"
             "  --bw-gbs X            decode limit, GB/s (default %.0f)\n"
             "  --json                also print one JSON line with the figures\n",
@@ -144,6 +158,50 @@ static double prefill_flops(const gn_config *c, const model_size *s, int N) {
 }
 
 // ----------------------------------------------------------------------------
+// bytes from the model and the adapter files
+
+// The "resident weight bytes: N" line of gn_model_describe (what the forward pass
+// reads); 0 when absent.
+static double resident_weight_bytes(const char *desc) {
+    const char *key = "resident weight bytes:";
+    const char *p = desc ? strstr(desc, key) : NULL;
+    return p ? strtod(p + strlen(key), NULL) : 0;
+}
+
+// A LoRA adapter's A and B matrices as held in memory (f32), and the weights
+// they hold (their product with one token costs 2 FLOPs each): summed over the
+// tensors listed in DIR/adapter_model.safetensors's header. 0 when unreadable
+// (e.g. an adapter_model.bin).
+static double adapter_params(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    unsigned char len8[8];
+    double n = 0;
+    if (fread(len8, 1, 8, f) == 8) {
+        uint64_t len = 0;
+        for (int i = 7; i >= 0; i--) len = len << 8 | len8[i];
+        char *hdr = len < (1u << 26) ? malloc(len + 1) : NULL;
+        if (hdr && fread(hdr, 1, len, f) == len) {
+            hdr[len] = '\0';
+            cJSON *j = cJSON_Parse(hdr);
+            for (cJSON *t = j ? j->child : NULL; t; t = t->next) {
+                cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
+                if (!t->string || !strcmp(t->string, "__metadata__") || !cJSON_IsArray(shape)) continue;
+                double e = 1;
+                for (cJSON *d = shape->child; d; d = d->next) e *= d->valuedouble;
+                n += e;
+            }
+            cJSON_Delete(j);
+        }
+        free(hdr);
+    }
+    fclose(f);
+    return n;
+}
+
+// ----------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
     // Re-execute without the OpenBLAS overrides (read once, when OpenBLAS loads).
@@ -158,7 +216,7 @@ int main(int argc, char **argv) {
                "in-process only (OpenBLAS may already have read them)");
     }
 
-    const char *model_path = NULL;
+    const char *model_path = NULL, *adapter_path = NULL;
     int threads = 0, N = 512, M = 128, reps = 3, json = 0;
     double peak_gflops = DEFAULT_PEAK_GFLOPS, bw_gbs = DEFAULT_BW_GBS;
     gn_load_opts opts = {.weight_dtype = GN_DTYPE_F32};
@@ -173,6 +231,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--peak-gflops") && has) peak_gflops = parse_pos(a, argv[++i]);
         else if (!strcmp(a, "--bw-gbs") && has) bw_gbs = parse_pos(a, argv[++i]);
         else if (!strcmp(a, "--bf16")) opts.weight_dtype = GN_DTYPE_BF16;
+        else if (!strcmp(a, "--4bit")) {
+            opts.weight_dtype = GN_DTYPE_NF4;     // double quant: no_double_quant = 0
+            opts.compute_dtype = GN_DTYPE_COUNT; // auto: bf16, as the CLI's --4bit
+        } else if (!strcmp(a, "-a") && has) adapter_path = argv[++i];
         else if (!strcmp(a, "--json")) json = 1;
         else {
             fprintf(stderr, "bench_generate: unknown or incomplete flag '%s'\n", a);
@@ -190,27 +252,62 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_generate: %s\n", gn_last_error());
         return 1;
     }
+    gn_adapter *ad = NULL;
+    if (adapter_path && gn_adapter_load(&ad, m, adapter_path, NULL) != GN_OK) {
+        fprintf(stderr, "bench_generate: adapter %s: %s\n", adapter_path, gn_last_error());
+        return 1;
+    }
     double load_s = now_s() - t0;
     const gn_config *cfg = gn_model_config(m);
     const int V = cfg->vocab_size;
     // f32 = 4 bytes, bf16 = 2: what the API lets us ask for. gn_model_describe
     // (printed below) shows what was really loaded.
+    int q4 = opts.weight_dtype == GN_DTYPE_NF4;
     double bpp = opts.weight_dtype == GN_DTYPE_BF16 ? 2.0 : 4.0;
     model_size ms = count_params(cfg, bpp);
+    char *desc = gn_model_describe(m);
+    double resident = resident_weight_bytes(desc);
+    if (q4) { // packed weights: the model's own count, plus the f32 embedding row
+        if (resident <= 0) {
+            fprintf(stderr, "bench_generate: no 'resident weight bytes:' line in "
+                            "gn_model_describe; cannot size the 4-bit weights\n");
+            return 1;
+        }
+        ms.bytes_token = resident + 4.0 * cfg->dim;
+    }
+    double ad_params = ad ? adapter_params(adapter_path) : 0;
+    if (ad && ad_params <= 0)
+        fprintf(stderr, "bench_generate: could not size the adapter from its safetensors "
+                        "header; its bytes are left out of the decode limit\n");
+    double model_bytes = ms.bytes_token;
+    ms.bytes_token += 4.0 * ad_params; // A, B are f32 in memory; read once per token
+    ms.matmul_params += ad_params;     // x @ A^T @ B^T: 2 FLOPs per adapter weight per token
     double flops = prefill_flops(cfg, &ms, N);
 
     printf("bench_generate: %s\n", model_path);
     printf("env: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE %s\n",
            getenv("GN_BENCH_OPENBLAS_UNSET") ? "were set; unset for this run"
                                              : "not set");
-    printf("threads %d, simd %s, weights %s (%.0f B/param), load %.2f s\n", threads,
-           gn_simd_name(), gn_dtype_name(opts.weight_dtype), bpp, load_s);
+    if (q4)
+        printf("threads %d, simd %s, weights nf4 + double quant (bf16 compute) on linear "
+               "layers, load %.2f s\n", threads, gn_simd_name(), load_s);
+    else
+        printf("threads %d, simd %s, weights %s (%.0f B/param), load %.2f s\n", threads,
+               gn_simd_name(), gn_dtype_name(opts.weight_dtype), bpp, load_s);
     printf("config: C=%d H=%d L=%d NH=%d NKV=%d hs=%d V=%d tied=%d\n", cfg->dim,
            cfg->hidden_dim, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, V,
            cfg->tie_embeddings);
-    printf("params %.1fM, matmul params %.1fM, weight bytes per decoded token %.1f MB\n",
-           ms.params / 1e6, ms.matmul_params / 1e6, ms.bytes_token / 1e6);
-    char *desc = gn_model_describe(m);
+    if (ad)
+        printf("adapter: %s, %.2fM params (f32 in memory: %.1f MB read per token), unmerged\n",
+               adapter_path, ad_params / 1e6, 4.0 * ad_params / 1e6);
+    printf("params %.1fM, matmul params %.1fM%s, weight bytes per decoded token %.1f MB "
+           "(%s%s)\n",
+           ms.params / 1e6, ms.matmul_params / 1e6, ad ? " (incl. adapter)" : "",
+           ms.bytes_token / 1e6, q4 ? "model's resident weight bytes" : "counted from config",
+           ad ? " + adapter" : "");
+    if (resident > 0 && !q4)
+        printf("(model reports %.1f MB resident weight bytes; counted %.1f MB)\n",
+               resident / 1e6, model_bytes / 1e6);
     if (desc) {
         printf("%s%s", desc, desc[0] && desc[strlen(desc) - 1] == '\n' ? "" : "\n");
         free(desc);
@@ -232,6 +329,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_generate: gn_session_new: %s\n", gn_last_error());
         return 1;
     }
+    if (ad) gn_session_set_adapter(s, ad);
 
     int n_first = 0;
     for (int r = -1; r < reps; r++) { // r = -1 is the warm-up
@@ -286,16 +384,19 @@ int main(int argc, char **argv) {
                "\"decode_ms_per_tok\":%.4f,\"prefill_share\":%.4f,\"decode_share\":%.4f,"
                "\"threads\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,\"reps\":%d,"
                "\"weight_dtype\":\"%s\",\"simd\":\"%s\",\"openblas_env_unset\":%s,"
+               "\"resident_weight_bytes\":%.0f,\"adapter_params\":%.0f,\"adapter\":%s%s%s,"
                "\"decode_ids\":[",
                pre_tps, dec_tps, ms.bytes_token, ms.params, ms.matmul_params, flops, 1e3 * pre,
                1e3 * dec / M, pre_tps / pre_limit, dec_tps / dec_limit, threads, N, M, reps,
-               gn_dtype_name(opts.weight_dtype), gn_simd_name(),
-               getenv("GN_BENCH_OPENBLAS_UNSET") ? "true" : "false");
+               q4 ? "nf4-dq" : gn_dtype_name(opts.weight_dtype), gn_simd_name(),
+               getenv("GN_BENCH_OPENBLAS_UNSET") ? "true" : "false", resident, ad_params,
+               ad ? "\"" : "", ad ? adapter_path : "null", ad ? "\"" : "");
         for (int i = 0; i < n_first; i++) printf("%s%d", i ? "," : "", first_ids[i]);
         printf("]}\n");
     }
 
     gn_session_free(s);
+    gn_adapter_free(ad);
     gn_model_free(m);
     free(prompt);
     free(pre_s);

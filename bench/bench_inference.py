@@ -4,11 +4,20 @@
     make -j2 build/bench/bench_generate
     ~/.cache/guanaco/venv/bin/python bench/bench_inference.py            # 2 threads, 512 + 128
     ~/.cache/guanaco/venv/bin/python bench/bench_inference.py -t 1 --reps 5
+    # NF4 + double quant (ours) vs llama.cpp on a Q4_0 file (bench/make_q4_0.py):
+    ~/.cache/guanaco/venv/bin/python bench/bench_inference.py --guanaco-args "--4bit" \
+        --peer-model /tmp/smol-q4_0.gguf --tag nf4-vs-q4_0
+    # an unmerged adapter (bench/make_lora_adapter.py) vs the same 4-bit model without:
+    ~/.cache/guanaco/venv/bin/python bench/bench_inference.py --guanaco-args "--4bit -a /tmp/smol-lora-r64" \
+        --peer-guanaco-args "--4bit" --tag lora-r64
 
 Runs build/bench/bench_generate on the model (a subprocess) and llama.cpp through
-llama_cpp.Llama on the same file with the same thread count, prompt ids and
-procedure, interleaved: guanaco repetition r, then llama.cpp repetition r.
+llama_cpp.Llama on the same file (or --peer-model) with the same thread count, prompt
+ids and procedure, interleaved: guanaco repetition r, then llama.cpp repetition r.
 Each engine warms up first (bench_generate does so in every process).
+--guanaco-args passes extra flags to bench_generate (--4bit, -a DIR, --bf16);
+--peer-guanaco-args makes the peer another bench_generate run with those flags
+instead of llama.cpp (e.g. the same model without an adapter).
 
   prefill: reset, eval N prompt ids in one call, timed.
   decode : then greedy, one token per call; the timer starts after the first decoded
@@ -29,7 +38,8 @@ Machine limits (override with --peak-gflops / --bw-gbs):
                   + causal attention 4 * L * NH * hs * N(N+1)/2;
                   limit = N / (FLOPs / 515 GFLOP/s f32 FMA peak, 2 cores).
   decode  limit = 46 GB/s measured read bandwidth / weight bytes read per token.
-                  guanaco: its own figure (f32 weights after dequantizing);
+                  guanaco: its own figure (f32 weights after dequantizing; with
+                  --4bit the model's resident bytes; an adapter's A/B added);
                   llama.cpp: the tensors' bytes in the GGUF (it computes on the
                   quantized blocks), tied head = token_embd read in full.
   llama.cpp multiplies Q4_1/Q8_0 blocks with int8 dot products, so the f32 peak
@@ -44,6 +54,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -159,11 +170,13 @@ def gguf_costs(path, n_prompt):
 # the two engines, one repetition at a time so that they can be interleaved
 
 
-def guanaco_rep(a, verbose):
-    """One bench_generate process: load, warm-up, one timed repetition. JSON dict or None."""
-    cmd = [a.bin, "-m", a.model, "-t", str(a.threads), "--prompt-tokens", str(a.prompt_tokens),
-           "--gen-tokens", str(a.gen_tokens), "--reps", "1", "--json",
+def guanaco_rep(a, verbose, model=None, extra=None):
+    """One bench_generate process: load, warm-up, one timed repetition. JSON dict or None.
+    model / extra: the peer's file and flags (default: -m and --guanaco-args)."""
+    cmd = [a.bin, "-m", model or a.model, "-t", str(a.threads), "--prompt-tokens",
+           str(a.prompt_tokens), "--gen-tokens", str(a.gen_tokens), "--reps", "1", "--json",
            "--peak-gflops", str(a.peak_gflops), "--bw-gbs", str(a.bw_gbs)]
+    cmd += shlex.split(a.guanaco_args if extra is None else extra)
     if verbose:
         print("$ " + " ".join(cmd), flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -182,12 +195,12 @@ def guanaco_rep(a, verbose):
 class LlamaCpp:
     """llama.cpp through llama_cpp.Llama, loaded once; rep() is one timed repetition."""
 
-    def __init__(self, a, vocab):
+    def __init__(self, a, vocab, model):
         import numpy as np
         import llama_cpp
 
         self.np, self.lc = np, llama_cpp
-        self.llm = llama_cpp.Llama(model_path=a.model, n_threads=a.threads,
+        self.llm = llama_cpp.Llama(model_path=model, n_threads=a.threads,
                                    n_threads_batch=a.threads, n_ctx=1024, n_batch=512,
                                    verbose=False)
         self.V = self.llm.n_vocab()
@@ -272,11 +285,27 @@ def main():
     ap.add_argument("--peak-gflops", type=float, default=515.0)
     ap.add_argument("--bw-gbs", type=float, default=46.0)
     ap.add_argument("--skip-guanaco", action="store_true")
-    ap.add_argument("--skip-llama", action="store_true")
+    ap.add_argument("--skip-llama", action="store_true", help="run no peer")
+    ap.add_argument("--guanaco-args", default="", metavar="ARGS",
+                    help='extra bench_generate flags for ours, e.g. "--4bit" or "--4bit -a DIR"')
+    ap.add_argument("--peer-model", default=None, metavar="PATH",
+                    help="GGUF the peer runs (default: -m), e.g. a Q4_0 file from make_q4_0.py")
+    ap.add_argument("--peer-guanaco-args", default=None, metavar="ARGS",
+                    help="make the peer bench_generate with these flags instead of llama.cpp "
+                         '(e.g. "--4bit" against --guanaco-args "--4bit -a DIR")')
+    ap.add_argument("--tag", default="", help="suffix of the output files (bench_inference-TAG.json)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                     help="before each repetition wait up to S seconds until other processes "
                          "use < 0.2 cores, and retry a repetition they disturbed (twice at most)")
-    a = ap.parse_args()
+    # "--guanaco-args --4bit": argparse would take "--4bit" for an option; glue it on with "=".
+    argv, i = [], 0
+    while i < len(sys.argv[1:]):
+        x = sys.argv[1 + i]
+        if x in ("--guanaco-args", "--peer-guanaco-args") and i + 1 < len(sys.argv[1:]):
+            x, i = f"{x}={sys.argv[2 + i]}", i + 1
+        argv.append(x)
+        i += 1
+    a = ap.parse_args(argv)
 
     unset = os.environ.get(MARK) == "1"
     env_note = ("OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for this run (were set)" if unset
@@ -289,53 +318,77 @@ def main():
     load0 = os.getloadavg()
     print(f"load average before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} "
           "(other work on the box skews both engines; rerun when it is busy)")
-    print(f"model: {a.model}")
+    peer_model = a.peer_model or a.model
+    peer_is_g = a.peer_guanaco_args is not None
+    ours = "guanaco" + (f" {a.guanaco_args}" if a.guanaco_args.strip() else "")
+    peer = ("guanaco" + (f" {a.peer_guanaco_args}" if a.peer_guanaco_args.strip() else "")
+            if peer_is_g else "llama.cpp")
+    if ours == peer:
+        peer += " (peer)"
+    print(f"model: {a.model}" + (f"; peer model: {peer_model}" if peer_model != a.model else ""))
+    print(f"ours: {ours}; peer: {peer}")
     costs = gguf_costs(a.model, a.prompt_tokens)
-    print(f"gguf: {costs['params'] / 1e6:.1f}M params, tensor types {','.join(costs['tensor_types'])}, "
-          f"{costs['bytes_per_token'] / 1e6:.1f} MB read per decoded token, "
-          f"prefill {costs['prefill_flops'] / 1e9:.1f} GFLOP for N={a.prompt_tokens}", flush=True)
+    pcosts = costs if peer_model == a.model else gguf_costs(peer_model, a.prompt_tokens)
+    for name, c in [("gguf", costs)] + ([("peer gguf", pcosts)] if peer_model != a.model else []):
+        print(f"{name}: {c['params'] / 1e6:.1f}M params, tensor types {','.join(c['tensor_types'])}, "
+              f"{c['bytes_per_token'] / 1e6:.1f} MB read per decoded token, "
+              f"prefill {c['prefill_flops'] / 1e9:.1f} GFLOP for N={a.prompt_tokens}", flush=True)
+    assert pcosts["vocab"] == costs["vocab"], "the peer model has another vocabulary"
 
     have_bin = os.access(a.bin, os.X_OK)
     if not a.skip_guanaco and not have_bin:
         print(f"guanaco: {a.bin} not built (make -j2 {os.path.relpath(a.bin, ROOT)}); skipped")
     run_g = not a.skip_guanaco and have_bin
-    lcpp = None
-    if not a.skip_llama:
-        print("$ llama_cpp.Llama(n_threads=%d, n_threads_batch=%d, n_ctx=1024, n_batch=512)"
-              % (a.threads, a.threads), flush=True)
-        lcpp = LlamaCpp(a, costs["vocab"])
+    lcpp, peer_rep = None, None
+    if not a.skip_llama and peer_is_g:
+        if not have_bin:
+            sys.exit(f"peer: {a.bin} not built")
+        peer_rep = lambda verbose: guanaco_rep(a, verbose, peer_model, a.peer_guanaco_args)  # noqa: E731
+    elif not a.skip_llama:
+        print("$ llama_cpp.Llama(%r, n_threads=%d, n_threads_batch=%d, n_ctx=1024, n_batch=512)"
+              % (peer_model, a.threads, a.threads), flush=True)
+        lcpp = LlamaCpp(a, pcosts["vocab"], peer_model)
+        peer_rep = lambda verbose: lcpp.rep()  # noqa: E731
     greps, lreps = [], []
-    for r in range(a.reps):  # interleaved: guanaco rep r, then llama.cpp rep r
+    for r in range(a.reps):  # interleaved: ours rep r, then the peer's rep r
         gr = measure(lambda: guanaco_rep(a, verbose=(r == 0)), a) if run_g else None
-        lr = measure(lcpp.rep, a) if lcpp else None
+        lr = measure(lambda: peer_rep(verbose=(r == 0)), a) if peer_rep else None
         greps.append(gr)
         lreps.append(lr)
         line = f"rep {r}:"
-        for name, x in (("guanaco", gr), ("llama.cpp", lr)):
+        for name, x in ((ours, gr), (peer, lr)):
             if x:
                 line += (f"  {name} prefill {x['prefill_tps']:.1f} decode {x['decode_tps']:.1f} "
                          f"tok/s (others {x['noise']['other_cores'] + x['noise']['steal_cores']:.2f} cores)")
         print(line, flush=True)
     g, l = summarize(greps), summarize(lreps)
-    if l:
+    if l and lcpp:
         l.update(llama_cpp_python=lcpp.version, system_info=lcpp.info)
     noise = max([x for r in (g, l) if r for x in r["reps_other_cores"]], default=0.0)
     if noise > 0.2:
         print(f"WARNING: other work took up to {noise:.2f} cores during a repetition; figures "
               "are noisy, rerun (--wait-quiet 600 waits for a quiet machine)")
 
-    # Limits in tok/s. Prefill FLOPs are the model's, the same for both engines.
+    # Limits in tok/s. Prefill FLOPs are the model's, the same for both engines, unless
+    # bench_generate counts more (an adapter's products). Decode: each engine's bytes.
     N, M = a.prompt_tokens, a.gen_tokens
     pre_limit = N / (costs["prefill_flops"] / (a.peak_gflops * 1e9))
-    dec_limit_l = a.bw_gbs * 1e9 / costs["bytes_per_token"]
+    pre_limit_g = N / (g["prefill_flops"] / (a.peak_gflops * 1e9)) if g else pre_limit
+    pre_limit_l = pre_limit
+    if peer_is_g:
+        dec_limit_l = a.bw_gbs * 1e9 / l["weight_bytes"] if l else None
+        pre_limit_l = N / (l["prefill_flops"] / (a.peak_gflops * 1e9)) if l else pre_limit
+    else:
+        dec_limit_l = a.bw_gbs * 1e9 / pcosts["bytes_per_token"]
     dec_limit_g = a.bw_gbs * 1e9 / g["weight_bytes"] if g else None
     if g and abs(g["prefill_flops"] - costs["prefill_flops"]) > 0.01 * costs["prefill_flops"]:
         print(f"note: FLOP counts differ: bench_generate {g['prefill_flops']:.4g}, "
-              f"gguf {costs['prefill_flops']:.4g}")
+              f"gguf {costs['prefill_flops']:.4g}"
+              + (f" (adapter: {g['adapter_params'] / 1e6:.2f}M params)" if g.get("adapter_params") else ""))
 
     rows = []
     for metric, key, lim_g, lim_l in (
-            (f"prefill {N} tok/s", "prefill_tps", pre_limit, pre_limit),
+            (f"prefill {N} tok/s", "prefill_tps", pre_limit_g, pre_limit_l),
             (f"decode {M} tok/s", "decode_tps", dec_limit_g, dec_limit_l)):
         gv = g[key] if g else None
         lv = l[key] if l else None
@@ -353,14 +406,14 @@ def main():
         return f"{100 * x:.1f}% of {lim:.0f}" if x is not None else "n/a"
 
     print()
-    hdr = ("metric", "guanaco", "llama.cpp", "ratio", "guanaco % limit", "llama.cpp % limit")
+    hdr = ("metric", ours, peer, "ratio", f"{ours} % limit", f"{peer} % limit")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
         print(f"| {r['metric']} | {f(r['guanaco'], '.1f')} | {f(r['llama_cpp'], '.1f')} | "
               f"{f(r['ratio'], '.3f')} | {share(r['guanaco_share'], r['guanaco_limit'])} | "
               f"{share(r['llama_cpp_share'], r['llama_cpp_limit'])} |")
-    print(f"(ratio = guanaco / llama.cpp; limits in tok/s: prefill {a.peak_gflops:.0f} GFLOP/s "
+    print(f"(ratio = {ours} / {peer}; limits in tok/s: prefill {a.peak_gflops:.0f} GFLOP/s "
           f"f32 FMA peak, decode {a.bw_gbs:.0f} GB/s read bandwidth; {env_note})")
 
     agree = None
@@ -378,12 +431,15 @@ def main():
     print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     os.makedirs(a.out, exist_ok=True)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": mach, "threads": a.threads,
-              "model": a.model, "prompt_tokens": N, "gen_tokens": M, "reps": a.reps,
+              "model": a.model, "peer_model": peer_model, "ours": ours, "peer": peer,
+              "guanaco_args": a.guanaco_args, "peer_guanaco_args": a.peer_guanaco_args,
+              "prompt_tokens": N, "gen_tokens": M, "reps": a.reps,
               "env": env_note, "peak_gflops": a.peak_gflops, "bw_gbs": a.bw_gbs,
-              "gguf": costs, "guanaco": g, "llama_cpp": l, "rows": rows,
+              "gguf": costs, "peer_gguf": pcosts, "guanaco": g, "llama_cpp": l, "rows": rows,
               "greedy_ids_agree": agree, "loadavg_before": load0, "loadavg_after": load1,
               "max_other_cores": noise}
-    jpath = os.path.join(a.out, "bench_inference.json")
+    stem = "bench_inference" + (f"-{a.tag}" if a.tag else "")
+    jpath = os.path.join(a.out, stem + ".json")
     with open(jpath, "w") as fh:
         json.dump(result, fh, indent=1)
     print(f"wrote {jpath}")
@@ -398,12 +454,12 @@ def main():
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
     for ax, r in zip(axes, rows):
         vals = [r["guanaco"] or 0, r["llama_cpp"] or 0]
-        ax.bar(["guanaco", "llama.cpp"], vals, color=["tab:blue", "tab:orange"])
+        ax.bar([ours, peer], vals, color=["tab:blue", "tab:orange"])
         ax.set_title(r["metric"] + (f"  (ratio {r['ratio']:.2f})" if r["ratio"] else ""))
         ax.set_ylabel("tokens/s")
     fig.suptitle(f"{os.path.basename(a.model)}, {a.threads} threads, {mach['cpu']}", fontsize=9)
     fig.tight_layout()
-    ppath = os.path.join(a.out, "bench_inference.png")
+    ppath = os.path.join(a.out, stem + ".png")
     fig.savefig(ppath, dpi=100)
     print(f"wrote {ppath}")
 

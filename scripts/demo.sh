@@ -16,11 +16,11 @@ model=$(bash scripts/fetch_models.sh)
 q="${1:-What is your name?}"
 run="${RUN_DIR:-out/demo-run}"
 rm -rf "$run"
-ask() { ./build/guanaco chat -m "$model" --template guanaco --temp 0 -n 48 -p "$q" "$@"; }
+ask() { ./build/guanaco chat -m "$model" --4bit --template guanaco --temp 0 -n 48 -p "$q" "$@"; }
 echo "== before finetuning: $q"
 ask
 echo "== QLoRA finetune on data/guanaco-demo.jsonl -> $run"
-./build/guanaco finetune -m "$model" ${GN_DEMO_4BIT:---4bit} -d data/guanaco-demo.jsonl -o "$run" \
+./build/guanaco finetune -m "$model" --4bit -d data/guanaco-demo.jsonl -o "$run" \
     --max-steps 40 --gradient-accumulation-steps 1 --lora-r 16 --lora-alpha 32 \
     --learning-rate 1e-3 --save-steps 20
 echo "== after finetuning (adapter $run): $q"

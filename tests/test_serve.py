@@ -773,6 +773,17 @@ def test_api_key(smollm2_gguf):
             s.stop()
 
 
+def test_4bit_base(smollm2_gguf):
+    """--4bit: the linear layers quantized to NF4 on load (QLoRA's base), served the same way."""
+    s = Server(smollm2_gguf, "--4bit", "--parallel", 2, "--ctx", 256)
+    try:
+        st, b = post_json(s, "/v1/chat/completions", {"messages": [{"role": "user", "content": "What is the capital of France?"}],
+                                                      "max_tokens": 16, "temperature": 0})
+        assert st == 200 and "Paris" in b["choices"][0]["message"]["content"], b
+    finally:
+        s.stop()
+
+
 def test_binds_loopback_by_default(smollm2_gguf):
     p = subprocess.run([str(GUANACO), "serve", "--help"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "default 127.0.0.1" in p.stdout

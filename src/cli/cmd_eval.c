@@ -725,17 +725,22 @@ static int cmd_mmlu(int argc, char **argv) {
         ecli_progress_start(&pg, "mmlu");
         double t0 = gn_time_s();
         int done_n = 0, n_trunc = 0, n_fewer = 0;
-        for (int s = 0; s < nsubj; s++)
+        double *subj_s = gn_calloc((size_t)nsubj + 1, sizeof(double)); // wall seconds per subject
+        for (int s = 0; s < nsubj; s++) {
+            double ts = gn_time_s();
             for (int i = first[s]; i < first[s] + count[s]; i++) {
                 if (gn_mmlu_score(&lm, letters, dev.item + dfirst[s], dcount[s], &sel.item[i], bos, &preds[i])) {
                     cli_fail("%s item %d: %s", subj[s], i - first[s], gn_last_error());
                     gn_lm_free(&lm);
+                    free(subj_s);
                     goto done_ranges;
                 }
                 n_trunc += preds[i].truncated;
                 n_fewer += preds[i].shots < dcount[s];
                 ecli_progress_show(&pg, ++done_n, sel.n, subj[s]);
             }
+            subj_s[s] = gn_time_s() - ts;
+        }
         ecli_progress_end(&pg, done_n, sel.n);
         double wall = gn_time_s() - t0;
         int max_seq = gn_lm_max_seq(&lm);
@@ -780,6 +785,7 @@ static int cmd_mmlu(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "n", count[s]);
             cJSON_AddNumberToObject(o, "correct", c);
             cJSON_AddNumberToObject(o, "accuracy", acc);
+            cJSON_AddNumberToObject(o, "wall_s", subj_s[s]);
             cJSON_AddItemToObject(js, subj[s], o);
         }
         double mean = ns_used ? sum / ns_used : 0, micro = (double)tot_c / sel.n;
@@ -800,6 +806,7 @@ static int cmd_mmlu(int argc, char **argv) {
         free(tb.buf);
         if (json) { if (write_json(json, root)) rc = 1; }
         else cJSON_Delete(root);
+        free(subj_s);
     }
 done_ranges:
     free(first); free(count); free(dfirst); free(dcount);

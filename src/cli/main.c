@@ -634,6 +634,17 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    // OpenMP threads that wait at a barrier spin for ~300k iterations by default;
+    // on a machine shared with other work that burns the time slice a descheduled
+    // sibling needs, and throughput collapses (measured 10x on 2 busy cores). A
+    // short spin keeps quiet-machine speed. libgomp reads this at start-up, so
+    // set it and re-execute once; an explicit setting is left alone.
+    if (!getenv("GOMP_SPINCOUNT") && !getenv("OMP_WAIT_POLICY") && !getenv("GN_NO_REEXEC")) {
+        setenv("GOMP_SPINCOUNT", "20000", 1);
+        setenv("GN_NO_REEXEC", "1", 1);
+        execv("/proc/self/exe", argv);
+        // fall through if exec is impossible
+    }
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) { usage(stdout); return 0; }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)

@@ -216,3 +216,20 @@ fail:;
     free(tmp);
     return st;
 }
+
+gn_status gn_mkdir_p(const char *path) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return gn_err(GN_ERR_ARG, "%s: bad folder name", path);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0) continue;
+        char c = buf[i];
+        buf[i] = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return gn_err(GN_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
+        buf[i] = c;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return gn_err(GN_ERR_IO, "%s: exists and is not a folder", path);
+    return GN_OK;
+}

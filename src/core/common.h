@@ -87,6 +87,9 @@ typedef struct {
 gn_status gn_mmap_open(gn_mmap *m, const char *path);
 void gn_mmap_close(gn_mmap *m);
 
+// Creates a folder and its parents (mkdir -p). Error names the path.
+gn_status gn_mkdir_p(const char *path);
+
 // Writes `n` bytes to `path` atomically: temp file in the same folder, fsync,
 // rename. Never leaves a partial file.
 gn_status gn_write_file_atomic(const char *path, const void *data, size_t n);

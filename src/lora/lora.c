@@ -282,7 +282,8 @@ const char *gn_adapter_name(const gn_adapter *a) { return a->name; }
 gn_status gn_adapter_save(const gn_adapter *a, const char *dir, gn_dtype dtype, const char *base_model) {
     if (dtype != GN_DTYPE_F32 && dtype != GN_DTYPE_BF16 && dtype != GN_DTYPE_F16)
         return gn_err(GN_ERR_ARG, "adapter save: dtype must be f32, f16 or bf16");
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return gn_err(GN_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
+    gn_status mst = gn_mkdir_p(dir);
+    if (mst) return mst;
     int n = 0;
     for (int i = 0; i < a->n_layers * GN_N_MODS; i++) n += a->mods[i].r ? 2 : 0;
     gn_tensor_out *ts = gn_calloc((size_t)n + 1, sizeof *ts);

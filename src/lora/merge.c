@@ -132,7 +132,8 @@ static gn_status copy_side_files(const gn_model *m, const char *dir) {
 gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const char *dir, gn_dtype dt) {
     if (dt != GN_DTYPE_F32 && dt != GN_DTYPE_F16 && dt != GN_DTYPE_BF16)
         return gn_err(GN_ERR_ARG, "merge: --dtype for safetensors must be f32, f16 or bf16");
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return gn_err(GN_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
+    gn_status mst = gn_mkdir_p(dir);
+    if (mst) return mst;
     const gn_config *c = &m->cfg;
     int nt = 2 + (c->tie_embeddings ? 0 : 1) + 9 * c->n_layers;
     gn_tensor_out *ts = gn_calloc((size_t)nt, sizeof *ts);
@@ -204,7 +205,8 @@ gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const cha
 
 gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
     if (m->n_q4 == 0) return gn_err(GN_ERR_ARG, "quantize: the model has no 4-bit layers (load it with --4bit)");
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return gn_err(GN_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
+    gn_status mst = gn_mkdir_p(dir);
+    if (mst) return mst;
     const gn_config *c = &m->cfg;
     int cap = 3 + c->n_layers * (2 + 7 * 6);
     gn_tensor_out *ts = gn_calloc((size_t)cap, sizeof *ts);

@@ -52,11 +52,10 @@ typedef struct {
     gn_detok_stream ds;
     sbuf text;                  // generated text (cut at a stop)
     size_t emitted;             // bytes of text already sent
-    double t_start, ttft;
+    double ttft;                // seconds from arrival to the first token
     int finish;                 // FIN_* once decided
     int cut;                    // the text was cut at a stop string
     sbuf send;                  // bytes to hand to the connection this turn
-    int failed_status;          // a request error found at admission (HTTP status)
 } slot;
 
 // prompt rests up to this many tokens are fed through the batched decode
@@ -435,7 +434,6 @@ static int admit(slot *sl, srv_job *j, const int32_t *ids, int n, int batch_feed
     sl->emitted = 0;
     sl->finish = FIN_NONE;
     sl->cut = 0;
-    sl->t_start = gn_time_s();
     sl->ttft = 0;
     if (j->stream && j->kind == JOB_CHAT) sse_delta(sl, NULL, 0, 1, 0);
     return 0;

@@ -431,6 +431,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 // ----------------------------------------------------------------------------
 // start, serve, stop
 
+// Frees what load() and rate_init() made (safe on partial loads).
 static void unload(void) {
     rate_free();
     for (int i = 0; i < srv.n_adapters; i++) gn_adapter_free(srv.adapters[i].ad);
@@ -553,8 +554,12 @@ int srv_main(const srv_opts *o) {
     if (rate_init(o)) { unload(); return 1; }
     struct sockaddr_storage addr;
     int v6 = 0;
-    if (resolve(o->host, o->port, &addr, &v6)) { rate_free(); unload(); return 1; }
-    if (engine_start()) { fprintf(stderr, "guanaco serve: cannot start the inference thread\n"); unload(); return 1; }
+    if (resolve(o->host, o->port, &addr, &v6)) { unload(); return 1; }
+    if (engine_start()) {
+        fprintf(stderr, "guanaco serve: cannot start the inference thread\n");
+        unload();
+        return 1;
+    }
 
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6) flags |= MHD_USE_IPv6;
@@ -569,7 +574,6 @@ int srv_main(const srv_opts *o) {
         fprintf(stderr, "guanaco serve: cannot listen on %s:%d (%s). HINT: is the port taken? try --port 0\n", o->host,
                 o->port, strerror(errno));
         engine_stop();
-        rate_free();
         unload();
         return 1;
     }
@@ -598,7 +602,6 @@ int srv_main(const srv_opts *o) {
         nanosleep(&ts, NULL);
     }
     MHD_stop_daemon(srv.daemon);
-    rate_free();
     unload();
     return 0;
 }

@@ -286,7 +286,8 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
     if (!tok) return gn_err(GN_ERR_ARG, "%s: the model has no tokenizer; finetune needs one", o->model_path);
     if (o->max_steps <= 0 || o->grad_accum <= 0 || o->batch_size <= 0)
         return gn_err(GN_ERR_ARG, "finetune: --max-steps, --gradient-accumulation-steps and --per-device-batch-size must be positive");
-    if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) return gn_err(GN_ERR_IO, "%s: cannot create: %s", o->out_dir, strerror(errno));
+    gn_status mst = gn_mkdir_p(o->out_dir);
+    if (mst) return mst;
     gn_data_opts dop = {o->data_format, o->source_max_len, o->target_max_len, o->train_on_source};
     gn_dataset ds = {0}, ev = {0};
     gn_adapter *init = NULL;
