@@ -23,12 +23,12 @@ step() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 # --- 1. Debian packages ------------------------------------------------------
 # the build's packages (scripts/install_deps.sh) plus what the tests need
-TEST_PKGS=(cmake)
+TEST_PKGS=(cmake time chromium chromium-driver)
 step "Debian packages (installing any that are missing)"
 bash "$ROOT/scripts/install_deps.sh" "${TEST_PKGS[@]}"
 
 # --- 2. Python reference stacks ----------------------------------------------
-PY_IMPORTS="import torch, transformers, peft, bitsandbytes, sentencepiece, tokenizers, safetensors, gguf, numpy, pytest, google.protobuf, llama_cpp"
+PY_IMPORTS="import torch, transformers, peft, bitsandbytes, sentencepiece, tokenizers, safetensors, gguf, numpy, pytest, google.protobuf, llama_cpp, openai, selenium"
 STAMP=$VENV/.guanaco-requirements.sha256
 want_stamp=$(sha256sum "$REQ" | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ]; then
