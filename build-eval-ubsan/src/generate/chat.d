@@ -1,4 +1,0 @@
-build-eval-ubsan/src/generate/chat.o: src/generate/chat.c \
- src/generate/../core/common.h include/guanaco.h
-src/generate/../core/common.h:
-include/guanaco.h:

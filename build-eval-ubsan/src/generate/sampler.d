@@ -1,4 +1,0 @@
-build-eval-ubsan/src/generate/sampler.o: src/generate/sampler.c \
- src/generate/../core/common.h include/guanaco.h
-src/generate/../core/common.h:
-include/guanaco.h:
