@@ -13,6 +13,7 @@
 
 #include "formats/tensors.h" // gn_safetensors_save
 #include "model/llama.h"     // adapter internals: module shapes and names
+#include "train/data.h"      // gn_data_format_parse
 
 int cmd_grad(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *ids_s = NULL, *labels_s = NULL, *out = NULL;
@@ -178,11 +179,7 @@ int cmd_finetune(int argc, char **argv) {
         else if (!strcmp(a, "--init-adapter")) o.init_adapter = v;
         else if (!strcmp(a, "--preset")) continue;
         else if (!strcmp(a, "--dataset-format")) {
-            static const char *const F[] = {"auto", "oasst1", "alpaca", "input-output", "messages"};
-            int f = -1;
-            for (int k = 0; k < 5; k++) if (!strcmp(v, F[k])) f = k;
-            if (f < 0) return cli_fail("--dataset-format: '%s' (expected auto, oasst1, alpaca, input-output or messages)", v), 2;
-            o.data_format = (gn_data_format)f;
+            if (gn_data_format_parse(v, &o.data_format)) return cli_fail_lib(), 2;
         } else if (!strcmp(a, "--lr-scheduler")) {
             if (!strcmp(v, "constant")) o.scheduler = GN_SCHED_CONSTANT;
             else if (!strcmp(v, "linear")) o.scheduler = GN_SCHED_LINEAR;
@@ -310,11 +307,7 @@ int cmd_eval_loss(int argc, char **argv) {
         else if (!strcmp(a, "--source-max-len")) o.source_max_len = atoi(v);
         else if (!strcmp(a, "--target-max-len")) o.target_max_len = atoi(v);
         else if (!strcmp(a, "--dataset-format")) {
-            static const char *const F[] = {"auto", "oasst1", "alpaca", "input-output", "messages"};
-            int f = -1;
-            for (int k = 0; k < 5; k++) if (!strcmp(v, F[k])) f = k;
-            if (f < 0) return cli_fail("--dataset-format: '%s' (expected auto, oasst1, alpaca, input-output or messages)", v), 2;
-            o.data_format = (gn_data_format)f;
+            if (gn_data_format_parse(v, &o.data_format)) return cli_fail_lib(), 2;
         } else return cli_fail("eval-loss: unknown option '%s'", a), 2;
     }
     if (!model || !data) return cli_fail("eval-loss: -m and -d are required"), 2;

@@ -181,6 +181,18 @@ float gn_dot_bf16_f32(const uint16_t *w, const float *x, int64_t n) {
 #include <omp.h>
 #endif
 
+// This thread's share [*lo, *hi) of n items, in stretches rounded to 16.
+static void thread_share(int64_t n, int64_t *lo, int64_t *hi) {
+    int nth = 1, ith = 0;
+#ifdef _OPENMP
+    nth = omp_get_num_threads();
+    ith = omp_get_thread_num();
+#endif
+    int64_t per = ((n + nth - 1) / nth + 15) / 16 * 16;
+    *lo = ith * per < n ? ith * per : n;
+    *hi = *lo + per < n ? *lo + per : n;
+}
+
 static void blas_single_thread(void) {
     static int done;
     if (!done) { openblas_set_num_threads(1); done = 1; }
@@ -211,13 +223,8 @@ void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T) {
         blas_single_thread();
         #pragma omp parallel
         {
-            int nth = 1, ith = 0;
-#ifdef _OPENMP
-            nth = omp_get_num_threads();
-            ith = omp_get_thread_num();
-#endif
-            int64_t per = ((OC + nth - 1) / nth + 15) / 16 * 16;
-            int64_t o0 = ith * per, o1 = o0 + per < OC ? o0 + per : OC;
+            int64_t o0, o1;
+            thread_share(OC, &o0, &o1);
             if (o0 < o1)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)(o1 - o0), (int)IC, 1.0f, inp,
                             (int)IC, (const float *)w->data + o0 * IC, (int)IC, 0.0f, out + o0, (int)OC);
@@ -287,13 +294,8 @@ void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
     if (w->dtype == GN_DTYPE_F32) {
         #pragma omp parallel
         {
-            int nth = 1, ith = 0;
-#ifdef _OPENMP
-            nth = omp_get_num_threads();
-            ith = omp_get_thread_num();
-#endif
-            int64_t per = ((IC + nth - 1) / nth + 15) / 16 * 16;
-            int64_t c0 = ith * per, c1 = c0 + per < IC ? c0 + per : IC;
+            int64_t c0, c1;
+            thread_share(IC, &c0, &c1);
             if (c0 < c1)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)(c1 - c0), (int)OC, 1.0f, dy, (int)OC,
                             (const float *)w->data + c0, (int)IC, 0.0f, out + c0, (int)IC);
@@ -310,13 +312,8 @@ void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
         gn_mat_rows_f32(w, r0, n, blk);
         #pragma omp parallel
         {
-            int nth = 1, ith = 0;
-#ifdef _OPENMP
-            nth = omp_get_num_threads();
-            ith = omp_get_thread_num();
-#endif
-            int64_t per = ((IC + nth - 1) / nth + 15) / 16 * 16;
-            int64_t c0 = ith * per, c1 = c0 + per < IC ? c0 + per : IC;
+            int64_t c0, c1;
+            thread_share(IC, &c0, &c1);
             if (c0 < c1)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)(c1 - c0), (int)n, 1.0f, dy + r0,
                             (int)OC, blk + c0, (int)IC, 1.0f, out + c0, (int)IC);
