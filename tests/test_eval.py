@@ -431,6 +431,7 @@ def test_mmlu_tiny_model_matches_transformers(tiny_spm, tmp_path):
     for o, i in zip(ours, ids):
         assert o["n_tokens"] == len(i)
     worst, dis = compare_predictions(ours, ref, letter_logits(model, ids), letters, 1e-4)
+    print(f"mmlu tiny: max |letter logit diff| {worst:.2e}, {len(dis)} argmax disagreements {dis}")
     assert worst < 1e-3, worst
     # the summary: unweighted mean over subjects
     j = json.loads(js.read_text())
@@ -475,6 +476,7 @@ def test_mmlu_smollm2_matches_transformers(smollm2_hf, tmp_path):
     for o, i in zip(ours, ids):
         assert o["n_tokens"] == len(i)
     worst, dis = compare_predictions(ours, ref, letter_logits(model, ids), letters, 1e-3)
+    print(f"mmlu smollm2: max |letter logit diff| {worst:.2e}, {len(dis)} argmax disagreements {dis}")
     assert worst < 2e-3, worst
     assert len(dis) <= 2, dis
 
@@ -552,6 +554,7 @@ def test_crows_smollm2_loglik_matches_transformers(smollm2_hf, tmp_path):
         t = r["bias_type"]
         n, k = pref.get(t, (0, 0))
         pref[t] = (n + 1, k + (lls[0] > lls[1]))
+    print(f"crows smollm2: max |ll ours - ll transformers| = {worst:.2e} over 200 sentences")
     assert worst < 1e-3, f"max |ll ours - ll transformers| = {worst}"
     j = json.loads(js.read_text())
     for t, (n, k) in pref.items():
@@ -791,3 +794,47 @@ def test_judge_local_model_and_generate_prompts(tiny_spm, tmp_path):
     # both judges at once, or none: usage error
     assert run_guanaco("eval", "judge", "--a", gens, "--b", gens, "--judge-prompt", PROMPTS / "vicuna_prompt_threeclass.jsonl",
                        "-o", out, check=False).returncode == 2
+
+
+# =============================================================================
+# -a ADAPTER: the evaluations run the base with a PEFT LoRA adapter applied
+
+def test_adapter_applied(tiny_spm, tmp_path):
+    import sentencepiece as spm
+    import torch
+    from peft import LoraConfig, get_peft_model
+    d, base = tiny_spm
+    torch.manual_seed(3)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0,
+                     init_lora_weights=False)   # random A and B: the adapter changes the outputs
+    import copy
+    pm = get_peft_model(copy.deepcopy(base), cfg).eval()
+    ad = tmp_path / "adapter"
+    pm.save_pretrained(ad)
+    text = "The quick brown fox jumps over the lazy dog, and then it rests in the warm afternoon sun."
+    f = tmp_path / "t.txt"
+    f.write_text(text)
+    sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    ids = [1] + sp.encode(text)   # LLaMA's tokenizer adds BOS by default: so does eval ppl
+
+    def ref_ppl(model):
+        with torch.no_grad():
+            lg = model(torch.tensor([ids])).logits[0].double()
+        lp = torch.log_softmax(lg, -1)
+        return math.exp(-float(sum(lp[i - 1, ids[i]] for i in range(1, len(ids)))) / (len(ids) - 1))
+
+    out = {}
+    for name, extra in (("base", []), ("lora", ["-a", ad])):
+        js = tmp_path / f"{name}.json"
+        guanaco_eval("ppl", "-m", d, f, "--ctx", "128", "--json", js, *extra)
+        out[name] = json.loads(js.read_text())
+        assert out[name]["tokens"] == len(ids) and out[name]["windows"] == 1
+    want_base, want_lora = ref_ppl(base), ref_ppl(pm)
+    assert abs(want_lora / want_base - 1) > 1e-3          # the adapter matters
+    assert abs(out["base"]["ppl"] / want_base - 1) < 1e-4, (out["base"]["ppl"], want_base)
+    assert abs(out["lora"]["ppl"] / want_lora - 1) < 1e-4, (out["lora"]["ppl"], want_lora)
+    # the same flag through mmlu and crows (a bad adapter path is a clear error there)
+    p = guanaco_eval("crows", "-m", d, "--data", CROWS, "--limit", "2", "-a", tmp_path / "none", check=False)
+    assert p.returncode == 1 and "none" in p.stderr
+    p = guanaco_eval("mmlu", "-m", d, "--data", MMLU, "--subjects", "anatomy", "--limit", "2", "-a", ad)
+    assert "anatomy" in p.stdout

@@ -130,6 +130,19 @@ def test_merged_model_loads_in_transformers(tmp_path, base):
     check(ours(tmp_path, merged, ids), got, "guanaco on the merged folder")
 
 
+def test_merge_to_nf4(tmp_path, base):
+    """merge --dtype nf4 = fold in f32, then quantize as `guanaco quantize` (bitsandbytes layout)."""
+    ad = make_adapter(base, tmp_path / "ad", 8, ALL, True, "f32", seed=21)
+    run_guanaco("merge", "-m", base, "-a", ad, "-o", tmp_path / "m32", "--dtype", "f32")
+    run_guanaco("merge", "-m", base, "-a", ad, "-o", tmp_path / "m4", "--dtype", "nf4", "--compute-dtype", "f32")
+    qc = json.loads((tmp_path / "m4" / "config.json").read_text())["quantization_config"]
+    assert qc["bnb_4bit_quant_type"] == "nf4" and qc["bnb_4bit_use_double_quant"]
+    ids = list(range(2, 50))
+    check(ours(tmp_path, tmp_path / "m4", ids), ours(tmp_path, tmp_path / "m32", ids, "--4bit", "--compute-dtype", "f32"),
+          "merged nf4 folder vs the merged f32 folder quantized on load")
+    assert not list(tmp_path.glob("*tmp*"))
+
+
 def test_adapter_on_gguf_base_matches_peft(tmp_path, smollm2_gguf):
     """A PEFT adapter made on the HF form of SmolLM2 applied to the GGUF: q/k lora_B rows must be
     permuted like llama.cpp's converter permutes q/k. The oracle is transformers' own GGUF loader."""

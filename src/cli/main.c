@@ -573,7 +573,8 @@ int cmd_merge(int argc, char **argv) {
                        "or, from a GGUF base, a .gguf file that llama.cpp loads.",
                        "  -o, --output PATH        folder (safetensors) or file (gguf) to write\n"
                        "      --format F           safetensors (default) or gguf\n"
-                       "      --dtype D            f32, f16 (default), bf16 (safetensors) or q8_0 (gguf)\n", 0);
+                       "      --dtype D            f32, f16 (default), bf16, nf4 (safetensors, bitsandbytes layout;\n"
+                       "                           --quant-type/--no-double-quant/--blocksize apply) or q8_0 (gguf)\n", 0);
     free(rest);
     if (r >= 0) return r;
     if (!o.out) return cli_fail("merge: -o/--output is required"), 2;
@@ -582,7 +583,9 @@ int cmd_merge(int argc, char **argv) {
     else if (!strcmp(dtype, "f16")) dt = GN_DTYPE_F16;
     else if (!strcmp(dtype, "bf16")) dt = GN_DTYPE_BF16;
     else if (!strcmp(dtype, "q8_0")) dt = GN_DTYPE_Q8_0;
-    else return cli_fail("merge: --dtype '%s' (expected f32, f16, bf16 or q8_0)", dtype), 2;
+    else if (!strcmp(dtype, "nf4")) dt = GN_DTYPE_NF4;
+    else return cli_fail("merge: --dtype '%s' (expected f32, f16, bf16, q8_0 or nf4)", dtype), 2;
+    if (dt == GN_DTYPE_NF4 && !strcmp(format, "gguf")) return cli_fail("merge: nf4 is written as safetensors (bitsandbytes layout)"), 2;
     int gguf = !strcmp(format, "gguf");
     if (!gguf && strcmp(format, "safetensors")) return cli_fail("merge: --format '%s' (expected safetensors or gguf)", format), 2;
     if (!gguf && dt == GN_DTYPE_Q8_0) return cli_fail("merge: q8_0 is a GGUF type (use --format gguf)"), 2;
@@ -591,7 +594,29 @@ int cmd_merge(int argc, char **argv) {
     if (!m) return 1;
     int rc = 0;
     double t0 = gn_time_s();
-    if (gguf ? gn_model_save_merged_gguf(m, g_adapter, o.out, dt) : gn_model_save_merged(m, g_adapter, o.out, dt)) rc = cli_fail_lib();
+    if (dt == GN_DTYPE_NF4) {
+        // fold in f32 into a temporary folder, then quantize that like `guanaco quantize`
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.f32-tmp", o.out);
+        gn_load_opts lo = {.weight_dtype = o.quant_type, .no_double_quant = o.no_double_quant, .blocksize = o.blocksize,
+                           .compute_dtype = o.compute_dtype};
+        gn_model *mq = NULL;
+        if (gn_model_save_merged(m, g_adapter, tmp, GN_DTYPE_F32) || gn_model_load(&mq, tmp, &lo) || gn_model_save_4bit(mq, o.out))
+            rc = cli_fail_lib();
+        gn_model_free(mq);
+        static const char *const parts[] = {"model.safetensors", "config.json", "tokenizer.json", "tokenizer.model",
+                                            "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"};
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+            char p[4300];
+            snprintf(p, sizeof p, "%s/%s", tmp, parts[i]);
+            unlink(p);
+        }
+        rmdir(tmp);
+        if (!rc) fprintf(stderr, "wrote %s (safetensors, nf4) in %.1f s\n", o.out, gn_time_s() - t0);
+        unload(m);
+        return rc;
+    } else if (gguf ? gn_model_save_merged_gguf(m, g_adapter, o.out, dt) : gn_model_save_merged(m, g_adapter, o.out, dt))
+        rc = cli_fail_lib();
     else fprintf(stderr, "wrote %s (%s, %s) in %.1f s\n", o.out, format, dtype, gn_time_s() - t0);
     unload(m);
     return rc;
