@@ -62,7 +62,9 @@ int ecli_num(const char *flag, const char *v, double lo, double hi, double *out)
 const char ECLI_MODEL_HELP[] =
     "  -m, --model PATH         HF folder, a weights file inside one, or a .gguf file\n"
     "  -a, --adapter DIR        PEFT LoRA adapter folder, applied unmerged\n"
-    "      --4bit               quantize the base to NF4 at load (when the loader supports it)\n"
+    "      --4bit               quantize the linear layers on load (NF4, double quantization, block 64,\n"
+    "                           bf16 compute: transformers' load_in_4bit as QLoRA uses it)\n"
+    "      --quant-type nf4|fp4 --no-double-quant --blocksize N --compute-dtype bf16|f32   4-bit settings\n"
     "      --dtype f32|bf16     weight dtype to compute with (default f32)\n"
     "  -t, --threads N          threads (default: all cores)\n"
     "  -v, --verbose            log loading details\n";
@@ -78,6 +80,27 @@ int ecli_model_flag(ecli_model *o, int argc, char **argv, int *i) {
     }
     if (IS("-v", "--verbose")) { o->verbose = 1; return 1; }
     if (!strcmp(a, "--4bit")) { o->four_bit = 1; return 1; }
+    if (!strcmp(a, "--no-double-quant")) { o->no_double_quant = 1; return 1; }
+    if (!strcmp(a, "--blocksize")) {
+        if (!(v = ecli_val(argc, argv, i)) || ecli_int(a, v, 16, 4096, &o->blocksize)) return -1;
+        if (o->blocksize & (o->blocksize - 1)) { cli_fail("--blocksize %d: expected a power of two 16..4096", o->blocksize); return -1; }
+        return 1;
+    }
+    if (!strcmp(a, "--quant-type")) {
+        if (!(v = ecli_val(argc, argv, i))) return -1;
+        if (!strcmp(v, "nf4")) o->quant_type = GN_DTYPE_NF4;
+        else if (!strcmp(v, "fp4")) o->quant_type = GN_DTYPE_FP4;
+        else { cli_fail("--quant-type: '%s' (expected nf4 or fp4)", v); return -1; }
+        return 1;
+    }
+    if (!strcmp(a, "--compute-dtype")) {
+        if (!(v = ecli_val(argc, argv, i))) return -1;
+        if (!strcmp(v, "bf16")) o->compute_dtype = GN_DTYPE_BF16;
+        else if (!strcmp(v, "f32")) o->compute_dtype = GN_DTYPE_F32;
+        else { cli_fail("--compute-dtype: '%s' (expected bf16 or f32)", v); return -1; }
+        o->compute_set = 1;
+        return 1;
+    }
     if (!strcmp(a, "--dtype")) {
         if (!(v = ecli_val(argc, argv, i))) return -1;
         if (!strcmp(v, "f32")) o->dtype = GN_DTYPE_F32;
@@ -94,17 +117,13 @@ gn_model *ecli_load(const ecli_model *o, gn_adapter **adapter) {
     if (!o->model) { cli_fail("-m/--model is required (see --help)"); return NULL; }
     if (o->threads) gn_set_threads(o->threads);
     gn_set_verbosity(o->verbose ? GN_LOG_INFO : GN_LOG_WARN);
-    gn_load_opts lo = {.weight_dtype = o->four_bit ? GN_DTYPE_NF4 : o->dtype};
+    // the same load options as main.c's common flags
+    gn_load_opts lo = {.weight_dtype = o->four_bit ? (o->quant_type ? o->quant_type : GN_DTYPE_NF4) : o->dtype,
+                       .no_double_quant = o->no_double_quant, .blocksize = o->blocksize,
+                       .compute_dtype = o->compute_set ? o->compute_dtype : GN_DTYPE_COUNT};
     gn_model *m;
     double t0 = gn_time_s();
     if (gn_model_load(&m, o->model, &lo) != GN_OK) { cli_fail_lib(); return NULL; }
-    if (o->four_bit) { // the loader may not quantize yet: say so instead of pretending
-        char *d = gn_model_describe(m);
-        const char *cw = strstr(d, "compute weights:");
-        if (!cw || (!strstr(cw, "NF4") && !strstr(cw, "nf4")))
-            fprintf(stderr, "guanaco: warning: --4bit: this build's loader kept full-precision weights\n");
-        free(d);
-    }
     if (o->adapter) {
         if (!adapter) { cli_fail("-a/--adapter is not used by this command"); gn_model_free(m); return NULL; }
         if (gn_adapter_load(adapter, m, o->adapter, NULL) != GN_OK) { cli_fail_lib(); gn_model_free(m); return NULL; }

@@ -10,8 +10,12 @@
 
 typedef struct {
     const char *model, *adapter;
-    int threads, ctx, verbose, four_bit;
+    int threads, ctx, verbose;
     gn_dtype dtype;
+    int four_bit, no_double_quant, blocksize; // --4bit and its settings, as main.c spells them
+    gn_dtype quant_type;                      // 0: NF4
+    gn_dtype compute_dtype;                   // used when compute_set, else auto (checkpoint's, else bf16)
+    int compute_set;
 } ecli_model;
 
 // argv[*i] is a flag that needs a value: returns it and advances *i, or prints
@@ -20,7 +24,8 @@ const char *ecli_val(int argc, char **argv, int *i);
 // Parses an integer / a number in [lo, hi]; prints a message and returns -1 when bad.
 int ecli_int(const char *flag, const char *v, long lo, long hi, int *out);
 int ecli_num(const char *flag, const char *v, double lo, double hi, double *out);
-// Consumes one model flag (-m -a -t -c --dtype -v --4bit) at argv[*i]:
+// Consumes one model flag (-m -a -t --dtype -v --4bit --quant-type --no-double-quant
+// --blocksize --compute-dtype) at argv[*i]:
 // 1 consumed, 0 not a model flag, -1 error (message printed).
 int ecli_model_flag(ecli_model *o, int argc, char **argv, int *i);
 extern const char ECLI_MODEL_HELP[];

@@ -383,13 +383,19 @@ static void print_stats(const gn_gen_stats *st) {
             st->t_gen_s, st->t_gen_s > 0 ? st->n_gen / st->t_gen_s : 0.0);
 }
 
+int cli_generate_prompts(int argc, char **argv); // cmd_generate_prompts.c
+
 int cmd_generate(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) // batch mode: a prompts file in, a generations file out
+        if (!strcmp(argv[i], "--prompts")) return cli_generate_prompts(argc, argv);
     opts o;
     int r = parse_args(&o, argc, argv,
                        "usage: guanaco generate -m MODEL (-p TEXT | --ids \"1 2 3\") [sampling flags]\n"
                        "Continues the text and streams the new text to stdout.",
                        "      --ids \"1 2 3\"        prompt as token ids instead of text\n"
-                       "      --print-ids          print the generated token ids (one line) instead of text\n", 1);
+                       "      --print-ids          print the generated token ids (one line) instead of text\n"
+                       "      --prompts F.jsonl -o OUT.jsonl   generations for a prompts file, in the QLoRA\n"
+                       "                           release's format (see guanaco generate --prompts x --help)\n", 1);
     if (r >= 0) return r;
     gn_model *m = load(&o);
     if (!m) return 1;
