@@ -3,8 +3,8 @@
 bitsandbytes on the CPU, same model, same sequences, one run.
 
     make -j2                                    # build/guanaco
-    ~/.cache/guanaco/venv/bin/python bench/bench_train.py                 # accumulation 4, 2 steps
-    ~/.cache/guanaco/venv/bin/python bench/bench_train.py --grad-accum 16 --steps 1 --wait-quiet 600
+    ~/.cache/guanaco/venv/bin/python bench/bench_train.py --wait-quiet 600   # accumulation 16, 3 steps
+    ~/.cache/guanaco/venv/bin/python bench/bench_train.py --grad-accum 4     # shorter: 4 sequences a step
 
 Setup (both sides): SmolLM2-135M from the GGUF, linear layers NF4 with double quantization
 (bf16 compute), LoRA r 64, alpha 16, dropout 0 on all seven modules (q,k,v,o,gate,up,down),
@@ -48,6 +48,7 @@ them, and says so.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -216,6 +217,7 @@ def prepare_data(a):
 
 def ours_rep(a, data, r, verbose):
     run = os.path.join(a.work, f"run-{r}")
+    shutil.rmtree(run, ignore_errors=True)  # finetune will not overwrite a checkpoint
     cmd = [a.guanaco, "finetune", "-m", a.model, "--4bit", "-d", data, "-o", run,
            "--max-steps", str(a.steps), "--gradient-accumulation-steps", str(a.grad_accum),
            "--per-device-batch-size", "1", "--lora-r", "64", "--lora-alpha", "16",
@@ -294,9 +296,9 @@ def main():
     ap.add_argument("--ids", help=argparse.SUPPRESS)
     ap.add_argument("-m", "--model", default=DEFAULT_MODEL)
     ap.add_argument("-t", "--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--grad-accum", type=int, default=4,
-                    help="sequences per optimizer step (QLoRA: 16; default 4 to keep the run short)")
-    ap.add_argument("--steps", type=int, default=2, help="optimizer steps; the first is a warm-up")
+    ap.add_argument("--grad-accum", type=int, default=16,
+                    help="sequences per optimizer step (QLoRA's 16; 4 for a shorter run)")
+    ap.add_argument("--steps", type=int, default=3, help="optimizer steps; the first is a warm-up")
     ap.add_argument("--reps", type=int, default=1, help="interleaved repetitions (median reported)")
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--work", default="/tmp/guanaco-bench-train", help="data, runs, the peer's HF copy")
@@ -384,9 +386,9 @@ def main():
         print(f"guanaco log.jsonl: cumulative tokens_per_s {[s['tokens_per_s'] for s in gl['log']]} "
               "(from the end of loading, step 1 included)")
     if gl and pl:
-        print(f"first sequence's loss (LoRA B = 0, so the 4-bit base's): guanaco step 1 mean "
-              f"{gl['first_loss']:.4f}, peer first sequence {pl['first_loss']:.4f}, peer step 1 mean "
-              f"{pl['steps'][0]['loss']:.4f} (same model and ids: should be close)")
+        print(f"step 1 mean loss (LoRA B = 0 until the first update, so the 4-bit base's loss on the "
+              f"same ids: should be close): guanaco {gl['first_loss']:.4f}, peer "
+              f"{pl['steps'][0]['loss']:.4f}")
     if pl:
         print(f"peer: {pl['linear']}, {pl['trainable'] / 1e6:.2f}M trainable, torch threads "
               f"{pl['torch_threads']}, load {pl['load_s']:.1f} s, {pl['versions']}")
