@@ -385,6 +385,9 @@ extern const char GN_GUANACO_SYSTEM[];
 char *gn_chat_default_system(const gn_tokenizer *t, gn_chat_format f);
 gn_chat_format gn_chat_format_for(const gn_tokenizer *t, gn_chat_format requested);
 const char *gn_chat_format_name(gn_chat_format f);
+// Parses a --template name (auto, guanaco, guanaco-demo, chatml, llama2, llama3);
+// GN_ERR_ARG with a message listing the names otherwise.
+gn_status gn_chat_format_parse(const char *name, gn_chat_format *f);
 // Renders messages, ending with the cue for the assistant's next turn.
 // Returns malloc'd text. *stops (static strings) gets the turn markers that end
 // the assistant's answer.

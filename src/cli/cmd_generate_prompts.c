@@ -87,13 +87,7 @@ int cli_generate_prompts(int argc, char **argv) {
         else if (!strcmp(a, "--no-bos")) no_bos = 1;
         else if (!strcmp(a, "--template")) {
             if (!(v = ecli_val(argc, argv, &i))) return 2;
-            static const struct { const char *n; gn_chat_format f; } t[] = {
-                {"auto", GN_CHAT_AUTO}, {"guanaco", GN_CHAT_GUANACO}, {"guanaco-demo", GN_CHAT_GUANACO_DEMO},
-                {"chatml", GN_CHAT_CHATML}, {"llama2", GN_CHAT_LLAMA2}, {"llama3", GN_CHAT_LLAMA3}};
-            size_t k = 0;
-            while (k < sizeof t / sizeof t[0] && strcmp(v, t[k].n)) k++;
-            if (k == sizeof t / sizeof t[0]) return cli_fail("--template: '%s' (expected auto, guanaco, guanaco-demo, chatml, llama2 or llama3)", v), 2;
-            fmt = t[k].f;
+            if (gn_chat_format_parse(v, &fmt)) return cli_fail_lib(), 2;
             have_fmt = 1;
         }
         else return cli_fail("generate --prompts: unknown option '%s' (see generate --prompts FILE --help)", a), 2;

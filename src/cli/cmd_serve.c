@@ -171,16 +171,7 @@ int cmd_serve(int argc, char **argv) {
         }
         else if (!strcmp(a, "--template")) {
             if (!(v = VAL())) goto done;
-            static const struct { const char *n; gn_chat_format f; } T[] = {
-                {"auto", GN_CHAT_AUTO}, {"guanaco", GN_CHAT_GUANACO}, {"guanaco-demo", GN_CHAT_GUANACO_DEMO},
-                {"chatml", GN_CHAT_CHATML}, {"llama2", GN_CHAT_LLAMA2}, {"llama3", GN_CHAT_LLAMA3}};
-            size_t k = 0;
-            while (k < sizeof T / sizeof T[0] && strcmp(v, T[k].n)) k++;
-            if (k == sizeof T / sizeof T[0]) {
-                cli_fail("--template: '%s' (expected auto, guanaco, guanaco-demo, chatml, llama2 or llama3)", v);
-                goto done;
-            }
-            o.fmt = T[k].f;
+            if (gn_chat_format_parse(v, &o.fmt)) { cli_fail_lib(); goto done; }
         }
         else { cli_fail("unknown option '%s' (see guanaco serve --help)", a); goto done; }
 #undef IS

@@ -179,12 +179,8 @@ static int parse_common(opts *o, int argc, char **argv, int *i) {
     }
     if (!strcmp(a, "--template")) {
         if (!(v = VAL())) return -1;
-        static const struct { const char *n; gn_chat_format f; } t[] = {
-            {"auto", GN_CHAT_AUTO}, {"guanaco", GN_CHAT_GUANACO}, {"guanaco-demo", GN_CHAT_GUANACO_DEMO},
-            {"chatml", GN_CHAT_CHATML}, {"llama2", GN_CHAT_LLAMA2}, {"llama3", GN_CHAT_LLAMA3}};
-        for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) if (!strcmp(v, t[k].n)) { o->fmt = t[k].f; return 1; }
-        cli_fail("--template: '%s' (expected auto, guanaco, guanaco-demo, chatml, llama2 or llama3)", v);
-        return -1;
+        if (gn_chat_format_parse(v, &o->fmt)) { cli_fail_lib(); return -1; }
+        return 1;
     }
     struct { const char *s, *l; int *dst; long lo, hi; } ints[] = {
         {"-t", "--threads", &o->threads, 1, 1024}, {"-n", "--max-new-tokens", &o->n_predict, 0, 1 << 24},

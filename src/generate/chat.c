@@ -51,6 +51,13 @@ const char *gn_chat_format_name(gn_chat_format f) {
     }
 }
 
+gn_status gn_chat_format_parse(const char *name, gn_chat_format *f) {
+    for (int k = GN_CHAT_AUTO; k <= GN_CHAT_LLAMA3; k++)
+        if (name && !strcmp(name, gn_chat_format_name((gn_chat_format)k))) { *f = (gn_chat_format)k; return GN_OK; }
+    return gn_err(GN_ERR_ARG, "--template: '%s' (expected auto, guanaco, guanaco-demo, chatml, llama2 or llama3)",
+                  name ? name : "");
+}
+
 char *gn_chat_default_system(const gn_tokenizer *t, gn_chat_format f) {
     if (f == GN_CHAT_GUANACO || f == GN_CHAT_GUANACO_DEMO) return gn_strdup(GN_GUANACO_SYSTEM);
     const char *tpl = t ? gn_tokenizer_chat_template(t) : NULL;
