@@ -349,6 +349,34 @@ static gn_status find_checked(const gn_model *m, const gn_tensor_table *tt, cons
 
 static int aligned_for(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
 
+// Tensor t (2-D) to bf16 in dst, converting through f32 a few rows at a time.
+static gn_status tensor_to_bf16(const gn_tensor *t, uint16_t *dst) {
+    int64_t rows = t->shape[0], cols = t->shape[1];
+    if (t->dtype == GN_DTYPE_F32 || t->dtype == GN_DTYPE_BF16 || t->dtype == GN_DTYPE_F16 || rows <= 0 || cols <= 0) {
+        for (int64_t i = 0; i < t->nelem; i++) {
+            float v;
+            if (t->dtype == GN_DTYPE_F32) memcpy(&v, (const char *)t->data + i * 4, 4);
+            else {
+                uint16_t h;
+                memcpy(&h, (const char *)t->data + i * 2, 2);
+                v = t->dtype == GN_DTYPE_BF16 ? gn_bf16_to_f32(h) : gn_f16_to_f32(h);
+            }
+            dst[i] = gn_f32_to_bf16(v);
+        }
+        return GN_OK;
+    }
+    const int64_t RB = 256;
+    float *f = gn_malloc(sizeof(float) * (size_t)(RB * cols));
+    gn_status st = GN_OK;
+    for (int64_t r0 = 0; r0 < rows && !st; r0 += RB) {
+        int64_t n = rows - r0 < RB ? rows - r0 : RB;
+        st = gn_tensor_rows_to_f32(t, r0, n, f);
+        for (int64_t i = 0; !st && i < n * cols; i++) dst[r0 * cols + i] = gn_f32_to_bf16(f[i]);
+    }
+    free(f);
+    return st;
+}
+
 // A matrix in the model's compute dtype: in place when possible, else converted.
 static gn_status make_mat(gn_model *m, const gn_tensor *t, gn_mat *out) {
     out->rows = t->shape[0];
@@ -365,17 +393,14 @@ static gn_status make_mat(gn_model *m, const gn_tensor *t, gn_mat *out) {
         out->data = p;
         return GN_OK;
     }
-    float *f = own(m, n * sizeof(float));
-    gn_status st = gn_tensor_to_f32(t, f);
-    if (st) return st;
-    if (m->wdtype == GN_DTYPE_BF16) {
+    if (m->wdtype == GN_DTYPE_BF16) { // via f32 in slices, so no whole f32 copy is ever resident
         uint16_t *b = own(m, n * 2);
-        for (size_t i = 0; i < n; i++) b[i] = gn_f32_to_bf16(f[i]);
-        out->data = b; // the f32 copy stays owned until free; fine for load-time only
-    } else {
-        out->data = f;
+        out->data = b;
+        return tensor_to_bf16(t, b);
     }
-    return GN_OK;
+    float *f = own(m, n * sizeof(float));
+    out->data = f;
+    return gn_tensor_to_f32(t, f);
 }
 
 // A 4-bit linear weight: from a pre-quantized HF checkpoint (prefix.weight.
@@ -449,6 +474,18 @@ static gn_status bind_weights(gn_model *m, const gn_tensor_table *tt, const name
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KVD = (int64_t)c->n_kv_heads * c->head_dim;
     const gn_tensor *t;
     gn_status st;
+    if (m->opts.weight_dtype == GN_DTYPE_NF4 || m->opts.weight_dtype == GN_DTYPE_FP4) {
+        // --4bit with bf16 compute (the default): the embedding and head are bf16 too, as
+        // transformers holds every non-quantized weight of a QLoRA model in bf16; this
+        // also halves the bytes the head reads per token
+        gn_dtype cd = m->opts.compute_dtype;
+        if (cd != GN_DTYPE_F32 && cd != GN_DTYPE_BF16 && cd != GN_DTYPE_F16) { // auto
+            char pre[64];
+            snprintf(pre, sizeof pre, ns == &HF_NAMES ? "model.layers.0.self_attn.q_proj" : "blk.0.attn_q");
+            cd = gn_quant4_present(tt, pre) ? m->file_compute_dtype : GN_DTYPE_BF16;
+        }
+        if (cd == GN_DTYPE_BF16) m->wdtype = GN_DTYPE_BF16;
+    }
     if ((st = find_checked(m, tt, ns->embed, V, C, &t)) || (st = make_mat(m, t, &m->embed))) return st;
     if ((st = find_checked(m, tt, ns->norm, C, 0, &t)) || (st = make_vec(m, t, &m->final_norm))) return st;
     const gn_tensor *head = gn_tensor_table_find(tt, ns->head);
@@ -774,7 +811,9 @@ gn_session *gn_session_new(const gn_model *m, int max_seq) {
     s->hb2 = gn_calloc(T * (size_t)c->hidden_dim, sizeof(float));
     s->rope_cs = gn_calloc(T * (size_t)m->n_rot, sizeof(float));
     s->nthreads = n_threads_max();
-    s->att_scores = gn_calloc((size_t)s->nthreads * (size_t)max_seq, sizeof(float));
+    int grp = c->n_heads / c->n_kv_heads;
+    s->att_rows = ATT_ROW_BLOCK > grp ? ATT_ROW_BLOCK : grp;
+    s->att_scores = gn_calloc((size_t)s->nthreads * (size_t)s->att_rows * (size_t)max_seq, sizeof(float));
     return s;
 }
 
@@ -783,6 +822,7 @@ void gn_session_free(gn_session *s) {
     free(s->k_cache); free(s->v_cache);
     free(s->x); free(s->xb); free(s->q); free(s->k); free(s->v); free(s->att); free(s->hb); free(s->hb2);
     free(s->att_scores);
+    free(s->att_part);
     free(s->rope_cs);
     free(s->lora_tmp);
     free(s->lora_tmp2);
@@ -891,6 +931,81 @@ static void lora_rows(gn_session *const *rs, int T, int l, int k, const float *i
     }
 }
 
+// Attention of the T rows of forward_rows for layer l, from w->q and the KV
+// caches (this layer's rows already written) into w->att.
+//  - prefill (one session, consecutive positions): blocks of ATT_ROW_BLOCK rows
+//    per head, two sgemm each (gn_attn_causal_rows), spread over the threads;
+//  - decode (each row its own session, or a single row): each (row, KV head)
+//    scores its group of query heads at once, reading the cache once; when there
+//    are fewer such tasks than threads, the cache is cut into stretches whose
+//    partial softmaxes are merged afterwards.
+static void attention(gn_session *w, gn_session *const *rs, const int *off, int T, int l) {
+    const gn_config *c = &w->m->cfg;
+    const int NH = c->n_heads, NKV = c->n_kv_heads, hs = c->head_dim, grp = NH / NKV;
+    const int qd = NH * hs, kvd = NKV * hs;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const size_t per_thread = (size_t)w->att_rows * (size_t)w->max_seq;
+    int prefill = T > 1;
+    for (int t = 0; t < T && prefill; t++) prefill = rs[t] == rs[0] && off[t] == t;
+    if (prefill) {
+        const gn_session *s = rs[0];
+        const float *kc = s->k_cache + (size_t)l * s->max_seq * kvd, *vc = s->v_cache + (size_t)l * s->max_seq * kvd;
+        const int nb = (T + ATT_ROW_BLOCK - 1) / ATT_ROW_BLOCK;
+        gn_blas_single_thread();
+        // larger blocks (more keys) first: dynamic scheduling then balances the tail
+        #pragma omp parallel for schedule(dynamic, 1) num_threads(w->nthreads)
+        for (int task = 0; task < NH * nb; task++) {
+            int b = nb - 1 - task / NH, h = task % NH, kvh = h / grp;
+            int r0 = b * ATT_ROW_BLOCK, nr = T - r0 < ATT_ROW_BLOCK ? T - r0 : ATT_ROW_BLOCK;
+#ifdef _OPENMP
+            float *S = w->att_scores + (size_t)omp_get_thread_num() * per_thread;
+#else
+            float *S = w->att_scores;
+#endif
+            gn_attn_causal_rows(w->att + (size_t)r0 * qd + (size_t)h * hs, qd, w->q + (size_t)r0 * qd + (size_t)h * hs, qd,
+                                kc + (size_t)kvh * hs, vc + (size_t)kvh * hs, kvd, nr, s->pos + r0, hs, scale, S);
+        }
+        return;
+    }
+    // decode: stretches per (row, KV head) so that there are enough tasks
+    int maxn = 0;
+    for (int t = 0; t < T; t++) if (rs[t]->pos + off[t] + 1 > maxn) maxn = rs[t]->pos + off[t] + 1;
+    int nparts = 1;
+    while (nparts < 16 && T * NKV * nparts < 4 * w->nthreads && maxn / (nparts * 2) >= 64) nparts *= 2;
+    size_t need = (size_t)T * nparts * NH * (size_t)(hs + 2);
+    if (need > w->att_part_cap) {
+        free(w->att_part);
+        w->att_part = gn_malloc(need * sizeof(float));
+        w->att_part_cap = need;
+    }
+    float *M = w->att_part, *Lsum = M + (size_t)T * nparts * NH, *O = Lsum + (size_t)T * nparts * NH;
+    #pragma omp parallel num_threads(w->nthreads) if (T * NKV * nparts > 1)
+    {
+#ifdef _OPENMP
+        float *sc = w->att_scores + (size_t)omp_get_thread_num() * per_thread;
+#else
+        float *sc = w->att_scores;
+#endif
+        #pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < T * NKV * nparts; task++) {
+            int t = task / (NKV * nparts), kvh = task / nparts % NKV, p = task % nparts;
+            const gn_session *s = rs[t];
+            int n = s->pos + off[t] + 1, j0 = (int)((int64_t)n * p / nparts), j1 = (int)((int64_t)n * (p + 1) / nparts);
+            const float *kc = s->k_cache + (size_t)l * s->max_seq * kvd + (size_t)j0 * kvd + (size_t)kvh * hs;
+            const float *vc = s->v_cache + (size_t)l * s->max_seq * kvd + (size_t)j0 * kvd + (size_t)kvh * hs;
+            size_t at = ((size_t)t * nparts + (size_t)p) * NH + (size_t)kvh * grp;
+            gn_attn_partial(w->q + (size_t)t * qd + (size_t)kvh * grp * hs, hs, grp, kc, vc, kvd, j1 - j0, hs, scale, sc,
+                            M + at, Lsum + at, O + at * hs);
+        }
+        #pragma omp for schedule(static)
+        for (int th = 0; th < T * NH; th++) {
+            int t = th / NH, h = th % NH;
+            size_t at = (size_t)t * nparts * NH + (size_t)h;
+            gn_attn_merge(nparts, M + at, Lsum + at, O + at * hs, NH, hs, w->att + (size_t)t * qd + (size_t)h * hs);
+        }
+    }
+}
+
 // The forward pass over T rows. Row t is token ids[t] of session rs[t] at
 // position rs[t]->pos + off[t] (prefill: one session, off = 0..T-1; batched
 // decode: T sessions, off = 0). Scratch comes from `w` (its chunk >= T). Writes
@@ -901,8 +1016,7 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
     const gn_model *m = w->m;
     const gn_config *c = &m->cfg;
     int C = c->dim, HD = c->hidden_dim, NH = c->n_heads, NKV = c->n_kv_heads, hs = c->head_dim;
-    int qd = NH * hs, kvd = NKV * hs, half = m->n_rot / 2, grp = NH / NKV;
-    float scale = 1.0f / sqrtf((float)hs);
+    int qd = NH * hs, kvd = NKV * hs, half = m->n_rot / 2;
     float *x = w->x, *xb = w->xb;
     int any_lora = 0;
     for (int t = 0; t < T; t++) any_lora |= rs[t]->adapter != NULL;
@@ -935,29 +1049,7 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
             memcpy(s->k_cache + at, w->k + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
             memcpy(s->v_cache + at, w->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
         }
-        // attention: every (row, head) pair is independent
-        #pragma omp parallel for schedule(dynamic, 1) if (T * NH > 1) num_threads(w->nthreads)
-        for (int th = 0; th < T * NH; th++) {
-            int t = th / NH, h = th % NH, kvh = h / grp;
-            const gn_session *s = rs[t];
-            int n = s->pos + off[t] + 1;
-            const float *kc = s->k_cache + (size_t)l * s->max_seq * kvd, *vc = s->v_cache + (size_t)l * s->max_seq * kvd;
-#ifdef _OPENMP
-            float *sc = w->att_scores + (size_t)omp_get_thread_num() * w->max_seq;
-#else
-            float *sc = w->att_scores;
-#endif
-            const float *qv = w->q + (size_t)t * qd + (size_t)h * hs;
-            for (int j = 0; j < n; j++) sc[j] = gn_dot_f32(qv, kc + (size_t)j * kvd + (size_t)kvh * hs, hs) * scale;
-            gn_softmax(sc, n);
-            float *o = w->att + (size_t)t * qd + (size_t)h * hs;
-            memset(o, 0, sizeof(float) * (size_t)hs);
-            for (int j = 0; j < n; j++) {
-                const float *vv = vc + (size_t)j * kvd + (size_t)kvh * hs;
-                float p = sc[j];
-                for (int i = 0; i < hs; i++) o[i] += p * vv[i];
-            }
-        }
+        attention(w, rs, off, T, l);
         gn_linear(xb, w->att, &L->wo, T);
         LORA(GN_MOD_O, w->att, qd, xb, C);
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];

@@ -79,6 +79,7 @@ struct gn_model {
     gn_dtype file_compute_dtype; // quantization_config.bnb_4bit_compute_dtype of a 4-bit checkpoint (F32 if none)
 };
 
+#define ATT_ROW_BLOCK 32      // prefill attention: query rows per (head, block) task
 struct gn_session {
     const gn_model *m;
     int max_seq;             // cache capacity in tokens
@@ -87,7 +88,10 @@ struct gn_session {
     float *v_cache;          // (L, max_seq, NKV*hs)
     int chunk;               // tokens per forward chunk (scratch is sized for it)
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2; // activations for one chunk
-    float *att_scores;       // (nthreads, max_seq)
+    float *att_scores;       // (nthreads, att_rows, max_seq): scores of one attention task per thread
+    int att_rows;            // max(ATT_ROW_BLOCK, query heads per KV head)
+    float *att_part;         // decode partial softmaxes (max, sum, values) of every (row, stretch, head)
+    size_t att_part_cap;     // floats in att_part
     float *rope_cs;          // (2, chunk, n_rot/2): cos then sin for the chunk's positions
     int nthreads;
     float *logits;           // (logits_cap, V)

@@ -110,28 +110,6 @@ static float hsum256_nf4(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-// Row r of W (rows start on a block boundary, blocksize % 16 == 0) dotted with x.
-__attribute__((target("avx2,fma,f16c")))
-static float row_dot_avx2(const gn_quant4_state *q, int64_t r, const float *x) {
-    const int64_t cols = q->cols, bs = q->blocksize, nb = cols / bs;
-    const uint8_t *p = q->packed + (r * cols) / 2;
-    const float *am = q->absmax + (r * cols) / bs;
-    const gn_dtype wdt = q->wdtype;
-    __m256 tlo = _mm256_loadu_ps(q->code), thi = _mm256_loadu_ps(q->code + 8);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m256 s = _mm256_set1_ps(am[b]);
-        const uint8_t *pb = p + b * bs / 2;
-        const float *xb = x + b * bs;
-        for (int64_t j = 0; j < bs; j += 16) {
-            __m256 w0 = round_w_avx2(_mm256_mul_ps(dec8_avx2(pb + j / 2, tlo, thi), s), wdt);
-            __m256 w1 = round_w_avx2(_mm256_mul_ps(dec8_avx2(pb + j / 2 + 4, tlo, thi), s), wdt);
-            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xb + j), acc0);
-            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xb + j + 8), acc1);
-        }
-    }
-    return hsum256_nf4(_mm256_add_ps(acc0, acc1));
-}
 
 // ----------------------------------------------------------------------------
 // AVX-512
@@ -176,26 +154,127 @@ static void deq_range_avx512(const gn_quant4_state *q, int64_t e0, int64_t n, fl
         dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
 }
 
+
+// Decode with a per-block table. For block b the 16 possible weights are
+// tab_b[i] = wdt(code[i] * absmax_b), the very products the definition rounds,
+// so the weights are bit-identical to the scalar path; per 32 weights the loop
+// is one byte widening, one shift and two vpermps from tab_b held in a
+// register, then FMAs. The activations are pre-arranged ("deinterleaved") so
+// the high nibbles (even elements) and low nibbles (odd elements) of 16 packed
+// bytes meet contiguous activations: in every run of 32, evens first, then odds.
+// With double quantization absmax_b is rebuilt from its 8-bit code as the
+// loader does, float32(float32(nested_code[qabsmax[b]] * nested_absmax[b/256])
+// + offset), reading 1 byte per block instead of the rebuilt float.
+
+static void deinterleave32(const float *x, int64_t C, float *xd) {
+    int64_t g = 0;
+    for (; g + 32 <= C; g += 32)
+        for (int i = 0; i < 16; i++) { xd[g + i] = x[g + 2 * i]; xd[g + 16 + i] = x[g + 2 * i + 1]; }
+    for (; g < C; g++) xd[g] = x[g];
+}
+
+static inline float block_absmax(const gn_quant4_state *q, int64_t b) {
+    if (!q->nested) return q->absmax[b];
+    float p = q->nested_code[q->qabsmax[b]] * q->nested_absmax[b / q->nested_blocksize];
+    return p + q->offset;
+}
+
+// out[t*ostride + r] for rows [r0, r1) and nt <= 8 activation rows (deinterleaved,
+// stride C). Rows start on block boundaries, blocksize % 32 == 0.
 __attribute__((target("avx512f,avx512bw,avx512vl")))
-static float row_dot_avx512(const gn_quant4_state *q, int64_t r, const float *x) {
-    const int64_t cols = q->cols, bs = q->blocksize, nb = cols / bs;
-    const uint8_t *p = q->packed + (r * cols) / 2;
-    const float *am = q->absmax + (r * cols) / bs;
+static void rows_dot_tab_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1, const float *xd, int nt, float *out,
+                                int64_t ostride) {
+    const int64_t C = q->cols, bs = q->blocksize, nb = C / bs;
     const gn_dtype wdt = q->wdtype;
-    __m512 tab = _mm512_loadu_ps(q->code);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m512 s = _mm512_set1_ps(am[b]);
-        const uint8_t *pb = p + b * bs / 2;
-        const float *xb = x + b * bs;
-        for (int64_t j = 0; j < bs; j += 32) {
-            __m512 w0 = round_w_avx512(_mm512_mul_ps(dec16_avx512(pb + j / 2, tab), s), wdt);
-            __m512 w1 = round_w_avx512(_mm512_mul_ps(dec16_avx512(pb + j / 2 + 8, tab), s), wdt);
-            acc0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb + j), acc0);
-            acc1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb + j + 16), acc1);
+    const __m512 code = _mm512_loadu_ps(q->code);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *p = q->packed + (r * C) / 2;
+        const int64_t b0 = (r * C) / bs;
+        if (nt == 1) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t b = 0; b < nb; b++) {
+                __m512 tab = round_w_avx512(_mm512_mul_ps(code, _mm512_set1_ps(block_absmax(q, b0 + b))), wdt);
+                const uint8_t *pb = p + b * bs / 2;
+                const float *xb = xd + b * bs;
+                int64_t j = 0;
+                for (; j + 64 <= bs; j += 64) {
+                    __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pb + j / 2)));
+                    __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pb + j / 2 + 16)));
+                    a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v0, 4), tab), _mm512_loadu_ps(xb + j), a0);
+                    a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v0, tab), _mm512_loadu_ps(xb + j + 16), a1);
+                    a2 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v1, 4), tab), _mm512_loadu_ps(xb + j + 32), a2);
+                    a3 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v1, tab), _mm512_loadu_ps(xb + j + 48), a3);
+                }
+                for (; j < bs; j += 32) {
+                    __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pb + j / 2)));
+                    a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v0, 4), tab), _mm512_loadu_ps(xb + j), a0);
+                    a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v0, tab), _mm512_loadu_ps(xb + j + 16), a1);
+                }
+            }
+            out[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+            continue;
         }
+        __m512 acc[8];
+        for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            __m512 tab = round_w_avx512(_mm512_mul_ps(code, _mm512_set1_ps(block_absmax(q, b0 + b))), wdt);
+            const uint8_t *pb = p + b * bs / 2;
+            for (int64_t j = 0; j < bs; j += 32) {
+                __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pb + j / 2)));
+                __m512 we = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tab), wo = _mm512_permutexvar_ps(v, tab);
+                const float *xb = xd + b * bs + j;
+                for (int t = 0; t < nt; t++) {
+                    acc[t] = _mm512_fmadd_ps(we, _mm512_loadu_ps(xb + t * C), acc[t]);
+                    acc[t] = _mm512_fmadd_ps(wo, _mm512_loadu_ps(xb + t * C + 16), acc[t]);
+                }
+            }
+        }
+        for (int t = 0; t < nt; t++) out[t * ostride + r] = _mm512_reduce_add_ps(acc[t]);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+// AVX2: 8 weights per vector; the 16-entry table is two 8-entry registers
+// (low and high half) chosen by bit 3 of the code. Activations deinterleaved
+// as for AVX-512 (runs of 32: 16 evens then 16 odds); 8 packed bytes feed 8
+// even and 8 odd weights.
+__attribute__((target("avx2,fma,f16c")))
+static inline __m256 lut8_avx2(__m256i v, __m256 tlo, __m256 thi) {
+    __m256 a = _mm256_permutevar8x32_ps(tlo, v), c = _mm256_permutevar8x32_ps(thi, v);
+    return _mm256_blendv_ps(a, c, _mm256_castsi256_ps(_mm256_slli_epi32(v, 28)));
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void rows_dot_tab_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const float *xd, int nt, float *out,
+                              int64_t ostride) {
+    const int64_t C = q->cols, bs = q->blocksize, nb = C / bs;
+    const gn_dtype wdt = q->wdtype;
+    const __m256 clo = _mm256_loadu_ps(q->code), chi = _mm256_loadu_ps(q->code + 8);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *p = q->packed + (r * C) / 2;
+        const int64_t b0 = (r * C) / bs;
+        __m256 acc[8];
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            __m256 s = _mm256_set1_ps(block_absmax(q, b0 + b));
+            __m256 tlo = round_w_avx2(_mm256_mul_ps(clo, s), wdt), thi = round_w_avx2(_mm256_mul_ps(chi, s), wdt);
+            const uint8_t *pb = p + b * bs / 2;
+            for (int64_t j = 0; j < bs; j += 32) {
+                for (int h = 0; h < 2; h++) { // 8 bytes = 8 even + 8 odd weights
+                    int64_t w8;
+                    memcpy(&w8, pb + j / 2 + 8 * h, 8);
+                    __m256i v = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(w8));
+                    __m256 we = lut8_avx2(_mm256_and_si256(_mm256_srli_epi32(v, 4), _mm256_set1_epi32(15)), tlo, thi);
+                    __m256 wo = lut8_avx2(_mm256_and_si256(v, _mm256_set1_epi32(15)), tlo, thi);
+                    const float *xb = xd + b * bs + j + 8 * h;
+                    for (int t = 0; t < nt; t++) {
+                        acc[t] = _mm256_fmadd_ps(we, _mm256_loadu_ps(xb + t * C), acc[t]);
+                        acc[t] = _mm256_fmadd_ps(wo, _mm256_loadu_ps(xb + t * C + 16), acc[t]);
+                    }
+                }
+            }
+        }
+        for (int t = 0; t < nt; t++) out[t * ostride + r] = hsum256_nf4(acc[t]);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -259,18 +338,32 @@ static void blas_single_thread(void) {
     if (!done) { openblas_set_num_threads(1); done = 1; }
 }
 
+#define NF4_SMALL_T 16 // up to this many rows: fused kernel; above: dequantized tiles + sgemm
+
 void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64_t T) {
     const int64_t R = w->rows, C = w->cols;
     if (T <= 0 || R <= 0) return;
     if (C == 0) { memset(out, 0, (size_t)(T * R) * sizeof(float)); return; }
     gn_simd lvl = level_for(w);
-    if (T == 1) {
-        if (lvl != GN_SIMD_SCALAR && C % w->blocksize == 0 && w->blocksize % 32 == 0) {
-            #pragma omp parallel for schedule(static) if (R * C > 32768)
-            for (int64_t r = 0; r < R; r++)
-                out[r] = lvl == GN_SIMD_AVX512 ? row_dot_avx512(w, r, inp) : row_dot_avx2(w, r, inp);
-            return;
+    if (T <= NF4_SMALL_T && lvl != GN_SIMD_SCALAR && C % w->blocksize == 0 && w->blocksize % 32 == 0 && C <= INT_MAX / 16) {
+        // decode and small batches: fused table kernel, weights read once per 8 rows
+        float stackbuf[4096];
+        float *xd = (size_t)(T * C) <= sizeof stackbuf / sizeof stackbuf[0] ? stackbuf : gn_malloc(sizeof(float) * (size_t)(T * C));
+        for (int64_t t = 0; t < T; t++) deinterleave32(inp + t * C, C, xd + t * C);
+        const int64_t RB = 16, nblk = (R + RB - 1) / RB;
+        #pragma omp parallel for schedule(static) if (R * C * T > 32768)
+        for (int64_t bl = 0; bl < nblk; bl++) {
+            int64_t r0 = bl * RB, r1 = r0 + RB < R ? r0 + RB : R;
+            for (int64_t t0 = 0; t0 < T; t0 += 8) {
+                int nt = T - t0 < 8 ? (int)(T - t0) : 8;
+                if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, out + t0 * R, R);
+                else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, out + t0 * R, R);
+            }
         }
+        if (xd != stackbuf) free(xd);
+        return;
+    }
+    if (T == 1) {
         // rows that do not start on a block boundary: dequantize the row, then dot
         #pragma omp parallel if (R * C > 32768)
         {

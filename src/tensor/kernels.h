@@ -48,7 +48,36 @@ extern void (*gn_mat_rows_f32_hook)(const gn_mat *w, int64_t r0, int64_t n, floa
 void gn_rmsnorm(float *out, const float *inp, const float *weight, int64_t T, int64_t C, float eps);
 // In place: x = silu(x) * y, n elements.
 void gn_silu_mul(float *x, const float *y, int64_t n);
-// In place softmax over n elements.
+// In place softmax over n elements (vectorized exp; _ref: libm expf, double sum).
 void gn_softmax(float *x, int64_t n);
+void gn_softmax_ref(float *x, int64_t n);
+// In place x = exp(x), n elements (vectorized; relative error < 2e-7).
+void gn_exp_inplace(float *x, int64_t n);
+// OpenBLAS runs single-threaded inside our OpenMP regions (one thread pool).
+void gn_blas_single_thread(void);
+
+// ----------------------------------------------------------------------------
+// attention (attention.c)
+
+// Decode: `grp` query heads (vectors at q + g*qstride) that share one KV head,
+// against cache positions 0..n-1 (rows at k + j*kvstride, v + j*kvstride).
+// Writes the unnormalized partial softmax: m[g] = max score, l[g] = sum of
+// exp(score - m[g]), o[g*hs..] = sum_j exp(score_j - m[g]) v_j. scores are
+// scale * q.k; sc is scratch of grp*n floats. n == 0 gives m = -inf, l = 0, o = 0.
+void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride, int n,
+                     int hs, float scale, float *sc, float *m, float *l, float *o);
+void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
+                         int n, int hs, float scale, float *sc, float *m, float *l, float *o);
+// Merges nparts partials of one head (part p's m, l at m[p*part_stride], its o at
+// o + p*part_stride*hs) into the normalized attention output out (hs).
+void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out);
+// Prefill: nrows consecutive query rows of one head; row i is at position
+// pos0 + i and attends to cache positions 0..pos0+i. out rows at stride
+// ostride. S is scratch of nrows * (pos0 + nrows) floats. Uses OpenBLAS sgemm
+// in the calling thread (call gn_blas_single_thread() once before).
+void gn_attn_causal_rows(float *out, int64_t ostride, const float *q, int64_t qstride, const float *k, const float *v,
+                         int64_t kvstride, int nrows, int pos0, int hs, float scale, float *S);
+void gn_attn_causal_rows_ref(float *out, int64_t ostride, const float *q, int64_t qstride, const float *k,
+                             const float *v, int64_t kvstride, int nrows, int pos0, int hs, float scale);
 
 #endif

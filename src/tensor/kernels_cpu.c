@@ -193,10 +193,11 @@ static void thread_share(int64_t n, int64_t *lo, int64_t *hi) {
     *hi = *lo + per < n ? *lo + per : n;
 }
 
-static void blas_single_thread(void) {
+void gn_blas_single_thread(void) {
     static int done;
     if (!done) { openblas_set_num_threads(1); done = 1; }
 }
+#define blas_single_thread gn_blas_single_thread
 
 void gn_matmul_ref(float *out, const float *inp, const gn_mat *w, int64_t T) {
     int64_t OC = w->rows, IC = w->cols;
@@ -343,15 +344,6 @@ void gn_silu_mul(float *x, const float *y, int64_t n) {
     }
 }
 
-void gn_softmax(float *x, int64_t n) {
-    if (n <= 0) return;
-    float mx = x[0];
-    for (int64_t i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
-    float inv = (float)(1.0 / sum);
-    for (int64_t i = 0; i < n; i++) x[i] *= inv;
-}
 
 // ----------------------------------------------------------------------------
 // threads: OpenMP for our kernels and for splitting sgemm across threads

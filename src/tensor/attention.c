@@ -1,0 +1,332 @@
+/*
+ * attention.c — scaled dot-product attention over a KV cache, and the
+ * vectorized exp/softmax it needs.
+ *
+ * Two shapes of work reach it from the forward pass:
+ *   decode  — one query row per session, long cache: gn_attn_partial scores a
+ *             group of query heads that share one KV head against a stretch
+ *             of cache positions and returns an unnormalized partial softmax
+ *             (max, sum, weighted values), so a long cache can be split across
+ *             threads and the parts merged (gn_attn_merge);
+ *   prefill — many consecutive rows of one session: gn_attn_causal_rows runs
+ *             the two dense products of a row block (scores = Q K^T, out = P V)
+ *             through OpenBLAS sgemm, with the causal mask and softmax between.
+ * Each has a plain scalar reference (_ref) that tests/test_kernels.c compares
+ * against on awkward shapes.
+ */
+#include "kernels.h"
+
+#include <cblas.h>     // cblas_sgemm (OpenBLAS)
+#include <immintrin.h> // AVX2 / AVX-512 intrinsics (only inside target() functions)
+#include <math.h>      // expf, INFINITY
+
+// ----------------------------------------------------------------------------
+// exp: x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor series to r^7
+// (relative error below 1e-8 on that interval), then times 2^n.
+
+#define EXP_HI 88.7228394f // ln(FLT_MAX): larger inputs give +inf
+#define EXP_LO (-104.0f)   // below: exp underflows to 0 in float
+
+__attribute__((target("avx512f")))
+static inline __m512 exp16(__m512 x) {
+    __mmask16 big = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_HI), _CMP_GT_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_scalef_ps(p, n); // p * 2^n, exact, with gradual underflow to 0
+    return _mm512_mask_mov_ps(p, big, _mm512_set1_ps(INFINITY));
+}
+
+__attribute__((target("avx2,fma")))
+static inline __m256 exp8(__m256 x) {
+    __m256 big = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_HI), _CMP_GT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(EXP_HI));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    // AVX2 has no scalef: 2^n as 2^a * 2^b with a = n/2, b = n - a, each a normal
+    // float (n in [-150, 128]); the second product rounds once into denormals
+    __m256i ni = _mm256_cvtps_epi32(n), a = _mm256_srai_epi32(ni, 1), b = _mm256_sub_epi32(ni, a);
+    __m256 ea = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(a, _mm256_set1_epi32(127)), 23));
+    __m256 eb = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(127)), 23));
+    p = _mm256_mul_ps(_mm256_mul_ps(p, ea), eb);
+    return _mm256_blendv_ps(p, _mm256_set1_ps(INFINITY), big);
+}
+
+// In place x[i] = exp(x[i] - mx); returns the sum (float accumulation in lanes).
+__attribute__((target("avx512f")))
+static float exp_sub_sum_avx512(float *x, int64_t n, float mx) {
+    __m512 s = _mm512_setzero_ps(), m = _mm512_set1_ps(mx);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
+        _mm512_storeu_ps(x + i, e);
+        s = _mm512_add_ps(s, e);
+    }
+    if (i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m));
+        _mm512_mask_storeu_ps(x + i, k, e);
+        s = _mm512_add_ps(s, _mm512_maskz_mov_ps(k, e));
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx512f")))
+static float max_avx512(const float *x, int64_t n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+    if (i < n) m = _mm512_mask_max_ps(m, (__mmask16)((1u << (n - i)) - 1), m, _mm512_maskz_loadu_ps((__mmask16)((1u << (n - i)) - 1), x + i));
+    return _mm512_reduce_max_ps(m);
+}
+
+__attribute__((target("avx512f")))
+static void scale_avx512(float *x, int64_t n, float a) {
+    __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), va));
+    for (; i < n; i++) x[i] *= a;
+}
+
+__attribute__((target("avx2,fma")))
+static float exp_sub_sum_avx2(float *x, int64_t n, float mx) {
+    __m256 s = _mm256_setzero_ps(), m = _mm256_set1_ps(mx);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        _mm256_storeu_ps(x + i, e);
+        s = _mm256_add_ps(s, e);
+    }
+    float t[8];
+    _mm256_storeu_ps(t, s);
+    float sum = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+    for (; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    return sum;
+}
+
+static float exp_sub_sum(float *x, int64_t n, float mx) {
+    switch (gn_simd_level()) {
+    case GN_SIMD_AVX512: return exp_sub_sum_avx512(x, n, mx);
+    case GN_SIMD_AVX2: return exp_sub_sum_avx2(x, n, mx);
+    default: {
+        float s = 0.0f;
+        for (int64_t i = 0; i < n; i++) { x[i] = expf(x[i] - mx); s += x[i]; }
+        return s;
+    }
+    }
+}
+
+static float max_of(const float *x, int64_t n) {
+    if (gn_simd_level() == GN_SIMD_AVX512) return max_avx512(x, n);
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++) if (x[i] > m) m = x[i];
+    return m;
+}
+
+static void scale_by(float *x, int64_t n, float a) {
+    if (gn_simd_level() == GN_SIMD_AVX512) { scale_avx512(x, n, a); return; }
+    for (int64_t i = 0; i < n; i++) x[i] *= a;
+}
+
+void gn_softmax_ref(float *x, int64_t n) {
+    if (n <= 0) return;
+    float mx = x[0];
+    for (int64_t i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void gn_softmax(float *x, int64_t n) {
+    if (n <= 0) return;
+    float mx = max_of(x, n);
+    if (mx == -INFINITY) { gn_softmax_ref(x, n); return; } // all masked: the reference's NaNs
+    float sum = exp_sub_sum(x, n, mx);
+    scale_by(x, n, 1.0f / sum);
+}
+
+void gn_exp_inplace(float *x, int64_t n) { (void)exp_sub_sum(x, n, 0.0f); }
+
+// ----------------------------------------------------------------------------
+// decode: partial softmax of a group of heads over a stretch of the cache
+
+void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
+                         int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    for (int g = 0; g < grp; g++) {
+        const float *qg = q + (int64_t)g * qstride;
+        float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            float d = 0.0f;
+            for (int i = 0; i < hs; i++) d += qg[i] * k[(int64_t)j * kvstride + i];
+            s[j] = d * scale;
+            if (s[j] > mx) mx = s[j];
+        }
+        double sum = 0.0;
+        for (int i = 0; i < hs; i++) og[i] = 0.0f;
+        for (int j = 0; j < n; j++) {
+            float p = expf(s[j] - mx);
+            sum += p;
+            for (int i = 0; i < hs; i++) og[i] += p * v[(int64_t)j * kvstride + i];
+        }
+        m[g] = mx;
+        l[g] = (float)sum;
+    }
+}
+
+__attribute__((target("avx512f")))
+static void attn_partial_avx512(const float *q, int64_t qstride, int grp, const float *k, const float *v,
+                                int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    const int nc = hs / 16;
+    for (int j = 0; j < n; j++) {
+        const float *kj = k + (int64_t)j * kvstride;
+        for (int g = 0; g < grp; g++) {
+            const float *qg = q + (int64_t)g * qstride;
+            __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qg), _mm512_loadu_ps(kj)), a1 = _mm512_setzero_ps();
+            int c = 1;
+            for (; c + 1 < nc; c += 2) {
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), _mm512_loadu_ps(kj + 16 * c), a1);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c + 16), _mm512_loadu_ps(kj + 16 * c + 16), a0);
+            }
+            if (c < nc) a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), _mm512_loadu_ps(kj + 16 * c), a1);
+            sc[(int64_t)g * n + j] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
+        }
+    }
+    for (int g = 0; g < grp; g++) {
+        float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
+        float mx = n ? max_avx512(s, n) : -INFINITY;
+        l[g] = n ? exp_sub_sum_avx512(s, n, mx) : 0.0f;
+        m[g] = mx;
+        if (nc == 4) { // head_dim 64: the accumulators stay in registers
+            __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+            for (int j = 0; j < n; j++) {
+                const float *vj = v + (int64_t)j * kvstride;
+                __m512 p = _mm512_set1_ps(s[j]);
+                o0 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj), o0);
+                o1 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16), o1);
+                o2 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 32), o2);
+                o3 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 48), o3);
+            }
+            _mm512_storeu_ps(og, o0);
+            _mm512_storeu_ps(og + 16, o1);
+            _mm512_storeu_ps(og + 32, o2);
+            _mm512_storeu_ps(og + 48, o3);
+        } else {
+            for (int c = 0; c < nc; c++) _mm512_storeu_ps(og + 16 * c, _mm512_setzero_ps());
+            for (int j = 0; j < n; j++) {
+                const float *vj = v + (int64_t)j * kvstride;
+                __m512 p = _mm512_set1_ps(s[j]);
+                for (int c = 0; c < nc; c++)
+                    _mm512_storeu_ps(og + 16 * c, _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * c), _mm512_loadu_ps(og + 16 * c)));
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void attn_partial_avx2(const float *q, int64_t qstride, int grp, const float *k, const float *v,
+                              int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    const int nc = hs / 8;
+    for (int j = 0; j < n; j++) {
+        const float *kj = k + (int64_t)j * kvstride;
+        for (int g = 0; g < grp; g++) {
+            const float *qg = q + (int64_t)g * qstride;
+            __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qg), _mm256_loadu_ps(kj));
+            for (int c = 1; c < nc; c++) a = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * c), _mm256_loadu_ps(kj + 8 * c), a);
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+            sc[(int64_t)g * n + j] = _mm_cvtss_f32(h) * scale;
+        }
+    }
+    for (int g = 0; g < grp; g++) {
+        float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) if (s[j] > mx) mx = s[j];
+        l[g] = n ? exp_sub_sum_avx2(s, n, mx) : 0.0f;
+        m[g] = mx;
+        for (int c = 0; c < nc; c++) _mm256_storeu_ps(og + 8 * c, _mm256_setzero_ps());
+        for (int j = 0; j < n; j++) {
+            const float *vj = v + (int64_t)j * kvstride;
+            __m256 p = _mm256_set1_ps(s[j]);
+            for (int c = 0; c < nc; c++)
+                _mm256_storeu_ps(og + 8 * c, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), _mm256_loadu_ps(og + 8 * c)));
+        }
+    }
+}
+
+void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride, int n,
+                     int hs, float scale, float *sc, float *m, float *l, float *o) {
+    gn_simd lv = gn_simd_level();
+    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0) attn_partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
+    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0) attn_partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
+    else gn_attn_partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
+}
+
+void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out) {
+    float mx = -INFINITY;
+    for (int p = 0; p < nparts; p++) if (m[p * part_stride] > mx) mx = m[p * part_stride];
+    double den = 0.0;
+    for (int i = 0; i < hs; i++) out[i] = 0.0f;
+    for (int p = 0; p < nparts; p++) {
+        if (l[p * part_stride] == 0.0f) continue; // an empty stretch
+        float w = expf(m[p * part_stride] - mx);
+        den += (double)w * l[p * part_stride];
+        const float *op = o + (int64_t)p * part_stride * hs;
+        for (int i = 0; i < hs; i++) out[i] += w * op[i];
+    }
+    float inv = den > 0.0 ? (float)(1.0 / den) : 0.0f;
+    for (int i = 0; i < hs; i++) out[i] *= inv;
+}
+
+// ----------------------------------------------------------------------------
+// prefill: a block of consecutive query rows of one head, dense products
+
+void gn_attn_causal_rows_ref(float *out, int64_t ostride, const float *q, int64_t qstride, const float *k,
+                             const float *v, int64_t kvstride, int nrows, int pos0, int hs, float scale) {
+    for (int i = 0; i < nrows; i++) {
+        int n = pos0 + i + 1;
+        float *s = gn_malloc(sizeof(float) * (size_t)n), mo[1], lo[1];
+        gn_attn_partial_ref(q + (int64_t)i * qstride, 0, 1, k, v, kvstride, n, hs, scale, s, mo, lo, out + (int64_t)i * ostride);
+        for (int c = 0; c < hs; c++) out[(int64_t)i * ostride + c] /= lo[0];
+        free(s);
+    }
+}
+
+void gn_attn_causal_rows(float *out, int64_t ostride, const float *q, int64_t qstride, const float *k, const float *v,
+                         int64_t kvstride, int nrows, int pos0, int hs, float scale, float *S) {
+    if (nrows <= 0) return;
+    const int n = pos0 + nrows;
+    if (hs <= 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nrows, n, hs, scale, q, (int)qstride, k, (int)kvstride, 0.0f, S, n);
+    for (int i = 0; i < nrows; i++) {
+        float *row = S + (int64_t)i * n;
+        int valid = pos0 + i + 1;
+        float mx = max_of(row, valid);
+        float sum = exp_sub_sum(row, valid, mx);
+        scale_by(row, valid, 1.0f / sum);
+        memset(row + valid, 0, sizeof(float) * (size_t)(n - valid));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nrows, hs, n, 1.0f, S, n, v, (int)kvstride, 0.0f, out, (int)ostride);
+}

@@ -1,0 +1,153 @@
+/*
+ * test_attention.c — the attention kernels (src/tensor/attention.c) against
+ * plain scalar loops written here, for each SIMD level this CPU has, on
+ * awkward shapes: head sizes 8/12/64/80, GQA groups 1/3/4, cache lengths 0, 1
+ * and not multiples of 16, one query row and blocks of rows, strided views.
+ * Also gn_softmax against gn_softmax_ref and gn_exp_inplace against expf.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "tensor/kernels.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+// Normalized attention of one query vector over n cache rows, in double.
+static void naive(const float *q, const float *k, const float *v, int64_t kvs, int n, int hs, float scale, double *out) {
+    double *s = malloc(sizeof(double) * (size_t)(n + 1)), mx = -INFINITY, sum = 0;
+    for (int j = 0; j < n; j++) {
+        double d = 0;
+        for (int i = 0; i < hs; i++) d += (double)q[i] * k[(int64_t)j * kvs + i];
+        s[j] = d * scale;
+        if (s[j] > mx) mx = s[j];
+    }
+    for (int i = 0; i < hs; i++) out[i] = 0;
+    for (int j = 0; j < n; j++) {
+        double p = exp(s[j] - mx);
+        sum += p;
+        for (int i = 0; i < hs; i++) out[i] += p * v[(int64_t)j * kvs + i];
+    }
+    for (int i = 0; i < hs; i++) out[i] = sum > 0 ? out[i] / sum : 0;
+    free(s);
+}
+
+int main(void) {
+    const int hss[] = {8, 12, 64, 80};
+    const int grps[] = {1, 3, 4};
+    const int ns[] = {0, 1, 2, 15, 17, 64, 100, 257};
+    for (int lvl = GN_SIMD_SCALAR; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        gn_simd got = gn_simd_level();
+        // softmax and exp
+        const int sn[] = {0, 1, 5, 16, 17, 100, 1000};
+        for (size_t a = 0; a < sizeof sn / sizeof sn[0]; a++) {
+            int n = sn[a];
+            float *x = malloc(sizeof(float) * (size_t)(n + 1)), *y = malloc(sizeof(float) * (size_t)(n + 1));
+            for (int i = 0; i < n; i++) x[i] = y[i] = frand() * 30.0f;
+            gn_softmax(x, n);
+            gn_softmax_ref(y, n);
+            float md = 0;
+            for (int i = 0; i < n; i++) md = fmaxf(md, fabsf(x[i] - y[i]));
+            CHECK(md <= 1e-6f, "softmax level %d n=%d maxdiff %g", got, n, md);
+            for (int i = 0; i < n; i++) x[i] = frand() * 100.0f;
+            if (n > 5) { x[0] = -INFINITY; x[1] = -200.0f; x[2] = 88.72f; x[3] = INFINITY; x[4] = -103.5f; x[5] = 0.0f; }
+            memcpy(y, x, sizeof(float) * (size_t)n);
+            gn_exp_inplace(x, n);
+            float mr = 0;
+            for (int i = 0; i < n; i++) {
+                float e = expf(y[i]);
+                float r = isinf(e) ? (x[i] == e ? 0 : 1) : fabsf(x[i] - e) / e;
+                if (e < 1e-37f) r = fabsf(x[i] - e) < 1e-44f ? 0 : 1; // denormal region: absolute
+                mr = fmaxf(mr, r);
+            }
+            CHECK(mr <= 3e-7f, "exp level %d n=%d max rel err %g", got, n, mr);
+            free(x); free(y);
+        }
+        for (size_t a = 0; a < sizeof hss / sizeof hss[0]; a++)
+            for (size_t b = 0; b < sizeof grps / sizeof grps[0]; b++)
+                for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
+                    int hs = hss[a], grp = grps[b], n = ns[c];
+                    int64_t kvs = (int64_t)hs * 2 + 3; // strided cache rows (another KV head beside)
+                    int64_t qs = hs + 5;
+                    float scale = 1.0f / sqrtf((float)hs);
+                    float *q = malloc(sizeof(float) * (size_t)(grp * qs));
+                    float *k = malloc(sizeof(float) * (size_t)(n * kvs + 1)), *v = malloc(sizeof(float) * (size_t)(n * kvs + 1));
+                    for (int64_t i = 0; i < grp * qs; i++) q[i] = frand() * 2.0f;
+                    for (int64_t i = 0; i < n * kvs; i++) { k[i] = frand() * 2.0f; v[i] = frand(); }
+                    float *sc = malloc(sizeof(float) * (size_t)(grp * n + 1));
+                    float m[8], l[8], o[8 * 80], out[80];
+                    // whole range in one part, and split in 3 stretches merged
+                    for (int parts = 1; parts <= 3; parts += 2) {
+                        float pm[3 * 8], pl[3 * 8], po[3 * 8 * 80];
+                        for (int p = 0; p < parts; p++) {
+                            int j0 = n * p / parts, j1 = n * (p + 1) / parts;
+                            gn_attn_partial(q, qs, grp, k + (int64_t)j0 * kvs, v + (int64_t)j0 * kvs, kvs, j1 - j0, hs, scale, sc, m, l, o);
+                            for (int g = 0; g < grp; g++) {
+                                // layout the merge expects: part stride grp heads
+                                pm[p * grp + g] = m[g];
+                                pl[p * grp + g] = l[g];
+                                memcpy(po + ((int64_t)p * grp + g) * hs, o + (int64_t)g * hs, sizeof(float) * (size_t)hs);
+                            }
+                        }
+                        double worst = 0;
+                        for (int g = 0; g < grp; g++) {
+                            gn_attn_merge(parts, pm + g, pl + g, po + (int64_t)g * hs, grp, hs, out);
+                            double ref[80];
+                            naive(q + g * qs, k, v, kvs, n, hs, scale, ref);
+                            for (int i = 0; i < hs; i++) worst = fmax(worst, fabs(out[i] - ref[i]));
+                        }
+                        CHECK(worst <= 2e-5, "attn_partial level %d hs=%d grp=%d n=%d parts=%d maxdiff %g", got, hs, grp, n,
+                              parts, worst);
+                    }
+                    // the partial against its own scalar reference, unmerged
+                    if (n > 0) {
+                        float m0[8], l0[8], o0[8 * 80];
+                        gn_attn_partial(q, qs, grp, k, v, kvs, n, hs, scale, sc, m, l, o);
+                        gn_attn_partial_ref(q, qs, grp, k, v, kvs, n, hs, scale, sc, m0, l0, o0);
+                        float md = 0;
+                        for (int g = 0; g < grp; g++) {
+                            md = fmaxf(md, fabsf(m[g] - m0[g]));
+                            md = fmaxf(md, fabsf(l[g] - l0[g]) / l0[g]);
+                            for (int i = 0; i < hs; i++) md = fmaxf(md, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
+                        }
+                        CHECK(md <= 1e-5f, "attn_partial vs ref level %d hs=%d grp=%d n=%d maxdiff %g", got, hs, grp, n, md);
+                    }
+                    free(q); free(k); free(v); free(sc);
+                }
+        // prefill rows: nrows query rows at positions pos0.. of one head, strided
+        const int rows[][2] = {{1, 0}, {1, 5}, {2, 0}, {7, 3}, {33, 0}, {32, 31}, {5, 100}};
+        for (size_t a = 0; a < sizeof hss / sizeof hss[0]; a++)
+            for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+                int hs = hss[a], nr = rows[r][0], pos0 = rows[r][1], n = pos0 + nr;
+                int64_t qs = hs * 3 + 1, kvs = hs + 7, os = hs * 2;
+                float scale = 1.0f / sqrtf((float)hs);
+                float *q = malloc(sizeof(float) * (size_t)(nr * qs)), *k = malloc(sizeof(float) * (size_t)(n * kvs));
+                float *v = malloc(sizeof(float) * (size_t)(n * kvs)), *out = calloc((size_t)(nr * os), sizeof(float));
+                float *out0 = calloc((size_t)(nr * os), sizeof(float)), *S = malloc(sizeof(float) * (size_t)(nr * n));
+                for (int64_t i = 0; i < nr * qs; i++) q[i] = frand() * 2.0f;
+                for (int64_t i = 0; i < n * kvs; i++) { k[i] = frand() * 2.0f; v[i] = frand(); }
+                gn_blas_single_thread();
+                gn_attn_causal_rows(out, os, q, qs, k, v, kvs, nr, pos0, hs, scale, S);
+                gn_attn_causal_rows_ref(out0, os, q, qs, k, v, kvs, nr, pos0, hs, scale);
+                double worst = 0, worst0 = 0;
+                for (int i = 0; i < nr; i++) {
+                    double ref[80];
+                    naive(q + i * qs, k, v, kvs, pos0 + i + 1, hs, scale, ref);
+                    for (int c = 0; c < hs; c++) {
+                        worst = fmax(worst, fabs(out[i * os + c] - ref[c]));
+                        worst0 = fmax(worst0, fabs(out0[i * os + c] - ref[c]));
+                    }
+                }
+                CHECK(worst <= 2e-5 && worst0 <= 2e-5, "causal_rows level %d hs=%d rows=%d pos0=%d maxdiff %g (ref %g)", got, hs,
+                      nr, pos0, worst, worst0);
+                free(q); free(k); free(v); free(out); free(out0); free(S);
+            }
+    }
+    TEST_REPORT();
+}
