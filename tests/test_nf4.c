@@ -208,6 +208,30 @@ static void test_kernels_vs_ref(void) {
                 gn_quant4_free(&q);
             }
     }
+    // several matrices, one input (q/k/v): each output equals its single-matrix reference
+    for (int lvl = GN_SIMD_SCALAR; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        const int64_t rows[3] = {17, 1, 40}, C = 192, Tm[] = {1, 5, 12};
+        gn_quant4_state qs[3];
+        const gn_quant4_state *qp[3];
+        for (int i = 0; i < 3; i++) { fill_state(&qs[i], rows[i], C, 64, i == 1 ? GN_QUANT_FP4 : GN_QUANT_NF4, i != 0, GN_DTYPE_BF16); qp[i] = &qs[i]; }
+        for (size_t ti = 0; ti < 3; ti++) {
+            int64_t T = Tm[ti];
+            float *in = malloc(sizeof(float) * (size_t)(T * C)), *o[3], *r = malloc(sizeof(float) * (size_t)(T * 40));
+            for (int64_t i = 0; i < T * C; i++) in[i] = frand();
+            for (int i = 0; i < 3; i++) o[i] = calloc((size_t)(T * rows[i]), sizeof(float));
+            gn_nf4_matmul_multi(o, in, qp, 3, T);
+            float worst = 0;
+            for (int i = 0; i < 3; i++) {
+                gn_nf4_matmul_ref(r, in, qp[i], T);
+                for (int64_t k = 0; k < T * rows[i]; k++) worst = fmaxf(worst, fabsf(o[i][k] - r[k]));
+                free(o[i]);
+            }
+            CHECK(worst <= 1e-4f, "matmul_multi level %d T=%lld maxdiff %g", lvl, (long long)T, worst);
+            free(in); free(r);
+        }
+        for (int i = 0; i < 3; i++) gn_quant4_free(&qs[i]);
+    }
     gn_simd_force(GN_SIMD_AVX512);  // back to the best this CPU has
     // the matmul rounds weights to wdtype: check the reference does what it says
     gn_quant4_state q;

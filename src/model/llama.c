@@ -104,6 +104,8 @@ static gn_status opt_int(const cJSON *o, const char *key, const char *path, int 
     int64_t v;
     int r = json_int(o, key, path, &v);
     if (r < 0) return GN_ERR_FORMAT;
+    if (r && (v < INT32_MIN || v > INT32_MAX))
+        return gn_err(GN_ERR_FORMAT, "%s: field '%s' = %lld: expected a 32-bit integer", path, key, (long long)v);
     *out = r ? (int)v : dflt;
     return GN_OK;
 }
@@ -128,7 +130,7 @@ static gn_status parse_rope_scaling(const cJSON *rs, const char *path, gn_config
         if (json_num(rs, "low_freq_factor", path, &lo) < 0 || json_num(rs, "high_freq_factor", path, &hi) < 0 ||
             json_int(rs, "original_max_position_embeddings", path, &omp) < 0)
             return GN_ERR_FORMAT;
-        if (hi <= lo || omp <= 0)
+        if (hi <= lo || omp <= 0 || omp > INT32_MAX)
             return gn_err(GN_ERR_FORMAT, "%s: rope_scaling: llama3 needs high_freq_factor > low_freq_factor and original_max_position_embeddings > 0", path);
         c->rope_scaling = GN_ROPE_LLAMA3;
         c->rope_low_freq_factor = (float)lo;
@@ -171,6 +173,23 @@ static gn_status config_from_json(gn_config *c, const char *path) {
         (st = opt_int(j, "eos_token_id", path, -1, &c->eos_id)) ||
         (st = opt_int(j, "pad_token_id", path, -1, &c->pad_id)))
         goto done;
+    // a token id outside the vocabulary would index past the embedding table
+    // later: such ids are treated as absent (-1), with a warning
+    {
+        int *ids[3] = {&c->bos_id, &c->eos_id, &c->pad_id};
+        static const char *const names[3] = {"bos_token_id", "eos_token_id", "pad_token_id"};
+        for (int k = 0; k < 3; k++)
+            if (*ids[k] < -1 || *ids[k] >= c->vocab_size) {
+                gn_log(GN_LOG_WARN, "%s: field '%s' = %d is outside the vocabulary (0..%d); ignoring it", path,
+                       names[k], *ids[k], c->vocab_size - 1);
+                *ids[k] = -1;
+            }
+    }
+    if (c->n_kv_heads < 1 || c->n_kv_heads > 4096 || c->max_seq > (1 << 24)) {
+        st = gn_err(GN_ERR_FORMAT, "%s: num_key_value_heads %d / max_position_embeddings %d: expected 1..4096 and "
+                    "at most %d", path, c->n_kv_heads, c->max_seq, 1 << 24);
+        goto done;
+    }
     int64_t hd = 0;
     if (json_int(j, "head_dim", path, &hd) < 0) { st = GN_ERR_FORMAT; goto done; }
     if (hd == 0) {
@@ -844,6 +863,19 @@ void gn_linear(float *out, const float *inp, const gn_mat *w, int64_t T) {
     else gn_matmul(out, inp, w, T);
 }
 
+// Two or three products of the same input (q/k/v, gate/up; w3 may be NULL): one
+// parallel loop for all when every weight is 4-bit, else one gn_linear each.
+static void linear3(float *o1, const gn_mat *w1, float *o2, const gn_mat *w2, float *o3, const gn_mat *w3,
+                    const float *inp, int64_t T) {
+    float *outs[3] = {o1, o2, o3};
+    const gn_mat *ws[3] = {w1, w2, w3};
+    int n = w3 ? 3 : 2, all4 = 1;
+    const gn_quant4_state *qs[3];
+    for (int i = 0; i < n; i++) { all4 &= ws[i]->q4 != NULL; qs[i] = ws[i]->q4; }
+    if (all4) { gn_nf4_matmul_multi(outs, inp, qs, n, T); return; }
+    for (int i = 0; i < n; i++) gn_linear(outs[i], inp, ws[i], T);
+}
+
 // Rows of a 4-bit weight as float32, rounded to its compute dtype like the
 // forward product sees them (used by gn_matmul_nn for input gradients).
 static void q4_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
@@ -1034,11 +1066,9 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
     for (int l = 0; l < c->n_layers; l++) {
         const gn_layer *L = &m->layers[l];
         gn_rmsnorm(xb, x, L->attn_norm, T, C, c->norm_eps);
-        gn_linear(w->q, xb, &L->wq, T);
+        linear3(w->q, &L->wq, w->k, &L->wk, w->v, &L->wv, xb, T);
         LORA(GN_MOD_Q, xb, C, w->q, qd);
-        gn_linear(w->k, xb, &L->wk, T);
         LORA(GN_MOD_K, xb, C, w->k, kvd);
-        gn_linear(w->v, xb, &L->wv, T);
         LORA(GN_MOD_V, xb, C, w->v, kvd);
         for (int t = 0; t < T; t++) {
             gn_session *s = rs[t];
@@ -1054,9 +1084,8 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
         LORA(GN_MOD_O, w->att, qd, xb, C);
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
         gn_rmsnorm(xb, x, L->ffn_norm, T, C, c->norm_eps);
-        gn_linear(w->hb, xb, &L->w_gate, T);
+        linear3(w->hb, &L->w_gate, w->hb2, &L->w_up, NULL, NULL, xb, T);
         LORA(GN_MOD_GATE, xb, C, w->hb, HD);
-        gn_linear(w->hb2, xb, &L->w_up, T);
         LORA(GN_MOD_UP, xb, C, w->hb2, HD);
         gn_silu_mul(w->hb, w->hb2, (int64_t)T * HD);
         gn_linear(xb, w->hb, &L->w_down, T);

@@ -117,6 +117,9 @@ gn_status gn_dequantize_4bit_to(const gn_quant4_state *q, gn_dtype out_dtype, vo
 // T == 1 fuses dequant and dot per block (AVX-512 / AVX2 by gn_simd_level());
 // T > 1 dequantizes tiles of rows and calls sgemm (or dots for small T).
 // Multithreaded over rows. out must not alias inp.
+// Several matrices with the same input (q/k/v, gate/up): outs[i] (T, rows_i) =
+// inp (T, cols) @ W_i^T, n <= 8, in one parallel loop when the fused kernel applies.
+void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T);
 void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64_t T);
 // Scalar reference: same rounded weights, double accumulation.
 void gn_nf4_matmul_ref(float *out, const float *inp, const gn_quant4_state *w, int64_t T);

@@ -340,29 +340,54 @@ static void blas_single_thread(void) {
 
 #define NF4_SMALL_T 16 // up to this many rows: fused kernel; above: dequantized tiles + sgemm
 
+static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
+    return T >= 1 && T <= NF4_SMALL_T && lvl != GN_SIMD_SCALAR && w->cols > 0 && w->cols % w->blocksize == 0 &&
+           w->blocksize % 32 == 0 && w->cols <= INT_MAX / 16;
+}
+
+void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T) {
+    if (n <= 0 || T <= 0) return;
+    gn_simd lvl = level_for(ws[0]);
+    const int64_t C = ws[0]->cols;
+    int ok = 1;
+    for (int i = 0; i < n; i++) ok &= ws[i]->cols == C && level_for(ws[i]) == lvl && small_t_ok(ws[i], T, lvl);
+    if (!ok) {
+        for (int i = 0; i < n; i++) gn_nf4_matmul(outs[i], inp, ws[i], T);
+        return;
+    }
+    // decode and small batches: the fused table kernel, weights read once per 8
+    // activation rows; the row blocks of all n matrices (same input) share one
+    // parallel loop, so q/k/v or gate/up cost one fork/join, not n
+    float stackbuf[4096];
+    float *xd = (size_t)(T * C) <= sizeof stackbuf / sizeof stackbuf[0] ? stackbuf : gn_malloc(sizeof(float) * (size_t)(T * C));
+    for (int64_t t = 0; t < T; t++) deinterleave32(inp + t * C, C, xd + t * C);
+    const int64_t RB = 16;
+    int64_t start[9], total = 0, work = 0;
+    GN_ASSERT(n <= 8);
+    for (int i = 0; i < n; i++) { start[i] = total; total += (ws[i]->rows + RB - 1) / RB; work += ws[i]->rows * C * T; }
+    start[n] = total;
+    #pragma omp parallel for schedule(static) if (work > 32768)
+    for (int64_t bl = 0; bl < total; bl++) {
+        int i = 0;
+        while (bl >= start[i + 1]) i++;
+        const gn_quant4_state *w = ws[i];
+        int64_t R = w->rows, r0 = (bl - start[i]) * RB, r1 = r0 + RB < R ? r0 + RB : R;
+        for (int64_t t0 = 0; t0 < T; t0 += 8) {
+            int nt = T - t0 < 8 ? (int)(T - t0) : 8;
+            if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
+            else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
+        }
+    }
+    if (xd != stackbuf) free(xd);
+}
+
+
 void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64_t T) {
     const int64_t R = w->rows, C = w->cols;
     if (T <= 0 || R <= 0) return;
     if (C == 0) { memset(out, 0, (size_t)(T * R) * sizeof(float)); return; }
     gn_simd lvl = level_for(w);
-    if (T <= NF4_SMALL_T && lvl != GN_SIMD_SCALAR && C % w->blocksize == 0 && w->blocksize % 32 == 0 && C <= INT_MAX / 16) {
-        // decode and small batches: fused table kernel, weights read once per 8 rows
-        float stackbuf[4096];
-        float *xd = (size_t)(T * C) <= sizeof stackbuf / sizeof stackbuf[0] ? stackbuf : gn_malloc(sizeof(float) * (size_t)(T * C));
-        for (int64_t t = 0; t < T; t++) deinterleave32(inp + t * C, C, xd + t * C);
-        const int64_t RB = 16, nblk = (R + RB - 1) / RB;
-        #pragma omp parallel for schedule(static) if (R * C * T > 32768)
-        for (int64_t bl = 0; bl < nblk; bl++) {
-            int64_t r0 = bl * RB, r1 = r0 + RB < R ? r0 + RB : R;
-            for (int64_t t0 = 0; t0 < T; t0 += 8) {
-                int nt = T - t0 < 8 ? (int)(T - t0) : 8;
-                if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, out + t0 * R, R);
-                else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, out + t0 * R, R);
-            }
-        }
-        if (xd != stackbuf) free(xd);
-        return;
-    }
+    if (small_t_ok(w, T, lvl)) { gn_nf4_matmul_multi(&out, inp, &w, 1, T); return; }
     if (T == 1) {
         // rows that do not start on a block boundary: dequantize the row, then dot
         #pragma omp parallel if (R * C > 32768)
