@@ -11,13 +11,14 @@
 #include "../core/common.h"
 
 #include <math.h>   // expf
-#include <stdlib.h> // qsort
+#include <stdlib.h> // malloc
 
 struct gn_sampler {
     gn_sampler_opts o;
     int V;
     uint64_t rng;
-    int32_t *idx;      // (V) candidate ids, sorted by logit
+    int32_t *idx;      // (V) candidate ids; a sorted prefix of them after selection
+    int32_t *tmp;      // (V) merge-sort scratch
     float *prob;       // (V)
     uint8_t *seen;     // (V) repetition-penalty marks
 };
@@ -50,6 +51,7 @@ gn_sampler *gn_sampler_new(const gn_sampler_opts *o, int vocab_size) {
     uint64_t x = o->seed;
     s->rng = splitmix(&x) | 1;
     s->idx = gn_malloc(sizeof(int32_t) * (size_t)vocab_size);
+    s->tmp = gn_malloc(sizeof(int32_t) * (size_t)vocab_size);
     s->prob = gn_malloc(sizeof(float) * (size_t)vocab_size);
     s->seen = gn_calloc((size_t)vocab_size, 1);
     return s;
@@ -57,15 +59,50 @@ gn_sampler *gn_sampler_new(const gn_sampler_opts *o, int vocab_size) {
 
 void gn_sampler_free(gn_sampler *s) {
     if (!s) return;
-    free(s->idx); free(s->prob); free(s->seen);
+    free(s->idx); free(s->tmp); free(s->prob); free(s->seen);
     free(s);
 }
 
-static const float *sort_keys;
-static int by_logit_desc(const void *a, const void *b) {
-    float x = sort_keys[*(const int32_t *)a], y = sort_keys[*(const int32_t *)b];
-    if (x != y) return x < y ? 1 : -1;
-    return *(const int32_t *)a - *(const int32_t *)b; // stable: lower id first
+// Candidate order: higher logit first, lower id first among equal logits (a
+// total order, so every correct selection or sort gives the same sequence).
+static inline int before(const float *key, int32_t a, int32_t b) {
+    return key[a] > key[b] || (key[a] == key[b] && a < b);
+}
+
+// Rearranges idx[0..n) so that its first m entries are the m first in candidate
+// order (in no particular order among themselves): quickselect, Hoare partition.
+static void select_top(int32_t *idx, int n, int m, const float *key) {
+    int lo = 0, hi = n - 1, k = m - 1;
+    if (m <= 0 || m >= n) return;
+    while (hi > lo) {
+        int32_t a = idx[lo], b = idx[lo + (hi - lo) / 2], c = idx[hi], p;
+        if (before(key, a, b)) p = before(key, b, c) ? b : before(key, a, c) ? c : a;
+        else p = before(key, a, c) ? a : before(key, b, c) ? c : b;
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (before(key, idx[i], p)) i++;
+            while (before(key, p, idx[j])) j--;
+            if (i <= j) { int32_t t = idx[i]; idx[i] = idx[j]; idx[j] = t; i++; j--; }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else break;
+    }
+}
+
+// Sorts idx[0..n) in candidate order (bottom-up merge sort through tmp).
+static void sort_cands(int32_t *idx, int32_t *tmp, int n, const float *key) {
+    int32_t *src = idx, *dst = tmp;
+    for (int w = 1; w < n; w *= 2) {
+        for (int lo = 0; lo < n; lo += 2 * w) {
+            int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, i = lo, j = mid, o = lo;
+            while (i < mid && j < hi) dst[o++] = before(key, src[j], src[i]) ? src[j++] : src[i++];
+            while (i < mid) dst[o++] = src[i++];
+            while (j < hi) dst[o++] = src[j++];
+        }
+        int32_t *t = src; src = dst; dst = t;
+    }
+    if (src != idx) memcpy(idx, src, sizeof(int32_t) * (size_t)n);
 }
 
 int32_t gn_sampler_sample(gn_sampler *s, float *logits, const int32_t *history, int n) {
@@ -87,24 +124,38 @@ int32_t gn_sampler_sample(gn_sampler *s, float *logits, const int32_t *history, 
     }
     float invt = 1.0f / s->o.temperature;
     for (int i = 0; i < V; i++) logits[i] *= invt;
-    // candidates: top-k by partial work when k is small, else all, sorted by logit
+    for (int i = 0; i < V; i++) if (isnan(logits[i])) logits[i] = -INFINITY;
+    // candidates: the top-k (all V without top-k). Only the prefix that top-p keeps
+    // (or, without top-p, all candidates) is ever sorted: selection finds the
+    // candidate set, sorting a growing prefix finds where top-p stops. The result
+    // is the same as sorting the whole vocabulary.
     int nc = V;
     for (int i = 0; i < V; i++) s->idx[i] = i;
-    sort_keys = logits; // single-threaded use per sampler; qsort has no context argument in C11
-    qsort(s->idx, (size_t)V, sizeof(int32_t), by_logit_desc);
     if (s->o.top_k > 0 && s->o.top_k < nc) nc = s->o.top_k;
+    select_top(s->idx, V, nc, logits);
     float mx = logits[s->idx[0]];
+    for (int i = 1; i < nc; i++) if (logits[s->idx[i]] > mx) mx = logits[s->idx[i]];
     double sum = 0.0;
-    for (int i = 0; i < nc; i++) { s->prob[i] = expf(logits[s->idx[i]] - mx); sum += s->prob[i]; }
-    for (int i = 0; i < nc; i++) s->prob[i] = (float)(s->prob[i] / sum);
-    if (s->o.top_p > 0.0f && s->o.top_p < 1.0f) {
+    for (int i = 0; i < nc; i++) sum += expf(logits[s->idx[i]] - mx);
+    int use_p = s->o.top_p > 0.0f && s->o.top_p < 1.0f, keep = nc;
+    int m = use_p && nc > 64 ? 64 : nc;
+    for (;;) {
+        select_top(s->idx, nc, m, logits);
+        sort_cands(s->idx, s->tmp, m, logits);
+        for (int i = 0; i < m; i++) s->prob[i] = (float)(expf(logits[s->idx[i]] - mx) / sum);
+        if (!use_p) break;
         double cum = 0.0;
-        int keep = nc;
-        for (int i = 0; i < nc; i++) {
+        keep = -1;
+        for (int i = 0; i < m; i++) {
             cum += s->prob[i];
             if (cum >= s->o.top_p) { keep = i + 1; break; }
         }
-        nc = keep;
+        if (keep > 0) break;
+        if (m == nc) { keep = nc; break; }
+        m = m * 4 < nc ? m * 4 : nc;
+    }
+    nc = keep;
+    if (use_p) {
         double s2 = 0.0;
         for (int i = 0; i < nc; i++) s2 += s->prob[i];
         for (int i = 0; i < nc; i++) s->prob[i] = (float)(s->prob[i] / s2);
