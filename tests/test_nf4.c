@@ -224,13 +224,38 @@ static void test_kernels_vs_ref(void) {
             float worst = 0;
             for (int i = 0; i < 3; i++) {
                 gn_nf4_matmul_ref(r, in, qp[i], T);
-                for (int64_t k = 0; k < T * rows[i]; k++) worst = fmaxf(worst, fabsf(o[i][k] - r[k]));
+                float mx = 1e-30f;
+                for (int64_t k = 0; k < T * rows[i]; k++) mx = fmaxf(mx, fabsf(r[k]));
+                for (int64_t k = 0; k < T * rows[i]; k++) worst = fmaxf(worst, fabsf(o[i][k] - r[k]) / mx);
                 free(o[i]);
             }
-            CHECK(worst <= 1e-4f, "matmul_multi level %d T=%lld maxdiff %g", lvl, (long long)T, worst);
+            // relative to the largest output: f32 summation orders, and on AVX512_BF16
+            // the activations carried as two bf16 halves (16 significant bits)
+            CHECK(worst <= 2e-5f, "matmul_multi level %d T=%lld maxdiff %g of max|out|", lvl, (long long)T, worst);
             free(in); free(r);
         }
         for (int i = 0; i < 3; i++) gn_quant4_free(&qs[i]);
+    }
+    // blocks with denormal-range scales (the bf16-dot table falls back to exact rounding):
+    // row 0 tiny, row 1 ordinary; each row against the reference, relative to its own size
+    {
+        gn_simd_force(GN_SIMD_AVX512);
+        const int64_t R = 2, C = 128;
+        float w[256], x[128], o[2], r[2];
+        for (int i = 0; i < 256; i++) w[i] = frand() * (i < 128 ? 1e-38f : 1.0f);
+        for (int i = 0; i < 128; i++) x[i] = frand();
+        gn_quant4_state q;
+        GN_ASSERT(gn_quantize_4bit(w, GN_DTYPE_F32, R * C, 64, GN_QUANT_NF4, 0, &q) == GN_OK);
+        int64_t shape[2] = {R, C};
+        GN_ASSERT(gn_quant4_set_shape(&q, 2, shape) == GN_OK);
+        q.wdtype = GN_DTYPE_BF16;
+        gn_nf4_matmul(o, x, &q, 1);
+        gn_nf4_matmul_ref(r, x, &q, 1);
+        // vdpbf16ps treats denormal inputs and outputs as zero: weights below 1.2e-38 count as 0
+        // there (documented in nf4_kernels.c); other paths give the exact tiny sum
+        CHECK(fabsf(o[0] - r[0]) <= 1e-36f, "tiny-scale row: %g vs ref %g", o[0], r[0]);
+        CHECK(fabsf(o[1] - r[1]) <= 1e-5f * (fabsf(r[1]) + 1.0f), "ordinary row beside it: %g vs ref %g", o[1], r[1]);
+        gn_quant4_free(&q);
     }
     gn_simd_force(GN_SIMD_AVX512);  // back to the best this CPU has
     // the matmul rounds weights to wdtype: check the reference does what it says

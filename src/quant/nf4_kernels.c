@@ -22,7 +22,7 @@
 #include <cblas.h>     // cblas_sgemm (OpenBLAS)
 #include <immintrin.h> // AVX2 / AVX-512 intrinsics (only inside target() functions)
 #include <limits.h>    // INT_MAX
-#include <stdlib.h>    // free
+#include <stdlib.h>    // free, getenv
 
 #include "../tensor/kernels.h"
 
@@ -175,7 +175,9 @@ static void deinterleave32(const float *x, int64_t C, float *xd) {
 
 static inline float block_absmax(const gn_quant4_state *q, int64_t b) {
     if (!q->nested) return q->absmax[b];
-    float p = q->nested_code[q->qabsmax[b]] * q->nested_absmax[b / q->nested_blocksize];
+    int64_t nb = q->nested_blocksize;
+    int64_t g = (nb & (nb - 1)) == 0 ? b >> __builtin_ctzll((unsigned long long)nb) : b / nb; // 256: a shift
+    float p = q->nested_code[q->qabsmax[b]] * q->nested_absmax[g];
     return p + q->offset;
 }
 
@@ -226,6 +228,97 @@ static void rows_dot_tab_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1
                 for (int t = 0; t < nt; t++) {
                     acc[t] = _mm512_fmadd_ps(we, _mm512_loadu_ps(xb + t * C), acc[t]);
                     acc[t] = _mm512_fmadd_ps(wo, _mm512_loadu_ps(xb + t * C + 16), acc[t]);
+                }
+            }
+        }
+        for (int t = 0; t < nt; t++) out[t * ostride + r] = _mm512_reduce_add_ps(acc[t]);
+    }
+}
+
+// bf16 weights (wdtype BF16, the QLoRA default) on CPUs with AVX512_BF16: the
+// block's 16 possible weights are bf16 words, so one vpermw looks up 32 weights
+// and one vdpbf16ps multiplies-and-adds 32 of them into f32 lanes. The
+// activations are split x = hi + lo into two bf16 parts (hi = bf16(x), lo =
+// bf16(x - hi)), so products carry 16 bits of x instead of bf16's 8, and each
+// group is two dpbf16 per weight vector. The table conversion vcvtneps2bf16 is
+// RNE like gn_f32_to_bf16 (NaN quieted the same way) but flushes denormal
+// inputs, so blocks with a tiny, huge or NaN absmax build their table the exact
+// way; vdpbf16ps itself treats denormal weights and products as zero, so a
+// weight below 1.2e-38 counts as 0 here (GN_NF4_NO_BF16DOT=1 avoids this path).
+// Activations are arranged per run of 64: 32 evens, then 32 odds.
+
+static int have_bf16_dot(void) {
+    static int v = -1;
+    if (v < 0) { __builtin_cpu_init(); v = __builtin_cpu_supports("avx512bf16") ? 1 : 0; }
+    return v;
+}
+
+static void split64_bf16(const float *x, int64_t C, uint16_t *hi, uint16_t *lo) {
+    for (int64_t g = 0; g < C; g += 64)
+        for (int i = 0; i < 32; i++)
+            for (int par = 0; par < 2; par++) {
+                float v = x[g + 2 * i + par];
+                uint16_t h = gn_f32_to_bf16(v);
+                hi[g + 32 * par + i] = h;
+                lo[g + 32 * par + i] = gn_f32_to_bf16(v - gn_bf16_to_f32(h));
+            }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static inline __m512i bf16_table(const gn_quant4_state *q, __m512 code, float am) {
+    __m256i t;
+    if (am >= 1e-36f && am <= 3e38f) {
+        __m256bh tb = _mm512_cvtneps_pbh(_mm512_mul_ps(code, _mm512_set1_ps(am)));
+        memcpy(&t, &tb, sizeof t);
+    } else { // tiny, huge or NaN scale: the exact rounding of the scalar path
+        uint16_t w[16];
+        for (int i = 0; i < 16; i++) w[i] = gn_f32_to_bf16(q->code[i] * am);
+        t = _mm256_loadu_si256((const __m256i *)w);
+    }
+    return _mm512_broadcast_i64x4(t); // entries 16..31 = 0..15: vpermw may see bit 4 set
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void rows_dot_bf16w(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *xh, const uint16_t *xl,
+                           int nt, float *out, int64_t ostride) {
+    const int64_t C = q->cols, bs = q->blocksize, nb = C / bs;
+    const __m512 code = _mm512_loadu_ps(q->code);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *p = q->packed + (r * C) / 2;
+        const int64_t b0 = (r * C) / bs;
+        if (nt == 1) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t b = 0; b < nb; b++) {
+                __m512i tab = bf16_table(q, code, block_absmax(q, b0 + b));
+                for (int64_t j = 0; j < bs; j += 64) {
+                    __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + (b * bs + j) / 2)));
+                    __m512i we = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tab);
+                    __m512i wo = _mm512_permutexvar_epi16(v, tab);
+                    const int64_t e = b * bs + j;
+                    a0 = _mm512_dpbf16_ps(a0, (__m512bh)we, (__m512bh)_mm512_loadu_si512(xh + e));
+                    a1 = _mm512_dpbf16_ps(a1, (__m512bh)wo, (__m512bh)_mm512_loadu_si512(xh + e + 32));
+                    a2 = _mm512_dpbf16_ps(a2, (__m512bh)we, (__m512bh)_mm512_loadu_si512(xl + e));
+                    a3 = _mm512_dpbf16_ps(a3, (__m512bh)wo, (__m512bh)_mm512_loadu_si512(xl + e + 32));
+                }
+            }
+            out[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+            continue;
+        }
+        __m512 acc[8];
+        for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            __m512i tab = bf16_table(q, code, block_absmax(q, b0 + b));
+            for (int64_t j = 0; j < bs; j += 64) {
+                __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + (b * bs + j) / 2)));
+                __m512bh we = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tab);
+                __m512bh wo = (__m512bh)_mm512_permutexvar_epi16(v, tab);
+                const int64_t e = b * bs + j;
+                for (int t = 0; t < nt; t++) {
+                    const uint16_t *h = xh + t * C + e, *l = xl + t * C + e;
+                    acc[t] = _mm512_dpbf16_ps(acc[t], we, (__m512bh)_mm512_loadu_si512(h));
+                    acc[t] = _mm512_dpbf16_ps(acc[t], wo, (__m512bh)_mm512_loadu_si512(h + 32));
+                    acc[t] = _mm512_dpbf16_ps(acc[t], we, (__m512bh)_mm512_loadu_si512(l));
+                    acc[t] = _mm512_dpbf16_ps(acc[t], wo, (__m512bh)_mm512_loadu_si512(l + 32));
                 }
             }
         }
@@ -340,6 +433,13 @@ static void blas_single_thread(void) {
 
 #define NF4_SMALL_T 16 // up to this many rows: fused kernel; above: dequantized tiles + sgemm
 
+// GN_NF4_NO_BF16DOT=1: keep the f32 table kernel even where AVX512_BF16 exists (tests, comparisons)
+static int getenv_nobf16(void) {
+    static int v = -1;
+    if (v < 0) { const char *e = getenv("GN_NF4_NO_BF16DOT"); v = e && *e && strcmp(e, "0") != 0; }
+    return v;
+}
+
 static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
     return T >= 1 && T <= NF4_SMALL_T && lvl != GN_SIMD_SCALAR && w->cols > 0 && w->cols % w->blocksize == 0 &&
            w->blocksize % 32 == 0 && w->cols <= INT_MAX / 16;
@@ -358,9 +458,13 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
     // decode and small batches: the fused table kernel, weights read once per 8
     // activation rows; the row blocks of all n matrices (same input) share one
     // parallel loop, so q/k/v or gate/up cost one fork/join, not n
+    int bf = lvl == GN_SIMD_AVX512 && have_bf16_dot() && !getenv_nobf16();
+    for (int i = 0; i < n; i++) bf &= ws[i]->wdtype == GN_DTYPE_BF16 && ws[i]->blocksize % 64 == 0;
     float stackbuf[4096];
     float *xd = (size_t)(T * C) <= sizeof stackbuf / sizeof stackbuf[0] ? stackbuf : gn_malloc(sizeof(float) * (size_t)(T * C));
-    for (int64_t t = 0; t < T; t++) deinterleave32(inp + t * C, C, xd + t * C);
+    uint16_t *xh = (uint16_t *)xd, *xl = xh + T * C; // bf16 halves reuse the same bytes
+    if (bf) for (int64_t t = 0; t < T; t++) split64_bf16(inp + t * C, C, xh + t * C, xl + t * C);
+    else for (int64_t t = 0; t < T; t++) deinterleave32(inp + t * C, C, xd + t * C);
     const int64_t RB = 16;
     int64_t start[9], total = 0, work = 0;
     GN_ASSERT(n <= 8);
@@ -374,7 +478,8 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
         int64_t R = w->rows, r0 = (bl - start[i]) * RB, r1 = r0 + RB < R ? r0 + RB : R;
         for (int64_t t0 = 0; t0 < T; t0 += 8) {
             int nt = T - t0 < 8 ? (int)(T - t0) : 8;
-            if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
+            if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, xl + t0 * C, nt, outs[i] + t0 * R, R);
+            else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
             else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
         }
     }
