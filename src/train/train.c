@@ -13,15 +13,18 @@
  * dA += s (dy B)^T d(x). The base weights get no gradient.
  *
  * Checkpointing: the forward keeps only each layer's input; the backward
- * recomputes one layer's intermediates before differentiating it, so memory is
- * O(L*T*C + one layer) and the cost is about 3 forward passes.
+ * recomputes one layer's intermediates before differentiating it (all but the
+ * last layer, whose intermediates the forward leaves in the buffers), so memory
+ * is O(L*T*C + one layer) and the cost is about 3 forward passes.
  *
  * The loss is HF's: logits of position t predict label t+1, mean cross-entropy
  * over labels != -100. The caller passes a weight per sequence so a step's
  * gradient is the mean of micro-batch means (qlora + HF Trainer, spec §6.5).
  */
 #include "../model/llama.h"
+#include "attn.h"       // causal attention forward/backward
 #include "data.h"       // GN_IGNORE_INDEX
+#include "../cuda/cuda_model.h" // --device cuda (stubs in a CPU build)
 
 #include <cblas.h>     // small LoRA products
 #include <errno.h>     // errno
@@ -33,6 +36,13 @@
 #include <unistd.h>    // ftruncate
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+// The head's logits are computed for this many positions at a time: sgemm
+// wants many rows per pass over the (V, C) head, memory wants few (SmolLM2,
+// V = 49152: 48 MiB of logits; 128 rows made the head 15% slower, 512 2% faster).
+#ifndef HEAD_CHUNK
+#define HEAD_CHUNK 256
 #endif
 
 struct gn_trainer {
@@ -55,7 +65,11 @@ struct gn_trainer {
     float *ul[GN_N_MODS];  // (T, r) LoRA hidden per module
     // gradients of activations
     float *dx, *dx2, *dxn, *dq, *dk, *dv, *dO, *dh, *dg, *du, *tmp, *tmp2, *tmpr;
-    float *logits;         // (64, V) chunk
+    float *logits;         // (HEAD_CHUNK, V)
+    float *att_scr;        // attention backward scratch for att_nthr threads
+    int att_nthr;
+    float *rope_cs;        // (Tcap, 2, n_rot/2): cos, then sin, of each position's angles
+    int *head_rows;        // (Tcap) positions whose next token is a label
 };
 
 // ----------------------------------------------------------------------------
@@ -88,6 +102,45 @@ static gn_lora_mod *mod(gn_trainer *tr, int l, int k) { return &tr->ad->mods[(si
 
 // the gradient buffer of a module's A (isB = 0) or B (isB = 1)
 static float *grad_of(gn_trainer *tr, const float *param) { return tr->grads + (param - tr->params); }
+
+// This thread's share [*lo, *hi) of n items, in stretches rounded up to 16.
+static void thread_share(int64_t n, int64_t *lo, int64_t *hi) {
+    int nth = 1, ith = 0;
+#ifdef _OPENMP
+    nth = omp_get_num_threads();
+    ith = omp_get_thread_num();
+#endif
+    int64_t per = ((n + nth - 1) / nth + 15) / 16 * 16;
+    *lo = ith * per < n ? ith * per : n;
+    *hi = *lo + per < n ? *lo + per : n;
+}
+
+enum { SPLIT_ROWS, SPLIT_COLS };
+
+// C (M, N) = alpha op(A) op(B) + beta C, row-major, for the LoRA products: each
+// OpenMP thread runs a single-threaded sgemm on its stretch of C's rows or
+// columns (one thread pool, as gn_matmul does for the base weights).
+static void sgemm_mt(int split, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
+                     int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    gn_blas_single_thread();
+    #pragma omp parallel if ((int64_t)M * N * K > 65536)
+    {
+        int64_t lo, hi;
+        thread_share(split == SPLIT_ROWS ? M : N, &lo, &hi);
+        if (lo < hi && split == SPLIT_ROWS)
+            cblas_sgemm(CblasRowMajor, ta, tb, (int)(hi - lo), N, K, alpha, A + (ta == CblasNoTrans ? lo * lda : lo), lda,
+                        B, ldb, beta, C + lo * ldc, ldc);
+        else if (lo < hi)
+            cblas_sgemm(CblasRowMajor, ta, tb, M, (int)(hi - lo), K, alpha, A, lda, B + (tb == CblasNoTrans ? lo : lo * ldb),
+                        ldb, beta, C + lo, ldc);
+    }
+}
+
+// y += x, n elements
+static void add_inplace(float *y, const float *x, size_t n) {
+    #pragma omp parallel for simd schedule(static) if (n > 16384)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
 
 // ----------------------------------------------------------------------------
 // trainer lifetime
@@ -212,9 +265,11 @@ gn_status gn_trainer_new(gn_trainer **out, const gn_model *m, const gn_train_opt
 static void free_acts(gn_trainer *tr) {
     float **bufs[] = {&tr->xs, &tr->xn1, &tr->q, &tr->k, &tr->v, &tr->P, &tr->att, &tr->x2, &tr->xn2, &tr->g, &tr->u, &tr->h,
                       &tr->dx, &tr->dx2, &tr->dxn, &tr->dq, &tr->dk, &tr->dv, &tr->dO, &tr->dh, &tr->dg, &tr->du,
-                      &tr->tmp, &tr->tmp2, &tr->tmpr, &tr->logits};
+                      &tr->tmp, &tr->tmp2, &tr->tmpr, &tr->logits, &tr->att_scr, &tr->rope_cs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
     for (int k = 0; k < GN_N_MODS; k++) { free(tr->xd[k]); free(tr->ul[k]); tr->xd[k] = tr->ul[k] = NULL; }
+    free(tr->head_rows);
+    tr->head_rows = NULL;
     tr->Tcap = 0;
 }
 
@@ -234,7 +289,7 @@ int64_t gn_trainer_step_count(const gn_trainer *tr) { return tr->step; }
 size_t gn_trainer_num_params(const gn_trainer *tr) { return tr->np; }
 
 static void ensure_acts(gn_trainer *tr, int T) {
-    if (T <= tr->Tcap) return;
+    if (T <= tr->Tcap && gn_get_threads() <= tr->att_nthr) return;
     free_acts(tr);
     const gn_config *c = &tr->m->cfg;
     size_t C = (size_t)c->dim, HD = (size_t)c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
@@ -254,7 +309,18 @@ static void ensure_acts(gn_trainer *tr, int T) {
     tr->tmp = gn_calloc(Ts * big, 4);
     tr->tmp2 = gn_calloc(Ts * big, 4);
     tr->tmpr = gn_calloc(Ts * (size_t)(rmax ? rmax : 1), 4);
-    tr->logits = gn_calloc(64 * (size_t)c->vocab_size, 4);
+    tr->logits = gn_calloc(HEAD_CHUNK * (size_t)c->vocab_size, 4);
+    tr->att_nthr = gn_get_threads();
+    tr->att_scr = gn_calloc(gn_train_attn_scratch_size(T, tr->att_nthr), 4);
+    tr->head_rows = gn_calloc(Ts, sizeof(int));
+    int half = tr->m->n_rot / 2;
+    tr->rope_cs = gn_calloc(Ts * (size_t)(half > 0 ? 2 * half : 1), 4);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float ang = (float)t * tr->m->rope_inv_freq[i];
+            tr->rope_cs[(size_t)t * 2 * half + i] = cosf(ang);
+            tr->rope_cs[(size_t)t * 2 * half + half + i] = sinf(ang);
+        }
     for (int k = 0; k < GN_N_MODS; k++) {
         if (!targeted(tr, k)) continue;
         size_t in = k == GN_MOD_O ? qd : k == GN_MOD_DOWN ? HD : C;
@@ -275,22 +341,25 @@ static float keep_scale(const gn_trainer *tr, int l, int k, size_t i) {
     return unit_from(z) < p ? 0.0f : 1.0f / (1.0f - p);
 }
 
-// y (T, OC) = x W^T + s (d(x) A^T) B^T
+// y (T, OC) = x W^T + s (d(x) A^T) B^T. With y NULL only the LoRA hidden
+// d(x) A^T (and the dropout mask) is made: all the backward needs of a module
+// whose output it does not need.
 static void lin_fwd(gn_trainer *tr, int l, int k, const float *x, float *y, int T, int train) {
     const gn_mat *W = layer_mat(&tr->m->layers[l], k);
-    gn_linear(y, x, W, T);
+    if (y) gn_linear(y, x, W, T);
     gn_lora_mod *lm = mod(tr, l, k);
     if (!lm->r) return;
     int64_t IC = lm->in, OC = lm->out, r = lm->r;
     const float *xin = x;
     if (tr->o.lora_dropout > 0 && train) {
         float *xd = tr->xd[k];
+        #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < (size_t)T * IC; i++) xd[i] = x[i] * keep_scale(tr, l, k, i);
         xin = xd;
     }
     float *ul = tr->ul[k];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)r, (int)IC, 1.0f, xin, (int)IC, lm->A, (int)IC, 0.0f, ul, (int)r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)OC, (int)r, lm->scale, ul, (int)r, lm->B, (int)r, 1.0f, y, (int)OC);
+    sgemm_mt(SPLIT_ROWS, CblasNoTrans, CblasTrans, T, (int)r, (int)IC, 1.0f, xin, (int)IC, lm->A, (int)IC, 0.0f, ul, (int)r);
+    if (y) sgemm_mt(SPLIT_ROWS, CblasNoTrans, CblasTrans, T, (int)OC, (int)r, lm->scale, ul, (int)r, lm->B, (int)r, 1.0f, y, (int)OC);
 }
 
 // dx (T, IC) = dy W + s ((dy B) A) masked; accumulates dA, dB. x: the layer input.
@@ -303,32 +372,36 @@ static void lin_bwd(gn_trainer *tr, int l, int k, const float *x, const float *d
     const float *xin = (tr->o.lora_dropout > 0) ? tr->xd[k] : x;
     float *gA = grad_of(tr, lm->A), *gB = grad_of(tr, lm->B);
     // dB (OC, r) += s dy^T ul
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)r, T, lm->scale, dy, (int)OC, tr->ul[k], (int)r, 1.0f, gB, (int)r);
+    sgemm_mt(SPLIT_ROWS, CblasTrans, CblasNoTrans, (int)OC, (int)r, T, lm->scale, dy, (int)OC, tr->ul[k], (int)r, 1.0f, gB, (int)r);
     // z (T, r) = dy B
     float *z = tr->tmpr;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, (int)r, (int)OC, 1.0f, dy, (int)OC, lm->B, (int)r, 0.0f, z, (int)r);
+    sgemm_mt(SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)r, (int)OC, 1.0f, dy, (int)OC, lm->B, (int)r, 0.0f, z, (int)r);
     // dA (r, IC) += s z^T d(x)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)IC, T, lm->scale, z, (int)r, xin, (int)IC, 1.0f, gA, (int)IC);
+    sgemm_mt(SPLIT_COLS, CblasTrans, CblasNoTrans, (int)r, (int)IC, T, lm->scale, z, (int)r, xin, (int)IC, 1.0f, gA, (int)IC);
     // dx += s (z A) * mask
     if (tr->o.lora_dropout > 0) {
         float *t2 = tr->tmp2;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, (int)IC, (int)r, lm->scale, z, (int)r, lm->A, (int)IC, 0.0f, t2, (int)IC);
+        sgemm_mt(SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)IC, (int)r, lm->scale, z, (int)r, lm->A, (int)IC, 0.0f, t2, (int)IC);
+        #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < (size_t)T * IC; i++) dx[i] += t2[i] * keep_scale(tr, l, k, i);
     } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, (int)IC, (int)r, lm->scale, z, (int)r, lm->A, (int)IC, 1.0f, dx, (int)IC);
+        sgemm_mt(SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)IC, (int)r, lm->scale, z, (int)r, lm->A, (int)IC, 1.0f, dx, (int)IC);
     }
 }
 
 // ----------------------------------------------------------------------------
 // RMSNorm backward: y = w * x * rstd  =>  dx = rstd * (w*dy) - x * rstd^3 / C * sum(w*dy*x)
 static void rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *w, int T, int C, float eps, int accumulate) {
+    #pragma omp parallel for schedule(static) if (T > 1)
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * C, *dr = dy + (size_t)t * C;
         float *o = dx + (size_t)t * C;
         double ss = 0.0, dot = 0.0;
+        #pragma omp simd reduction(+ : ss, dot)
         for (int i = 0; i < C; i++) { ss += (double)xr[i] * xr[i]; dot += (double)w[i] * dr[i] * xr[i]; }
         float rstd = 1.0f / sqrtf((float)(ss / C) + eps);
         float coef = (float)(dot / C) * rstd * rstd * rstd;
+        #pragma omp simd
         for (int i = 0; i < C; i++) {
             float g = rstd * w[i] * dr[i] - xr[i] * coef;
             o[i] = accumulate ? o[i] + g : g;
@@ -336,19 +409,61 @@ static void rmsnorm_bwd(float *dx, const float *dy, const float *x, const float 
     }
 }
 
-// rotate (or un-rotate with sign -1) n_heads vectors of one position
-static void rope_rows(const gn_model *m, float *vec, int n_heads, int pos, float sign) {
-    const gn_config *c = &m->cfg;
-    int hs = c->head_dim, half = m->n_rot / 2;
-    for (int i = 0; i < half; i++) {
-        float ang = (float)pos * m->rope_inv_freq[i];
-        float cs = cosf(ang), sn = sign * sinf(ang);
+// Rotates (or un-rotates, sign -1) the n_heads head vectors of each of T
+// positions; row t of vec starts at vec + t*stride. Angles from tr->rope_cs.
+static void rope_seq(const gn_trainer *tr, float *vec, int n_heads, int stride, int T, float sign) {
+    const gn_config *c = &tr->m->cfg;
+    int hs = c->head_dim, half = tr->m->n_rot / 2, il = c->rope_interleaved;
+    #pragma omp parallel for schedule(static) if (T > 1)
+    for (int t = 0; t < T; t++) {
+        const float *co = tr->rope_cs + (size_t)t * half * 2, *sn = co + half;
         for (int h = 0; h < n_heads; h++) {
-            float *v = vec + (size_t)h * hs;
-            int i0 = c->rope_interleaved ? 2 * i : i, i1 = c->rope_interleaved ? 2 * i + 1 : i + half;
-            float a = v[i0], b = v[i1];
-            v[i0] = a * cs - b * sn;
-            v[i1] = a * sn + b * cs;
+            float *v = vec + (size_t)t * stride + (size_t)h * hs;
+            if (il) {
+                for (int i = 0; i < half; i++) {
+                    float cs = co[i], sg = sign * sn[i], a = v[2 * i], b = v[2 * i + 1];
+                    v[2 * i] = a * cs - b * sg;
+                    v[2 * i + 1] = a * sg + b * cs;
+                }
+            } else {
+                #pragma omp simd
+                for (int i = 0; i < half; i++) {
+                    float cs = co[i], sg = sign * sn[i], a = v[i], b = v[i + half];
+                    v[i] = a * cs - b * sg;
+                    v[i + half] = a * sg + b * cs;
+                }
+            }
+        }
+    }
+}
+
+// SwiGLU: h = silu(g) * u, n elements; exp through the vectorized kernel in
+// stretches of 4096 (h holds exp(-g) in between).
+static void swiglu_fwd(float *h, const float *g, const float *u, size_t n) {
+    #pragma omp parallel for schedule(static) if (n > 16384)
+    for (size_t i0 = 0; i0 < n; i0 += 4096) {
+        size_t i1 = i0 + 4096 < n ? i0 + 4096 : n;
+        #pragma omp simd
+        for (size_t i = i0; i < i1; i++) h[i] = -g[i];
+        gn_exp_inplace(h + i0, (int64_t)(i1 - i0));
+        #pragma omp simd
+        for (size_t i = i0; i < i1; i++) h[i] = g[i] / (1.0f + h[i]) * u[i];
+    }
+}
+
+// Its backward: dg, du from dh (dg holds exp(-g) in between).
+static void swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+    #pragma omp parallel for schedule(static) if (n > 16384)
+    for (size_t i0 = 0; i0 < n; i0 += 4096) {
+        size_t i1 = i0 + 4096 < n ? i0 + 4096 : n;
+        #pragma omp simd
+        for (size_t i = i0; i < i1; i++) dg[i] = -g[i];
+        gn_exp_inplace(dg + i0, (int64_t)(i1 - i0));
+        #pragma omp simd
+        for (size_t i = i0; i < i1; i++) {
+            float gv = g[i], sg = 1.0f / (1.0f + dg[i]);
+            du[i] = dh[i] * (gv * sg);
+            dg[i] = dh[i] * u[i] * sg * (1.0f + gv * (1.0f - sg));
         }
     }
 }
@@ -357,47 +472,29 @@ static void rope_rows(const gn_model *m, float *vec, int n_heads, int pos, float
 // one layer
 
 // Computes the layer's output into xout from xin, keeping intermediates in the
-// trainer's one-layer buffers.
+// trainer's one-layer buffers. xout NULL: the recompute before layer_bwd, which
+// needs everything but the output (so down_proj makes only its LoRA hidden).
 static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int T, int train) {
     const gn_model *m = tr->m;
     const gn_config *c = &m->cfg;
     const gn_layer *L = &m->layers[l];
     int C = c->dim, HD = c->hidden_dim, NH = c->n_heads, NKV = c->n_kv_heads, hs = c->head_dim;
-    int qd = NH * hs, kvd = NKV * hs, grp = NH / NKV;
-    float scale = 1.0f / sqrtf((float)hs);
+    int qd = NH * hs, kvd = NKV * hs;
     gn_rmsnorm(tr->xn1, xin, L->attn_norm, T, C, c->norm_eps);
     lin_fwd(tr, l, GN_MOD_Q, tr->xn1, tr->q, T, train);
     lin_fwd(tr, l, GN_MOD_K, tr->xn1, tr->k, T, train);
     lin_fwd(tr, l, GN_MOD_V, tr->xn1, tr->v, T, train);
-    for (int t = 0; t < T; t++) {
-        rope_rows(m, tr->q + (size_t)t * qd, NH, t, 1.0f);
-        rope_rows(m, tr->k + (size_t)t * kvd, NKV, t, 1.0f);
-    }
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (int th = 0; th < NH * T; th++) {
-        int h = th / T, t = th % T, kvh = h / grp;
-        float *p = tr->P + ((size_t)h * T + t) * T;
-        const float *qv = tr->q + (size_t)t * qd + (size_t)h * hs;
-        for (int j = 0; j <= t; j++) p[j] = gn_dot_f32(qv, tr->k + (size_t)j * kvd + (size_t)kvh * hs, hs) * scale;
-        gn_softmax(p, t + 1);
-        float *o = tr->att + (size_t)t * qd + (size_t)h * hs;
-        memset(o, 0, sizeof(float) * (size_t)hs);
-        for (int j = 0; j <= t; j++) {
-            const float *vv = tr->v + (size_t)j * kvd + (size_t)kvh * hs;
-            for (int i = 0; i < hs; i++) o[i] += p[j] * vv[i];
-        }
-    }
+    rope_seq(tr, tr->q, NH, qd, T, 1.0f);
+    rope_seq(tr, tr->k, NKV, kvd, T, 1.0f);
+    gn_train_attn_fwd(tr->att, tr->P, tr->q, tr->k, tr->v, T, NH, NKV, hs);
     lin_fwd(tr, l, GN_MOD_O, tr->att, tr->x2, T, train);
-    for (size_t i = 0; i < (size_t)T * C; i++) tr->x2[i] += xin[i];
+    add_inplace(tr->x2, xin, (size_t)T * C);
     gn_rmsnorm(tr->xn2, tr->x2, L->ffn_norm, T, C, c->norm_eps);
     lin_fwd(tr, l, GN_MOD_GATE, tr->xn2, tr->g, T, train);
     lin_fwd(tr, l, GN_MOD_UP, tr->xn2, tr->u, T, train);
-    for (size_t i = 0; i < (size_t)T * HD; i++) {
-        float gv = tr->g[i];
-        tr->h[i] = gv / (1.0f + expf(-gv)) * tr->u[i];
-    }
+    swiglu_fwd(tr->h, tr->g, tr->u, (size_t)T * HD);
     lin_fwd(tr, l, GN_MOD_DOWN, tr->h, xout, T, train);
-    for (size_t i = 0; i < (size_t)T * C; i++) xout[i] += tr->x2[i];
+    if (xout) add_inplace(xout, tr->x2, (size_t)T * C);
 }
 
 // Given dout = dL/d(layer output) in tr->dx, leaves dL/d(layer input) in tr->dx.
@@ -407,61 +504,26 @@ static void layer_bwd(gn_trainer *tr, int l, const float *xin, int T) {
     const gn_config *c = &m->cfg;
     const gn_layer *L = &m->layers[l];
     int C = c->dim, HD = c->hidden_dim, NH = c->n_heads, NKV = c->n_kv_heads, hs = c->head_dim;
-    int qd = NH * hs, kvd = NKV * hs, grp = NH / NKV;
-    float scale = 1.0f / sqrtf((float)hs);
+    int qd = NH * hs, kvd = NKV * hs;
     // MLP: out = x2 + down(h)
     lin_bwd(tr, l, GN_MOD_DOWN, tr->h, tr->dx, tr->dh, T);
-    for (size_t i = 0; i < (size_t)T * HD; i++) {
-        float gv = tr->g[i], sg = 1.0f / (1.0f + expf(-gv)), silu = gv * sg;
-        tr->du[i] = tr->dh[i] * silu;
-        tr->dg[i] = tr->dh[i] * tr->u[i] * sg * (1.0f + gv * (1.0f - sg));
-    }
+    swiglu_bwd(tr->dg, tr->du, tr->dh, tr->g, tr->u, (size_t)T * HD);
     lin_bwd(tr, l, GN_MOD_GATE, tr->xn2, tr->dg, tr->dxn, T);
     lin_bwd(tr, l, GN_MOD_UP, tr->xn2, tr->du, tr->tmp, T);
-    for (size_t i = 0; i < (size_t)T * C; i++) tr->dxn[i] += tr->tmp[i];
+    add_inplace(tr->dxn, tr->tmp, (size_t)T * C);
     memcpy(tr->dx2, tr->dx, sizeof(float) * (size_t)T * C); // residual
     rmsnorm_bwd(tr->dx2, tr->dxn, tr->x2, L->ffn_norm, T, C, c->norm_eps, 1);
     // attention: x2 = x + o_proj(o)
     lin_bwd(tr, l, GN_MOD_O, tr->att, tr->dx2, tr->dO, T);
-    memset(tr->dq, 0, sizeof(float) * (size_t)T * qd);
-    memset(tr->dk, 0, sizeof(float) * (size_t)T * kvd);
-    memset(tr->dv, 0, sizeof(float) * (size_t)T * kvd);
-    // one kv head per task so dk/dv have a single writer
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (int kvh = 0; kvh < NKV; kvh++) {
-        float *dp = gn_malloc(sizeof(float) * (size_t)T);
-        for (int h = kvh * grp; h < (kvh + 1) * grp; h++)
-            for (int t = 0; t < T; t++) {
-                const float *p = tr->P + ((size_t)h * T + t) * T;
-                const float *dov = tr->dO + (size_t)t * qd + (size_t)h * hs;
-                double sum = 0.0;
-                for (int j = 0; j <= t; j++) {
-                    const float *vv = tr->v + (size_t)j * kvd + (size_t)kvh * hs;
-                    dp[j] = gn_dot_f32(dov, vv, hs);
-                    sum += (double)p[j] * dp[j];
-                    float *dvv = tr->dv + (size_t)j * kvd + (size_t)kvh * hs;
-                    for (int i = 0; i < hs; i++) dvv[i] += p[j] * dov[i];
-                }
-                const float *qv = tr->q + (size_t)t * qd + (size_t)h * hs;
-                float *dqv = tr->dq + (size_t)t * qd + (size_t)h * hs;
-                for (int j = 0; j <= t; j++) {
-                    float ds = p[j] * (dp[j] - (float)sum) * scale;
-                    const float *kv = tr->k + (size_t)j * kvd + (size_t)kvh * hs;
-                    float *dkv = tr->dk + (size_t)j * kvd + (size_t)kvh * hs;
-                    for (int i = 0; i < hs; i++) { dqv[i] += ds * kv[i]; dkv[i] += ds * qv[i]; }
-                }
-            }
-        free(dp);
-    }
-    for (int t = 0; t < T; t++) { // gradients w.r.t. the pre-rotation q, k
-        rope_rows(m, tr->dq + (size_t)t * qd, NH, t, -1.0f);
-        rope_rows(m, tr->dk + (size_t)t * kvd, NKV, t, -1.0f);
-    }
+    gn_train_attn_bwd(tr->dq, tr->dk, tr->dv, tr->P, tr->q, tr->k, tr->v, tr->att, tr->dO, T, NH, NKV, hs, tr->att_scr,
+                      tr->att_nthr); // consumes P
+    rope_seq(tr, tr->dq, NH, qd, T, -1.0f); // gradients w.r.t. the pre-rotation q, k
+    rope_seq(tr, tr->dk, NKV, kvd, T, -1.0f);
     lin_bwd(tr, l, GN_MOD_Q, tr->xn1, tr->dq, tr->dxn, T);
     lin_bwd(tr, l, GN_MOD_K, tr->xn1, tr->dk, tr->tmp, T);
-    for (size_t i = 0; i < (size_t)T * C; i++) tr->dxn[i] += tr->tmp[i];
+    add_inplace(tr->dxn, tr->tmp, (size_t)T * C);
     lin_bwd(tr, l, GN_MOD_V, tr->xn1, tr->dv, tr->tmp, T);
-    for (size_t i = 0; i < (size_t)T * C; i++) tr->dxn[i] += tr->tmp[i];
+    add_inplace(tr->dxn, tr->tmp, (size_t)T * C);
     memcpy(tr->dx, tr->dx2, sizeof(float) * (size_t)T * C);
     rmsnorm_bwd(tr->dx, tr->dxn, xin, L->attn_norm, T, C, c->norm_eps, 1);
 }
@@ -481,6 +543,9 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
         if (ids[t] < 0 || ids[t] >= V) return gn_err(GN_ERR_ARG, "train: token id %d at %d outside the vocabulary", ids[t], t);
     ensure_acts(tr, T);
     if (train) tr->drop_key = tr->rng = mix64(tr->rng); // evaluation leaves the training stream alone
+    if (m->cuda) // --device cuda: the same sequence on the GPU (src/cuda/cuda_train.c)
+        return gn_cuda_train_sequence(m, tr->ad, tr->params, tr->grads, tr->np, tr->step, tr->o.lora_dropout,
+                                      tr->drop_key, ids, labels, T, weight, train, loss_sum, n_tokens);
     float *x0 = tr->xs;
     for (int t = 0; t < T; t++) {
         const gn_mat *e = &m->embed;
@@ -489,36 +554,54 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
     }
     for (int l = 0; l < Ln; l++)
         layer_fwd(tr, l, tr->xs + (size_t)l * T * C, tr->xs + (size_t)(l + 1) * T * C, T, train);
-    // head + loss, in chunks of 64 positions
+    // head + loss: only positions whose next token is a label (0 <= y < V) get
+    // logits; they are gathered HEAD_CHUNK at a time into tmp
     float *xl = tr->xs + (size_t)Ln * T * C;
-    float *xn = tr->xn1; // final-norm output
+    float *xn = tr->dx2; // final-norm output (dx2 is free until the backward; the last layer's intermediates stay)
     gn_rmsnorm(xn, xl, m->final_norm, T, C, c->norm_eps);
-    int nvalid = 0;
-    for (int t = 0; t + 1 < T; t++) nvalid += labels[t + 1] != GN_IGNORE_INDEX;
+    int nvalid = 0, nrows = 0;
+    for (int t = 0; t + 1 < T; t++) {
+        int32_t y = labels[t + 1];
+        nvalid += y != GN_IGNORE_INDEX;
+        if (y >= 0 && y < V) tr->head_rows[nrows++] = t;
+    }
     *n_tokens = nvalid;
     if (train) memset(tr->dxn, 0, sizeof(float) * (size_t)T * C);
     double total = 0.0;
-    for (int t0 = 0; t0 < T - 1; t0 += 64) {
-        int n = T - 1 - t0 < 64 ? T - 1 - t0 : 64;
-        gn_linear(tr->logits, xn + (size_t)t0 * C, &m->lm_head, n);
+    for (int r0 = 0; r0 < nrows; r0 += HEAD_CHUNK) {
+        int n = nrows - r0 < HEAD_CHUNK ? nrows - r0 : HEAD_CHUNK;
+        const int *rows = tr->head_rows + r0;
+        float *xg = tr->tmp; // (n, C): the final-norm rows, later their gradients
+        for (int i = 0; i < n; i++) memcpy(xg + (size_t)i * C, xn + (size_t)rows[i] * C, sizeof(float) * (size_t)C);
+        gn_linear(tr->logits, xg, &m->lm_head, n);
+        double row_loss[HEAD_CHUNK]; // summed in order below, so the total does not depend on the threads
+        #pragma omp parallel for schedule(static)
         for (int i = 0; i < n; i++) {
-            int32_t y = labels[t0 + i + 1];
+            int32_t y = labels[rows[i] + 1];
             float *lg = tr->logits + (size_t)i * V;
-            if (y == GN_IGNORE_INDEX || y < 0 || y >= V) { memset(lg, 0, sizeof(float) * (size_t)V); continue; }
-            float mx = lg[0];
-            for (int j = 1; j < V; j++) if (lg[j] > mx) mx = lg[j];
+            float mx = lg[0], ly = lg[y];
+            #pragma omp simd reduction(max : mx)
+            for (int j = 1; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
+            int bad = 0; // a NaN (or inf) logit: the vectorized exp would clamp it away
+            #pragma omp simd reduction(| : bad)
+            for (int j = 0; j < V; j++) { lg[j] -= mx; bad |= lg[j] != lg[j]; }
+            gn_exp_inplace(lg, V); // lg = exp(logit - max)
             double se = 0.0;
-            for (int j = 0; j < V; j++) se += exp((double)(lg[j] - mx));
-            double lse = log(se) + mx;
-            total += lse - lg[y];
+            #pragma omp simd reduction(+ : se)
+            for (int j = 0; j < V; j++) se += lg[j];
+            if (bad) se = NAN; // loss and gradient NaN, as libm's exp gives
+            row_loss[i] = log(se) + mx - ly; // logsumexp - logit of the label
             if (train) { // d(loss)/d(logits) = softmax - onehot, times the sequence weight
-                for (int j = 0; j < V; j++) lg[j] = (float)(exp((double)lg[j] - lse)) * weight;
+                float sc = (float)(weight / se);
+                #pragma omp simd
+                for (int j = 0; j < V; j++) lg[j] *= sc;
                 lg[y] -= weight;
             }
         }
+        for (int i = 0; i < n; i++) total += row_loss[i];
         if (train) {
-            gn_linear_nn(tr->tmp, tr->logits, &m->lm_head, n);
-            memcpy(tr->dxn + (size_t)t0 * C, tr->tmp, sizeof(float) * (size_t)n * C);
+            gn_linear_nn(xg, tr->logits, &m->lm_head, n);
+            for (int i = 0; i < n; i++) memcpy(tr->dxn + (size_t)rows[i] * C, xg + (size_t)i * C, sizeof(float) * (size_t)C);
         }
     }
     *loss_sum = total;
@@ -526,7 +609,7 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
     rmsnorm_bwd(tr->dx, tr->dxn, xl, m->final_norm, T, C, c->norm_eps, 0);
     for (int l = Ln - 1; l >= 0; l--) {
         const float *xin = tr->xs + (size_t)l * T * C;
-        layer_fwd(tr, l, xin, tr->tmp, T, 1); // recompute (the output itself is not needed)
+        if (l < Ln - 1) layer_fwd(tr, l, xin, NULL, T, 1); // recompute; the last layer's forward just ran
         layer_bwd(tr, l, xin, T);
     }
     return GN_OK;
@@ -538,6 +621,7 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
 void gn_trainer_zero_grad(gn_trainer *tr) { memset(tr->grads, 0, sizeof(float) * tr->np); }
 
 const float *gn_trainer_grads(const gn_trainer *tr) { return tr->grads; }
+float *gn_trainer_grads_mut(gn_trainer *tr) { return tr->grads; }
 float *gn_trainer_params(gn_trainer *tr) { return tr->params; }
 
 float gn_trainer_step(gn_trainer *tr, float lr) {
@@ -553,6 +637,7 @@ float gn_trainer_step(gn_trainer *tr, float lr) {
     float b1 = tr->o.beta1, b2 = tr->o.beta2, eps = tr->o.eps, wd = tr->o.weight_decay;
     float c1 = 1.0f - powf(b1, (float)tr->step), c2 = sqrtf(1.0f - powf(b2, (float)tr->step));
     float step_size = lr / c1;
+    #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < tr->np; i++) {
         float g = tr->grads[i] * clip;
         float mm = tr->adam_m[i] = b1 * tr->adam_m[i] + (1.0f - b1) * g;
