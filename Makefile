@@ -45,13 +45,63 @@ $(info ✓ libmicrohttpd found: guanaco serve)
 else
 $(info ✗ libmicrohttpd not found: no guanaco serve (apt-get install libmicrohttpd-dev))
 endif
+# --- MPI (opt-in): data-parallel `mpirun -np N guanaco finetune` (src/dist/) --------
+# make MPI=1 links src/dist/dist_mpi.c against MPI (Open MPI: libopenmpi-dev); the
+# default build links src/dist/dist_single.c and needs nothing from MPI.
+ifeq ($(MPI),1)
+MPI_PC := $(firstword $(foreach p,mpi-c ompi-c mpich,$(shell pkg-config --exists $(p) 2>/dev/null && echo $(p))))
+ifneq ($(MPI_PC),)
+CFLAGS_BASE += -DGN_HAVE_MPI $(shell pkg-config --cflags $(MPI_PC))
+LDLIBS += $(shell pkg-config --libs $(MPI_PC))
+DIST_SRC := src/dist/dist_mpi.c
+$(info ✓ MPI found ($(MPI_PC)): mpirun -np N guanaco finetune)
+else
+$(error MPI=1 but no MPI found by pkg-config (apt-get install libopenmpi-dev openmpi-bin))
+endif
+else
+DIST_SRC := src/dist/dist_single.c
+$(info ✗ MPI off: single-process finetune (make MPI=1 for mpirun; apt-get install libopenmpi-dev))
+endif
+# --- end MPI ------------------------------------------------------------------
+# --- CUDA (opt-in, issue 9): `make CUDA=1` ------------------------------------------
+# Compiles src/cuda/*.cu with nvcc (sm_80 + sm_90), links cudart and cuBLAS, defines
+# GN_HAVE_CUDA and gives models `--device cuda` (src/cuda/cuda_model.c, cuda_train.c).
+# The default build links src/cuda/cuda_stub.c instead and needs nothing from CUDA.
+# Knobs: CUDA_HOME (default /usr/local/cuda), NVCC, CUDA_ARCH (the -gencode list).
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || echo $(CUDA_HOME)/bin/nvcc)
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+ifeq ($(CUDA),1)
+ifeq ($(shell test -x "$(NVCC)" && echo 1),)
+$(error CUDA=1 but nvcc not found ($(NVCC)); set CUDA_HOME or NVCC, or build without CUDA=1)
+endif
+CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib) $(CUDA_HOME)/lib64)
+CFLAGS_BASE += -DGN_HAVE_CUDA
+LDLIBS += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcudart -lstdc++
+CUDA_C_SRC := src/cuda/cuda_model.c src/cuda/cuda_train.c
+CUDA_CU_OBJ := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard src/cuda/*.cu))
+NVCCFLAGS = -std=c++17 -O3 -lineinfo $(CUDA_ARCH) -Iinclude -Isrc -DGN_HAVE_CUDA --Werror all-warnings \
+            -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter
+$(BUILD)/src/cuda/%.o: src/cuda/%.cu src/cuda/common.cuh src/cuda/cuda.h include/guanaco.h src/core/common.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+$(info ✓ CUDA: $(NVCC) ($(CUDA_ARCH)), --device cuda)
+else
+CUDA_C_SRC := src/cuda/cuda_stub.c
+CUDA_CU_OBJ :=
+$(info ✗ CUDA off: no --device cuda (make CUDA=1 with nvcc; BUILD=build-cuda keeps it apart))
+endif
+# --- end CUDA -----------------------------------------------------------------
 
 CFLAGS ?= $(OPT)
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(SAN)
 
 LIB_SRC := $(sort $(wildcard src/core/*.c src/tensor/*.c src/formats/*.c src/tokenizer/*.c \
                   src/quant/*.c src/model/*.c src/lora/*.c src/generate/*.c src/train/*.c src/eval/*.c))
+LIB_SRC += $(DIST_SRC) # MPI block above: one backend of src/dist/dist.h
+LIB_SRC += $(CUDA_C_SRC) # CUDA block above: the GPU backend's C side, or its stub
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ += $(CUDA_CU_OBJ) # CUDA block: the nvcc-compiled kernels (none without CUDA=1)
 CLI_SRC := $(wildcard src/cli/*.c src/server/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -91,10 +141,51 @@ asan:
 ubsan:
 	$(MAKE) BUILD=build-ubsan OPT="-O1" SAN="-fsanitize=undefined -fno-sanitize-recover=undefined" all
 
+# make bench: issue 8's table (bench/bench_all.py, < 15 min on 2 cores); flags through
+# BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick" or "--wait-quiet 600 --skip-train".
+GN_VENV ?= $(HOME)/.cache/guanaco/venv
+bench: all
+	$(GN_VENV)/bin/python bench/bench_all.py $(BENCH_ARGS)
+
 test:
 	bash scripts/test.sh
 
 clean:
-	rm -rf build build-asan build-ubsan
+	rm -rf build build-asan build-ubsan build-mpi
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+# ---- fuzz (issue 11) --------------------------------------------------------
+# make fuzz: libFuzzer targets fuzz/fuzz_*.c -> build-fuzz/fuzz_* (clang,
+# -fsanitize=fuzzer,address,undefined). The library is recompiled with clang
+# into build-fuzz/obj; the gcc build above is untouched. See docs/FUZZING.md.
+FUZZ_CC ?= clang
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS = -std=c11 -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -D_GNU_SOURCE -Iinclude -Isrc \
+              -g -O1 $(OPENBLAS_INC) $(FUZZ_SAN) -DGN_FUZZING -include fuzz/compat.h
+# the parsers and what they link against; the trainer, finetune loop and data-parallel
+# code are left out (no parser needs them, and the fuzz build then does not depend on them)
+FUZZ_LIB_SRC := $(filter-out src/train/train.c src/train/finetune.c src/dist/%,$(LIB_SRC)) \
+                src/server/api.c src/server/rate.c
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
+.PHONY: fuzz
+fuzz: $(FUZZ_BIN)
+# api.c and rate.c (request handling, fuzz_http) are guarded by GN_HAVE_MHD;
+# they need no libmicrohttpd symbol themselves
+$(FUZZ_BUILD)/obj/src/server/%.o $(FUZZ_BUILD)/fuzz_http: FUZZ_CFLAGS += -DGN_HAVE_MHD
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+$(FUZZ_BUILD)/libguanaco-fuzz.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_BUILD)/libguanaco-fuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libguanaco-fuzz.a -lopenblas -lcjson -lpcre2-8 -lm -lpthread -o $@
+.PHONY: clean-fuzz
+clean-fuzz:
+	rm -rf $(FUZZ_BUILD)
+-include $(FUZZ_LIB_OBJ:.o=.d)
+# ---- end fuzz ---------------------------------------------------------------

@@ -1,0 +1,527 @@
+#!/usr/bin/env python3
+"""bench_all.py — issue 8's benchmark table in one run (`make bench`).
+
+    make bench                                        # = ~/.cache/guanaco/venv/bin/python bench/bench_all.py
+    make bench BENCH_ARGS="--quick"                   # very short runs: checks that the driver works
+    ~/.cache/guanaco/venv/bin/python bench/bench_all.py --wait-quiet 600 --skip-train
+
+Runs the existing benchmark programs as subprocesses (SmolLM2-135M-Instruct, -t 2), each
+writing its JSON under --out/bench_all/, and reads the figures from those JSON files:
+
+  A  bench_inference.py --guanaco-args "--4bit" --peer-model Q4_0.gguf      (rows 1, 2)
+     ours NF4 + double quant vs llama.cpp on a Q4_0 file made once by make_q4_0.py
+     (cached in ~/.cache/guanaco/bench/)
+  B  bench_inference.py --guanaco-args "--4bit -a LORA" --peer-guanaco-args "--4bit"   (row 4)
+     an unmerged r 64 adapter on all seven modules (make_lora_adapter.py, cached) vs none
+  C  bench_inference.py -t 1 --guanaco-args "--4bit" --skip-llama            (row 5a, 5c)
+     ours with 1 thread; the 2-thread figures are A's
+  D  bench_train.py --grad-accum 4 --steps 2                               (rows 3, 3b, 5b)
+     guanaco finetune vs PyTorch + PEFT + bitsandbytes, NF4, r 64, seq 512
+  E  bench_train.py -t 1 --skip-peer (same settings)                        (row 5b)
+
+and prints ONE markdown table (row | target | guanaco | peer | ratio | share of limit | met?),
+with the CPU model, the date and the exact command; it also writes it to
+--out/bench_all.md, --out/bench_all.json and, when matplotlib is importable, a bar chart
+--out/bench_all.png. The sub-scripts' own output goes to --out/bench_all/*.log; their
+progress lines are echoed (their own tables are not; --verbose echoes everything).
+
+Flags: --quick (prompt 128, 8 decoded tokens, 1 rep, training 1 x 1 sequence, 1 step),
+--skip-train (no D, E), --skip-peer (no llama.cpp, no PyTorch: ratios against them are n/a;
+row 4's peer is ours and still runs), --wait-quiet S (passed to every sub-script),
+--reps N (A and B, default 3), --scaling-reps N (C, default 2), --grad-accum / --steps
+(D and E, default 4 / 2), -t (default 2), --verbose.
+
+Benchmarks never fail on a number: the exit status is non-zero only when a sub-script
+failed to run. Figures taken on a busy machine are noisy; each section's "others took up
+to X cores" (from the sub-scripts' JSON) is printed under the table.
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+MARK = "GN_BENCH_OPENBLAS_UNSET"
+
+# Same as the sub-scripts: re-execute without the OpenBLAS overrides; MARK tells the
+# children (which inherit the clean environment) that they were set.
+if any(v in os.environ for v in OPENBLAS_VARS):
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
+    env[MARK] = "1"
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CACHE = os.environ.get("GN_CACHE", os.path.expanduser("~/.cache/guanaco"))
+DEFAULT_MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+PY = sys.executable
+
+T0 = time.monotonic()
+SECTIONS = []  # {"name", "cmd", "rc", "elapsed_s", "log"}
+FAILED = []
+TABLE_ONLY = False  # --table-only: run nothing, rebuild the table from the last run's JSON
+
+
+def rel(p):
+    return os.path.relpath(p, ROOT) if p.startswith(ROOT) else p
+
+
+PREP_ECHO = ("$ ", "wrote ", "quantized", "env:", "warning", "error", "Error", "Traceback")
+
+
+def run_section(name, cmd, log_path, verbose, prep=False):
+    """Runs cmd (cwd ROOT), output to log_path; echoes progress lines (for prep steps only a
+    few: llama.cpp's quantizer logs every tensor). Returns rc; on failure prints the log's tail."""
+    if TABLE_ONLY:
+        return 0
+    print(f"\n== {name}\n$ {shlex.join(rel(c) for c in cmd)}", flush=True)
+    t = time.monotonic()
+    with open(log_path, "w") as log:
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in p.stdout:
+            log.write(line)
+            s = line.rstrip("\n")
+            # The sub-scripts' own tables and their notes are left to the log: one table here.
+            if verbose or (s.startswith(PREP_ECHO) if prep else
+                           not (s.startswith("|") or s.startswith("(ratio"))):
+                print("  " + s, flush=True)
+        rc = p.wait()
+    if rc != 0 and not verbose:
+        with open(log_path) as log:
+            tail = log.read().splitlines()[-20:]
+        print("  last lines of the log:\n" + "\n".join("  > " + x for x in tail))
+    dt = time.monotonic() - t
+    SECTIONS.append({"name": name, "cmd": cmd, "rc": rc, "elapsed_s": round(dt, 1), "log": rel(log_path)})
+    print(f"-- {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {dt:.0f} s "
+          f"(total so far {time.monotonic() - T0:.0f} s); log {rel(log_path)}", flush=True)
+    if rc != 0:
+        FAILED.append(name)
+    return rc
+
+
+def load_json(path):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def fresh(path):
+    """Removes a stale output file so that a failed run cannot be read as a result."""
+    if TABLE_ONLY:
+        return
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def machine():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() == "Model name":
+                return v.strip()
+    except OSError:
+        pass
+    return "?"
+
+
+# ---------------------------------------------------------------------------
+# formatting and targets
+
+
+def fmt(x, spec=".1f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def pct(x, limit, unit="tok/s"):
+    return "n/a" if x is None or not limit else f"{100 * x:.1f}% of {limit:.0f} {unit}"
+
+
+def verdict(checks):
+    """checks: [(label, value, op, bound)]; 'yes' when all hold, 'NO (...)' naming the misses,
+    '?' when a value is missing."""
+    miss, unknown = [], []
+    for label, v, op, bound in checks:
+        if v is None:
+            unknown.append(label)
+        elif not (v >= bound if op == ">=" else v <= bound):
+            cmp = "<" if op == ">=" else ">"
+            miss.append(f"{label} {100 * v:.1f}% {cmp} {100 * bound:g}%" if label == "share"
+                        else f"{label} {v:.2f} {cmp} {bound:g}")
+    if miss:
+        return "NO (" + "; ".join(miss) + ")"
+    if unknown:
+        return "? (" + ", ".join(unknown) + " n/a)"
+    return "yes"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def inf_row(j, key):
+    """(ours, peer, ratio, ours share, ours limit, peer share, peer limit) of a bench_inference
+    JSON row: key 'prefill' or 'decode'."""
+    if not j:
+        return (None,) * 7
+    r = next(x for x in j["rows"] if x["metric"].startswith(key))
+    return (r["guanaco"], r["llama_cpp"], r["ratio"], r["guanaco_share"], r["guanaco_limit"],
+            r["llama_cpp_share"], r["llama_cpp_limit"])
+
+
+def build_rows(a, jA, jB, jC, jD, jE):
+    rows = []
+
+    def add(rid, name, target, ours, peer, rat, share, met, note="", spec=".1f", ratio_spec=".2f"):
+        rows.append({"row": rid, "name": name, "target": target, "guanaco": ours, "peer": peer,
+                     "ratio": rat, "share": share, "met": met, "note": note,
+                     "guanaco_s": fmt(ours, spec), "peer_s": fmt(peer, spec),
+                     "ratio_s": fmt(rat, ratio_spec)})
+
+    N = jA["prompt_tokens"] if jA else a.prompt_tokens
+    M = jA["gen_tokens"] if jA else a.gen_tokens
+    # 1 / 2: NF4 vs llama.cpp Q4_0
+    g, l, rt, gs, gl, ls, ll = inf_row(jA, "decode")
+    add("1", f"decode {M} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.3, share ≥ 70%", g, l, rt,
+        pct(gs, gl), verdict([("ratio", rt, ">=", 1.3), ("share", gs, ">=", 0.70)]) if jA else "not run",
+        note=f"share = weight bytes/token × tok/s ÷ {a.bw_gbs:g} GB/s; llama.cpp: {pct(ls, ll)}")
+    g, l, rt, gs, gl, ls, ll = inf_row(jA, "prefill")
+    add("2", f"prefill {N} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.0", g, l, rt, pct(gs, gl),
+        verdict([("ratio", rt, ">=", 1.0)]) if jA else "not run",
+        note=f"share of the {a.peak_gflops:g} GFLOP/s f32 FMA peak; llama.cpp: {pct(ls, ll)}")
+    # 3: training
+    if jD:
+        seq, acc, st = jD["seq_tokens"], jD["grad_accum"], jD["steps"]
+        g, p, lim = jD["guanaco_tps"], jD["peer_tps"], jD["limit_tps"]
+        rt = ratio(g, p)
+        add("3", f"QLoRA train tok/s, NF4 r64 seq {seq - 1}+BOS (1×{acc}, {st} step{'s' if st > 1 else ''}) "
+                 "vs PyTorch+PEFT+bnb",
+            "ratio ≥ 3, share ≥ 40%", g, p, rt, pct(ratio(g, lim), lim),
+            verdict([("ratio", rt, ">=", 3.0), ("share", ratio(g, lim), ">=", 0.40)]),
+            note=f"share = 6 × {jD['params'] / 1e6:.1f}M params × tok/s ÷ {jD['peak_gflops']:g} GFLOP/s"
+                 + (f"; peer: {pct(ratio(p, lim), lim)}" if p else ""))
+        gr, pr = jD["guanaco_rss_mb"], jD["peer_rss_mb"]
+        rt = ratio(gr, pr)
+        add("3b", "QLoRA train peak RSS MB (same runs)", "ratio ≤ 0.5", gr, pr, rt, "—",
+            verdict([("ratio", rt, "<=", 0.5)]), spec=".0f")
+    else:
+        why = "skipped (--skip-train)" if a.skip_train else "not run"
+        add("3", "QLoRA train tok/s vs PyTorch+PEFT+bnb", "ratio ≥ 3, share ≥ 40%", None, None, None,
+            "n/a", why)
+        add("3b", "QLoRA train peak RSS MB", "ratio ≤ 0.5", None, None, None, "—", why)
+    # 4: adapter
+    g, l, rt, gs, gl, _, _ = inf_row(jB, "decode")
+    add("4", f"decode {M} tok/s, unmerged r64 adapter (7 modules) vs none", "ratio ≥ 0.9", g, l, rt,
+        pct(gs, gl), verdict([("ratio", rt, ">=", 0.9)]) if jB else "not run",
+        note="peer = ours, NF4+DQ, no adapter; share: base + adapter bytes per token")
+    # 5a/5c: thread scaling of inference (2 threads from A, 1 thread from C)
+    t = a.threads
+    g2d, _, _, g2s, _, _, _ = inf_row(jA, "decode")
+    g1d, _, _, g1s, _, _, _ = inf_row(jC, "decode")
+    rt = ratio(g2d, g1d)
+    bw_note = ""
+    if g2s is not None:
+        bw_note = (f"; at {t} threads decode reaches {100 * g2s:.1f}% of the bandwidth limit"
+                   + (" — far below it, so in practice it is still compute-limited and should scale"
+                      if g2s < 0.5 else ""))
+    add("5a", f"scaling: decode tok/s, {t} threads vs 1", "n/a (bandwidth-bound)", g2d, g1d, rt,
+        pct(g2s, inf_row(jA, "decode")[4]), "n/a" if jA and jC else "not run",
+        note=f"peer = ours with 1 thread; the target (≥ 1.8) applies where the work is "
+             f"compute-bound, decode is bandwidth-bound by design" + bw_note)
+    g2p, _, _, g2ps, g2pl, _, _ = inf_row(jA, "prefill")
+    g1p = inf_row(jC, "prefill")[0]
+    rt = ratio(g2p, g1p)
+    add("5c", f"scaling: prefill {N} tok/s, {t} threads vs 1 (extra)", "ratio ≥ 1.8 (compute-bound)",
+        g2p, g1p, rt, pct(g2ps, g2pl),
+        verdict([("ratio", rt, ">=", 1.8)]) if jA and jC else "not run",
+        note="peer = ours with 1 thread; not in issue 8's list, free from the same runs")
+    # 5b: training scaling (D's ours, E)
+    g2 = jD["guanaco_tps"] if jD else None
+    g1 = jE["guanaco_tps"] if jE else None
+    rt = ratio(g2, g1)
+    lim = jD["limit_tps"] if jD else None
+    add("5b", f"scaling: train tok/s, {t} threads vs 1", "ratio ≥ 1.8", g2, g1, rt, pct(ratio(g2, lim), lim),
+        verdict([("ratio", rt, ">=", 1.8)]) if jD and jE else
+        ("skipped (--skip-train)" if a.skip_train else "not run"),
+        note="peer = ours with 1 thread")
+    order = {"1": 0, "2": 1, "3": 2, "3b": 3, "4": 4, "5a": 5, "5b": 6, "5c": 7}
+    rows.sort(key=lambda r: order[r["row"]])
+    return rows
+
+
+def settings_line(a, jA, jC, jD):
+    """The run's settings, from the sub-scripts' JSON where there is one."""
+    P = jA["prompt_tokens"] if jA else a.prompt_tokens
+    M = jA["gen_tokens"] if jA else a.gen_tokens
+    R = jA["reps"] if jA else a.reps
+    R1 = jC["reps"] if jC else a.scaling_reps
+    s = f"prompt {P}, decode {M} tokens, reps {R} (1 thread: {R1})"
+    if jD:
+        s += (f"; training 1 × {jD['grad_accum']} sequences of {jD['seq_tokens']} ids a step, "
+              f"{jD['steps']} step{'s' if jD['steps'] > 1 else ''}")
+    elif a.skip_train:
+        s += "; no training (--skip-train)"
+    if a.skip_peer:
+        s += "; no external peers (--skip-peer)"
+    if a.wait_quiet:
+        s += f"; --wait-quiet {a.wait_quiet:g}"
+    return s
+
+
+def markdown(rows):
+    out = ["| row | target | guanaco | peer | ratio | share of limit | met? |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['row']} {r['name']} | {r['target']} | {r['guanaco_s']} | {r['peer_s']} | "
+                   f"{r['ratio_s']} | {r['share']} | {r['met']} |")
+    return out
+
+
+def plot(rows, path, title):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot skipped: matplotlib is not installed in this python "
+              f"({PY}; pip install matplotlib for bench/out/bench_all.png)")
+        return None
+    import re
+
+    def bound(target):
+        m = re.search(r"ratio [≥≤] ([0-9.]+)", target)
+        return float(m.group(1)) if m else None
+
+    rs = [r for r in rows if r["ratio"] is not None]
+    if not rs:
+        print("plot skipped: no ratios")
+        return None
+    fig, ax = plt.subplots(figsize=(11, 0.55 * len(rs) + 1.5))
+    labels = [f"{r['row']} {r['name']}" for r in rs][::-1]
+    vals = [r["ratio"] for r in rs][::-1]
+    colors = ["tab:green" if r["met"] == "yes" else "tab:gray" if r["met"].startswith("n/a")
+              else "tab:red" for r in rs][::-1]
+    ax.barh(range(len(rs)), vals, color=colors)
+    for i, r in enumerate(rs[::-1]):
+        b = bound(r["target"])
+        if b is not None:
+            ax.plot([b, b], [i - 0.4, i + 0.4], color="k", lw=2)
+        ax.text(vals[i], i, f" {vals[i]:.2f}", va="center", fontsize=8)
+    ax.set_yticks(range(len(rs)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("ratio (ours / peer; black tick = target; green met, red missed)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-m", "--model", default=DEFAULT_MODEL)
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="very short runs, to check the driver")
+    ap.add_argument("--skip-train", action="store_true", help="no training sections (rows 3, 3b, 5b)")
+    ap.add_argument("--skip-peer", action="store_true", help="no llama.cpp and no PyTorch peer")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="S", help="passed to the sub-scripts")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions of A and B (default 3; quick 1)")
+    ap.add_argument("--scaling-reps", type=int, default=None, help="repetitions of C (default 2; quick 1)")
+    ap.add_argument("--prompt-tokens", type=int, default=None, help="default 512 (quick 128)")
+    ap.add_argument("--gen-tokens", type=int, default=None, help="default 128 (quick 8)")
+    ap.add_argument("--grad-accum", type=int, default=None, help="training: sequences a step (default 4; quick 1)")
+    ap.add_argument("--steps", type=int, default=None, help="training: steps, the first a warm-up (default 2; quick 1)")
+    ap.add_argument("--peak-gflops", type=float, default=515.0)
+    ap.add_argument("--bw-gbs", type=float, default=46.0)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
+    ap.add_argument("--bench-dir", default=os.path.join(CACHE, "bench"),
+                    help="where the Q4_0 peer file and the adapter are cached")
+    ap.add_argument("--verbose", action="store_true", help="echo all of the sub-scripts' output")
+    ap.add_argument("--table-only", action="store_true",
+                    help="run nothing: rebuild the table from the sub-scripts' JSON of the last run")
+    a = ap.parse_args()
+    global TABLE_ONLY
+    TABLE_ONLY = a.table_only
+    q = a.quick
+    a.reps = a.reps or (1 if q else 3)
+    a.scaling_reps = a.scaling_reps or (1 if q else 2)
+    a.prompt_tokens = a.prompt_tokens or (128 if q else 512)
+    a.gen_tokens = a.gen_tokens or (8 if q else 128)
+    a.grad_accum = a.grad_accum or (1 if q else 4)
+    a.steps = a.steps or (1 if q else 2)
+
+    command = shlex.join([rel(PY) if PY.startswith(ROOT) else PY, rel(os.path.abspath(sys.argv[0]))]
+                         + sys.argv[1:])
+    date = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    cpu = machine()
+    env_note = ("OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for this run (were set)"
+                if os.environ.get(MARK) == "1" else "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE not set")
+    print(f"bench_all: {date}")
+    print(f"cpu: {cpu} ({os.cpu_count()} cores); threads {a.threads}")
+    print(f"command: {command}")
+    print(f"env: {env_note}")
+    la = os.getloadavg()
+    print(f"load average: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}"
+          + ("  (busy: figures will be noisy; --wait-quiet 600 waits for quiet windows)" if la[0] > 0.5 else ""))
+
+    guanaco = os.path.join(ROOT, "build", "guanaco")
+    bench_bin = os.path.join(ROOT, "build", "bench", "bench_generate")
+    for b in (guanaco, bench_bin):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"bench_all: {rel(b)} is not built (make -j2)")
+    if not os.path.exists(a.model):
+        if a.model != DEFAULT_MODEL:
+            sys.exit(f"bench_all: {a.model} not found")
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch_models.sh")], check=True)
+
+    sub = os.path.join(a.out, "bench_all")
+    os.makedirs(sub, exist_ok=True)
+    os.makedirs(a.bench_dir, exist_ok=True)
+    T = str(a.threads)
+    common = ["-m", a.model, "--prompt-tokens", str(a.prompt_tokens), "--gen-tokens", str(a.gen_tokens),
+              "--peak-gflops", str(a.peak_gflops), "--bw-gbs", str(a.bw_gbs), "--out", sub]
+    if a.wait_quiet > 0:
+        common += ["--wait-quiet", str(a.wait_quiet)]
+    inf = [PY, os.path.join(HERE, "bench_inference.py")]
+    stem = os.path.splitext(os.path.basename(a.model))[0]
+
+    # -- peer files, made once ------------------------------------------------
+    q4 = os.path.join(a.bench_dir, f"{stem}-q4_0.gguf")
+    if not TABLE_ONLY and not a.skip_peer and not (os.path.exists(q4) and os.path.getmtime(q4) >= os.path.getmtime(a.model)):
+        f32 = os.path.join(a.bench_dir, f"{stem}-f32.tmp.gguf")
+        rc = run_section("Q4_0: llama.cpp Q4_0 peer file (made once)",
+                         [PY, os.path.join(HERE, "make_q4_0.py"), "-m", a.model, "-o", q4 + ".tmp",
+                          "--f32", f32, "-t", T], os.path.join(sub, "make_q4_0.log"), a.verbose, prep=True)
+        fresh(f32)
+        if rc == 0:
+            os.replace(q4 + ".tmp", q4)
+    lora = os.path.join(a.bench_dir, f"{stem}-lora-r64")
+    if not TABLE_ONLY and not os.path.exists(os.path.join(lora, "adapter_model.safetensors")):
+        run_section("LoRA: r64 adapter on 7 modules (made once)",
+                    [PY, os.path.join(HERE, "make_lora_adapter.py"), "-o", lora, "-m", a.model, "-r", "64"],
+                    os.path.join(sub, "make_lora_adapter.log"), a.verbose, prep=True)
+
+    # -- A: NF4 vs llama.cpp Q4_0 --------------------------------------------
+    jA_path = os.path.join(sub, "bench_inference-nf4-vs-q4_0.json")
+    fresh(jA_path)
+    cmd = inf + common + ["-t", T, "--reps", str(a.reps), "--guanaco-args", "--4bit", "--tag", "nf4-vs-q4_0"]
+    if a.skip_peer or not (os.path.exists(q4) or TABLE_ONLY):
+        cmd += ["--skip-llama"]
+    else:
+        cmd += ["--peer-model", q4]
+    run_section("A: decode/prefill, guanaco NF4+DQ vs llama.cpp Q4_0 (rows 1, 2)", cmd,
+                os.path.join(sub, "A-nf4-vs-q4_0.log"), a.verbose)
+    jA = load_json(jA_path)
+
+    # -- B: adapter vs none ----------------------------------------------------
+    jB_path = os.path.join(sub, "bench_inference-lora-r64.json")
+    fresh(jB_path)
+    jB = None
+    if os.path.exists(lora) or TABLE_ONLY:
+        run_section("B: decode, unmerged r64 adapter vs none (row 4)",
+                    inf + common + ["-t", T, "--reps", str(a.reps), "--guanaco-args", f"--4bit -a {lora}",
+                                    "--peer-guanaco-args", "--4bit", "--tag", "lora-r64"],
+                    os.path.join(sub, "B-lora-r64.log"), a.verbose)
+        jB = load_json(jB_path)
+
+    # -- C: 1 thread -----------------------------------------------------------
+    jC_path = os.path.join(sub, "bench_inference-t1.json")
+    fresh(jC_path)
+    run_section("C: decode/prefill, guanaco NF4+DQ with 1 thread (rows 5a, 5c)",
+                inf + common + ["-t", "1", "--reps", str(a.scaling_reps), "--guanaco-args", "--4bit",
+                                "--skip-llama", "--tag", "t1"],
+                os.path.join(sub, "C-t1.log"), a.verbose)
+    jC = load_json(jC_path)
+
+    # -- D, E: training ----------------------------------------------------------
+    jD = jE = None
+    if not a.skip_train:
+        tr = [PY, os.path.join(HERE, "bench_train.py"), "-m", a.model, "--grad-accum", str(a.grad_accum),
+              "--steps", str(a.steps), "--peak-gflops", str(a.peak_gflops)]
+        if a.wait_quiet > 0:
+            tr += ["--wait-quiet", str(a.wait_quiet)]
+        dD, dE = os.path.join(sub, f"train-t{T}"), os.path.join(sub, "train-t1")
+        for d in (dD, dE):
+            fresh(os.path.join(d, "bench_train.json"))
+        run_section("D: QLoRA training, guanaco vs PyTorch+PEFT+bnb (rows 3, 3b)",
+                    tr + ["-t", T, "--out", dD] + (["--skip-peer"] if a.skip_peer else []),
+                    os.path.join(sub, f"D-train-t{T}.log"), a.verbose)
+        jD = load_json(os.path.join(dD, "bench_train.json"))
+        run_section("E: QLoRA training, guanaco with 1 thread (row 5b)",
+                    tr + ["-t", "1", "--skip-peer", "--out", dE],
+                    os.path.join(sub, "E-train-t1.log"), a.verbose)
+        jE = load_json(os.path.join(dE, "bench_train.json"))
+
+    # -- the table ------------------------------------------------------------------
+    total = time.monotonic() - T0
+    rows = build_rows(a, jA, jB, jC, jD, jE)
+    table = markdown(rows)
+    noise = {}
+    for name, j in (("A", jA), ("B", jB), ("C", jC), ("D", jD), ("E", jE)):
+        if j:
+            noise[name] = j.get("max_other_cores")
+    head = [f"## bench_all: {date}", "",
+            f"- CPU: {cpu} ({os.cpu_count()} cores), {a.threads} threads; model {os.path.basename(a.model)}",
+            f"- command: `{command}`" + ("  (quick: short runs, not for the record)" if q else ""),
+            "- settings: " + settings_line(a, jA, jC, jD),
+            f"- {env_note}", ""]
+    notes = ["", "Notes:"]
+    for r in rows:
+        if r["note"]:
+            notes.append(f"- row {r['row']}: {r['note']}")
+    notes.append("- ratio = guanaco / peer (row 3b: RSS, lower is better); limits: decode "
+                 f"{a.bw_gbs:g} GB/s read bandwidth ÷ weight bytes per token, prefill {a.peak_gflops:g} "
+                 "GFLOP/s f32 FMA peak, training 6 × params FLOPs per token at the same peak")
+    notes.append("- others' CPU use during the runs (cores, max over repetitions): "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in noise.items() if v is not None)
+                 + ("  <-- NOISY: rerun on a quiet machine (--wait-quiet 600)"
+                    if any(v and v > 0.2 for v in noise.values()) else ""))
+    if TABLE_ONLY:
+        notes.append("- --table-only: rebuilt from the sub-scripts' JSON, written "
+                     + ", ".join(f"{k} {j['date']}" for k, j in (("A", jA), ("B", jB), ("C", jC),
+                                                               ("D", jD), ("E", jE)) if j))
+    else:
+        notes.append("- elapsed: " + ", ".join(f"{s['name'].split(':')[0]} {s['elapsed_s']:.0f} s" for s in SECTIONS)
+                     + f"; total {total:.0f} s ({total / 60:.1f} min)")
+    if FAILED:
+        notes.append("- FAILED sections (see their logs): " + ", ".join(FAILED))
+    text = head + table + notes
+
+    print("\n" + "\n".join(text))
+    os.makedirs(a.out, exist_ok=True)
+    md = os.path.join(a.out, "bench_all.md")
+    with open(md, "w") as fh:
+        fh.write("\n".join(text) + "\n")
+    result = {"date": date, "cpu": cpu, "cores": os.cpu_count(), "threads": a.threads, "command": command,
+              "model": a.model, "env": env_note, "quick": q,
+              "settings": {k: getattr(a, k) for k in ("reps", "scaling_reps", "prompt_tokens", "gen_tokens",
+                                                      "grad_accum", "steps", "skip_train", "skip_peer",
+                                                      "wait_quiet", "peak_gflops", "bw_gbs")},
+              "rows": rows, "noise_max_other_cores": noise,
+              "sections": [dict(s, cmd=shlex.join(s["cmd"])) for s in SECTIONS],
+              "inputs": {"A": rel(jA_path), "B": rel(jB_path), "C": rel(jC_path)},
+              "failed": FAILED, "total_s": round(total, 1)}
+    jpath = os.path.join(a.out, "bench_all.json")
+    with open(jpath, "w") as fh:
+        json.dump(result, fh, indent=1, ensure_ascii=False)
+    print(f"\nwrote {rel(md)}, {rel(jpath)}")
+    png = plot(rows, os.path.join(a.out, "bench_all.png"),
+               f"{os.path.basename(a.model)}, {a.threads} threads, {cpu}, {date}")
+    if png:
+        print(f"wrote {rel(png)}")
+    print(f"total {total:.0f} s ({total / 60:.1f} min)")
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
