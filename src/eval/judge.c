@@ -155,8 +155,9 @@ static void gen_line(const cJSON *o, int line, void *user) {
     char num[64];
     const char *qid = NULL;
     if (cJSON_IsNumber(id)) {
-        if (id->valuedouble == (double)(long long)id->valuedouble) snprintf(num, sizeof num, "%lld", (long long)id->valuedouble);
-        else snprintf(num, sizeof num, "%.17g", id->valuedouble);
+        double v = id->valuedouble; // the cast is only defined inside long long's range
+        if (v > -9.2e18 && v < 9.2e18 && v == (double)(long long)v) snprintf(num, sizeof num, "%lld", (long long)v);
+        else snprintf(num, sizeof num, "%.17g", v);
         qid = num;
     } else if (cJSON_IsString(id)) qid = id->valuestring;
     if (!qid || !answer) {

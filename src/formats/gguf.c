@@ -167,6 +167,7 @@ static gn_status read_value(rd *r, gguf_kv *kv) {
         if (n > left(r) / 8)
             return gn_err(GN_ERR_FORMAT, "%s: offset %zu: key '%s': array of %" PRIu64 " strings cannot fit in the "
                           "%zu bytes left, expected a smaller count", r->path, at, kv->key, n, left(r));
+        if ((st = gn_check_alloc(r->path, "a string array", n * sizeof *kv->arr_str)) != GN_OK) return st;
         kv->arr_str = gn_malloc((size_t)(n ? n : 1) * sizeof *kv->arr_str);
         for (uint64_t k = 0; k < n; k++)
             if ((st = rd_str(r, &kv->arr_str[k], "an array string")) != GN_OK) return st;
@@ -282,6 +283,9 @@ static gn_status parse(gn_gguf *g) {
         return gn_err(GN_ERR_FORMAT, "%s: offset 8: tensor count %" PRIu64 " cannot fit in the %zu bytes "
                       "left, expected a smaller count", path, n_tensors, left(&r));
 
+    if ((st = gn_check_alloc(path, "the metadata table", n_kv * sizeof *g->kv)) != GN_OK ||
+        (st = gn_check_alloc(path, "the tensor table", n_tensors * (sizeof(gn_tensor) + 8))) != GN_OK)
+        return st;
     g->kv = gn_calloc((size_t)(n_kv ? n_kv : 1), sizeof *g->kv);
     g->alignment = 32;
     for (uint64_t k = 0; k < n_kv; k++) {

@@ -133,6 +133,8 @@ gn_status gn_safetensors_load(gn_tensor_table *tt, const char *path) {
                     "expected a safetensors file", path, hlen, m.size - 8);
         goto fail;
     }
+    // the parsed header takes a few times its text in cJSON nodes
+    if ((st = gn_check_alloc(path, "the JSON header", 4 * hlen)) != GN_OK) goto fail;
     const char *hdr = (const char *)m.data + 8, *end = NULL;
     root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
     if (!root) {

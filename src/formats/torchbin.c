@@ -513,6 +513,11 @@ static gn_status rebuild_tensor(vm *v, const pobj *args) {
     if (sto->kind != O_STORAGE) return bad(v, "_rebuild_tensor_v2: first argument is not a storage, expected one");
     if (off->kind != O_INT || off->i < 0)
         return bad(v, "_rebuild_tensor_v2: storage offset is not an int >= 0, expected one");
+    // also for empty views (no element is read, but the data pointer is formed)
+    if (off->i > sto->i)
+        return gn_err(GN_ERR_FORMAT, "%s: data.pkl offset %zu: tensor view starts at element %lld of a storage of "
+                      "%lld elements, expected an offset inside it", v->path, v->at, (long long)off->i,
+                      (long long)sto->i);
     tdesc d;
     memset(&d, 0, sizeof d);
     d.storage = args->items[0];
@@ -866,6 +871,8 @@ static gn_status collect(vm *v, int32_t root, gn_tensor_table *tt, const char *f
             if (is_contiguous(td)) {
                 td->data = base + (size_t)td->offset * es;
             } else {
+                gn_status st = gn_check_alloc(v->path, "a copy of a strided tensor view", (uint64_t)td->nelem * es);
+                if (st != GN_OK) return st;
                 uint8_t *buf = gn_malloc((size_t)td->nelem * es);
                 gather(buf, base, es, td);
                 gn_tt_add_owned(tt, buf);
@@ -928,6 +935,11 @@ gn_status gn_torchbin_load(gn_tensor_table *tt, const char *path) {
                     path);
         goto fail;
     }
+    // the VM makes at most one object and one stack/container slot per pickle
+    // byte (and a memo of up to VM_MAX_MEMO slots): bound that up front
+    if ((st = gn_check_alloc(path, "unpickling data.pkl", (uint64_t)pk->size * (sizeof(pobj) + 3 * sizeof(int32_t)) +
+                             (uint64_t)VM_MAX_MEMO * sizeof(int32_t))) != GN_OK)
+        goto fail;
     v.path = path;
     v.pk = m.data + pk->off;
     v.n = (size_t)pk->size;

@@ -39,7 +39,12 @@ static int pattern_matches(const char *key, const char *name) {
     free(pat);
     if (!re) return 0;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-    int rc = pcre2_match(re, (PCRE2_SPTR)name, strlen(name), 0, 0, md, NULL);
+    // the key comes from the file: bound the backtracking a hostile pattern can
+    // cause (module names are short; PEFT's own keys need a few hundred steps)
+    pcre2_match_context *mc = pcre2_match_context_create(NULL);
+    if (mc) pcre2_set_match_limit(mc, 100000);
+    int rc = pcre2_match(re, (PCRE2_SPTR)name, strlen(name), 0, 0, md, mc);
+    pcre2_match_context_free(mc);
     pcre2_match_data_free(md);
     pcre2_code_free(re);
     return rc >= 0;
@@ -156,8 +161,11 @@ gn_status gn_adapter_load(gn_adapter **out, const gn_model *m, const char *path,
         goto fail;
     }
     v = cJSON_GetObjectItemCaseSensitive(j, "r");
+    if (v && cJSON_IsNumber(v) && !(v->valuedouble >= 1 && v->valuedouble <= 65536)) {
+        st = gn_err(GN_ERR_FORMAT, "%s: field 'r' = %g: expected a positive rank up to 65536", cfgp, v->valuedouble);
+        goto fail;
+    }
     a->r = cJSON_IsNumber(v) ? (int)v->valuedouble : 8; // PEFT's default
-    if (a->r <= 0) { st = gn_err(GN_ERR_FORMAT, "%s: field 'r' = %d: expected a positive rank", cfgp, a->r); goto fail; }
     v = cJSON_GetObjectItemCaseSensitive(j, "lora_alpha");
     a->alpha = cJSON_IsNumber(v) ? (float)v->valuedouble : 8.0f;
     a->use_rslora = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "use_rslora"));
@@ -239,9 +247,9 @@ gn_status gn_adapter_load(gn_adapter **out, const gn_model *m, const char *path,
                 goto fail;
             }
             double want_r = pattern_value(rank_pat, mname, a->r);
-            if ((int)want_r != lm->r)
-                gn_log(GN_LOG_WARN, "%s: %s has rank %d but the config says %d; using the tensors' rank", wp, mname, lm->r,
-                       (int)want_r);
+            if (want_r != (double)lm->r)
+                gn_log(GN_LOG_WARN, "%s: %s has rank %d but the config says %g; using the tensors' rank", wp, mname, lm->r,
+                       want_r);
             float alpha = (float)pattern_value(alpha_pat, mname, a->alpha);
             lm->scale = a->use_rslora ? alpha / sqrtf((float)lm->r) : alpha / (float)lm->r;
         }

@@ -29,6 +29,7 @@
 #endif
 
 #include "../tokenizer/tokenizer.h" // gn_tokenizer_from_gguf
+#include "../cuda/cuda_model.h"        // --device cuda hooks (stubs in a CPU build)
 
 static void q4_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst);
 
@@ -726,6 +727,7 @@ gn_status gn_model_load(gn_model **out, const char *path, const gn_load_opts *op
     count_params(m);
     if (m->tok && m->cfg.bos_id < 0) m->cfg.bos_id = gn_tokenizer_bos(m->tok);
     if (m->tok && m->cfg.eos_id < 0) m->cfg.eos_id = gn_tokenizer_eos(m->tok);
+    if (m->opts.device == GN_DEVICE_CUDA && (st = gn_cuda_model_attach(m))) goto fail; // src/cuda/
     free(dir);
     free(cfgp);
     *out = m;
@@ -739,6 +741,7 @@ fail:
 
 void gn_model_free(gn_model *m) {
     if (!m) return;
+    if (m->cuda) gn_cuda_model_detach(m);
     for (int i = 0; i < m->nowned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
@@ -838,6 +841,7 @@ gn_session *gn_session_new(const gn_model *m, int max_seq) {
 
 void gn_session_free(gn_session *s) {
     if (!s) return;
+    if (s->cuda) gn_cuda_session_detach(s);
     free(s->k_cache); free(s->v_cache);
     free(s->x); free(s->xb); free(s->q); free(s->k); free(s->v); free(s->att); free(s->hb); free(s->hb2);
     free(s->att_scores);
@@ -1141,6 +1145,7 @@ const float *gn_sessions_decode(gn_session *const *ss, const int32_t *ids, int n
             gn_session_set_adapter(w, ss[i]->adapter);
             w->adapter = keep;
         }
+    if (w->m->cuda) return gn_cuda_sessions_decode(ss, ids, n, w->logits); // src/cuda/: advances each pos
     forward_rows(w, ss, off, ids, n, w->logits, n);
     for (int i = 0; i < n; i++) ss[i]->pos++;
     return w->logits;
@@ -1166,6 +1171,7 @@ const float *gn_session_forward(gn_session *s, const int32_t *ids, int n, int al
         s->logits = gn_malloc(sizeof(float) * (size_t)rows * (size_t)c->vocab_size);
         s->logits_cap = rows;
     }
+    if (s->m->cuda) return gn_cuda_session_forward(s, ids, n, all_logits); // src/cuda/: advances s->pos
     for (int c0 = 0; c0 < n; c0 += s->chunk) {
         int T = n - c0 < s->chunk ? n - c0 : s->chunk;
         int last = c0 + T == n;

@@ -492,6 +492,11 @@ gn_status gn_dataset_load(gn_dataset *ds, const char *path, const gn_tokenizer *
         const char *nl = memchr(p, '\n', len - pos);
         size_t n = nl ? (size_t)(nl - p) : len - pos;
         pos += n + (nl ? 1 : 0);
+        if (line == (1 << 30)) { // line numbers and the example count are ints
+            st = gn_err(GN_ERR_UNSUPPORTED, "%s: more than %d lines, expected a smaller file (split it)", path,
+                        1 << 30);
+            goto fail;
+        }
         line++;
         if (n && p[n - 1] == '\r') n--;
         if (all_space(p, n)) continue;
