@@ -175,7 +175,15 @@ typedef struct {
     gn_dtype compute_dtype; // 4-bit: dtype each dequantized weight is rounded to before the product,
                             // like bnb_4bit_compute_dtype: F32 (the zero default), BF16 or F16;
                             // GN_DTYPE_COUNT = auto: a checkpoint's bnb_4bit_compute_dtype, else BF16
+    int device;             // GN_DEVICE_CPU (0, default) or GN_DEVICE_CUDA: weights uploaded to the GPU at
+                            // load, forward passes (and finetune steps) run there (needs make CUDA=1)
 } gn_load_opts;
+
+enum { GN_DEVICE_CPU = 0, GN_DEVICE_CUDA = 1 };
+// Parses a --device value ("cpu" or "cuda") into *device. GN_ERR_ARG with a message
+// for another name, GN_ERR_UNSUPPORTED "built without CUDA (make CUDA=1)" for
+// "cuda" in a build without the CUDA backend.
+gn_status gn_device_parse(const char *name, int *device);
 
 // path: an HF folder (config.json + *.safetensors or pytorch_model*.bin), a
 // .safetensors/.bin file inside such a folder, or a .gguf file. A folder written
@@ -273,6 +281,7 @@ const gn_adapter *gn_trainer_adapter(const gn_trainer *t); // current weights (s
 int64_t gn_trainer_step_count(const gn_trainer *t);
 size_t gn_trainer_num_params(const gn_trainer *t);
 const float *gn_trainer_grads(const gn_trainer *t);      // flat, in adapter order (A then B per module)
+float *gn_trainer_grads_mut(gn_trainer *t);              // the same, writable (data-parallel all-reduce)
 float *gn_trainer_params(gn_trainer *t);
 size_t gn_trainer_state_size(const gn_trainer *t);       // AdamW m and v, bytes
 const void *gn_trainer_state(const gn_trainer *t);

@@ -11,6 +11,7 @@
 
 #include <math.h>    // isnan
 
+#include "dist/dist.h"        // mpirun: rank, size, abort
 #include "formats/tensors.h" // gn_safetensors_save
 #include "model/llama.h"     // adapter internals: module shapes and names
 #include "train/data.h"      // gn_data_format_parse
@@ -145,12 +146,18 @@ static const char FINETUNE_HELP[] =
     "                                 --no-double-quant, --blocksize N (64)\n"
     "  --compute-dtype bf16|f32       bf16 (default): base weights used as bf16, LoRA weights kept bf16-rounded;\n"
     "                                 f32: all f32. Activations and gradients are f32 either way\n"
-    "  --seed S (42)  --resume  -t N (threads)  -v\n";
+    "  --seed S (42)  --resume  -t N (threads)  -v\n"
+    "  --device cpu|cuda              where the forward and backward run (cuda: a make CUDA=1 build; the\n"
+    "                                 AdamW step stays on the host)\n"
+    "Data parallel (a `make MPI=1` build): mpirun -np N guanaco finetune ... splits every global batch\n"
+    "(per-device-batch-size x gradient-accumulation-steps sequences, whatever N) over N ranks and sums the\n"
+    "LoRA gradients; rank 0 writes RUN_DIR. --resume works with any N. Threads per rank default to the\n"
+    "machine's cores / ranks on it.\n";
 
 int cmd_finetune(int argc, char **argv) {
     gn_finetune_opts o;
     gn_finetune_defaults(&o);
-    int threads = 0, bf16 = 1, verbose = 0, four_bit = 0, no_dq = 0, blocksize = 0;
+    int threads = 0, bf16 = 1, verbose = 0, four_bit = 0, no_dq = 0, blocksize = 0, device = GN_DEVICE_CPU;
     gn_dtype qtype = GN_DTYPE_NF4;
     // the preset first, so flags override it
     for (int i = 1; i + 1 < argc; i++)
@@ -177,6 +184,7 @@ int cmd_finetune(int argc, char **argv) {
         else if (!strcmp(a, "-d") || !strcmp(a, "--data")) o.data_path = v;
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.out_dir = v;
         else if (!strcmp(a, "--init-adapter")) o.init_adapter = v;
+        else if (!strcmp(a, "--device")) { if (gn_device_parse(v, &device)) return cli_fail_lib(), 2; }
         else if (!strcmp(a, "--preset")) continue;
         else if (!strcmp(a, "--dataset-format")) {
             if (gn_data_format_parse(v, &o.data_format)) return cli_fail_lib(), 2;
@@ -230,22 +238,38 @@ int cmd_finetune(int argc, char **argv) {
 #undef NUM
     }
     if (!o.model_path || !o.data_path || !o.out_dir) return cli_fail("finetune: -m, -d and -o are required (see --help)"), 2;
+    // under mpirun: join the job; ranks other than 0 stay quiet unless they fail
+    if (gn_dist_init()) return cli_fail_lib();
+    int rank = gn_dist_rank(), nranks = gn_dist_size();
+    if (!threads && gn_dist_local_size() > 1 && !getenv("OMP_NUM_THREADS")) { // share this machine's cores
+        threads = gn_get_threads() / gn_dist_local_size();
+        if (threads < 1) threads = 1;
+    }
     if (threads) gn_set_threads(threads);
-    gn_set_verbosity(verbose ? GN_LOG_INFO : GN_LOG_WARN);
+    gn_set_verbosity(rank > 0 ? GN_LOG_ERROR : verbose ? GN_LOG_INFO : GN_LOG_WARN);
     o.train.bf16_params = bf16;
-    o.progress = progress;
+    o.progress = rank == 0 ? progress : NULL;
     // base: NF4 linear layers (--4bit) with bf16 or f32 compute, or 16/32-bit weights;
     // embeddings and lm_head stay f32 (the LoRA gradients flow through them in f32)
     gn_load_opts lo = {.weight_dtype = four_bit ? qtype : (bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32), .no_double_quant = no_dq,
-                       .blocksize = blocksize, .compute_dtype = bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32};
-    gn_model *m;
-    if (gn_model_load(&m, o.model_path, &lo)) return cli_fail_lib();
-    int rc = 0;
+                       .blocksize = blocksize, .compute_dtype = bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32, .device = device};
+    gn_model *m = NULL;
     double t0 = gn_time_s();
-    if (gn_finetune_run(&o, m)) rc = cli_fail_lib();
-    else fprintf(stderr, "finetune: done in %.1f s; adapter in %s\n", gn_time_s() - t0, o.out_dir);
+    if (gn_model_load(&m, o.model_path, &lo) || gn_finetune_run(&o, m)) {
+        if (nranks == 1) {
+            int rc = cli_fail_lib();
+            gn_model_free(m);
+            gn_dist_finalize(); // `mpirun -np 1`: leave the job cleanly
+            return rc;
+        }
+        // a rank that stops must stop them all: the others would wait in the next all-reduce
+        cli_fail("rank %d of %d: %s", rank, nranks, gn_last_error());
+        gn_dist_abort(1);
+    }
+    if (rank == 0) fprintf(stderr, "finetune: done in %.1f s; adapter in %s\n", gn_time_s() - t0, o.out_dir);
     gn_model_free(m);
-    return rc;
+    gn_dist_finalize();
+    return 0;
 }
 
 // ----------------------------------------------------------------------------
@@ -287,12 +311,12 @@ int cmd_eval_loss(int argc, char **argv) {
     gn_finetune_opts o;
     gn_finetune_defaults(&o);
     const char *model = NULL, *adapter = NULL, *data = NULL;
-    int four_bit = 0, threads = 0;
+    int four_bit = 0, threads = 0, device = GN_DEVICE_CPU;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: guanaco eval-loss -m BASE [--4bit] [-a ADAPTER] -d DATA.jsonl [--dataset-format F]\n"
-                   "       [--source-max-len N] [--target-max-len N] [--train-on-source]\n"
+                   "       [--source-max-len N] [--target-max-len N] [--train-on-source] [--device cpu|cuda]\n"
                    "Prints the mean over rows of each row's mean token loss (rows built as finetune builds them).\n");
             return 0;
         }
@@ -304,6 +328,7 @@ int cmd_eval_loss(int argc, char **argv) {
         else if (!strcmp(a, "-a")) adapter = v;
         else if (!strcmp(a, "-d")) data = v;
         else if (!strcmp(a, "-t")) threads = atoi(v);
+        else if (!strcmp(a, "--device")) { if (gn_device_parse(v, &device)) return cli_fail_lib(), 2; }
         else if (!strcmp(a, "--source-max-len")) o.source_max_len = atoi(v);
         else if (!strcmp(a, "--target-max-len")) o.target_max_len = atoi(v);
         else if (!strcmp(a, "--dataset-format")) {
@@ -313,7 +338,7 @@ int cmd_eval_loss(int argc, char **argv) {
     if (!model || !data) return cli_fail("eval-loss: -m and -d are required"), 2;
     if (o.source_max_len <= 0 || o.target_max_len <= 0) return cli_fail("eval-loss: length limits must be positive"), 2;
     if (threads > 0) gn_set_threads(threads);
-    gn_load_opts lo = {.weight_dtype = four_bit ? GN_DTYPE_NF4 : GN_DTYPE_F32, .compute_dtype = GN_DTYPE_F32};
+    gn_load_opts lo = {.weight_dtype = four_bit ? GN_DTYPE_NF4 : GN_DTYPE_F32, .compute_dtype = GN_DTYPE_F32, .device = device};
     gn_model *m = NULL;
     gn_adapter *ad = NULL;
     int rc = 0;

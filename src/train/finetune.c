@@ -13,10 +13,22 @@
  *
  * Loss: each micro-batch's loss is its token mean; the step's loss is the mean
  * of micro-batch means (HF Trainer with gradient accumulation, spec §6.5).
+ *
+ * Data parallel (`mpirun -np N`, src/dist/dist.h): the global batch of a step is
+ * batch_size x grad_accum sequences whatever N is. Every rank walks the same data
+ * order and plans the whole step; rank r runs the sequences g with g % N == r,
+ * each weighted by its micro-batch's token count (known to all ranks), with a
+ * dropout key that depends only on the step's RNG and g. The LoRA gradients and
+ * the micro-batch losses are then summed over ranks, and every rank takes the same
+ * clip + AdamW step. So N ranks compute what one process computes (up to float
+ * summation order), and a run may resume with a different N. Rank 0 writes the
+ * log, the checkpoints and the final adapter; at resume it reads the checkpoint
+ * and broadcasts it. Other ranks keep their AdamW state in memory.
  */
 #include "../model/llama.h"
 #include "data.h"
 #include "../core/plot.h" // loss curve PNG
+#include "../dist/dist.h"   // ranks, all-reduce (data parallel)
 
 #include <cjson/cJSON.h> // trainer_state.json
 #include <dirent.h>      // finding checkpoints
@@ -259,17 +271,72 @@ static void plot_losses(const char *out_dir) {
 // ----------------------------------------------------------------------------
 // evaluation: mean over eval examples of their token-mean loss (eval batch 1)
 
+// With several ranks, rank r scores rows i % N == r and the sums are all-reduced.
 static gn_status eval_loss(gn_trainer *tr, const gn_dataset *ev, double *out) {
-    double sum = 0.0;
-    int n = 0;
-    for (int i = 0; i < ev->n; i++) {
+    double acc[2] = {0.0, 0.0}; // sum of row means, rows
+    int rank = gn_dist_rank(), size = gn_dist_size();
+    for (int i = rank; i < ev->n; i += size) {
         double ls;
         int nt;
         gn_status st = gn_trainer_sequence(tr, ev->ex[i].ids, ev->ex[i].labels, ev->ex[i].n, 0.0f, 0, &ls, &nt);
         if (st) return st;
-        if (nt) { sum += ls / nt; n++; }
+        if (nt) { acc[0] += ls / nt; acc[1] += 1; }
     }
-    *out = n ? sum / n : NAN;
+    gn_status st = gn_dist_allreduce_sum_f64(acc, 2);
+    if (st) return st;
+    *out = acc[1] > 0 ? acc[0] / acc[1] : NAN;
+    return GN_OK;
+}
+
+// ----------------------------------------------------------------------------
+// data parallel helpers
+
+// Dropout key of the g-th sequence of a step (splitmix64 of the step's RNG state
+// and g): the same masks whichever rank runs the sequence.
+static uint64_t seq_key(uint64_t base, uint64_t g) {
+    uint64_t z = base + (g + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Rank 0's parameters, AdamW state and run position to every rank (start and resume).
+static gn_status sync_from_rank0(gn_trainer *tr, run_state *rs) {
+    gn_status st = gn_dist_bcast(rs, sizeof *rs, 0);
+    if (st) return st;
+    size_t np = gn_trainer_num_params(tr), nb = gn_trainer_state_size(tr);
+    if (gn_dist_rank() == 0) { // root's buffers are only read
+        if ((st = gn_dist_bcast(gn_trainer_params(tr), sizeof(float) * np, 0))) return st;
+        return gn_dist_bcast((void *)gn_trainer_state(tr), nb, 0);
+    }
+    float *p = gn_malloc(sizeof(float) * np);
+    void *state = gn_malloc(nb);
+    if (!(st = gn_dist_bcast(p, sizeof(float) * np, 0)) && !(st = gn_dist_bcast(state, nb, 0)))
+        st = gn_trainer_restore(tr, p, state, nb, rs->step);
+    gn_trainer_set_rng(tr, rs->rng);
+    free(p);
+    free(state);
+    return st;
+}
+
+// Every rank applies the same AdamW step to the same summed gradients, so the
+// parameters stay bit-identical; checked at each checkpoint. A 16-bit digest per
+// rank: sum(d)^2 == N * sum(d^2) exactly when all digests are equal.
+static gn_status check_replicas(gn_trainer *tr, int64_t step) {
+    const float *p = gn_trainer_params(tr);
+    size_t np = gn_trainer_num_params(tr);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < np; i++) {
+        uint32_t u;
+        memcpy(&u, p + i, 4);
+        h = (h ^ u) * 0x100000001b3ull;
+    }
+    double d = (double)(h >> 48), acc[2] = {d, d * d};
+    gn_status st = gn_dist_allreduce_sum_f64(acc, 2);
+    if (st) return st;
+    if (acc[0] * acc[0] != (double)gn_dist_size() * acc[1])
+        return gn_err(GN_ERR_FORMAT, "finetune: the ranks' LoRA parameters differ at step %lld (the ranks must run the same "
+                      "guanaco build on the same kind of machine); the last checkpoint is intact", (long long)step);
     return GN_OK;
 }
 
@@ -286,13 +353,15 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
     if (!tok) return gn_err(GN_ERR_ARG, "%s: the model has no tokenizer; finetune needs one", o->model_path);
     if (o->max_steps <= 0 || o->grad_accum <= 0 || o->batch_size <= 0)
         return gn_err(GN_ERR_ARG, "finetune: --max-steps, --gradient-accumulation-steps and --per-device-batch-size must be positive");
-    gn_status mst = gn_mkdir_p(o->out_dir);
+    const int rank = gn_dist_rank(), nranks = gn_dist_size(), lead = rank == 0; // lead: writes files, reports
+    gn_status mst = lead ? gn_mkdir_p(o->out_dir) : GN_OK;
     if (mst) return mst;
     gn_data_opts dop = {o->data_format, o->source_max_len, o->target_max_len, o->train_on_source};
     gn_dataset ds = {0}, ev = {0};
     gn_adapter *init = NULL;
     gn_trainer *tr = NULL;
-    int *order = NULL;
+    int *order = NULL, *plan = NULL, *ntok = NULL;
+    double *mb_loss = NULL;
     FILE *logf = NULL;
     gn_status st = gn_dataset_load(&ds, o->data_path, tok, &dop);
     if (st) goto done;
@@ -304,51 +373,65 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
     gn_train_opts to = o->train;
     char statep[4096];
     snprintf(statep, sizeof statep, "%s/optimizer.mmap", o->out_dir);
-    to.state_path = statep;
+    to.state_path = lead ? statep : NULL; // one paged AdamW state file per run folder: rank 0's
     if ((st = gn_trainer_new(&tr, m, &to, init))) goto done;
     run_state rs = {0};
     rs.rng = gn_trainer_rng(tr);
-    if (o->resume) {
+    if (o->resume && lead) {
         long long n = latest_checkpoint(o->out_dir);
         if (n < 0) { st = gn_err(GN_ERR_IO, "%s: --resume: no checkpoint-N folder to resume from", o->out_dir); goto done; }
         if ((st = load_checkpoint(o, m, tr, n, &rs))) goto done;
         gn_log(GN_LOG_WARN, "resuming from %s/checkpoint-%lld (step %lld)", o->out_dir, n, (long long)rs.step);
     }
+    if (nranks > 1 && (st = sync_from_rank0(tr, &rs))) goto done;
     order = gn_malloc(sizeof(int) * (size_t)ds.n);
     epoch_order(o, &ds, rs.epoch, order);
     char logp[4200];
     snprintf(logp, sizeof logp, "%s/log.jsonl", o->out_dir);
-    logf = fopen(logp, o->resume ? "a" : "w");
-    if (!logf) { st = gn_err(GN_ERR_IO, "%s: cannot write: %s", logp, strerror(errno)); goto done; }
-    gn_log(GN_LOG_WARN, "finetune: %d train rows (%d skipped), %d eval rows, %zu LoRA parameters, %d steps of %d x %d sequences",
-           ds.n, ds.skipped, ev.n, gn_trainer_num_params(tr), o->max_steps, o->batch_size, o->grad_accum);
+    if (lead && !(logf = fopen(logp, o->resume ? "a" : "w"))) { st = gn_err(GN_ERR_IO, "%s: cannot write: %s", logp, strerror(errno)); goto done; }
+    const int nb = o->batch_size < 64 ? o->batch_size : 64, G = nb * o->grad_accum; // sequences per global batch
+    if (lead) {
+        gn_log(GN_LOG_WARN, "finetune: %d train rows (%d skipped), %d eval rows, %zu LoRA parameters, %d steps of %d x %d sequences",
+               ds.n, ds.skipped, ev.n, gn_trainer_num_params(tr), o->max_steps, o->batch_size, o->grad_accum);
+        if (nranks > 1) gn_log(GN_LOG_WARN, "finetune: data parallel over %d ranks (%s): each takes %d-%d of the %d sequences of a step",
+                               nranks, gn_dist_backend(), G / nranks, (G + nranks - 1) / nranks, G);
+    }
+    plan = gn_malloc(sizeof(int) * (size_t)G);              // example index of global sequence g
+    ntok = gn_malloc(sizeof(int) * (size_t)o->grad_accum);  // scored tokens of each micro-batch
+    mb_loss = gn_malloc(sizeof(double) * (size_t)o->grad_accum);
     double t_start = gn_time_s(), tok_start = rs.tokens_seen;
     int64_t step0 = rs.step;
     for (; rs.step < o->max_steps;) {
-        gn_trainer_zero_grad(tr);
-        double step_loss = 0.0;
+        // the whole step's plan, identical on every rank
         int step_tokens = 0;
         for (int mb = 0; mb < o->grad_accum; mb++) {
-            int idx[64];
-            int nb = o->batch_size < 64 ? o->batch_size : 64, ntok = 0;
+            ntok[mb] = 0;
+            mb_loss[mb] = 0.0;
             for (int b = 0; b < nb; b++) {
                 if (rs.pos >= ds.n) { rs.pos = 0; rs.epoch++; epoch_order(o, &ds, rs.epoch, order); }
-                idx[b] = order[rs.pos++];
-                const gn_example *e = &ds.ex[idx[b]];
-                for (int t = 0; t + 1 < e->n; t++) ntok += e->labels[t + 1] != GN_IGNORE_INDEX;
-            }
-            double mb_loss = 0.0;
-            for (int b = 0; b < nb; b++) {
-                const gn_example *e = &ds.ex[idx[b]];
-                double ls;
-                int nt;
-                float w = ntok ? 1.0f / (float)ntok / (float)o->grad_accum : 0.0f;
-                if ((st = gn_trainer_sequence(tr, e->ids, e->labels, e->n, w, 1, &ls, &nt))) goto done;
-                mb_loss += ls;
+                int i = plan[mb * nb + b] = order[rs.pos++];
+                const gn_example *e = &ds.ex[i];
+                for (int t = 0; t + 1 < e->n; t++) ntok[mb] += e->labels[t + 1] != GN_IGNORE_INDEX;
                 step_tokens += e->n;
             }
-            step_loss += (ntok ? mb_loss / ntok : 0.0) / o->grad_accum;
         }
+        // this rank's share: sequences g = rank, rank + N, ...
+        gn_trainer_zero_grad(tr);
+        for (int g = rank; g < G; g += nranks) {
+            int mb = g / nb;
+            const gn_example *e = &ds.ex[plan[g]];
+            double ls;
+            int nt;
+            float w = ntok[mb] ? 1.0f / (float)ntok[mb] / (float)o->grad_accum : 0.0f;
+            gn_trainer_set_rng(tr, seq_key(rs.rng, (uint64_t)g));
+            if ((st = gn_trainer_sequence(tr, e->ids, e->labels, e->n, w, 1, &ls, &nt))) goto done;
+            mb_loss[mb] += ls;
+        }
+        if ((st = gn_dist_allreduce_sum_f32(gn_trainer_grads_mut(tr), gn_trainer_num_params(tr))) ||
+            (st = gn_dist_allreduce_sum_f64(mb_loss, (size_t)o->grad_accum)))
+            goto done;
+        double step_loss = 0.0;
+        for (int mb = 0; mb < o->grad_accum; mb++) step_loss += (ntok[mb] ? mb_loss[mb] / ntok[mb] : 0.0) / o->grad_accum;
         float lr = lr_at(o, rs.step);
         if (!isfinite(step_loss)) {
             st = gn_err(GN_ERR_FORMAT, "finetune: loss is %f at step %lld; stopping (the last checkpoint in %s is intact)", step_loss,
@@ -357,32 +440,43 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
         }
         float gnorm = gn_trainer_step(tr, lr);
         rs.step++;
-        rs.rng = gn_trainer_rng(tr);
+        rs.rng = seq_key(rs.rng, (uint64_t)G); // the next step's RNG state
+        gn_trainer_set_rng(tr, rs.rng);
         rs.tokens_seen += step_tokens;
         double el = gn_time_s() - t_start;
         double tps = el > 0 ? (rs.tokens_seen - tok_start) / el : 0;
         double eta = rs.step > step0 ? el / (double)(rs.step - step0) * (double)(o->max_steps - rs.step) : 0;
-        fprintf(logf, "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"epoch\": %d}\n",
-                (long long)rs.step, step_loss, lr, gnorm, tps, rs.epoch);
-        fflush(logf);
-        if (o->progress) o->progress(rs.step, o->max_steps, step_loss, lr, gnorm, tps, eta, NAN, o->user);
+        if (lead) {
+            fprintf(logf, "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"epoch\": %d}\n",
+                    (long long)rs.step, step_loss, lr, gnorm, tps, rs.epoch);
+            fflush(logf);
+            if (o->progress) o->progress(rs.step, o->max_steps, step_loss, lr, gnorm, tps, eta, NAN, o->user);
+        }
         if (o->eval_steps > 0 && ev.n > 0 && (rs.step % o->eval_steps == 0 || rs.step == o->max_steps)) {
             double el2;
             if ((st = eval_loss(tr, &ev, &el2))) goto done;
-            fprintf(logf, "{\"step\": %lld, \"eval_loss\": %.6f}\n", (long long)rs.step, el2);
-            fflush(logf);
-            if (o->progress) o->progress(rs.step, o->max_steps, step_loss, lr, gnorm, tps, eta, el2, o->user);
+            if (lead) {
+                fprintf(logf, "{\"step\": %lld, \"eval_loss\": %.6f}\n", (long long)rs.step, el2);
+                fflush(logf);
+                if (o->progress) o->progress(rs.step, o->max_steps, step_loss, lr, gnorm, tps, eta, el2, o->user);
+            }
         }
         if ((o->save_steps > 0 && rs.step % o->save_steps == 0) || rs.step == o->max_steps) {
-            if ((st = save_checkpoint(o, tr, &rs))) goto done;
-            plot_losses(o->out_dir);
-            if (o->on_checkpoint) o->on_checkpoint(o->out_dir, o->user);
+            if (nranks > 1 && (st = check_replicas(tr, rs.step))) goto done;
+            if (lead) {
+                if ((st = save_checkpoint(o, tr, &rs))) goto done;
+                plot_losses(o->out_dir);
+                if (o->on_checkpoint) o->on_checkpoint(o->out_dir, o->user);
+            }
         }
     }
-    st = gn_adapter_save(gn_trainer_adapter(tr), o->out_dir, o->save_dtype ? o->save_dtype : GN_DTYPE_F32, o->model_path);
+    if (lead) st = gn_adapter_save(gn_trainer_adapter(tr), o->out_dir, o->save_dtype ? o->save_dtype : GN_DTYPE_F32, o->model_path);
 done:
     if (logf) fclose(logf);
     free(order);
+    free(plan);
+    free(ntok);
+    free(mb_loss);
     gn_trainer_free(tr);
     gn_adapter_free(init);
     gn_dataset_free(&ds);

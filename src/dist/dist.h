@@ -1,0 +1,54 @@
+/*
+ * dist.h — data-parallel ranks: who am I, how many are we, and sums over all of us.
+ *
+ * `mpirun -np N guanaco finetune ...` starts N identical processes ("ranks"). Each
+ * holds the whole base model and the same LoRA parameters, trains on its share of
+ * every global batch, and before the optimizer step the LoRA gradients are summed
+ * over all ranks (gn_dist_allreduce_sum_f32), so every rank takes the same AdamW
+ * step and the parameters stay identical everywhere.
+ *
+ * One interface, a backend chosen at link time by the Makefile:
+ *   dist_single.c   the default build: one rank, every call a no-op (nothing from MPI)
+ *   dist_mpi.c      `make MPI=1`: MPI_COMM_WORLD (Open MPI), buffers in host memory
+ * A GPU backend (NCCL: ncclAllReduce over device buffers, with the ncclUniqueId
+ * handed out by gn_dist_bcast) would be a third file implementing these same
+ * functions; it does not exist yet.
+ *
+ * Usage (the CLI owns initialisation; the library only asks rank and size):
+ *     if (gn_dist_init()) die(gn_last_error());
+ *     ... gn_dist_allreduce_sum_f32(grads, n) ...
+ *     on error with gn_dist_size() > 1: print, then gn_dist_abort(1) (never hang the others)
+ *     gn_dist_finalize();
+ *
+ * Before gn_dist_init, and in the single build, rank is 0 and size is 1.
+ * Collectives must be called by every rank in the same order. They return GN_OK
+ * or GN_ERR_IO with the transport's message.
+ */
+#ifndef GN_DIST_H
+#define GN_DIST_H
+
+#include <stddef.h> // size_t
+
+#include "guanaco.h" // gn_status
+
+// Joins the job when the process was started by an MPI launcher (mpirun, srun);
+// started plainly it stays a single rank. Idempotent.
+gn_status gn_dist_init(void);
+// Leaves the job cleanly (every rank, after the last collective). Idempotent.
+void gn_dist_finalize(void);
+// Stops every rank of the job with exit status `code` (MPI_Abort); does not return.
+_Noreturn void gn_dist_abort(int code);
+
+int gn_dist_rank(void);       // 0 .. size-1
+int gn_dist_size(void);       // number of ranks
+int gn_dist_local_size(void); // ranks on this machine (to share its cores)
+const char *gn_dist_backend(void); // "single" or "mpi"
+
+// buf[i] = sum over ranks of buf[i], in place, on every rank.
+gn_status gn_dist_allreduce_sum_f32(float *buf, size_t n);
+gn_status gn_dist_allreduce_sum_f64(double *buf, size_t n);
+// Copies root's bytes into every other rank's buf (root's buf is only read).
+gn_status gn_dist_bcast(void *buf, size_t bytes, int root);
+gn_status gn_dist_barrier(void);
+
+#endif
