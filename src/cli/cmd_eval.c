@@ -66,6 +66,7 @@ const char ECLI_MODEL_HELP[] =
     "                           bf16 compute: transformers' load_in_4bit as QLoRA uses it)\n"
     "      --quant-type nf4|fp4 --no-double-quant --blocksize N --compute-dtype bf16|f32   4-bit settings\n"
     "      --dtype f32|bf16     weight dtype to compute with (default f32)\n"
+    "      --device cpu|cuda    where the forward pass runs (default cpu; cuda needs a make CUDA=1 build)\n"
     "  -t, --threads N          threads (default: all cores)\n"
     "  -v, --verbose            log loading details\n";
 
@@ -80,6 +81,11 @@ int ecli_model_flag(ecli_model *o, int argc, char **argv, int *i) {
     }
     if (IS("-v", "--verbose")) { o->verbose = 1; return 1; }
     if (!strcmp(a, "--4bit")) { o->four_bit = 1; return 1; }
+    if (!strcmp(a, "--device")) {
+        if (!(v = ecli_val(argc, argv, i))) return -1;
+        if (gn_device_parse(v, &o->device)) { cli_fail_lib(); return -1; }
+        return 1;
+    }
     if (!strcmp(a, "--no-double-quant")) { o->no_double_quant = 1; return 1; }
     if (!strcmp(a, "--blocksize")) {
         if (!(v = ecli_val(argc, argv, i)) || ecli_int(a, v, 16, 4096, &o->blocksize)) return -1;
@@ -120,7 +126,7 @@ gn_model *ecli_load(const ecli_model *o, gn_adapter **adapter) {
     // the same load options as main.c's common flags
     gn_load_opts lo = {.weight_dtype = o->four_bit ? (o->quant_type ? o->quant_type : GN_DTYPE_NF4) : o->dtype,
                        .no_double_quant = o->no_double_quant, .blocksize = o->blocksize,
-                       .compute_dtype = o->compute_set ? o->compute_dtype : GN_DTYPE_COUNT};
+                       .compute_dtype = o->compute_set ? o->compute_dtype : GN_DTYPE_COUNT, .device = o->device};
     gn_model *m;
     double t0 = gn_time_s();
     if (gn_model_load(&m, o->model, &lo) != GN_OK) { cli_fail_lib(); return NULL; }

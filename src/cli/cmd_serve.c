@@ -37,6 +37,7 @@ static const char USAGE[] =
     "      --4bit               quantize the linear layers on load (NF4, double quantization, block 64,\n"
     "                           bf16 compute: transformers' load_in_4bit as QLoRA uses it)\n"
     "      --quant-type nf4|fp4 --no-double-quant --blocksize N --compute-dtype bf16|f32   4-bit settings\n"
+    "      --device cpu|cuda    where the forward pass runs (default cpu; cuda needs a make CUDA=1 build)\n"
     "      --template NAME      chat format: auto (default: the model's own, else guanaco), guanaco,\n"
     "                           guanaco-demo, chatml, llama2, llama3\n"
     "      --max-body BYTES     largest request body (default 1048576)\n"
@@ -151,6 +152,10 @@ int cmd_serve(int argc, char **argv) {
             else { cli_fail("--dtype: '%s' (expected f32 or bf16)", v); goto done; }
         }
         else if (!strcmp(a, "--4bit")) four_bit = 1;
+        else if (!strcmp(a, "--device")) {
+            if (!(v = VAL())) goto done;
+            if (gn_device_parse(v, &o.load.device)) { cli_fail_lib(); goto done; }
+        }
         else if (!strcmp(a, "--no-double-quant")) o.load.no_double_quant = 1;
         else if (!strcmp(a, "--quant-type")) {
             if (!(v = VAL())) goto done;

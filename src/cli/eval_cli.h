@@ -16,6 +16,7 @@ typedef struct {
     gn_dtype quant_type;                      // 0: NF4
     gn_dtype compute_dtype;                   // used when compute_set, else auto (checkpoint's, else bf16)
     int compute_set;
+    int device;                               // --device cpu|cuda (GN_DEVICE_*)
 } ecli_model;
 
 // argv[*i] is a flag that needs a value: returns it and advances *i, or prints

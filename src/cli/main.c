@@ -99,6 +99,7 @@ typedef struct {
     gn_dtype dtype;
     int four_bit, no_double_quant, blocksize;
     gn_dtype quant_type, compute_dtype;
+    int device; // --device: GN_DEVICE_CPU / GN_DEVICE_CUDA
     gn_sampler_opts smp;
     int seed_given;
     gn_chat_format fmt;
@@ -124,6 +125,7 @@ static const char COMMON_HELP[] =
     "      --4bit               quantize the linear layers on load (NF4, double quantization, block 64,\n"
     "                           bf16 compute: transformers' load_in_4bit as QLoRA uses it)\n"
     "      --quant-type nf4|fp4 --no-double-quant --blocksize N --compute-dtype bf16|f32   4-bit settings\n"
+    "      --device cpu|cuda    where the forward pass runs (default cpu; cuda needs a make CUDA=1 build)\n"
     "  -v, --verbose            log loading details and timings\n";
 static const char SAMPLING_HELP[] =
     "  -p, --prompt TEXT        the prompt\n"
@@ -155,6 +157,11 @@ static int parse_common(opts *o, int argc, char **argv, int *i) {
     if (!strcmp(a, "--print-ids")) { o->print_ids = 1; return 1; }
     if (!strcmp(a, "--kv-step")) { o->kv_step = 1; return 1; }
     if (!strcmp(a, "--4bit")) { o->four_bit = 1; return 1; }
+    if (!strcmp(a, "--device")) {
+        if (!(v = VAL())) return -1;
+        if (gn_device_parse(v, &o->device)) { cli_fail_lib(); return -1; }
+        return 1;
+    }
     if (!strcmp(a, "--no-double-quant")) { o->no_double_quant = 1; return 1; }
     if (!strcmp(a, "--quant-type")) {
         if (!(v = VAL())) return -1;
@@ -266,7 +273,7 @@ static gn_session *new_session(const gn_model *m, int ctx) {
 
 static gn_model *load(const opts *o) {
     gn_load_opts lo = {.weight_dtype = o->four_bit ? o->quant_type : o->dtype, .no_double_quant = o->no_double_quant,
-                       .blocksize = o->blocksize, .compute_dtype = o->compute_dtype};
+                       .blocksize = o->blocksize, .compute_dtype = o->compute_dtype, .device = o->device};
     if (o->blocksize & (o->blocksize - 1)) { cli_fail("--blocksize %d: expected a power of two 16..4096", o->blocksize); return NULL; }
     gn_model *m;
     double t0 = gn_time_s();

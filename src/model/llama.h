@@ -77,6 +77,7 @@ struct gn_model {
     int n_q4;
     gn_load_opts opts;       // as loaded
     gn_dtype file_compute_dtype; // quantization_config.bnb_4bit_compute_dtype of a 4-bit checkpoint (F32 if none)
+    void *cuda;              // the weights on the GPU (src/cuda/cuda_model.c, --device cuda), or NULL
 };
 
 #define ATT_ROW_BLOCK 32      // prefill attention: query rows per (head, block) task
@@ -99,6 +100,7 @@ struct gn_session {
     const gn_adapter *adapter; // LoRA applied unmerged, or NULL
     float *lora_tmp, *lora_tmp2; // (chunk, max r), (chunk, max out features)
     int lora_rmax;
+    void *cuda;              // KV cache and scratch on the GPU (src/cuda/cuda_model.c), or NULL
 };
 
 #endif
