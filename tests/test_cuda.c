@@ -196,7 +196,7 @@ static void test_gemv(void) {
             float *dout = to_dev(o0, (size_t)(T * R));
             gn_cuda_q4_gemv(dout, dx, GN_DTYPE_F32, &d, T, 0.0f);
             float *got = from_dev(dout, (size_t)(T * R));
-            double e = worst(got, want, scale, (size_t)(T * R), 2e-6, 1e-6);
+            double e = worst(got, want, scale, (size_t)(T * R), 5e-6, 1e-6);
             CHECK(e <= 1, "gemv f32 x case %zu (%lldx%lld bs %d dq %d %s) T %d: error %.3g of tolerance", c, (long long)R,
                   (long long)Cc, cs[c].bs, cs[c].dq, gn_dtype_name(cs[c].wdt), T, e);
             // and within the weights' own rounding (wdtype) of the CPU's rounded-weight product
@@ -208,7 +208,7 @@ static void test_gemv(void) {
             gn_cuda_q4_gemv(dout, dx, GN_DTYPE_F32, &d, T, 1.0f);
             got = from_dev(dout, (size_t)(T * R));
             for (int64_t i = 0; i < T * R; i++) got[i] -= o0[i];
-            CHECK(worst(got, want, scale, (size_t)(T * R), 4e-6, 2e-6) <= 1, "gemv beta=1 case %zu T %d", c, T);
+            CHECK(worst(got, want, scale, (size_t)(T * R), 8e-6, 2e-6) <= 1, "gemv beta=1 case %zu T %d", c, T);
             free(got);
             // bf16 activations: the reference with x rounded to bf16
             uint16_t *xb = malloc(2 * (size_t)(T * Cc));
@@ -218,7 +218,7 @@ static void test_gemv(void) {
             gn_cuda_upload(dxb, xb, 2 * (size_t)(T * Cc));
             gn_cuda_q4_gemv(dout, dxb, GN_DTYPE_BF16, &d, T, 0.0f);
             got = from_dev(dout, (size_t)(T * R));
-            CHECK(worst(got, want, scale, (size_t)(T * R), 2e-6, 1e-6) <= 1, "gemv bf16 x case %zu T %d", c, T);
+            CHECK(worst(got, want, scale, (size_t)(T * R), 5e-6, 1e-6) <= 1, "gemv bf16 x case %zu T %d", c, T);
             free(got);
             gn_cuda_free(dxb); free(xb);
             gn_cuda_free(dx); gn_cuda_free(dout);
@@ -250,7 +250,7 @@ static void test_gemv(void) {
                     float *want = malloc(4 * m), *got = from_dev(douts[i], m);
                     double *scale = malloc(8 * m);
                     ref_q4(&q[i], x, T, want, scale, 0);
-                    CHECK(worst(got, want, scale, m, 2e-6, 1e-6) <= 1, "gemv_multi n %d matrix %d cols %lld T %d", n, i,
+                    CHECK(worst(got, want, scale, m, 5e-6, 1e-6) <= 1, "gemv_multi n %d matrix %d cols %lld T %d", n, i,
                           (long long)Cc, T);
                     free(want); free(got); free(scale);
                 }
@@ -285,7 +285,8 @@ static void test_q4_matmul(void) {
         float *dx = to_dev(x, (size_t)(T * Cc)), *dout = gn_cuda_malloc(4 * (size_t)(T * R), "test");
         gn_cuda_q4_matmul(dout, dx, &d, T, 0.0f);
         float *got = from_dev(dout, (size_t)(T * R));
-        double e = worst(got, want, scale, (size_t)(T * R), 1e-5, 1e-6);
+        // tensor cores accumulate in f32 but not in IEEE order: 5e-5 of sum |w x| (bf16 itself is 4e-3)
+        double e = worst(got, want, scale, (size_t)(T * R), 5e-5, 1e-6);
         CHECK(e <= 1, "q4_matmul case %zu (%lldx%lld %s T %lld): error %.3g of tolerance", c, (long long)R, (long long)Cc,
               gn_dtype_name(cs[c].wdt), (long long)T, e);
         free(got);
@@ -311,7 +312,7 @@ static void test_q4_matmul(void) {
             float *ddy = to_dev(dy, (size_t)(T * R)), *ddx = gn_cuda_malloc(4 * (size_t)(T * Cc), "test");
             gn_cuda_q4_matmul_nn(ddx, ddy, &d, T, 0.0f);
             got = from_dev(ddx, (size_t)(T * Cc));
-            e = worst(got, wantn, scn, (size_t)(T * Cc), 1e-5, 1e-6);
+            e = worst(got, wantn, scn, (size_t)(T * Cc), 5e-5, 1e-6);
             CHECK(e <= 1, "q4_matmul_nn case %zu T %lld: error %.3g of tolerance", c, (long long)T, e);
             free(got);
             gn_cuda_free(ddy); gn_cuda_free(ddx);
@@ -360,7 +361,7 @@ static void test_dense(void) {
             float *dx = to_dev(x, (size_t)(T * Cc)), *dout = gn_cuda_malloc(4 * (size_t)(T * R), "test");
             gn_cuda_mat_matmul(dout, dx, &m, T, 0.0f);
             float *got = from_dev(dout, (size_t)(T * R));
-            CHECK(worst(got, want, sc, (size_t)(T * R), 1e-5, 1e-6) <= 1, "mat_matmul %s %lldx%lld T %lld",
+            CHECK(worst(got, want, sc, (size_t)(T * R), 5e-5, 1e-6) <= 1, "mat_matmul %s %lldx%lld T %lld",
                   gn_dtype_name(cs[c].dt), (long long)R, (long long)Cc, (long long)T);
             free(got);
             // dx = dy W
@@ -380,7 +381,7 @@ static void test_dense(void) {
             float *ddy = to_dev(dy, (size_t)(T * R)), *ddx = gn_cuda_malloc(4 * (size_t)(T * Cc), "test");
             gn_cuda_mat_matmul_nn(ddx, ddy, &m, T, 0.0f);
             got = from_dev(ddx, (size_t)(T * Cc));
-            CHECK(worst(got, wn, scn, (size_t)(T * Cc), 1e-5, 1e-6) <= 1, "mat_matmul_nn %s T %lld",
+            CHECK(worst(got, wn, scn, (size_t)(T * Cc), 5e-5, 1e-6) <= 1, "mat_matmul_nn %s T %lld",
                   gn_dtype_name(cs[c].dt), (long long)T);
             free(got);
             gn_cuda_free(ddy); gn_cuda_free(ddx); gn_cuda_free(dx); gn_cuda_free(dout);
@@ -632,6 +633,32 @@ static uint64_t mix64(uint64_t z) { // train.c's
     return z ^ (z >> 31);
 }
 
+// gn_trainer_step's update, verbatim; every operation rounded on its own (no FMA
+// contraction, whatever -march the build uses), as the kernel spells it out
+#if defined(__clang__)
+#define NO_CONTRACT
+#else
+#define NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#endif
+NO_CONTRACT
+static void adamw_ref(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
+                      float wd, int64_t step, float clip, int bf) {
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+    float c1 = 1.0f - powf(b1, (float)step), c2 = sqrtf(1.0f - powf(b2, (float)step));
+    float step_size = lr / c1;
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * clip;
+        float mm = m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        float vv = v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float pi = p[i];
+        if (wd > 0) pi *= 1.0f - lr * wd;
+        pi -= step_size * mm / (sqrtf(vv) / c2 + eps);
+        p[i] = bf ? round_bf16(pi) : pi;
+    }
+}
+
 static void test_train_kernels(void) {
     // cross-entropy: rows without a label give no loss and no gradient; dlogits may alias logits
     int Vs[] = {7, 1000};
@@ -758,18 +785,7 @@ static void test_train_kernels(void) {
             int ok = 1;
             for (int64_t step = 1; step <= 2; step++) {
                 float clip = step == 1 ? 0.5f : 1.0f;
-                // gn_trainer_step's update, verbatim
-                float c1 = 1.0f - powf(b1, (float)step), c2 = sqrtf(1.0f - powf(b2, (float)step));
-                float step_size = lr / c1;
-                for (size_t i = 0; i < n; i++) {
-                    float gi = g[i] * clip;
-                    float mm = m[i] = b1 * m[i] + (1.0f - b1) * gi;
-                    float vv = v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-                    float pi = p[i];
-                    if (wd > 0) pi *= 1.0f - lr * wd;
-                    pi -= step_size * mm / (sqrtf(vv) / c2 + eps);
-                    p[i] = bf ? round_bf16(pi) : pi;
-                }
+                adamw_ref(p, g, m, v, n, lr, b1, b2, eps, wd, step, clip, bf);
                 ok &= gn_cuda_adamw_paged(dp, dg, hm, hv, n, lr, b1, b2, eps, wd, step, clip, bf, 1000) == GN_OK;
             }
             float *gp = from_dev(dp, n);

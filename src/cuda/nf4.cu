@@ -318,8 +318,7 @@ extern "C" void gn_cuda_q4_gemv_multi(float *const *outs, const void *x, gn_dtyp
         for (int i = 0; i < n && beta == 0.0f; i++) gn_cuda_memset0(outs[i], sizeof(float) * (size_t)(T * ws[i]->rows));
         return;
     }
-    if (x_dtype == GN_DTYPE_BF16) vec &= ((uintptr_t)x % 16) == 0;
-    else vec &= ((uintptr_t)x % 16) == 0;
+    vec &= ((uintptr_t)x % 16) == 0; // rows of x start 16-byte aligned when x does (cols % 32 == 0)
     if (x_dtype == GN_DTYPE_BF16) gemv_dispatch<__nv_bfloat16>(mm, x, T, beta, vec);
     else gemv_dispatch<float>(mm, x, T, beta, vec);
 }
