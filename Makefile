@@ -94,6 +94,27 @@ CUDA_CU_OBJ :=
 $(info ✗ CUDA off: no --device cuda (make CUDA=1 with nvcc; BUILD=build-cuda keeps it apart))
 endif
 # --- end CUDA -----------------------------------------------------------------
+# --- NCCL (opt-in, issue 10): `make MPI=1 CUDA=1 NCCL=1` ------------------------------
+# Adds src/dist/dist_nccl.c: GPU runs under mpirun all-reduce the gradients with NCCL.
+# nccl.h / libnccl from NCCL_HOME (default: the CUDA toolkit's include and lib folders).
+comma := ,
+ifeq ($(NCCL),1)
+ifneq ($(CUDA)$(MPI),11)
+$(error NCCL=1 needs CUDA=1 and MPI=1 (MPI starts the ranks and hands out NCCL's id))
+endif
+NCCL_HOME ?= $(CUDA_HOME)
+NCCL_INC := $(firstword $(wildcard $(NCCL_HOME)/include/nccl.h /usr/include/nccl.h))
+ifeq ($(NCCL_INC),)
+$(error NCCL=1 but nccl.h not found under $(NCCL_HOME)/include or /usr/include (set NCCL_HOME))
+endif
+NCCL_LIBDIR := $(firstword $(wildcard $(NCCL_HOME)/lib64/libnccl.so $(NCCL_HOME)/lib/libnccl.so /usr/lib/x86_64-linux-gnu/libnccl.so))
+CFLAGS_BASE += -DGN_HAVE_NCCL -I$(dir $(NCCL_INC)) -I$(CUDA_HOME)/include
+NCCL_L := $(dir $(NCCL_LIBDIR))
+LDLIBS += $(if $(NCCL_LIBDIR),-L$(NCCL_L) -Wl$(comma)-rpath$(comma)$(NCCL_L)) -lnccl
+DIST_SRC += src/dist/dist_nccl.c
+$(info ✓ NCCL: $(NCCL_INC): GPU gradient all-reduce under mpirun)
+endif
+# --- end NCCL -----------------------------------------------------------------
 
 CFLAGS ?= $(OPT)
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(SAN)

@@ -98,8 +98,13 @@ make -j"$JOBS" fuzz
 # the CUDA backend (issue 9): built whenever nvcc is found, even without a GPU;
 # tests/test_cuda_build.py checks the build and runs build-cuda/tests/test_cuda (skips without a GPU)
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
-    step "make CUDA=1 (build-cuda/: the CUDA backend)"
-    make CUDA=1 BUILD=build-cuda -j"$JOBS" all
+    # with NCCL (the toolkit's nccl.h) and MPI: GPU ranks all-reduce through NCCL (issue 10)
+    CUDA_EXTRA=""
+    NVCC_BIN=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+    CUDA_DIR=$(dirname "$(dirname "$(readlink -f "$NVCC_BIN")")")
+    if [ -f "$CUDA_DIR/include/nccl.h" ] || [ -f /usr/include/nccl.h ]; then CUDA_EXTRA="MPI=1 NCCL=1"; fi
+    step "make CUDA=1 $CUDA_EXTRA (build-cuda/: the CUDA backend)"
+    make CUDA=1 $CUDA_EXTRA BUILD=build-cuda -j"$JOBS" all
     export GN_CUDA_BUILD="$ROOT/build-cuda"
 else
     step "nvcc not found: no CUDA build (tests/test_cuda_build.py skips its CUDA cases)"

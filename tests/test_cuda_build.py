@@ -57,6 +57,21 @@ def test_cuda_kernels():
 
 
 @needs_nvcc
+def test_dist_nccl():
+    """build-cuda/tests/test_dist: with NCCL (make MPI=1 CUDA=1 NCCL=1) and a GPU, a one-rank NCCL
+    all-reduce gives back its input exactly, sizes 0, 1, odd, growing and shrinking."""
+    binary = CUDA_BUILD / "tests" / "test_dist"
+    if not binary.exists():
+        pytest.fail(f"{binary} missing")
+    p = _run([binary])
+    out = p.stdout + p.stderr
+    assert p.returncode == 0 and "FAIL" not in out, out[-4000:]
+    skip = _skip_line(out)
+    if skip:
+        pytest.skip(f"{binary.name}: {skip}")
+
+
+@needs_nvcc
 def test_generate_device_cuda_matches_cpu():
     model = smollm2_gguf_path()
     if not model.exists():

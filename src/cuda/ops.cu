@@ -264,8 +264,8 @@ __global__ void dropout_kernel(float *dst, const float *src, int64_t n, uint64_t
                                int accumulate) {
     GRID_STRIDE(i, n) {
         float u = (float)(mix64(base ^ (uint64_t)i) >> 40) / 16777216.0f;
-        float v = src[i] * (u < p ? 0.0f : keep);
-        dst[i] = accumulate ? dst[i] + v : v;
+        float v = __fmul_rn(src[i], u < p ? 0.0f : keep);
+        dst[i] = accumulate ? __fadd_rn(dst[i], v) : v; // two roundings, as the CPU (no FMA)
     }
 }
 
@@ -306,11 +306,12 @@ extern "C" gn_status gn_cuda_adamw_paged(float *p, const float *g, float *m_host
         for (int k = 0; k < 2; k++) CUDA_CHECK(cudaStreamCreateWithFlags(&lane[k], cudaStreamNonBlocking));
     size_t budget = gn_cuda_mem_free() / 4; // never more than a quarter of what is free
     size_t chunk = budget / (4 * sizeof(float)); // 2 lanes x (m, v)
-    if (max_chunk && chunk > max_chunk) chunk = max_chunk;
-    if (chunk > n) chunk = n;
+    // the room test looks at what the device has, before the caller's cap (a small cap is fine)
     if (chunk < 1024 && chunk < n)
         return gn_err(GN_ERR_OOM, "AdamW: no room on the device even for a 1024-parameter chunk of the optimizer state "
                       "(%zu bytes free)", gn_cuda_mem_free());
+    if (max_chunk && chunk > max_chunk) chunk = max_chunk;
+    if (chunk > n) chunk = n;
     float *stage = (float *)gn_cuda_malloc(4 * chunk * sizeof(float), "the AdamW state chunks");
     if (!stage) return GN_ERR_OOM;
     cudaEvent_t ready, done[2];

@@ -10,9 +10,9 @@
  * One interface, a backend chosen at link time by the Makefile:
  *   dist_single.c   the default build: one rank, every call a no-op (nothing from MPI)
  *   dist_mpi.c      `make MPI=1`: MPI_COMM_WORLD (Open MPI), buffers in host memory
- * A GPU backend (NCCL: ncclAllReduce over device buffers, with the ncclUniqueId
- * handed out by gn_dist_bcast) would be a third file implementing these same
- * functions; it does not exist yet.
+ *   dist_nccl.c     `make MPI=1 CUDA=1 NCCL=1`, beside dist_mpi.c: once a GPU run calls
+ *                   gn_dist_use_nccl, the gradient all-reduce goes through NCCL
+ *                   (ncclAllReduce on the CUDA device; the ncclUniqueId travels by MPI).
  *
  * Usage (the CLI owns initialisation; the library only asks rank and size):
  *     if (gn_dist_init()) die(gn_last_error());
@@ -42,7 +42,14 @@ _Noreturn void gn_dist_abort(int code);
 int gn_dist_rank(void);       // 0 .. size-1
 int gn_dist_size(void);       // number of ranks
 int gn_dist_local_size(void); // ranks on this machine (to share its cores)
-const char *gn_dist_backend(void); // "single" or "mpi"
+const char *gn_dist_backend(void); // "single", "mpi", or "mpi+nccl" after gn_dist_use_nccl
+
+// From this call on, gn_dist_allreduce_sum_f32 sums through NCCL on the CUDA device the
+// library already runs on (gn_cuda_init picked it): the host buffer is copied to the device,
+// all-reduced there, and copied back. Collective: every rank calls it once. Works with one
+// rank too (a one-member NCCL communicator: the sum is the buffer itself). Builds without
+// NCCL return GN_ERR_UNSUPPORTED and the host all-reduce stays.
+gn_status gn_dist_use_nccl(void);
 
 // buf[i] = sum over ranks of buf[i], in place, on every rank.
 gn_status gn_dist_allreduce_sum_f32(float *buf, size_t n);

@@ -3,6 +3,7 @@
  * one rank, collectives are no-ops. `make MPI=1` links dist_mpi.c instead.
  */
 #include "dist.h"
+#include "../core/common.h" // gn_err
 
 #include <stdlib.h> // exit
 
@@ -19,3 +20,6 @@ gn_status gn_dist_allreduce_sum_f32(float *buf, size_t n) { (void)buf; (void)n; 
 gn_status gn_dist_allreduce_sum_f64(double *buf, size_t n) { (void)buf; (void)n; return GN_OK; }
 gn_status gn_dist_bcast(void *buf, size_t bytes, int root) { (void)buf; (void)bytes; (void)root; return GN_OK; }
 gn_status gn_dist_barrier(void) { return GN_OK; }
+gn_status gn_dist_use_nccl(void) {
+    return gn_err(GN_ERR_UNSUPPORTED, "NCCL: built without it (make MPI=1 CUDA=1 NCCL=1)");
+}

@@ -384,6 +384,18 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
         gn_log(GN_LOG_WARN, "resuming from %s/checkpoint-%lld (step %lld)", o->out_dir, n, (long long)rs.step);
     }
     if (nranks > 1 && (st = sync_from_rank0(tr, &rs))) goto done;
+    // GPU ranks sum their gradients with NCCL when the build has it (GN_DIST_NCCL=0: MPI on the
+    // host; GN_DIST_NCCL=1: NCCL even for a single rank, which checks the path on one GPU)
+    const char *nccl_env = getenv("GN_DIST_NCCL");
+    int want_nccl = nccl_env ? atoi(nccl_env) != 0 : nranks > 1;
+    if (m->cuda && want_nccl) {
+        st = gn_dist_use_nccl();
+        if (st == GN_ERR_UNSUPPORTED && !(nccl_env && atoi(nccl_env))) {
+            if (lead) gn_log(GN_LOG_WARN, "finetune: %s; gradients are summed by MPI in host memory", gn_last_error());
+            st = GN_OK;
+        }
+        if (st) goto done;
+    }
     order = gn_malloc(sizeof(int) * (size_t)ds.n);
     epoch_order(o, &ds, rs.epoch, order);
     char logp[4200];
@@ -393,7 +405,7 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
     if (lead) {
         gn_log(GN_LOG_WARN, "finetune: %d train rows (%d skipped), %d eval rows, %zu LoRA parameters, %d steps of %d x %d sequences",
                ds.n, ds.skipped, ev.n, gn_trainer_num_params(tr), o->max_steps, o->batch_size, o->grad_accum);
-        if (nranks > 1) gn_log(GN_LOG_WARN, "finetune: data parallel over %d ranks (%s): each takes %d-%d of the %d sequences of a step",
+        if (nranks > 1 || strstr(gn_dist_backend(), "nccl")) gn_log(GN_LOG_WARN, "finetune: data parallel over %d ranks (%s): each takes %d-%d of the %d sequences of a step",
                                nranks, gn_dist_backend(), G / nranks, (G + nranks - 1) / nranks, G);
     }
     plan = gn_malloc(sizeof(int) * (size_t)G);              // example index of global sequence g
