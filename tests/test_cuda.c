@@ -150,8 +150,9 @@ static void test_dequant(void) {
 // ----------------------------------------------------------------------------
 // 4-bit products
 
-// want (T, rows) = x W^T with W dequantized (and, with `round`, rounded to wdtype as
-// the tiled path and the CPU do; the GEMV uses the unrounded f32 values); scale = sum |w x|
+// want (T, rows) = x W^T with W dequantized; scale = sum |w x|. round 1: weights rounded to
+// wdtype (as the tiled path does; the GEMV uses the unrounded f32 values); round 2: the CPU
+// library's compute-dtype product (nf4.h): weights, inputs and outputs rounded to wdtype
 static void ref_q4(const gn_quant4_state *q, const float *x, int64_t T, float *want, double *scale, int round) {
     int64_t R = q->rows, Cc = q->cols;
     float *w = malloc(sizeof(float) * (size_t)(R * Cc > 0 ? R * Cc : 1));
@@ -162,10 +163,11 @@ static void ref_q4(const gn_quant4_state *q, const float *x, int64_t T, float *w
         for (int64_t r = 0; r < R; r++) {
             double s = 0, a = 0;
             for (int64_t c = 0; c < Cc; c++) {
-                s += (double)w[r * Cc + c] * x[t * Cc + c];
-                a += fabs((double)w[r * Cc + c] * x[t * Cc + c]);
+                float xv = round == 2 ? round_dt(x[t * Cc + c], q->wdtype) : x[t * Cc + c];
+                s += (double)w[r * Cc + c] * xv;
+                a += fabs((double)w[r * Cc + c] * xv);
             }
-            want[t * R + r] = (float)s;
+            want[t * R + r] = round == 2 ? round_dt((float)s, q->wdtype) : (float)s;
             scale[t * R + r] = a;
         }
     free(w);
@@ -188,8 +190,8 @@ static void test_gemv(void) {
             int T = Ts[ti];
             float *x = rand_f32((size_t)(T * Cc), 1.0f), *want = malloc(4 * (size_t)(T * R)), *lib = malloc(4 * (size_t)(T * R));
             double *scale = malloc(8 * (size_t)(T * R));
-            ref_q4(&q, x, T, want, scale, 1);
-            gn_nf4_matmul_ref(lib, x, &q, T); // the library's own reference agrees with ours (rounded weights)
+            ref_q4(&q, x, T, want, scale, 2);
+            gn_nf4_matmul_ref(lib, x, &q, T); // the library's own reference agrees with ours (compute-dtype product)
             CHECK(worst(lib, want, scale, (size_t)(T * R), 1e-6, 1e-7) <= 1, "gn_nf4_matmul_ref disagrees (case %zu)", c);
             ref_q4(&q, x, T, want, scale, 0); // the GEMV's weights: f32 code * absmax
             float *dx = to_dev(x, (size_t)(T * Cc)), *o0 = rand_f32((size_t)(T * R), 1.0f);
@@ -199,7 +201,7 @@ static void test_gemv(void) {
             double e = worst(got, want, scale, (size_t)(T * R), 5e-6, 1e-6);
             CHECK(e <= 1, "gemv f32 x case %zu (%lldx%lld bs %d dq %d %s) T %d: error %.3g of tolerance", c, (long long)R,
                   (long long)Cc, cs[c].bs, cs[c].dq, gn_dtype_name(cs[c].wdt), T, e);
-            // and within the weights' own rounding (wdtype) of the CPU's rounded-weight product
+            // and within the compute dtype's roundings (weights, inputs, outputs) of the CPU's product
             e = worst(got, lib, scale, (size_t)(T * R), cs[c].wdt == GN_DTYPE_F32 ? 2e-6 : 4e-3, 1e-6);
             CHECK(e <= 1, "gemv vs gn_nf4_matmul_ref case %zu T %d: error %.3g of tolerance", c, T, e);
             free(got);

@@ -197,7 +197,10 @@ static void test_kernels_vs_ref(void) {
                             double sa = 0;
                             for (int64_t c = 0; c < C; c++) sa += fabs((double)d0[r * C + c] * in[t * C + c]);
                             float err = fabsf(o1[t * R + r] - o0[t * R + r]);
-                            float tol = (float)((double)C * 0x1p-22 * sa) + 1e-30f;
+                            // outputs are rounded to the compute dtype: the two sums may round
+                            // to neighbouring values, one unit in the last place apart
+                            double ulp = q.wdtype == GN_DTYPE_BF16 ? 0x1p-7 : q.wdtype == GN_DTYPE_F16 ? 0x1p-10 : 0;
+                            float tol = (float)((double)C * 0x1p-22 * sa * (1 + ulp) + ulp * fabs(o0[t * R + r])) + 1e-30f;
                             worst = fmaxf(worst, err / tol);
                         }
                     CHECK(worst <= 1.0f, "matmul level %d %lldx%lld bs %d wdtype %s T=%lld: error %g of bound",
@@ -268,6 +271,32 @@ static void test_kernels_vs_ref(void) {
     CHECK(o[1] == gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5])), "weights rounded to bf16 in matmul");
     gn_nf4_matmul(o, x, &q, 1);
     CHECK(o[1] == gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5])), "weights rounded to bf16 in fused matmul");
+    // inputs and outputs in the compute dtype too (bnb's Linear4bit): 1 + 2^-10 is 1 in bf16, so
+    // the product is exactly the bf16 weight; a sum that is not a bf16 value comes back rounded
+    x[5] = 1.0f + 0x1p-10f;
+    for (int path = 0; path < 2; path++) {
+        if (path) gn_nf4_matmul(o, x, &q, 1);
+        else gn_nf4_matmul_ref(o, x, &q, 1);
+        CHECK(o[1] == gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5])), "input rounded to bf16 (%s)", path ? "fused" : "ref");
+    }
+    float x2[128];
+    for (int i = 0; i < 128; i++) x2[i] = frand();
+    for (int64_t T = 1; T <= 2; T++) { // T=1: fused; T=2 of 64 columns: also fused; then the sgemm path (T=20)
+        float o2[40];
+        gn_nf4_matmul(o2, x2, &q, T);
+        for (int64_t i = 0; i < 2 * T; i++)
+            CHECK(o2[i] == gn_bf16_to_f32(gn_f32_to_bf16(o2[i])), "output %lld is a bf16 value (T=%lld)", (long long)i,
+                  (long long)T);
+    }
+    {
+        float x3[20 * 64], o3[40], r3[40];
+        for (int i = 0; i < 20 * 64; i++) x3[i] = frand();
+        gn_nf4_matmul(o3, x3, &q, 20);
+        gn_nf4_matmul_ref(r3, x3, &q, 20);
+        int ok = 1;
+        for (int i = 0; i < 40; i++) ok &= o3[i] == gn_bf16_to_f32(gn_f32_to_bf16(o3[i])) && fabsf(o3[i] - r3[i]) <= 0x1p-7f * fabsf(r3[i]) + 1e-6f;
+        CHECK(ok, "T=20 (sgemm path): bf16 outputs equal to the reference within one bf16 step");
+    }
     gn_quant4_free(&q);
 }
 

@@ -50,6 +50,11 @@ static void oom(size_t n) {
     exit(1);
 }
 void *gn_malloc(size_t n) { void *p = malloc(n ? n : 1); if (!p) oom(n); return p; }
+void *gn_malloc_aligned(size_t n) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n ? n : 1)) oom(n);
+    return p;
+}
 void *gn_calloc(size_t n, size_t size) {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p) oom(n * size);

@@ -35,6 +35,7 @@ void gn_abort(const char *file, int line, const char *expr);
 // Allocation that never returns NULL: out of memory goes to the OOM handler
 // (default: message to stderr and exit(1)), as in redis' zmalloc.
 void *gn_malloc(size_t n);
+void *gn_malloc_aligned(size_t n); // 64-byte aligned (cache line, one AVX-512 register); free() it
 void *gn_calloc(size_t n, size_t size);
 void *gn_realloc(void *p, size_t n);
 char *gn_strdup(const char *s);

@@ -112,8 +112,10 @@ void gn_dequantize_4bit_range(const gn_quant4_state *q, int64_t e0, int64_t n, f
 gn_status gn_dequantize_4bit_to(const gn_quant4_state *q, gn_dtype out_dtype, void *dst);
 
 // out (T, rows) = inp (T, cols) @ W^T, W the (rows, cols) view of the
-// dequantized weight, each weight rounded to q->wdtype first (so with a bf16
-// state this is HF's "dequantize to bf16, then matmul"; accumulation is float32).
+// dequantized weight. q->wdtype is the compute dtype, as in bitsandbytes'
+// Linear4bit: each weight, each input value and each output are rounded to it
+// (bf16 or f16; f32 rounds nothing), the products summed in float32 — HF's
+// "x.to(compute_dtype); dequantize; matmul; result in compute_dtype".
 // T == 1 fuses dequant and dot per block (AVX-512 / AVX2 by gn_simd_level());
 // T > 1 dequantizes tiles of rows and calls sgemm (or dots for small T).
 // Multithreaded over rows. out must not alias inp.
@@ -121,7 +123,7 @@ gn_status gn_dequantize_4bit_to(const gn_quant4_state *q, gn_dtype out_dtype, vo
 // inp (T, cols) @ W_i^T, n <= 8, in one parallel loop when the fused kernel applies.
 void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T);
 void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64_t T);
-// Scalar reference: same rounded weights, double accumulation.
+// Scalar reference: same roundings of weights, inputs and outputs, double accumulation.
 void gn_nf4_matmul_ref(float *out, const float *inp, const gn_quant4_state *w, int64_t T);
 
 // ---------------------------------------------------------------------------

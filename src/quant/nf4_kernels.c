@@ -42,6 +42,52 @@ static inline float round_w(float v, gn_dtype wdt) {
     return v;
 }
 
+// Values rounded to the compute dtype in place: bnb's Linear4bit casts its input to
+// the compute dtype and returns the product in it. Branch-free for bf16 so the
+// compiler vectorizes it (NaN stays NaN, quieted, as gn_f32_to_bf16).
+__attribute__((target("avx512f")))
+static int64_t round_bf16_avx512(float *v, int64_t n) {
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), hi = _mm512_set1_epi32((int)0xffff0000u);
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000), qb = _mm512_set1_epi32(0x00400000);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i u = _mm512_loadu_si512(v + i);
+        __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(_mm512_srli_epi32(u, 16), one));
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs), inf);
+        r = _mm512_mask_or_epi32(r, nan, u, qb);
+        _mm512_storeu_si512(v + i, _mm512_and_si512(r, hi));
+    }
+    return i;
+}
+
+static void round_act(float *v, int64_t n, gn_dtype dt) {
+    if (dt == GN_DTYPE_BF16) {
+        int64_t i0 = gn_simd_level() >= GN_SIMD_AVX512 ? round_bf16_avx512(v, n) : 0;
+        for (int64_t i = i0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &v[i], 4);
+            uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+            uint32_t qn = (u | 0x00400000u) & 0xffff0000u;
+            r = (u & 0x7fffffffu) > 0x7f800000u ? qn : r;
+            memcpy(&v[i], &r, 4);
+        }
+    } else if (dt == GN_DTYPE_F16) {
+        for (int64_t i = 0; i < n; i++) v[i] = gn_f16_to_f32(gn_f32_to_f16(v[i]));
+    }
+}
+
+// dst = src rounded to dt, split across threads for large n (no nested parallelism: called
+// outside the matmul's parallel loops)
+static void round_copy(float *dst, const float *src, int64_t n, gn_dtype dt) {
+    const int64_t CH = 16384, nch = (n + CH - 1) / CH;
+    #pragma omp parallel for schedule(static) if (nch > 4)
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t i0 = c * CH, m = n - i0 < CH ? n - i0 : CH;
+        memcpy(dst + i0, src + i0, sizeof(float) * (size_t)m);
+        round_act(dst + i0, m, dt);
+    }
+}
+
 static void deq_range_scalar(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst, gn_dtype wdt) {
     for (int64_t i = 0; i < n; i++) {
         int64_t e = e0 + i;
@@ -238,9 +284,9 @@ static void rows_dot_tab_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1
 // bf16 weights (wdtype BF16, the QLoRA default) on CPUs with AVX512_BF16: the
 // block's 16 possible weights are bf16 words, so one vpermw looks up 32 weights
 // and one vdpbf16ps multiplies-and-adds 32 of them into f32 lanes. The
-// activations are split x = hi + lo into two bf16 parts (hi = bf16(x), lo =
-// bf16(x - hi)), so products carry 16 bits of x instead of bf16's 8, and each
-// group is two dpbf16 per weight vector. The table conversion vcvtneps2bf16 is
+// activations are bf16 too: with a bf16 compute dtype the product takes its
+// input rounded to bf16 (bnb's Linear4bit casts x to the compute dtype), so a
+// bf16 pair product is exact in f32. The table conversion vcvtne2ps2bf16 is
 // RNE like gn_f32_to_bf16 (NaN quieted the same way) but flushes denormal
 // inputs, so blocks with a tiny, huge or NaN absmax build their table the exact
 // way; vdpbf16ps itself treats denormal weights and products as zero, so a
@@ -253,23 +299,18 @@ static int have_bf16_dot(void) {
     return v;
 }
 
-static void split64_bf16(const float *x, int64_t C, uint16_t *hi, uint16_t *lo) {
+static void bf16_deinterleave64(const float *x, int64_t C, uint16_t *hi) {
     for (int64_t g = 0; g < C; g += 64)
         for (int i = 0; i < 32; i++)
-            for (int par = 0; par < 2; par++) {
-                float v = x[g + 2 * i + par];
-                uint16_t h = gn_f32_to_bf16(v);
-                hi[g + 32 * par + i] = h;
-                lo[g + 32 * par + i] = gn_f32_to_bf16(v - gn_bf16_to_f32(h));
-            }
+            for (int par = 0; par < 2; par++) hi[g + 32 * par + i] = gn_f32_to_bf16(x[g + 2 * i + par]);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static inline __m512i bf16_table(const gn_quant4_state *q, __m512 code, float am) {
     __m256i t;
     if (am >= 1e-36f && am <= 3e38f) {
-        __m256bh tb = _mm512_cvtneps_pbh(_mm512_mul_ps(code, _mm512_set1_ps(am)));
-        memcpy(&t, &tb, sizeof t);
+        __m512 v = _mm512_mul_ps(code, _mm512_set1_ps(am));
+        return (__m512i)_mm512_cvtne2ps_pbh(v, v);
     } else { // tiny, huge or NaN scale: the exact rounding of the scalar path
         uint16_t w[16];
         for (int i = 0; i < 16; i++) w[i] = gn_f32_to_bf16(q->code[i] * am);
@@ -279,15 +320,15 @@ static inline __m512i bf16_table(const gn_quant4_state *q, __m512 code, float am
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-static void rows_dot_bf16w(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *xh, const uint16_t *xl,
-                           int nt, float *out, int64_t ostride) {
+static void rows_dot_bf16w(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *xh, int nt, float *out,
+                           int64_t ostride) {
     const int64_t C = q->cols, bs = q->blocksize, nb = C / bs;
     const __m512 code = _mm512_loadu_ps(q->code);
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *p = q->packed + (r * C) / 2;
         const int64_t b0 = (r * C) / bs;
         if (nt == 1) {
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0;
             for (int64_t b = 0; b < nb; b++) {
                 __m512i tab = bf16_table(q, code, block_absmax(q, b0 + b));
                 for (int64_t j = 0; j < bs; j += 64) {
@@ -297,11 +338,9 @@ static void rows_dot_bf16w(const gn_quant4_state *q, int64_t r0, int64_t r1, con
                     const int64_t e = b * bs + j;
                     a0 = _mm512_dpbf16_ps(a0, (__m512bh)we, (__m512bh)_mm512_loadu_si512(xh + e));
                     a1 = _mm512_dpbf16_ps(a1, (__m512bh)wo, (__m512bh)_mm512_loadu_si512(xh + e + 32));
-                    a2 = _mm512_dpbf16_ps(a2, (__m512bh)we, (__m512bh)_mm512_loadu_si512(xl + e));
-                    a3 = _mm512_dpbf16_ps(a3, (__m512bh)wo, (__m512bh)_mm512_loadu_si512(xl + e + 32));
                 }
             }
-            out[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+            out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
             continue;
         }
         __m512 acc[8];
@@ -314,11 +353,9 @@ static void rows_dot_bf16w(const gn_quant4_state *q, int64_t r0, int64_t r1, con
                 __m512bh wo = (__m512bh)_mm512_permutexvar_epi16(v, tab);
                 const int64_t e = b * bs + j;
                 for (int t = 0; t < nt; t++) {
-                    const uint16_t *h = xh + t * C + e, *l = xl + t * C + e;
+                    const uint16_t *h = xh + t * C + e;
                     acc[t] = _mm512_dpbf16_ps(acc[t], we, (__m512bh)_mm512_loadu_si512(h));
                     acc[t] = _mm512_dpbf16_ps(acc[t], wo, (__m512bh)_mm512_loadu_si512(h + 32));
-                    acc[t] = _mm512_dpbf16_ps(acc[t], we, (__m512bh)_mm512_loadu_si512(l));
-                    acc[t] = _mm512_dpbf16_ps(acc[t], wo, (__m512bh)_mm512_loadu_si512(l + 32));
                 }
             }
         }
@@ -420,9 +457,9 @@ void gn_nf4_matmul_ref(float *out, const float *inp, const gn_quant4_state *w, i
             for (int64_t i = 0; i < C; i++) {
                 int64_t e = r * C + i;
                 float wv = round_w(w->code[nibble(w->packed, e)] * w->absmax[e / w->blocksize], w->wdtype);
-                s += (double)wv * inp[t * C + i];
+                s += (double)wv * round_w(inp[t * C + i], w->wdtype);
             }
-            out[t * R + r] = (float)s;
+            out[t * R + r] = round_w((float)s, w->wdtype);
         }
 }
 
@@ -445,14 +482,18 @@ static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
            w->blocksize % 32 == 0 && w->cols <= INT_MAX / 16;
 }
 
+static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T);
+
 void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T) {
     if (n <= 0 || T <= 0) return;
     gn_simd lvl = level_for(ws[0]);
     const int64_t C = ws[0]->cols;
     int ok = 1;
-    for (int i = 0; i < n; i++) ok &= ws[i]->cols == C && level_for(ws[i]) == lvl && small_t_ok(ws[i], T, lvl);
+    const gn_dtype cdt = ws[0]->wdtype; // the compute dtype: inputs and outputs rounded to it
+    for (int i = 0; i < n; i++)
+        ok &= ws[i]->cols == C && level_for(ws[i]) == lvl && small_t_ok(ws[i], T, lvl) && ws[i]->wdtype == cdt;
     if (!ok) {
-        for (int i = 0; i < n; i++) gn_nf4_matmul(outs[i], inp, ws[i], T);
+        nf4_matmul_each(outs, inp, ws, n, T);
         return;
     }
     // decode and small batches: the fused table kernel, weights read once per 8
@@ -460,11 +501,21 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
     // parallel loop, so q/k/v or gate/up cost one fork/join, not n
     int bf = lvl == GN_SIMD_AVX512 && have_bf16_dot() && !getenv_nobf16();
     for (int i = 0; i < n; i++) bf &= ws[i]->wdtype == GN_DTYPE_BF16 && ws[i]->blocksize % 64 == 0;
-    float stackbuf[4096];
-    float *xd = (size_t)(T * C) <= sizeof stackbuf / sizeof stackbuf[0] ? stackbuf : gn_malloc(sizeof(float) * (size_t)(T * C));
-    uint16_t *xh = (uint16_t *)xd, *xl = xh + T * C; // bf16 halves reuse the same bytes
-    if (bf) for (int64_t t = 0; t < T; t++) split64_bf16(inp + t * C, C, xh + t * C, xl + t * C);
-    else for (int64_t t = 0; t < T; t++) deinterleave32(inp + t * C, C, xd + t * C);
+    // the arranged activations: a per-thread buffer that only grows (no allocation per token)
+    static _Thread_local float *xbuf;
+    static _Thread_local size_t xcap;
+    if ((size_t)(T * C) > xcap) {
+        free(xbuf);
+        xcap = (size_t)(T * C) > 4096 ? (size_t)(T * C) : 4096;
+        xbuf = gn_malloc_aligned(sizeof(float) * xcap); // 64-byte rows: no split cache-line loads
+    }
+    float *xd = xbuf;
+    uint16_t *xh = (uint16_t *)xd; // bf16 activations reuse the same bytes
+    if (bf) for (int64_t t = 0; t < T; t++) bf16_deinterleave64(inp + t * C, C, xh + t * C);
+    else {
+        for (int64_t t = 0; t < T; t++) deinterleave32(inp + t * C, C, xd + t * C);
+        round_act(xd, T * C, cdt);
+    }
     const int64_t RB = 16;
     int64_t start[9], total = 0, work = 0;
     GN_ASSERT(n <= 8);
@@ -478,21 +529,20 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
         int64_t R = w->rows, r0 = (bl - start[i]) * RB, r1 = r0 + RB < R ? r0 + RB : R;
         for (int64_t t0 = 0; t0 < T; t0 += 8) {
             int nt = T - t0 < 8 ? (int)(T - t0) : 8;
-            if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, xl + t0 * C, nt, outs[i] + t0 * R, R);
+            if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
             else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
             else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
+            if (cdt != GN_DTYPE_F32)
+                for (int t = 0; t < nt; t++) round_act(outs[i] + (t0 + t) * R + r0, r1 - r0, cdt);
         }
     }
-    if (xd != stackbuf) free(xd);
 }
 
 
-void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64_t T) {
+// inp already in the compute dtype; T > 1 or rows not on block boundaries
+static void nf4_matmul_rounded(float *out, const float *inp, const gn_quant4_state *w, int64_t T) {
     const int64_t R = w->rows, C = w->cols;
-    if (T <= 0 || R <= 0) return;
-    if (C == 0) { memset(out, 0, (size_t)(T * R) * sizeof(float)); return; }
-    gn_simd lvl = level_for(w);
-    if (small_t_ok(w, T, lvl)) { gn_nf4_matmul_multi(&out, inp, &w, 1, T); return; }
+    const gn_dtype cdt = w->wdtype;
     if (T == 1) {
         // rows that do not start on a block boundary: dequantize the row, then dot
         #pragma omp parallel if (R * C > 32768)
@@ -505,6 +555,7 @@ void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64
             }
             free(buf);
         }
+        round_act(out, R, cdt);
         return;
     }
     // T > 1: each thread dequantizes 64-row tiles of W to f32 and runs a
@@ -521,7 +572,42 @@ void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64
             deq_range(w, r0 * C, nr * C, tile, w->wdtype);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)nr, (int)C, 1.0f, inp, (int)C,
                         tile, (int)C, 0.0f, out + r0, (int)R);
+            if (cdt != GN_DTYPE_F32)
+                for (int64_t t = 0; t < T; t++) round_act(out + t * R + r0, nr, cdt);
         }
         free(tile);
     }
+}
+
+// The matrices of gn_nf4_matmul_multi outside the fused kernel's reach: the input
+// rounded to the compute dtype once for all of them (same cols and compute dtype)
+static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T) {
+    const int64_t C = ws[0]->cols;
+    const gn_dtype cdt = ws[0]->wdtype;
+    int same = 1;
+    for (int i = 0; i < n; i++) same &= ws[i]->cols == C && ws[i]->wdtype == cdt;
+    if (!same || cdt == GN_DTYPE_F32) {
+        for (int i = 0; i < n; i++) gn_nf4_matmul(outs[i], inp, ws[i], T);
+        return;
+    }
+    float *xr = gn_malloc(sizeof(float) * (size_t)(T * C));
+    round_copy(xr, inp, T * C, cdt);
+    for (int i = 0; i < n; i++) {
+        if (small_t_ok(ws[i], T, level_for(ws[i]))) gn_nf4_matmul_multi(&outs[i], xr, &ws[i], 1, T); // idempotent rounding
+        else nf4_matmul_rounded(outs[i], xr, ws[i], T);
+    }
+    free(xr);
+}
+
+void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64_t T) {
+    const int64_t R = w->rows, C = w->cols;
+    if (T <= 0 || R <= 0) return;
+    if (C == 0) { memset(out, 0, (size_t)(T * R) * sizeof(float)); return; }
+    gn_simd lvl = level_for(w);
+    if (small_t_ok(w, T, lvl)) { gn_nf4_matmul_multi(&out, inp, &w, 1, T); return; }
+    if (w->wdtype == GN_DTYPE_F32) { nf4_matmul_rounded(out, inp, w, T); return; }
+    float *xr = gn_malloc(sizeof(float) * (size_t)(T * C)); // the input in the compute dtype
+    round_copy(xr, inp, T * C, w->wdtype);
+    nf4_matmul_rounded(out, xr, w, T);
+    free(xr);
 }
