@@ -161,7 +161,8 @@ static void fill_state(gn_quant4_state *q, int64_t rows, int64_t cols, int bs, i
 static void test_kernels_vs_ref(void) {
     const int64_t shapes[][2] = {{1, 1}, {1, 63}, {3, 100}, {7, 200}, {5, 4160}, {17, 64}, {33, 128}, {2, 4096}};
     const int bss[] = {32, 64, 128};
-    const int64_t Ts[] = {0, 1, 3, 9, 16, 17};  // 1..16: fused table kernel (tiles of 8 rows); 17: sgemm tiles
+    const int64_t Ts[] = {0, 1, 3, 9, 16, 17, 41}; // 1..16: fused table kernel (tiles of 8 rows); 17, 41: sgemm tiles
+    // or, bf16 on AVX512_BF16, the vdpbf16ps GEMM (8-row blocks: 17 and 41 leave 1 row over)
     const gn_dtype wdts[] = {GN_DTYPE_F32, GN_DTYPE_BF16, GN_DTYPE_F16};
     for (int lvl = GN_SIMD_SCALAR; lvl <= GN_SIMD_AVX512; lvl++) {
         gn_simd_force((gn_simd)lvl);
