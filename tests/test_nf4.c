@@ -301,6 +301,47 @@ static void test_kernels_vs_ref(void) {
     gn_quant4_free(&q);
 }
 
+// the input gradient dy @ W in the compute dtype, against its scalar reference, at every level
+// (AVX512_BF16: the vdpbf16ps GEMM; elsewhere sgemm on dequantized rows), awkward shapes
+static void test_matmul_nn(void) {
+    const int64_t shapes[][2] = {{1, 64}, {3, 100}, {33, 128}, {17, 64}, {65, 96}, {2, 4160}, {2051, 64}};
+    const int64_t Ts[] = {1, 7, 8, 9, 40};
+    const gn_dtype wdts[] = {GN_DTYPE_BF16, GN_DTYPE_F32, GN_DTYPE_F16};
+    for (int lvl = GN_SIMD_SCALAR; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            const int64_t R = shapes[si][0], C = shapes[si][1];
+            gn_quant4_state q;
+            fill_state(&q, R, C, 64, GN_QUANT_NF4, (int)(si % 2), wdts[si % 3]);
+            float *d = malloc(sizeof(float) * (size_t)(R * C));
+            gn_dequantize_4bit(&q, d);
+            for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+                const int64_t T = Ts[ti];
+                float *dy = malloc(sizeof(float) * (size_t)(T * R)), *o0 = malloc(sizeof(float) * (size_t)(T * C));
+                float *o1 = malloc(sizeof(float) * (size_t)(T * C));
+                for (int64_t i = 0; i < T * R; i++) dy[i] = frand();
+                gn_nf4_matmul_nn_ref(o0, dy, &q, T);
+                gn_nf4_matmul_nn(o1, dy, &q, T);
+                double ulp = q.wdtype == GN_DTYPE_BF16 ? 0x1p-7 : q.wdtype == GN_DTYPE_F16 ? 0x1p-10 : 0;
+                float worst = 0;
+                for (int64_t t = 0; t < T; t++)
+                    for (int64_t c = 0; c < C; c++) {
+                        double sa = 0;
+                        for (int64_t r = 0; r < R; r++) sa += fabs((double)d[r * C + c] * dy[t * R + r]);
+                        float tol = (float)((double)R * 0x1p-22 * sa * (1 + ulp) + ulp * fabs(o0[t * C + c])) + 1e-30f;
+                        worst = fmaxf(worst, fabsf(o1[t * C + c] - o0[t * C + c]) / tol);
+                    }
+                CHECK(worst <= 1.0f, "matmul_nn level %d %lldx%lld %s T=%lld: error %g of bound", lvl, (long long)R,
+                      (long long)C, gn_dtype_name(q.wdtype), (long long)T, worst);
+                free(dy); free(o0); free(o1);
+            }
+            free(d);
+            gn_quant4_free(&q);
+        }
+    }
+    gn_simd_force(GN_SIMD_AVX512);
+}
+
 // ---------------------------------------------------------------------------
 // JSON, bits per parameter, save/load
 
@@ -409,6 +450,7 @@ int main(void) {
     test_packing();
     test_roundtrip();
     test_kernels_vs_ref();
+    test_matmul_nn();
     test_json();
     test_save_load();
     test_torch_mean();

@@ -898,7 +898,10 @@ static void q4_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
     else if (q->wdtype == GN_DTYPE_F16)
         for (int64_t i = 0; i < n * q->cols; i++) dst[i] = gn_f16_to_f32(gn_f32_to_f16(dst[i]));
 }
-void gn_linear_nn(float *out, const float *dy, const gn_mat *w, int64_t T) { gn_matmul_nn(out, dy, w, T); }
+void gn_linear_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
+    if (w->q4) gn_nf4_matmul_nn(out, dy, (const gn_quant4_state *)w->q4, T); // in the compute dtype
+    else gn_matmul_nn(out, dy, w, T);
+}
 
 // ----------------------------------------------------------------------------
 // LoRA (unmerged)

@@ -117,7 +117,8 @@ gn_status gn_dequantize_4bit_to(const gn_quant4_state *q, gn_dtype out_dtype, vo
 // (bf16 or f16; f32 rounds nothing), the products summed in float32 — HF's
 // "x.to(compute_dtype); dequantize; matmul; result in compute_dtype".
 // T == 1 fuses dequant and dot per block (AVX-512 / AVX2 by gn_simd_level());
-// T > 1 dequantizes tiles of rows and calls sgemm (or dots for small T).
+// T <= 16: fused kernels (vdpbf16ps on AVX512_BF16 for bf16); larger T: a vdpbf16ps GEMM on
+// bf16 panels (bf16 compute, AVX512_BF16), else dequantized tiles of rows and sgemm.
 // Multithreaded over rows. out must not alias inp.
 // Several matrices with the same input (q/k/v, gate/up): outs[i] (T, rows_i) =
 // inp (T, cols) @ W_i^T, n <= 8, in one parallel loop when the fused kernel applies.
@@ -125,6 +126,10 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
 void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64_t T);
 // Scalar reference: same roundings of weights, inputs and outputs, double accumulation.
 void gn_nf4_matmul_ref(float *out, const float *inp, const gn_quant4_state *w, int64_t T);
+// The input gradient: out (T, cols) = dy (T, rows) @ W, in the compute dtype likewise
+// (bnb's backward: grad_output in the compute dtype times the dequantized weight).
+void gn_nf4_matmul_nn(float *out, const float *dy, const gn_quant4_state *w, int64_t T);
+void gn_nf4_matmul_nn_ref(float *out, const float *dy, const gn_quant4_state *w, int64_t T);
 
 // ---------------------------------------------------------------------------
 // pieces of the algorithm, exposed for tests

@@ -22,6 +22,7 @@
 #include <cblas.h>     // cblas_sgemm (OpenBLAS)
 #include <immintrin.h> // AVX2 / AVX-512 intrinsics (only inside target() functions)
 #include <limits.h>    // INT_MAX
+#include <omp.h>       // omp_get_num_threads
 #include <stdlib.h>    // free, getenv
 
 #include "../tensor/kernels.h"
@@ -637,6 +638,123 @@ static void nf4_gemm_bf16(float *out, const float *x, const gn_quant4_state *w, 
         free(row);
     }
     free(xp);
+}
+
+// out (T, C) = dy (T, R; values already bf16) @ W, W (R, C) the dequantized bf16 weight:
+// the input gradient of the product above. Here k runs over W's rows, so a panel is
+// 32 columns of W with rows in pairs, [r/2][32 columns][2], built from a bf16 copy of
+// W (two rows' 16-bit values interleaved into 32-bit lanes); the micro-kernel is the
+// same. Output rounded to bf16 (bnb's backward returns the compute dtype).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void nf4_gemm_nn_bf16(float *out, const float *dy, const gn_quant4_state *w, int64_t T) {
+    const int64_t R = w->rows, C = w->cols, Rp = (R + 1) & ~(int64_t)1, KP = Rp / 2;
+    const int64_t Cs = (C + 31) & ~(int64_t)31; // row stride of the bf16 copy (zero padded)
+    uint32_t *yp = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(T * KP));
+    uint16_t *wb = gn_malloc_aligned(sizeof(uint16_t) * (size_t)(Rp * Cs));
+    #pragma omp parallel
+    {
+        float *row = gn_malloc_aligned(sizeof(float) * (size_t)Cs);
+        #pragma omp for schedule(static) nowait
+        for (int64_t t = 0; t < T; t++) {
+            uint16_t *d = (uint16_t *)(yp + t * KP);
+            const float *yt = dy + t * R;
+            int64_t c = 0;
+            for (; c + 32 <= R; c += 32)
+                _mm512_storeu_si512(d + c, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(yt + c + 16), _mm512_loadu_ps(yt + c)));
+            for (; c < R; c++) d[c] = gn_f32_to_bf16(yt[c]);
+            if (Rp != R) d[R] = 0;
+        }
+        #pragma omp for schedule(static)
+        for (int64_t r = 0; r < Rp; r++) {
+            uint16_t *d = wb + r * Cs;
+            if (r >= R) { memset(d, 0, sizeof(uint16_t) * (size_t)Cs); continue; }
+            deq_range(w, r * C, C, row, GN_DTYPE_BF16);
+            for (int64_t c = C; c < Cs; c++) row[c] = 0.0f;
+            for (int64_t c = 0; c < Cs; c += 32)
+                _mm512_store_si512(d + c, (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(row + c + 16), _mm512_load_ps(row + c)));
+        }
+        free(row);
+        uint32_t *pk = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(BG_KC / 2) * BG_NR);
+        const int64_t npan = Cs / BG_NR;
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t pn = 0; pn < npan; pn++) {
+            const int64_t c0 = pn * BG_NR;
+            const int nc = C - c0 < BG_NR ? (int)(C - c0) : BG_NR;
+            for (int64_t k0 = 0; k0 < Rp; k0 += BG_KC) {
+                const int64_t kc = Rp - k0 < BG_KC ? Rp - k0 : BG_KC;
+                for (int64_t kp = 0; kp < kc / 2; kp++) {
+                    const uint16_t *a = wb + (k0 + 2 * kp) * Cs + c0, *b = a + Cs;
+                    for (int h = 0; h < 2; h++) {
+                        __m512i lo = _mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)(a + 16 * h)));
+                        __m512i hi = _mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)(b + 16 * h)));
+                        _mm512_store_si512(pk + kp * BG_NR + 16 * h, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+                    }
+                }
+                for (int64_t t0 = 0; t0 < T; t0 += BG_MR) {
+                    int mr = T - t0 < BG_MR ? (int)(T - t0) : BG_MR;
+                    bg_kernel(yp + t0 * KP + k0 / 2, KP, mr, pk, kc / 2, out + t0 * C + c0, C, nc, k0 == 0);
+                }
+            }
+            for (int64_t t = 0; t < T; t++) round_act(out + t * C + c0, nc, GN_DTYPE_BF16);
+        }
+        free(pk);
+    }
+    free(yp);
+    free(wb);
+}
+
+void gn_nf4_matmul_nn_ref(float *out, const float *dy, const gn_quant4_state *w, int64_t T) {
+    const int64_t R = w->rows, C = w->cols;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t c = 0; c < C; c++) {
+            double s = 0.0;
+            for (int64_t r = 0; r < R; r++) {
+                int64_t e = r * C + c;
+                float wv = round_w(w->code[nibble(w->packed, e)] * w->absmax[e / w->blocksize], w->wdtype);
+                s += (double)wv * round_w(dy[t * R + r], w->wdtype);
+            }
+            out[t * C + c] = round_w((float)s, w->wdtype);
+        }
+}
+
+void gn_nf4_matmul_nn(float *out, const float *dy, const gn_quant4_state *w, int64_t T) {
+    const int64_t R = w->rows, C = w->cols;
+    if (T <= 0 || C <= 0) return;
+    const gn_dtype cdt = w->wdtype;
+    if (R <= 0) { memset(out, 0, sizeof(float) * (size_t)(T * C)); return; }
+    if (cdt == GN_DTYPE_BF16 && level_for(w) == GN_SIMD_AVX512 && have_bf16_dot() && !getenv_nobf16()) {
+        nf4_gemm_nn_bf16(out, dy, w, T);
+        return;
+    }
+    // elsewhere: dy in the compute dtype, blocks of rows of W dequantized (rounded to it)
+    // and multiplied by sgemm, the sum rounded at the end
+    GN_ASSERT(T <= INT_MAX && R <= INT_MAX && C <= INT_MAX);
+    float *yr = NULL;
+    if (cdt != GN_DTYPE_F32) {
+        yr = gn_malloc(sizeof(float) * (size_t)(T * R));
+        round_copy(yr, dy, T * R, cdt);
+        dy = yr;
+    }
+    blas_single_thread();
+    const int64_t RB = 256;
+    float *blk = gn_malloc(sizeof(float) * (size_t)(RB * C));
+    memset(out, 0, sizeof(float) * (size_t)(T * C));
+    for (int64_t r0 = 0; r0 < R; r0 += RB) {
+        const int64_t n = R - r0 < RB ? R - r0 : RB;
+        #pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < n; r++) deq_range(w, (r0 + r) * C, C, blk + r * C, cdt);
+        #pragma omp parallel
+        {
+            int nt = omp_get_num_threads(), id = omp_get_thread_num();
+            int64_t c0 = C * id / nt, c1 = C * (id + 1) / nt;
+            if (c0 < c1)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)(c1 - c0), (int)n, 1.0f, dy + r0,
+                            (int)R, blk + c0, (int)C, 1.0f, out + c0, (int)C);
+        }
+    }
+    free(blk);
+    free(yr);
+    round_act(out, T * C, cdt);
 }
 
 // inp already in the compute dtype; T > 1 or rows not on block boundaries
