@@ -22,7 +22,9 @@
 #include <cblas.h>     // cblas_sgemm (OpenBLAS)
 #include <immintrin.h> // AVX2 / AVX-512 intrinsics (only inside target() functions)
 #include <limits.h>    // INT_MAX
-#include <omp.h>       // omp_get_num_threads
+#ifdef _OPENMP
+#include <omp.h> // omp_get_num_threads
+#endif
 #include <stdlib.h>    // free, getenv
 
 #include "../tensor/kernels.h"
@@ -745,7 +747,11 @@ void gn_nf4_matmul_nn(float *out, const float *dy, const gn_quant4_state *w, int
         for (int64_t r = 0; r < n; r++) deq_range(w, (r0 + r) * C, C, blk + r * C, cdt);
         #pragma omp parallel
         {
-            int nt = omp_get_num_threads(), id = omp_get_thread_num();
+            int nt = 1, id = 0;
+#ifdef _OPENMP
+            nt = omp_get_num_threads();
+            id = omp_get_thread_num();
+#endif
             int64_t c0 = C * id / nt, c1 = C * (id + 1) / nt;
             if (c0 < c1)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)(c1 - c0), (int)n, 1.0f, dy + r0,
