@@ -35,7 +35,9 @@ int main(void) {
             free(a); free(b); free(w);
         }
         // matmul: (T, IC) x (OC, IC)^T, both dtypes, T = 1 (decode) and > 1
-        const int64_t shapes[][3] = {{1, 1, 1}, {1, 65, 33}, {3, 17, 100}, {5, 64, 64}, {1, 0, 7}, {2, 7, 0}, {0, 3, 3}, {9, 129, 63}};
+        // {3, 600, 4099}: matmul_nn in several row blocks (~1 M weights each)
+        const int64_t shapes[][3] = {{1, 1, 1}, {1, 65, 33}, {3, 17, 100}, {5, 64, 64}, {1, 0, 7}, {2, 7, 0}, {0, 3, 3}, {9, 129, 63},
+                                     {3, 600, 4099}};
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
             int64_t T = shapes[k][0], OC = shapes[k][1], IC = shapes[k][2];
             size_t ni = (size_t)(T * IC) + 1, nw = (size_t)(OC * IC) + 1, no = (size_t)(T * OC) + 1;

@@ -306,11 +306,15 @@ void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
     // other dtypes: each thread converts blocks of 64 rows of W and accumulates
     // into its own slice of columns... rows are shared, so split by columns of
     // the converted block instead: convert once per block, then all threads use it.
-    const int64_t RB = 64;
+    // blocks of ~4 MB: each sgemm call reads and writes all of out, so few, tall blocks
+    // (a 49152-row bf16 head in 64-row blocks made 768 passes over out)
+    int64_t RB = ((int64_t)1 << 20) / (IC > 0 ? IC : 1);
+    RB = RB < 64 ? 64 : RB > OC ? OC : RB;
     float *blk = gn_malloc(sizeof(float) * (size_t)(RB * IC));
     for (int64_t r0 = 0; r0 < OC; r0 += RB) {
         int64_t n = OC - r0 < RB ? OC - r0 : RB;
-        gn_mat_rows_f32(w, r0, n, blk);
+        #pragma omp parallel for schedule(static) if (n * IC > 65536)
+        for (int64_t i = 0; i < n; i += 16) gn_mat_rows_f32(w, r0 + i, n - i < 16 ? n - i : 16, blk + i * IC);
         #pragma omp parallel
         {
             int64_t c0, c1;
