@@ -3,7 +3,8 @@
  * on random inputs of awkward sizes (odd lengths, rows that are not multiples of
  * 32 or 64, a single row, empty calls), then a small random LLaMA on both
  * devices (prefill, decode, batched decode, unmerged LoRA, one training
- * sequence's loss and LoRA gradients).
+ * sequence's loss and LoRA gradients), and the trainer's AdamW on the GPU
+ * against its host loop.
  *
  * References: nf4.h (dequantization bit for bit; gn_nf4_matmul_ref), kernels.h
  * (gn_rmsnorm, gn_silu_mul, gn_attn_causal_rows_ref), train/attn.h (the
@@ -941,7 +942,7 @@ static void test_model(const char *dir, int four_bit, double tol_prefill, double
         int T = 23;
         int32_t tid[23], lab[23];
         for (int t = 0; t < T; t++) { tid[t] = (t * 17 + 2) % V; lab[t] = t < 4 || t == 11 ? -100 : (t * 5 + 1) % V; }
-        for (int round = 0; round < 2; round++) { // the second after a step: the parameters are uploaded again
+        for (int round = 0; round < 2; round++) { // the second after a step: the device parameters are AdamW's
             double lsc, lsg;
             int ntc, ntg;
             gn_trainer_zero_grad(tc);
@@ -967,9 +968,10 @@ static void test_model(const char *dir, int four_bit, double tol_prefill, double
             double pd = 0;
             for (size_t i = 0; i < npc; i++) pd = fmax(pd, fabs((double)pc[i] - pg[i]));
             CHECK(pd <= 2.5e-3, "parameters after the step differ by %.3g", pd);
-            // the same parameters again, so round 1 compares gradients at one point (and the GPU
-            // must upload the new values: the step count changed)
-            memcpy(pg, pc, sizeof(float) * npc);
+            // the same parameters again, so round 1 compares gradients at one point; the CPU
+            // trainer takes the GPU's, since the device keeps its AdamW result as the new step's
+            // parameters and would not see host writes until the step count changes
+            memcpy(pc, pg, sizeof(float) * npc);
         }
         double le;
         int ne;
@@ -981,6 +983,76 @@ static void test_model(const char *dir, int four_bit, double tol_prefill, double
     gn_model_free(mc);
     gn_model_free(mg);
     printf("ok %s model on the GPU vs the CPU (prefill, decode, batched, LoRA, training)\n", four_bit ? "4-bit" : "f32");
+}
+
+// gn_trainer_step with the paged AdamW kernel (the default on a GPU model) vs
+// its host loop (GN_CUDA_HOST_ADAMW=1): two trainers from the same start, the
+// same sequences and steps; parameters and m/v must agree bit for bit. v 1:
+// bf16 parameters, weight decay and the state in mmap'd files.
+static void test_trainer_adamw(const char *dir) {
+    gn_load_opts lo = {.weight_dtype = GN_DTYPE_NF4, .compute_dtype = GN_DTYPE_BF16, .device = GN_DEVICE_CUDA};
+    gn_model *mg = NULL;
+    CHECK(gn_model_load(&mg, dir, &lo) == GN_OK, "load cuda: %s", gn_last_error());
+    if (!mg) return;
+    const int V = mg->cfg.vocab_size, T = 19;
+    int32_t ids[2][19], lab[2][19];
+    for (int s = 0; s < 2; s++)
+        for (int t = 0; t < T; t++) { ids[s][t] = (t * 13 + 5 * s + 1) % V; lab[s][t] = t < 3 + s ? -100 : (t * 7 + s) % V; }
+    for (int v = 0; v < 2; v++) {
+        gn_train_opts to;
+        gn_train_opts_default(&to);
+        to.lora_r = 4;
+        to.lora_alpha = 8.0f;
+        to.lora_dropout = 0.1f;
+        to.bf16_params = v;
+        to.weight_decay = v ? 0.01f : 0.0f;
+        char sg[700], sh[700];
+        snprintf(sg, sizeof sg, "%s/adamw_gpu.bin", dir);
+        snprintf(sh, sizeof sh, "%s/adamw_host.bin", dir);
+        gn_trainer *tg = NULL, *th = NULL; // GPU AdamW, host AdamW
+        to.state_path = v ? sg : NULL;
+        CHECK(gn_trainer_new(&tg, mg, &to, NULL) == GN_OK, "trainer: %s", gn_last_error());
+        to.state_path = v ? sh : NULL;
+        CHECK(gn_trainer_new(&th, mg, &to, NULL) == GN_OK, "trainer: %s", gn_last_error());
+        if (!tg || !th) { gn_trainer_free(tg); gn_trainer_free(th); break; }
+        size_t np = gn_trainer_num_params(tg), nb = gn_trainer_state_size(tg);
+        float *pg = gn_trainer_params(tg), *ph = gn_trainer_params(th), *p0 = malloc(sizeof(float) * np);
+        for (size_t i = 0; i < np; i++) p0[i] = pg[i] = ph[i] = v ? round_bf16(0.2f * frand()) : 0.2f * frand();
+        for (int step = 0; step < 2; step++) {
+            // both trainers share the model's device buffers; the order flips so that
+            // each AdamW path meets both a current and a stale device copy of its parameters
+            gn_trainer *order[2] = {step ? tg : th, step ? th : tg};
+            for (int k = 0; k < 2; k++) {
+                gn_trainer_zero_grad(order[k]);
+                for (int s = 0; s < 2; s++) {
+                    double ls;
+                    int nt;
+                    CHECK(gn_trainer_sequence(order[k], ids[s], lab[s], T, 1.0f / 30.0f, 1, &ls, &nt) == GN_OK,
+                          "cuda sequence: %s", gn_last_error());
+                }
+            }
+            // the GPU sequences are deterministic: a difference here means stale device parameters
+            CHECK(!memcmp(gn_trainer_grads(tg), gn_trainer_grads(th), sizeof(float) * np),
+                  "v %d step %d: gradients of the two trainers differ", v, step);
+            unsetenv("GN_CUDA_HOST_ADAMW");
+            gn_trainer_step(tg, 1e-3f);
+            setenv("GN_CUDA_HOST_ADAMW", "1", 1);
+            gn_trainer_step(th, 1e-3f);
+            unsetenv("GN_CUDA_HOST_ADAMW");
+        }
+        size_t moved = 0;
+        for (size_t i = 0; i < np; i++) moved += pg[i] != p0[i];
+        CHECK(moved > np / 2, "v %d: AdamW moved %zu of %zu parameters", v, moved, np);
+        CHECK(!memcmp(pg, ph, sizeof(float) * np), "v %d: parameters after GPU and host AdamW (bit-exact)", v);
+        CHECK(nb == 2 * sizeof(float) * np && !memcmp(gn_trainer_state(tg), gn_trainer_state(th), nb),
+              "v %d: AdamW m and v after GPU and host AdamW (bit-exact)", v);
+        free(p0);
+        gn_trainer_free(tg);
+        gn_trainer_free(th);
+        if (v) { remove(sg); remove(sh); }
+    }
+    gn_model_free(mg);
+    printf("ok trainer AdamW on the GPU vs the host loop (bit-exact)\n");
 }
 
 int main(void) {
@@ -1011,6 +1083,7 @@ int main(void) {
     test_model(a, 1, 3e-2, 1e-2); // 4-bit: bf16 activations in T > 8 products; the GEMV skips the bf16 rounding of weights
     test_model(b, 1, 3e-2, 1e-2);
     test_model(a, 0, 1e-4, 1e-4);
+    test_trainer_adamw(a);
     TEST_REPORT();
 }
 

@@ -17,6 +17,52 @@ static float frand(void) {
 
 static int close_enough(float a, float b, float tol) { return fabsf(a - b) <= tol * (1.0f + fabsf(b)); }
 
+// the bf16 GEMM against its scalar reference: every transposition, awkward sizes (k past one
+// 2048 block, rows past one 256 stretch, columns not a multiple of 32), alpha and beta
+static void test_gemm_bf16(void) {
+    if (!gn_bf16_gemm_available()) { printf("SKIP: gemm_bf16 (no AVX512_BF16)\n"); return; }
+    const int64_t sz[][3] = {{1, 1, 1}, {7, 33, 5}, {8, 32, 64}, {9, 65, 100}, {300, 17, 129}, {3, 40, 2051}, {64, 576, 512}};
+    const float ab[][2] = {{1.0f, 0.0f}, {0.25f, 1.0f}, {-2.0f, 0.5f}};
+    for (size_t z = 0; z < sizeof sz / sizeof sz[0]; z++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const int64_t M = sz[z][0], N = sz[z][1], K = sz[z][2];
+                const float alpha = ab[(z + ta + tb) % 3][0], beta = ab[(z + ta + tb) % 3][1];
+                const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2; // padded strides
+                float *A = malloc(sizeof(float) * (size_t)((ta ? K : M) * lda)), *B = malloc(sizeof(float) * (size_t)((tb ? N : K) * ldb));
+                float *C0 = malloc(sizeof(float) * (size_t)(M * ldc)), *C1 = malloc(sizeof(float) * (size_t)(M * ldc));
+                for (int64_t i = 0; i < (ta ? K : M) * lda; i++) A[i] = frand();
+                for (int64_t i = 0; i < (tb ? N : K) * ldb; i++) B[i] = frand();
+                for (int64_t i = 0; i < M * ldc; i++) C0[i] = C1[i] = frand();
+                float *C2 = malloc(sizeof(float) * (size_t)(M * ldc));
+                memcpy(C2, C1, sizeof(float) * (size_t)(M * ldc));
+                uint16_t *Bh = malloc(sizeof(uint16_t) * (size_t)((tb ? N : K) * ldb));
+                for (int64_t i = 0; i < (tb ? N : K) * ldb; i++) Bh[i] = gn_f32_to_bf16(B[i]);
+                gn_gemm_bf16_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc);
+                gn_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C1, ldc);
+                gn_gemm_bf16_b16(ta, tb, M, N, K, alpha, A, lda, Bh, ldb, beta, C2, ldc);
+                CHECK(!memcmp(C1, C2, sizeof(float) * (size_t)(M * ldc)), "gemm_bf16 with B stored as bf16 = with B f32 (ta %d tb %d, %lldx%lldx%lld)",
+                      ta, tb, (long long)M, (long long)N, (long long)K);
+                free(C2); free(Bh);
+                float worst = 0;
+                int pad_ok = 1;
+                for (int64_t i = 0; i < M; i++) {
+                    for (int64_t j = 0; j < N; j++) {
+                        double sa = 0;
+                        for (int64_t k = 0; k < K; k++)
+                            sa += fabs((double)(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]));
+                        // float32 sums in another order, alpha and beta applied with one more rounding each
+                        double tol = (double)(K + 4) * 0x1p-23 * (fabs(alpha) * sa * 1.01 + fabs(beta) * 2.0) + 1e-30;
+                        worst = fmaxf(worst, (float)(fabs((double)C1[i * ldc + j] - C0[i * ldc + j]) / tol));
+                    }
+                    for (int64_t j = N; j < ldc; j++) pad_ok &= C1[i * ldc + j] == C0[i * ldc + j]; // untouched
+                }
+                CHECK(worst <= 1.0f && pad_ok, "gemm_bf16 ta %d tb %d M %lld N %lld K %lld: error %g of bound%s", ta, tb,
+                      (long long)M, (long long)N, (long long)K, worst, pad_ok ? "" : ", wrote past N");
+                free(A); free(B); free(C0); free(C1);
+            }
+}
+
 int main(void) {
     const int64_t sizes[] = {0, 1, 2, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 129, 576, 1000};
     const int ns = (int)(sizeof sizes / sizeof sizes[0]);
@@ -86,5 +132,6 @@ int main(void) {
     for (int i = 0; i < 5; i++) tot += sm[i];
     CHECK(fabsf(tot - 1) < 1e-6f && sm[4] > 0.999f, "softmax sums to %g", tot);
     gn_softmax(sm, 0); // empty: no-op
+    test_gemm_bf16();
     TEST_REPORT();
 }

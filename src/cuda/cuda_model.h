@@ -14,6 +14,7 @@
  *   gn_sessions_decode -> gn_cuda_sessions_decode (when m->cuda)
  *   gn_session_free    -> gn_cuda_session_detach
  *   gn_trainer_sequence-> gn_cuda_train_sequence (when m->cuda)
+ *   gn_trainer_step    -> gn_cuda_train_adamw   (when m->cuda; host loop on failure)
  */
 #ifndef GN_CUDA_MODEL_H
 #define GN_CUDA_MODEL_H
@@ -48,5 +49,21 @@ gn_status gn_cuda_train_sequence(const gn_model *m, const gn_adapter *ad, const 
                                  int64_t params_version, float dropout, uint64_t drop_key, const int32_t *ids,
                                  const int32_t *labels, int T, float weight, int train, double *loss_sum,
                                  int *n_tokens);
+
+// gn_trainer_step's AdamW update on the GPU with gn_cuda_adamw_paged, the same
+// arithmetic as the host loop bit for bit: grads (host, the step's sum) are
+// uploaded, the device copy of params is refreshed unless it already holds them
+// (the same (params, version) test as above: this step's sequences ran with
+// version step - 1), adam_m/adam_v (host, np floats each; may be an mmap'd file)
+// stream through the device, and the updated parameters are downloaded into
+// params. Afterwards the device copy counts as version `step`, so the next
+// sequence (called with the new step count) does not upload them again: a
+// caller that writes params between a step and the next sequence must change
+// the step count too. step is the new count (1 for the first step), clip the
+// factor the gradients are multiplied by. An error (no sequence ran on this
+// model yet, no room for the state chunks) leaves params, adam_m and adam_v
+// untouched, so the caller can run its host loop instead.
+gn_status gn_cuda_train_adamw(const gn_model *m, float *params, const float *grads, float *adam_m, float *adam_v, size_t np,
+                              float lr, float b1, float b2, float eps, float wd, int64_t step, float clip, int bf16_params);
 
 #endif

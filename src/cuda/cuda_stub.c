@@ -45,3 +45,11 @@ gn_status gn_cuda_train_sequence(const gn_model *m, const gn_adapter *ad, const 
     GN_UNUSED(loss_sum); GN_UNUSED(n_tokens);
     return gn_err(GN_ERR_UNSUPPORTED, "training on the GPU: " NO_CUDA);
 }
+
+gn_status gn_cuda_train_adamw(const gn_model *m, float *params, const float *grads, float *adam_m, float *adam_v, size_t np,
+                              float lr, float b1, float b2, float eps, float wd, int64_t step, float clip, int bf16_params) {
+    GN_UNUSED(m); GN_UNUSED(params); GN_UNUSED(grads); GN_UNUSED(adam_m); GN_UNUSED(adam_v); GN_UNUSED(np);
+    GN_UNUSED(lr); GN_UNUSED(b1); GN_UNUSED(b2); GN_UNUSED(eps); GN_UNUSED(wd); GN_UNUSED(step); GN_UNUSED(clip);
+    GN_UNUSED(bf16_params);
+    return gn_err(GN_ERR_UNSUPPORTED, "AdamW on the GPU: " NO_CUDA);
+}

@@ -10,9 +10,13 @@
  *   2. runs the sequence on the device (frozen 4-bit base: dequantized tiles on
  *      the tensor cores in bf16, LoRA products and everything else in f32),
  *   3. adds the sequence's gradients to the host gradient buffer.
- * gn_trainer_step (clip + AdamW) then runs on the host as for the CPU path.
- * Differences from the CPU numbers come from bf16 activations in the base
- * products (the CPU keeps them f32) and summation order: tests and
+ * gn_trainer_step computes the norm and clip factor on the host, then hands the
+ * AdamW update to gn_cuda_train_adamw (the paged kernel: m/v stay in host
+ * memory, the updated parameters come back to the host buffer and stay on the
+ * device for the next sequence).
+ * Differences from the CPU numbers: the CPU's bf16 run rounds the outputs of the
+ * 4-bit products and the inputs of the LoRA and head products to bf16 too (qlora's
+ * autocast), the GPU keeps those in f32; and summation order. Tests and
  * bench/cuda_check.sh compare within bf16 tolerance.
  */
 #include "cuda_priv.h"
@@ -282,5 +286,27 @@ gn_status gn_cuda_train_sequence(const gn_model *m, const gn_adapter *ad, const 
     const float *gh = t->grads_host;
     #pragma omp parallel for schedule(static) if (np > 65536)
     for (size_t i = 0; i < np; i++) grads[i] += gh[i];
+    return GN_OK;
+}
+
+gn_status gn_cuda_train_adamw(const gn_model *m, float *params, const float *grads, float *adam_m, float *adam_v, size_t np,
+                              float lr, float b1, float b2, float eps, float wd, int64_t step, float clip, int bf16_params) {
+    cu_model *cm = m->cuda;
+    struct cu_train *t = cm ? cm->train : NULL;
+    if (!t || t->np != np)
+        return gn_err(GN_ERR_UNSUPPORTED, "AdamW on the GPU: no training buffers for %zu parameters yet (no sequence ran)", np);
+    // this step's sequences ran with version step - 1; anything else (another trainer's
+    // buffer, a step without sequences) means the device copy may be stale
+    if (t->params_src != params || t->version != step - 1) {
+        gn_cuda_upload(t->params, params, sizeof(float) * np);
+        t->params_src = params;
+        t->version = step - 1;
+    }
+    gn_cuda_upload(t->grads, grads, sizeof(float) * np); // the host sum (all sequences, all ranks)
+    gn_status st = gn_cuda_adamw_paged(t->params, t->grads, adam_m, adam_v, np, lr, b1, b2, eps, wd, step, clip,
+                                       bf16_params, 0);
+    if (st) return st; // failed before touching anything: the caller's host loop takes over
+    gn_cuda_download(params, t->params, sizeof(float) * np);
+    t->version = step; // the next sequence passes the new step count and finds them in place
     return GN_OK;
 }

@@ -553,40 +553,9 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
 // Activations stay row-major bf16: one 32-bit broadcast is x[t][k], x[t][k+1].
 // The micro-kernel keeps MR = 8 activation rows x 32 weight rows in 16 zmm sums.
 
-#define BG_NR 32
-#define BG_MR 8
+#define BG_NR GN_BF16_NR
+#define BG_MR GN_BF16_MR
 #define BG_KC 2048 // k per panel (even): 128 KiB of packed weights, in L2
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-static void bg_kernel(const uint32_t *xk, int64_t xstride, int mr, const uint32_t *pk, int64_t kp, float *out,
-                      int64_t ostride, int nr, int first) {
-    __m512 acc[BG_MR][2];
-#pragma GCC unroll 8
-    for (int i = 0; i < BG_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    const uint32_t *xr[BG_MR];
-#pragma GCC unroll 8
-    for (int i = 0; i < BG_MR; i++) xr[i] = xk + (i < mr ? i : mr - 1) * xstride; // extra rows repeat the last
-    for (int64_t k = 0; k < kp; k++) {
-        __m512bh b0 = (__m512bh)_mm512_loadu_si512(pk + k * BG_NR), b1 = (__m512bh)_mm512_loadu_si512(pk + k * BG_NR + 16);
-#pragma GCC unroll 8
-        for (int i = 0; i < BG_MR; i++) {
-            __m512bh a = (__m512bh)_mm512_set1_epi32((int)xr[i][k]);
-            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
-            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
-        }
-    }
-    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
-    for (int i = 0; i < mr; i++) {
-        float *o = out + i * ostride;
-        if (!first) {
-            acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(m0, o));
-            acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(m1, o + 16));
-        }
-        _mm512_mask_storeu_ps(o, m0, acc[i][0]);
-        _mm512_mask_storeu_ps(o + 16, m1, acc[i][1]);
-    }
-}
 
 // out (T, R) = x (T, C; values already bf16) @ W^T, rounded to bf16 at the end
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
@@ -596,48 +565,46 @@ static void nf4_gemm_bf16(float *out, const float *x, const gn_quant4_state *w, 
     uint32_t *xp = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(T * KP));
     // (vcvtne2ps2bf16 flushes denormals, as vdpbf16ps would treat them anyway)
     #pragma omp parallel for schedule(static) if (T * C > 65536)
-    for (int64_t t = 0; t < T; t++) {
-        uint16_t *d = (uint16_t *)(xp + t * KP);
-        const float *xt = x + t * C;
-        int64_t c = 0;
-        for (; c + 32 <= C; c += 32)
-            _mm512_storeu_si512(d + c, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(xt + c + 16), _mm512_loadu_ps(xt + c)));
-        for (; c < C; c++) d[c] = gn_f32_to_bf16(xt[c]);
-        if (Cp != C) d[C] = 0;
-    }
+    for (int64_t t = 0; t < T; t++) gn_bf16_pairs_row(x + t * C, C, xp + t * KP);
     const int64_t npan = (R + BG_NR - 1) / BG_NR;
     #pragma omp parallel
     {
         uint32_t *pk = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(BG_KC / 2) * BG_NR);
-        float *row = gn_malloc_aligned(sizeof(float) * (size_t)BG_KC);
-        const __m512i sidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                _mm512_set1_epi32(BG_NR));
+        float *rows = gn_malloc_aligned(sizeof(float) * 16 * (size_t)BG_KC); // 16 dequantized rows
         #pragma omp for schedule(dynamic, 1)
         for (int64_t pn = 0; pn < npan; pn++) {
             const int64_t r0 = pn * BG_NR;
             const int nr = R - r0 < BG_NR ? (int)(R - r0) : BG_NR;
             for (int64_t k0 = 0; k0 < Cp; k0 += BG_KC) {
                 const int64_t kc = Cp - k0 < BG_KC ? Cp - k0 : BG_KC, kreal = C - k0 < kc ? C - k0 : kc;
-                // row j's bf16 pairs go to pk[kp * 32 + j]: 16 pairs per scatter
                 const int64_t k32 = (kc + 31) & ~(int64_t)31;
-                if (nr < BG_NR) memset(pk, 0, sizeof(uint32_t) * (size_t)(k32 / 2) * BG_NR);
-                for (int j = 0; j < nr; j++) {
-                    deq_range(w, (r0 + j) * C + k0, kreal, row, GN_DTYPE_BF16);
-                    for (int64_t k = kreal; k < k32; k++) row[k] = 0.0f;
+                // 16 rows at a time: dequantized (bf16 values), then 16 x 16 pair blocks transposed into pk
+                for (int j0 = 0; j0 < BG_NR; j0 += 16) {
+                    for (int j = 0; j < 16; j++) {
+                        float *rj = rows + (size_t)j * BG_KC;
+                        if (j0 + j < nr) deq_range(w, (r0 + j0 + j) * C + k0, kreal, rj, GN_DTYPE_BF16);
+                        else memset(rj, 0, sizeof(float) * (size_t)kreal);
+                        for (int64_t k = kreal; k < k32; k++) rj[k] = 0.0f;
+                    }
                     for (int64_t k = 0; k < k32; k += 32) {
-                        __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(row + k + 16), _mm512_load_ps(row + k));
-                        _mm512_i32scatter_epi32(pk + (k / 2) * BG_NR + j, sidx, v, 4);
+                        __m512i v[16];
+                        for (int j = 0; j < 16; j++) {
+                            const float *rj = rows + (size_t)j * BG_KC + k;
+                            v[j] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(rj + 16), _mm512_load_ps(rj));
+                        }
+                        int64_t np = kc / 2 - k / 2 < 16 ? kc / 2 - k / 2 : 16;
+                        gn_bf16_pack16(pk, k / 2, j0, v, (int)np);
                     }
                 }
                 for (int64_t t0 = 0; t0 < T; t0 += BG_MR) {
                     int mr = T - t0 < BG_MR ? (int)(T - t0) : BG_MR;
-                    bg_kernel(xp + t0 * KP + k0 / 2, KP, mr, pk, kc / 2, out + t0 * R + r0, R, nr, k0 == 0);
+                    gn_bf16_kernel(xp + t0 * KP + k0 / 2, KP, 1, mr, pk, kc / 2, out + t0 * R + r0, R, nr, 1.0f, 0.0f, k0 == 0);
                 }
             }
             for (int64_t t = 0; t < T; t++) round_act(out + t * R + r0, nr, GN_DTYPE_BF16);
         }
         free(pk);
-        free(row);
+        free(rows);
     }
     free(xp);
 }
@@ -657,15 +624,7 @@ static void nf4_gemm_nn_bf16(float *out, const float *dy, const gn_quant4_state 
     {
         float *row = gn_malloc_aligned(sizeof(float) * (size_t)Cs);
         #pragma omp for schedule(static) nowait
-        for (int64_t t = 0; t < T; t++) {
-            uint16_t *d = (uint16_t *)(yp + t * KP);
-            const float *yt = dy + t * R;
-            int64_t c = 0;
-            for (; c + 32 <= R; c += 32)
-                _mm512_storeu_si512(d + c, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(yt + c + 16), _mm512_loadu_ps(yt + c)));
-            for (; c < R; c++) d[c] = gn_f32_to_bf16(yt[c]);
-            if (Rp != R) d[R] = 0;
-        }
+        for (int64_t t = 0; t < T; t++) gn_bf16_pairs_row(dy + t * R, R, yp + t * KP);
         #pragma omp for schedule(static)
         for (int64_t r = 0; r < Rp; r++) {
             uint16_t *d = wb + r * Cs;
@@ -694,7 +653,7 @@ static void nf4_gemm_nn_bf16(float *out, const float *dy, const gn_quant4_state 
                 }
                 for (int64_t t0 = 0; t0 < T; t0 += BG_MR) {
                     int mr = T - t0 < BG_MR ? (int)(T - t0) : BG_MR;
-                    bg_kernel(yp + t0 * KP + k0 / 2, KP, mr, pk, kc / 2, out + t0 * C + c0, C, nc, k0 == 0);
+                    gn_bf16_kernel(yp + t0 * KP + k0 / 2, KP, 1, mr, pk, kc / 2, out + t0 * C + c0, C, nc, 1.0f, 0.0f, k0 == 0);
                 }
             }
             for (int64_t t = 0; t < T; t++) round_act(out + t * C + c0, nc, GN_DTYPE_BF16);

@@ -12,6 +12,8 @@
 
 #include "../core/common.h"
 
+#include <immintrin.h> // __m512i in a declaration below (the types exist without target flags)
+
 typedef enum { GN_SIMD_SCALAR = 0, GN_SIMD_AVX2 = 1, GN_SIMD_AVX512 = 2 } gn_simd;
 gn_simd gn_simd_level(void);          // chosen once: CPU support, lowered by GN_SIMD env
 void gn_simd_force(gn_simd level);    // for tests: pick a path (clamped to what the CPU has)
@@ -34,6 +36,32 @@ float gn_dot_bf16_f32_ref(const uint16_t *w, const float *x, int64_t n);
 // out (T, OC) = inp (T, IC) @ W^T. Multithreaded. out must not alias inp.
 void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T);
 void gn_matmul_ref(float *out, const float *inp, const gn_mat *w, int64_t T);
+
+// bf16 products on AVX512_BF16 (gemm_bf16.c): inputs rounded to bf16, float32 sums.
+// Available when the CPU has AVX512_BF16, the SIMD level is AVX-512 and
+// GN_NF4_NO_BF16DOT is unset. C (M, N) = alpha op(A) op(B) + beta C, row-major;
+// ta: A stored (K, M), tb: B stored (N, K); beta 0: C not read.
+int gn_bf16_gemm_available(void);
+void gn_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void gn_gemm_bf16_ref(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+// The same with B already bf16 (a bf16 weight matrix), read as it is stored.
+void gn_gemm_bf16_b16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc);
+// The pieces, for other packers (nf4_kernels.c): an 8 x 32 tile of C from A as bf16
+// pairs (row i, pair k at a[i*sm + k*sk]) and a panel pk[k][32] of B pairs; first:
+// C = alpha acc + beta C, else C += alpha acc. nr <= 32 columns, mr <= 8 rows stored.
+#define GN_BF16_NR 32
+#define GN_BF16_MR 8
+void gn_bf16_kernel(const uint32_t *a, int64_t sm, int64_t sk, int mr, const uint32_t *pk, int64_t kp, float *c,
+                    int64_t ldc, int nr, float alpha, float beta, int first);
+// Panel packing: v[j] holds 16 bf16 pairs (k pairs kp0..kp0+15) of panel column j0 + j,
+// j < 16; stores the first np pairs as pk[(kp0 + c) * 32 + j0 + j] (a transpose in
+// registers). For AVX512_BF16 callers.
+void gn_bf16_pack16(uint32_t *pk, int64_t kp0, int j0, __m512i v[16], int np);
+// n floats as bf16 pairs (n odd: a zero pads the last pair)
+void gn_bf16_pairs_row(const float *x, int64_t n, uint32_t *dst);
 
 // out (T, IC) = dy (T, OC) @ W: the input gradient of a linear layer (no
 // weight gradient). Multithreaded over IC. out must not alias dy.

@@ -55,6 +55,7 @@ struct gn_trainer {
     size_t state_bytes;
     int state_fd;
     int64_t step;          // optimizer steps taken
+    int adamw_warned;      // the GPU AdamW failed once (logged) and the host loop took over
     uint64_t drop_key;     // dropout stream of the current sequence
     uint64_t rng;          // trainer RNG (dropout keys)
     int Tcap;              // activations sized for this many tokens
@@ -134,6 +135,16 @@ static void sgemm_mt(int split, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, i
             cblas_sgemm(CblasRowMajor, ta, tb, M, (int)(hi - lo), K, alpha, A, lda, B + (tb == CblasNoTrans ? lo : lo * ldb),
                         ldb, beta, C + lo, ldc);
     }
+}
+
+// The LoRA products. With bf16 LoRA weights (qlora's --bf16 casts the LoRA modules to bf16
+// and runs them under autocast) they are bf16 products: inputs rounded to bf16, float32 sums,
+// on vdpbf16ps where the CPU has it; float32 sgemm otherwise.
+static void lora_gemm(const gn_trainer *tr, int split, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K,
+                      float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (tr->o.bf16_params && gn_bf16_gemm_available())
+        gn_gemm_bf16(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else sgemm_mt(split, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 // y += x, n elements
@@ -358,8 +369,8 @@ static void lin_fwd(gn_trainer *tr, int l, int k, const float *x, float *y, int 
         xin = xd;
     }
     float *ul = tr->ul[k];
-    sgemm_mt(SPLIT_ROWS, CblasNoTrans, CblasTrans, T, (int)r, (int)IC, 1.0f, xin, (int)IC, lm->A, (int)IC, 0.0f, ul, (int)r);
-    if (y) sgemm_mt(SPLIT_ROWS, CblasNoTrans, CblasTrans, T, (int)OC, (int)r, lm->scale, ul, (int)r, lm->B, (int)r, 1.0f, y, (int)OC);
+    lora_gemm(tr, SPLIT_ROWS, CblasNoTrans, CblasTrans, T, (int)r, (int)IC, 1.0f, xin, (int)IC, lm->A, (int)IC, 0.0f, ul, (int)r);
+    if (y) lora_gemm(tr, SPLIT_ROWS, CblasNoTrans, CblasTrans, T, (int)OC, (int)r, lm->scale, ul, (int)r, lm->B, (int)r, 1.0f, y, (int)OC);
 }
 
 // dx (T, IC) = dy W + s ((dy B) A) masked; accumulates dA, dB. x: the layer input.
@@ -372,20 +383,20 @@ static void lin_bwd(gn_trainer *tr, int l, int k, const float *x, const float *d
     const float *xin = (tr->o.lora_dropout > 0) ? tr->xd[k] : x;
     float *gA = grad_of(tr, lm->A), *gB = grad_of(tr, lm->B);
     // dB (OC, r) += s dy^T ul
-    sgemm_mt(SPLIT_ROWS, CblasTrans, CblasNoTrans, (int)OC, (int)r, T, lm->scale, dy, (int)OC, tr->ul[k], (int)r, 1.0f, gB, (int)r);
+    lora_gemm(tr, SPLIT_ROWS, CblasTrans, CblasNoTrans, (int)OC, (int)r, T, lm->scale, dy, (int)OC, tr->ul[k], (int)r, 1.0f, gB, (int)r);
     // z (T, r) = dy B
     float *z = tr->tmpr;
-    sgemm_mt(SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)r, (int)OC, 1.0f, dy, (int)OC, lm->B, (int)r, 0.0f, z, (int)r);
+    lora_gemm(tr, SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)r, (int)OC, 1.0f, dy, (int)OC, lm->B, (int)r, 0.0f, z, (int)r);
     // dA (r, IC) += s z^T d(x)
-    sgemm_mt(SPLIT_COLS, CblasTrans, CblasNoTrans, (int)r, (int)IC, T, lm->scale, z, (int)r, xin, (int)IC, 1.0f, gA, (int)IC);
+    lora_gemm(tr, SPLIT_COLS, CblasTrans, CblasNoTrans, (int)r, (int)IC, T, lm->scale, z, (int)r, xin, (int)IC, 1.0f, gA, (int)IC);
     // dx += s (z A) * mask
     if (tr->o.lora_dropout > 0) {
         float *t2 = tr->tmp2;
-        sgemm_mt(SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)IC, (int)r, lm->scale, z, (int)r, lm->A, (int)IC, 0.0f, t2, (int)IC);
+        lora_gemm(tr, SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)IC, (int)r, lm->scale, z, (int)r, lm->A, (int)IC, 0.0f, t2, (int)IC);
         #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < (size_t)T * IC; i++) dx[i] += t2[i] * keep_scale(tr, l, k, i);
     } else {
-        sgemm_mt(SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)IC, (int)r, lm->scale, z, (int)r, lm->A, (int)IC, 1.0f, dx, (int)IC);
+        lora_gemm(tr, SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)IC, (int)r, lm->scale, z, (int)r, lm->A, (int)IC, 1.0f, dx, (int)IC);
     }
 }
 
@@ -528,6 +539,18 @@ static void layer_bwd(gn_trainer *tr, int l, const float *xin, int T) {
     rmsnorm_bwd(tr->dx, tr->dxn, xin, L->attn_norm, T, C, c->norm_eps, 1);
 }
 
+// The head: logits (n, V) = x W^T, or its input gradient x' (n, C) = dlogits W (nn). A bf16
+// head in a bf16 run is used as qlora's autocast does: bf16 inputs, float32 sums (vdpbf16ps).
+static void head_product(const gn_trainer *tr, float *out, const float *in, int n, int nn) {
+    const gn_mat *W = &tr->m->lm_head;
+    const int64_t V = W->rows, C = W->cols;
+    if (tr->o.bf16_params && W->dtype == GN_DTYPE_BF16 && gn_bf16_gemm_available()) {
+        if (nn) gn_gemm_bf16_b16(0, 0, n, C, V, 1.0f, in, V, (const uint16_t *)W->data, C, 0.0f, out, C);
+        else gn_gemm_bf16_b16(0, 1, n, V, C, 1.0f, in, C, (const uint16_t *)W->data, C, 0.0f, out, V);
+    } else if (nn) gn_linear_nn(out, in, W, n);
+    else gn_linear(out, in, W, n);
+}
+
 // ----------------------------------------------------------------------------
 // one sequence
 
@@ -573,7 +596,7 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
         const int *rows = tr->head_rows + r0;
         float *xg = tr->tmp; // (n, C): the final-norm rows, later their gradients
         for (int i = 0; i < n; i++) memcpy(xg + (size_t)i * C, xn + (size_t)rows[i] * C, sizeof(float) * (size_t)C);
-        gn_linear(tr->logits, xg, &m->lm_head, n);
+        head_product(tr, tr->logits, xg, n, 0);
         double row_loss[HEAD_CHUNK]; // summed in order below, so the total does not depend on the threads
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < n; i++) {
@@ -600,7 +623,7 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
         }
         for (int i = 0; i < n; i++) total += row_loss[i];
         if (train) {
-            gn_linear_nn(xg, tr->logits, &m->lm_head, n);
+            head_product(tr, xg, tr->logits, n, 1);
             for (int i = 0; i < n; i++) memcpy(tr->dxn + (size_t)rows[i] * C, xg + (size_t)i * C, sizeof(float) * (size_t)C);
         }
     }
@@ -637,6 +660,15 @@ float gn_trainer_step(gn_trainer *tr, float lr) {
     float b1 = tr->o.beta1, b2 = tr->o.beta2, eps = tr->o.eps, wd = tr->o.weight_decay;
     float c1 = 1.0f - powf(b1, (float)tr->step), c2 = sqrtf(1.0f - powf(b2, (float)tr->step));
     float step_size = lr / c1;
+    // --device cuda: the paged kernel, the same roundings as the loop below (GN_CUDA_HOST_ADAMW=1 keeps the loop)
+    const char *host = getenv("GN_CUDA_HOST_ADAMW");
+    if (tr->m->cuda && (!host || !strcmp(host, "0"))) {
+        gn_status st = gn_cuda_train_adamw(tr->m, tr->params, tr->grads, tr->adam_m, tr->adam_v, tr->np, lr, b1, b2, eps,
+                                           wd, tr->step, clip, tr->o.bf16_params);
+        if (st == GN_OK) return norm;
+        if (!tr->adamw_warned) gn_log(GN_LOG_WARN, "AdamW on the host: %s", gn_last_error());
+        tr->adamw_warned = 1;
+    }
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < tr->np; i++) {
         float g = tr->grads[i] * clip;

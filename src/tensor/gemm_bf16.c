@@ -1,0 +1,240 @@
+/*
+ * gemm_bf16.c — matrix products on AVX512_BF16's vdpbf16ps: bf16 inputs, float32
+ * sums. Each instruction multiplies 32 bf16 pairs and adds them into 16 float32
+ * lanes: twice the multiply-adds of an f32 FMA, and the products are exact.
+ *
+ * Used where the computation is defined in bf16 anyway (a bf16 compute dtype:
+ * bitsandbytes' 4-bit products and their input gradients in nf4_kernels.c, the
+ * QLoRA branch and head under autocast in train.c). Values are rounded to bf16
+ * (nearest even) on the way in; a denormal input counts as zero (vdpbf16ps does
+ * that, and vcvtne2ps2bf16 flushes them too).
+ *
+ * Layout: the micro-kernel computes an 8 x 32 tile of C. A is read as bf16
+ * pairs along k (one 32-bit broadcast per row and k pair); B as a packed panel
+ * [k/2][32 columns][2], 64 bytes per k pair. gn_gemm_bf16 packs both operands
+ * from row-major float32 in any transposition.
+ */
+#include "kernels.h"
+
+#include <immintrin.h>
+#include <stdlib.h> // getenv
+#include <string.h> // memset
+
+int gn_bf16_gemm_available(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        const char *e = getenv("GN_NF4_NO_BF16DOT"); // the switch tests and comparisons already use
+        have = __builtin_cpu_supports("avx512bf16") && !(e && *e && strcmp(e, "0") != 0);
+    }
+    return have && gn_simd_level() >= GN_SIMD_AVX512;
+}
+
+#define NR GN_BF16_NR
+#define MR GN_BF16_MR
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void gn_bf16_kernel(const uint32_t *a, int64_t sm, int64_t sk, int mr, const uint32_t *pk, int64_t kp, float *c,
+                    int64_t ldc, int nr, float alpha, float beta, int first) {
+    __m512 acc[MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const uint32_t *ar[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) ar[i] = a + (i < mr ? i : mr - 1) * sm; // extra rows repeat the last
+    for (int64_t k = 0; k < kp; k++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(pk + k * NR), b1 = (__m512bh)_mm512_loadu_si512(pk + k * NR + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            __m512bh x = (__m512bh)_mm512_set1_epi32((int)ar[i][k * sk]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, b1);
+        }
+    }
+    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int i = 0; i < mr; i++) {
+        float *o = c + i * ldc;
+        for (int h = 0; h < 2; h++) {
+            __mmask16 m = h ? m1 : m0;
+            __m512 v = _mm512_mul_ps(acc[i][h], va);
+            if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, o + 16 * h));
+            else if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, o + 16 * h), v);
+            _mm512_mask_storeu_ps(o + 16 * h, m, v);
+        }
+    }
+}
+
+// Panel packing for B stored (N, K): v[j] holds 16 k-pairs of column n0 + j0 + j (j < 16);
+// they go to pk[(kp0 + c) * 32 + j0 + j] for c < np — a 16 x 16 transpose of 32-bit words
+// in registers (unpack within 128-bit lanes, then 128-bit lanes across registers).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void gn_bf16_pack16(uint32_t *pk, int64_t kp0, int j0, __m512i v[16], int np) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) { // v[4i + j]: in lane L, column 4L + j of rows 4i..4i+3
+        v[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        v[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        v[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        v[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512i s0 = _mm512_shuffle_i32x4(v[j], v[4 + j], 0x44), s1 = _mm512_shuffle_i32x4(v[j], v[4 + j], 0xEE);
+        __m512i s2 = _mm512_shuffle_i32x4(v[8 + j], v[12 + j], 0x44), s3 = _mm512_shuffle_i32x4(v[8 + j], v[12 + j], 0xEE);
+        __m512i o[4] = {_mm512_shuffle_i32x4(s0, s2, 0x88), _mm512_shuffle_i32x4(s0, s2, 0xDD),
+                        _mm512_shuffle_i32x4(s1, s3, 0x88), _mm512_shuffle_i32x4(s1, s3, 0xDD)};
+        for (int L = 0; L < 4; L++) {
+            int c = 4 * L + j;
+            if (c < np) _mm512_storeu_si512(pk + (kp0 + c) * NR + j0, o[L]);
+        }
+    }
+}
+
+// 16 floats at p and 16 at q as bf16 pairs (p[i], q[i]) in 32-bit lanes
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static inline __m512i pairs16(const float *p, const float *q, __mmask16 m) {
+    __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, p)));
+    __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, q)));
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+// Row r of a row-major (rows, n) float matrix as n/2 bf16 pairs (n odd: a zero pads)
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void gn_bf16_pairs_row(const float *x, int64_t n, uint32_t *dst) {
+    uint16_t *d = (uint16_t *)dst;
+    int64_t c = 0;
+    for (; c + 32 <= n; c += 32)
+        _mm512_storeu_si512(d + c, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + c + 16), _mm512_loadu_ps(x + c)));
+    for (; c < n; c++) d[c] = gn_f32_to_bf16(x[c]);
+    if (n & 1) d[n] = 0;
+}
+
+// C (M, N) = alpha op(A) op(B) + beta C, row-major; op(A) is (M, K), op(B) is (K, N).
+// ta: A is stored (K, M); tb: B is stored (N, K). beta == 0: C is not read.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, const uint16_t *Bh, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    const int64_t KP = (K + 1) / 2;
+    // A as pairs along k: [m][kp] (A stored (M, K)) or [kp][m] (A stored (K, M))
+    uint32_t *ap = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(M * KP));
+    int64_t sm, sk;
+    if (!ta) {
+        sm = KP, sk = 1;
+        #pragma omp parallel for schedule(static) if (M * K > 65536)
+        for (int64_t m = 0; m < M; m++) gn_bf16_pairs_row(A + m * lda, K, ap + m * KP);
+    } else {
+        sm = 1, sk = M;
+        #pragma omp parallel for schedule(static) if (M * K > 65536)
+        for (int64_t kp = 0; kp < KP; kp++) {
+            const float *r0 = A + 2 * kp * lda, *r1 = 2 * kp + 1 < K ? r0 + lda : NULL;
+            for (int64_t m = 0; m < M; m += 16) {
+                __mmask16 msk = M - m >= 16 ? 0xffff : (__mmask16)((1u << (M - m)) - 1);
+                __m512i v = r1 ? pairs16(r0 + m, r1 + m, msk) : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + m)));
+                _mm512_mask_storeu_epi32(ap + kp * M + m, msk, v);
+            }
+        }
+    }
+    // tasks: (panel of 32 columns, stretch of rows); each packs its B panel, k in blocks of KC
+    enum { KC = 2048, MC = 256 };
+    const int64_t npan = (N + NR - 1) / NR, nmc = (M + MC - 1) / MC, ntask = npan * nmc;
+    #pragma omp parallel if (M * N * K > 65536)
+    {
+        uint32_t *pk = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(KC / 2) * NR);
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < ntask; task++) {
+            const int64_t pn = task % npan, m0 = (task / npan) * MC, m1 = m0 + MC < M ? m0 + MC : M;
+            const int64_t n0 = pn * NR;
+            const int nr = N - n0 < NR ? (int)(N - n0) : NR;
+            for (int64_t k0 = 0; k0 < 2 * KP; k0 += KC) {
+                const int64_t kc = 2 * KP - k0 < KC ? 2 * KP - k0 : KC; // even
+                const int64_t kreal = K - k0 < kc ? K - k0 : kc;
+                if (tb) { // B stored (N, K): column n of op(B) is row n of B, pairs contiguous
+                    for (int j0 = 0; j0 < NR; j0 += 16)
+                        for (int64_t k = 0; k < kc; k += 32) {
+                            __m512i v[16];
+                            const int64_t left = kreal - k; // values of the row left in this block
+                            for (int j = 0; j < 16; j++) {
+                                if (j0 + j >= nr || left <= 0) { v[j] = _mm512_setzero_si512(); continue; }
+                                if (Bh) {
+                                    __mmask32 mw = left >= 32 ? 0xffffffffu : (__mmask32)((1ull << left) - 1);
+                                    v[j] = _mm512_maskz_loadu_epi16(mw, Bh + (n0 + j0 + j) * ldb + k0 + k);
+                                } else {
+                                    const float *src = B + (n0 + j0 + j) * ldb + k0 + k;
+                                    __mmask16 ma = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+                                    __mmask16 mb = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+                                    v[j] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mb, src + 16), _mm512_maskz_loadu_ps(ma, src));
+                                }
+                            }
+                            int64_t np = kc / 2 - k / 2 < 16 ? kc / 2 - k / 2 : 16;
+                            gn_bf16_pack16(pk, k / 2, j0, v, (int)np);
+                        }
+                } else { // B stored (K, N): rows k and k+1 interleaved
+                    for (int64_t kp = 0; kp < kc / 2; kp++) {
+                        const int64_t k = k0 + 2 * kp;
+                        if (Bh) { // bf16 rows k, k+1: zero-extend and interleave
+                            const uint16_t *h0 = Bh + k * ldb + n0, *h1 = k + 1 < K ? h0 + ldb : NULL;
+                            for (int h = 0; h < 2; h++) {
+                                int cnt = nr - 16 * h;
+                                __mmask16 msk = cnt >= 16 ? 0xffff : cnt <= 0 ? 0 : (__mmask16)((1u << cnt) - 1);
+                                __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(msk, h0 + 16 * h));
+                                __m512i hi = h1 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(msk, h1 + 16 * h)) : _mm512_setzero_si512();
+                                _mm512_store_si512(pk + kp * NR + 16 * h, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+                            }
+                            continue;
+                        }
+                        const float *r0 = B + k * ldb + n0, *r1 = k + 1 < K ? r0 + ldb : NULL;
+                        for (int h = 0; h < 2; h++) {
+                            int cnt = nr - 16 * h;
+                            __mmask16 msk = cnt >= 16 ? 0xffff : cnt <= 0 ? 0 : (__mmask16)((1u << cnt) - 1);
+                            __m512i v = k >= K ? _mm512_setzero_si512()
+                                        : r1 ? pairs16(r0 + 16 * h, r1 + 16 * h, msk)
+                                             : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + 16 * h)));
+                            _mm512_store_si512(pk + kp * NR + 16 * h, v);
+                        }
+                    }
+                }
+                for (int64_t i0 = m0; i0 < m1; i0 += MR) {
+                    int mr = m1 - i0 < MR ? (int)(m1 - i0) : MR;
+                    gn_bf16_kernel(ap + i0 * sm + (k0 / 2) * sk, sm, sk, mr, pk, kc / 2, C + i0 * ldc + n0, ldc, nr, alpha,
+                                   beta, k0 == 0);
+                }
+            }
+        }
+        free(pk);
+    }
+    free(ap);
+}
+
+void gn_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm(ta, tb, M, N, K, alpha, A, lda, B, NULL, ldb, beta, C, ldc);
+}
+
+void gn_gemm_bf16_b16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm(ta, tb, M, N, K, alpha, A, lda, NULL, B, ldb, beta, C, ldc);
+}
+
+void gn_gemm_bf16_ref(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                float a = ta ? A[k * lda + i] : A[i * lda + k], b = tb ? B[j * ldb + k] : B[k * ldb + j];
+                s += (double)gn_bf16_to_f32(gn_f32_to_bf16(a)) * gn_bf16_to_f32(gn_f32_to_bf16(b));
+            }
+            float v = alpha * (float)s;
+            C[i * ldc + j] = beta == 0.0f ? v : v + beta * C[i * ldc + j];
+        }
+}
