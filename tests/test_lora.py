@@ -86,7 +86,10 @@ def test_adapter_logits_match_peft(tmp_path, base, r, targets, safe, dtype):
     rng = np.random.default_rng(r)
     for T in (1, 70):
         ids = rng.integers(0, 301, T).tolist()
-        check(ours(tmp_path, base, ids, "-a", ad), peft_logits(base, ad, ids), f"r={r} {targets} T={T}")
+        ref = peft_logits(base, ad, ids)
+        check(ours(tmp_path, base, ids, "-a", ad), ref, f"r={r} {targets} T={T}")
+        if T > 1:  # one token at a time through the KV cache: the decode path of the adapter
+            check(ours(tmp_path, base, ids, "-a", ad, "--kv-step"), ref, f"r={r} {targets} T={T} --kv-step")
 
 
 @pytest.fixture(scope="module")

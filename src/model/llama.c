@@ -928,7 +928,7 @@ void gn_session_set_adapter(gn_session *s, const gn_adapter *a) {
         if ((int64_t)c->n_heads * c->head_dim > omax) omax = (int64_t)c->n_heads * c->head_dim;
         free(s->lora_tmp);
         free(s->lora_tmp2);
-        s->lora_tmp = fzalloc((size_t)s->chunk * (size_t)rmax);
+        s->lora_tmp = fzalloc((size_t)(s->chunk > 3 ? s->chunk : 3) * (size_t)rmax); // >= 3 rows: q/k/v of one decode row
         s->lora_tmp2 = fzalloc((size_t)s->chunk * (size_t)omax);
         s->lora_rmax = rmax;
     }
@@ -975,6 +975,39 @@ static void lora_rows(gn_session *const *rs, int T, int l, int k, const float *i
         if (ad) gn_lora_apply(&ad->mods[(size_t)l * GN_N_MODS + (size_t)k], in + (size_t)t0 * IC, out + (size_t)t0 * OC,
                               t1 - t0, tmp, tmp2);
         t0 = t1;
+    }
+}
+
+// One decode row through the adapters of up to three modules that share their input
+// (q/k/v, gate/up, or one module): out_i += s_i B_i (A_i x) for each, in one parallel
+// region with one barrier between the A and the B products (two gn_matmul calls per
+// module would be two regions each: at 30 layers x 7 modules, hundreds per token).
+// Each output is the same dot products as gn_lora_apply's, in the same order.
+static void lora_row_multi(const gn_adapter *ad, int l, const int *ks, int n, const float *in, int64_t IC,
+                           float *const *outs, float *tmp) {
+    const gn_lora_mod *lm[3];
+    int64_t a0[4] = {0}, b0[4] = {0};
+    for (int i = 0; i < n; i++) {
+        lm[i] = &ad->mods[(size_t)l * GN_N_MODS + (size_t)ks[i]];
+        a0[i + 1] = a0[i] + lm[i]->r;
+        b0[i + 1] = b0[i] + (lm[i]->r ? lm[i]->out : 0);
+    }
+    if (a0[n] == 0) return;
+    #pragma omp parallel if (IC * a0[n] > 32768)
+    {
+        #pragma omp for schedule(static)
+        for (int64_t j = 0; j < a0[n]; j++) {
+            int i = 0;
+            while (j >= a0[i + 1]) i++;
+            tmp[j] = gn_dot_f32(lm[i]->A + (j - a0[i]) * IC, in, IC);
+        }
+        #pragma omp for schedule(static)
+        for (int64_t o = 0; o < b0[n]; o++) {
+            int i = 0;
+            while (o >= b0[i + 1]) i++;
+            const int64_t oo = o - b0[i], r = lm[i]->r;
+            outs[i][oo] += lm[i]->scale * gn_dot_f32(lm[i]->B + oo * r, tmp + a0[i], r);
+        }
     }
 }
 
@@ -1078,13 +1111,22 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
     for (int t = 0; t < T; t++) embed_row(&m->embed, ids[t], x + (size_t)t * C);
 #define LORA(k, in, IC, out, OC) \
     do { if (any_lora) lora_rows(rs, T, l, k, in, IC, out, OC, w->lora_tmp, w->lora_tmp2); } while (0)
+    // one decode row: the modules that share an input in one parallel region
+#define LORA_ROW(n, ks, in, IC, ...) \
+    do { float *o_[] = {__VA_ARGS__}; lora_row_multi(rs[0]->adapter, l, ks, n, in, IC, o_, w->lora_tmp); } while (0)
+    const int one_row = T == 1 && any_lora && rs[0]->adapter;
+    static const int k_qkv[3] = {GN_MOD_Q, GN_MOD_K, GN_MOD_V}, k_o[1] = {GN_MOD_O}, k_gu[2] = {GN_MOD_GATE, GN_MOD_UP},
+                     k_down[1] = {GN_MOD_DOWN};
     for (int l = 0; l < c->n_layers; l++) {
         const gn_layer *L = &m->layers[l];
         gn_rmsnorm(xb, x, L->attn_norm, T, C, c->norm_eps);
         linear3(w->q, &L->wq, w->k, &L->wk, w->v, &L->wv, xb, T);
-        LORA(GN_MOD_Q, xb, C, w->q, qd);
-        LORA(GN_MOD_K, xb, C, w->k, kvd);
-        LORA(GN_MOD_V, xb, C, w->v, kvd);
+        if (one_row) LORA_ROW(3, k_qkv, xb, C, w->q, w->k, w->v);
+        else {
+            LORA(GN_MOD_Q, xb, C, w->q, qd);
+            LORA(GN_MOD_K, xb, C, w->k, kvd);
+            LORA(GN_MOD_V, xb, C, w->v, kvd);
+        }
         for (int t = 0; t < T; t++) {
             gn_session *s = rs[t];
             const float *cs = cosb + (size_t)t * half, *sn = sinb + (size_t)t * half;
@@ -1096,18 +1138,24 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
         }
         attention(w, rs, off, T, l);
         gn_linear(xb, w->att, &L->wo, T);
-        LORA(GN_MOD_O, w->att, qd, xb, C);
+        if (one_row) LORA_ROW(1, k_o, w->att, qd, xb);
+        else LORA(GN_MOD_O, w->att, qd, xb, C);
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
         gn_rmsnorm(xb, x, L->ffn_norm, T, C, c->norm_eps);
         linear3(w->hb, &L->w_gate, w->hb2, &L->w_up, NULL, NULL, xb, T);
-        LORA(GN_MOD_GATE, xb, C, w->hb, HD);
-        LORA(GN_MOD_UP, xb, C, w->hb2, HD);
+        if (one_row) LORA_ROW(2, k_gu, xb, C, w->hb, w->hb2);
+        else {
+            LORA(GN_MOD_GATE, xb, C, w->hb, HD);
+            LORA(GN_MOD_UP, xb, C, w->hb2, HD);
+        }
         gn_silu_mul(w->hb, w->hb2, (int64_t)T * HD);
         gn_linear(xb, w->hb, &L->w_down, T);
-        LORA(GN_MOD_DOWN, w->hb, HD, xb, C);
+        if (one_row) LORA_ROW(1, k_down, w->hb, HD, xb);
+        else LORA(GN_MOD_DOWN, w->hb, HD, xb, C);
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
     }
 #undef LORA
+#undef LORA_ROW
     if (!logits) return;
     if (logits_rows == T) {
         gn_rmsnorm(xb, x, m->final_norm, T, C, c->norm_eps);
