@@ -67,7 +67,8 @@ endif
 # Compiles src/cuda/*.cu with nvcc (sm_80 + sm_90), links cudart and cuBLAS, defines
 # GN_HAVE_CUDA and gives models `--device cuda` (src/cuda/cuda_model.c, cuda_train.c).
 # The default build links src/cuda/cuda_stub.c instead and needs nothing from CUDA.
-# Knobs: NVCC (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc), CUDA_HOME (default: the
+# Knobs: NVCC (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc), NVCC_EXTRA (more nvcc flags, e.g.
+# -DGEMV_RPW_SMALL_T=4 or -DGEMV_WARPS=4 to try GEMV launch shapes), CUDA_HOME (default: the
 # toolkit that nvcc belongs to), CUDA_ARCH (the -gencode list).
 NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
@@ -82,7 +83,7 @@ CFLAGS_BASE += -DGN_HAVE_CUDA
 LDLIBS += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcudart -lstdc++
 CUDA_C_SRC := src/cuda/cuda_model.c src/cuda/cuda_train.c
 CUDA_CU_OBJ := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard src/cuda/*.cu))
-NVCCFLAGS = -std=c++17 -O3 -lineinfo $(CUDA_ARCH) -Iinclude -Isrc -DGN_HAVE_CUDA --Werror all-warnings \
+NVCCFLAGS = -std=c++17 -O3 -lineinfo $(CUDA_ARCH) -Iinclude -Isrc -DGN_HAVE_CUDA $(NVCC_EXTRA) --Werror all-warnings \
             -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter
 $(BUILD)/src/cuda/%.o: src/cuda/%.cu src/cuda/common.cuh src/cuda/cuda.h include/guanaco.h src/core/common.h
 	@mkdir -p $(dir $@)

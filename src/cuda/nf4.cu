@@ -4,7 +4,12 @@
 // products of dense matrices; a row-major SGEMM wrapper.
 #include "common.cuh"
 
+#ifndef GEMV_WARPS
 #define GEMV_WARPS 8          // warps (= output rows) per block
+#endif
+#ifndef GEMV_RPW_SMALL_T
+#define GEMV_RPW_SMALL_T 2    // rows per warp for T <= 2 (x read once from L1 for this many rows)
+#endif
 #define TILE_ELEMS (32 << 20) // dequantized tile: at most this many weights (64 MiB in bf16)
 
 // ---------------------------------------------------------------------------
@@ -262,7 +267,7 @@ q4_gemv_any(const Q4Multi mm, const XT *__restrict__ x, int T, float beta) {
 // 2 rows for T <= 2, where reading x from L1 would otherwise rival the weight stream).
 template <int NT, typename XT>
 static void gemv_launch(Q4Multi mm, const void *x, int T, float beta, int vec) {
-    constexpr int RPW = NT <= 2 ? 2 : 1;
+    constexpr int RPW = NT <= 2 ? GEMV_RPW_SMALL_T : 1;
     const int rpw = vec ? RPW : 1;
     int64_t end = 0;
     for (int i = 0; i < 3; i++) {
