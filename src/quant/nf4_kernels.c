@@ -302,10 +302,19 @@ static int have_bf16_dot(void) {
     return v;
 }
 
+// x as bf16, each run of 64 arranged evens then odds (only called on AVX512_BF16: the
+// conversion flushes denormals, which vdpbf16ps would read as zero anyway)
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void bf16_deinterleave64(const float *x, int64_t C, uint16_t *hi) {
-    for (int64_t g = 0; g < C; g += 64)
-        for (int i = 0; i < 32; i++)
-            for (int par = 0; par < 2; par++) hi[g + 32 * par + i] = gn_f32_to_bf16(x[g + 2 * i + par]);
+    uint16_t e16[32];
+    for (int i = 0; i < 32; i++) e16[i] = (uint16_t)(2 * i);
+    const __m512i ev = _mm512_loadu_si512(e16), od = _mm512_add_epi16(ev, _mm512_set1_epi16(1));
+    for (int64_t g = 0; g < C; g += 64) { // C is a multiple of the block size, itself of 64
+        __m512i a = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + g + 16), _mm512_loadu_ps(x + g));
+        __m512i b = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + g + 48), _mm512_loadu_ps(x + g + 32));
+        _mm512_storeu_si512(hi + g, _mm512_permutex2var_epi16(a, ev, b));
+        _mm512_storeu_si512(hi + g + 32, _mm512_permutex2var_epi16(a, od, b));
+    }
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
