@@ -63,6 +63,27 @@ static void test_gemm_bf16(void) {
             }
 }
 
+// silu(x) * y through the vectorized exp against expf, across the range (overflowing exp too)
+static void test_silu_mul(void) {
+    const int64_t n = 1000;
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n);
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = i < 20 ? (float[]){0.0f, -0.0f, 88.0f, -88.0f, 89.0f, -89.0f, 100.0f, -100.0f, 1e4f, -1e4f, 1e30f, -1e30f,
+                                  1e-30f, -1e-30f, 0.5f, -0.5f, 20.0f, -20.0f, 3.0f, -3.0f}[i]
+                      : frand() * 30.0f;
+        y[i] = frand() * 2.0f;
+        ref[i] = x[i] / (1.0f + expf(-x[i])) * y[i];
+    }
+    gn_silu_mul(x, y, n);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float err = fabsf(x[i] - ref[i]), tol = 4e-6f * fabsf(ref[i]) + 1e-30f;
+        if (!(err <= tol)) { if (bad < 5) printf("  silu_mul[%lld]: %g vs %g\n", (long long)i, x[i], ref[i]); bad++; }
+    }
+    CHECK(bad == 0, "silu_mul: %d of %lld values off the expf reference", bad, (long long)n);
+    free(x); free(y); free(ref);
+}
+
 int main(void) {
     const int64_t sizes[] = {0, 1, 2, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 129, 576, 1000};
     const int ns = (int)(sizeof sizes / sizeof sizes[0]);
@@ -133,5 +154,6 @@ int main(void) {
     CHECK(fabsf(tot - 1) < 1e-6f && sm[4] > 0.999f, "softmax sums to %g", tot);
     gn_softmax(sm, 0); // empty: no-op
     test_gemm_bf16();
+    test_silu_mul();
     TEST_REPORT();
 }
