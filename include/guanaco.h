@@ -258,6 +258,9 @@ typedef struct {
     float max_grad_norm;   // global L2 clip (0.3); 0 = off
     uint64_t seed;
     int bf16_params;       // keep LoRA params bf16-rounded after each update (qlora: no fp32 master)
+    int checkpointing;     // 0 (default): keep each layer's forward intermediates for the backward when
+                           // they take at most 1 GiB, else recompute them (gradient checkpointing);
+                           // 1: always recompute; 2: always keep
     const char *state_path;// file for the AdamW state (mmap, "paged"); NULL = memory
 } gn_train_opts;
 void gn_train_opts_default(gn_train_opts *o);

@@ -144,11 +144,13 @@ static const char FINETUNE_HELP[] =
     "  --init-adapter DIR             start from this PEFT adapter\n"
     "  --4bit                         NF4 base with double quantization (QLoRA); --quant-type nf4|fp4,\n"
     "                                 --no-double-quant, --blocksize N (64)\n"
-    "  --compute-dtype bf16|f32       bf16 (default): base weights used as bf16, LoRA weights kept bf16-rounded;\n"
-    "                                 f32: all f32. Activations and gradients are f32 either way\n"
+    "  --compute-dtype bf16|f32       bf16 (default, qlora --bf16): the 4-bit, LoRA and head products take bf16\n"
+    "                                 inputs (float32 sums), LoRA weights kept bf16-rounded; f32: all f32\n"
+    "  --gradient-checkpointing auto|true|false   recompute each layer's intermediates in the backward\n"
+    "                                 (true, as qlora.py) or keep them from the forward (false); auto (default):\n"
+    "                                 keep them when they take at most 1 GiB. Same results either way\n"
     "  --seed S (42)  --resume  -t N (threads)  -v\n"
-    "  --device cpu|cuda              where the forward and backward run (cuda: a make CUDA=1 build; the\n"
-    "                                 AdamW step stays on the host)\n"
+    "  --device cpu|cuda              where the forward and backward run (cuda: a make CUDA=1 build)\n"
     "Data parallel (a `make MPI=1` build): mpirun -np N guanaco finetune ... splits every global batch\n"
     "(per-device-batch-size x gradient-accumulation-steps sequences, whatever N) over N ranks and sums the\n"
     "LoRA gradients; rank 0 writes RUN_DIR. --resume works with any N. Threads per rank default to the\n"
@@ -193,6 +195,11 @@ int cmd_finetune(int argc, char **argv) {
             else if (!strcmp(v, "linear")) o.scheduler = GN_SCHED_LINEAR;
             else if (!strcmp(v, "cosine")) o.scheduler = GN_SCHED_COSINE;
             else return cli_fail("--lr-scheduler: '%s' (expected constant, linear or cosine)", v), 2;
+        } else if (!strcmp(a, "--gradient-checkpointing")) {
+            if (!strcmp(v, "auto")) o.train.checkpointing = 0;
+            else if (!strcmp(v, "true")) o.train.checkpointing = 1;
+            else if (!strcmp(v, "false")) o.train.checkpointing = 2;
+            else return cli_fail("--gradient-checkpointing: '%s' (expected auto, true or false)", v), 2;
         } else if (!strcmp(a, "--quant-type")) {
             if (!strcmp(v, "nf4")) qtype = GN_DTYPE_NF4;
             else if (!strcmp(v, "fp4")) qtype = GN_DTYPE_FP4;

@@ -62,6 +62,8 @@ struct gn_trainer {
     // activations
     float *xs;             // (L+1, T, C) layer inputs (checkpoints)
     float *xn1, *q, *k, *v, *P, *att, *x2, *xn2, *g, *u, *h; // one layer, recomputed
+    int keep;              // the forward keeps what the backward would recompute (opts.checkpointing)
+    float *kq, *kk, *kv, *kx2, *kg, *ku; // (L, T, dim) each when keep: q/k/v before RoPE, x2, gate, up
     float *xd[GN_N_MODS];  // dropout-masked LoRA inputs (or NULL when dropout == 0)
     float *ul[GN_N_MODS];  // (T, r) LoRA hidden per module
     // gradients of activations
@@ -275,6 +277,7 @@ gn_status gn_trainer_new(gn_trainer **out, const gn_model *m, const gn_train_opt
 
 static void free_acts(gn_trainer *tr) {
     float **bufs[] = {&tr->xs, &tr->xn1, &tr->q, &tr->k, &tr->v, &tr->P, &tr->att, &tr->x2, &tr->xn2, &tr->g, &tr->u, &tr->h,
+                      &tr->kq, &tr->kk, &tr->kv, &tr->kx2, &tr->kg, &tr->ku,
                       &tr->dx, &tr->dx2, &tr->dxn, &tr->dq, &tr->dk, &tr->dv, &tr->dO, &tr->dh, &tr->dg, &tr->du,
                       &tr->tmp, &tr->tmp2, &tr->tmpr, &tr->logits, &tr->att_scr, &tr->rope_cs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
@@ -324,6 +327,18 @@ static void ensure_acts(gn_trainer *tr, int T) {
     tr->att_nthr = gn_get_threads();
     tr->att_scr = gn_calloc(gn_train_attn_scratch_size(T, tr->att_nthr), 4);
     tr->head_rows = gn_calloc(Ts, sizeof(int));
+    // what the backward's recompute would make again, kept from the forward (exactly the same
+    // values: the recompute is deterministic) when allowed and small enough
+    size_t keep_bytes = sizeof(float) * L * Ts * (qd + 2 * kvd + C + 2 * HD);
+    tr->keep = tr->o.checkpointing == 2 || (tr->o.checkpointing == 0 && keep_bytes <= ((size_t)1 << 30));
+    if (tr->keep) {
+        tr->kq = gn_malloc(sizeof(float) * L * Ts * qd);
+        tr->kk = gn_malloc(sizeof(float) * L * Ts * kvd);
+        tr->kv = gn_malloc(sizeof(float) * L * Ts * kvd);
+        tr->kx2 = gn_malloc(sizeof(float) * L * Ts * C);
+        tr->kg = gn_malloc(sizeof(float) * L * Ts * HD);
+        tr->ku = gn_malloc(sizeof(float) * L * Ts * HD);
+    }
     int half = tr->m->n_rot / 2;
     tr->rope_cs = gn_calloc(Ts * (size_t)(half > 0 ? 2 * half : 1), 4);
     for (int t = 0; t < T; t++)
@@ -491,18 +506,37 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
     const gn_layer *L = &m->layers[l];
     int C = c->dim, HD = c->hidden_dim, NH = c->n_heads, NKV = c->n_kv_heads, hs = c->head_dim;
     int qd = NH * hs, kvd = NKV * hs;
+    // kept (tr->keep): the forward of a training pass stores q/k/v, x2, gate and up; the
+    // recompute (xout NULL) copies them back and makes only what is cheap (norms, RoPE,
+    // attention, SwiGLU, the LoRA hiddens), the same values either way
+    const int store = tr->keep && train && xout, reuse = tr->keep && train && !xout;
+    const size_t lT = (size_t)l * T;
+#define KEEP(buf, dst, dim) memcpy((buf) + lT * (dim), (dst), sizeof(float) * (size_t)T * (dim))
+#define BACK(buf, dst, dim) memcpy((dst), (buf) + lT * (dim), sizeof(float) * (size_t)T * (dim))
     gn_rmsnorm(tr->xn1, xin, L->attn_norm, T, C, c->norm_eps);
-    lin_fwd(tr, l, GN_MOD_Q, tr->xn1, tr->q, T, train);
-    lin_fwd(tr, l, GN_MOD_K, tr->xn1, tr->k, T, train);
-    lin_fwd(tr, l, GN_MOD_V, tr->xn1, tr->v, T, train);
+    lin_fwd(tr, l, GN_MOD_Q, tr->xn1, reuse ? NULL : tr->q, T, train);
+    lin_fwd(tr, l, GN_MOD_K, tr->xn1, reuse ? NULL : tr->k, T, train);
+    lin_fwd(tr, l, GN_MOD_V, tr->xn1, reuse ? NULL : tr->v, T, train);
+    if (store) { KEEP(tr->kq, tr->q, qd); KEEP(tr->kk, tr->k, kvd); KEEP(tr->kv, tr->v, kvd); }
+    if (reuse) { BACK(tr->kq, tr->q, qd); BACK(tr->kk, tr->k, kvd); BACK(tr->kv, tr->v, kvd); }
     rope_seq(tr, tr->q, NH, qd, T, 1.0f);
     rope_seq(tr, tr->k, NKV, kvd, T, 1.0f);
     gn_train_attn_fwd(tr->att, tr->P, tr->q, tr->k, tr->v, T, NH, NKV, hs);
-    lin_fwd(tr, l, GN_MOD_O, tr->att, tr->x2, T, train);
-    add_inplace(tr->x2, xin, (size_t)T * C);
+    if (reuse) {
+        lin_fwd(tr, l, GN_MOD_O, tr->att, NULL, T, train);
+        BACK(tr->kx2, tr->x2, C);
+    } else {
+        lin_fwd(tr, l, GN_MOD_O, tr->att, tr->x2, T, train);
+        add_inplace(tr->x2, xin, (size_t)T * C);
+        if (store) KEEP(tr->kx2, tr->x2, C);
+    }
     gn_rmsnorm(tr->xn2, tr->x2, L->ffn_norm, T, C, c->norm_eps);
-    lin_fwd(tr, l, GN_MOD_GATE, tr->xn2, tr->g, T, train);
-    lin_fwd(tr, l, GN_MOD_UP, tr->xn2, tr->u, T, train);
+    lin_fwd(tr, l, GN_MOD_GATE, tr->xn2, reuse ? NULL : tr->g, T, train);
+    lin_fwd(tr, l, GN_MOD_UP, tr->xn2, reuse ? NULL : tr->u, T, train);
+    if (store) { KEEP(tr->kg, tr->g, HD); KEEP(tr->ku, tr->u, HD); }
+    if (reuse) { BACK(tr->kg, tr->g, HD); BACK(tr->ku, tr->u, HD); }
+#undef KEEP
+#undef BACK
     swiglu_fwd(tr->h, tr->g, tr->u, (size_t)T * HD);
     lin_fwd(tr, l, GN_MOD_DOWN, tr->h, xout, T, train);
     if (xout) add_inplace(xout, tr->x2, (size_t)T * C);
