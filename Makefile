@@ -169,6 +169,8 @@ ubsan:
 # BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick" or "--wait-quiet 600 --skip-train".
 GN_VENV ?= $(HOME)/.cache/guanaco/venv
 bench: all
+	@$(GN_VENV)/bin/python -c "import matplotlib" 2>/dev/null || $(GN_VENV)/bin/pip install -q "matplotlib==3.11.2" \
+	  || echo "matplotlib could not be installed: the table is printed, the plot skipped"
 	$(GN_VENV)/bin/python bench/bench_all.py $(BENCH_ARGS)
 
 test:
