@@ -560,7 +560,8 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
 // Per panel of NR = 32 weight rows and KC columns, the weights are dequantized
 // to bf16 and packed as [k/2][32 rows][2]: one 64-byte load holds 16 rows x 2 k.
 // Activations stay row-major bf16: one 32-bit broadcast is x[t][k], x[t][k+1].
-// The micro-kernel keeps MR = 8 activation rows x 32 weight rows in 16 zmm sums.
+// The micro-kernel (gn_bf16_kernel, tensor/gemm_bf16.c) keeps MR = 8 activation rows x
+// 32 weight rows in 16 zmm sums.
 
 #define BG_NR GN_BF16_NR
 #define BG_MR GN_BF16_MR
