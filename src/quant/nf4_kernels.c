@@ -567,15 +567,25 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
 #define BG_MR GN_BF16_MR
 #define BG_KC 2048 // k per panel (even): 128 KiB of packed weights, in L2
 
-// out (T, R) = x (T, C; values already bf16) @ W^T, rounded to bf16 at the end
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-static void nf4_gemm_bf16(float *out, const float *x, const gn_quant4_state *w, int64_t T) {
-    const int64_t R = w->rows, C = w->cols, Cp = (C + 1) & ~(int64_t)1, KP = Cp / 2;
-    // activations as bf16 pairs (exact: they are bf16 values), a zero pads an odd C
+// x (T, C) as bf16 pairs (rounded to nearest even: the compute dtype's rounding of the input;
+// vcvtne2ps2bf16 flushes denormals, which vdpbf16ps would read as zero anyway), a zero padding
+// an odd C; free() it
+static uint32_t *bf16_pairs(const float *x, int64_t T, int64_t C) {
+    const int64_t KP = (C + 1) / 2;
     uint32_t *xp = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(T * KP));
-    // (vcvtne2ps2bf16 flushes denormals, as vdpbf16ps would treat them anyway)
     #pragma omp parallel for schedule(static) if (T * C > 65536)
     for (int64_t t = 0; t < T; t++) gn_bf16_pairs_row(x + t * C, C, xp + t * KP);
+    return xp;
+}
+
+static int gemm_bf16_ok(const gn_quant4_state *w) {
+    return w->wdtype == GN_DTYPE_BF16 && level_for(w) == GN_SIMD_AVX512 && have_bf16_dot() && !getenv_nobf16();
+}
+
+// out (T, R) = x @ W^T with x given as bf16 pairs (bf16_pairs), rounded to bf16 at the end
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state *w, int64_t T) {
+    const int64_t R = w->rows, C = w->cols, Cp = (C + 1) & ~(int64_t)1, KP = Cp / 2;
     const int64_t npan = (R + BG_NR - 1) / BG_NR;
     #pragma omp parallel
     {
@@ -616,7 +626,6 @@ static void nf4_gemm_bf16(float *out, const float *x, const gn_quant4_state *w, 
         free(pk);
         free(rows);
     }
-    free(xp);
 }
 
 // out (T, C) = dy (T, R; values already bf16) @ W, W (R, C) the dequantized bf16 weight:
@@ -751,8 +760,10 @@ static void nf4_matmul_rounded(float *out, const float *inp, const gn_quant4_sta
         round_act(out, R, cdt);
         return;
     }
-    if (cdt == GN_DTYPE_BF16 && level_for(w) == GN_SIMD_AVX512 && have_bf16_dot() && !getenv_nobf16()) {
-        nf4_gemm_bf16(out, inp, w, T);
+    if (gemm_bf16_ok(w)) {
+        uint32_t *xp = bf16_pairs(inp, T, C);
+        nf4_gemm_bf16(out, xp, w, T);
+        free(xp);
         return;
     }
     // T > 1: each thread dequantizes 64-row tiles of W to f32 and runs a
@@ -787,6 +798,14 @@ static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_stat
         for (int i = 0; i < n; i++) gn_nf4_matmul(outs[i], inp, ws[i], T);
         return;
     }
+    int all_gemm = T > NF4_SMALL_T;
+    for (int i = 0; i < n; i++) all_gemm &= gemm_bf16_ok(ws[i]) && !small_t_ok(ws[i], T, level_for(ws[i]));
+    if (all_gemm) { // the bf16 pairs are the rounded input: made once for q/k/v or gate/up
+        uint32_t *xp = bf16_pairs(inp, T, C);
+        for (int i = 0; i < n; i++) nf4_gemm_bf16(outs[i], xp, ws[i], T);
+        free(xp);
+        return;
+    }
     float *xr = gn_malloc(sizeof(float) * (size_t)(T * C));
     round_copy(xr, inp, T * C, cdt);
     for (int i = 0; i < n; i++) {
@@ -803,6 +822,12 @@ void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64
     gn_simd lvl = level_for(w);
     if (small_t_ok(w, T, lvl)) { gn_nf4_matmul_multi(&out, inp, &w, 1, T); return; }
     if (w->wdtype == GN_DTYPE_F32) { nf4_matmul_rounded(out, inp, w, T); return; }
+    if (T > 1 && gemm_bf16_ok(w)) { // the bf16 pairs are the rounded input
+        uint32_t *xp = bf16_pairs(inp, T, C);
+        nf4_gemm_bf16(out, xp, w, T);
+        free(xp);
+        return;
+    }
     float *xr = gn_malloc(sizeof(float) * (size_t)(T * C)); // the input in the compute dtype
     round_copy(xr, inp, T * C, w->wdtype);
     nf4_matmul_rounded(out, xr, w, T);
