@@ -628,58 +628,29 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
     }
 }
 
-// out (T, C) = dy (T, R; values already bf16) @ W, W (R, C) the dequantized bf16 weight:
-// the input gradient of the product above. Here k runs over W's rows, so a panel is
-// 32 columns of W with rows in pairs, [r/2][32 columns][2], built from a bf16 copy of
-// W (two rows' 16-bit values interleaved into 32-bit lanes); the micro-kernel is the
-// same. Output rounded to bf16 (bnb's backward returns the compute dtype).
+// out (T, C) = dy (T, R) @ W, W (R, C) the dequantized bf16 weight: the input gradient of
+// the product above, through gn_gemm_bf16_b16 on a bf16 copy of W (its panels pair W's
+// rows k, k+1, as this product's k runs over them); rounded to bf16 at the end (bnb's
+// backward returns the compute dtype)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void nf4_gemm_nn_bf16(float *out, const float *dy, const gn_quant4_state *w, int64_t T) {
-    const int64_t R = w->rows, C = w->cols, Rp = (R + 1) & ~(int64_t)1, KP = Rp / 2;
-    const int64_t Cs = (C + 31) & ~(int64_t)31; // row stride of the bf16 copy (zero padded)
-    uint32_t *yp = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(T * KP));
-    uint16_t *wb = gn_malloc_aligned(sizeof(uint16_t) * (size_t)(Rp * Cs));
+    const int64_t R = w->rows, C = w->cols, Cs = (C + 31) & ~(int64_t)31; // row stride of the copy
+    uint16_t *wb = gn_malloc_aligned(sizeof(uint16_t) * (size_t)(R * Cs));
     #pragma omp parallel
     {
         float *row = gn_malloc_aligned(sizeof(float) * (size_t)Cs);
-        #pragma omp for schedule(static) nowait
-        for (int64_t t = 0; t < T; t++) gn_bf16_pairs_row(dy + t * R, R, yp + t * KP);
         #pragma omp for schedule(static)
-        for (int64_t r = 0; r < Rp; r++) {
-            uint16_t *d = wb + r * Cs;
-            if (r >= R) { memset(d, 0, sizeof(uint16_t) * (size_t)Cs); continue; }
+        for (int64_t r = 0; r < R; r++) {
             deq_range(w, r * C, C, row, GN_DTYPE_BF16);
             for (int64_t c = C; c < Cs; c++) row[c] = 0.0f;
-            for (int64_t c = 0; c < Cs; c += 32)
-                _mm512_store_si512(d + c, (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(row + c + 16), _mm512_load_ps(row + c)));
+            for (int64_t c = 0; c < Cs; c += 32) // exact: the values are bf16 already
+                _mm512_store_si512(wb + r * Cs + c,
+                                   (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(row + c + 16), _mm512_load_ps(row + c)));
         }
         free(row);
-        uint32_t *pk = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(BG_KC / 2) * BG_NR);
-        const int64_t npan = Cs / BG_NR;
-        #pragma omp for schedule(dynamic, 1)
-        for (int64_t pn = 0; pn < npan; pn++) {
-            const int64_t c0 = pn * BG_NR;
-            const int nc = C - c0 < BG_NR ? (int)(C - c0) : BG_NR;
-            for (int64_t k0 = 0; k0 < Rp; k0 += BG_KC) {
-                const int64_t kc = Rp - k0 < BG_KC ? Rp - k0 : BG_KC;
-                for (int64_t kp = 0; kp < kc / 2; kp++) {
-                    const uint16_t *a = wb + (k0 + 2 * kp) * Cs + c0, *b = a + Cs;
-                    for (int h = 0; h < 2; h++) {
-                        __m512i lo = _mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)(a + 16 * h)));
-                        __m512i hi = _mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)(b + 16 * h)));
-                        _mm512_store_si512(pk + kp * BG_NR + 16 * h, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-                    }
-                }
-                for (int64_t t0 = 0; t0 < T; t0 += BG_MR) {
-                    int mr = T - t0 < BG_MR ? (int)(T - t0) : BG_MR;
-                    gn_bf16_kernel(yp + t0 * KP + k0 / 2, KP, 1, mr, pk, kc / 2, out + t0 * C + c0, C, nc, 1.0f, 0.0f, k0 == 0);
-                }
-            }
-            for (int64_t t = 0; t < T; t++) round_act(out + t * C + c0, nc, GN_DTYPE_BF16);
-        }
-        free(pk);
     }
-    free(yp);
+    gn_gemm_bf16_b16(0, 0, T, C, R, 1.0f, dy, R, wb, Cs, 0.0f, out, C);
+    round_act(out, T * C, GN_DTYPE_BF16);
     free(wb);
 }
 
