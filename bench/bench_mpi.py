@@ -32,17 +32,11 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchenv import DEFAULT_DATA, DEFAULT_MODEL, OPENBLAS_VARS, ROOT  # noqa: E402  (re-executes without them)
 from bench_inference import cpu_snapshot, foreign_load, machine, wait_quiet  # noqa: E402
 
-CACHE = os.environ.get("GN_CACHE", os.path.expanduser("~/.cache/guanaco"))
-DEFAULT_MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-DEFAULT_DATA = "/work/shared/data/openassistant-guanaco/openassistant_best_replies_eval.jsonl"
 SOURCE_MAX = 16
-# our machines set OPENBLAS_CORETYPE=Haswell, which halves OpenBLAS speed here: unset for the runs
-OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 MPI_FLAGS = ["--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "lo",
              "--mca", "oob_tcp_if_include", "lo"]

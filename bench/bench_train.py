@@ -53,20 +53,8 @@ import subprocess
 import sys
 import time
 
-OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-MARK = "GN_BENCH_OPENBLAS_UNSET"
-
-# Re-execute without the OpenBLAS overrides before anything loads OpenBLAS.
-if any(v in os.environ for v in OPENBLAS_VARS):
-    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
-    env[MARK] = "1"
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-CACHE = os.environ.get("GN_CACHE", os.path.expanduser("~/.cache/guanaco"))
-DEFAULT_MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-DEFAULT_DATA = "/work/shared/data/openassistant-guanaco/openassistant_best_replies_eval.jsonl"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchenv import CACHE, DEFAULT_DATA, DEFAULT_MODEL, HERE, MARK, ROOT  # noqa: E402  (re-executes first)
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SOURCE_MAX, TARGET_MAX = 16, 512
 

@@ -25,15 +25,8 @@ import subprocess
 import sys
 import time
 
-OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-if any(v in os.environ for v in OPENBLAS_VARS):
-    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
-    env["GN_BENCH_OPENBLAS_UNSET"] = "1"
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = os.environ.get("GN_CACHE", os.path.expanduser("~/.cache/guanaco"))
-DEFAULT_MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchenv import CACHE, DEFAULT_MODEL, ROOT  # noqa: E402,F401  (re-executes without OpenBLAS overrides)
 
 
 def main():
