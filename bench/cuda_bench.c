@@ -45,6 +45,7 @@ int main(void) {
 #include "cuda/cuda.h"
 #include "cuda/cuda_priv.h"
 #include "formats/tensors.h"
+#include "../tests/tiny_model.h" // tm_write_model
 #include "model/llama.h"
 #include "quant/nf4.h"
 
@@ -355,51 +356,10 @@ static void bench_train(model7b *mb, int T) {
 // ----------------------------------------------------------------------------
 // CPU vs GPU gradients of one training sequence on a small random model
 
-typedef struct { gn_tensor_out *ts; float **bufs; char (*names)[96]; int k; } tensors;
-
-// a random f32 tensor: a (rows, cols) matrix scaled by s, or (cols 0) a norm weight near 1
-static void add_t(tensors *t, const char *name, int rows, int cols, float s) {
-    size_t n = (size_t)rows * (size_t)(cols > 0 ? cols : 1);
-    int k = t->k++;
-    snprintf(t->names[k], 96, "%s", name);
-    t->bufs[k] = malloc(4 * n);
-    for (size_t i = 0; i < n; i++) t->bufs[k][i] = cols > 0 ? frand() * s : 1.0f + 0.1f * frand();
-    t->ts[k] = (gn_tensor_out){t->names[k], GN_DTYPE_F32, cols > 0 ? 2 : 1, {rows, cols}, t->bufs[k], 4 * n};
-}
-
+// a random model folder (tests/tiny_model.h), weights scaled by 1/sqrt(C) (q/k twice that)
 static int write_model(const char *dir, int C, int HD, int L, int NH, int NKV, int V) {
-    mkdir(dir, 0755);
-    char p[1024];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    FILE *f = fopen(p, "w");
-    if (!f) return 1;
-    fprintf(f, "{\"model_type\":\"llama\",\"hidden_size\":%d,\"intermediate_size\":%d,\"num_hidden_layers\":%d,"
-               "\"num_attention_heads\":%d,\"num_key_value_heads\":%d,\"vocab_size\":%d,\"rms_norm_eps\":1e-5,"
-               "\"rope_theta\":10000.0,\"tie_word_embeddings\":false,\"max_position_embeddings\":2048}", C, HD, L, NH, NKV, V);
-    fclose(f);
-    int hs = C / NH, nt = 3 + 9 * L;
-    tensors t = {calloc((size_t)nt, sizeof(gn_tensor_out)), calloc((size_t)nt, sizeof(float *)), calloc((size_t)nt, 96), 0};
     float ws = 1.0f / sqrtf((float)C);
-    add_t(&t, "model.embed_tokens.weight", V, C, 1.0f);
-    add_t(&t, "model.norm.weight", C, 0, 0);
-    add_t(&t, "lm_head.weight", V, C, ws);
-    char nm[96];
-    for (int l = 0; l < L; l++) {
-        snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l); add_t(&t, nm, C, 0, 0);
-        snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l); add_t(&t, nm, C, 0, 0);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.q_proj.weight", l); add_t(&t, nm, NH * hs, C, 2 * ws);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_proj.weight", l); add_t(&t, nm, NKV * hs, C, 2 * ws);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.v_proj.weight", l); add_t(&t, nm, NKV * hs, C, ws);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.o_proj.weight", l); add_t(&t, nm, C, NH * hs, ws);
-        snprintf(nm, sizeof nm, "model.layers.%d.mlp.gate_proj.weight", l); add_t(&t, nm, HD, C, ws);
-        snprintf(nm, sizeof nm, "model.layers.%d.mlp.up_proj.weight", l); add_t(&t, nm, HD, C, ws);
-        snprintf(nm, sizeof nm, "model.layers.%d.mlp.down_proj.weight", l); add_t(&t, nm, C, HD, ws);
-    }
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    gn_status st = gn_safetensors_save(p, t.ts, t.k, NULL, 0);
-    for (int i = 0; i < t.k; i++) free(t.bufs[i]);
-    free(t.bufs); free(t.names); free(t.ts);
-    return st != GN_OK;
+    return tm_write_model(dir, C, HD, L, NH, NKV, V, 2048, ws, 2 * ws, ws, frand);
 }
 
 static void bench_gradcheck(void) {

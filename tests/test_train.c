@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "harness.h"
+#include "tiny_model.h" // tm_write_model
 #include "formats/tensors.h"
 #include "model/llama.h"
 
@@ -22,56 +23,9 @@ static float frand(void) {
     return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
 }
 
-typedef struct { gn_tensor_out *ts; char (*names)[96]; float **bufs; int k; } tensor_ctx;
-
-// Adds a random f32 tensor: a matrix (rows, cols) scaled by s, or with cols 0 a
-// norm weight near 1.
-static void add_tensor(tensor_ctx *cx, const char *name, int rows, int cols, float s) {
-    size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
-    int k = cx->k++;
-    snprintf(cx->names[k], 96, "%s", name);
-    cx->bufs[k] = malloc(sizeof(float) * n);
-    for (size_t i = 0; i < n; i++) cx->bufs[k][i] = cols ? frand() * s : 1.0f + 0.1f * frand();
-    cx->ts[k] = (gn_tensor_out){cx->names[k], GN_DTYPE_F32, cols ? 2 : 1, {rows, cols}, cx->bufs[k], sizeof(float) * n};
-}
-
-// Writes a random model folder; returns 0 on success.
+// a random model folder (tiny_model.h): all matrices in [-0.3, 0.3)
 static int write_model(const char *dir, int C, int HD, int L, int NH, int NKV, int V) {
-    mkdir(dir, 0755);
-    char p[1024];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    FILE *f = fopen(p, "w");
-    if (!f) return 1;
-    fprintf(f, "{\"model_type\":\"llama\",\"hidden_size\":%d,\"intermediate_size\":%d,\"num_hidden_layers\":%d,"
-               "\"num_attention_heads\":%d,\"num_key_value_heads\":%d,\"vocab_size\":%d,\"rms_norm_eps\":1e-5,"
-               "\"rope_theta\":10000.0,\"tie_word_embeddings\":false,\"max_position_embeddings\":128}", C, HD, L, NH, NKV, V);
-    fclose(f);
-    int hs = C / NH, nt = 3 + 9 * L;
-    gn_tensor_out *ts = calloc((size_t)nt, sizeof *ts);
-    char (*names)[96] = calloc((size_t)nt, 96);
-    float **bufs = calloc((size_t)nt, sizeof(float *));
-    tensor_ctx cx = {ts, names, bufs, 0};
-    add_tensor(&cx, "model.embed_tokens.weight", V, C, 1.0f);
-    add_tensor(&cx, "model.norm.weight", C, 0, 0);
-    add_tensor(&cx, "lm_head.weight", V, C, 0.3f);
-    char nm[96];
-    for (int l = 0; l < L; l++) {
-        snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l); add_tensor(&cx, nm, C, 0, 0);
-        snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l); add_tensor(&cx, nm, C, 0, 0);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.q_proj.weight", l); add_tensor(&cx, nm, NH * hs, C, 0.3f);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_proj.weight", l); add_tensor(&cx, nm, NKV * hs, C, 0.3f);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.v_proj.weight", l); add_tensor(&cx, nm, NKV * hs, C, 0.3f);
-        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.o_proj.weight", l); add_tensor(&cx, nm, C, NH * hs, 0.3f);
-        snprintf(nm, sizeof nm, "model.layers.%d.mlp.gate_proj.weight", l); add_tensor(&cx, nm, HD, C, 0.3f);
-        snprintf(nm, sizeof nm, "model.layers.%d.mlp.up_proj.weight", l); add_tensor(&cx, nm, HD, C, 0.3f);
-        snprintf(nm, sizeof nm, "model.layers.%d.mlp.down_proj.weight", l); add_tensor(&cx, nm, C, HD, 0.3f);
-    }
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    gn_status st = gn_safetensors_save(p, ts, cx.k, NULL, 0);
-    int k = cx.k;
-    for (int i = 0; i < k; i++) free(bufs[i]);
-    free(bufs); free(names); free(ts);
-    return st != GN_OK;
+    return tm_write_model(dir, C, HD, L, NH, NKV, V, 128, 0.3f, 0.3f, 0.3f, frand);
 }
 
 static double loss_of(gn_trainer *tr, const int32_t *ids, const int32_t *lab, int T) {
