@@ -445,11 +445,67 @@ static void test_torch_mean(void) {
           gn_quant4_torch_mean(x, 40000, 2));
 }
 
+// Decode with 64-element blocks and a bf16 compute dtype (the QLoRA default; on
+// AVX512_BF16 a kernel of its own: two rows at a time, DQ scales rebuilt 16 at a time
+// by a vector lookup, batches of rows, long rows in runs). Awkward row counts, rows
+// whose blocks cross the 256-block nested groups, rows past 1024 blocks, zero blocks,
+// and tiny-scale rows (the careful kernel takes their batch), against the reference.
+static void test_decode_b64(void) {
+    const int64_t Rs[] = {1, 2, 3, 33, 100}, Cs[] = {64, 576, 4160, 66112}; // 66112: runs of blocks
+    for (int lvl = GN_SIMD_AVX2; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        if ((int)gn_simd_level() != lvl) continue;
+        for (size_t ri = 0; ri < sizeof Rs / sizeof Rs[0]; ri++)
+            for (size_t ci = 0; ci < sizeof Cs / sizeof Cs[0]; ci++)
+                for (int variant = 0; variant < 3; variant++) {
+                    const int64_t R = Rs[ri], C = Cs[ci], n = R * C;
+                    if (n > 2000000) continue;
+                    const int dq = variant != 1, qt = variant == 2 ? GN_QUANT_FP4 : GN_QUANT_NF4;
+                    float *w = malloc(sizeof(float) * (size_t)n), *x = malloc(sizeof(float) * (size_t)C);
+                    // scales that differ by block and by nested group of 256 blocks (16384 weights)
+                    for (int64_t i = 0; i < n; i++) w[i] = frand() * (1.0f + (float)((i / 64) % 5)) * (float)(1 + (i / 16384) % 3);
+                    // some all-zero blocks, and (variant 1) a row of denormal-range scale
+                    for (int64_t b = 3; b * 64 < n; b += 37) memset(w + b * 64, 0, 64 * sizeof(float));
+                    const int64_t tiny = variant == 1 && R > 2 ? R / 2 : -1;
+                    if (tiny >= 0) for (int64_t c = 0; c < C; c++) w[tiny * C + c] *= 1e-39f;
+                    for (int64_t c = 0; c < C; c++) x[c] = frand();
+                    gn_quant4_state q;
+                    GN_ASSERT(gn_quantize_4bit(w, GN_DTYPE_F32, n, 64, qt, dq, &q) == GN_OK);
+                    GN_ASSERT(gn_quant4_set_shape(&q, 2, (int64_t[]){R, C}) == GN_OK);
+                    q.wdtype = GN_DTYPE_BF16;
+                    float *d = malloc(sizeof(float) * (size_t)n), *o = malloc(sizeof(float) * (size_t)R),
+                          *r = malloc(sizeof(float) * (size_t)R);
+                    gn_dequantize_4bit_ref(&q, d);
+                    gn_nf4_matmul(o, x, &q, 1);
+                    gn_nf4_matmul_ref(r, x, &q, 1);
+                    float worst = 0;
+                    for (int64_t i = 0; i < R; i++) {
+                        double sa = 0;
+                        for (int64_t c = 0; c < C; c++) sa += fabs((double)d[i * C + c] * x[c]);
+                        // f32 summation in independent chains (8+ of them, each at most C/8 adds, then
+                        // a short reduction: (C/8 + 32) * 2^-24 of sum |w x|; the worst case C * 2^-22
+                        // would exceed the dot product itself for long rows) plus one bf16 step of the
+                        // rounded output; weights below 1.2e-38 count as zero in vdpbf16ps (the tiny
+                        // row): an absolute 1e-36 there
+                        float tol = (float)((double)(C / 8 + 32) * 0x1p-24 * sa * (1 + 0x1p-7) + 0x1p-7 * fabs(r[i])) +
+                                    (i == tiny ? 1e-36f : 1e-30f);
+                        worst = fmaxf(worst, fabsf(o[i] - r[i]) / tol);
+                    }
+                    CHECK(worst <= 1.0f, "decode b64 level %d %lldx%lld %s dq %d: error %g of bound", lvl, (long long)R,
+                          (long long)C, qt == GN_QUANT_FP4 ? "fp4" : "nf4", dq, worst);
+                    free(w); free(x); free(d); free(o); free(r);
+                    gn_quant4_free(&q);
+                }
+    }
+    gn_simd_force(GN_SIMD_AVX512);
+}
+
 int main(void) {
     test_tables();
     test_packing();
     test_roundtrip();
     test_kernels_vs_ref();
+    test_decode_b64();
     test_matmul_nn();
     test_json();
     test_save_load();
