@@ -12,7 +12,8 @@ writing its JSON under --out/bench_all/, and reads the figures from those JSON f
      ours NF4 + double quant vs llama.cpp on a Q4_0 file made once by make_q4_0.py
      (cached in ~/.cache/guanaco/bench/)
   B  bench_inference.py --guanaco-args "--4bit -a LORA" --peer-guanaco-args "--4bit"   (row 4)
-     an unmerged r 64 adapter on all seven modules (make_lora_adapter.py, cached) vs none
+     an unmerged r 64 adapter on all seven modules, bf16 as qlora --bf16 saves it
+     (make_lora_adapter.py --dtype bf16, cached) vs none
   C  bench_inference.py -t 1 --guanaco-args "--4bit" --skip-llama            (row 5a, 5c)
      ours with 1 thread; the 2-thread figures are A's
   D  bench_train.py --grad-accum 4 --steps 2                               (rows 3, 3b, 5b)
@@ -206,7 +207,7 @@ def build_rows(a, jA, jB, jC, jD, jE):
         add("3b", "QLoRA train peak RSS MB", "ratio ≤ 0.5", None, None, None, "—", why)
     # 4: adapter
     g, l, rt, gs, gl, _, _ = inf_row(jB, "decode")
-    add("4", f"decode {M} tok/s, unmerged r64 adapter (7 modules) vs none", "ratio ≥ 0.9", g, l, rt,
+    add("4", f"decode {M} tok/s, unmerged r64 bf16 adapter (7 modules) vs none", "ratio ≥ 0.9", g, l, rt,
         pct(gs, gl), verdict([("ratio", rt, ">=", 0.9)]) if jB else "not run",
         note="peer = ours, NF4+DQ, no adapter; share: base + adapter bytes per token")
     # 5a/5c: thread scaling of inference (2 threads from A, 1 thread from C)
@@ -393,10 +394,12 @@ def main():
         fresh(f32)
         if rc == 0:
             os.replace(q4 + ".tmp", q4)
-    lora = os.path.join(a.bench_dir, f"{stem}-lora-r64")
+    # bf16, as qlora.py's --bf16 runs (the Guanaco adapters) save them
+    lora = os.path.join(a.bench_dir, f"{stem}-lora-r64-bf16")
     if not TABLE_ONLY and not os.path.exists(os.path.join(lora, "adapter_model.safetensors")):
-        run_section("LoRA: r64 adapter on 7 modules (made once)",
-                    [PY, os.path.join(HERE, "make_lora_adapter.py"), "-o", lora, "-m", a.model, "-r", "64"],
+        run_section("LoRA: r64 bf16 adapter on 7 modules (made once)",
+                    [PY, os.path.join(HERE, "make_lora_adapter.py"), "-o", lora, "-m", a.model, "-r", "64",
+                     "--dtype", "bf16"],
                     os.path.join(sub, "make_lora_adapter.log"), a.verbose, prep=True)
 
     # -- A: NF4 vs llama.cpp Q4_0 --------------------------------------------

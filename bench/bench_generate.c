@@ -24,8 +24,8 @@
  *           f32/bf16: counted from the config; 4-bit: the model's own figure
  *           ("resident weight bytes" in gn_model_describe: packed nibbles,
  *           scales, and the f32 embedding/head and norms), plus one embedding
- *           row. An adapter adds its A and B matrices (f32 in memory), counted
- *           from the safetensors header.
+ *           row. An adapter adds its A and B matrices (f32 in memory; a bf16 file's
+ *           bf16 copies, which decode reads), counted from the safetensors header.
  *   prefill is compute-bound:  FLOPs = 2 * matmul params * N + attention,
  *           limit tok/s = N / (FLOPs / peak), peak = 515 GFLOP/s f32 FMA, 2 cores.
  *
@@ -168,17 +168,18 @@ static double resident_weight_bytes(const char *desc) {
     return p ? strtod(p + strlen(key), NULL) : 0;
 }
 
-// A LoRA adapter's A and B matrices as held in memory (f32), and the weights
-// they hold (their product with one token costs 2 FLOPs each): summed over the
-// tensors listed in DIR/adapter_model.safetensors's header. 0 when unreadable
-// (e.g. an adapter_model.bin).
-static double adapter_params(const char *dir) {
+// A LoRA adapter's A and B matrices: the weights they hold (their product with one
+// token costs 2 FLOPs each) and, in *bytes, what decode reads of them per token (a bf16
+// file: its bf16 copies, 2 bytes a weight; else f32, 4): summed over the tensors listed
+// in DIR/adapter_model.safetensors's header. 0 when unreadable (e.g. an adapter_model.bin).
+static double adapter_params(const char *dir, double *bytes) {
     char path[4096];
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     unsigned char len8[8];
     double n = 0;
+    *bytes = 0;
     if (fread(len8, 1, 8, f) == 8) {
         uint64_t len = 0;
         for (int i = 7; i >= 0; i--) len = len << 8 | len8[i];
@@ -192,6 +193,8 @@ static double adapter_params(const char *dir) {
                 double e = 1;
                 for (cJSON *d = shape->child; d; d = d->next) e *= d->valuedouble;
                 n += e;
+                const cJSON *dt = cJSON_GetObjectItemCaseSensitive(t, "dtype");
+                *bytes += e * (cJSON_IsString(dt) && !strcmp(dt->valuestring, "BF16") ? 2 : 4);
             }
             cJSON_Delete(j);
         }
@@ -275,12 +278,12 @@ int main(int argc, char **argv) {
         }
         ms.bytes_token = resident + 4.0 * cfg->dim;
     }
-    double ad_params = ad ? adapter_params(adapter_path) : 0;
+    double ad_bytes = 0, ad_params = ad ? adapter_params(adapter_path, &ad_bytes) : 0;
     if (ad && ad_params <= 0)
         fprintf(stderr, "bench_generate: could not size the adapter from its safetensors "
                         "header; its bytes are left out of the decode limit\n");
     double model_bytes = ms.bytes_token;
-    ms.bytes_token += 4.0 * ad_params; // A, B are f32 in memory; read once per token
+    ms.bytes_token += ad_bytes;        // A, B (f32, or bf16 from a bf16 file), read once per token
     ms.matmul_params += ad_params;     // x @ A^T @ B^T: 2 FLOPs per adapter weight per token
     double flops = prefill_flops(cfg, &ms, N);
 
@@ -298,8 +301,8 @@ int main(int argc, char **argv) {
            cfg->hidden_dim, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, V,
            cfg->tie_embeddings);
     if (ad)
-        printf("adapter: %s, %.2fM params (f32 in memory: %.1f MB read per token), unmerged\n",
-               adapter_path, ad_params / 1e6, 4.0 * ad_params / 1e6);
+        printf("adapter: %s, %.2fM params (%s: %.1f MB read per token), unmerged\n", adapter_path,
+               ad_params / 1e6, ad_bytes < 3 * ad_params ? "bf16" : "f32", ad_bytes / 1e6);
     printf("params %.1fM, matmul params %.1fM%s, weight bytes per decoded token %.1f MB "
            "(%s%s)\n",
            ms.params / 1e6, ms.matmul_params / 1e6, ad ? " (incl. adapter)" : "",

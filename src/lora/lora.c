@@ -132,6 +132,29 @@ static void permute_rows(float *w, int n_heads, int hs, int64_t cols, int invers
 }
 static void hf_to_interleaved_rows(float *w, int n_heads, int hs, int64_t cols) { permute_rows(w, n_heads, hs, cols, 0); }
 
+// n floats as bf16 in *dst (allocated) when each is exactly a bf16 value; else *dst = NULL
+static void bf16_if_exact(const float *src, int64_t n, uint16_t **dst) {
+    uint16_t *h = gn_malloc(sizeof(uint16_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        h[i] = gn_f32_to_bf16(src[i]);
+        uint32_t a, b;
+        float back = gn_bf16_to_f32(h[i]);
+        memcpy(&a, &back, 4);
+        memcpy(&b, &src[i], 4);
+        if (a != b) { free(h); *dst = NULL; return; }
+    }
+    *dst = h;
+}
+
+// A bf16 adapter (every A and B value a bf16) keeps bf16 copies for decode (lora_row_multi):
+// half the bytes read per token; the f32 arrays stay for everything else.
+static void keep_bf16(gn_lora_mod *lm) {
+    if (!lm->r) return;
+    bf16_if_exact(lm->A, (int64_t)lm->r * lm->in, &lm->A16);
+    if (lm->A16) bf16_if_exact(lm->B, lm->out * (int64_t)lm->r, &lm->B16);
+    if (!lm->B16) { free(lm->A16); lm->A16 = NULL; }
+}
+
 gn_status gn_adapter_load(gn_adapter **out, const gn_model *m, const char *path, const char *name) {
     *out = NULL;
     const gn_config *c = &m->cfg;
@@ -259,6 +282,7 @@ gn_status gn_adapter_load(gn_adapter **out, const gn_model *m, const char *path,
                 gn_lora_mod *lm = &a->mods[(size_t)L * GN_N_MODS + (size_t)k];
                 if (lm->r) hf_to_interleaved_rows(lm->B, k == GN_MOD_Q ? c->n_heads : c->n_kv_heads, c->head_dim, lm->r);
             }
+    for (int i = 0; i < a->n_layers * GN_N_MODS; i++) keep_bf16(&a->mods[i]);
     gn_tensor_table_free(&tt);
     cJSON_Delete(j);
     *out = a;
@@ -273,7 +297,12 @@ fail:
 void gn_adapter_free(gn_adapter *a) {
     if (!a) return;
     if (a->mods && !a->borrowed)
-        for (int i = 0; i < a->n_layers * GN_N_MODS; i++) { free(a->mods[i].A); free(a->mods[i].B); }
+        for (int i = 0; i < a->n_layers * GN_N_MODS; i++) {
+            free(a->mods[i].A);
+            free(a->mods[i].B);
+            free(a->mods[i].A16);
+            free(a->mods[i].B16);
+        }
     free(a->mods);
     free(a->path);
     free(a->name);

@@ -982,7 +982,8 @@ static void lora_rows(gn_session *const *rs, int T, int l, int k, const float *i
 // (q/k/v, gate/up, or one module): out_i += s_i B_i (A_i x) for each, in one parallel
 // region with one barrier between the A and the B products (two gn_matmul calls per
 // module would be two regions each: at 30 layers x 7 modules, hundreds per token).
-// Each output is the same dot products as gn_lora_apply's, in the same order.
+// Each output is the same dot products as gn_lora_apply's, in the same order (from the
+// bf16 copies of a bf16 adapter: the same values, half the bytes, sums in another order).
 static void lora_row_multi(const gn_adapter *ad, int l, const int *ks, int n, const float *in, int64_t IC,
                            float *const *outs, float *tmp) {
     const gn_lora_mod *lm[3];
@@ -999,14 +1000,16 @@ static void lora_row_multi(const gn_adapter *ad, int l, const int *ks, int n, co
         for (int64_t j = 0; j < a0[n]; j++) {
             int i = 0;
             while (j >= a0[i + 1]) i++;
-            tmp[j] = gn_dot_f32(lm[i]->A + (j - a0[i]) * IC, in, IC);
+            tmp[j] = lm[i]->A16 ? gn_dot_bf16_f32(lm[i]->A16 + (j - a0[i]) * IC, in, IC)
+                                : gn_dot_f32(lm[i]->A + (j - a0[i]) * IC, in, IC);
         }
         #pragma omp for schedule(static)
         for (int64_t o = 0; o < b0[n]; o++) {
             int i = 0;
             while (o >= b0[i + 1]) i++;
             const int64_t oo = o - b0[i], r = lm[i]->r;
-            outs[i][oo] += lm[i]->scale * gn_dot_f32(lm[i]->B + oo * r, tmp + a0[i], r);
+            outs[i][oo] += lm[i]->scale * (lm[i]->B16 ? gn_dot_bf16_f32(lm[i]->B16 + oo * r, tmp + a0[i], r)
+                                                      : gn_dot_f32(lm[i]->B + oo * r, tmp + a0[i], r));
         }
     }
 }

@@ -32,6 +32,10 @@ typedef struct {
     float *A;       // (r, IC) f32, owned
     float *B;       // (OC, r) f32, owned
     int64_t in, out;
+    // bf16 copies of A and B when every value is a bf16 (a bf16 adapter file, as qlora's
+    // --bf16 runs save): decode reads these, half the bytes per token, same products.
+    // NULL otherwise, and always for a trainer's adapter (its A/B change every step).
+    uint16_t *A16, *B16;
 } gn_lora_mod;
 
 struct gn_adapter {
