@@ -16,7 +16,8 @@ writing its JSON under --out/bench_all/, and reads the figures from those JSON f
      (make_lora_adapter.py --dtype bf16, cached) vs none
   C  bench_inference.py -t 1 --guanaco-args "--4bit" --skip-llama            (row 5a, 5c)
      ours with 1 thread; the 2-thread figures are A's
-  D  bench_train.py --grad-accum 4 --steps 2                               (rows 3, 3b, 5b)
+  D  bench_train.py --grad-accum 4 --steps 2 --reps 3                     (rows 3, 3b, 5b)
+     ours and the peer in turn, three times: medians (the machine drifts by 10-20%)
      guanaco finetune vs PyTorch + PEFT + bitsandbytes, NF4, r 64, seq 512
   E  bench_train.py -t 1 --skip-peer (same settings)                        (row 5b)
 
@@ -254,7 +255,8 @@ def settings_line(a, jA, jC, jD):
     s = f"prompt {P}, decode {M} tokens, reps {R} (1 thread: {R1})"
     if jD:
         s += (f"; training 1 × {jD['grad_accum']} sequences of {jD['seq_tokens']} ids a step, "
-              f"{jD['steps']} step{'s' if jD['steps'] > 1 else ''}")
+              f"{jD['steps']} step{'s' if jD['steps'] > 1 else ''}, {jD.get('reps', 1)} interleaved "
+              f"repetition{'s' if jD.get('reps', 1) > 1 else ''} (medians)")
     elif a.skip_train:
         s += "; no training (--skip-train)"
     if a.skip_peer:
@@ -326,6 +328,8 @@ def main():
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S", help="passed to the sub-scripts")
     ap.add_argument("--reps", type=int, default=None, help="repetitions of A and B (default 3; quick 1)")
     ap.add_argument("--scaling-reps", type=int, default=None, help="repetitions of C (default 2; quick 1)")
+    ap.add_argument("--train-reps", type=int, default=None,
+                    help="interleaved repetitions of D and E, medians (default 3; quick 1)")
     ap.add_argument("--prompt-tokens", type=int, default=None, help="default 512 (quick 128)")
     ap.add_argument("--gen-tokens", type=int, default=None, help="default 128 (quick 8)")
     ap.add_argument("--grad-accum", type=int, default=None, help="training: sequences a step (default 4; quick 1)")
@@ -344,6 +348,7 @@ def main():
     q = a.quick
     a.reps = a.reps or (1 if q else 3)
     a.scaling_reps = a.scaling_reps or (1 if q else 2)
+    a.train_reps = a.train_reps or (1 if q else 3)
     a.prompt_tokens = a.prompt_tokens or (128 if q else 512)
     a.gen_tokens = a.gen_tokens or (8 if q else 128)
     a.grad_accum = a.grad_accum or (1 if q else 4)
@@ -438,7 +443,7 @@ def main():
     jD = jE = None
     if not a.skip_train:
         tr = [PY, os.path.join(HERE, "bench_train.py"), "-m", a.model, "--grad-accum", str(a.grad_accum),
-              "--steps", str(a.steps), "--peak-gflops", str(a.peak_gflops)]
+              "--steps", str(a.steps), "--peak-gflops", str(a.peak_gflops), "--reps", str(a.train_reps)]
         if a.wait_quiet > 0:
             tr += ["--wait-quiet", str(a.wait_quiet)]
         dD, dE = os.path.join(sub, f"train-t{T}"), os.path.join(sub, "train-t1")
@@ -495,7 +500,7 @@ def main():
         fh.write("\n".join(text) + "\n")
     result = {"date": date, "cpu": cpu, "cores": os.cpu_count(), "threads": a.threads, "command": command,
               "model": a.model, "env": env_note, "quick": q,
-              "settings": {k: getattr(a, k) for k in ("reps", "scaling_reps", "prompt_tokens", "gen_tokens",
+              "settings": {k: getattr(a, k) for k in ("reps", "scaling_reps", "train_reps", "prompt_tokens", "gen_tokens",
                                                       "grad_accum", "steps", "skip_train", "skip_peer",
                                                       "wait_quiet", "peak_gflops", "bw_gbs")},
               "rows": rows, "noise_max_other_cores": noise,

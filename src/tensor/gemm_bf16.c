@@ -145,7 +145,12 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
         }
     }
     // tasks: (panel of 32 columns, stretch of rows); each packs its B panel, k in blocks of KC
-    enum { KC = 2048, MC = 256 };
+    // row stretches of about 256 (A's pairs of a stretch stay in L2), as many as M / 256 rounded
+    // to nearest: 513 rows (a sequence) make two stretches, not 256 + 256 + 1 (each stretch packs
+    // its own copy of every B panel, so a one-row stretch cost as much packing as a full one)
+    enum { KC = 2048, MC0 = 256 };
+    const int64_t nmc0 = (M + MC0 / 2) / MC0 > 0 ? (M + MC0 / 2) / MC0 : 1;
+    const int64_t MC = ((M + nmc0 - 1) / nmc0 + MR - 1) / MR * MR;
     const int64_t npan = (N + NR - 1) / NR, nmc = (M + MC - 1) / MC, ntask = npan * nmc;
     #pragma omp parallel if (M * N * K > 65536)
     {
