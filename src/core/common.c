@@ -4,6 +4,8 @@
  */
 #include "common.h"
 
+#include <pthread.h> // pthread_key_t: per-thread scratch freed at thread exit
+
 #include <errno.h>     // errno
 #include <fcntl.h>     // open
 #include <stdarg.h>    // va_list
@@ -74,6 +76,30 @@ void *gn_malloc_aligned(size_t n) {
     if (posix_memalign(&p, 64, n ? n : 1)) oom(n);
     advise_huge(p, n);
     return p;
+}
+typedef struct { void *p[GN_SCRATCH_SLOTS]; size_t cap[GN_SCRATCH_SLOTS]; } scratch_set;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static void scratch_free(void *v) {
+    scratch_set *s = v;
+    for (int i = 0; i < GN_SCRATCH_SLOTS; i++) free(s->p[i]);
+    free(s);
+}
+static void scratch_init(void) { GN_ASSERT(pthread_key_create(&scratch_key, scratch_free) == 0); }
+void *gn_scratch(int slot, size_t n) {
+    GN_ASSERT(slot >= 0 && slot < GN_SCRATCH_SLOTS);
+    pthread_once(&scratch_once, scratch_init);
+    scratch_set *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = gn_calloc(1, sizeof *s);
+        GN_ASSERT(pthread_setspecific(scratch_key, s) == 0);
+    }
+    if (n > s->cap[slot] || !s->p[slot]) {
+        free(s->p[slot]);
+        s->p[slot] = gn_malloc_aligned(n);
+        s->cap[slot] = n;
+    }
+    return s->p[slot];
 }
 void *gn_calloc(size_t n, size_t size) {
     void *p = calloc(n ? n : 1, size ? size : 1);

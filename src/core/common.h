@@ -36,6 +36,13 @@ void gn_abort(const char *file, int line, const char *expr);
 // (default: message to stderr and exit(1)), as in redis' zmalloc.
 void *gn_malloc(size_t n);
 void *gn_malloc_aligned(size_t n); // 64-byte aligned (cache line, one AVX-512 register); free() it
+// Per-thread work buffers that only grow, for kernels called many times a step: slot s
+// of the calling thread, at least n bytes, 64-byte aligned, contents undefined, valid
+// until this thread asks for the same slot again; freed when the thread exits. (A fresh
+// allocation per call of the 50 MB the head's gradient needs page-faulted it in again
+// every sequence.)
+enum { GN_SCRATCH_GEMM_A, GN_SCRATCH_NF4_X, GN_SCRATCH_NF4_W, GN_SCRATCH_SLOTS };
+void *gn_scratch(int slot, size_t n);
 void *gn_calloc(size_t n, size_t size);
 void *gn_realloc(void *p, size_t n);
 char *gn_strdup(const char *s);

@@ -700,10 +700,10 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
 
 // x (T, C) as bf16 pairs (rounded to nearest even: the compute dtype's rounding of the input;
 // vcvtne2ps2bf16 flushes denormals, which vdpbf16ps would read as zero anyway), a zero padding
-// an odd C; free() it
+// an odd C; in this thread's scratch (valid until the next call)
 static uint32_t *bf16_pairs(const float *x, int64_t T, int64_t C) {
     const int64_t KP = (C + 1) / 2;
-    uint32_t *xp = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(T * KP));
+    uint32_t *xp = gn_scratch(GN_SCRATCH_NF4_X, sizeof(uint32_t) * (size_t)(T * KP));
     #pragma omp parallel for schedule(static) if (T * C > 65536)
     for (int64_t t = 0; t < T; t++) gn_bf16_pairs_row(x + t * C, C, xp + t * KP);
     return xp;
@@ -766,7 +766,7 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void nf4_gemm_nn_bf16(float *out, const float *dy, const gn_quant4_state *w, int64_t T) {
     const int64_t R = w->rows, C = w->cols, Cs = (C + 31) & ~(int64_t)31; // row stride of the copy
-    uint16_t *wb = gn_malloc_aligned(sizeof(uint16_t) * (size_t)(R * Cs));
+    uint16_t *wb = gn_scratch(GN_SCRATCH_NF4_W, sizeof(uint16_t) * (size_t)(R * Cs));
     #pragma omp parallel
     {
         float *row = gn_malloc_aligned(sizeof(float) * (size_t)Cs);
@@ -782,7 +782,6 @@ static void nf4_gemm_nn_bf16(float *out, const float *dy, const gn_quant4_state 
     }
     gn_gemm_bf16_b16(0, 0, T, C, R, 1.0f, dy, R, wb, Cs, 0.0f, out, C);
     round_act(out, T * C, GN_DTYPE_BF16);
-    free(wb);
 }
 
 void gn_nf4_matmul_nn_ref(float *out, const float *dy, const gn_quant4_state *w, int64_t T) {
@@ -865,7 +864,6 @@ static void nf4_matmul_rounded(float *out, const float *inp, const gn_quant4_sta
     if (gemm_bf16_ok(w)) {
         uint32_t *xp = bf16_pairs(inp, T, C);
         nf4_gemm_bf16(out, xp, w, T);
-        free(xp);
         return;
     }
     // T > 1: each thread dequantizes 64-row tiles of W to f32 and runs a
@@ -905,7 +903,6 @@ static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_stat
     if (all_gemm) { // the bf16 pairs are the rounded input: made once for q/k/v or gate/up
         uint32_t *xp = bf16_pairs(inp, T, C);
         for (int i = 0; i < n; i++) nf4_gemm_bf16(outs[i], xp, ws[i], T);
-        free(xp);
         return;
     }
     float *xr = gn_malloc(sizeof(float) * (size_t)(T * C));
@@ -927,7 +924,6 @@ void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64
     if (T > 1 && gemm_bf16_ok(w)) { // the bf16 pairs are the rounded input
         uint32_t *xp = bf16_pairs(inp, T, C);
         nf4_gemm_bf16(out, xp, w, T);
-        free(xp);
         return;
     }
     float *xr = gn_malloc(sizeof(float) * (size_t)(T * C)); // the input in the compute dtype
