@@ -827,8 +827,16 @@ gn_session *gn_session_new(const gn_model *m, int max_seq) {
     s->max_seq = max_seq;
     size_t kvd = (size_t)c->n_kv_heads * c->head_dim, qd = (size_t)c->n_heads * c->head_dim;
     size_t cache = (size_t)c->n_layers * (size_t)max_seq * kvd;
-    s->k_cache = fzalloc(cache);
-    s->v_cache = fzalloc(cache);
+    s->kv_bf16 = m->n_q4 > 0 && m->q4[0].wdtype == GN_DTYPE_BF16;
+    if (s->kv_bf16) { // zeroed like fzalloc: 64-byte aligned rows for the kernels' loads
+        s->k_cache = gn_malloc_aligned(cache * sizeof(uint16_t));
+        s->v_cache = gn_malloc_aligned(cache * sizeof(uint16_t));
+        memset(s->k_cache, 0, cache * sizeof(uint16_t));
+        memset(s->v_cache, 0, cache * sizeof(uint16_t));
+    } else {
+        s->k_cache = fzalloc(cache);
+        s->v_cache = fzalloc(cache);
+    }
     s->chunk = max_seq < 256 ? max_seq : 256;
     size_t T = (size_t)s->chunk;
     s->x = fzalloc(T * (size_t)c->dim);
@@ -850,7 +858,7 @@ gn_session *gn_session_new(const gn_model *m, int max_seq) {
 void gn_session_free(gn_session *s) {
     if (!s) return;
     if (s->cuda) gn_cuda_session_detach(s);
-    free(s->k_cache); free(s->v_cache);
+    free(s->k_cache); free(s->v_cache); free(s->kv_f32);
     free(s->x); free(s->xb); free(s->q); free(s->k); free(s->v); free(s->att); free(s->hb); free(s->hb2);
     free(s->att_scores);
     free(s->att_part);
@@ -1031,8 +1039,25 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
     int prefill = T > 1;
     for (int t = 0; t < T && prefill; t++) prefill = rs[t] == rs[0] && off[t] == t;
     if (prefill) {
-        const gn_session *s = rs[0];
-        const float *kc = s->k_cache + (size_t)l * s->max_seq * kvd, *vc = s->v_cache + (size_t)l * s->max_seq * kvd;
+        gn_session *s = rs[0];
+        const float *kc, *vc;
+        if (s->kv_bf16) { // this layer's keys and values so far as float32, for the sgemm of each row block
+            const size_t n = (size_t)(s->pos + T) * (size_t)kvd;
+            if (2 * n > s->kv_f32_cap) {
+                free(s->kv_f32);
+                s->kv_f32 = gn_malloc_aligned(2 * n * sizeof(float));
+                s->kv_f32_cap = 2 * n;
+            }
+            const uint16_t *kh = (const uint16_t *)s->k_cache + (size_t)l * s->max_seq * kvd;
+            const uint16_t *vh = (const uint16_t *)s->v_cache + (size_t)l * s->max_seq * kvd;
+            float *kf = s->kv_f32, *vf = s->kv_f32 + n;
+            #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (n > 65536)
+            for (size_t i = 0; i < n; i++) { kf[i] = gn_bf16_to_f32(kh[i]); vf[i] = gn_bf16_to_f32(vh[i]); }
+            kc = kf, vc = vf;
+        } else {
+            kc = (const float *)s->k_cache + (size_t)l * s->max_seq * kvd;
+            vc = (const float *)s->v_cache + (size_t)l * s->max_seq * kvd;
+        }
         const int nb = (T + ATT_ROW_BLOCK - 1) / ATT_ROW_BLOCK;
         gn_blas_single_thread();
         // larger blocks (more keys) first: dynamic scheduling then balances the tail
@@ -1074,11 +1099,15 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
             int t = task / (NKV * nparts), kvh = task / nparts % NKV, p = task % nparts;
             const gn_session *s = rs[t];
             int n = s->pos + off[t] + 1, j0 = (int)((int64_t)n * p / nparts), j1 = (int)((int64_t)n * (p + 1) / nparts);
-            const float *kc = s->k_cache + (size_t)l * s->max_seq * kvd + (size_t)j0 * kvd + (size_t)kvh * hs;
-            const float *vc = s->v_cache + (size_t)l * s->max_seq * kvd + (size_t)j0 * kvd + (size_t)kvh * hs;
+            const size_t c0 = (size_t)l * s->max_seq * kvd + (size_t)j0 * kvd + (size_t)kvh * hs;
             size_t at = ((size_t)t * nparts + (size_t)p) * NH + (size_t)kvh * grp;
-            gn_attn_partial(w->q + (size_t)t * qd + (size_t)kvh * grp * hs, hs, grp, kc, vc, kvd, j1 - j0, hs, scale, sc,
-                            M + at, Lsum + at, O + at * hs);
+            const float *qg = w->q + (size_t)t * qd + (size_t)kvh * grp * hs;
+            if (s->kv_bf16)
+                gn_attn_partial_bf16(qg, hs, grp, (const uint16_t *)s->k_cache + c0, (const uint16_t *)s->v_cache + c0, kvd,
+                                     j1 - j0, hs, scale, sc, M + at, Lsum + at, O + at * hs);
+            else
+                gn_attn_partial(qg, hs, grp, (const float *)s->k_cache + c0, (const float *)s->v_cache + c0, kvd, j1 - j0,
+                                hs, scale, sc, M + at, Lsum + at, O + at * hs);
         }
         #pragma omp for schedule(static)
         for (int th = 0; th < T * NH; th++) {
@@ -1136,8 +1165,14 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
             rope_apply(w->q + (size_t)t * qd, NH, hs, m->n_rot, c->rope_interleaved, cs, sn);
             rope_apply(w->k + (size_t)t * kvd, NKV, hs, m->n_rot, c->rope_interleaved, cs, sn);
             size_t at = ((size_t)l * s->max_seq + (size_t)(s->pos + off[t])) * kvd;
-            memcpy(s->k_cache + at, w->k + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
-            memcpy(s->v_cache + at, w->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+            const float *kt = w->k + (size_t)t * kvd, *vt = w->v + (size_t)t * kvd;
+            if (s->kv_bf16) { // rounded to nearest even (v is a bf16 value already unless an adapter added to it)
+                uint16_t *kh = (uint16_t *)s->k_cache + at, *vh = (uint16_t *)s->v_cache + at;
+                for (int i = 0; i < kvd; i++) { kh[i] = gn_f32_to_bf16(kt[i]); vh[i] = gn_f32_to_bf16(vt[i]); }
+            } else {
+                memcpy((float *)s->k_cache + at, kt, sizeof(float) * (size_t)kvd);
+                memcpy((float *)s->v_cache + at, vt, sizeof(float) * (size_t)kvd);
+            }
         }
         attention(w, rs, off, T, l);
         gn_linear(xb, w->att, &L->wo, T);

@@ -171,15 +171,22 @@ void gn_exp_inplace(float *x, int64_t n) { (void)exp_sub_sum(x, n, 0.0f); }
 // ----------------------------------------------------------------------------
 // decode: partial softmax of a group of heads over a stretch of the cache
 
-void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
-                         int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+// The cache holds float32, or bf16 (a bf16 compute dtype: half the bytes per token). One
+// body per instruction set reads either; `bf` is a constant in each caller, so the
+// compiler builds two copies without the test in the loop.
+static inline float kv_get(const void *p, int64_t i, int bf) {
+    return bf ? gn_bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline void partial_ref(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
+                               int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
     for (int g = 0; g < grp; g++) {
         const float *qg = q + (int64_t)g * qstride;
         float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
         float mx = -INFINITY;
         for (int j = 0; j < n; j++) {
             float d = 0.0f;
-            for (int i = 0; i < hs; i++) d += qg[i] * k[(int64_t)j * kvstride + i];
+            for (int i = 0; i < hs; i++) d += qg[i] * kv_get(k, (int64_t)j * kvstride + i, bf);
             s[j] = d * scale;
             if (s[j] > mx) mx = s[j];
         }
@@ -188,28 +195,47 @@ void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *
         for (int j = 0; j < n; j++) {
             float p = expf(s[j] - mx);
             sum += p;
-            for (int i = 0; i < hs; i++) og[i] += p * v[(int64_t)j * kvstride + i];
+            for (int i = 0; i < hs; i++) og[i] += p * kv_get(v, (int64_t)j * kvstride + i, bf);
         }
         m[g] = mx;
         l[g] = (float)sum;
     }
 }
 
-__attribute__((target("avx512f")))
-static void attn_partial_avx512(const float *q, int64_t qstride, int grp, const float *k, const float *v,
-                                int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
+                         int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
+}
+void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const uint16_t *k, const uint16_t *v,
+                              int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
+}
+
+// 16 cache values at element i as float32 (a bf16 is the top half of its float32)
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline __m512 kv_load16(const void *p, int64_t i, int bf) {
+    if (bf)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i))), 16));
+    return _mm512_loadu_ps((const float *)p + i);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline void partial_avx512(const float *q, int64_t qstride, int grp, const void *k, const void *v,
+                                  int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o,
+                                  int bf) {
     const int nc = hs / 16;
     for (int j = 0; j < n; j++) {
-        const float *kj = k + (int64_t)j * kvstride;
+        const int64_t kj = (int64_t)j * kvstride;
         for (int g = 0; g < grp; g++) {
             const float *qg = q + (int64_t)g * qstride;
-            __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qg), _mm512_loadu_ps(kj)), a1 = _mm512_setzero_ps();
+            __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qg), kv_load16(k, kj, bf)), a1 = _mm512_setzero_ps();
             int c = 1;
             for (; c + 1 < nc; c += 2) {
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), _mm512_loadu_ps(kj + 16 * c), a1);
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c + 16), _mm512_loadu_ps(kj + 16 * c + 16), a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), kv_load16(k, kj + 16 * c, bf), a1);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c + 16), kv_load16(k, kj + 16 * c + 16, bf), a0);
             }
-            if (c < nc) a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), _mm512_loadu_ps(kj + 16 * c), a1);
+            if (c < nc) a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), kv_load16(k, kj + 16 * c, bf), a1);
             sc[(int64_t)g * n + j] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
         }
     }
@@ -221,12 +247,12 @@ static void attn_partial_avx512(const float *q, int64_t qstride, int grp, const 
         if (nc == 4) { // head_dim 64: the accumulators stay in registers
             __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
             for (int j = 0; j < n; j++) {
-                const float *vj = v + (int64_t)j * kvstride;
+                const int64_t vj = (int64_t)j * kvstride;
                 __m512 p = _mm512_set1_ps(s[j]);
-                o0 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj), o0);
-                o1 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16), o1);
-                o2 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 32), o2);
-                o3 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 48), o3);
+                o0 = _mm512_fmadd_ps(p, kv_load16(v, vj, bf), o0);
+                o1 = _mm512_fmadd_ps(p, kv_load16(v, vj + 16, bf), o1);
+                o2 = _mm512_fmadd_ps(p, kv_load16(v, vj + 32, bf), o2);
+                o3 = _mm512_fmadd_ps(p, kv_load16(v, vj + 48, bf), o3);
             }
             _mm512_storeu_ps(og, o0);
             _mm512_storeu_ps(og + 16, o1);
@@ -235,25 +261,44 @@ static void attn_partial_avx512(const float *q, int64_t qstride, int grp, const 
         } else {
             for (int c = 0; c < nc; c++) _mm512_storeu_ps(og + 16 * c, _mm512_setzero_ps());
             for (int j = 0; j < n; j++) {
-                const float *vj = v + (int64_t)j * kvstride;
+                const int64_t vj = (int64_t)j * kvstride;
                 __m512 p = _mm512_set1_ps(s[j]);
                 for (int c = 0; c < nc; c++)
-                    _mm512_storeu_ps(og + 16 * c, _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * c), _mm512_loadu_ps(og + 16 * c)));
+                    _mm512_storeu_ps(og + 16 * c, _mm512_fmadd_ps(p, kv_load16(v, vj + 16 * c, bf), _mm512_loadu_ps(og + 16 * c)));
             }
         }
     }
 }
 
-__attribute__((target("avx2,fma")))
-static void attn_partial_avx2(const float *q, int64_t qstride, int grp, const float *k, const float *v,
-                              int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void attn_partial_avx512(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
+                                int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
+}
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void attn_partial_bf16_avx512(const float *q, int64_t qstride, int grp, const void *k, const void *v,
+                                     int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
+}
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 kv_load8(const void *p, int64_t i, int bf) {
+    if (bf)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i))), 16));
+    return _mm256_loadu_ps((const float *)p + i);
+}
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline void partial_avx2(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
+                                int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
     const int nc = hs / 8;
     for (int j = 0; j < n; j++) {
-        const float *kj = k + (int64_t)j * kvstride;
+        const int64_t kj = (int64_t)j * kvstride;
         for (int g = 0; g < grp; g++) {
             const float *qg = q + (int64_t)g * qstride;
-            __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qg), _mm256_loadu_ps(kj));
-            for (int c = 1; c < nc; c++) a = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * c), _mm256_loadu_ps(kj + 8 * c), a);
+            __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qg), kv_load8(k, kj, bf));
+            for (int c = 1; c < nc; c++) a = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * c), kv_load8(k, kj + 8 * c, bf), a);
             __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
             h = _mm_add_ps(h, _mm_movehl_ps(h, h));
             h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
@@ -268,12 +313,23 @@ static void attn_partial_avx2(const float *q, int64_t qstride, int grp, const fl
         m[g] = mx;
         for (int c = 0; c < nc; c++) _mm256_storeu_ps(og + 8 * c, _mm256_setzero_ps());
         for (int j = 0; j < n; j++) {
-            const float *vj = v + (int64_t)j * kvstride;
+            const int64_t vj = (int64_t)j * kvstride;
             __m256 p = _mm256_set1_ps(s[j]);
             for (int c = 0; c < nc; c++)
-                _mm256_storeu_ps(og + 8 * c, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), _mm256_loadu_ps(og + 8 * c)));
+                _mm256_storeu_ps(og + 8 * c, _mm256_fmadd_ps(p, kv_load8(v, vj + 8 * c, bf), _mm256_loadu_ps(og + 8 * c)));
         }
     }
+}
+
+__attribute__((target("avx2,fma")))
+static void attn_partial_avx2(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
+                              int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
+}
+__attribute__((target("avx2,fma")))
+static void attn_partial_bf16_avx2(const float *q, int64_t qstride, int grp, const void *k, const void *v,
+                                   int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
 }
 
 void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride, int n,
@@ -282,6 +338,14 @@ void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, c
     if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0) attn_partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
     else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0) attn_partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
     else gn_attn_partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
+}
+
+void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16_t *k, const uint16_t *v, int64_t kvstride,
+                          int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    gn_simd lv = gn_simd_level();
+    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0) attn_partial_bf16_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
+    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0) attn_partial_bf16_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
+    else gn_attn_partial_bf16_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
 }
 
 void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out) {

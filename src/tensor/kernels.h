@@ -96,6 +96,11 @@ void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, c
                      int hs, float scale, float *sc, float *m, float *l, float *o);
 void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
                          int n, int hs, float scale, float *sc, float *m, float *l, float *o);
+// The same with a bf16 cache (k, v as bf16 bit patterns): the products of their float32 values.
+void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16_t *k, const uint16_t *v, int64_t kvstride,
+                          int n, int hs, float scale, float *sc, float *m, float *l, float *o);
+void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const uint16_t *k, const uint16_t *v,
+                              int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o);
 // Merges nparts partials of one head (part p's m, l at m[p*part_stride], its o at
 // o + p*part_stride*hs) into the normalized attention output out (hs).
 void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out);
