@@ -117,6 +117,31 @@ int main(void) {
                             for (int i = 0; i < hs; i++) md = fmaxf(md, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
                         }
                         CHECK(md <= 1e-5f, "attn_partial vs ref level %d hs=%d grp=%d n=%d maxdiff %g", got, hs, grp, n, md);
+                        // a bf16 cache: the same as the float32 kernel on the bf16 values, and as its own reference
+                        uint16_t *kh = malloc(sizeof(uint16_t) * (size_t)(n * kvs)), *vh = malloc(sizeof(uint16_t) * (size_t)(n * kvs));
+                        float *kr = malloc(sizeof(float) * (size_t)(n * kvs)), *vr = malloc(sizeof(float) * (size_t)(n * kvs));
+                        for (int64_t i = 0; i < n * kvs; i++) {
+                            kh[i] = gn_f32_to_bf16(k[i]); vh[i] = gn_f32_to_bf16(v[i]);
+                            kr[i] = gn_bf16_to_f32(kh[i]); vr[i] = gn_bf16_to_f32(vh[i]);
+                        }
+                        float m1[8], l1[8], o1[8 * 80];
+                        gn_attn_partial_bf16(q, qs, grp, kh, vh, kvs, n, hs, scale, sc, m, l, o);
+                        gn_attn_partial_ref(q, qs, grp, kr, vr, kvs, n, hs, scale, sc, m0, l0, o0);
+                        gn_attn_partial_bf16_ref(q, qs, grp, kh, vh, kvs, n, hs, scale, sc, m1, l1, o1);
+                        float mb = 0, mr = 0;
+                        for (int g = 0; g < grp; g++) {
+                            mb = fmaxf(mb, fabsf(m[g] - m0[g]));
+                            mb = fmaxf(mb, fabsf(l[g] - l0[g]) / l0[g]);
+                            mr = fmaxf(mr, fabsf(m1[g] - m0[g]));
+                            mr = fmaxf(mr, fabsf(l1[g] - l0[g]) / l0[g]);
+                            for (int i = 0; i < hs; i++) {
+                                mb = fmaxf(mb, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
+                                mr = fmaxf(mr, fabsf(o1[g * hs + i] - o0[g * hs + i]) / l0[g]);
+                            }
+                        }
+                        CHECK(mb <= 1e-5f, "attn_partial_bf16 level %d hs=%d grp=%d n=%d maxdiff %g", got, hs, grp, n, mb);
+                        CHECK(mr == 0.0f, "attn_partial_bf16_ref = ref on the bf16 values (hs=%d grp=%d n=%d): %g", hs, grp, n, mr);
+                        free(kh); free(vh); free(kr); free(vr);
                     }
                     free(q); free(k); free(v); free(sc);
                 }
