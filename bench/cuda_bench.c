@@ -77,7 +77,7 @@ static void rand_bytes(uint8_t *p, size_t n) {
 typedef struct {
     gn_quant4_state q;
     uint8_t *packed, *qabs;
-    float *nabs, *absmax;
+    float *nabs;
 } rq4;
 
 static void rq4_make(rq4 *r, int64_t rows, int64_t cols) {
@@ -104,18 +104,13 @@ static void rq4_make(rq4 *r, int64_t rows, int64_t cols) {
     rand_bytes(r->qabs, (size_t)q->nblocks);
     r->nabs = malloc(sizeof(float) * (size_t)q->nested_nblocks);
     for (int64_t i = 0; i < q->nested_nblocks; i++) r->nabs[i] = 0.01f;
-    r->absmax = malloc(sizeof(float) * (size_t)q->nblocks); // what a loaded state holds (the CPU path reads it)
-    for (int64_t b = 0; b < q->nblocks; b++) {
-        float p = q->nested_code[r->qabs[b]] * r->nabs[b / 256];
-        r->absmax[b] = p + q->offset;
-    }
     q->packed = r->packed;
     q->qabsmax = r->qabs;
     q->nested_absmax = r->nabs;
-    q->absmax = r->absmax;
+    q->absmax = NULL; // as a loaded DQ state: the scales come from the codes
 }
 
-static void rq4_free(rq4 *r) { free(r->packed); free(r->qabs); free(r->nabs); free(r->absmax); }
+static void rq4_free(rq4 *r) { free(r->packed); free(r->qabs); free(r->nabs); }
 
 static size_t q4_bytes(const gn_quant4_state *q) {
     return (size_t)(q->nelem + 1) / 2 + (size_t)q->nblocks + 4 * (size_t)q->nested_nblocks;

@@ -63,7 +63,11 @@ static void die_st(gn_status st) {
 
 // Writes what every mode shares: scales in use and the dequantized tensor.
 static void write_state(const gn_quant4_state *q, const char *dir) {
-    write_out(dir, "absmax_used", q->absmax, (size_t)q->nblocks * 4);
+    float *used = malloc((size_t)q->nblocks * 4 + 4); // the scales dequantization uses (rebuilt with DQ)
+    if (!used) { fprintf(stderr, "out of memory\n"); exit(1); }
+    gn_quant4_scales(q, used);
+    write_out(dir, "absmax_used", used, (size_t)q->nblocks * 4);
+    free(used);
     float *d = malloc((size_t)q->nelem * 4);
     gn_dequantize_4bit(q, d);
     write_out(dir, "deq_f32", d, (size_t)q->nelem * 4);

@@ -186,11 +186,19 @@ gn_status gn_quant4_set_shape(gn_quant4_state *q, int ndim, const int64_t *shape
 
 // absmax[b] = float32(float32(nested_code[qabsmax[b]] * nested_absmax[b / nbs]) + offset):
 // bnb's dequantize_blockwise (one multiply) followed by a separate torch add.
-static void rebuild_absmax(const gn_quant4_state *q, float *dst) {
-    for (int64_t b = 0; b < q->nblocks; b++) {
-        float p = q->nested_code[q->qabsmax[b]] * q->nested_absmax[b / q->nested_blocksize];
-        dst[b] = p + q->offset;
-    }
+void gn_quant4_scales(const gn_quant4_state *q, float *dst) {
+    for (int64_t b = 0; b < q->nblocks; b++) dst[b] = gn_quant4_scale(q, b);
+}
+
+// Frees p, one of q's own buffers, before the state itself goes.
+static void disown(gn_quant4_state *q, void *p) {
+    for (int i = 0; i < q->nowned_; i++)
+        if (q->owned_[i] == p) {
+            q->owned_[i] = q->owned_[--q->nowned_];
+            free(p);
+            return;
+        }
+    GN_ASSERT(0 && "not an owned buffer");
 }
 
 // ----------------------------------------------------------------------------
@@ -438,7 +446,8 @@ gn_status gn_quantize_4bit_ex(const void *src, gn_dtype src_dtype, int64_t nelem
         free(centered);
         out->qabsmax = qabs;
         out->nested_absmax = nabs;
-        rebuild_absmax(out, absmax);  // what dequantization will use from now on
+        out->absmax = NULL; // the codes stand in for the float32 scales from now on
+        disown(out, absmax);
     }
     return GN_OK;
 }
@@ -455,7 +464,7 @@ void gn_dequantize_4bit_ref(const gn_quant4_state *q, float *dst) {
     for (int64_t e = 0; e < q->nelem; e++) {
         uint8_t byte = q->packed[e >> 1];
         int c = (e & 1) ? (byte & 15) : (byte >> 4);
-        dst[e] = q->code[c] * q->absmax[e / q->blocksize];
+        dst[e] = q->code[c] * gn_quant4_scale(q, e / q->blocksize);
     }
 }
 
@@ -807,7 +816,6 @@ gn_status gn_quant4_load(gn_quant4_state *q, const gn_tensor_table *tt, const ch
     }
     const gn_tensor *na = find_sfx(tt, prefix, ".weight.nested_absmax");
     const gn_tensor *nm = find_sfx(tt, prefix, ".weight.nested_quant_map");
-    float *cache = own(q, gn_malloc((size_t)q->nblocks * sizeof(float)));
     if (json_nested || na || nm) {
         if (!json_nested) { st = tensor_err(qs, "nested_blocksize/nested_offset missing, but nested tensors exist"); goto fail; }
         if (!na) { st = missing(qs, prefix, ".weight.nested_absmax", "for a double-quantized layer"); goto fail; }
@@ -823,11 +831,11 @@ gn_status gn_quant4_load(gn_quant4_state *q, const gn_tensor_table *tt, const ch
         if ((st = load_f32(nm, 256, q->nested_code)) != GN_OK) goto fail;
         q->nested_absmax = nab;
         q->qabsmax = am->data;
-        rebuild_absmax(q, cache);
     } else {
-        if ((st = load_f32(am, q->nblocks, cache)) != GN_OK) goto fail;
+        float *scales = own(q, gn_malloc((size_t)q->nblocks * sizeof(float)));
+        if ((st = load_f32(am, q->nblocks, scales)) != GN_OK) goto fail;
+        q->absmax = scales;
     }
-    q->absmax = cache;
     return GN_OK;
 fail:
     gn_quant4_free(q);

@@ -57,8 +57,8 @@ typedef struct {
     int64_t rows, cols;      // 2-D view: cols = last dim, rows = product of the others
     int64_t nelem, nblocks;  // nblocks = ceil(nelem / blocksize)
     const uint8_t *packed;   // (nelem+1)/2 bytes: element 2j in the high nibble of byte j
-    const float *absmax;     // nblocks float32 scales that dequantization uses: the stored absmax, or with
-                             // DQ the rebuilt float32(float32(nested_code[qabsmax[b]] * nested_absmax[b/256]) + offset)
+    const float *absmax;     // nblocks float32 scales (no DQ); NULL with DQ, whose scales are rebuilt per block
+                             // when used (gn_quant4_scale), so double quantization saves the memory it promises
     float code[16];          // the 4-bit table dequantization uses: bnb's built-in one for quant_type
                              // (FP4 index 8 decodes as -0.0, as on CUDA)
     // double quantization (nested == 1)
@@ -74,6 +74,19 @@ typedef struct {
     void *owned_[6];
     int nowned_;
 } gn_quant4_state;
+
+// The float32 scale dequantization uses for block b: the stored absmax, or with DQ
+// float32(float32(nested_code[qabsmax[b]] * nested_absmax[b / nested_blocksize]) + offset),
+// exactly as bnb's dequantize_4bit rebuilds it (product rounded before the add).
+static inline float gn_quant4_scale(const gn_quant4_state *q, int64_t b) {
+    if (!q->nested) return q->absmax[b];
+    const int64_t nb = q->nested_blocksize;
+    const int64_t g = (nb & (nb - 1)) == 0 ? b >> __builtin_ctzll((unsigned long long)nb) : b / nb; // 256: a shift
+    const float p = q->nested_code[q->qabsmax[b]] * q->nested_absmax[g];
+    return p + q->offset;
+}
+// All nblocks scales into dst (float32 each).
+void gn_quant4_scales(const gn_quant4_state *q, float *dst);
 
 // ---------------------------------------------------------------------------
 // quantize / dequantize

@@ -94,7 +94,7 @@ static void round_copy(float *dst, const float *src, int64_t n, gn_dtype dt) {
 static void deq_range_scalar(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst, gn_dtype wdt) {
     for (int64_t i = 0; i < n; i++) {
         int64_t e = e0 + i;
-        dst[i] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
+        dst[i] = round_w(q->code[nibble(q->packed, e)] * gn_quant4_scale(q, e / q->blocksize), wdt);
     }
 }
 
@@ -138,16 +138,18 @@ __attribute__((target("avx2,fma,f16c")))
 static void deq_range_avx2(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst, gn_dtype wdt) {
     int64_t e = e0, end = e0 + n;
     for (; e < end && (e & 7); e++)
-        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
+        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * gn_quant4_scale(q, e / q->blocksize), wdt);
     __m256 tlo = _mm256_loadu_ps(q->code), thi = _mm256_loadu_ps(q->code + 8);
     // blocksize is a multiple of 8, so an 8-aligned run of 8 stays in one block
+    int64_t cb = -1; // the block whose scale s holds (rebuilt once per block with DQ)
+    __m256 s = _mm256_setzero_ps();
     for (; e + 8 <= end; e += 8) {
-        __m256 s = _mm256_set1_ps(q->absmax[e / q->blocksize]);
+        if (e / q->blocksize != cb) { cb = e / q->blocksize; s = _mm256_set1_ps(gn_quant4_scale(q, cb)); }
         __m256 v = _mm256_mul_ps(dec8_avx2(q->packed + (e >> 1), tlo, thi), s);
         _mm256_storeu_ps(dst + (e - e0), round_w_avx2(v, wdt));
     }
     for (; e < end; e++)
-        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
+        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * gn_quant4_scale(q, e / q->blocksize), wdt);
 }
 
 __attribute__((target("avx2,fma,f16c")))
@@ -191,16 +193,18 @@ __attribute__((target("avx512f,avx512bw,avx512vl")))
 static void deq_range_avx512(const gn_quant4_state *q, int64_t e0, int64_t n, float *dst, gn_dtype wdt) {
     int64_t e = e0, end = e0 + n;
     for (; e < end && (e & 15); e++)
-        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
+        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * gn_quant4_scale(q, e / q->blocksize), wdt);
     __m512 tab = _mm512_loadu_ps(q->code);
     // blocksize is a multiple of 16, so a 16-aligned run of 16 stays in one block
+    int64_t cb = -1; // the block whose scale s holds (rebuilt once per block with DQ)
+    __m512 s = _mm512_setzero_ps();
     for (; e + 16 <= end; e += 16) {
-        __m512 s = _mm512_set1_ps(q->absmax[e / q->blocksize]);
+        if (e / q->blocksize != cb) { cb = e / q->blocksize; s = _mm512_set1_ps(gn_quant4_scale(q, cb)); }
         __m512 v = _mm512_mul_ps(dec16_avx512(q->packed + (e >> 1), tab), s);
         _mm512_storeu_ps(dst + (e - e0), round_w_avx512(v, wdt));
     }
     for (; e < end; e++)
-        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * q->absmax[e / q->blocksize], wdt);
+        dst[e - e0] = round_w(q->code[nibble(q->packed, e)] * gn_quant4_scale(q, e / q->blocksize), wdt);
 }
 
 
@@ -211,9 +215,9 @@ static void deq_range_avx512(const gn_quant4_state *q, int64_t e0, int64_t n, fl
 // register, then FMAs. The activations are pre-arranged ("deinterleaved") so
 // the high nibbles (even elements) and low nibbles (odd elements) of 16 packed
 // bytes meet contiguous activations: in every run of 32, evens first, then odds.
-// With double quantization absmax_b is rebuilt from its 8-bit code as the
-// loader does, float32(float32(nested_code[qabsmax[b]] * nested_absmax[b/256])
-// + offset), reading 1 byte per block instead of the rebuilt float.
+// With double quantization absmax_b is rebuilt from its 8-bit code as every
+// dequantizing path does (gn_quant4_scale): float32(float32(nested_code[qabsmax[b]]
+// * nested_absmax[b/256]) + offset); the state keeps no float32 copy.
 
 static void deinterleave32(const float *x, int64_t C, float *xd) {
     int64_t g = 0;
@@ -222,13 +226,7 @@ static void deinterleave32(const float *x, int64_t C, float *xd) {
     for (; g < C; g++) xd[g] = x[g];
 }
 
-static inline float block_absmax(const gn_quant4_state *q, int64_t b) {
-    if (!q->nested) return q->absmax[b];
-    int64_t nb = q->nested_blocksize;
-    int64_t g = (nb & (nb - 1)) == 0 ? b >> __builtin_ctzll((unsigned long long)nb) : b / nb; // 256: a shift
-    float p = q->nested_code[q->qabsmax[b]] * q->nested_absmax[g];
-    return p + q->offset;
-}
+static inline float block_absmax(const gn_quant4_state *q, int64_t b) { return gn_quant4_scale(q, b); }
 
 // out[t*ostride + r] for rows [r0, r1) and nt <= 8 activation rows (deinterleaved,
 // stride C). Rows start on block boundaries, blocksize % 32 == 0.
@@ -598,7 +596,7 @@ void gn_nf4_matmul_ref(float *out, const float *inp, const gn_quant4_state *w, i
             double s = 0.0;
             for (int64_t i = 0; i < C; i++) {
                 int64_t e = r * C + i;
-                float wv = round_w(w->code[nibble(w->packed, e)] * w->absmax[e / w->blocksize], w->wdtype);
+                float wv = round_w(w->code[nibble(w->packed, e)] * gn_quant4_scale(w, e / w->blocksize), w->wdtype);
                 s += (double)wv * round_w(inp[t * C + i], w->wdtype);
             }
             out[t * R + r] = round_w((float)s, w->wdtype);
@@ -791,7 +789,7 @@ void gn_nf4_matmul_nn_ref(float *out, const float *dy, const gn_quant4_state *w,
             double s = 0.0;
             for (int64_t r = 0; r < R; r++) {
                 int64_t e = r * C + c;
-                float wv = round_w(w->code[nibble(w->packed, e)] * w->absmax[e / w->blocksize], w->wdtype);
+                float wv = round_w(w->code[nibble(w->packed, e)] * gn_quant4_scale(w, e / w->blocksize), w->wdtype);
                 s += (double)wv * round_w(dy[t * R + r], w->wdtype);
             }
             out[t * C + c] = round_w((float)s, w->wdtype);
