@@ -813,11 +813,12 @@ static int n_threads_max(void) {
 
 // zeroed floats on 64-byte boundaries: rows of activations start on a cache line, so
 // the AVX-512 kernels' loads never straddle two (measured: 5-10% of decode and prefill)
-static float *fzalloc(size_t n) {
-    float *p = gn_malloc_aligned(n * sizeof(float));
-    memset(p, 0, n * sizeof(float));
+static void *zalloc64(size_t bytes) {
+    void *p = gn_malloc_aligned(bytes);
+    memset(p, 0, bytes);
     return p;
 }
+static float *fzalloc(size_t n) { return zalloc64(n * sizeof(float)); }
 
 gn_session *gn_session_new(const gn_model *m, int max_seq) {
     const gn_config *c = &m->cfg;
@@ -828,15 +829,9 @@ gn_session *gn_session_new(const gn_model *m, int max_seq) {
     size_t kvd = (size_t)c->n_kv_heads * c->head_dim, qd = (size_t)c->n_heads * c->head_dim;
     size_t cache = (size_t)c->n_layers * (size_t)max_seq * kvd;
     s->kv_bf16 = m->n_q4 > 0 && m->q4[0].wdtype == GN_DTYPE_BF16;
-    if (s->kv_bf16) { // zeroed like fzalloc: 64-byte aligned rows for the kernels' loads
-        s->k_cache = gn_malloc_aligned(cache * sizeof(uint16_t));
-        s->v_cache = gn_malloc_aligned(cache * sizeof(uint16_t));
-        memset(s->k_cache, 0, cache * sizeof(uint16_t));
-        memset(s->v_cache, 0, cache * sizeof(uint16_t));
-    } else {
-        s->k_cache = fzalloc(cache);
-        s->v_cache = fzalloc(cache);
-    }
+    const size_t es = s->kv_bf16 ? sizeof(uint16_t) : sizeof(float);
+    s->k_cache = zalloc64(cache * es);
+    s->v_cache = zalloc64(cache * es);
     s->chunk = max_seq < 256 ? max_seq : 256;
     size_t T = (size_t)s->chunk;
     s->x = fzalloc(T * (size_t)c->dim);

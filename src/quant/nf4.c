@@ -184,8 +184,9 @@ gn_status gn_quant4_set_shape(gn_quant4_state *q, int ndim, const int64_t *shape
     return GN_OK;
 }
 
-// absmax[b] = float32(float32(nested_code[qabsmax[b]] * nested_absmax[b / nbs]) + offset):
-// bnb's dequantize_blockwise (one multiply) followed by a separate torch add.
+// scale[b] = gn_quant4_scale: with DQ float32(float32(nested_code[qabsmax[b]] *
+// nested_absmax[b / nbs]) + offset), bnb's dequantize_blockwise (one multiply) followed by a
+// separate torch add.
 void gn_quant4_scales(const gn_quant4_state *q, float *dst) {
     for (int64_t b = 0; b < q->nblocks; b++) dst[b] = gn_quant4_scale(q, b);
 }

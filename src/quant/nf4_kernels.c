@@ -226,8 +226,6 @@ static void deinterleave32(const float *x, int64_t C, float *xd) {
     for (; g < C; g++) xd[g] = x[g];
 }
 
-static inline float block_absmax(const gn_quant4_state *q, int64_t b) { return gn_quant4_scale(q, b); }
-
 // out[t*ostride + r] for rows [r0, r1) and nt <= 8 activation rows (deinterleaved,
 // stride C). Rows start on block boundaries, blocksize % 32 == 0.
 __attribute__((target("avx512f,avx512bw,avx512vl")))
@@ -242,7 +240,7 @@ static void rows_dot_tab_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1
         if (nt == 1) {
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int64_t b = 0; b < nb; b++) {
-                __m512 tab = round_w_avx512(_mm512_mul_ps(code, _mm512_set1_ps(block_absmax(q, b0 + b))), wdt);
+                __m512 tab = round_w_avx512(_mm512_mul_ps(code, _mm512_set1_ps(gn_quant4_scale(q, b0 + b))), wdt);
                 const uint8_t *pb = p + b * bs / 2;
                 const float *xb = xd + b * bs;
                 int64_t j = 0;
@@ -266,7 +264,7 @@ static void rows_dot_tab_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1
         __m512 acc[8];
         for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
-            __m512 tab = round_w_avx512(_mm512_mul_ps(code, _mm512_set1_ps(block_absmax(q, b0 + b))), wdt);
+            __m512 tab = round_w_avx512(_mm512_mul_ps(code, _mm512_set1_ps(gn_quant4_scale(q, b0 + b))), wdt);
             const uint8_t *pb = p + b * bs / 2;
             for (int64_t j = 0; j < bs; j += 32) {
                 __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pb + j / 2)));
@@ -340,7 +338,7 @@ static void rows_dot_bf16w(const gn_quant4_state *q, int64_t r0, int64_t r1, con
         if (nt == 1) {
             __m512 a0 = _mm512_setzero_ps(), a1 = a0;
             for (int64_t b = 0; b < nb; b++) {
-                __m512i tab = bf16_table(q, code, block_absmax(q, b0 + b));
+                __m512i tab = bf16_table(q, code, gn_quant4_scale(q, b0 + b));
                 for (int64_t j = 0; j < bs; j += 64) {
                     __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + (b * bs + j) / 2)));
                     __m512i we = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tab);
@@ -356,7 +354,7 @@ static void rows_dot_bf16w(const gn_quant4_state *q, int64_t r0, int64_t r1, con
         __m512 acc[8];
         for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
-            __m512i tab = bf16_table(q, code, block_absmax(q, b0 + b));
+            __m512i tab = bf16_table(q, code, gn_quant4_scale(q, b0 + b));
             for (int64_t j = 0; j < bs; j += 64) {
                 __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + (b * bs + j) / 2)));
                 __m512bh we = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tab);
@@ -525,7 +523,7 @@ static void rows_dot_tab_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, 
         __m256 acc[8];
         for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
-            __m256 s = _mm256_set1_ps(block_absmax(q, b0 + b));
+            __m256 s = _mm256_set1_ps(gn_quant4_scale(q, b0 + b));
             __m256 tlo = round_w_avx2(_mm256_mul_ps(clo, s), wdt), thi = round_w_avx2(_mm256_mul_ps(chi, s), wdt);
             const uint8_t *pb = p + b * bs / 2;
             for (int64_t j = 0; j < bs; j += 32) {

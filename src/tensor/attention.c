@@ -270,15 +270,13 @@ static inline void partial_avx512(const float *q, int64_t qstride, int grp, cons
     }
 }
 
+// One entry point per instruction set; each branch builds its own copy of the body with
+// `bf` a constant.
 __attribute__((target("avx512f,avx512bw,avx512vl")))
 static void attn_partial_avx512(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
-                                int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
-    partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
-}
-__attribute__((target("avx512f,avx512bw,avx512vl")))
-static void attn_partial_bf16_avx512(const float *q, int64_t qstride, int grp, const void *k, const void *v,
-                                     int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
-    partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
+                                int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
+    if (bf) partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
+    else partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
 }
 
 __attribute__((target("avx2,fma"), always_inline))
@@ -323,29 +321,27 @@ static inline void partial_avx2(const float *q, int64_t qstride, int grp, const 
 
 __attribute__((target("avx2,fma")))
 static void attn_partial_avx2(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
-                              int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
-    partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
+                              int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
+    if (bf) partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
+    else partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
 }
-__attribute__((target("avx2,fma")))
-static void attn_partial_bf16_avx2(const float *q, int64_t qstride, int grp, const void *k, const void *v,
-                                   int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
-    partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
+
+static void attn_partial_any(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
+                             int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
+    gn_simd lv = gn_simd_level();
+    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0) attn_partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, bf);
+    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0) attn_partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, bf);
+    else partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, bf);
 }
 
 void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride, int n,
                      int hs, float scale, float *sc, float *m, float *l, float *o) {
-    gn_simd lv = gn_simd_level();
-    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0) attn_partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
-    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0) attn_partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
-    else gn_attn_partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
+    attn_partial_any(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
 }
 
 void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16_t *k, const uint16_t *v, int64_t kvstride,
                           int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
-    gn_simd lv = gn_simd_level();
-    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0) attn_partial_bf16_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
-    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0) attn_partial_bf16_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
-    else gn_attn_partial_bf16_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
+    attn_partial_any(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
 }
 
 void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out) {

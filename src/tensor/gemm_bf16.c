@@ -149,7 +149,8 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
     // to nearest: 513 rows (a sequence) make two stretches, not 256 + 256 + 1 (each stretch packs
     // its own copy of every B panel, so a one-row stretch cost as much packing as a full one)
     enum { KC = 2048, MC0 = 256 };
-    const int64_t nmc0 = (M + MC0 / 2) / MC0 > 0 ? (M + MC0 / 2) / MC0 : 1;
+    int64_t nmc0 = (M + MC0 / 2) / MC0;
+    if (nmc0 < 1) nmc0 = 1;
     const int64_t MC = ((M + nmc0 - 1) / nmc0 + MR - 1) / MR * MR;
     const int64_t npan = (N + NR - 1) / NR, nmc = (M + MC - 1) / MC, ntask = npan * nmc;
     // k blocks outermost (every thread walks them; the loop over tasks ends in a barrier, so a
