@@ -245,6 +245,7 @@ static void rows_dot_tab_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1
                 const float *xb = xd + b * bs;
                 int64_t j = 0;
                 for (; j + 64 <= bs; j += 64) {
+                    gn_prefetch_stream(pb + j / 2);
                     __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pb + j / 2)));
                     __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pb + j / 2 + 16)));
                     a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v0, 4), tab), _mm512_loadu_ps(xb + j), a0);
@@ -253,6 +254,7 @@ static void rows_dot_tab_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1
                     a3 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v1, tab), _mm512_loadu_ps(xb + j + 48), a3);
                 }
                 for (; j < bs; j += 32) {
+                    gn_prefetch_stream(pb + j / 2);
                     __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pb + j / 2)));
                     a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v0, 4), tab), _mm512_loadu_ps(xb + j), a0);
                     a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v0, tab), _mm512_loadu_ps(xb + j + 16), a1);
@@ -267,6 +269,7 @@ static void rows_dot_tab_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1
             __m512 tab = round_w_avx512(_mm512_mul_ps(code, _mm512_set1_ps(gn_quant4_scale(q, b0 + b))), wdt);
             const uint8_t *pb = p + b * bs / 2;
             for (int64_t j = 0; j < bs; j += 32) {
+                gn_prefetch_stream(pb + j / 2);
                 __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pb + j / 2)));
                 __m512 we = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tab), wo = _mm512_permutexvar_ps(v, tab);
                 const float *xb = xd + b * bs + j;
@@ -340,6 +343,7 @@ static void rows_dot_bf16w(const gn_quant4_state *q, int64_t r0, int64_t r1, con
             for (int64_t b = 0; b < nb; b++) {
                 __m512i tab = bf16_table(q, code, gn_quant4_scale(q, b0 + b));
                 for (int64_t j = 0; j < bs; j += 64) {
+                    gn_prefetch_stream(p + (b * bs + j) / 2);
                     __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + (b * bs + j) / 2)));
                     __m512i we = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tab);
                     __m512i wo = _mm512_permutexvar_epi16(v, tab);
@@ -356,6 +360,7 @@ static void rows_dot_bf16w(const gn_quant4_state *q, int64_t r0, int64_t r1, con
         for (int64_t b = 0; b < nb; b++) {
             __m512i tab = bf16_table(q, code, gn_quant4_scale(q, b0 + b));
             for (int64_t j = 0; j < bs; j += 64) {
+                gn_prefetch_stream(p + (b * bs + j) / 2);
                 __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p + (b * bs + j) / 2)));
                 __m512bh we = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tab);
                 __m512bh wo = (__m512bh)_mm512_permutexvar_epi16(v, tab);
@@ -456,6 +461,8 @@ static inline float b64_row(const uint8_t *pa, const uint16_t *xh, const float *
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     int i = 0;
     for (; i + 4 <= n; i += 4) {
+        gn_prefetch_stream(pa + 32 * i);
+        gn_prefetch_stream(pa + 32 * i + 64);
         B64_ONE(a0, a1, pa + 32 * i, am[i], xh + 64 * i);
         B64_ONE(a2, a3, pa + 32 * i + 32, am[i + 1], xh + 64 * i + 64);
         B64_ONE(a4, a5, pa + 32 * i + 64, am[i + 2], xh + 64 * i + 128);
@@ -527,6 +534,7 @@ static void rows_dot_tab_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, 
             __m256 tlo = round_w_avx2(_mm256_mul_ps(clo, s), wdt), thi = round_w_avx2(_mm256_mul_ps(chi, s), wdt);
             const uint8_t *pb = p + b * bs / 2;
             for (int64_t j = 0; j < bs; j += 32) {
+                gn_prefetch_stream(pb + j / 2);
                 for (int h = 0; h < 2; h++) { // 8 bytes = 8 even + 8 odd weights
                     int64_t w8;
                     memcpy(&w8, pb + j / 2 + 8 * h, 8);

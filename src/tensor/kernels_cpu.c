@@ -85,6 +85,7 @@ static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        gn_prefetch_stream(a + i);
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
     }
@@ -105,6 +106,7 @@ static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        gn_prefetch_stream(w + i);
         s0 = _mm256_fmadd_ps(bf16x8_avx2(w + i), _mm256_loadu_ps(x + i), s0);
         s1 = _mm256_fmadd_ps(bf16x8_avx2(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
     }
@@ -122,6 +124,8 @@ static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        gn_prefetch_stream(a + i);
+        gn_prefetch_stream(a + i + 16);
         s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
         s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
     }
@@ -144,6 +148,7 @@ static float dot_bf16_avx512(const uint16_t *w, const float *x, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        gn_prefetch_stream(w + i);
         s0 = _mm512_fmadd_ps(bf16x16_avx512(0xffff, w + i), _mm512_loadu_ps(x + i), s0);
         s1 = _mm512_fmadd_ps(bf16x16_avx512(0xffff, w + i + 16), _mm512_loadu_ps(x + i + 16), s1);
     }
