@@ -1,7 +1,7 @@
 /*
  * test_attention.c — the attention kernels (src/tensor/attention.c) against
  * plain scalar loops written here, for each SIMD level this CPU has, on
- * awkward shapes: head sizes 8/12/64/80, GQA groups 1/3/4, cache lengths 0, 1
+ * awkward shapes: head sizes 8/12/64/80/128, GQA groups 1/3/4/5/8, cache lengths 0, 1
  * and not multiples of 16, one query row and blocks of rows, strided views.
  * Also gn_softmax against gn_softmax_ref and gn_exp_inplace against expf.
  */
@@ -38,8 +38,8 @@ static void naive(const float *q, const float *k, const float *v, int64_t kvs, i
 }
 
 int main(void) {
-    const int hss[] = {8, 12, 64, 80};
-    const int grps[] = {1, 3, 4};
+    const int hss[] = {8, 12, 64, 80, 128};
+    const int grps[] = {1, 3, 4, 5, 8};
     const int ns[] = {0, 1, 2, 15, 17, 64, 100, 257};
     for (int lvl = GN_SIMD_SCALAR; lvl <= GN_SIMD_AVX512; lvl++) {
         gn_simd_force((gn_simd)lvl);
@@ -81,10 +81,10 @@ int main(void) {
                     for (int64_t i = 0; i < grp * qs; i++) q[i] = frand() * 2.0f;
                     for (int64_t i = 0; i < n * kvs; i++) { k[i] = frand() * 2.0f; v[i] = frand(); }
                     float *sc = malloc(sizeof(float) * (size_t)(grp * n + 1));
-                    float m[8], l[8], o[8 * 80], out[80];
+                    float m[8], l[8], o[8 * 128], out[128];
                     // whole range in one part, and split in 3 stretches merged
                     for (int parts = 1; parts <= 3; parts += 2) {
-                        float pm[3 * 8], pl[3 * 8], po[3 * 8 * 80];
+                        float pm[3 * 8], pl[3 * 8], po[3 * 8 * 128];
                         for (int p = 0; p < parts; p++) {
                             int j0 = n * p / parts, j1 = n * (p + 1) / parts;
                             gn_attn_partial(q, qs, grp, k + (int64_t)j0 * kvs, v + (int64_t)j0 * kvs, kvs, j1 - j0, hs, scale, sc, m, l, o);
@@ -98,7 +98,7 @@ int main(void) {
                         double worst = 0;
                         for (int g = 0; g < grp; g++) {
                             gn_attn_merge(parts, pm + g, pl + g, po + (int64_t)g * hs, grp, hs, out);
-                            double ref[80];
+                            double ref[128];
                             naive(q + g * qs, k, v, kvs, n, hs, scale, ref);
                             for (int i = 0; i < hs; i++) worst = fmax(worst, fabs(out[i] - ref[i]));
                         }
@@ -107,7 +107,7 @@ int main(void) {
                     }
                     // the partial against its own scalar reference, unmerged
                     if (n > 0) {
-                        float m0[8], l0[8], o0[8 * 80];
+                        float m0[8], l0[8], o0[8 * 128];
                         gn_attn_partial(q, qs, grp, k, v, kvs, n, hs, scale, sc, m, l, o);
                         gn_attn_partial_ref(q, qs, grp, k, v, kvs, n, hs, scale, sc, m0, l0, o0);
                         float md = 0;
@@ -117,30 +117,48 @@ int main(void) {
                             for (int i = 0; i < hs; i++) md = fmaxf(md, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
                         }
                         CHECK(md <= 1e-5f, "attn_partial vs ref level %d hs=%d grp=%d n=%d maxdiff %g", got, hs, grp, n, md);
-                        // a bf16 cache: the same as the float32 kernel on the bf16 values, and as its own reference
-                        uint16_t *kh = malloc(sizeof(uint16_t) * (size_t)(n * kvs)), *vh = malloc(sizeof(uint16_t) * (size_t)(n * kvs));
+                        // a bf16 cache, keys tiled (as KV head 1 of 2, tiles padded apart): the same as the
+                        // float32 kernel on the bf16 values, and as its own reference; from position 0 and
+                        // from a later whole tile
+                        const int64_t ts = (int64_t)GN_KT * 2 * hs + 40, ntl = (n + GN_KT - 1) / GN_KT;
+                        uint16_t *kh = calloc((size_t)(ntl * ts + 1), sizeof(uint16_t)), *vh = malloc(sizeof(uint16_t) * (size_t)(n * kvs));
                         float *kr = malloc(sizeof(float) * (size_t)(n * kvs)), *vr = malloc(sizeof(float) * (size_t)(n * kvs));
                         for (int64_t i = 0; i < n * kvs; i++) {
-                            kh[i] = gn_f32_to_bf16(k[i]); vh[i] = gn_f32_to_bf16(v[i]);
-                            kr[i] = gn_bf16_to_f32(kh[i]); vr[i] = gn_bf16_to_f32(vh[i]);
+                            vh[i] = gn_f32_to_bf16(v[i]);
+                            kr[i] = gn_bf16_to_f32(gn_f32_to_bf16(k[i])); vr[i] = gn_bf16_to_f32(vh[i]);
                         }
-                        float m1[8], l1[8], o1[8 * 80];
-                        gn_attn_partial_bf16(q, qs, grp, kh, vh, kvs, n, hs, scale, sc, m, l, o);
-                        gn_attn_partial_ref(q, qs, grp, kr, vr, kvs, n, hs, scale, sc, m0, l0, o0);
-                        gn_attn_partial_bf16_ref(q, qs, grp, kh, vh, kvs, n, hs, scale, sc, m1, l1, o1);
-                        float mb = 0, mr = 0;
-                        for (int g = 0; g < grp; g++) {
-                            mb = fmaxf(mb, fabsf(m[g] - m0[g]));
-                            mb = fmaxf(mb, fabsf(l[g] - l0[g]) / l0[g]);
-                            mr = fmaxf(mr, fabsf(m1[g] - m0[g]));
-                            mr = fmaxf(mr, fabsf(l1[g] - l0[g]) / l0[g]);
-                            for (int i = 0; i < hs; i++) {
-                                mb = fmaxf(mb, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
-                                mr = fmaxf(mr, fabsf(o1[g * hs + i] - o0[g * hs + i]) / l0[g]);
+                        for (int j = 0; j < n; j++)
+                            for (int d = 0; d < hs; d++) kh[gn_kt_at(j, 1, d, hs, ts)] = gn_f32_to_bf16(k[(int64_t)j * kvs + d]);
+                        const uint16_t *kt = kh + gn_kt_at(0, 1, 0, hs, ts);
+                        for (int j0 = 0; j0 < n; j0 += j0 ? n : 2 * GN_KT) {
+                            const int nn = n - j0;
+                            float m1[8], l1[8], o1[8 * 128];
+                            gn_attn_partial_bf16(q, qs, grp, kt, ts, vh, kvs, j0, nn, hs, scale, sc, m, l, o);
+                            gn_attn_partial_ref(q, qs, grp, kr + (int64_t)j0 * kvs, vr + (int64_t)j0 * kvs, kvs, nn, hs, scale, sc, m0, l0, o0);
+                            gn_attn_partial_bf16_ref(q, qs, grp, kt, ts, vh, kvs, j0, nn, hs, scale, sc, m1, l1, o1);
+                            float mb = 0, mr = 0;
+                            for (int g = 0; g < grp; g++) {
+                                mb = fmaxf(mb, fabsf(m[g] - m0[g]));
+                                mb = fmaxf(mb, fabsf(l[g] - l0[g]) / l0[g]);
+                                mr = fmaxf(mr, fabsf(m1[g] - m0[g]));
+                                mr = fmaxf(mr, fabsf(l1[g] - l0[g]) / l0[g]);
+                                for (int i = 0; i < hs; i++) {
+                                    mb = fmaxf(mb, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
+                                    mr = fmaxf(mr, fabsf(o1[g * hs + i] - o0[g * hs + i]) / l0[g]);
+                                }
                             }
+                            CHECK(mb <= 1e-5f, "attn_partial_bf16 level %d hs=%d grp=%d n=%d j0=%d maxdiff %g", got, hs, grp, n, j0, mb);
+                            CHECK(mr == 0.0f, "attn_partial_bf16_ref = ref on the bf16 values (hs=%d grp=%d n=%d j0=%d): %g", hs, grp,
+                                  n, j0, mr);
                         }
-                        CHECK(mb <= 1e-5f, "attn_partial_bf16 level %d hs=%d grp=%d n=%d maxdiff %g", got, hs, grp, n, mb);
-                        CHECK(mr == 0.0f, "attn_partial_bf16_ref = ref on the bf16 values (hs=%d grp=%d n=%d): %g", hs, grp, n, mr);
+                        // an empty stretch
+                        gn_attn_partial_bf16(q, qs, grp, kt, ts, vh, kvs, 0, 0, hs, scale, sc, m, l, o);
+                        float e = 0;
+                        for (int g = 0; g < grp; g++) {
+                            e = fmaxf(e, l[g] == 0.0f && m[g] == -INFINITY ? 0.0f : 1.0f);
+                            for (int i = 0; i < hs; i++) e = fmaxf(e, fabsf(o[g * hs + i]));
+                        }
+                        CHECK(e == 0.0f, "attn_partial_bf16 of no positions (hs=%d grp=%d)", hs, grp);
                         free(kh); free(vh); free(kr); free(vr);
                     }
                     free(q); free(k); free(v); free(sc);
@@ -162,7 +180,7 @@ int main(void) {
                 gn_attn_causal_rows_ref(out0, os, q, qs, k, v, kvs, nr, pos0, hs, scale);
                 double worst = 0, worst0 = 0;
                 for (int i = 0; i < nr; i++) {
-                    double ref[80];
+                    double ref[128];
                     naive(q + i * qs, k, v, kvs, pos0 + i + 1, hs, scale, ref);
                     for (int c = 0; c < hs; c++) {
                         worst = fmax(worst, fabs(out[i * os + c] - ref[c]));

@@ -826,8 +826,9 @@ gn_session *gn_session_new(const gn_model *m, int max_seq) {
     s->m = m;
     if (max_seq <= 0) max_seq = c->max_seq < 4096 ? c->max_seq : 4096;
     s->max_seq = max_seq;
+    s->kv_seq = (max_seq + GN_KT - 1) / GN_KT * GN_KT;
     size_t kvd = (size_t)c->n_kv_heads * c->head_dim, qd = (size_t)c->n_heads * c->head_dim;
-    size_t cache = (size_t)c->n_layers * (size_t)max_seq * kvd;
+    size_t cache = (size_t)c->n_layers * (size_t)s->kv_seq * kvd;
     s->kv_bf16 = m->n_q4 > 0 && m->q4[0].wdtype == GN_DTYPE_BF16;
     const size_t es = s->kv_bf16 ? sizeof(uint16_t) : sizeof(float);
     s->k_cache = zalloc64(cache * es);
@@ -1043,15 +1044,22 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
                 s->kv_f32 = gn_malloc_aligned(2 * n * sizeof(float));
                 s->kv_f32_cap = 2 * n;
             }
-            const uint16_t *kh = (const uint16_t *)s->k_cache + (size_t)l * s->max_seq * kvd;
-            const uint16_t *vh = (const uint16_t *)s->v_cache + (size_t)l * s->max_seq * kvd;
+            const uint16_t *kh = (const uint16_t *)s->k_cache + (size_t)l * s->kv_seq * kvd;
+            const uint16_t *vh = (const uint16_t *)s->v_cache + (size_t)l * s->kv_seq * kvd;
             float *kf = s->kv_f32, *vf = s->kv_f32 + n;
+            const int np = s->pos + T;
             #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (n > 65536)
-            for (size_t i = 0; i < n; i++) { kf[i] = gn_bf16_to_f32(kh[i]); vf[i] = gn_bf16_to_f32(vh[i]); }
+            for (int j = 0; j < np; j++) // keys out of their tiles, row-major like the values
+                for (int h = 0; h < NKV; h++)
+                    for (int d = 0; d < hs; d++) {
+                        const size_t i = (size_t)j * kvd + (size_t)h * hs + (size_t)d;
+                        kf[i] = gn_bf16_to_f32(kh[gn_kt_at(j, h, d, hs, (int64_t)GN_KT * kvd)]);
+                        vf[i] = gn_bf16_to_f32(vh[i]);
+                    }
             kc = kf, vc = vf;
         } else {
-            kc = (const float *)s->k_cache + (size_t)l * s->max_seq * kvd;
-            vc = (const float *)s->v_cache + (size_t)l * s->max_seq * kvd;
+            kc = (const float *)s->k_cache + (size_t)l * s->kv_seq * kvd;
+            vc = (const float *)s->v_cache + (size_t)l * s->kv_seq * kvd;
         }
         const int nb = (T + ATT_ROW_BLOCK - 1) / ATT_ROW_BLOCK;
         gn_blas_single_thread();
@@ -1093,16 +1101,22 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
         for (int task = 0; task < T * NKV * nparts; task++) {
             int t = task / (NKV * nparts), kvh = task / nparts % NKV, p = task % nparts;
             const gn_session *s = rs[t];
-            int n = s->pos + off[t] + 1, j0 = (int)((int64_t)n * p / nparts), j1 = (int)((int64_t)n * (p + 1) / nparts);
-            const size_t c0 = (size_t)l * s->max_seq * kvd + (size_t)j0 * kvd + (size_t)kvh * hs;
+            // stretches of whole key tiles (the last one partly filled)
+            const int n = s->pos + off[t] + 1, nt = (n + GN_KT - 1) / GN_KT;
+            const int j0 = (int)((int64_t)nt * p / nparts) * GN_KT, j1e = (int)((int64_t)nt * (p + 1) / nparts) * GN_KT;
+            const int j1 = j1e < n ? j1e : n;
+            const size_t lay = (size_t)l * s->kv_seq * kvd;
             size_t at = ((size_t)t * nparts + (size_t)p) * NH + (size_t)kvh * grp;
             const float *qg = w->q + (size_t)t * qd + (size_t)kvh * grp * hs;
             if (s->kv_bf16)
-                gn_attn_partial_bf16(qg, hs, grp, (const uint16_t *)s->k_cache + c0, (const uint16_t *)s->v_cache + c0, kvd,
-                                     j1 - j0, hs, scale, sc, M + at, Lsum + at, O + at * hs);
-            else
-                gn_attn_partial(qg, hs, grp, (const float *)s->k_cache + c0, (const float *)s->v_cache + c0, kvd, j1 - j0,
-                                hs, scale, sc, M + at, Lsum + at, O + at * hs);
+                gn_attn_partial_bf16(qg, hs, grp, (const uint16_t *)s->k_cache + lay + gn_kt_at(0, kvh, 0, hs, 0),
+                                     (int64_t)GN_KT * kvd, (const uint16_t *)s->v_cache + lay + (size_t)kvh * hs, kvd, j0,
+                                     j1 > j0 ? j1 - j0 : 0, hs, scale, sc, M + at, Lsum + at, O + at * hs);
+            else {
+                const size_t c0 = lay + (size_t)j0 * kvd + (size_t)kvh * hs;
+                gn_attn_partial(qg, hs, grp, (const float *)s->k_cache + c0, (const float *)s->v_cache + c0, kvd,
+                                j1 > j0 ? j1 - j0 : 0, hs, scale, sc, M + at, Lsum + at, O + at * hs);
+            }
         }
         #pragma omp for schedule(static)
         for (int th = 0; th < T * NH; th++) {
@@ -1159,11 +1173,15 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
             const float *cs = cosb + (size_t)t * half, *sn = sinb + (size_t)t * half;
             rope_apply(w->q + (size_t)t * qd, NH, hs, m->n_rot, c->rope_interleaved, cs, sn);
             rope_apply(w->k + (size_t)t * kvd, NKV, hs, m->n_rot, c->rope_interleaved, cs, sn);
-            size_t at = ((size_t)l * s->max_seq + (size_t)(s->pos + off[t])) * kvd;
+            const int j = s->pos + off[t];
+            size_t at = ((size_t)l * s->kv_seq + (size_t)j) * kvd;
             const float *kt = w->k + (size_t)t * kvd, *vt = w->v + (size_t)t * kvd;
             if (s->kv_bf16) { // rounded to nearest even (v is a bf16 value already unless an adapter added to it)
-                uint16_t *kh = (uint16_t *)s->k_cache + at, *vh = (uint16_t *)s->v_cache + at;
-                for (int i = 0; i < kvd; i++) { kh[i] = gn_f32_to_bf16(kt[i]); vh[i] = gn_f32_to_bf16(vt[i]); }
+                uint16_t *kh = (uint16_t *)s->k_cache + (size_t)l * s->kv_seq * kvd, *vh = (uint16_t *)s->v_cache + at;
+                for (int h = 0; h < NKV; h++)
+                    for (int d = 0; d < hs; d++)
+                        kh[gn_kt_at(j, h, d, hs, (int64_t)GN_KT * kvd)] = gn_f32_to_bf16(kt[h * hs + d]);
+                for (int i = 0; i < kvd; i++) vh[i] = gn_f32_to_bf16(vt[i]);
             } else {
                 memcpy((float *)s->k_cache + at, kt, sizeof(float) * (size_t)kvd);
                 memcpy((float *)s->v_cache + at, vt, sizeof(float) * (size_t)kvd);

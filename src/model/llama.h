@@ -89,11 +89,13 @@ struct gn_session {
     const gn_model *m;
     int max_seq;             // cache capacity in tokens
     int pos;                 // tokens in the cache
-    void *k_cache;           // (L, max_seq, NKV*hs): float, or bf16 bit patterns when kv_bf16
-    void *v_cache;           // (L, max_seq, NKV*hs)
+    int kv_seq;              // positions per layer in the caches: max_seq rounded up to GN_KT
+    void *k_cache;           // (L, kv_seq, NKV*hs): float, or bf16 bit patterns when kv_bf16
+    void *v_cache;           // (L, kv_seq, NKV*hs)
     int kv_bf16;             // the cache holds bf16: 4-bit layers with a bf16 compute dtype, where
                              // k and v come out of their products in bf16 already (half the bytes
-                             // decode reads per token; keys rounded after RoPE, as a bf16 model's are)
+                             // decode reads per token; keys rounded after RoPE, as a bf16 model's are);
+                             // its keys are tiled for the decode kernel (gn_kt_at, tensor/kernels.h)
     float *kv_f32;           // prefill of a bf16 cache: one layer's keys and values as float32
     size_t kv_f32_cap;       // floats in kv_f32
     int chunk;               // tokens per forward chunk (scratch is sized for it)

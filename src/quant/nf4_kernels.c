@@ -407,6 +407,7 @@ static int b64_scales(const gn_quant4_state *q, int64_t b, int n, float *restric
         const int sh = __builtin_ctz((unsigned)q->nested_blocksize); // a power of two (256)
         const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (int i = 0; i < n; i += 16) {
+            __builtin_prefetch(qa + i + B64_AM, 0, 3); // the next batch's codes
             const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
             const __m512i idx = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, qa + i));
             __m512 p[8];
@@ -667,20 +668,31 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
     GN_ASSERT(n <= 8);
     for (int i = 0; i < n; i++) { start[i] = total; total += (ws[i]->rows + RB - 1) / RB; work += ws[i]->rows * C * T; }
     start[n] = total;
-    #pragma omp parallel for schedule(static) if (work > 32768)
-    for (int64_t bl = 0; bl < total; bl++) {
-        int i = 0;
-        while (bl >= start[i + 1]) i++;
-        const gn_quant4_state *w = ws[i];
-        int64_t R = w->rows, r0 = (bl - start[i]) * RB, r1 = r0 + RB < R ? r0 + RB : R;
-        for (int64_t t0 = 0; t0 < T; t0 += 8) {
-            int nt = T - t0 < 8 ? (int)(T - t0) : 8;
-            if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
-            else if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
-            else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
-            else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
-            if (cdt != GN_DTYPE_F32)
-                for (int t = 0; t < nt; t++) round_act(outs[i] + (t0 + t) * R + r0, r1 - r0, cdt);
+    // each thread takes one contiguous stretch of the row blocks (as a static schedule
+    // would) and runs the kernel once per matrix in it: the b64 kernel then rebuilds the
+    // scales of many rows per batch instead of 16 rows per call
+    #pragma omp parallel if (work > 32768)
+    {
+#ifdef _OPENMP
+        const int64_t nth = omp_get_num_threads(), th = omp_get_thread_num();
+#else
+        const int64_t nth = 1, th = 0;
+#endif
+        const int64_t bl0 = total * th / nth, bl1 = total * (th + 1) / nth;
+        for (int i = 0; i < n; i++) {
+            const int64_t s0 = bl0 > start[i] ? bl0 : start[i], s1 = bl1 < start[i + 1] ? bl1 : start[i + 1];
+            if (s0 >= s1) continue;
+            const gn_quant4_state *w = ws[i];
+            const int64_t R = w->rows, r0 = (s0 - start[i]) * RB, r1 = (s1 - start[i]) * RB < R ? (s1 - start[i]) * RB : R;
+            for (int64_t t0 = 0; t0 < T; t0 += 8) {
+                int nt = T - t0 < 8 ? (int)(T - t0) : 8;
+                if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
+                else if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
+                else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
+                else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
+                if (cdt != GN_DTYPE_F32)
+                    for (int t = 0; t < nt; t++) round_act(outs[i] + (t0 + t) * R + r0, r1 - r0, cdt);
+            }
         }
     }
 }

@@ -171,22 +171,15 @@ void gn_exp_inplace(float *x, int64_t n) { (void)exp_sub_sum(x, n, 0.0f); }
 // ----------------------------------------------------------------------------
 // decode: partial softmax of a group of heads over a stretch of the cache
 
-// The cache holds float32, or bf16 (a bf16 compute dtype: half the bytes per token). One
-// body per instruction set reads either; `bf` is a constant in each caller, so the
-// compiler builds two copies without the test in the loop.
-static inline float kv_get(const void *p, int64_t i, int bf) {
-    return bf ? gn_bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
-
-static inline void partial_ref(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
-                               int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
+void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
+                         int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
     for (int g = 0; g < grp; g++) {
         const float *qg = q + (int64_t)g * qstride;
         float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
         float mx = -INFINITY;
         for (int j = 0; j < n; j++) {
             float d = 0.0f;
-            for (int i = 0; i < hs; i++) d += qg[i] * kv_get(k, (int64_t)j * kvstride + i, bf);
+            for (int i = 0; i < hs; i++) d += qg[i] * k[(int64_t)j * kvstride + i];
             s[j] = d * scale;
             if (s[j] > mx) mx = s[j];
         }
@@ -195,47 +188,56 @@ static inline void partial_ref(const float *q, int64_t qstride, int grp, const v
         for (int j = 0; j < n; j++) {
             float p = expf(s[j] - mx);
             sum += p;
-            for (int i = 0; i < hs; i++) og[i] += p * kv_get(v, (int64_t)j * kvstride + i, bf);
+            for (int i = 0; i < hs; i++) og[i] += p * v[(int64_t)j * kvstride + i];
         }
         m[g] = mx;
         l[g] = (float)sum;
     }
 }
 
-void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
-                         int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
-    partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
-}
-void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const uint16_t *k, const uint16_t *v,
-                              int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
-    partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
+// the same loops, keys read through the tiled layout (so equal, bit for bit, to the
+// float32 reference on the bf16 values)
+void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
+                              const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc,
+                              float *m, float *l, float *o) {
+    for (int g = 0; g < grp; g++) {
+        const float *qg = q + (int64_t)g * qstride;
+        float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            float d = 0.0f;
+            for (int i = 0; i < hs; i++) d += qg[i] * gn_bf16_to_f32(kt[gn_kt_at(j0 + j, 0, i, hs, tile_stride)]);
+            s[j] = d * scale;
+            if (s[j] > mx) mx = s[j];
+        }
+        double sum = 0.0;
+        for (int i = 0; i < hs; i++) og[i] = 0.0f;
+        for (int j = 0; j < n; j++) {
+            float p = expf(s[j] - mx);
+            sum += p;
+            for (int i = 0; i < hs; i++) og[i] += p * gn_bf16_to_f32(v[(int64_t)(j0 + j) * vstride + i]);
+        }
+        m[g] = mx;
+        l[g] = (float)sum;
+    }
 }
 
-// 16 cache values at element i as float32 (a bf16 is the top half of its float32)
-__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
-static inline __m512 kv_load16(const void *p, int64_t i, int bf) {
-    if (bf)
-        return _mm512_castsi512_ps(
-            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i))), 16));
-    return _mm512_loadu_ps((const float *)p + i);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
-static inline void partial_avx512(const float *q, int64_t qstride, int grp, const void *k, const void *v,
-                                  int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o,
-                                  int bf) {
+// float32 cache, AVX-512: a row's score by four FMAs and one horizontal sum
+__attribute__((target("avx512f")))
+static void partial_avx512(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
+                           int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
     const int nc = hs / 16;
     for (int j = 0; j < n; j++) {
         const int64_t kj = (int64_t)j * kvstride;
         for (int g = 0; g < grp; g++) {
             const float *qg = q + (int64_t)g * qstride;
-            __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qg), kv_load16(k, kj, bf)), a1 = _mm512_setzero_ps();
+            __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qg), _mm512_loadu_ps(k + kj)), a1 = _mm512_setzero_ps();
             int c = 1;
             for (; c + 1 < nc; c += 2) {
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), kv_load16(k, kj + 16 * c, bf), a1);
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c + 16), kv_load16(k, kj + 16 * c + 16, bf), a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), _mm512_loadu_ps(k + kj + 16 * c), a1);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c + 16), _mm512_loadu_ps(k + kj + 16 * c + 16), a0);
             }
-            if (c < nc) a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), kv_load16(k, kj + 16 * c, bf), a1);
+            if (c < nc) a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), _mm512_loadu_ps(k + kj + 16 * c), a1);
             sc[(int64_t)g * n + j] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
         }
     }
@@ -244,59 +246,26 @@ static inline void partial_avx512(const float *q, int64_t qstride, int grp, cons
         float mx = n ? max_avx512(s, n) : -INFINITY;
         l[g] = n ? exp_sub_sum_avx512(s, n, mx) : 0.0f;
         m[g] = mx;
-        if (nc == 4) { // head_dim 64: the accumulators stay in registers
-            __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-            for (int j = 0; j < n; j++) {
-                const int64_t vj = (int64_t)j * kvstride;
-                __m512 p = _mm512_set1_ps(s[j]);
-                o0 = _mm512_fmadd_ps(p, kv_load16(v, vj, bf), o0);
-                o1 = _mm512_fmadd_ps(p, kv_load16(v, vj + 16, bf), o1);
-                o2 = _mm512_fmadd_ps(p, kv_load16(v, vj + 32, bf), o2);
-                o3 = _mm512_fmadd_ps(p, kv_load16(v, vj + 48, bf), o3);
-            }
-            _mm512_storeu_ps(og, o0);
-            _mm512_storeu_ps(og + 16, o1);
-            _mm512_storeu_ps(og + 32, o2);
-            _mm512_storeu_ps(og + 48, o3);
-        } else {
-            for (int c = 0; c < nc; c++) _mm512_storeu_ps(og + 16 * c, _mm512_setzero_ps());
-            for (int j = 0; j < n; j++) {
-                const int64_t vj = (int64_t)j * kvstride;
-                __m512 p = _mm512_set1_ps(s[j]);
-                for (int c = 0; c < nc; c++)
-                    _mm512_storeu_ps(og + 16 * c, _mm512_fmadd_ps(p, kv_load16(v, vj + 16 * c, bf), _mm512_loadu_ps(og + 16 * c)));
-            }
+        for (int c = 0; c < nc; c++) _mm512_storeu_ps(og + 16 * c, _mm512_setzero_ps());
+        for (int j = 0; j < n; j++) {
+            const float *vj = v + (int64_t)j * kvstride;
+            __m512 p = _mm512_set1_ps(s[j]);
+            for (int c = 0; c < nc; c++)
+                _mm512_storeu_ps(og + 16 * c, _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * c), _mm512_loadu_ps(og + 16 * c)));
         }
     }
 }
 
-// One entry point per instruction set; each branch builds its own copy of the body with
-// `bf` a constant.
-__attribute__((target("avx512f,avx512bw,avx512vl")))
-static void attn_partial_avx512(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
-                                int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
-    if (bf) partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
-    else partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
-}
-
-__attribute__((target("avx2,fma"), always_inline))
-static inline __m256 kv_load8(const void *p, int64_t i, int bf) {
-    if (bf)
-        return _mm256_castsi256_ps(
-            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i))), 16));
-    return _mm256_loadu_ps((const float *)p + i);
-}
-
-__attribute__((target("avx2,fma"), always_inline))
-static inline void partial_avx2(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
-                                int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
+__attribute__((target("avx2,fma")))
+static void partial_avx2(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
+                         int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
     const int nc = hs / 8;
     for (int j = 0; j < n; j++) {
         const int64_t kj = (int64_t)j * kvstride;
         for (int g = 0; g < grp; g++) {
             const float *qg = q + (int64_t)g * qstride;
-            __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qg), kv_load8(k, kj, bf));
-            for (int c = 1; c < nc; c++) a = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * c), kv_load8(k, kj + 8 * c, bf), a);
+            __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qg), _mm256_loadu_ps(k + kj));
+            for (int c = 1; c < nc; c++) a = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * c), _mm256_loadu_ps(k + kj + 8 * c), a);
             __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
             h = _mm_add_ps(h, _mm_movehl_ps(h, h));
             h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
@@ -311,37 +280,224 @@ static inline void partial_avx2(const float *q, int64_t qstride, int grp, const 
         m[g] = mx;
         for (int c = 0; c < nc; c++) _mm256_storeu_ps(og + 8 * c, _mm256_setzero_ps());
         for (int j = 0; j < n; j++) {
-            const int64_t vj = (int64_t)j * kvstride;
+            const float *vj = v + (int64_t)j * kvstride;
             __m256 p = _mm256_set1_ps(s[j]);
             for (int c = 0; c < nc; c++)
-                _mm256_storeu_ps(og + 8 * c, _mm256_fmadd_ps(p, kv_load8(v, vj + 8 * c, bf), _mm256_loadu_ps(og + 8 * c)));
+                _mm256_storeu_ps(og + 8 * c, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), _mm256_loadu_ps(og + 8 * c)));
         }
     }
 }
 
-__attribute__((target("avx2,fma")))
-static void attn_partial_avx2(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
-                              int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
-    if (bf) partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
-    else partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
-}
-
-static void attn_partial_any(const float *q, int64_t qstride, int grp, const void *k, const void *v, int64_t kvstride,
-                             int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
-    gn_simd lv = gn_simd_level();
-    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0) attn_partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, bf);
-    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0) attn_partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, bf);
-    else partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, bf);
-}
-
 void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride, int n,
                      int hs, float scale, float *sc, float *m, float *l, float *o) {
-    attn_partial_any(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 0);
+    gn_simd lv = gn_simd_level();
+    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0) partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
+    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0) partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
+    else gn_attn_partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
 }
 
-void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16_t *k, const uint16_t *v, int64_t kvstride,
-                          int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
-    attn_partial_any(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o, 1);
+// ----------------------------------------------------------------------------
+// bf16 cache, tiled keys. Scores: per tile of 16 positions and dim pair, one 64-byte
+// load; the low halves of its 32-bit lanes are dim d of the 16 positions, the high
+// halves dim d+1 (a bf16 is the top half of its float32: a shift and a mask widen
+// them), each times the query's broadcast value into even/odd sums per head (up to
+// four heads at once share the loads). Values: each row of V read once for all the
+// heads, its widened chunks times each head's weight. Both streams are prefetched a
+// few tiles/rows ahead (the cache comes from memory: the weights read since the last
+// token have pushed it out of the caches).
+
+#define KT_AHEAD 2  // key tiles ahead
+#define V_AHEAD 12  // value rows ahead
+// The scores loop also fetches the value rows of the tile KT_AHEAD ahead, one 64-byte
+// line per pair of dims: hs/2 lines are 32*hs bytes, the 16 rows' 2*hs bytes each, so
+// line i is byte 64*i of those rows laid end to end. (Values then come from L2.)
+#define V_LINE(i, hs, vs) ((int64_t)(64 * (i)) / (2 * (hs)) * (vs) + (int64_t)(64 * (i)) % (2 * (hs)) / 2)
+
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline void scores_bf16t_avx512(const float *q, int64_t qstride, const uint16_t *kt, int64_t ts,
+                                       const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc,
+                                       const int NG) {
+    const __m512i himask = _mm512_set1_epi32((int)0xffff0000u);
+    for (int t = 0; t * GN_KT < n; t++) {
+        const uint16_t *kp = kt + (int64_t)(j0 / GN_KT + t) * ts;
+        __m512 e[4], od[4];
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) e[g] = od[g] = _mm512_setzero_ps();
+        const uint16_t *vt = v + (int64_t)(j0 + (t + KT_AHEAD) * GN_KT) * vs;
+        for (int dp = 0; dp < hs / 2; dp++) {
+            _mm_prefetch((const char *)(kp + KT_AHEAD * ts + 2 * GN_KT * dp), _MM_HINT_T0);
+            _mm_prefetch((const char *)(vt + V_LINE(dp, hs, vs)), _MM_HINT_T0);
+            const __m512i x = _mm512_loadu_si512(kp + 2 * GN_KT * dp);
+            const __m512 lo = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+            const __m512 hi = _mm512_castsi512_ps(_mm512_and_si512(x, himask));
+#pragma GCC unroll 4
+            for (int g = 0; g < NG; g++) {
+                e[g] = _mm512_fmadd_ps(lo, _mm512_set1_ps(q[g * qstride + 2 * dp]), e[g]);
+                od[g] = _mm512_fmadd_ps(hi, _mm512_set1_ps(q[g * qstride + 2 * dp + 1]), od[g]);
+            }
+        }
+        const int left = n - t * GN_KT;
+        const __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++)
+            _mm512_mask_storeu_ps(sc + (int64_t)g * n + t * GN_KT, mk,
+                                  _mm512_mul_ps(_mm512_add_ps(e[g], od[g]), _mm512_set1_ps(scale)));
+    }
+}
+
+// values for NG heads, NC chunks of 16 dims starting at dim c0 (weights in sc, g*n apart)
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline void values_bf16_avx512(const float *sc, int n, const uint16_t *v, int64_t vs, int c0, int hs, float *o,
+                                      const int NG, const int NC) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; g++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) acc[g][c] = _mm512_setzero_ps();
+    for (int j = 0; j < n; j++) {
+        const uint16_t *vj = v + (int64_t)j * vs + c0;
+        _mm_prefetch((const char *)(vj + V_AHEAD * vs), _MM_HINT_T0);
+        if (NC * 32 > 64) _mm_prefetch((const char *)(vj + V_AHEAD * vs) + 64, _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) {
+            const __m512 x = _mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(vj + 16 * c))), 16));
+#pragma GCC unroll 4
+            for (int g = 0; g < NG; g++) acc[g][c] = _mm512_fmadd_ps(_mm512_set1_ps(sc[(int64_t)g * n + j]), x, acc[g][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; g++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) _mm512_storeu_ps(o + (int64_t)g * hs + c0 + 16 * c, acc[g][c]);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline void partial_bf16t_avx512_ng(const float *q, int64_t qstride, const uint16_t *kt, int64_t ts,
+                                           const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc,
+                                           float *m, float *l, float *o, const int NG) {
+    scores_bf16t_avx512(q, qstride, kt, ts, v, vs, j0, n, hs, scale, sc, NG);
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; g++) {
+        float *s = sc + (int64_t)g * n;
+        m[g] = n ? max_avx512(s, n) : -INFINITY;
+        l[g] = n ? exp_sub_sum_avx512(s, n, m[g]) : 0.0f;
+    }
+    const uint16_t *v0 = v + (int64_t)j0 * vs;
+    int c0 = 0;
+    for (; c0 + 64 <= hs; c0 += 64) values_bf16_avx512(sc, n, v0, vs, c0, hs, o, NG, 4);
+    for (; c0 < hs; c0 += 16) values_bf16_avx512(sc, n, v0, vs, c0, hs, o, NG, 1);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void partial_bf16t_avx512(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t ts,
+                                 const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc, float *m,
+                                 float *l, float *o) {
+    for (int g0 = 0; g0 < grp; g0 += 4) { // heads four at a time: 16 sums in registers
+        const float *qg = q + (int64_t)g0 * qstride;
+        float *scg = sc + (int64_t)g0 * n, *og = o + (int64_t)g0 * hs;
+        switch (grp - g0 < 4 ? grp - g0 : 4) {
+        case 1: partial_bf16t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 1); break;
+        case 2: partial_bf16t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 2); break;
+        case 3: partial_bf16t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 3); break;
+        default: partial_bf16t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 4); break;
+        }
+    }
+}
+
+// AVX2: the same, a tile as two halves of 8 positions, two heads at a time (16 registers)
+__attribute__((target("avx2,fma"), always_inline))
+static inline void partial_bf16t_avx2_ng(const float *q, int64_t qstride, const uint16_t *kt, int64_t ts,
+                                         const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc,
+                                         float *m, float *l, float *o, const int NG) {
+    const __m256i himask = _mm256_set1_epi32((int)0xffff0000u);
+    for (int t = 0; t * GN_KT < n; t++) {
+        const uint16_t *kp = kt + (int64_t)(j0 / GN_KT + t) * ts;
+        __m256 e[2][2], od[2][2];
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) e[g][0] = e[g][1] = od[g][0] = od[g][1] = _mm256_setzero_ps();
+        const uint16_t *vt = v + (int64_t)(j0 + (t + KT_AHEAD) * GN_KT) * vs;
+        for (int dp = 0; dp < hs / 2; dp++) {
+            _mm_prefetch((const char *)(kp + KT_AHEAD * ts + 2 * GN_KT * dp), _MM_HINT_T0);
+            _mm_prefetch((const char *)(vt + V_LINE(dp, hs, vs)), _MM_HINT_T0);
+#pragma GCC unroll 4
+            for (int h = 0; h < 2; h++) {
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(kp + 2 * GN_KT * dp + 16 * h));
+                const __m256 lo = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+                const __m256 hi = _mm256_castsi256_ps(_mm256_and_si256(x, himask));
+#pragma GCC unroll 4
+                for (int g = 0; g < NG; g++) {
+                    e[g][h] = _mm256_fmadd_ps(lo, _mm256_set1_ps(q[g * qstride + 2 * dp]), e[g][h]);
+                    od[g][h] = _mm256_fmadd_ps(hi, _mm256_set1_ps(q[g * qstride + 2 * dp + 1]), od[g][h]);
+                }
+            }
+        }
+        float tmp[GN_KT];
+        const int left = n - t * GN_KT < GN_KT ? n - t * GN_KT : GN_KT;
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) {
+#pragma GCC unroll 4
+            for (int h = 0; h < 2; h++)
+                _mm256_storeu_ps(tmp + 8 * h, _mm256_mul_ps(_mm256_add_ps(e[g][h], od[g][h]), _mm256_set1_ps(scale)));
+            memcpy(sc + (int64_t)g * n + t * GN_KT, tmp, sizeof(float) * (size_t)left);
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; g++) {
+        float *s = sc + (int64_t)g * n;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) if (s[j] > mx) mx = s[j];
+        m[g] = mx;
+        l[g] = n ? exp_sub_sum_avx2(s, n, mx) : 0.0f;
+    }
+    const uint16_t *v0 = v + (int64_t)j0 * vs;
+    for (int c0 = 0; c0 < hs; c0 += 32) { // 32 dims (four registers) per head and pass
+        const int nc = hs - c0 < 32 ? (hs - c0) / 8 : 4;
+        __m256 acc[2][4];
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++)
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) acc[g][c] = _mm256_setzero_ps();
+        for (int j = 0; j < n; j++) {
+            const uint16_t *vj = v0 + (int64_t)j * vs + c0;
+            _mm_prefetch((const char *)(vj + V_AHEAD * vs), _MM_HINT_T0);
+#pragma GCC unroll 4
+            for (int c = 0; c < nc; c++) {
+                const __m256 x = _mm256_castsi256_ps(
+                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(vj + 8 * c))), 16));
+#pragma GCC unroll 4
+                for (int g = 0; g < NG; g++) acc[g][c] = _mm256_fmadd_ps(_mm256_set1_ps(sc[(int64_t)g * n + j]), x, acc[g][c]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++)
+#pragma GCC unroll 4
+            for (int c = 0; c < nc; c++) _mm256_storeu_ps(o + (int64_t)g * hs + c0 + 8 * c, acc[g][c]);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void partial_bf16t_avx2(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t ts,
+                               const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc, float *m,
+                               float *l, float *o) {
+    for (int g0 = 0; g0 < grp; g0 += 2) {
+        const float *qg = q + (int64_t)g0 * qstride;
+        float *scg = sc + (int64_t)g0 * n, *og = o + (int64_t)g0 * hs;
+        if (grp - g0 == 1) partial_bf16t_avx2_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 1);
+        else partial_bf16t_avx2_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 2);
+    }
+}
+
+void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
+                          const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
+                          float *l, float *o) {
+    GN_ASSERT(j0 % GN_KT == 0 && n >= 0);
+    gn_simd lv = gn_simd_level();
+    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0)
+        partial_bf16t_avx512(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o);
+    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0)
+        partial_bf16t_avx2(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o);
+    else gn_attn_partial_bf16_ref(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o);
 }
 
 void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out) {

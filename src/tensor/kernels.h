@@ -96,11 +96,24 @@ void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, c
                      int hs, float scale, float *sc, float *m, float *l, float *o);
 void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
                          int n, int hs, float scale, float *sc, float *m, float *l, float *o);
-// The same with a bf16 cache (k, v as bf16 bit patterns): the products of their float32 values.
-void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16_t *k, const uint16_t *v, int64_t kvstride,
-                          int n, int hs, float scale, float *sc, float *m, float *l, float *o);
-void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const uint16_t *k, const uint16_t *v,
-                              int64_t kvstride, int n, int hs, float scale, float *sc, float *m, float *l, float *o);
+// The same with a bf16 cache (k, v as bf16 bit patterns; the products of their float32
+// values) whose keys are tiled for this kernel: positions in tiles of GN_KT, and inside
+// a tile each KV head's hs dims as hs/2 rows of (GN_KT positions x 2 dims), so one
+// 64-byte load holds one pair of dims of 16 positions and the scores of 16 positions
+// need no horizontal sums. gn_kt_at gives the place of (position j, KV head h, dim d)
+// in a layer whose tiles are tile_stride elements apart (GN_KT * NKV * hs when dense).
+// Here kt is this KV head's tile 0 (gn_kt_at(0, h, 0, ...)), v its value row 0 (row j
+// at v + j*vstride), and the stretch is positions j0..j0+n-1 with j0 a multiple of GN_KT.
+#define GN_KT 16
+static inline int64_t gn_kt_at(int64_t j, int64_t h, int64_t d, int64_t hs, int64_t tile_stride) {
+    return (j / GN_KT) * tile_stride + h * GN_KT * hs + (d / 2) * (2 * GN_KT) + (j % GN_KT) * 2 + (d & 1);
+}
+void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
+                          const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
+                          float *l, float *o);
+void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
+                              const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc,
+                              float *m, float *l, float *o);
 // Merges nparts partials of one head (part p's m, l at m[p*part_stride], its o at
 // o + p*part_stride*hs) into the normalized attention output out (hs).
 void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out);
