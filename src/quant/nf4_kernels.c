@@ -410,14 +410,17 @@ static int b64_scales(const gn_quant4_state *q, int64_t b, int n, float *restric
             __builtin_prefetch(qa + i + B64_AM, 0, 3); // the next batch's codes
             const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
             const __m512i idx = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, qa + i));
-            __m512 p[8];
-            for (int k = 0; k < 8; k++) p[k] = _mm512_permutex2var_ps(tab[2 * k], idx, tab[2 * k + 1]); // bits 0-4
             const __mmask16 m5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
             const __mmask16 m6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64));
             const __mmask16 m7 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(128));
-            for (int k = 0; k < 4; k++) p[k] = _mm512_mask_blend_ps(m5, p[2 * k], p[2 * k + 1]);
-            for (int k = 0; k < 2; k++) p[k] = _mm512_mask_blend_ps(m6, p[2 * k], p[2 * k + 1]);
-            const __m512 c = _mm512_mask_blend_ps(m7, p[0], p[1]);
+            __m512 h[2];
+            for (int half = 0; half < 2; half++) { // codes 0-127, then 128-255: four permutes (bits 0-4), two blend levels
+                const __m512 *t = tab + 8 * half;
+                const __m512 p0 = _mm512_permutex2var_ps(t[0], idx, t[1]), p1 = _mm512_permutex2var_ps(t[2], idx, t[3]);
+                const __m512 p2 = _mm512_permutex2var_ps(t[4], idx, t[5]), p3 = _mm512_permutex2var_ps(t[6], idx, t[7]);
+                h[half] = _mm512_mask_blend_ps(m6, _mm512_mask_blend_ps(m5, p0, p1), _mm512_mask_blend_ps(m5, p2, p3));
+            }
+            const __m512 c = _mm512_mask_blend_ps(m7, h[0], h[1]);
             // nested scale of each block: one or two distinct values in 16 blocks (groups of 256)
             const int64_t g0 = (b + i) >> sh, g1 = (b + i + 15) >> sh;
             __m512 ns = _mm512_set1_ps(q->nested_absmax[g0]);
