@@ -1168,6 +1168,7 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
             LORA(GN_MOD_K, xb, C, w->k, kvd);
             LORA(GN_MOD_V, xb, C, w->v, kvd);
         }
+        #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
         for (int t = 0; t < T; t++) {
             gn_session *s = rs[t];
             const float *cs = cosb + (size_t)t * half, *sn = sinb + (size_t)t * half;
@@ -1191,6 +1192,7 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
         gn_linear(xb, w->att, &L->wo, T);
         if (one_row) LORA_ROW(1, k_o, w->att, qd, xb);
         else LORA(GN_MOD_O, w->att, qd, xb, C);
+        #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
         gn_rmsnorm(xb, x, L->ffn_norm, T, C, c->norm_eps);
         linear3(w->hb, &L->w_gate, w->hb2, &L->w_up, NULL, NULL, xb, T);
@@ -1203,6 +1205,7 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
         gn_linear(xb, w->hb, &L->w_down, T);
         if (one_row) LORA_ROW(1, k_down, w->hb, HD, xb);
         else LORA(GN_MOD_DOWN, w->hb, HD, xb, C);
+        #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
     }
 #undef LORA

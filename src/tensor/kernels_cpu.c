@@ -336,6 +336,7 @@ void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
 // elementwise
 
 void gn_rmsnorm(float *out, const float *inp, const float *weight, int64_t T, int64_t C, float eps) {
+    #pragma omp parallel for schedule(static) if (T * C >= 65536) // prefill rows; a decode row stays on this thread
     for (int64_t t = 0; t < T; t++) {
         const float *x = inp + t * C;
         float *o = out + t * C;
@@ -349,8 +350,9 @@ void gn_rmsnorm(float *out, const float *inp, const float *weight, int64_t T, in
 
 void gn_silu_mul(float *x, const float *y, int64_t n) {
     // exp(-x) 256 at a time through the vectorized exp (a few ulp, as the softmax uses)
-    float e[256];
+    #pragma omp parallel for schedule(static) if (n >= 65536)
     for (int64_t i0 = 0; i0 < n; i0 += 256) {
+        float e[256];
         int64_t m = n - i0 < 256 ? n - i0 : 256;
         for (int64_t i = 0; i < m; i++) e[i] = -x[i0 + i];
         gn_exp_inplace(e, m);
