@@ -16,8 +16,9 @@ writing its JSON under --out/bench_all/, and reads the figures from those JSON f
      (make_lora_adapter.py --dtype bf16, cached) vs none
   C  bench_inference.py -t 1 --guanaco-args "--4bit" --skip-llama            (row 5a, 5c)
      ours with 1 thread; the 2-thread figures are A's
-  D  bench_train.py --grad-accum 4 --steps 2 --reps 3                     (rows 3, 3b, 5b)
-     ours and the peer in turn, three times: medians (the machine drifts by 10-20%)
+  D  bench_train.py --grad-accum 4 --steps 3 --reps 3                     (rows 3, 3b, 5b)
+     ours and the peer in turn, three times: medians (the machine drifts by 10-20%), each
+     over the two steps after the warm-up
      guanaco finetune vs PyTorch + PEFT + bitsandbytes, NF4, r 64, seq 512
   E  bench_train.py -t 1 --skip-peer (same settings)                        (row 5b)
 
@@ -31,7 +32,7 @@ Flags: --quick (prompt 128, 8 decoded tokens, 1 rep, training 1 x 1 sequence, 1 
 --skip-train (no D, E), --skip-peer (no llama.cpp, no PyTorch: ratios against them are n/a;
 row 4's peer is ours and still runs), --wait-quiet S (passed to every sub-script),
 --reps N (A and B, default 3), --scaling-reps N (C, default 2), --grad-accum / --steps
-(D and E, default 4 / 2), -t (default 2), --verbose.
+(D and E, default 4 / 3), -t (default 2), --verbose.
 
 Benchmarks never fail on a number: the exit status is non-zero only when a sub-script
 failed to run. Figures taken on a busy machine are noisy; each section's "others took up
@@ -333,7 +334,7 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=None, help="default 512 (quick 128)")
     ap.add_argument("--gen-tokens", type=int, default=None, help="default 128 (quick 8)")
     ap.add_argument("--grad-accum", type=int, default=None, help="training: sequences a step (default 4; quick 1)")
-    ap.add_argument("--steps", type=int, default=None, help="training: steps, the first a warm-up (default 2; quick 1)")
+    ap.add_argument("--steps", type=int, default=None, help="training: steps, the first a warm-up (default 3; quick 1)")
     ap.add_argument("--peak-gflops", type=float, default=515.0)
     ap.add_argument("--bw-gbs", type=float, default=46.0)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
@@ -352,7 +353,7 @@ def main():
     a.prompt_tokens = a.prompt_tokens or (128 if q else 512)
     a.gen_tokens = a.gen_tokens or (8 if q else 128)
     a.grad_accum = a.grad_accum or (1 if q else 4)
-    a.steps = a.steps or (1 if q else 2)
+    a.steps = a.steps or (1 if q else 3)
 
     command = shlex.join([rel(PY) if PY.startswith(ROOT) else PY, rel(os.path.abspath(sys.argv[0]))]
                          + sys.argv[1:])
