@@ -16,11 +16,10 @@ writing its JSON under --out/bench_all/, and reads the figures from those JSON f
      (make_lora_adapter.py --dtype bf16, cached) vs none
   C  bench_inference.py -t 1 --guanaco-args "--4bit" --skip-llama            (row 5a, 5c)
      ours with 1 thread; the 2-thread figures are A's
-  D  bench_train.py --grad-accum 4 --steps 3 --reps 3                     (rows 3, 3b, 5b)
-     ours and the peer in turn, three times: medians (the machine drifts by 10-20%), each
-     over the two steps after the warm-up
+  D  bench_train.py --grad-accum 4 --steps 3 --reps 3 --also-threads 1   (rows 3, 3b, 5b)
+     ours, the peer and ours with 1 thread in turn, three times: medians (the machine drifts
+     by 10-20%), each over the two steps after the warm-up
      guanaco finetune vs PyTorch + PEFT + bitsandbytes, NF4, r 64, seq 512
-  E  bench_train.py -t 1 --skip-peer (same settings)                        (row 5b)
 
 and prints ONE markdown table (row | target | guanaco | peer | ratio | share of limit | met?),
 with the CPU model, the date and the exact command; it also writes it to
@@ -29,10 +28,10 @@ with the CPU model, the date and the exact command; it also writes it to
 progress lines are echoed (their own tables are not; --verbose echoes everything).
 
 Flags: --quick (prompt 128, 8 decoded tokens, 1 rep, training 1 x 1 sequence, 1 step),
---skip-train (no D, E), --skip-peer (no llama.cpp, no PyTorch: ratios against them are n/a;
+--skip-train (no D), --skip-peer (no llama.cpp, no PyTorch: ratios against them are n/a;
 row 4's peer is ours and still runs), --wait-quiet S (passed to every sub-script),
 --reps N (A and B, default 3), --scaling-reps N (C, default 2), --grad-accum / --steps
-(D and E, default 4 / 3), -t (default 2), --verbose.
+(D, default 4 / 3), -t (default 2), --verbose.
 
 Benchmarks never fail on a number: the exit status is non-zero only when a sub-script
 failed to run. Figures taken on a busy machine are noisy; each section's "others took up
@@ -235,7 +234,7 @@ def build_rows(a, jA, jB, jC, jD, jE):
         note="peer = ours with 1 thread; not in issue 8's list, free from the same runs")
     # 5b: training scaling (D's ours, E)
     g2 = jD["guanaco_tps"] if jD else None
-    g1 = jE["guanaco_tps"] if jE else None
+    g1 = jE["guanaco_alt_tps"] if jE else None
     rt = ratio(g2, g1)
     lim = jD["limit_tps"] if jD else None
     add("5b", f"scaling: train tok/s, {t} threads vs 1", "ratio ≥ 1.8", g2, g1, rt, pct(ratio(g2, lim), lim),
@@ -447,24 +446,23 @@ def main():
               "--steps", str(a.steps), "--peak-gflops", str(a.peak_gflops), "--reps", str(a.train_reps)]
         if a.wait_quiet > 0:
             tr += ["--wait-quiet", str(a.wait_quiet)]
-        dD, dE = os.path.join(sub, f"train-t{T}"), os.path.join(sub, "train-t1")
-        for d in (dD, dE):
-            fresh(os.path.join(d, "bench_train.json"))
-        run_section("D: QLoRA training, guanaco vs PyTorch+PEFT+bnb (rows 3, 3b)",
-                    tr + ["-t", T, "--out", dD] + (["--skip-peer"] if a.skip_peer else []),
+        dD = os.path.join(sub, f"train-t{T}")
+        fresh(os.path.join(dD, "bench_train.json"))
+        # ours with 1 thread inside the same interleaved repetitions: the scaling ratio compares
+        # runs minutes apart at most (a separate section drifted by 10-20%)
+        run_section("D: QLoRA training, guanaco vs PyTorch+PEFT+bnb, and guanaco with 1 thread (rows 3, 3b, 5b)",
+                    tr + ["-t", T, "--out", dD] + (["--skip-peer"] if a.skip_peer else [])
+                    + (["--also-threads", "1"] if T != "1" else []),
                     os.path.join(sub, f"D-train-t{T}.log"), a.verbose)
         jD = load_json(os.path.join(dD, "bench_train.json"))
-        run_section("E: QLoRA training, guanaco with 1 thread (row 5b)",
-                    tr + ["-t", "1", "--skip-peer", "--out", dE],
-                    os.path.join(sub, "E-train-t1.log"), a.verbose)
-        jE = load_json(os.path.join(dE, "bench_train.json"))
+        jE = jD if jD and jD.get("guanaco_alt_tps") else None
 
     # -- the table ------------------------------------------------------------------
     total = time.monotonic() - T0
     rows = build_rows(a, jA, jB, jC, jD, jE)
     table = markdown(rows)
     noise = {}
-    for name, j in (("A", jA), ("B", jB), ("C", jC), ("D", jD), ("E", jE)):
+    for name, j in (("A", jA), ("B", jB), ("C", jC), ("D", jD)):
         if j:
             noise[name] = j.get("max_other_cores")
     head = [f"## bench_all: {date}", "",
@@ -486,7 +484,7 @@ def main():
     if TABLE_ONLY:
         notes.append("- --table-only: rebuilt from the sub-scripts' JSON, written "
                      + ", ".join(f"{k} {j['date']}" for k, j in (("A", jA), ("B", jB), ("C", jC),
-                                                               ("D", jD), ("E", jE)) if j))
+                                                               ("D", jD)) if j))
     else:
         notes.append("- elapsed: " + ", ".join(f"{s['name'].split(':')[0]} {s['elapsed_s']:.0f} s" for s in SECTIONS)
                      + f"; total {total:.0f} s ({total / 60:.1f} min)")

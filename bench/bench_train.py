@@ -288,6 +288,9 @@ def main():
                     help="sequences per optimizer step (QLoRA's 16; 4 for a shorter run)")
     ap.add_argument("--steps", type=int, default=3, help="optimizer steps; the first is a warm-up")
     ap.add_argument("--reps", type=int, default=1, help="interleaved repetitions (median reported)")
+    ap.add_argument("--also-threads", type=int, default=0, metavar="N",
+                    help="each repetition also runs ours with N threads, interleaved with the rest "
+                         "(the thread-scaling figure without minutes of drift between two runs)")
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--work", default="/tmp/guanaco-bench-train", help="data, runs, the peer's HF copy")
     ap.add_argument("--hf", default=None, help="the peer's plain HF copy (default WORK/smol-hf)")
@@ -336,8 +339,11 @@ def main():
         if rc != 0:
             sys.exit("peer export failed:\n" + "\n".join(lines[-20:]))
 
-    greps, preps = [], []
-    for r in range(a.reps):  # interleaved: ours rep r, then the peer's
+    greps, preps, areps = [], [], []
+    a_alt = argparse.Namespace(**vars(a))
+    a_alt.threads = a.also_threads
+    run_alt = a.also_threads > 0 and not a.skip_guanaco
+    for r in range(a.reps):  # interleaved: ours rep r, then the peer's (then ours with --also-threads)
         g = measured(lambda: ours_rep(a, data, r, verbose=(r == 0)), a) if not a.skip_guanaco else None
         if g:
             st = [g["stamps"][k] - g["stamps"].get(k - 1, g["t_start"]) for k in range(1, a.steps + 1)]
@@ -348,10 +354,16 @@ def main():
             p["step_s"] = [s["seconds"] for s in p["steps"]]
             p["tps"] = rates(p["step_s"], tokens_step)
             p["first_loss"] = p["steps"][0]["first_loss"]
+        q = measured(lambda: ours_rep(a_alt, data, r, verbose=False), a) if run_alt else None
+        if q:
+            st = [q["stamps"][k] - q["stamps"].get(k - 1, q["t_start"]) for k in range(1, a.steps + 1)]
+            q["step_s"] = st
+            q["tps"] = rates(st, tokens_step)
         greps.append(g)
         preps.append(p)
+        areps.append(q)
         line = f"rep {r}:"
-        for name, x in (("guanaco", g), ("peer", p)):
+        for name, x in (("guanaco", g), ("peer", p), (f"guanaco -t {a.also_threads}", q)):
             if x:
                 line += (f"  {name} {x['tps']:.1f} tok/s, peak RSS {x['rss_mb']:.0f} MB (others "
                          f"{x['noise']['other_cores'] + x['noise']['steal_cores']:.2f} cores)")
@@ -361,7 +373,10 @@ def main():
         v = [x[k] for x in reps if x]
         return statistics.median(v) if v else None
 
-    g_tps, p_tps = med(greps, "tps"), med(preps, "tps")
+    g_tps, p_tps, a_tps = med(greps, "tps"), med(preps, "tps"), med(areps, "tps")
+    if run_alt and g_tps and a_tps:
+        print(f"threads: guanaco {g_tps:.1f} tok/s with {a.threads}, {a_tps:.1f} with {a.also_threads}: "
+              f"{g_tps / a_tps:.2f}x (medians of {a.reps} interleaved repetitions)")
     g_rss, p_rss = med(greps, "rss_mb"), med(preps, "rss_mb")
     noise = max([x["noise"]["other_cores"] + x["noise"]["steal_cores"] for x in greps + preps if x],
                 default=0.0)
@@ -403,7 +418,7 @@ def main():
     print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
 
     os.makedirs(a.out, exist_ok=True)
-    for x in greps:
+    for x in greps + areps:
         if x:
             x.pop("stamps", None)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": mach, "threads": a.threads,
@@ -411,6 +426,7 @@ def main():
               "steps": a.steps, "reps": a.reps, "env": env_note, "peak_gflops": a.peak_gflops,
               "limit_tps": limit, "guanaco": greps, "peer": preps,
               "guanaco_tps": g_tps, "peer_tps": p_tps, "guanaco_rss_mb": g_rss, "peer_rss_mb": p_rss,
+              "also_threads": a.also_threads, "guanaco_alt": areps, "guanaco_alt_tps": a_tps,
               "max_other_cores": noise, "loadavg_before": load0, "loadavg_after": load1}
     jpath = os.path.join(a.out, "bench_train.json")
     with open(jpath, "w") as fh:
