@@ -92,8 +92,9 @@ static double median(double *v, int n) { // sorts v in place
 
 static int32_t argmax(const float *x, int n) {
     int32_t best = 0;
+    float bv = x[0];
     for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
+        if (x[i] > bv) { bv = x[i]; best = i; }
     return best;
 }
 

@@ -119,7 +119,9 @@ int32_t gn_sampler_sample(gn_sampler *s, float *logits, const int32_t *history, 
     }
     if (s->o.temperature <= 0.0f) { // greedy: first maximum
         int32_t best = 0;
-        for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+        float bv = logits[0]; // the best value in a register: no reload per element
+        for (int i = 1; i < V; i++)
+            if (logits[i] > bv) { bv = logits[i]; best = i; }
         return best;
     }
     float invt = 1.0f / s->o.temperature;
