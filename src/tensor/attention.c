@@ -313,11 +313,25 @@ void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, c
 // line i is byte 64*i of those rows laid end to end. (Values then come from L2.)
 #define V_LINE(i, hs, vs) ((int64_t)(64 * (i)) / (2 * (hs)) * (vs) + (int64_t)(64 * (i)) % (2 * (hs)) / 2)
 
+// The loops above fetch KT_AHEAD tiles ahead; the first KT_AHEAD tiles' keys and values are
+// asked for all at once before them (else each of their lines is a miss in turn).
+static inline void prefetch_first_tiles(const uint16_t *kt, int64_t ts, const uint16_t *v, int64_t vs, int j0, int n,
+                                        int hs) {
+    for (int t = 0; t < KT_AHEAD && t * GN_KT < n; t++) {
+        const uint16_t *kp = kt + (int64_t)(j0 / GN_KT + t) * ts, *vt = v + (int64_t)(j0 + t * GN_KT) * vs;
+        for (int dp = 0; dp < hs / 2; dp++) {
+            _mm_prefetch((const char *)(kp + 2 * GN_KT * dp), _MM_HINT_T0);
+            _mm_prefetch((const char *)(vt + V_LINE(dp, hs, vs)), _MM_HINT_T0);
+        }
+    }
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
 static inline void scores_bf16t_avx512(const float *q, int64_t qstride, const uint16_t *kt, int64_t ts,
                                        const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc,
                                        const int NG) {
     const __m512i himask = _mm512_set1_epi32((int)0xffff0000u);
+    prefetch_first_tiles(kt, ts, v, vs, j0, n, hs);
     for (int t = 0; t * GN_KT < n; t++) {
         const uint16_t *kp = kt + (int64_t)(j0 / GN_KT + t) * ts;
         __m512 e[4], od[4];
@@ -411,6 +425,7 @@ static inline void partial_bf16t_avx2_ng(const float *q, int64_t qstride, const 
                                          const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc,
                                          float *m, float *l, float *o, const int NG) {
     const __m256i himask = _mm256_set1_epi32((int)0xffff0000u);
+    prefetch_first_tiles(kt, ts, v, vs, j0, n, hs);
     for (int t = 0; t * GN_KT < n; t++) {
         const uint16_t *kp = kt + (int64_t)(j0 / GN_KT + t) * ts;
         __m256 e[2][2], od[2][2];
