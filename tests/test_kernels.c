@@ -63,25 +63,34 @@ static void test_gemm_bf16(void) {
             }
 }
 
-// silu(x) * y through the vectorized exp against expf, across the range (overflowing exp too)
+// silu(x) * y through the vectorized exp against expf, across the range (overflowing exp too),
+// at every SIMD level, on lengths with tails and one long enough to be split across threads
 static void test_silu_mul(void) {
-    const int64_t n = 1000;
-    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n);
-    for (int64_t i = 0; i < n; i++) {
-        x[i] = i < 20 ? (float[]){0.0f, -0.0f, 88.0f, -88.0f, 89.0f, -89.0f, 100.0f, -100.0f, 1e4f, -1e4f, 1e30f, -1e30f,
-                                  1e-30f, -1e-30f, 0.5f, -0.5f, 20.0f, -20.0f, 3.0f, -3.0f}[i]
-                      : frand() * 30.0f;
-        y[i] = frand() * 2.0f;
-        ref[i] = x[i] / (1.0f + expf(-x[i])) * y[i];
+    const int64_t lens[] = {0, 1, 7, 17, 1000, 70001};
+    for (int lvl = GN_SIMD_SCALAR; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const int64_t n = lens[li];
+            float *x = malloc(sizeof(float) * (size_t)(n + 1)), *y = malloc(sizeof(float) * (size_t)(n + 1));
+            float *ref = malloc(sizeof(float) * (size_t)(n + 1));
+            for (int64_t i = 0; i < n; i++) {
+                x[i] = i < 20 ? (float[]){0.0f, -0.0f, 88.0f, -88.0f, 89.0f, -89.0f, 100.0f, -100.0f, 1e4f, -1e4f, 1e30f,
+                                          -1e30f, 1e-30f, -1e-30f, 0.5f, -0.5f, 20.0f, -20.0f, 3.0f, -3.0f}[i]
+                              : frand() * 30.0f;
+                y[i] = frand() * 2.0f;
+                ref[i] = x[i] / (1.0f + expf(-x[i])) * y[i];
+            }
+            gn_silu_mul(x, y, n);
+            int bad = 0;
+            for (int64_t i = 0; i < n; i++) {
+                float err = fabsf(x[i] - ref[i]), tol = 4e-6f * fabsf(ref[i]) + 1e-30f;
+                if (!(err <= tol)) { if (bad < 5) printf("  silu_mul[%lld]: %g vs %g\n", (long long)i, x[i], ref[i]); bad++; }
+            }
+            CHECK(bad == 0, "silu_mul level %d n=%lld: %d values off the expf reference", lvl, (long long)n, bad);
+            free(x); free(y); free(ref);
+        }
     }
-    gn_silu_mul(x, y, n);
-    int bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float err = fabsf(x[i] - ref[i]), tol = 4e-6f * fabsf(ref[i]) + 1e-30f;
-        if (!(err <= tol)) { if (bad < 5) printf("  silu_mul[%lld]: %g vs %g\n", (long long)i, x[i], ref[i]); bad++; }
-    }
-    CHECK(bad == 0, "silu_mul: %d of %lld values off the expf reference", bad, (long long)n);
-    free(x); free(y); free(ref);
+    gn_simd_force(GN_SIMD_AVX512);
 }
 
 int main(void) {

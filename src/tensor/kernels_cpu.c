@@ -348,17 +348,6 @@ void gn_rmsnorm(float *out, const float *inp, const float *weight, int64_t T, in
     }
 }
 
-void gn_silu_mul(float *x, const float *y, int64_t n) {
-    // exp(-x) 256 at a time through the vectorized exp (a few ulp, as the softmax uses)
-    #pragma omp parallel for schedule(static) if (n >= 65536)
-    for (int64_t i0 = 0; i0 < n; i0 += 256) {
-        float e[256];
-        int64_t m = n - i0 < 256 ? n - i0 : 256;
-        for (int64_t i = 0; i < m; i++) e[i] = -x[i0 + i];
-        gn_exp_inplace(e, m);
-        for (int64_t i = 0; i < m; i++) x[i0 + i] = x[i0 + i] / (1.0f + e[i]) * y[i0 + i];
-    }
-}
 
 
 // ----------------------------------------------------------------------------
