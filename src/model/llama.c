@@ -988,8 +988,10 @@ static void lora_rows(gn_session *const *rs, int T, int l, int k, const float *i
 // module would be two regions each: at 30 layers x 7 modules, hundreds per token).
 // Each output is the same dot products as gn_lora_apply's, in the same order (from the
 // bf16 copies of a bf16 adapter: the same values, half the bytes, sums in another order).
+// With base (the modules' 4-bit weights), the same region first computes each thread's
+// share of the base rows, which the barrier then also covers.
 static void lora_row_multi(const gn_adapter *ad, int l, const int *ks, int n, const float *in, int64_t IC,
-                           float *const *outs, float *tmp) {
+                           float *const *outs, float *tmp, const gn_quant4_state *const *base) {
     const gn_lora_mod *lm[3];
     int64_t a0[4] = {0}, b0[4] = {0};
     for (int i = 0; i < n; i++) {
@@ -997,16 +999,21 @@ static void lora_row_multi(const gn_adapter *ad, int l, const int *ks, int n, co
         a0[i + 1] = a0[i] + lm[i]->r;
         b0[i + 1] = b0[i] + (lm[i]->r ? lm[i]->out : 0);
     }
-    if (a0[n] == 0) return;
-    #pragma omp parallel if (IC * a0[n] > 32768)
+    if (a0[n] == 0) {
+        if (base) gn_nf4_matmul_multi((float **)outs, in, base, n, 1);
+        return;
+    }
+    #pragma omp parallel if (base || IC * a0[n] > 32768)
     {
-        #pragma omp for schedule(static)
+        if (base) gn_nf4_matmul_multi_team((float **)outs, in, base, n, 1); // this thread's rows, no barrier
+        #pragma omp for schedule(static) nowait
         for (int64_t j = 0; j < a0[n]; j++) {
             int i = 0;
             while (j >= a0[i + 1]) i++;
             tmp[j] = lm[i]->A16 ? gn_dot_bf16_f32(lm[i]->A16 + (j - a0[i]) * IC, in, IC)
                                 : gn_dot_f32(lm[i]->A + (j - a0[i]) * IC, in, IC);
         }
+        #pragma omp barrier
         #pragma omp for schedule(static)
         for (int64_t o = 0; o < b0[n]; o++) {
             int i = 0;
@@ -1016,6 +1023,24 @@ static void lora_row_multi(const gn_adapter *ad, int l, const int *ks, int n, co
                                                       : gn_dot_f32(lm[i]->B + oo * r, tmp + a0[i], r));
         }
     }
+}
+
+// The base products of n modules that share an input (n <= 3), then their adapter terms.
+// For one decode row with an adapter and 4-bit weights, the base rows and x A^T run in one
+// parallel region (one fork instead of two, and the adapter's reads start while the base's
+// are in flight); otherwise one after the other.
+static void linear_n(float *const *outs, const gn_mat *const *ws, int n, const float *inp, int64_t T) {
+    if (n == 1) gn_linear(outs[0], inp, ws[0], T);
+    else linear3(outs[0], ws[0], outs[1], ws[1], n > 2 ? outs[2] : NULL, n > 2 ? ws[2] : NULL, inp, T);
+}
+
+static void linear_lora_row(const gn_adapter *ad, int l, const int *ks, int n, const gn_mat *const *ws,
+                            float *const *outs, const float *in, int64_t IC, float *tmp) {
+    const gn_quant4_state *qs[3];
+    int all4 = 1;
+    for (int i = 0; i < n; i++) { all4 &= ws[i]->q4 != NULL; qs[i] = ws[i]->q4; }
+    if (!all4) linear_n(outs, ws, n, in, 1);
+    lora_row_multi(ad, l, ks, n, in, IC, outs, tmp, all4 ? qs : NULL);
 }
 
 // Attention of the T rows of forward_rows for layer l, from w->q and the KV
@@ -1152,22 +1177,24 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
     for (int t = 0; t < T; t++) embed_row(&m->embed, ids[t], x + (size_t)t * C);
 #define LORA(k, in, IC, out, OC) \
     do { if (any_lora) lora_rows(rs, T, l, k, in, IC, out, OC, w->lora_tmp, w->lora_tmp2); } while (0)
-    // one decode row: the modules that share an input in one parallel region
-#define LORA_ROW(n, ks, in, IC, ...) \
-    do { float *o_[] = {__VA_ARGS__}; lora_row_multi(rs[0]->adapter, l, ks, n, in, IC, o_, w->lora_tmp); } while (0)
+    // base products, then the adapter terms (one decode row: see linear_lora_row)
+#define BASE_LORA(n, ks, in, IC, wsl, ...)                                                          \
+    do {                                                                                           \
+        float *const o_[] = {__VA_ARGS__};                                                         \
+        const gn_mat *const *w_ = wsl;                                                             \
+        if (one_row) linear_lora_row(rs[0]->adapter, l, ks, n, w_, o_, in, IC, w->lora_tmp);      \
+        else {                                                                                     \
+            linear_n(o_, w_, n, in, T);                                                            \
+            for (int i_ = 0; i_ < n; i_++) LORA(ks[i_], in, IC, o_[i_], w_[i_]->rows);            \
+        }                                                                                          \
+    } while (0)
     const int one_row = T == 1 && any_lora && rs[0]->adapter;
     static const int k_qkv[3] = {GN_MOD_Q, GN_MOD_K, GN_MOD_V}, k_o[1] = {GN_MOD_O}, k_gu[2] = {GN_MOD_GATE, GN_MOD_UP},
                      k_down[1] = {GN_MOD_DOWN};
     for (int l = 0; l < c->n_layers; l++) {
         const gn_layer *L = &m->layers[l];
         gn_rmsnorm(xb, x, L->attn_norm, T, C, c->norm_eps);
-        linear3(w->q, &L->wq, w->k, &L->wk, w->v, &L->wv, xb, T);
-        if (one_row) LORA_ROW(3, k_qkv, xb, C, w->q, w->k, w->v);
-        else {
-            LORA(GN_MOD_Q, xb, C, w->q, qd);
-            LORA(GN_MOD_K, xb, C, w->k, kvd);
-            LORA(GN_MOD_V, xb, C, w->v, kvd);
-        }
+        BASE_LORA(3, k_qkv, xb, C, ((const gn_mat *const[]){&L->wq, &L->wk, &L->wv}), w->q, w->k, w->v);
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
         for (int t = 0; t < T; t++) {
             gn_session *s = rs[t];
@@ -1189,27 +1216,18 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
             }
         }
         attention(w, rs, off, T, l);
-        gn_linear(xb, w->att, &L->wo, T);
-        if (one_row) LORA_ROW(1, k_o, w->att, qd, xb);
-        else LORA(GN_MOD_O, w->att, qd, xb, C);
+        BASE_LORA(1, k_o, w->att, qd, ((const gn_mat *const[]){&L->wo}), xb);
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
         gn_rmsnorm(xb, x, L->ffn_norm, T, C, c->norm_eps);
-        linear3(w->hb, &L->w_gate, w->hb2, &L->w_up, NULL, NULL, xb, T);
-        if (one_row) LORA_ROW(2, k_gu, xb, C, w->hb, w->hb2);
-        else {
-            LORA(GN_MOD_GATE, xb, C, w->hb, HD);
-            LORA(GN_MOD_UP, xb, C, w->hb2, HD);
-        }
+        BASE_LORA(2, k_gu, xb, C, ((const gn_mat *const[]){&L->w_gate, &L->w_up}), w->hb, w->hb2);
         gn_silu_mul(w->hb, w->hb2, (int64_t)T * HD);
-        gn_linear(xb, w->hb, &L->w_down, T);
-        if (one_row) LORA_ROW(1, k_down, w->hb, HD, xb);
-        else LORA(GN_MOD_DOWN, w->hb, HD, xb, C);
+        BASE_LORA(1, k_down, w->hb, HD, ((const gn_mat *const[]){&L->w_down}), xb);
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
     }
 #undef LORA
-#undef LORA_ROW
+#undef BASE_LORA
     if (!logits) return;
     if (logits_rows == T) {
         gn_rmsnorm(xb, x, m->final_norm, T, C, c->norm_eps);

@@ -634,7 +634,35 @@ static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
 
 static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T);
 
-void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T) {
+// Thread th of nth: one contiguous stretch of the row blocks (as a static schedule would),
+// the kernel run once per matrix in it, so the b64 kernel rebuilds the scales of many rows
+// per batch instead of 16 rows per call.
+static void nf4_multi_part(float **outs, const gn_quant4_state *const *ws, int n, int64_t T, const float *xd,
+                           const int64_t *start, int64_t total, int bf, gn_simd lvl, gn_dtype cdt, int64_t th,
+                           int64_t nth) {
+    const int64_t C = ws[0]->cols, RB = 16;
+    const uint16_t *xh = (const uint16_t *)xd;
+    const int64_t bl0 = total * th / nth, bl1 = total * (th + 1) / nth;
+    for (int i = 0; i < n; i++) {
+        const int64_t s0 = bl0 > start[i] ? bl0 : start[i], s1 = bl1 < start[i + 1] ? bl1 : start[i + 1];
+        if (s0 >= s1) continue;
+        const gn_quant4_state *w = ws[i];
+        const int64_t R = w->rows, r0 = (s0 - start[i]) * RB, r1 = (s1 - start[i]) * RB < R ? (s1 - start[i]) * RB : R;
+        for (int64_t t0 = 0; t0 < T; t0 += 8) {
+            int nt = T - t0 < 8 ? (int)(T - t0) : 8;
+            if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
+            else if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
+            else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
+            else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
+            if (cdt != GN_DTYPE_F32)
+                for (int t = 0; t < nt; t++) round_act(outs[i] + (t0 + t) * R + r0, r1 - r0, cdt);
+        }
+    }
+}
+
+// team: called by every thread of the enclosing parallel region, each doing its share
+// (no barrier at the end); else opens its own region.
+static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T, int team) {
     if (n <= 0 || T <= 0) return;
     gn_simd lvl = level_for(ws[0]);
     const int64_t C = ws[0]->cols;
@@ -643,6 +671,11 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
     for (int i = 0; i < n; i++)
         ok &= ws[i]->cols == C && level_for(ws[i]) == lvl && small_t_ok(ws[i], T, lvl) && ws[i]->wdtype == cdt;
     if (!ok) {
+        if (team) {
+            #pragma omp single
+            nf4_matmul_each(outs, inp, ws, n, T); // its parallel regions run on this one thread here
+            return;
+        }
         nf4_matmul_each(outs, inp, ws, n, T);
         return;
     }
@@ -651,7 +684,8 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
     // parallel loop, so q/k/v or gate/up cost one fork/join, not n
     int bf = lvl == GN_SIMD_AVX512 && have_bf16_dot() && !getenv_nobf16();
     for (int i = 0; i < n; i++) bf &= ws[i]->wdtype == GN_DTYPE_BF16 && ws[i]->blocksize % 64 == 0;
-    // the arranged activations: a per-thread buffer that only grows (no allocation per token)
+    // the arranged activations: a per-thread buffer that only grows (no allocation per token;
+    // in a team each thread arranges its own copy)
     static _Thread_local float *xbuf;
     static _Thread_local size_t xcap;
     if ((size_t)(T * C) > xcap) {
@@ -671,33 +705,24 @@ void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *
     GN_ASSERT(n <= 8);
     for (int i = 0; i < n; i++) { start[i] = total; total += (ws[i]->rows + RB - 1) / RB; work += ws[i]->rows * C * T; }
     start[n] = total;
-    // each thread takes one contiguous stretch of the row blocks (as a static schedule
-    // would) and runs the kernel once per matrix in it: the b64 kernel then rebuilds the
-    // scales of many rows per batch instead of 16 rows per call
-    #pragma omp parallel if (work > 32768)
-    {
 #ifdef _OPENMP
-        const int64_t nth = omp_get_num_threads(), th = omp_get_thread_num();
-#else
-        const int64_t nth = 1, th = 0;
-#endif
-        const int64_t bl0 = total * th / nth, bl1 = total * (th + 1) / nth;
-        for (int i = 0; i < n; i++) {
-            const int64_t s0 = bl0 > start[i] ? bl0 : start[i], s1 = bl1 < start[i + 1] ? bl1 : start[i + 1];
-            if (s0 >= s1) continue;
-            const gn_quant4_state *w = ws[i];
-            const int64_t R = w->rows, r0 = (s0 - start[i]) * RB, r1 = (s1 - start[i]) * RB < R ? (s1 - start[i]) * RB : R;
-            for (int64_t t0 = 0; t0 < T; t0 += 8) {
-                int nt = T - t0 < 8 ? (int)(T - t0) : 8;
-                if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
-                else if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
-                else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
-                else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
-                if (cdt != GN_DTYPE_F32)
-                    for (int t = 0; t < nt; t++) round_act(outs[i] + (t0 + t) * R + r0, r1 - r0, cdt);
-            }
-        }
+    if (team) {
+        nf4_multi_part(outs, ws, n, T, xd, start, total, bf, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
+        return;
     }
+    #pragma omp parallel if (work > 32768)
+    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
+#else
+    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, lvl, cdt, 0, 1);
+#endif
+}
+
+void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T) {
+    nf4_multi(outs, inp, ws, n, T, 0);
+}
+
+void gn_nf4_matmul_multi_team(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T) {
+    nf4_multi(outs, inp, ws, n, T, 1);
 }
 
 
