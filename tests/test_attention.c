@@ -151,6 +151,32 @@ int main(void) {
                             CHECK(mr == 0.0f, "attn_partial_bf16_ref = ref on the bf16 values (hs=%d grp=%d n=%d j0=%d): %g", hs, grp,
                                   n, j0, mr);
                         }
+                        // a float32 cache with tiled keys (gn_kt_at_f32), the same way
+                        float *kf = calloc((size_t)(ntl * ts + 1), sizeof(float));
+                        for (int j = 0; j < n; j++)
+                            for (int d = 0; d < hs; d++) kf[gn_kt_at_f32(j, 1, d, hs, ts)] = k[(int64_t)j * kvs + d];
+                        const float *ktf = kf + gn_kt_at_f32(0, 1, 0, hs, ts);
+                        for (int j0 = 0; j0 < n; j0 += j0 ? n : 2 * GN_KT) {
+                            const int nn = n - j0;
+                            float m1[8], l1[8], o1[8 * 128];
+                            gn_attn_partial_f32t(q, qs, grp, ktf, ts, v, kvs, j0, nn, hs, scale, sc, m, l, o);
+                            gn_attn_partial_ref(q, qs, grp, k + (int64_t)j0 * kvs, v + (int64_t)j0 * kvs, kvs, nn, hs, scale, sc, m0, l0, o0);
+                            gn_attn_partial_f32t_ref(q, qs, grp, ktf, ts, v, kvs, j0, nn, hs, scale, sc, m1, l1, o1);
+                            float mb = 0, mr = 0;
+                            for (int g = 0; g < grp; g++) {
+                                mb = fmaxf(mb, fabsf(m[g] - m0[g]));
+                                mb = fmaxf(mb, fabsf(l[g] - l0[g]) / l0[g]);
+                                mr = fmaxf(mr, fabsf(m1[g] - m0[g]));
+                                mr = fmaxf(mr, fabsf(l1[g] - l0[g]) / l0[g]);
+                                for (int i = 0; i < hs; i++) {
+                                    mb = fmaxf(mb, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
+                                    mr = fmaxf(mr, fabsf(o1[g * hs + i] - o0[g * hs + i]) / l0[g]);
+                                }
+                            }
+                            CHECK(mb <= 1e-5f, "attn_partial_f32t level %d hs=%d grp=%d n=%d j0=%d maxdiff %g", got, hs, grp, n, j0, mb);
+                            CHECK(mr == 0.0f, "attn_partial_f32t_ref = ref (hs=%d grp=%d n=%d j0=%d): %g", hs, grp, n, j0, mr);
+                        }
+                        free(kf);
                         // an empty stretch
                         gn_attn_partial_bf16(q, qs, grp, kt, ts, vh, kvs, 0, 0, hs, scale, sc, m, l, o);
                         float e = 0;

@@ -1061,30 +1061,33 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
     for (int t = 0; t < T && prefill; t++) prefill = rs[t] == rs[0] && off[t] == t;
     if (prefill) {
         gn_session *s = rs[0];
-        const float *kc, *vc;
-        if (s->kv_bf16) { // this layer's keys and values so far as float32, for the sgemm of each row block
-            const size_t n = (size_t)(s->pos + T) * (size_t)kvd;
-            if (2 * n > s->kv_f32_cap) {
-                free(s->kv_f32);
-                s->kv_f32 = gn_malloc_aligned(2 * n * sizeof(float));
-                s->kv_f32_cap = 2 * n;
-            }
-            const uint16_t *kh = (const uint16_t *)s->k_cache + (size_t)l * s->kv_seq * kvd;
-            const uint16_t *vh = (const uint16_t *)s->v_cache + (size_t)l * s->kv_seq * kvd;
-            float *kf = s->kv_f32, *vf = s->kv_f32 + n;
-            const int np = s->pos + T;
+        // this layer's keys so far out of their tiles (and bf16 values widened) as row-major
+        // float32, for the sgemm of each row block
+        const size_t n = (size_t)(s->pos + T) * (size_t)kvd, lay = (size_t)l * s->kv_seq * kvd;
+        const size_t need = s->kv_bf16 ? 2 * n : n;
+        if (need > s->kv_f32_cap) {
+            free(s->kv_f32);
+            s->kv_f32 = gn_malloc_aligned(need * sizeof(float));
+            s->kv_f32_cap = need;
+        }
+        float *kf = s->kv_f32;
+        const int np = s->pos + T, bf = s->kv_bf16;
+        const int64_t ts = (int64_t)GN_KT * kvd;
+        #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (n > 65536)
+        for (int j = 0; j < np; j++)
+            for (int h = 0; h < NKV; h++)
+                for (int d = 0; d < hs; d++) {
+                    const size_t i = (size_t)j * kvd + (size_t)h * hs + (size_t)d;
+                    kf[i] = bf ? gn_bf16_to_f32(((const uint16_t *)s->k_cache)[lay + gn_kt_at(j, h, d, hs, ts)])
+                               : ((const float *)s->k_cache)[lay + gn_kt_at_f32(j, h, d, hs, ts)];
+                }
+        const float *kc = kf, *vc = (const float *)s->v_cache + lay;
+        if (bf) {
+            float *vf = s->kv_f32 + n;
+            const uint16_t *vh = (const uint16_t *)s->v_cache + lay;
             #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (n > 65536)
-            for (int j = 0; j < np; j++) // keys out of their tiles, row-major like the values
-                for (int h = 0; h < NKV; h++)
-                    for (int d = 0; d < hs; d++) {
-                        const size_t i = (size_t)j * kvd + (size_t)h * hs + (size_t)d;
-                        kf[i] = gn_bf16_to_f32(kh[gn_kt_at(j, h, d, hs, (int64_t)GN_KT * kvd)]);
-                        vf[i] = gn_bf16_to_f32(vh[i]);
-                    }
-            kc = kf, vc = vf;
-        } else {
-            kc = (const float *)s->k_cache + (size_t)l * s->kv_seq * kvd;
-            vc = (const float *)s->v_cache + (size_t)l * s->kv_seq * kvd;
+            for (size_t i = 0; i < n; i++) vf[i] = gn_bf16_to_f32(vh[i]);
+            vc = vf;
         }
         const int nb = (T + ATT_ROW_BLOCK - 1) / ATT_ROW_BLOCK;
         gn_blas_single_thread();
@@ -1137,11 +1140,10 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
                 gn_attn_partial_bf16(qg, hs, grp, (const uint16_t *)s->k_cache + lay + gn_kt_at(0, kvh, 0, hs, 0),
                                      (int64_t)GN_KT * kvd, (const uint16_t *)s->v_cache + lay + (size_t)kvh * hs, kvd, j0,
                                      j1 > j0 ? j1 - j0 : 0, hs, scale, sc, M + at, Lsum + at, O + at * hs);
-            else {
-                const size_t c0 = lay + (size_t)j0 * kvd + (size_t)kvh * hs;
-                gn_attn_partial(qg, hs, grp, (const float *)s->k_cache + c0, (const float *)s->v_cache + c0, kvd,
-                                j1 > j0 ? j1 - j0 : 0, hs, scale, sc, M + at, Lsum + at, O + at * hs);
-            }
+            else
+                gn_attn_partial_f32t(qg, hs, grp, (const float *)s->k_cache + lay + gn_kt_at_f32(0, kvh, 0, hs, 0),
+                                     (int64_t)GN_KT * kvd, (const float *)s->v_cache + lay + (size_t)kvh * hs, kvd, j0,
+                                     j1 > j0 ? j1 - j0 : 0, hs, scale, sc, M + at, Lsum + at, O + at * hs);
         }
         #pragma omp for schedule(static)
         for (int th = 0; th < T * NH; th++) {
@@ -1211,7 +1213,9 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
                         kh[gn_kt_at(j, h, d, hs, (int64_t)GN_KT * kvd)] = gn_f32_to_bf16(kt[h * hs + d]);
                 for (int i = 0; i < kvd; i++) vh[i] = gn_f32_to_bf16(vt[i]);
             } else {
-                memcpy((float *)s->k_cache + at, kt, sizeof(float) * (size_t)kvd);
+                float *kc = (float *)s->k_cache + (size_t)l * s->kv_seq * kvd;
+                for (int h = 0; h < NKV; h++)
+                    for (int d = 0; d < hs; d++) kc[gn_kt_at_f32(j, h, d, hs, (int64_t)GN_KT * kvd)] = kt[h * hs + d];
                 memcpy((float *)s->v_cache + at, vt, sizeof(float) * (size_t)kvd);
             }
         }

@@ -95,8 +95,9 @@ struct gn_session {
     int kv_bf16;             // the cache holds bf16: 4-bit layers with a bf16 compute dtype, where
                              // k and v come out of their products in bf16 already (half the bytes
                              // decode reads per token; keys rounded after RoPE, as a bf16 model's are);
-                             // its keys are tiled for the decode kernel (gn_kt_at, tensor/kernels.h)
-    float *kv_f32;           // prefill of a bf16 cache: one layer's keys and values as float32
+                             // the keys of either kind are tiled for the decode kernels (gn_kt_at,
+                             // gn_kt_at_f32 in tensor/kernels.h)
+    float *kv_f32;           // prefill: one layer's keys out of their tiles (and a bf16 cache's values) as float32
     size_t kv_f32_cap;       // floats in kv_f32
     int chunk;               // tokens per forward chunk (scratch is sized for it)
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2; // activations for one chunk

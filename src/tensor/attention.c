@@ -258,6 +258,32 @@ void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const ui
     }
 }
 
+// the same for a float32 cache with tiled keys (gn_kt_at_f32)
+void gn_attn_partial_f32t_ref(const float *q, int64_t qstride, int grp, const float *kt, int64_t tile_stride,
+                              const float *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
+                              float *l, float *o) {
+    for (int g = 0; g < grp; g++) {
+        const float *qg = q + (int64_t)g * qstride;
+        float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            float d = 0.0f;
+            for (int i = 0; i < hs; i++) d += qg[i] * kt[gn_kt_at_f32(j0 + j, 0, i, hs, tile_stride)];
+            s[j] = d * scale;
+            if (s[j] > mx) mx = s[j];
+        }
+        double sum = 0.0;
+        for (int i = 0; i < hs; i++) og[i] = 0.0f;
+        for (int j = 0; j < n; j++) {
+            float p = expf(s[j] - mx);
+            sum += p;
+            for (int i = 0; i < hs; i++) og[i] += p * v[(int64_t)(j0 + j) * vstride + i];
+        }
+        m[g] = mx;
+        l[g] = (float)sum;
+    }
+}
+
 // float32 cache, AVX-512: a row's score by four FMAs and one horizontal sum
 __attribute__((target("avx512f")))
 static void partial_avx512(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
@@ -333,53 +359,67 @@ void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, c
 }
 
 // ----------------------------------------------------------------------------
-// bf16 cache, tiled keys. Scores: per tile of 16 positions and dim pair, one 64-byte
-// load; the low halves of its 32-bit lanes are dim d of the 16 positions, the high
-// halves dim d+1 (a bf16 is the top half of its float32: a shift and a mask widen
-// them), each times the query's broadcast value into even/odd sums per head (up to
-// four heads at once share the loads). Values: each row of V read once for all the
-// heads, its widened chunks times each head's weight. Both streams are prefetched a
-// few tiles/rows ahead (the cache comes from memory: the weights read since the last
-// token have pushed it out of the caches).
+// Tiled keys (bf16 or float32 cache). Scores per tile of 16 positions: bf16 — one
+// 64-byte load per pair of dims, the low halves of its 32-bit lanes dim d of the 16
+// positions, the high halves dim d+1 (a bf16 is the top half of its float32: a shift
+// and a mask widen them); float32 — one 64-byte load per dim. Each times the query's
+// broadcast value into even/odd sums per head (up to four heads share the loads).
+// Values: each row of V read once for all the heads, its (widened) chunks times each
+// head's weight. Both streams are prefetched a few tiles/rows ahead (the cache comes from
+// memory: the weights read since the last token have pushed it out of the caches). `bf`
+// is a constant in each instantiation.
 
 #define KT_AHEAD 2  // key tiles ahead
 #define V_AHEAD 12  // value rows ahead
-// The scores loop also fetches the value rows of the tile KT_AHEAD ahead, one 64-byte
-// line per pair of dims: hs/2 lines are 32*hs bytes, the 16 rows' 2*hs bytes each, so
-// line i is byte 64*i of those rows laid end to end. (Values then come from L2.)
-#define V_LINE(i, hs, vs) ((int64_t)(64 * (i)) / (2 * (hs)) * (vs) + (int64_t)(64 * (i)) % (2 * (hs)) / 2)
+// The scores loop also fetches the value rows of the tile KT_AHEAD ahead: 16 rows of hs
+// values of es bytes are 16*es*hs bytes, the lines the key loop visits one per step
+// (hs/2 steps for bf16, hs for float32: 32*hs resp. 64*hs bytes of lines), so line i
+// is byte 64*i of those rows laid end to end.
+#define V_LINE(i, hs, vs, es) ((int64_t)(64 * (i)) / ((es) * (hs)) * (vs) + (int64_t)(64 * (i)) % ((es) * (hs)) / (es))
 
-// The loops above fetch KT_AHEAD tiles ahead; the first KT_AHEAD tiles' keys and values are
-// asked for all at once before them (else each of their lines is a miss in turn).
-static inline void prefetch_first_tiles(const uint16_t *kt, int64_t ts, const uint16_t *v, int64_t vs, int j0, int n,
-                                        int hs) {
+// The first KT_AHEAD tiles' keys and values, asked for all at once before the loops
+// (else each of their lines is a miss in turn).
+static inline void prefetch_first_tiles(const void *kt, int64_t ts, const void *v, int64_t vs, int j0, int n, int hs,
+                                        int bf) {
+    const int es = bf ? 2 : 4, steps = bf ? hs / 2 : hs;
     for (int t = 0; t < KT_AHEAD && t * GN_KT < n; t++) {
-        const uint16_t *kp = kt + (int64_t)(j0 / GN_KT + t) * ts, *vt = v + (int64_t)(j0 + t * GN_KT) * vs;
-        for (int dp = 0; dp < hs / 2; dp++) {
-            _mm_prefetch((const char *)(kp + 2 * GN_KT * dp), _MM_HINT_T0);
-            _mm_prefetch((const char *)(vt + V_LINE(dp, hs, vs)), _MM_HINT_T0);
+        const char *kp = (const char *)kt + ((int64_t)(j0 / GN_KT + t) * ts) * es;
+        const char *vt = (const char *)v + ((int64_t)(j0 + t * GN_KT) * vs) * es;
+        for (int i = 0; i < steps; i++) {
+            _mm_prefetch(kp + 64 * i, _MM_HINT_T0);
+            _mm_prefetch(vt + V_LINE(i, hs, vs, es) * es, _MM_HINT_T0);
         }
     }
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
-static inline void scores_bf16t_avx512(const float *q, int64_t qstride, const uint16_t *kt, int64_t ts,
-                                       const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc,
-                                       const int NG) {
+static inline void scores_t_avx512(const float *q, int64_t qstride, const void *kt, int64_t ts, const void *v,
+                                   int64_t vs, int j0, int n, int hs, float scale, float *sc, const int NG, const int bf) {
     const __m512i himask = _mm512_set1_epi32((int)0xffff0000u);
-    prefetch_first_tiles(kt, ts, v, vs, j0, n, hs);
+    const int es = bf ? 2 : 4;
+    prefetch_first_tiles(kt, ts, v, vs, j0, n, hs, bf);
     for (int t = 0; t * GN_KT < n; t++) {
-        const uint16_t *kp = kt + (int64_t)(j0 / GN_KT + t) * ts;
+        const char *kp = (const char *)kt + ((int64_t)(j0 / GN_KT + t) * ts) * es;
+        const char *vt = (const char *)v + ((int64_t)(j0 + (t + KT_AHEAD) * GN_KT) * vs) * es;
         __m512 e[4], od[4];
 #pragma GCC unroll 4
         for (int g = 0; g < NG; g++) e[g] = od[g] = _mm512_setzero_ps();
-        const uint16_t *vt = v + (int64_t)(j0 + (t + KT_AHEAD) * GN_KT) * vs;
-        for (int dp = 0; dp < hs / 2; dp++) {
-            _mm_prefetch((const char *)(kp + KT_AHEAD * ts + 2 * GN_KT * dp), _MM_HINT_T0);
-            _mm_prefetch((const char *)(vt + V_LINE(dp, hs, vs)), _MM_HINT_T0);
-            const __m512i x = _mm512_loadu_si512(kp + 2 * GN_KT * dp);
-            const __m512 lo = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
-            const __m512 hi = _mm512_castsi512_ps(_mm512_and_si512(x, himask));
+        for (int dp = 0; dp < hs / 2; dp++) { // one pair of dims a step
+            __m512 lo, hi;
+            if (bf) {
+                _mm_prefetch(kp + KT_AHEAD * ts * es + 64 * dp, _MM_HINT_T0);
+                _mm_prefetch(vt + V_LINE(dp, hs, vs, es) * es, _MM_HINT_T0);
+                const __m512i x = _mm512_loadu_si512(kp + 64 * dp);
+                lo = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+                hi = _mm512_castsi512_ps(_mm512_and_si512(x, himask));
+            } else {
+                _mm_prefetch(kp + KT_AHEAD * ts * es + 128 * dp, _MM_HINT_T0);
+                _mm_prefetch(kp + KT_AHEAD * ts * es + 128 * dp + 64, _MM_HINT_T0);
+                _mm_prefetch(vt + V_LINE(2 * dp, hs, vs, es) * es, _MM_HINT_T0);
+                _mm_prefetch(vt + V_LINE(2 * dp + 1, hs, vs, es) * es, _MM_HINT_T0);
+                lo = _mm512_loadu_ps((const float *)(kp + 128 * dp));
+                hi = _mm512_loadu_ps((const float *)(kp + 128 * dp + 64));
+            }
 #pragma GCC unroll 4
             for (int g = 0; g < NG; g++) {
                 e[g] = _mm512_fmadd_ps(lo, _mm512_set1_ps(q[g * qstride + 2 * dp]), e[g]);
@@ -395,23 +435,32 @@ static inline void scores_bf16t_avx512(const float *q, int64_t qstride, const ui
     }
 }
 
+// 16 values of a V row at element i, as float32
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline __m512 v_load16(const void *v, int64_t i, const int bf) {
+    if (bf)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)v + i))), 16));
+    return _mm512_loadu_ps((const float *)v + i);
+}
+
 // values for NG heads, NC chunks of 16 dims starting at dim c0 (weights in sc, g*n apart)
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
-static inline void values_bf16_avx512(const float *sc, int n, const uint16_t *v, int64_t vs, int c0, int hs, float *o,
-                                      const int NG, const int NC) {
+static inline void values_avx512(const float *sc, int n, const void *v, int64_t vs, int c0, int hs, float *o,
+                                 const int NG, const int NC, const int bf) {
+    const int es = bf ? 2 : 4;
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int g = 0; g < NG; g++)
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) acc[g][c] = _mm512_setzero_ps();
     for (int j = 0; j < n; j++) {
-        const uint16_t *vj = v + (int64_t)j * vs + c0;
-        _mm_prefetch((const char *)(vj + V_AHEAD * vs), _MM_HINT_T0);
-        if (NC * 32 > 64) _mm_prefetch((const char *)(vj + V_AHEAD * vs) + 64, _MM_HINT_T0);
+        const int64_t vj = (int64_t)j * vs + c0;
+        const char *ahead = (const char *)v + (vj + V_AHEAD * vs) * es;
+        for (int b = 0; b < NC * 16 * es; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) {
-            const __m512 x = _mm512_castsi512_ps(
-                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(vj + 16 * c))), 16));
+            const __m512 x = v_load16(v, vj + 16 * c, bf);
 #pragma GCC unroll 4
             for (int g = 0; g < NG; g++) acc[g][c] = _mm512_fmadd_ps(_mm512_set1_ps(sc[(int64_t)g * n + j]), x, acc[g][c]);
         }
@@ -423,59 +472,73 @@ static inline void values_bf16_avx512(const float *sc, int n, const uint16_t *v,
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
-static inline void partial_bf16t_avx512_ng(const float *q, int64_t qstride, const uint16_t *kt, int64_t ts,
-                                           const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc,
-                                           float *m, float *l, float *o, const int NG) {
-    scores_bf16t_avx512(q, qstride, kt, ts, v, vs, j0, n, hs, scale, sc, NG);
-#pragma GCC unroll 4
+static inline void partial_t_avx512_ng(const float *q, int64_t qstride, const void *kt, int64_t ts, const void *v,
+                                       int64_t vs, int j0, int n, int hs, float scale, float *sc, float *m, float *l,
+                                       float *o, const int NG, const int bf) {
+    scores_t_avx512(q, qstride, kt, ts, v, vs, j0, n, hs, scale, sc, NG, bf);
     for (int g = 0; g < NG; g++) {
         float *s = sc + (int64_t)g * n;
         m[g] = n ? max_avx512(s, n) : -INFINITY;
         l[g] = n ? exp_sub_sum_avx512(s, n, m[g]) : 0.0f;
     }
-    const uint16_t *v0 = v + (int64_t)j0 * vs;
+    const void *v0 = (const char *)v + ((int64_t)j0 * vs) * (bf ? 2 : 4);
     int c0 = 0;
-    for (; c0 + 64 <= hs; c0 += 64) values_bf16_avx512(sc, n, v0, vs, c0, hs, o, NG, 4);
-    for (; c0 < hs; c0 += 16) values_bf16_avx512(sc, n, v0, vs, c0, hs, o, NG, 1);
+    for (; c0 + 64 <= hs; c0 += 64) values_avx512(sc, n, v0, vs, c0, hs, o, NG, 4, bf);
+    for (; c0 < hs; c0 += 16) values_avx512(sc, n, v0, vs, c0, hs, o, NG, 1, bf);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl")))
-static void partial_bf16t_avx512(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t ts,
-                                 const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc, float *m,
-                                 float *l, float *o) {
-    for (int g0 = 0; g0 < grp; g0 += 4) { // heads four at a time: 16 sums in registers
-        const float *qg = q + (int64_t)g0 * qstride;
-        float *scg = sc + (int64_t)g0 * n, *og = o + (int64_t)g0 * hs;
-        switch (grp - g0 < 4 ? grp - g0 : 4) {
-        case 1: partial_bf16t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 1); break;
-        case 2: partial_bf16t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 2); break;
-        case 3: partial_bf16t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 3); break;
-        default: partial_bf16t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 4); break;
-        }
+// heads four at a time: 16 sums in registers
+#define T_AVX512_GROUPS(BF)                                                                                          \
+    for (int g0 = 0; g0 < grp; g0 += 4) {                                                                           \
+        const float *qg = q + (int64_t)g0 * qstride;                                                                \
+        float *scg = sc + (int64_t)g0 * n, *og = o + (int64_t)g0 * hs;                                              \
+        switch (grp - g0 < 4 ? grp - g0 : 4) {                                                                      \
+        case 1: partial_t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 1, BF); break; \
+        case 2: partial_t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 2, BF); break; \
+        case 3: partial_t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 3, BF); break; \
+        default: partial_t_avx512_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 4, BF); break; \
+        }                                                                                                           \
     }
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void partial_t_avx512(const float *q, int64_t qstride, int grp, const void *kt, int64_t ts, const void *v,
+                             int64_t vs, int j0, int n, int hs, float scale, float *sc, float *m, float *l, float *o,
+                             int bf) {
+    if (bf) { T_AVX512_GROUPS(1) }
+    else { T_AVX512_GROUPS(0) }
 }
+#undef T_AVX512_GROUPS
 
 // AVX2: the same, a tile as two halves of 8 positions, two heads at a time (16 registers)
 __attribute__((target("avx2,fma"), always_inline))
-static inline void partial_bf16t_avx2_ng(const float *q, int64_t qstride, const uint16_t *kt, int64_t ts,
-                                         const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc,
-                                         float *m, float *l, float *o, const int NG) {
+static inline void partial_t_avx2_ng(const float *q, int64_t qstride, const void *kt, int64_t ts, const void *v,
+                                     int64_t vs, int j0, int n, int hs, float scale, float *sc, float *m, float *l,
+                                     float *o, const int NG, const int bf) {
     const __m256i himask = _mm256_set1_epi32((int)0xffff0000u);
-    prefetch_first_tiles(kt, ts, v, vs, j0, n, hs);
+    const int es = bf ? 2 : 4;
+    prefetch_first_tiles(kt, ts, v, vs, j0, n, hs, bf);
     for (int t = 0; t * GN_KT < n; t++) {
-        const uint16_t *kp = kt + (int64_t)(j0 / GN_KT + t) * ts;
+        const char *kp = (const char *)kt + ((int64_t)(j0 / GN_KT + t) * ts) * es;
+        const char *vt = (const char *)v + ((int64_t)(j0 + (t + KT_AHEAD) * GN_KT) * vs) * es;
         __m256 e[2][2], od[2][2];
 #pragma GCC unroll 4
         for (int g = 0; g < NG; g++) e[g][0] = e[g][1] = od[g][0] = od[g][1] = _mm256_setzero_ps();
-        const uint16_t *vt = v + (int64_t)(j0 + (t + KT_AHEAD) * GN_KT) * vs;
         for (int dp = 0; dp < hs / 2; dp++) {
-            _mm_prefetch((const char *)(kp + KT_AHEAD * ts + 2 * GN_KT * dp), _MM_HINT_T0);
-            _mm_prefetch((const char *)(vt + V_LINE(dp, hs, vs)), _MM_HINT_T0);
+            for (int r = 0; r < es / 2; r++) { // the key lines of this step (one bf16 pair row, two float32 rows)
+                _mm_prefetch(kp + KT_AHEAD * ts * es + 64 * ((es / 2) * dp + r), _MM_HINT_T0);
+                _mm_prefetch(vt + V_LINE((es / 2) * dp + r, hs, vs, es) * es, _MM_HINT_T0);
+            }
 #pragma GCC unroll 4
             for (int h = 0; h < 2; h++) {
-                const __m256i x = _mm256_loadu_si256((const __m256i *)(kp + 2 * GN_KT * dp + 16 * h));
-                const __m256 lo = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
-                const __m256 hi = _mm256_castsi256_ps(_mm256_and_si256(x, himask));
+                __m256 lo, hi;
+                if (bf) {
+                    const __m256i x = _mm256_loadu_si256((const __m256i *)(kp + 64 * dp + 32 * h));
+                    lo = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+                    hi = _mm256_castsi256_ps(_mm256_and_si256(x, himask));
+                } else {
+                    lo = _mm256_loadu_ps((const float *)(kp + 128 * dp + 32 * h));
+                    hi = _mm256_loadu_ps((const float *)(kp + 128 * dp + 64 + 32 * h));
+                }
 #pragma GCC unroll 4
                 for (int g = 0; g < NG; g++) {
                     e[g][h] = _mm256_fmadd_ps(lo, _mm256_set1_ps(q[g * qstride + 2 * dp]), e[g][h]);
@@ -485,7 +548,6 @@ static inline void partial_bf16t_avx2_ng(const float *q, int64_t qstride, const 
         }
         float tmp[GN_KT];
         const int left = n - t * GN_KT < GN_KT ? n - t * GN_KT : GN_KT;
-#pragma GCC unroll 4
         for (int g = 0; g < NG; g++) {
 #pragma GCC unroll 4
             for (int h = 0; h < 2; h++)
@@ -493,7 +555,6 @@ static inline void partial_bf16t_avx2_ng(const float *q, int64_t qstride, const 
             memcpy(sc + (int64_t)g * n + t * GN_KT, tmp, sizeof(float) * (size_t)left);
         }
     }
-#pragma GCC unroll 4
     for (int g = 0; g < NG; g++) {
         float *s = sc + (int64_t)g * n;
         float mx = -INFINITY;
@@ -501,7 +562,6 @@ static inline void partial_bf16t_avx2_ng(const float *q, int64_t qstride, const 
         m[g] = mx;
         l[g] = n ? exp_sub_sum_avx2(s, n, mx) : 0.0f;
     }
-    const uint16_t *v0 = v + (int64_t)j0 * vs;
     for (int c0 = 0; c0 < hs; c0 += 32) { // 32 dims (four registers) per head and pass
         const int nc = hs - c0 < 32 ? (hs - c0) / 8 : 4;
         __m256 acc[2][4];
@@ -510,12 +570,13 @@ static inline void partial_bf16t_avx2_ng(const float *q, int64_t qstride, const 
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) acc[g][c] = _mm256_setzero_ps();
         for (int j = 0; j < n; j++) {
-            const uint16_t *vj = v0 + (int64_t)j * vs + c0;
-            _mm_prefetch((const char *)(vj + V_AHEAD * vs), _MM_HINT_T0);
+            const int64_t vj = (int64_t)(j0 + j) * vs + c0;
+            _mm_prefetch((const char *)v + (vj + V_AHEAD * vs) * es, _MM_HINT_T0);
 #pragma GCC unroll 4
             for (int c = 0; c < nc; c++) {
-                const __m256 x = _mm256_castsi256_ps(
-                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(vj + 8 * c))), 16));
+                const __m256 x = bf ? _mm256_castsi256_ps(_mm256_slli_epi32(
+                                          _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)v + vj + 8 * c))), 16))
+                                    : _mm256_loadu_ps((const float *)v + vj + 8 * c);
 #pragma GCC unroll 4
                 for (int g = 0; g < NG; g++) acc[g][c] = _mm256_fmadd_ps(_mm256_set1_ps(sc[(int64_t)g * n + j]), x, acc[g][c]);
             }
@@ -528,27 +589,39 @@ static inline void partial_bf16t_avx2_ng(const float *q, int64_t qstride, const 
 }
 
 __attribute__((target("avx2,fma")))
-static void partial_bf16t_avx2(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t ts,
-                               const uint16_t *v, int64_t vs, int j0, int n, int hs, float scale, float *sc, float *m,
-                               float *l, float *o) {
+static void partial_t_avx2(const float *q, int64_t qstride, int grp, const void *kt, int64_t ts, const void *v,
+                           int64_t vs, int j0, int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
     for (int g0 = 0; g0 < grp; g0 += 2) {
         const float *qg = q + (int64_t)g0 * qstride;
         float *scg = sc + (int64_t)g0 * n, *og = o + (int64_t)g0 * hs;
-        if (grp - g0 == 1) partial_bf16t_avx2_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 1);
-        else partial_bf16t_avx2_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 2);
+        const int two = grp - g0 >= 2;
+        if (bf && two) partial_t_avx2_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 2, 1);
+        else if (bf) partial_t_avx2_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 1, 1);
+        else if (two) partial_t_avx2_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 2, 0);
+        else partial_t_avx2_ng(qg, qstride, kt, ts, v, vs, j0, n, hs, scale, scg, m + g0, l + g0, og, 1, 0);
     }
+}
+
+static void partial_t_any(const float *q, int64_t qstride, int grp, const void *kt, int64_t ts, const void *v,
+                          int64_t vs, int j0, int n, int hs, float scale, float *sc, float *m, float *l, float *o, int bf) {
+    GN_ASSERT(j0 % GN_KT == 0 && n >= 0);
+    gn_simd lv = gn_simd_level();
+    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0) partial_t_avx512(q, qstride, grp, kt, ts, v, vs, j0, n, hs, scale, sc, m, l, o, bf);
+    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0) partial_t_avx2(q, qstride, grp, kt, ts, v, vs, j0, n, hs, scale, sc, m, l, o, bf);
+    else if (bf) gn_attn_partial_bf16_ref(q, qstride, grp, kt, ts, v, vs, j0, n, hs, scale, sc, m, l, o);
+    else gn_attn_partial_f32t_ref(q, qstride, grp, kt, ts, v, vs, j0, n, hs, scale, sc, m, l, o);
 }
 
 void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
                           const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
                           float *l, float *o) {
-    GN_ASSERT(j0 % GN_KT == 0 && n >= 0);
-    gn_simd lv = gn_simd_level();
-    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0)
-        partial_bf16t_avx512(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o);
-    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0)
-        partial_bf16t_avx2(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o);
-    else gn_attn_partial_bf16_ref(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o);
+    partial_t_any(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o, 1);
+}
+
+void gn_attn_partial_f32t(const float *q, int64_t qstride, int grp, const float *kt, int64_t tile_stride,
+                          const float *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
+                          float *l, float *o) {
+    partial_t_any(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o, 0);
 }
 
 void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out) {

@@ -114,6 +114,18 @@ void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16
 void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
                               const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc,
                               float *m, float *l, float *o);
+// The same for a float32 cache (the decode path's): its keys tiled with one dim per
+// 64-byte row of 16 positions (pairs of rows as the bf16 layout's pairs of dims), the
+// place of (j, h, d) at gn_kt_at_f32; hs even.
+static inline int64_t gn_kt_at_f32(int64_t j, int64_t h, int64_t d, int64_t hs, int64_t tile_stride) {
+    return (j / GN_KT) * tile_stride + h * GN_KT * hs + d * GN_KT + j % GN_KT;
+}
+void gn_attn_partial_f32t(const float *q, int64_t qstride, int grp, const float *kt, int64_t tile_stride,
+                          const float *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
+                          float *l, float *o);
+void gn_attn_partial_f32t_ref(const float *q, int64_t qstride, int grp, const float *kt, int64_t tile_stride,
+                              const float *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc,
+                              float *m, float *l, float *o);
 // Merges nparts partials of one head (part p's m, l at m[p*part_stride], its o at
 // o + p*part_stride*hs) into the normalized attention output out (hs).
 void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out);
