@@ -37,6 +37,19 @@ static void naive(const float *q, const float *k, const float *v, int64_t kvs, i
     free(s);
 }
 
+// The largest difference of a partial softmax (m, l, o) from a reference's (m0, l0, o0): l and
+// o relative to the reference's l.
+static float partial_diff(int grp, int hs, const float *m, const float *l, const float *o, const float *m0,
+                          const float *l0, const float *o0) {
+    float d = 0;
+    for (int g = 0; g < grp; g++) {
+        d = fmaxf(d, fabsf(m[g] - m0[g]));
+        d = fmaxf(d, fabsf(l[g] - l0[g]) / l0[g]);
+        for (int i = 0; i < hs; i++) d = fmaxf(d, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
+    }
+    return d;
+}
+
 int main(void) {
     const int hss[] = {8, 12, 64, 80, 128};
     const int grps[] = {1, 3, 4, 5, 8};
@@ -136,17 +149,8 @@ int main(void) {
                             gn_attn_partial_bf16(q, qs, grp, kt, ts, vh, kvs, j0, nn, hs, scale, sc, m, l, o);
                             gn_attn_partial_ref(q, qs, grp, kr + (int64_t)j0 * kvs, vr + (int64_t)j0 * kvs, kvs, nn, hs, scale, sc, m0, l0, o0);
                             gn_attn_partial_bf16_ref(q, qs, grp, kt, ts, vh, kvs, j0, nn, hs, scale, sc, m1, l1, o1);
-                            float mb = 0, mr = 0;
-                            for (int g = 0; g < grp; g++) {
-                                mb = fmaxf(mb, fabsf(m[g] - m0[g]));
-                                mb = fmaxf(mb, fabsf(l[g] - l0[g]) / l0[g]);
-                                mr = fmaxf(mr, fabsf(m1[g] - m0[g]));
-                                mr = fmaxf(mr, fabsf(l1[g] - l0[g]) / l0[g]);
-                                for (int i = 0; i < hs; i++) {
-                                    mb = fmaxf(mb, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
-                                    mr = fmaxf(mr, fabsf(o1[g * hs + i] - o0[g * hs + i]) / l0[g]);
-                                }
-                            }
+                            const float mb = partial_diff(grp, hs, m, l, o, m0, l0, o0);
+                            const float mr = partial_diff(grp, hs, m1, l1, o1, m0, l0, o0);
                             CHECK(mb <= 1e-5f, "attn_partial_bf16 level %d hs=%d grp=%d n=%d j0=%d maxdiff %g", got, hs, grp, n, j0, mb);
                             CHECK(mr == 0.0f, "attn_partial_bf16_ref = ref on the bf16 values (hs=%d grp=%d n=%d j0=%d): %g", hs, grp,
                                   n, j0, mr);
@@ -162,17 +166,8 @@ int main(void) {
                             gn_attn_partial_f32t(q, qs, grp, ktf, ts, v, kvs, j0, nn, hs, scale, sc, m, l, o);
                             gn_attn_partial_ref(q, qs, grp, k + (int64_t)j0 * kvs, v + (int64_t)j0 * kvs, kvs, nn, hs, scale, sc, m0, l0, o0);
                             gn_attn_partial_f32t_ref(q, qs, grp, ktf, ts, v, kvs, j0, nn, hs, scale, sc, m1, l1, o1);
-                            float mb = 0, mr = 0;
-                            for (int g = 0; g < grp; g++) {
-                                mb = fmaxf(mb, fabsf(m[g] - m0[g]));
-                                mb = fmaxf(mb, fabsf(l[g] - l0[g]) / l0[g]);
-                                mr = fmaxf(mr, fabsf(m1[g] - m0[g]));
-                                mr = fmaxf(mr, fabsf(l1[g] - l0[g]) / l0[g]);
-                                for (int i = 0; i < hs; i++) {
-                                    mb = fmaxf(mb, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
-                                    mr = fmaxf(mr, fabsf(o1[g * hs + i] - o0[g * hs + i]) / l0[g]);
-                                }
-                            }
+                            const float mb = partial_diff(grp, hs, m, l, o, m0, l0, o0);
+                            const float mr = partial_diff(grp, hs, m1, l1, o1, m0, l0, o0);
                             CHECK(mb <= 1e-5f, "attn_partial_f32t level %d hs=%d grp=%d n=%d j0=%d maxdiff %g", got, hs, grp, n, j0, mb);
                             CHECK(mr == 0.0f, "attn_partial_f32t_ref = ref (hs=%d grp=%d n=%d j0=%d): %g", hs, grp, n, j0, mr);
                         }

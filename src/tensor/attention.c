@@ -207,15 +207,24 @@ void gn_silu_mul(float *x, const float *y, int64_t n) {
 // ----------------------------------------------------------------------------
 // decode: partial softmax of a group of heads over a stretch of the cache
 
-void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
-                         int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+// The scalar references: one body, keys row-major float32 (lay 0), tiled bf16 (1) or tiled
+// float32 (2), values row-major of the same dtype (so the tiled ones equal, bit for bit, the
+// row-major one on the same values).
+static inline float k_get(const void *k, int64_t ks, int64_t j, int64_t i, int hs, int lay) {
+    if (lay == 0) return ((const float *)k)[j * ks + i];
+    if (lay == 1) return gn_bf16_to_f32(((const uint16_t *)k)[gn_kt_at(j, 0, i, hs, ks)]);
+    return ((const float *)k)[gn_kt_at_f32(j, 0, i, hs, ks)];
+}
+
+static void partial_ref(const float *q, int64_t qstride, int grp, const void *k, int64_t ks, const void *v, int64_t vs,
+                        int j0, int n, int hs, float scale, float *sc, float *m, float *l, float *o, int lay) {
     for (int g = 0; g < grp; g++) {
         const float *qg = q + (int64_t)g * qstride;
         float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
         float mx = -INFINITY;
         for (int j = 0; j < n; j++) {
             float d = 0.0f;
-            for (int i = 0; i < hs; i++) d += qg[i] * k[(int64_t)j * kvstride + i];
+            for (int i = 0; i < hs; i++) d += qg[i] * k_get(k, ks, j0 + j, i, hs, lay);
             s[j] = d * scale;
             if (s[j] > mx) mx = s[j];
         }
@@ -224,64 +233,30 @@ void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *
         for (int j = 0; j < n; j++) {
             float p = expf(s[j] - mx);
             sum += p;
-            for (int i = 0; i < hs; i++) og[i] += p * v[(int64_t)j * kvstride + i];
+            const int64_t vj = (int64_t)(j0 + j) * vs;
+            for (int i = 0; i < hs; i++)
+                og[i] += p * (lay == 1 ? gn_bf16_to_f32(((const uint16_t *)v)[vj + i]) : ((const float *)v)[vj + i]);
         }
         m[g] = mx;
         l[g] = (float)sum;
     }
 }
 
-// the same loops, keys read through the tiled layout (so equal, bit for bit, to the
-// float32 reference on the bf16 values)
+void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
+                         int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
+    partial_ref(q, qstride, grp, k, kvstride, v, kvstride, 0, n, hs, scale, sc, m, l, o, 0);
+}
+
 void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
                               const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc,
                               float *m, float *l, float *o) {
-    for (int g = 0; g < grp; g++) {
-        const float *qg = q + (int64_t)g * qstride;
-        float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
-        float mx = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            float d = 0.0f;
-            for (int i = 0; i < hs; i++) d += qg[i] * gn_bf16_to_f32(kt[gn_kt_at(j0 + j, 0, i, hs, tile_stride)]);
-            s[j] = d * scale;
-            if (s[j] > mx) mx = s[j];
-        }
-        double sum = 0.0;
-        for (int i = 0; i < hs; i++) og[i] = 0.0f;
-        for (int j = 0; j < n; j++) {
-            float p = expf(s[j] - mx);
-            sum += p;
-            for (int i = 0; i < hs; i++) og[i] += p * gn_bf16_to_f32(v[(int64_t)(j0 + j) * vstride + i]);
-        }
-        m[g] = mx;
-        l[g] = (float)sum;
-    }
+    partial_ref(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o, 1);
 }
 
-// the same for a float32 cache with tiled keys (gn_kt_at_f32)
 void gn_attn_partial_f32t_ref(const float *q, int64_t qstride, int grp, const float *kt, int64_t tile_stride,
                               const float *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
                               float *l, float *o) {
-    for (int g = 0; g < grp; g++) {
-        const float *qg = q + (int64_t)g * qstride;
-        float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
-        float mx = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            float d = 0.0f;
-            for (int i = 0; i < hs; i++) d += qg[i] * kt[gn_kt_at_f32(j0 + j, 0, i, hs, tile_stride)];
-            s[j] = d * scale;
-            if (s[j] > mx) mx = s[j];
-        }
-        double sum = 0.0;
-        for (int i = 0; i < hs; i++) og[i] = 0.0f;
-        for (int j = 0; j < n; j++) {
-            float p = expf(s[j] - mx);
-            sum += p;
-            for (int i = 0; i < hs; i++) og[i] += p * v[(int64_t)(j0 + j) * vstride + i];
-        }
-        m[g] = mx;
-        l[g] = (float)sum;
-    }
+    partial_ref(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o, 2);
 }
 
 // float32 cache, AVX-512: a row's score by four FMAs and one horizontal sum
