@@ -95,12 +95,19 @@ int main(void) {
                     for (int64_t i = 0; i < n * kvs; i++) { k[i] = frand() * 2.0f; v[i] = frand(); }
                     float *sc = malloc(sizeof(float) * (size_t)(grp * n + 1));
                     float m[8], l[8], o[8 * 128], out[128];
-                    // whole range in one part, and split in 3 stretches merged
+                    // a float32 cache with tiled keys (gn_kt_at_f32) as KV head 1 of 2, tiles padded apart
+                    const int64_t ts = (int64_t)GN_KT * 2 * hs + 40, ntl = (n + GN_KT - 1) / GN_KT;
+                    float *kf = calloc((size_t)(ntl * ts + 1), sizeof(float));
+                    for (int j = 0; j < n; j++)
+                        for (int d = 0; d < hs; d++) kf[gn_kt_at_f32(j, 1, d, hs, ts)] = k[(int64_t)j * kvs + d];
+                    const float *ktf = kf + gn_kt_at_f32(0, 1, 0, hs, ts);
+                    // whole range in one part, and split in 3 stretches of whole tiles, merged
                     for (int parts = 1; parts <= 3; parts += 2) {
                         float pm[3 * 8], pl[3 * 8], po[3 * 8 * 128];
                         for (int p = 0; p < parts; p++) {
-                            int j0 = n * p / parts, j1 = n * (p + 1) / parts;
-                            gn_attn_partial(q, qs, grp, k + (int64_t)j0 * kvs, v + (int64_t)j0 * kvs, kvs, j1 - j0, hs, scale, sc, m, l, o);
+                            int j0 = (int)(ntl * p / parts) * GN_KT, j1 = (int)(ntl * (p + 1) / parts) * GN_KT;
+                            if (j1 > n) j1 = n;
+                            gn_attn_partial_f32t(q, qs, grp, ktf, ts, v, kvs, j0, j1 > j0 ? j1 - j0 : 0, hs, scale, sc, m, l, o);
                             for (int g = 0; g < grp; g++) {
                                 // layout the merge expects: part stride grp heads
                                 pm[p * grp + g] = m[g];
@@ -115,25 +122,13 @@ int main(void) {
                             naive(q + g * qs, k, v, kvs, n, hs, scale, ref);
                             for (int i = 0; i < hs; i++) worst = fmax(worst, fabs(out[i] - ref[i]));
                         }
-                        CHECK(worst <= 2e-5, "attn_partial level %d hs=%d grp=%d n=%d parts=%d maxdiff %g", got, hs, grp, n,
-                              parts, worst);
+                        CHECK(worst <= 2e-5, "attn_partial_f32t level %d hs=%d grp=%d n=%d parts=%d maxdiff %g", got, hs, grp,
+                              n, parts, worst);
                     }
-                    // the partial against its own scalar reference, unmerged
                     if (n > 0) {
                         float m0[8], l0[8], o0[8 * 128];
-                        gn_attn_partial(q, qs, grp, k, v, kvs, n, hs, scale, sc, m, l, o);
-                        gn_attn_partial_ref(q, qs, grp, k, v, kvs, n, hs, scale, sc, m0, l0, o0);
-                        float md = 0;
-                        for (int g = 0; g < grp; g++) {
-                            md = fmaxf(md, fabsf(m[g] - m0[g]));
-                            md = fmaxf(md, fabsf(l[g] - l0[g]) / l0[g]);
-                            for (int i = 0; i < hs; i++) md = fmaxf(md, fabsf(o[g * hs + i] - o0[g * hs + i]) / l0[g]);
-                        }
-                        CHECK(md <= 1e-5f, "attn_partial vs ref level %d hs=%d grp=%d n=%d maxdiff %g", got, hs, grp, n, md);
-                        // a bf16 cache, keys tiled (as KV head 1 of 2, tiles padded apart): the same as the
-                        // float32 kernel on the bf16 values, and as its own reference; from position 0 and
-                        // from a later whole tile
-                        const int64_t ts = (int64_t)GN_KT * 2 * hs + 40, ntl = (n + GN_KT - 1) / GN_KT;
+                        // a bf16 cache, keys tiled the same way: the same as the float32 reference on the
+                        // bf16 values, and as its own reference; from position 0 and from a later whole tile
                         uint16_t *kh = calloc((size_t)(ntl * ts + 1), sizeof(uint16_t)), *vh = malloc(sizeof(uint16_t) * (size_t)(n * kvs));
                         float *kr = malloc(sizeof(float) * (size_t)(n * kvs)), *vr = malloc(sizeof(float) * (size_t)(n * kvs));
                         for (int64_t i = 0; i < n * kvs; i++) {
@@ -155,11 +150,7 @@ int main(void) {
                             CHECK(mr == 0.0f, "attn_partial_bf16_ref = ref on the bf16 values (hs=%d grp=%d n=%d j0=%d): %g", hs, grp,
                                   n, j0, mr);
                         }
-                        // a float32 cache with tiled keys (gn_kt_at_f32), the same way
-                        float *kf = calloc((size_t)(ntl * ts + 1), sizeof(float));
-                        for (int j = 0; j < n; j++)
-                            for (int d = 0; d < hs; d++) kf[gn_kt_at_f32(j, 1, d, hs, ts)] = k[(int64_t)j * kvs + d];
-                        const float *ktf = kf + gn_kt_at_f32(0, 1, 0, hs, ts);
+                        // the float32 tiled kernel unmerged against the row-major reference, and its own
                         for (int j0 = 0; j0 < n; j0 += j0 ? n : 2 * GN_KT) {
                             const int nn = n - j0;
                             float m1[8], l1[8], o1[8 * 128];
@@ -171,7 +162,6 @@ int main(void) {
                             CHECK(mb <= 1e-5f, "attn_partial_f32t level %d hs=%d grp=%d n=%d j0=%d maxdiff %g", got, hs, grp, n, j0, mb);
                             CHECK(mr == 0.0f, "attn_partial_f32t_ref = ref (hs=%d grp=%d n=%d j0=%d): %g", hs, grp, n, j0, mr);
                         }
-                        free(kf);
                         // an empty stretch
                         gn_attn_partial_bf16(q, qs, grp, kt, ts, vh, kvs, 0, 0, hs, scale, sc, m, l, o);
                         float e = 0;
@@ -182,7 +172,7 @@ int main(void) {
                         CHECK(e == 0.0f, "attn_partial_bf16 of no positions (hs=%d grp=%d)", hs, grp);
                         free(kh); free(vh); free(kr); free(vr);
                     }
-                    free(q); free(k); free(v); free(sc);
+                    free(q); free(k); free(v); free(sc); free(kf);
                 }
         // prefill rows: nrows query rows at positions pos0.. of one head, strided
         const int rows[][2] = {{1, 0}, {1, 5}, {2, 0}, {7, 3}, {33, 0}, {32, 31}, {5, 100}};

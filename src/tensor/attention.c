@@ -3,15 +3,16 @@
  * vectorized exp/softmax it needs (and SwiGLU's silu, which uses the same exp).
  *
  * Two shapes of work reach it from the forward pass:
- *   decode  — one query row per session, long cache: gn_attn_partial scores a
- *             group of query heads that share one KV head against a stretch
- *             of cache positions and returns an unnormalized partial softmax
+ *   decode  — one query row per session, long cache: gn_attn_partial_bf16 /
+ *             _f32t score a group of query heads that share one KV head
+ *             against a stretch of cache positions (keys tiled, 16 positions
+ *             per 64-byte load) and return an unnormalized partial softmax
  *             (max, sum, weighted values), so a long cache can be split across
  *             threads and the parts merged (gn_attn_merge);
  *   prefill — many consecutive rows of one session: gn_attn_causal_rows runs
  *             the two dense products of a row block (scores = Q K^T, out = P V)
  *             through OpenBLAS sgemm, with the causal mask and softmax between.
- * Each has a plain scalar reference (_ref) that tests/test_kernels.c compares
+ * Each has a plain scalar reference (_ref) that tests/test_attention.c compares
  * against on awkward shapes.
  */
 #include "kernels.h"
@@ -257,80 +258,6 @@ void gn_attn_partial_f32t_ref(const float *q, int64_t qstride, int grp, const fl
                               const float *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
                               float *l, float *o) {
     partial_ref(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o, 2);
-}
-
-// float32 cache, AVX-512: a row's score by four FMAs and one horizontal sum
-__attribute__((target("avx512f")))
-static void partial_avx512(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
-                           int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
-    const int nc = hs / 16;
-    for (int j = 0; j < n; j++) {
-        const int64_t kj = (int64_t)j * kvstride;
-        for (int g = 0; g < grp; g++) {
-            const float *qg = q + (int64_t)g * qstride;
-            __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qg), _mm512_loadu_ps(k + kj)), a1 = _mm512_setzero_ps();
-            int c = 1;
-            for (; c + 1 < nc; c += 2) {
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), _mm512_loadu_ps(k + kj + 16 * c), a1);
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c + 16), _mm512_loadu_ps(k + kj + 16 * c + 16), a0);
-            }
-            if (c < nc) a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), _mm512_loadu_ps(k + kj + 16 * c), a1);
-            sc[(int64_t)g * n + j] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
-        }
-    }
-    for (int g = 0; g < grp; g++) {
-        float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
-        float mx = n ? max_avx512(s, n) : -INFINITY;
-        l[g] = n ? exp_sub_sum_avx512(s, n, mx) : 0.0f;
-        m[g] = mx;
-        for (int c = 0; c < nc; c++) _mm512_storeu_ps(og + 16 * c, _mm512_setzero_ps());
-        for (int j = 0; j < n; j++) {
-            const float *vj = v + (int64_t)j * kvstride;
-            __m512 p = _mm512_set1_ps(s[j]);
-            for (int c = 0; c < nc; c++)
-                _mm512_storeu_ps(og + 16 * c, _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * c), _mm512_loadu_ps(og + 16 * c)));
-        }
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static void partial_avx2(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
-                         int n, int hs, float scale, float *sc, float *m, float *l, float *o) {
-    const int nc = hs / 8;
-    for (int j = 0; j < n; j++) {
-        const int64_t kj = (int64_t)j * kvstride;
-        for (int g = 0; g < grp; g++) {
-            const float *qg = q + (int64_t)g * qstride;
-            __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qg), _mm256_loadu_ps(k + kj));
-            for (int c = 1; c < nc; c++) a = _mm256_fmadd_ps(_mm256_loadu_ps(qg + 8 * c), _mm256_loadu_ps(k + kj + 8 * c), a);
-            __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-            sc[(int64_t)g * n + j] = _mm_cvtss_f32(h) * scale;
-        }
-    }
-    for (int g = 0; g < grp; g++) {
-        float *s = sc + (int64_t)g * n, *og = o + (int64_t)g * hs;
-        float mx = -INFINITY;
-        for (int j = 0; j < n; j++) if (s[j] > mx) mx = s[j];
-        l[g] = n ? exp_sub_sum_avx2(s, n, mx) : 0.0f;
-        m[g] = mx;
-        for (int c = 0; c < nc; c++) _mm256_storeu_ps(og + 8 * c, _mm256_setzero_ps());
-        for (int j = 0; j < n; j++) {
-            const float *vj = v + (int64_t)j * kvstride;
-            __m256 p = _mm256_set1_ps(s[j]);
-            for (int c = 0; c < nc; c++)
-                _mm256_storeu_ps(og + 8 * c, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), _mm256_loadu_ps(og + 8 * c)));
-        }
-    }
-}
-
-void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride, int n,
-                     int hs, float scale, float *sc, float *m, float *l, float *o) {
-    gn_simd lv = gn_simd_level();
-    if (lv == GN_SIMD_AVX512 && hs % 16 == 0 && hs > 0) partial_avx512(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
-    else if (lv >= GN_SIMD_AVX2 && hs % 8 == 0 && hs > 0) partial_avx2(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
-    else gn_attn_partial_ref(q, qstride, grp, k, v, kvstride, n, hs, scale, sc, m, l, o);
 }
 
 // ----------------------------------------------------------------------------

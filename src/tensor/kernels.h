@@ -92,8 +92,8 @@ void gn_blas_single_thread(void);
 // Writes the unnormalized partial softmax: m[g] = max score, l[g] = sum of
 // exp(score - m[g]), o[g*hs..] = sum_j exp(score_j - m[g]) v_j. scores are
 // scale * q.k; sc is scratch of grp*n floats. n == 0 gives m = -inf, l = 0, o = 0.
-void gn_attn_partial(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride, int n,
-                     int hs, float scale, float *sc, float *m, float *l, float *o);
+// This is the scalar definition with row-major keys; the kernels below read the caches'
+// tiled keys.
 void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *k, const float *v, int64_t kvstride,
                          int n, int hs, float scale, float *sc, float *m, float *l, float *o);
 // The same with a bf16 cache (k, v as bf16 bit patterns; the products of their float32
