@@ -171,6 +171,7 @@ void gn_exp_inplace(float *x, int64_t n) { (void)exp_sub_sum(x, n, 0.0f); }
 
 // SwiGLU's silu(x) * y in place of x: x / (1 + exp(-x)) * y, exp(-x) through the same
 // vectorized exp (expf on the scalar path and for the AVX2 tail), 4096 values a task.
+static inline float silu_mul1(float x, float y) { return x / (1.0f + expf(-x)) * y; }
 __attribute__((target("avx512f")))
 static void silu_mul_avx512(float *x, const float *y, int64_t n) {
     const __m512 one = _mm512_set1_ps(1.0f);
@@ -191,7 +192,7 @@ static void silu_mul_avx2(float *x, const float *y, int64_t n) {
         const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), xv));
         _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_div_ps(xv, _mm256_add_ps(one, e)), _mm256_loadu_ps(y + i)));
     }
-    for (; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * y[i];
+    for (; i < n; i++) x[i] = silu_mul1(x[i], y[i]);
 }
 
 void gn_silu_mul(float *x, const float *y, int64_t n) {
@@ -201,7 +202,7 @@ void gn_silu_mul(float *x, const float *y, int64_t n) {
         const int64_t m = n - i0 < 4096 ? n - i0 : 4096;
         if (lv == GN_SIMD_AVX512) silu_mul_avx512(x + i0, y + i0, m);
         else if (lv == GN_SIMD_AVX2) silu_mul_avx2(x + i0, y + i0, m);
-        else for (int64_t i = i0; i < i0 + m; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * y[i];
+        else for (int64_t i = i0; i < i0 + m; i++) x[i] = silu_mul1(x[i], y[i]);
     }
 }
 
@@ -267,12 +268,12 @@ void gn_attn_partial_f32t_ref(const float *q, int64_t qstride, int grp, const fl
 // and a mask widen them); float32 — one 64-byte load per dim. Each times the query's
 // broadcast value into even/odd sums per head (up to four heads share the loads).
 // Values: each row of V read once for all the heads, its (widened) chunks times each
-// head's weight. Both streams are prefetched a few tiles/rows ahead (the cache comes from
-// memory: the weights read since the last token have pushed it out of the caches). `bf`
-// is a constant in each instantiation.
+// head's weight. The scores loop prefetches the keys and the values of the tile KT_AHEAD
+// ahead (the cache comes from memory: the weights read since the last token have pushed it
+// out of the caches), so the values loop reads from cache. `bf` is a constant in each
+// instantiation.
 
 #define KT_AHEAD 2  // key tiles ahead
-#define V_AHEAD 12  // value rows ahead
 // The scores loop also fetches the value rows of the tile KT_AHEAD ahead: 16 rows of hs
 // values of es bytes are 16*es*hs bytes, the lines the key loop visits one per step
 // (hs/2 steps for bf16, hs for float32: 32*hs resp. 64*hs bytes of lines), so line i
@@ -350,7 +351,6 @@ static inline __m512 v_load16(const void *v, int64_t i, const int bf) {
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
 static inline void values_avx512(const float *sc, int n, const void *v, int64_t vs, int c0, int hs, float *o,
                                  const int NG, const int NC, const int bf) {
-    const int es = bf ? 2 : 4;
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int g = 0; g < NG; g++)
@@ -358,8 +358,6 @@ static inline void values_avx512(const float *sc, int n, const void *v, int64_t 
         for (int c = 0; c < NC; c++) acc[g][c] = _mm512_setzero_ps();
     for (int j = 0; j < n; j++) {
         const int64_t vj = (int64_t)j * vs + c0;
-        const char *ahead = (const char *)v + (vj + V_AHEAD * vs) * es;
-        for (int b = 0; b < NC * 16 * es; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) {
             const __m512 x = v_load16(v, vj + 16 * c, bf);
@@ -473,7 +471,6 @@ static inline void partial_t_avx2_ng(const float *q, int64_t qstride, const void
             for (int c = 0; c < 4; c++) acc[g][c] = _mm256_setzero_ps();
         for (int j = 0; j < n; j++) {
             const int64_t vj = (int64_t)(j0 + j) * vs + c0;
-            _mm_prefetch((const char *)v + (vj + V_AHEAD * vs) * es, _MM_HINT_T0);
 #pragma GCC unroll 4
             for (int c = 0; c < nc; c++) {
                 const __m256 x = bf ? _mm256_castsi256_ps(_mm256_slli_epi32(
