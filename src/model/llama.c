@@ -1043,6 +1043,30 @@ static void linear_lora_row(const gn_adapter *ad, int l, const int *ks, int n, c
     lora_row_multi(ad, l, ks, n, in, IC, outs, tmp, all4 ? qs : NULL);
 }
 
+// Where key (position j, KV head h, dim d) of a layer lies in s's cache, counted from the
+// layer's start: tiled as the decode kernel of its dtype reads it. (Either layout puts KV
+// head h's part of a tile at h * GN_KT * hs.)
+static inline size_t key_at(const gn_session *s, int j, int h, int d, int hs, int kvd) {
+    const int64_t ts = (int64_t)GN_KT * kvd;
+    return (size_t)(s->kv_bf16 ? gn_kt_at(j, h, d, hs, ts) : gn_kt_at_f32(j, h, d, hs, ts));
+}
+
+// Writes position j of layer l: keys into their tiles, values row-major; a bf16 cache rounds
+// to nearest even (v is a bf16 value already unless an adapter added to it).
+static void cache_store(gn_session *s, int l, int j, const float *k, const float *v, int hs, int nkv) {
+    const int kvd = nkv * hs;
+    const size_t lay = (size_t)l * s->kv_seq * kvd, at = lay + (size_t)j * kvd;
+    for (int h = 0; h < nkv; h++)
+        for (int d = 0; d < hs; d++) {
+            const size_t i = lay + key_at(s, j, h, d, hs, kvd);
+            if (s->kv_bf16) ((uint16_t *)s->k_cache)[i] = gn_f32_to_bf16(k[h * hs + d]);
+            else ((float *)s->k_cache)[i] = k[h * hs + d];
+        }
+    if (s->kv_bf16)
+        for (int i = 0; i < kvd; i++) ((uint16_t *)s->v_cache)[at + i] = gn_f32_to_bf16(v[i]);
+    else memcpy((float *)s->v_cache + at, v, sizeof(float) * (size_t)kvd);
+}
+
 // Attention of the T rows of forward_rows for layer l, from w->q and the KV
 // caches (this layer's rows already written) into w->att.
 //  - prefill (one session, consecutive positions): blocks of ATT_ROW_BLOCK rows
@@ -1072,14 +1096,13 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
         }
         float *kf = s->kv_f32;
         const int np = s->pos + T, bf = s->kv_bf16;
-        const int64_t ts = (int64_t)GN_KT * kvd;
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (n > 65536)
         for (int j = 0; j < np; j++)
             for (int h = 0; h < NKV; h++)
                 for (int d = 0; d < hs; d++) {
-                    const size_t i = (size_t)j * kvd + (size_t)h * hs + (size_t)d;
-                    kf[i] = bf ? gn_bf16_to_f32(((const uint16_t *)s->k_cache)[lay + gn_kt_at(j, h, d, hs, ts)])
-                               : ((const float *)s->k_cache)[lay + gn_kt_at_f32(j, h, d, hs, ts)];
+                    const size_t src = lay + key_at(s, j, h, d, hs, kvd);
+                    kf[(size_t)j * kvd + (size_t)h * hs + (size_t)d] =
+                        bf ? gn_bf16_to_f32(((const uint16_t *)s->k_cache)[src]) : ((const float *)s->k_cache)[src];
                 }
         const float *kc = kf, *vc = (const float *)s->v_cache + lay;
         if (bf) {
@@ -1133,17 +1156,18 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
             const int n = s->pos + off[t] + 1, nt = (n + GN_KT - 1) / GN_KT;
             const int j0 = (int)((int64_t)nt * p / nparts) * GN_KT, j1e = (int)((int64_t)nt * (p + 1) / nparts) * GN_KT;
             const int j1 = j1e < n ? j1e : n;
-            const size_t lay = (size_t)l * s->kv_seq * kvd;
+            const size_t lay = (size_t)l * s->kv_seq * kvd, k0 = lay + key_at(s, 0, kvh, 0, hs, kvd),
+                         v0 = lay + (size_t)kvh * hs;
+            const int64_t ts = (int64_t)GN_KT * kvd;
             size_t at = ((size_t)t * nparts + (size_t)p) * NH + (size_t)kvh * grp;
             const float *qg = w->q + (size_t)t * qd + (size_t)kvh * grp * hs;
+            const int nn = j1 > j0 ? j1 - j0 : 0;
             if (s->kv_bf16)
-                gn_attn_partial_bf16(qg, hs, grp, (const uint16_t *)s->k_cache + lay + gn_kt_at(0, kvh, 0, hs, 0),
-                                     (int64_t)GN_KT * kvd, (const uint16_t *)s->v_cache + lay + (size_t)kvh * hs, kvd, j0,
-                                     j1 > j0 ? j1 - j0 : 0, hs, scale, sc, M + at, Lsum + at, O + at * hs);
+                gn_attn_partial_bf16(qg, hs, grp, (const uint16_t *)s->k_cache + k0, ts, (const uint16_t *)s->v_cache + v0,
+                                     kvd, j0, nn, hs, scale, sc, M + at, Lsum + at, O + at * hs);
             else
-                gn_attn_partial_f32t(qg, hs, grp, (const float *)s->k_cache + lay + gn_kt_at_f32(0, kvh, 0, hs, 0),
-                                     (int64_t)GN_KT * kvd, (const float *)s->v_cache + lay + (size_t)kvh * hs, kvd, j0,
-                                     j1 > j0 ? j1 - j0 : 0, hs, scale, sc, M + at, Lsum + at, O + at * hs);
+                gn_attn_partial_f32t(qg, hs, grp, (const float *)s->k_cache + k0, ts, (const float *)s->v_cache + v0, kvd,
+                                     j0, nn, hs, scale, sc, M + at, Lsum + at, O + at * hs);
         }
         #pragma omp for schedule(static)
         for (int th = 0; th < T * NH; th++) {
@@ -1203,21 +1227,7 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
             const float *cs = cosb + (size_t)t * half, *sn = sinb + (size_t)t * half;
             rope_apply(w->q + (size_t)t * qd, NH, hs, m->n_rot, c->rope_interleaved, cs, sn);
             rope_apply(w->k + (size_t)t * kvd, NKV, hs, m->n_rot, c->rope_interleaved, cs, sn);
-            const int j = s->pos + off[t];
-            size_t at = ((size_t)l * s->kv_seq + (size_t)j) * kvd;
-            const float *kt = w->k + (size_t)t * kvd, *vt = w->v + (size_t)t * kvd;
-            if (s->kv_bf16) { // rounded to nearest even (v is a bf16 value already unless an adapter added to it)
-                uint16_t *kh = (uint16_t *)s->k_cache + (size_t)l * s->kv_seq * kvd, *vh = (uint16_t *)s->v_cache + at;
-                for (int h = 0; h < NKV; h++)
-                    for (int d = 0; d < hs; d++)
-                        kh[gn_kt_at(j, h, d, hs, (int64_t)GN_KT * kvd)] = gn_f32_to_bf16(kt[h * hs + d]);
-                for (int i = 0; i < kvd; i++) vh[i] = gn_f32_to_bf16(vt[i]);
-            } else {
-                float *kc = (float *)s->k_cache + (size_t)l * s->kv_seq * kvd;
-                for (int h = 0; h < NKV; h++)
-                    for (int d = 0; d < hs; d++) kc[gn_kt_at_f32(j, h, d, hs, (int64_t)GN_KT * kvd)] = kt[h * hs + d];
-                memcpy((float *)s->v_cache + at, vt, sizeof(float) * (size_t)kvd);
-            }
+            cache_store(s, l, s->pos + off[t], w->k + (size_t)t * kvd, w->v + (size_t)t * kvd, hs, NKV);
         }
         attention(w, rs, off, T, l);
         BASE_LORA(1, k_o, w->att, qd, ((const gn_mat *const[]){&L->wo}), xb);
