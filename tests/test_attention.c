@@ -50,6 +50,30 @@ static float partial_diff(int grp, int hs, const float *m, const float *l, const
     return d;
 }
 
+// A tiled kernel (bf16 or float32 keys kt, values v) from position 0 and from a later whole
+// tile: against the row-major float32 reference on the same values (kr, vr), and its own
+// scalar reference, which must equal that one bit for bit.
+static void check_tiled(int bf, int got, const float *q, int64_t qs, int grp, const void *kt, int64_t ts, const void *v,
+                        const float *kr, const float *vr, int64_t kvs, int n, int hs, float scale, float *sc) {
+    for (int j0 = 0; j0 < n; j0 += j0 ? n : 2 * GN_KT) {
+        const int nn = n - j0;
+        float m[8], l[8], o[8 * 128], m0[8], l0[8], o0[8 * 128], m1[8], l1[8], o1[8 * 128];
+        if (bf) {
+            gn_attn_partial_bf16(q, qs, grp, kt, ts, v, kvs, j0, nn, hs, scale, sc, m, l, o);
+            gn_attn_partial_bf16_ref(q, qs, grp, kt, ts, v, kvs, j0, nn, hs, scale, sc, m1, l1, o1);
+        } else {
+            gn_attn_partial_f32t(q, qs, grp, kt, ts, v, kvs, j0, nn, hs, scale, sc, m, l, o);
+            gn_attn_partial_f32t_ref(q, qs, grp, kt, ts, v, kvs, j0, nn, hs, scale, sc, m1, l1, o1);
+        }
+        gn_attn_partial_ref(q, qs, grp, kr + (int64_t)j0 * kvs, vr + (int64_t)j0 * kvs, kvs, nn, hs, scale, sc, m0, l0, o0);
+        const float mb = partial_diff(grp, hs, m, l, o, m0, l0, o0), mr = partial_diff(grp, hs, m1, l1, o1, m0, l0, o0);
+        CHECK(mb <= 1e-5f, "attn_partial_%s level %d hs=%d grp=%d n=%d j0=%d maxdiff %g", bf ? "bf16" : "f32t", got, hs, grp,
+              n, j0, mb);
+        CHECK(mr == 0.0f, "attn_partial_%s_ref = ref on the same values (hs=%d grp=%d n=%d j0=%d): %g", bf ? "bf16" : "f32t",
+              hs, grp, n, j0, mr);
+    }
+}
+
 int main(void) {
     const int hss[] = {8, 12, 64, 80, 128};
     const int grps[] = {1, 3, 4, 5, 8};
@@ -126,7 +150,6 @@ int main(void) {
                               n, parts, worst);
                     }
                     if (n > 0) {
-                        float m0[8], l0[8], o0[8 * 128];
                         // a bf16 cache, keys tiled the same way: the same as the float32 reference on the
                         // bf16 values, and as its own reference; from position 0 and from a later whole tile
                         uint16_t *kh = calloc((size_t)(ntl * ts + 1), sizeof(uint16_t)), *vh = malloc(sizeof(uint16_t) * (size_t)(n * kvs));
@@ -138,30 +161,9 @@ int main(void) {
                         for (int j = 0; j < n; j++)
                             for (int d = 0; d < hs; d++) kh[gn_kt_at(j, 1, d, hs, ts)] = gn_f32_to_bf16(k[(int64_t)j * kvs + d]);
                         const uint16_t *kt = kh + gn_kt_at(0, 1, 0, hs, ts);
-                        for (int j0 = 0; j0 < n; j0 += j0 ? n : 2 * GN_KT) {
-                            const int nn = n - j0;
-                            float m1[8], l1[8], o1[8 * 128];
-                            gn_attn_partial_bf16(q, qs, grp, kt, ts, vh, kvs, j0, nn, hs, scale, sc, m, l, o);
-                            gn_attn_partial_ref(q, qs, grp, kr + (int64_t)j0 * kvs, vr + (int64_t)j0 * kvs, kvs, nn, hs, scale, sc, m0, l0, o0);
-                            gn_attn_partial_bf16_ref(q, qs, grp, kt, ts, vh, kvs, j0, nn, hs, scale, sc, m1, l1, o1);
-                            const float mb = partial_diff(grp, hs, m, l, o, m0, l0, o0);
-                            const float mr = partial_diff(grp, hs, m1, l1, o1, m0, l0, o0);
-                            CHECK(mb <= 1e-5f, "attn_partial_bf16 level %d hs=%d grp=%d n=%d j0=%d maxdiff %g", got, hs, grp, n, j0, mb);
-                            CHECK(mr == 0.0f, "attn_partial_bf16_ref = ref on the bf16 values (hs=%d grp=%d n=%d j0=%d): %g", hs, grp,
-                                  n, j0, mr);
-                        }
+                        check_tiled(1, got, q, qs, grp, kt, ts, vh, kr, vr, kvs, n, hs, scale, sc);
                         // the float32 tiled kernel unmerged against the row-major reference, and its own
-                        for (int j0 = 0; j0 < n; j0 += j0 ? n : 2 * GN_KT) {
-                            const int nn = n - j0;
-                            float m1[8], l1[8], o1[8 * 128];
-                            gn_attn_partial_f32t(q, qs, grp, ktf, ts, v, kvs, j0, nn, hs, scale, sc, m, l, o);
-                            gn_attn_partial_ref(q, qs, grp, k + (int64_t)j0 * kvs, v + (int64_t)j0 * kvs, kvs, nn, hs, scale, sc, m0, l0, o0);
-                            gn_attn_partial_f32t_ref(q, qs, grp, ktf, ts, v, kvs, j0, nn, hs, scale, sc, m1, l1, o1);
-                            const float mb = partial_diff(grp, hs, m, l, o, m0, l0, o0);
-                            const float mr = partial_diff(grp, hs, m1, l1, o1, m0, l0, o0);
-                            CHECK(mb <= 1e-5f, "attn_partial_f32t level %d hs=%d grp=%d n=%d j0=%d maxdiff %g", got, hs, grp, n, j0, mb);
-                            CHECK(mr == 0.0f, "attn_partial_f32t_ref = ref (hs=%d grp=%d n=%d j0=%d): %g", hs, grp, n, j0, mr);
-                        }
+                        check_tiled(0, got, q, qs, grp, ktf, ts, v, k, v, kvs, n, hs, scale, sc);
                         // an empty stretch
                         gn_attn_partial_bf16(q, qs, grp, kt, ts, vh, kvs, 0, 0, hs, scale, sc, m, l, o);
                         float e = 0;
