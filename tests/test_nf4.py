@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests" / "ref"))
 torch = pytest.importorskip("torch")
 pytest.importorskip("bitsandbytes")
 import gen_nf4 as G  # noqa: E402
+from q4ref import bnb_native_dequant_is_per_row, flat_dequantize  # noqa: E402
 
 ORACLE = BUILD / "tests" / "test_nf4_oracle"
 
@@ -205,6 +206,54 @@ def test_rows_not_multiple_of_blocksize(oracle, tmp_path):
           f"max |bnb - flat| = {np.abs(bnb_cpu - flat).max():.3g}")
     errs = [e for e in errs if "bnb differs from the definition" not in e or not buggy]
     assert not errs, "\n".join(errs)
+
+
+# (rows, cols, blocksize): blocks that straddle rows, rows shorter than a block, cols % 16 == 0
+# (bnb's per-row AVX-512 CPU path) and not, a last partial block
+STRADDLE = [(5, 352, 64), (96, 200, 64), (7, 96, 128), (11, 160, 256), (3, 424, 256), (13, 100, 32)]
+
+
+@pytest.mark.parametrize("rows,cols,bs", STRADDLE, ids=lambda v: str(v))
+def test_references_index_blocks_over_the_flat_tensor(oracle, tmp_path, rows, cols, bs):
+    """The scalar definitions themselves (gn_dequantize_4bit_ref, gn_nf4_matmul_ref,
+    gn_nf4_matmul_nn_ref), not only the fast paths, against bitsandbytes on shapes whose
+    blocks straddle rows: dequantization bit for bit with bnb's dequantize, the products
+    against float64 products of bnb's dequantized weight. The fast paths go along."""
+    rng = np.random.default_rng(rows * 1000 + cols + bs)
+    w = (rng.standard_normal((rows, cols)) * 10.0 ** rng.uniform(-2, 0, (rows, 1))).astype(np.float32)
+    T = 3
+    x = rng.standard_normal((T, cols)).astype(np.float32)
+    dy = rng.standard_normal((T, rows)).astype(np.float32)
+    for name, a in (("w", w), ("x", x), ("dy", dy)):
+        G.write_raw(tmp_path / name, a.reshape(-1))
+    errs = []
+    for qt, dq in (("nf4", 1), ("fp4", 0)):
+        d = tmp_path / f"{qt}{dq}"
+        d.mkdir()
+        run(oracle, "products", tmp_path / "w", bs, qt, dq, tmp_path / "x", tmp_path / "dy", T, d, rows, cols)
+        q, s = G.F.quantize_4bit(torch.from_numpy(w), blocksize=bs, quant_type=qt, compress_statistics=bool(dq))
+        flat = flat_dequantize(q, s).numpy()
+        if not bnb_native_dequant_is_per_row():  # here bnb's own dequantize_4bit is the flat one: pin that too
+            # (as values: bnb's scalar kernel and its torch path differ in the sign of FP4's zero)
+            assert np.array_equal(G.F.dequantize_4bit(q, s).numpy(), flat), \
+                f"{qt}: bnb's dequantize_4bit and its flat torch path disagree on {rows}x{cols}/{bs}"
+        ref = flat.reshape(-1).copy()
+        if qt == "fp4":  # our FP4 index 8 decodes as -0.0 (CUDA's table); equal as values
+            ref[ref == 0] = 0.0
+        got = G.read_raw(d / "deq_ref", np.float32)
+        got = np.where(got == 0, np.float32(0.0), got)
+        if not np.array_equal(got.view(np.uint32), ref.view(np.uint32)):
+            bad = np.nonzero(got != ref)[0]
+            errs.append(f"{qt} deq_ref: {len(bad)} elements differ from bnb, first {bad[:5].tolist()}")
+        W = flat.astype(np.float64)
+        for what, want in (("mm", x.astype(np.float64) @ W.T), ("nn", dy.astype(np.float64) @ W)):
+            scale = np.abs(want).max()
+            for kind, tol in (("_ref", 1e-6), ("", 1e-5)):
+                got = G.read_raw(d / (what + kind), np.float32).reshape(want.shape)
+                err = np.abs(got - want).max() / scale
+                if not err <= tol:
+                    errs.append(f"{qt} {what}{kind}: max error {err:.3g} of max|out| (allowed {tol:g})")
+    assert not errs, f"{rows}x{cols} block {bs}: " + "; ".join(errs)
 
 
 def test_torch_mean_emulation(oracle, tmp_path):

@@ -16,6 +16,11 @@
  *   test_nf4_oracle load FILE PREFIX OUTDIR   gn_quant4_load -> OUTDIR/{deq (state dtype), deq_f32,
  *                                             absmax_used, info (text: dtype nelem blocksize nested)}
  *   test_nf4_oracle loaderr FILE PREFIX   prints "status N: message" (0 = loaded); exits 0
+ *   test_nf4_oracle products IN BLOCKSIZE nf4|fp4 DQ X DY T OUTDIR ROWS COLS
+ *       IN: ROWS*COLS f32 weights, quantized with that block; X: T*COLS f32, DY: T*ROWS f32.
+ *       With float32 compute writes OUTDIR/{deq_ref (gn_dequantize_4bit_ref), mm_ref, mm
+ *       (X @ W^T by gn_nf4_matmul_ref / gn_nf4_matmul), nn_ref, nn (DY @ W by
+ *       gn_nf4_matmul_nn_ref / gn_nf4_matmul_nn)}
  *
  * With no arguments (as `make ctest` runs it) it only checks that it runs.
  */
@@ -182,6 +187,41 @@ int main(int argc, char **argv) {
         write_out(argv[4], "info", info, strlen(info));
         gn_quant4_free(&q);
         gn_tensor_table_free(&tt);
+        return 0;
+    }
+    if (!strcmp(mode, "products") && argc == 12) {
+        size_t nw, nx, ny;
+        float *w = read_all(argv[2], &nw), *x = read_all(argv[6], &nx), *dy = read_all(argv[7], &ny);
+        const int64_t T = atoll(argv[8]), R = atoll(argv[10]), C = atoll(argv[11]);
+        if (nw != (size_t)(R * C) * 4 || nx != (size_t)(T * C) * 4 || ny != (size_t)(T * R) * 4) {
+            fprintf(stderr, "products: input sizes %zu %zu %zu for %lldx%lld, T %lld\n", nw, nx, ny, (long long)R,
+                    (long long)C, (long long)T);
+            return 2;
+        }
+        gn_quant4_state q;
+        die_st(gn_quantize_4bit(w, GN_DTYPE_F32, R * C, atoi(argv[3]), strcmp(argv[4], "fp4") ? GN_QUANT_NF4 : GN_QUANT_FP4,
+                                atoi(argv[5]), &q));
+        die_st(gn_quant4_set_shape(&q, 2, (int64_t[]){R, C}));
+        q.wdtype = GN_DTYPE_F32;
+        const char *dir = argv[9];
+        float *d = malloc((size_t)(R * C) * 4), *o = malloc((size_t)(T * (R > C ? R : C)) * 4);
+        if (!d || !o) { fprintf(stderr, "out of memory\n"); return 1; }
+        gn_dequantize_4bit_ref(&q, d);
+        write_out(dir, "deq_ref", d, (size_t)(R * C) * 4);
+        gn_nf4_matmul_ref(o, x, &q, T);
+        write_out(dir, "mm_ref", o, (size_t)(T * R) * 4);
+        gn_nf4_matmul(o, x, &q, T);
+        write_out(dir, "mm", o, (size_t)(T * R) * 4);
+        gn_nf4_matmul_nn_ref(o, dy, &q, T);
+        write_out(dir, "nn_ref", o, (size_t)(T * C) * 4);
+        gn_nf4_matmul_nn(o, dy, &q, T);
+        write_out(dir, "nn", o, (size_t)(T * C) * 4);
+        free(d);
+        free(o);
+        gn_quant4_free(&q);
+        free(w);
+        free(x);
+        free(dy);
         return 0;
     }
     fprintf(stderr, "usage: see the comment at the top of tests/test_nf4_oracle.c\n");
