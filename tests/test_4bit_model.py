@@ -1,8 +1,9 @@
 """4-bit models end to end (issue 3, items 2, 3 and 6).
 
 Oracles: transformers + bitsandbytes (CPU) write and read 4-bit checkpoints; the reference
-logits are transformers' LlamaForCausalLM run on the weights bitsandbytes' own
-dequantize_4bit returns for that checkpoint ("the same quantized weights on both sides").
+logits are transformers' LlamaForCausalLM run on bitsandbytes' own dequantization of that
+checkpoint's weights ("the same quantized weights on both sides"; tests/ref/q4ref.py says why its
+flat-block torch path and not the native CPU kernel).
 bitsandbytes' CPU 4-bit matmul itself is not exact (it differs from its own dequantized
 weights by ~4e-3 of max|logit| on these models), so it is not the reference for the logits;
 its file format and its dequantization are.
@@ -14,6 +15,7 @@ import re
 import resource
 import shutil
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -22,8 +24,10 @@ import torch
 
 from conftest import GUANACO, run_guanaco
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "ref"))
+from q4ref import flat_dequantize  # noqa: E402
+
 bnb = pytest.importorskip("bitsandbytes")
-import bitsandbytes.functional as BF  # noqa: E402
 from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 REL_TOL = 1e-4  # float32 arithmetic on identical dequantized weights
@@ -52,7 +56,7 @@ def dense_reference(qdir, base, ids):
     n = 0
     for name, mod in q.named_modules():
         if isinstance(mod, bnb.nn.Linear4bit):
-            sd[name + ".weight"] = BF.dequantize_4bit(mod.weight.data, mod.weight.quant_state).float()
+            sd[name + ".weight"] = flat_dequantize(mod.weight.data, mod.weight.quant_state).float()
             n += 1
     assert n == 14
     dense.load_state_dict(sd)

@@ -110,6 +110,8 @@ static void test_dequant(void) {
         {1, 1, 64, GN_QUANT_NF4, 1},  {3, 37, 64, GN_QUANT_NF4, 1},   {129, 97, 64, GN_QUANT_NF4, 0},
         {7, 301, 128, GN_QUANT_FP4, 1}, {300, 1001, 64, GN_QUANT_NF4, 1}, {5, 999, 32, GN_QUANT_NF4, 1},
         {2, 4096, 4096, GN_QUANT_NF4, 0},
+        // blocks straddling rows with cols % 32 == 0 (the vectorized kernels' shapes)
+        {9, 352, 128, GN_QUANT_NF4, 1}, {11, 160, 256, GN_QUANT_FP4, 0}, {5, 96, 128, GN_QUANT_NF4, 1},
     };
     for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
         gn_quant4_state q;
@@ -180,6 +182,10 @@ static void test_gemv(void) {
         {67, 320, 64, 1, GN_DTYPE_BF16}, {5, 4096, 64, 1, GN_DTYPE_BF16}, {33, 128, 32, 0, GN_DTYPE_F32},
         {17, 256, 128, 1, GN_DTYPE_F16}, {45, 100, 64, 1, GN_DTYPE_BF16}, {1, 33, 32, 1, GN_DTYPE_BF16},
         {9, 96, 64, 0, GN_DTYPE_F32},    {3, 64, 256, 1, GN_DTYPE_BF16},
+        // blocks straddling rows: 32-weight chunks of the vectorized path in a block that began
+        // on an earlier row, rows shorter than a block
+        {21, 352, 128, 1, GN_DTYPE_BF16}, {13, 160, 256, 0, GN_DTYPE_F32}, {7, 96, 256, 1, GN_DTYPE_BF16},
+        {11, 200, 128, 1, GN_DTYPE_F32},
     };
     int Ts[] = {1, 2, 3, 5, 8};
     for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
@@ -273,6 +279,8 @@ static void test_q4_matmul(void) {
         {67, 320, 64, 1, GN_DTYPE_BF16, 9},  {45, 100, 64, 1, GN_DTYPE_BF16, 37}, {33, 128, 32, 0, GN_DTYPE_F32, 130},
         {17, 70, 64, 1, GN_DTYPE_F16, 12},   {1, 64, 64, 1, GN_DTYPE_BF16, 20},   {200, 96, 64, 1, GN_DTYPE_BF16, 3},
         {8200, 4096, 64, 1, GN_DTYPE_BF16, 9}, // more than one dequantized tile (32 Mi weights each)
+        // blocks straddling rows, GEMV (T <= 8) and tiles (T > 8)
+        {96, 200, 128, 1, GN_DTYPE_BF16, 5}, {200, 96, 256, 1, GN_DTYPE_BF16, 33}, {128, 352, 128, 0, GN_DTYPE_F32, 17},
     };
     for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
         gn_quant4_state q;
