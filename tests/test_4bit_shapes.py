@@ -13,6 +13,7 @@ gradients and the merge. The bytes guanaco writes are checked against quantize_4
 both sides hold the same 4-bit weights.
 """
 import json
+import os
 import pathlib
 import sys
 
@@ -90,7 +91,6 @@ def check(got, ref, what, tol=REL_TOL):
 
 
 def simd_env(level):
-    import os
     env = dict(os.environ)
     env["GN_SIMD"] = level
     return env
