@@ -168,6 +168,8 @@ typedef struct {
     int rope_interleaved; // 1: pairs (2i,2i+1) as GGUF/Meta; 0: rotate_half as HF
     int tie_embeddings;
     int bos_id, eos_id, pad_id; // -1 when absent
+    int n_eos;                  // every id that ends generation: config.json's eos_token_id
+    int eos_ids[8];             // (one or a list) and generation_config.json's, eos_id first
 } gn_config;
 
 typedef struct gn_model gn_model;

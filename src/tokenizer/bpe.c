@@ -817,6 +817,41 @@ gn_status tok_read_config(gn_tokenizer *t, const char *path, int *cfg_add_bos) {
         if (eos && (id = tok_lookup(t, eos, strlen(eos))) >= 0) t->eos = id;
         if (unk && (id = tok_lookup(t, unk, strlen(unk))) >= 0) t->unk = id;
         if (pad && (id = tok_lookup(t, pad, strlen(pad))) >= 0) t->pad = id;
+        // added_tokens_decoder {"id": {"content", "special", ...}}: tokens a tokenizer.model
+        // folder adds past (or marks inside) its SentencePiece vocabulary
+        const cJSON *atd = cJSON_GetObjectItemCaseSensitive(root, "added_tokens_decoder"), *ent;
+        if (!t->json && cJSON_IsObject(atd)) {
+            int changed = 0;
+            cJSON_ArrayForEach(ent, atd) {
+                char *endp = NULL;
+                long id_l = strtol(ent->string, &endp, 10);
+                const char *content = jstr(ent, "content");
+                if (!endp || *endp || id_l < 0 || id_l >= (1 << 24) || !content) {
+                    cJSON_Delete(root);
+                    st = gn_err(GN_ERR_FORMAT, "%s: added_tokens_decoder[\"%.20s\"]: expected an id 0..16777215 "
+                                "mapping to {\"content\": string, ...}", cfgp, ent->string);
+                    goto done;
+                }
+                int32_t aid = (int32_t)id_l;
+                if (aid < t->n_vocab && (t->len[aid] != strlen(content) ||
+                                          memcmp(tok_piece(t, aid), content, t->len[aid]) != 0)) {
+                    cJSON_Delete(root);
+                    st = gn_err(GN_ERR_FORMAT, "%s: added_tokens_decoder[\"%d\"]: content '%.40s' but the vocabulary "
+                                "has '%.40s' there, expected the same token", cfgp, aid, content, tok_piece(t, aid));
+                    goto done;
+                }
+                if (aid >= t->n_vocab) {
+                    tok_grow(t, aid + 1);
+                    tok_set_piece(t, aid, content, strlen(content));
+                    t->type[aid] = jbool(ent, "special") == 1 ? TOK_CONTROL : TOK_USER_DEFINED;
+                    changed = 1;
+                } else if (jbool(ent, "special") == 1 && t->type[aid] != TOK_CONTROL && t->type[aid] != TOK_UNKNOWN) {
+                    t->type[aid] = TOK_CONTROL;
+                    changed = 1;
+                }
+            }
+            if (changed) tok_finish(t);
+        }
         *cfg_add_bos = jbool(root, "add_bos_token");
         int ae = jbool(root, "add_eos_token");
         if (ae >= 0) t->add_eos = ae;

@@ -130,6 +130,8 @@ struct gn_tokenizer {
 
 // Allocates a tokenizer with n_vocab empty UNUSED pieces and defaults.
 gn_tokenizer *tok_new(int n_vocab);
+// Extends the vocabulary to n_vocab ids (new ones empty UNUSED); call tok_finish after.
+void tok_grow(gn_tokenizer *t, int n_vocab);
 // Sets the text of piece id (copied); type and score set separately.
 void tok_set_piece(gn_tokenizer *t, int32_t id, const char *s, size_t n);
 // Builds the hash table, byte_tok, spec lists. Returns GN_OK. Duplicate

@@ -72,6 +72,21 @@ gn_tokenizer *tok_new(int n_vocab) {
     return t;
 }
 
+void tok_grow(gn_tokenizer *t, int n_vocab) {
+    if (n_vocab <= t->n_vocab) return;
+    t->off = gn_realloc(t->off, ((size_t)n_vocab + 1) * sizeof *t->off);
+    t->len = gn_realloc(t->len, ((size_t)n_vocab + 1) * sizeof *t->len);
+    t->score = gn_realloc(t->score, ((size_t)n_vocab + 1) * sizeof *t->score);
+    t->type = gn_realloc(t->type, ((size_t)n_vocab + 1) * sizeof *t->type);
+    for (int i = t->n_vocab; i <= n_vocab; i++) {
+        t->off[i] = 0;
+        t->len[i] = 0;
+        t->score[i] = 0;
+        t->type[i] = TOK_UNUSED;
+    }
+    t->n_vocab = n_vocab;
+}
+
 void tok_set_piece(gn_tokenizer *t, int32_t id, const char *s, size_t n) {
     GN_ASSERT(id >= 0 && id < t->n_vocab);
     if (t->blob_len + n + 1 > t->blob_cap) {
@@ -125,6 +140,7 @@ static int spec_cmp_len_desc(const gn_tokenizer *t, int32_t a, int32_t b) {
 gn_status tok_finish(gn_tokenizer *t) {
     uint32_t cap = 16;
     while (cap < (uint32_t)t->n_vocab * 2u + 16u) cap *= 2;
+    free(t->ht);
     t->ht = gn_malloc(cap * sizeof *t->ht);
     for (uint32_t i = 0; i < cap; i++) t->ht[i] = -1;
     t->ht_mask = cap - 1;

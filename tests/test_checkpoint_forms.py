@@ -1,0 +1,388 @@
+"""A LLaMA saved by transformers 5 in each form people hold it in today loads in guanaco.
+
+For each tokenizer form a tiny random LLaMA is built here (fixed seeds, tmp_path) and saved
+by transformers 5:
+  metaspace-always  LlamaTokenizer.save_pretrained: tokenizer.json with a Metaspace
+                    pre-tokenizer (prepend_scheme "always"), no tokenizer.model;
+  metaspace-first   the same file with prepend_scheme "first", split, and a Metaspace decoder
+                    (the Mistral / transformers 4.38+ spelling);
+  legacy            LLaMA-2's own form: normalizer Sequence[Prepend, Replace], no pre-tokenizer,
+                    BOS from the TemplateProcessing post-processor; tokenizer.model beside it;
+  bytelevel         a byte-level BPE tokenizer.json (GPT-2 style);
+  spm-model         tokenizer.model only;
+  gguf              the same weights and vocabulary in one GGUF file.
+Each must give AutoTokenizer's ids on an awkward corpus (and the `tokenizers` decode), the
+logits of LlamaForCausalLM, and survive one `finetune` step. The configs use today's
+spellings: dtype, explicit head_dim != hidden/heads, rope_parameters (default, linear,
+llama3), tied embeddings without lm_head in the shards, eos_token_id as a list, a
+generation_config.json with its own eos ids. `guanaco merge` of the Metaspace base writes a
+folder that transformers 5 loads with the same ids and logits, and that guanaco loads back.
+"""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import DATA, run_guanaco
+
+torch = pytest.importorskip("torch")
+spm = pytest.importorskip("sentencepiece")
+tk = pytest.importorskip("tokenizers")
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig,  # noqa: E402
+                          LlamaForCausalLM, LlamaTokenizer, PreTrainedTokenizerFast)
+
+OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
+REL_TOL = 1e-4  # as test_model.py: max |guanaco - transformers| <= REL_TOL * max |logit|
+
+AWKWARD = [
+    "", " ", "  ", "   x", "\t", "\n", "\n\n", " \t\n ", "\r\n", "Hello world", " leading space",
+    "trailing space ", "  two  leading", "multiple   inner    spaces", "tab\tin\tthe\tmiddle",
+    "line one\nline two\n", "0123456789 3.14159 2,718 1e-9 12345678901234567890", "中文字符测试，你好！",
+    "日本語のテキスト", "한국어", "Привет, мир", "🦙🚀😶\u200d🌫️ ✅", "e\u0301 a\u0308 n\u0303", "\u0915\u094d\u0937\u093f",
+    "special <s> in the </s> middle", "<s>", "</s>", "<unk>", "a<s>b</s>c", " <s> x ", "x\u00a0y\u3000z\u2028w",
+    "\u2581", "\u2581\u2581x \u2581", "I'm it's we've THEY'LL", "½ ² ³ ⅷ", "((([[[{{{", "```python\nprint('hi')\n```",
+    "\ufffd", "Ａ１ｂ",
+]
+
+
+def oasst_texts(n):
+    with open(OASST, encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f if line.strip()][:n]
+
+
+def corpus():
+    return AWKWARD + oasst_texts(40)
+
+
+def encode_many(model, texts, tmp_path, *flags):
+    p = tmp_path / "rows.jsonl"
+    p.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    out = run_guanaco("tokenize", "-m", model, "-f", p, "--jsonl", "text", *flags).stdout
+    lines = out.split("\n")
+    assert len(lines) == len(texts) + 1, f"expected {len(texts)} lines"
+    return [[int(x) for x in line.split()] for line in lines[:-1]]
+
+
+def decode_each(model, id_lists, tmp_path, *flags):
+    p = tmp_path / "ids.txt"
+    p.write_text("".join(" ".join(map(str, ids)) + "\n" for ids in id_lists))
+    out = run_guanaco("tokenize", "-m", model, "--decode-each", p, *flags).stdout
+    return [json.loads(line) for line in out.split("\n")[:-1]]
+
+
+def assert_same(texts, got, want, what):
+    bad = [i for i in range(len(texts)) if got[i] != want[i]]
+    assert not bad, (f"{what}: {len(bad)} of {len(texts)} differ; first {texts[bad[0]][:60]!r}: "
+                     f"ours {got[bad[0]][:16]} oracle {want[bad[0]][:16]}")
+
+
+def logits_of(tmp_path, model, ids, name="l.npy"):
+    out = tmp_path / name
+    run_guanaco("logits", "-m", model, "--ids", " ".join(map(str, ids)), "-o", out)
+    return np.load(out)
+
+
+def compare(got, ref, what):
+    assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
+    scale = float(np.abs(ref).max())
+    diff = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max())
+    assert diff <= REL_TOL * scale, f"{what}: max abs diff {diff:.3g} > {REL_TOL:g} x {scale:.4g}"
+
+
+# ---------------------------------------------------------------------------
+# building the forms
+
+@pytest.fixture(scope="module")
+def spm_file(tmp_path_factory):
+    """A small SentencePiece BPE with byte fallback, LLaMA's settings (identity normalizer,
+    whitespace kept, digits split), trained on oasst text."""
+    d = tmp_path_factory.mktemp("spm")
+    text = d / "corpus.txt"
+    text.write_text("\n".join(t.replace("\n", " ") for t in oasst_texts(200)), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(d / "tiny"), vocab_size=700, model_type="bpe", byte_fallback=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True,
+        allow_whitespace_only_pieces=True, character_coverage=0.98, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        num_threads=1, minloglevel=2)
+    return d / "tiny.model"
+
+
+def _llama_tokenizer_json(spm_file, d):
+    """What transformers 5 writes for a LLaMA tokenizer: tokenizer.json, no tokenizer.model."""
+    src = d.parent / (d.name + "-src")
+    src.mkdir()
+    shutil.copy(spm_file, src / "tokenizer.model")
+    (src / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "bos_token": "<s>", "eos_token": "</s>",
+         "unk_token": "<unk>"}))
+    LlamaTokenizer.from_pretrained(src).save_pretrained(d)
+    assert not (d / "tokenizer.model").exists()
+    return json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+
+
+def _edit_json(d, fn):
+    p = d / "tokenizer.json"
+    j = json.loads(p.read_text(encoding="utf-8"))
+    fn(j)
+    p.write_text(json.dumps(j, ensure_ascii=False), encoding="utf-8")
+
+
+def _bytelevel_tokenizer(d):
+    tok = tk.Tokenizer(tk.models.BPE())
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"],
+                                     initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(oasst_texts(200), trainer)
+    tok.post_processor = tk.processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(d)
+
+
+# Config spellings, one set per form: tied/untied, head_dim, rope_parameters, eos lists.
+ROPES = {
+    "default": {"rope_type": "default", "rope_theta": 10000.0},
+    "linear": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 32, "rope_theta": 500000.0},
+}
+FORMS = {
+    "metaspace-always": dict(rope="llama3", tie=True),
+    "metaspace-first": dict(rope="linear", tie=False),
+    "legacy": dict(rope="default", tie=False),
+    "bytelevel": dict(rope="default", tie=True),
+    "spm-model": dict(rope="linear", tie=True),
+    "gguf": dict(rope="default", tie=False),
+}
+
+
+def _save_model(d, vocab, rope, tie, seed):
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=32, vocab_size=vocab, rms_norm_eps=1e-5,
+                      tie_word_embeddings=tie, max_position_embeddings=256, bos_token_id=1, eos_token_id=[2, 3],
+                      rope_parameters=dict(ROPES[rope]))
+    torch.manual_seed(seed)
+    m = LlamaForCausalLM(cfg).eval()
+    m.save_pretrained(d)
+    GenerationConfig(bos_token_id=1, eos_token_id=[2, 4]).save_pretrained(d)
+    return m
+
+
+def _write_gguf(hf_dir, spm_file, path):
+    """The HF model's weights and the SentencePiece vocabulary as a llama GGUF (f32)."""
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    sd = LlamaForCausalLM.from_pretrained(hf_dir).state_dict()
+    sp = spm.SentencePieceProcessor(model_file=str(spm_file))
+    w = gguf.GGUFWriter(str(path), "llama")
+    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(nh)
+    w.add_head_count_kv(nkv)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
+    w.add_tokenizer_model("llama")
+    n = sp.get_piece_size()
+    w.add_token_list([sp.id_to_piece(i).encode("utf-8") for i in range(n)])
+    w.add_token_scores([sp.get_score(i) for i in range(n)])
+    types = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1 for i in range(n)]
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+
+    def perm(t, heads):  # HF rotate_half rows -> GGUF interleaved pairs (llama.cpp's convert)
+        return t.reshape(heads, 2, t.shape[0] // heads // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+
+    def put(name, t):
+        w.add_tensor(name, t.detach().float().numpy().copy())
+
+    put("token_embd.weight", sd["model.embed_tokens.weight"])
+    put("output_norm.weight", sd["model.norm.weight"])
+    put("output.weight", sd["lm_head.weight"])
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        put(f"blk.{i}.attn_norm.weight", sd[p + "input_layernorm.weight"])
+        put(f"blk.{i}.ffn_norm.weight", sd[p + "post_attention_layernorm.weight"])
+        put(f"blk.{i}.attn_q.weight", perm(sd[p + "self_attn.q_proj.weight"], nh))
+        put(f"blk.{i}.attn_k.weight", perm(sd[p + "self_attn.k_proj.weight"], nkv))
+        put(f"blk.{i}.attn_v.weight", sd[p + "self_attn.v_proj.weight"])
+        put(f"blk.{i}.attn_output.weight", sd[p + "self_attn.o_proj.weight"])
+        put(f"blk.{i}.ffn_gate.weight", sd[p + "mlp.gate_proj.weight"])
+        put(f"blk.{i}.ffn_up.weight", sd[p + "mlp.up_proj.weight"])
+        put(f"blk.{i}.ffn_down.weight", sd[p + "mlp.down_proj.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def forms(spm_file, tmp_path_factory):
+    """form -> {"path": what guanaco is given, "hf": the transformers folder, "tok": the oracle}."""
+    root = tmp_path_factory.mktemp("forms")
+    out = {}
+    for k, (name, spec) in enumerate(FORMS.items()):
+        d = root / name
+        d.mkdir()
+        if name in ("metaspace-always", "metaspace-first", "legacy"):
+            j = _llama_tokenizer_json(spm_file, d)
+            assert j["pre_tokenizer"]["type"] == "Metaspace" and j["pre_tokenizer"]["prepend_scheme"] == "always"
+            if name == "metaspace-first":
+                def first(j):
+                    for key in ("pre_tokenizer", "decoder"):
+                        j[key] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first",
+                                  "split": True}
+                _edit_json(d, first)
+            if name == "legacy":
+                def legacy(j):
+                    j["normalizer"] = {"type": "Sequence", "normalizers": [
+                        {"type": "Prepend", "prepend": "\u2581"},
+                        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+                    j["pre_tokenizer"] = None
+                _edit_json(d, legacy)
+                shutil.copy(spm_file, d / "tokenizer.model")
+        elif name == "bytelevel":
+            _bytelevel_tokenizer(d)
+        else:
+            shutil.copy(spm_file, d / "tokenizer.model")
+        tok = AutoTokenizer.from_pretrained(d)
+        _save_model(d, len(tok), spec["rope"], spec["tie"], seed=k)
+        path = d
+        if name == "gguf":
+            path = root / "gguf-file" / "model.gguf"
+            path.parent.mkdir()
+            _write_gguf(d, spm_file, path)
+        out[name] = {"path": path, "hf": d, "tok": tok, "spec": spec}
+    return out
+
+
+# ---------------------------------------------------------------------------
+# tokenizer
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_ids_equal_autotokenizer(forms, form, tmp_path):
+    f = forms[form]
+    texts = corpus()
+    want = [f["tok"](t, add_special_tokens=False).input_ids for t in texts]
+    got = encode_many(f["path"], texts, tmp_path, "--no-bos", "--special")
+    assert_same(texts, got, want, f"{form}: ids without special tokens")
+    if form in ("spm-model", "gguf"):
+        # AutoTokenizer reads a bare tokenizer.model without adding BOS; guanaco adds it, as
+        # sentencepiece / llama.cpp do; the ids after it are the same
+        want = [[1] + w for w in want]
+    else:
+        want = [f["tok"](t).input_ids for t in texts]
+    got = encode_many(f["path"], texts, tmp_path, "--special")
+    assert_same(texts, got, want, f"{form}: ids with the file's BOS/EOS")
+
+
+@pytest.mark.parametrize("form", ["metaspace-always", "metaspace-first", "legacy", "bytelevel"])
+def test_decode_equals_tokenizers(forms, form, tmp_path):
+    f = forms[form]
+    ref = tk.Tokenizer.from_file(str(f["hf"] / "tokenizer.json"))
+    texts = corpus()
+    ids = [ref.encode(t).ids for t in texts]
+    ids += [[5, 300, 9, 1, 2, 100], [259, 259], [3, 4, 5, 6], list(range(0, 40))]  # odd sequences too
+    for skip, flags in ((True, ()), (False, ("--special",))):
+        want = [ref.decode(x, skip_special_tokens=skip) for x in ids]
+        got = decode_each(f["path"], ids, tmp_path, *flags)
+        bad = [i for i in range(len(ids)) if got[i] != want[i]]
+        assert not bad, f"{form} skip_special={skip}: {len(bad)} differ; first {ids[bad[0]][:12]}: " \
+                        f"ours {got[bad[0]]!r} tokenizers {want[bad[0]]!r}"
+
+
+def test_tokenizer_json_and_model_agree(forms, tmp_path, spm_file):
+    """The legacy folder holds both files: the same ids either way, and sentencepiece's."""
+    d = forms["legacy"]["hf"]
+    texts = corpus()
+    sp = spm.SentencePieceProcessor(model_file=str(spm_file))
+    want = [sp.encode(t) for t in texts]
+    assert_same(texts, encode_many(d / "tokenizer.json", texts, tmp_path, "--no-bos"), want, "tokenizer.json")
+    assert_same(texts, encode_many(d / "tokenizer.model", texts, tmp_path, "--no-bos"), want, "tokenizer.model")
+    info = run_guanaco("info", "-m", d).stdout
+    assert "tokenizer: sentencepiece-style-bpe (tokenizer.json)" in info, info
+
+
+def test_awkward_texts_under_asan(forms, tmp_path):
+    """The tokenizer.json paths are clean under AddressSanitizer (when the asan build exists)."""
+    from conftest import BUILD
+    asan = BUILD.parent / "build-asan" / "guanaco"
+    if not asan.exists():
+        pytest.skip("build-asan/guanaco not built (make asan)")
+    import subprocess
+    p = tmp_path / "rows.jsonl"
+    p.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus()), encoding="utf-8")
+    for form in ("metaspace-always", "metaspace-first", "legacy"):
+        r = subprocess.run([str(asan), "tokenize", "-m", str(forms[form]["path"]), "-f", str(p), "--jsonl", "text",
+                            "--roundtrip", "--special"], capture_output=True, text=True)
+        assert r.returncode == 0 and "Sanitizer" not in r.stderr, r.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------
+# config, logits, finetune, merge
+
+def test_config_spellings_read(forms):
+    info = run_guanaco("info", "-m", forms["metaspace-always"]["path"]).stdout
+    assert "head_dim: 32" in info and "rope_scaling: llama3 (factor 8)" in info, info
+    assert "tie_word_embeddings: true" in info and "stop_token_ids: 2 3 4" in info, info
+    info = run_guanaco("info", "-m", forms["metaspace-first"]["path"]).stdout
+    assert "rope_scaling: linear (factor 2)" in info and "tie_word_embeddings: false" in info, info
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_logits_equal_transformers(forms, form, tmp_path):
+    f = forms[form]
+    ids = f["tok"](oasst_texts(1)[0]).input_ids[:40]
+    with torch.no_grad():
+        ref = LlamaForCausalLM.from_pretrained(f["hf"]).eval()(torch.tensor([ids])).logits[0].numpy()
+    compare(logits_of(tmp_path, f["path"], ids), ref, form)
+
+
+def _data(tmp_path):
+    p = tmp_path / "data.jsonl"
+    p.write_text("".join(json.dumps({"text": t}) + "\n" for t in oasst_texts(4)), encoding="utf-8")
+    return p
+
+
+def _finetune(model, data, run):
+    return run_guanaco("finetune", "-m", model, "-d", data, "-o", run, "--dataset-format", "oasst1",
+                       "--source-max-len", "16", "--target-max-len", "32", "--max-steps", "1", "--lora-r", "4",
+                       "--save-steps", "1", "-t", "1")
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_finetune_one_step(forms, form, tmp_path):
+    run = tmp_path / "run"
+    _finetune(forms[form]["path"], _data(tmp_path), run)
+    assert (run / "adapter_model.safetensors").exists() and (run / "adapter_config.json").exists()
+
+
+def test_merge_round_trip_today(forms, tmp_path):
+    f = forms["metaspace-always"]
+    run = tmp_path / "run"
+    _finetune(f["path"], _data(tmp_path), run)
+    merged = tmp_path / "merged"
+    run_guanaco("merge", "-m", f["path"], "-a", run, "-o", merged, "--dtype", "f32")
+    assert (merged / "tokenizer.json").exists() and not (merged / "tokenizer.model").exists()
+    cfg = json.loads((merged / "config.json").read_text())
+    assert cfg.get("dtype") == "float32" and cfg["head_dim"] == 32, cfg
+    tok = AutoTokenizer.from_pretrained(merged)
+    texts = corpus()
+    assert [tok(t).input_ids for t in texts] == [f["tok"](t).input_ids for t in texts]
+    assert_same(texts, encode_many(merged, texts, tmp_path, "--special"), [tok(t).input_ids for t in texts], "merged")
+    ids = tok(oasst_texts(2)[1]).input_ids[:32]
+    with torch.no_grad():
+        model = AutoModelForCausalLM.from_pretrained(merged).eval()
+        ref = model(torch.tensor([ids])).logits[0].numpy()
+    compare(logits_of(tmp_path, merged, ids), ref, "guanaco on the merged folder vs transformers")
+    # and the merged weights are the adapter's: guanaco's unmerged forward gives the same logits
+    out = tmp_path / "unmerged.npy"
+    run_guanaco("logits", "-m", f["path"], "-a", run, "--ids", " ".join(map(str, ids)), "-o", out)
+    compare(np.load(out), ref, "base + adapter (guanaco) vs merged (transformers)")
