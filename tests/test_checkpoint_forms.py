@@ -2,10 +2,10 @@
 
 For each tokenizer form a tiny random LLaMA is built here (fixed seeds, tmp_path) and saved
 by transformers 5:
-  metaspace-always  LlamaTokenizer.save_pretrained: tokenizer.json with a Metaspace
-                    pre-tokenizer (prepend_scheme "always"), no tokenizer.model;
-  metaspace-first   the same file with prepend_scheme "first", split, and a Metaspace decoder
-                    (the Mistral / transformers 4.38+ spelling);
+  metaspace-first   LlamaTokenizer.save_pretrained: tokenizer.json with a Metaspace
+                    pre-tokenizer (prepend_scheme "first"), no tokenizer.model;
+  metaspace-always  the same with "legacy": true (prepend_scheme "always"), then split and a
+                    Metaspace decoder (the other spelling seen in the wild);
   legacy            LLaMA-2's own form: normalizer Sequence[Prepend, Replace], no pre-tokenizer,
                     BOS from the TemplateProcessing post-processor; tokenizer.model beside it;
   bytelevel         a byte-level BPE tokenizer.json (GPT-2 style);
@@ -110,24 +110,32 @@ def spm_file(tmp_path_factory):
     return d / "tiny.model"
 
 
-def _llama_tokenizer_json(spm_file, d):
-    """What transformers 5 writes for a LLaMA tokenizer: tokenizer.json, no tokenizer.model."""
+def _llama_tokenizer_json(spm_file, d, legacy):
+    """What transformers 5 writes for a LLaMA tokenizer: tokenizer.json, no tokenizer.model
+    (Metaspace prepend_scheme "first", or "always" with "legacy": true in tokenizer_config.json)."""
     src = d.parent / (d.name + "-src")
     src.mkdir()
     shutil.copy(spm_file, src / "tokenizer.model")
     (src / "tokenizer_config.json").write_text(json.dumps(
         {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "bos_token": "<s>", "eos_token": "</s>",
-         "unk_token": "<unk>"}))
+         "unk_token": "<unk>", **({"legacy": True} if legacy else {})}))
     LlamaTokenizer.from_pretrained(src).save_pretrained(d)
     assert not (d / "tokenizer.model").exists()
     return json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
 
 
-def _edit_json(d, fn):
+def _edit_json(d, fn, tokenizer_class="TokenizersBackend"):
+    """Rewrites tokenizer.json with fn. transformers 5's LlamaTokenizer class replaces the file's
+    normalizer, pre-tokenizer and decoder with its own, so an edited file is declared with the
+    class that uses it as written."""
     p = d / "tokenizer.json"
     j = json.loads(p.read_text(encoding="utf-8"))
     fn(j)
     p.write_text(json.dumps(j, ensure_ascii=False), encoding="utf-8")
+    c = d / "tokenizer_config.json"
+    cfg = json.loads(c.read_text())
+    cfg["tokenizer_class"] = tokenizer_class
+    c.write_text(json.dumps(cfg))
 
 
 def _bytelevel_tokenizer(d):
@@ -232,14 +240,16 @@ def forms(spm_file, tmp_path_factory):
         d = root / name
         d.mkdir()
         if name in ("metaspace-always", "metaspace-first", "legacy"):
-            j = _llama_tokenizer_json(spm_file, d)
-            assert j["pre_tokenizer"]["type"] == "Metaspace" and j["pre_tokenizer"]["prepend_scheme"] == "always"
-            if name == "metaspace-first":
-                def first(j):
+            j = _llama_tokenizer_json(spm_file, d, legacy=name != "metaspace-first")
+            scheme = "first" if name == "metaspace-first" else "always"
+            assert j["pre_tokenizer"] == {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme,
+                                          "split": False}, j["pre_tokenizer"]
+            if name == "metaspace-always":
+                def split_metaspace_decoder(j):  # the other spelling seen in the wild
                     for key in ("pre_tokenizer", "decoder"):
-                        j[key] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first",
+                        j[key] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
                                   "split": True}
-                _edit_json(d, first)
+                _edit_json(d, split_metaspace_decoder)
             if name == "legacy":
                 def legacy(j):
                     j["normalizer"] = {"type": "Sequence", "normalizers": [
@@ -308,6 +318,27 @@ def test_tokenizer_json_and_model_agree(forms, tmp_path, spm_file):
     assert_same(texts, encode_many(d / "tokenizer.model", texts, tmp_path, "--no-bos"), want, "tokenizer.model")
     info = run_guanaco("info", "-m", d).stdout
     assert "tokenizer: sentencepiece-style-bpe (tokenizer.json)" in info, info
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_llama_tokenizer_class_rebuilds_the_pipeline(forms, tmp_path, legacy):
+    """LLaMA-2's legacy tokenizer.json declared as LlamaTokenizer: AutoTokenizer (transformers 5)
+    drops the normalizer and uses Metaspace (first, or always with legacy=true); so does guanaco."""
+    d = tmp_path / "llama-class"
+    d.mkdir()
+    src = forms["legacy"]["hf"]
+    shutil.copy(src / "tokenizer.json", d / "tokenizer.json")
+    cfg = json.loads((src / "tokenizer_config.json").read_text())
+    cfg.update(tokenizer_class="LlamaTokenizer", legacy=legacy)
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    tok = AutoTokenizer.from_pretrained(d)
+    texts = corpus()
+    assert_same(texts, encode_many(d, texts, tmp_path, "--special"), [tok(t).input_ids for t in texts],
+                f"LlamaTokenizer legacy={legacy}")
+    ids = [tok(t).input_ids for t in texts]
+    got = decode_each(d, ids, tmp_path)
+    want = [tok.decode(x, skip_special_tokens=True) for x in ids]
+    assert got == want
 
 
 def test_awkward_texts_under_asan(forms, tmp_path):

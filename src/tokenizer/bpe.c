@@ -788,6 +788,8 @@ static void read_post(const cJSON *pp, int *add_bos, int32_t *bos_id, int *add_e
 // add_eos_token, chat_template. Absent files are fine.
 gn_status tok_read_config(gn_tokenizer *t, const char *path, int *cfg_add_bos) {
     *cfg_add_bos = -1;
+    t->cfg_legacy = t->cfg_add_prefix_space = -1;
+    t->cfg_class[0] = 0;
     const char *slash = strrchr(path, '/');
     size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
     char *cfgp = gn_malloc(dl + 32), *jinja = gn_malloc(dl + 32);
@@ -853,6 +855,10 @@ gn_status tok_read_config(gn_tokenizer *t, const char *path, int *cfg_add_bos) {
             if (changed) tok_finish(t);
         }
         *cfg_add_bos = jbool(root, "add_bos_token");
+        const char *cls = jstr(root, "tokenizer_class");
+        snprintf(t->cfg_class, sizeof t->cfg_class, "%s", cls ? cls : "");
+        t->cfg_legacy = jbool(root, "legacy");
+        t->cfg_add_prefix_space = jbool(root, "add_prefix_space");
         int ae = jbool(root, "add_eos_token");
         if (ae >= 0) t->add_eos = ae;
         const cJSON *ct = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
@@ -1078,6 +1084,10 @@ gn_status tok_bpe_load_json(gn_tokenizer **out, const char *path, const char *js
     if ((st = tok_read_config(t, path, &cfg_add_bos)) != GN_OK) goto fail;
     if (t->bos < 0 && post_bos_id >= 0) t->bos = post_bos_id;
     if (t->eos < 0 && post_eos_id >= 0) t->eos = post_eos_id;
+    // AutoTokenizer builds LlamaTokenizer's own pipeline around the vocab and merges
+    if (t->kind == GN_TOK_JSON_BPE &&
+        (!strcmp(t->cfg_class, "LlamaTokenizer") || !strcmp(t->cfg_class, "LlamaTokenizerFast")))
+        tok_hf_llama_class(t);
     t->add_bos = cfg_add_bos >= 0 ? cfg_add_bos : post_bos;
     t->add_eos = t->add_eos >= 0 ? t->add_eos : post_eos;
     t->add_eos_post = t->add_eos;

@@ -296,6 +296,52 @@ void tok_hf_free(gn_tokenizer *t) {
     free(t->nadd_id);
 }
 
+static tok_dec_step dec_new(int op, const char *pat, const char *content) {
+    tok_dec_step s = {0};
+    s.op = op;
+    if (pat) { s.pat = gn_strdup(pat); s.npat = strlen(pat); }
+    if (content) { s.content = gn_strdup(content); s.ncontent = strlen(content); }
+    return s;
+}
+
+void tok_hf_llama_class(gn_tokenizer *t) {
+    int aps = t->cfg_add_prefix_space != 0;  // default true
+    int legacy = t->cfg_legacy == 1;         // default false
+    for (int i = 0; i < t->n_norm; i++) {
+        free(t->norm[i].pat);
+        free(t->norm[i].content);
+        if (t->norm[i].re) pcre2_code_free((pcre2_code *)t->norm[i].re);
+    }
+    t->n_norm = 0;
+    for (int i = 0; i < t->n_nadd; i++) free(t->nadd_text[i]);
+    t->n_nadd = 0;
+    for (int i = 0; i < t->n_pre; i++)
+        if (t->pre[i].re) pcre2_code_free((pcre2_code *)t->pre[i].re);
+    t->pre = gn_realloc(t->pre, sizeof *t->pre);
+    t->n_pre = 1;
+    memset(t->pre, 0, sizeof *t->pre);
+    t->pre[0].metaspace = 1;
+    memcpy(t->pre[0].rep, "\xE2\x96\x81", 3);
+    t->pre[0].rep_len = 3;
+    t->pre[0].prepend = !aps ? PREPEND_NEVER : legacy ? PREPEND_ALWAYS : PREPEND_FIRST;
+    for (int i = 0; i < t->n_dec; i++) {
+        free(t->dec[i].pat);
+        free(t->dec[i].content);
+    }
+    t->dec = gn_realloc(t->dec, 4 * sizeof *t->dec);
+    t->n_dec = 0;
+    t->dec[t->n_dec++] = dec_new(DEC_REPLACE, "\xE2\x96\x81", " ");
+    t->dec[t->n_dec++] = dec_new(DEC_BYTE_FALLBACK, NULL, NULL);
+    t->dec[t->n_dec++] = dec_new(DEC_FUSE, NULL, NULL);
+    if (aps) {
+        t->dec[t->n_dec] = dec_new(DEC_STRIP, NULL, " ");
+        t->dec[t->n_dec].start = 1;
+        t->n_dec++;
+    }
+    t->has_decoder = 1;
+    t->add_dummy_prefix = aps;
+}
+
 // "<0xXX>" (hex either case) -> byte, else -1 (ByteFallback's test).
 static int byte_token(const char *s, size_t n) {
     if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;

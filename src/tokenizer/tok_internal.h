@@ -117,6 +117,9 @@ struct gn_tokenizer {
     tok_dec_step *dec;       // decoder steps, in order (json kind)
     int n_dec, has_decoder;  // no decoder: tokens joined with ' '
     int add_eos_post;        // post_processor appends EOS
+    // tokenizer_config.json: tokenizer_class, legacy, add_prefix_space (-1 when absent)
+    char cfg_class[64];
+    int cfg_legacy, cfg_add_prefix_space;
     // added tokens with normalized=true, matched in normalized text by their
     // normalized content (HF normalizes the token text too), longest first
     char **nadd_text;
@@ -190,6 +193,10 @@ char *tok_hf_normalize(const gn_tokenizer *t, const char *s, size_t n, size_t *m
 // Decodes ids with the decoder chain into a malloc'd string (*len bytes).
 char *tok_hf_decode(const gn_tokenizer *t, const int32_t *ids, int n, int skip_special, size_t *len);
 void tok_hf_free(gn_tokenizer *t);
+// transformers 5's LlamaTokenizer rebuilds the pipeline around the file's vocab and merges:
+// no normalizer, Metaspace (prepend from legacy / add_prefix_space, no split), decoder
+// Replace + ByteFallback + Fuse (+ Strip). Applied when tokenizer_config.json names it.
+void tok_hf_llama_class(gn_tokenizer *t);
 // Compiles an HF regex (Oniguruma syntax as PCRE2, \s spelled out); bpe.c.
 gn_status tok_compile_re(void **out, const char *pat, size_t n, int is_literal, const char *path, const char *where);
 
