@@ -417,3 +417,90 @@ def test_merge_round_trip_today(forms, tmp_path):
     out = tmp_path / "unmerged.npy"
     run_guanaco("logits", "-m", f["path"], "-a", run, "--ids", " ".join(map(str, ids)), "-o", out)
     compare(np.load(out), ref, "base + adapter (guanaco) vs merged (transformers)")
+
+
+# ---------------------------------------------------------------------------
+# unsupported or broken files: one line naming the file and the field
+
+BAD_JSON = {
+    "normalizer": ({"type": "NFKC"}, "normalizer"),
+    "nested": ({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"}, {"type": "Lowercase"}]},
+               "normalizer.normalizers[1]"),
+    "prepend_scheme": ({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "sometimes"},
+                       "pre_tokenizer.prepend_scheme"),
+    "replacement": ({"type": "Metaspace", "replacement": "ab", "prepend_scheme": "first"}, "pre_tokenizer.replacement"),
+    "decoder": ({"type": "WordPiece", "prefix": "##"}, "decoder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_JSON))
+def test_bad_tokenizer_json_one_line(forms, tmp_path, case):
+    value, field = BAD_JSON[case]
+    j = json.loads((forms["metaspace-first"]["hf"] / "tokenizer.json").read_text(encoding="utf-8"))
+    key = "normalizer" if case in ("normalizer", "nested") else "decoder" if case == "decoder" else "pre_tokenizer"
+    j[key] = value
+    p = tmp_path / "tokenizer.json"
+    p.write_text(json.dumps(j, ensure_ascii=False), encoding="utf-8")
+    r = run_guanaco("tokenize", "-m", p, "-p", "hello", check=False)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 1 and r.stdout == "", (r.returncode, r.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"guanaco: {p}: {field}"), r.stderr
+
+
+@pytest.mark.parametrize("rope", ["yarn", "dynamic"])
+def test_unbuilt_rope_types_refused(forms, tmp_path, rope):
+    d = tmp_path / "m"
+    shutil.copytree(forms["metaspace-first"]["hf"], d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_type": rope, "factor": 4.0, "rope_theta": 10000.0,
+                              "original_max_position_embeddings": 64}
+    (d / "config.json").write_text(json.dumps(cfg))
+    r = run_guanaco("info", "-m", d, check=False)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert str(d / "config.json") in lines[0] and f"'{rope}'" in lines[0] and "linear or llama3" in lines[0], lines
+
+
+def test_bad_generation_config_named(forms, tmp_path):
+    d = tmp_path / "m"
+    shutil.copytree(forms["metaspace-first"]["hf"], d)
+    (d / "generation_config.json").write_text('{"eos_token_id": "two"}')
+    r = run_guanaco("info", "-m", d, check=False)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and "generation_config.json" in lines[0] and "eos_token_id" in lines[0]
+
+
+def _greedy_ids(stdout):
+    lines = [l for l in stdout.splitlines() if l.strip() and all(w.isdigit() for w in l.split())]
+    assert len(lines) == 1, stdout[-2000:]
+    return [int(w) for w in lines[0].split()]
+
+
+def test_generation_config_eos_stops_generation(forms, tmp_path):
+    """Greedy ids equal transformers'; an id listed only in generation_config.json's
+    eos_token_id ends generation there."""
+    d = tmp_path / "m"
+    shutil.copytree(forms["metaspace-first"]["hf"], d)
+    prompt = forms["metaspace-first"]["tok"]("The llama").input_ids
+    with torch.no_grad():
+        model = LlamaForCausalLM.from_pretrained(d).eval()
+        want = model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None,
+                              pad_token_id=0)[0, len(prompt):].tolist()
+    args = ["generate", "-m", d, "--ids", " ".join(map(str, prompt)), "-n", "12", "--temp", "0", "--no-bos",
+            "--print-ids", "-t", "1"]
+    free = _greedy_ids(run_guanaco(*args, "--ignore-eos").stdout)
+    assert free[-12:] == want, (free, want)
+    k = next(i for i in range(2, 12) if want[i] not in want[:i] and want[i] not in (2, 3))
+    (d / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": [2, want[k]]}))
+    stopped = _greedy_ids(run_guanaco(*args).stdout)
+    head = len(free) - 12  # the prompt, when it is printed too
+    assert stopped[:head] == free[:head]
+    assert stopped[head:] in (want[:k], want[:k + 1]), (stopped, want, k)
+
+
+def test_chat_on_transformers5_folder(forms):
+    """`guanaco chat` answers on a folder with tokenizer.json only (no tokenizer.model)."""
+    d = forms["metaspace-first"]["hf"]
+    assert not (d / "tokenizer.model").exists()
+    r = run_guanaco("chat", "-m", d, "-p", "Hello, who are you?", "-n", "8", "--temp", "0", "-t", "1")
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
