@@ -351,9 +351,9 @@ gn_status gn_tokenizer_load(gn_tokenizer **out, const char *path) {
     *out = NULL;
     if (!path || !*path) return gn_err(GN_ERR_ARG, "tokenizer path is empty");
     if (is_dir(path)) {
-        // HF model folder: tokenizer.json when it is byte-level BPE (or the only
-        // one), else tokenizer.model (a SentencePiece-converted tokenizer.json
-        // carries no scores, so the .model is the faithful source).
+        // HF model folder: tokenizer.json when there is one (AutoTokenizer's
+        // choice), tokenizer.model when the .json is missing or of a form not
+        // supported.
         size_t n = strlen(path) + 32;
         char *json = gn_malloc(n), *model = gn_malloc(n);
         snprintf(json, n, "%s/tokenizer.json", path);
@@ -361,7 +361,12 @@ gn_status gn_tokenizer_load(gn_tokenizer **out, const char *path) {
         gn_status st;
         if (is_file(json)) {
             st = load_file(out, json);
-            if (st == GN_ERR_UNSUPPORTED && is_file(model)) st = load_file(out, model);
+            if (st == GN_ERR_UNSUPPORTED && is_file(model)) {
+                gn_log(GN_LOG_WARN, "%s; using tokenizer.model instead", gn_last_error());
+                st = load_file(out, model);
+            } else if (st == GN_OK && is_file(model)) {
+                gn_log(GN_LOG_INFO, "%s: using tokenizer.json (tokenizer.model is also there)", path);
+            }
         } else if (is_file(model)) {
             st = load_file(out, model);
         } else {
