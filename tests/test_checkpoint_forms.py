@@ -504,3 +504,22 @@ def test_chat_on_transformers5_folder(forms):
     assert not (d / "tokenizer.model").exists()
     r = run_guanaco("chat", "-m", d, "-p", "Hello, who are you?", "-n", "8", "--temp", "0", "-t", "1")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
+
+
+def test_added_tokens_decoder_extends_tokenizer_model(spm_file, tmp_path):
+    """tokenizer_config.json's added_tokens_decoder adds tokens past a tokenizer.model's vocab."""
+    d = tmp_path / "tok"
+    d.mkdir()
+    shutil.copy(spm_file, d / "tokenizer.model")
+    n = spm.SentencePieceProcessor(model_file=str(spm_file)).get_piece_size()
+    flags = {"lstrip": False, "rstrip": False, "normalized": False, "single_word": False, "special": True}
+    atd = {"0": {"content": "<unk>", **flags}, "1": {"content": "<s>", **flags}, "2": {"content": "</s>", **flags},
+           str(n): {"content": "<|im_start|>", **flags}, str(n + 1): {"content": "<|im_end|>", **flags}}
+    (d / "tokenizer_config.json").write_text(json.dumps(
+        {"added_tokens_decoder": atd, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
+    tok = AutoTokenizer.from_pretrained(d)
+    assert len(tok) == n + 2
+    texts = ["<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n", "a <|im_end|> b", "<|im_end|>"] + AWKWARD
+    want = [tok(t, add_special_tokens=False).input_ids for t in texts]
+    assert any(n in w for w in want)
+    assert_same(texts, encode_many(d, texts, tmp_path, "--no-bos", "--special"), want, "added_tokens_decoder")
