@@ -339,6 +339,11 @@ def test_llama_tokenizer_class_rebuilds_the_pipeline(forms, tmp_path, legacy):
     got = decode_each(d, ids, tmp_path)
     want = [tok.decode(x, skip_special_tokens=True) for x in ids]
     assert got == want
+    # the file itself is read as the tokenizers library reads it (the legacy normalizer)
+    ref = tk.Tokenizer.from_file(str(d / "tokenizer.json"))
+    want = [ref.encode(t).ids for t in texts]
+    assert want != [tok(t).input_ids for t in texts]
+    assert_same(texts, encode_many(d / "tokenizer.json", texts, tmp_path, "--special"), want, "the file")
 
 
 def test_awkward_texts_under_asan(forms, tmp_path):

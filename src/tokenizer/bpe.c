@@ -1084,10 +1084,6 @@ gn_status tok_bpe_load_json(gn_tokenizer **out, const char *path, const char *js
     if ((st = tok_read_config(t, path, &cfg_add_bos)) != GN_OK) goto fail;
     if (t->bos < 0 && post_bos_id >= 0) t->bos = post_bos_id;
     if (t->eos < 0 && post_eos_id >= 0) t->eos = post_eos_id;
-    // AutoTokenizer builds LlamaTokenizer's own pipeline around the vocab and merges
-    if (t->kind == GN_TOK_JSON_BPE &&
-        (!strcmp(t->cfg_class, "LlamaTokenizer") || !strcmp(t->cfg_class, "LlamaTokenizerFast")))
-        tok_hf_llama_class(t);
     t->add_bos = cfg_add_bos >= 0 ? cfg_add_bos : post_bos;
     t->add_eos = t->add_eos >= 0 ? t->add_eos : post_eos;
     t->add_eos_post = t->add_eos;

@@ -13,7 +13,11 @@
  * Loading: "GGUF" magic -> GGUF vocab; first non-blank byte '{' -> tokenizer.json;
  * anything else -> tokenizer.model protobuf. A folder uses tokenizer.json when
  * it has one (as AutoTokenizer does), tokenizer.model when the .json is missing
- * or of an unsupported form (plus tokenizer_config.json beside either).
+ * or of an unsupported form (plus tokenizer_config.json beside either). A
+ * tokenizer.json file is read as the tokenizers library reads it; a folder as
+ * transformers 5's AutoTokenizer does, which differs for tokenizer_class
+ * LlamaTokenizer: that class drops the file's normalizer, pre-tokenizer and
+ * decoder for its own (Metaspace "first", or "always" with legacy=true).
  *
  * tokenizer.json encode (HF order): added tokens are cut out of the raw text
  * (lstrip/rstrip take the whitespace beside them, single_word ones must stand
@@ -367,6 +371,12 @@ gn_status gn_tokenizer_load(gn_tokenizer **out, const char *path) {
             } else if (st == GN_OK && is_file(model)) {
                 gn_log(GN_LOG_INFO, "%s: using tokenizer.json (tokenizer.model is also there)", path);
             }
+            // a folder is read as AutoTokenizer reads it: transformers 5's LlamaTokenizer
+            // class builds its own pipeline around the file's vocab and merges
+            gn_tokenizer *t = st == GN_OK ? *out : NULL;
+            if (t && t->kind == GN_TOK_JSON_BPE &&
+                (!strcmp(t->cfg_class, "LlamaTokenizer") || !strcmp(t->cfg_class, "LlamaTokenizerFast")))
+                tok_hf_llama_class(t);
         } else if (is_file(model)) {
             st = load_file(out, model);
         } else {
