@@ -1,27 +1,35 @@
 /*
- * bpe.c — byte-level BPE (GPT-2 style: GPT-2, SmolLM2, LLaMA 3): the GPT-2
- * byte<->unicode table, the regex pre-tokenizer (PCRE2, UTF + UCP, JIT when
- * available), rank-ordered merges, and loading from tokenizer.json (+
- * tokenizer_config.json / chat_template.jinja beside it). GGUF loading lives in
- * tok_gguf.c and uses tok_bpe_set_pre_name for the tokenizer.ggml.pre names.
+ * bpe.c — BPE from tokenizer.json and GGUF "gpt2" vocabularies: byte-level BPE
+ * (GPT-2 style: GPT-2, SmolLM2, LLaMA 3) and BPE over characters with byte
+ * fallback (SentencePiece-style files: LLaMA-1/2 re-saves, TinyLlama, Mistral).
+ * Holds the GPT-2 byte<->unicode table, the pre-tokenizers (regex steps with
+ * PCRE2, UTF + UCP, JIT when available; Metaspace), rank-ordered merges, and
+ * loading from tokenizer.json (+ tokenizer_config.json / chat_template.jinja
+ * beside it). Normalizers and the decoder chain are in hf.c. GGUF loading
+ * lives in tok_gguf.c and uses tok_bpe_set_pre_name for tokenizer.ggml.pre.
  *
- * Encoding one text chunk (special tokens are split off by tokenizer.c):
+ * Encoding one text chunk (added tokens are split off and the chunk normalized
+ * by tokenizer.c):
  *   1. pre-tokenize: each step splits every current piece; a step is a regex
  *      with an HF split behaviour (Isolated, Removed, MergedWithPrevious,
  *      MergedWithNext, Contiguous; optional invert). ByteLevel(add_prefix_space)
  *      prepends ' ' to each piece that lacks one; ByteLevel(use_regex) is the
- *      GPT-2 regex, Isolated. Bytes that are not valid UTF-8 never match a
- *      regex (PCRE2_MATCH_INVALID_UTF), so they end up in pieces of their own
- *      and still round-trip through the byte table.
- *   2. each piece's bytes become one symbol per byte (the vocab id of the GPT-2
- *      char for that byte); with ignore_merges (LLaMA 3) a piece that is a whole
- *      vocab entry is emitted as is.
+ *      GPT-2 regex, Isolated. Metaspace turns ' ' into its replacement,
+ *      prepends one (always, or "first": only to the piece that starts the
+ *      text) unless the piece starts with it, and with split cuts before every
+ *      replacement. Bytes that are not valid UTF-8 never match a regex
+ *      (PCRE2_MATCH_INVALID_UTF), so they end up in pieces of their own.
+ *   2. symbols: byte-level, one per byte (the vocab id of the GPT-2 char for
+ *      that byte); otherwise one per character, a character missing from the
+ *      vocab becoming its <0xXX> byte tokens (byte_fallback) or <unk> (a run
+ *      of them one <unk> with fuse_unk). With ignore_merges a piece that is a
+ *      whole vocab entry is emitted as is.
  *   3. merges: repeatedly merge the adjacent pair with the lowest merge rank,
  *      leftmost on ties (binary heap; stale entries skipped when popped).
  *
- * Limits: only the pre-tokenizers above (plus Digits and Sequence) and no
- * normalizer are supported; other tokenizer.json features give
- * GN_ERR_UNSUPPORTED. Added tokens' lstrip/rstrip/single_word flags are ignored.
+ * Limits: models other than BPE, continuing_subword_prefix/end_of_word_suffix,
+ * pre-tokenizers other than the above and a normalizer on a byte-level file
+ * give GN_ERR_UNSUPPORTED naming the field.
  */
 #include "tok_internal.h"
 
