@@ -346,19 +346,22 @@ def test_llama_tokenizer_class_rebuilds_the_pipeline(forms, tmp_path, legacy):
     assert_same(texts, encode_many(d / "tokenizer.json", texts, tmp_path, "--special"), want, "the file")
 
 
-def test_awkward_texts_under_asan(forms, tmp_path):
-    """The tokenizer.json paths are clean under AddressSanitizer (when the asan build exists)."""
-    from conftest import BUILD
-    asan = BUILD.parent / "build-asan" / "guanaco"
-    if not asan.exists():
-        pytest.skip("build-asan/guanaco not built (make asan)")
+@pytest.mark.parametrize("build", ["build-asan", "build-ubsan"])
+def test_awkward_texts_under_sanitizers(forms, tmp_path, build):
+    """The tokenizer.json paths (encode, decode, added tokens) are clean under ASan / UBSan
+    (when that build exists: make asan / make ubsan)."""
     import subprocess
+    from conftest import BUILD, sanitizer_report
+    binary = BUILD.parent / build / "guanaco"
+    if not binary.exists():
+        pytest.skip(f"{build}/guanaco not built")
     p = tmp_path / "rows.jsonl"
     p.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus()), encoding="utf-8")
-    for form in ("metaspace-always", "metaspace-first", "legacy"):
-        r = subprocess.run([str(asan), "tokenize", "-m", str(forms[form]["path"]), "-f", str(p), "--jsonl", "text",
-                            "--roundtrip", "--special"], capture_output=True, text=True)
-        assert r.returncode == 0 and "Sanitizer" not in r.stderr, r.stderr[-2000:]
+    for form in ("metaspace-always", "metaspace-first", "legacy", "bytelevel"):
+        for path in (forms[form]["path"], forms[form]["hf"] / "tokenizer.json"):
+            r = subprocess.run([str(binary), "tokenize", "-m", str(path), "-f", str(p), "--jsonl", "text",
+                                "--roundtrip", "--special"], capture_output=True, text=True)
+            assert r.returncode == 0 and sanitizer_report(r.stderr) is None, r.stderr[-2000:]
 
 
 # ---------------------------------------------------------------------------
