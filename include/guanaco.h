@@ -90,10 +90,16 @@ typedef struct gn_tokenizer gn_tokenizer;
 typedef enum {
     GN_TOK_SPM = 0,       // SentencePiece BPE (LLaMA 1/2), byte fallback, dummy prefix
     GN_TOK_BYTE_BPE = 1,  // GPT-2 style byte-level BPE (SmolLM2, LLaMA 3)
+    GN_TOK_JSON_BPE = 2,  // tokenizer.json BPE over characters with byte fallback
+                          // (SentencePiece-style: Metaspace or Prepend/Replace normalizer)
+                          // run the way HF tokenizers runs it
 } gn_tok_kind;
 
 // Loads tokenizer.model, tokenizer.json (reads tokenizer_config.json beside it
 // when present), or the vocab inside a .gguf — chosen by the file's contents.
+// A folder with both tokenizer.json and tokenizer.model uses tokenizer.json
+// (as transformers' AutoTokenizer does); tokenizer.model when the .json form is
+// not supported.
 gn_status gn_tokenizer_load(gn_tokenizer **out, const char *path);
 void gn_tokenizer_free(gn_tokenizer *t);
 
@@ -162,6 +168,8 @@ typedef struct {
     int rope_interleaved; // 1: pairs (2i,2i+1) as GGUF/Meta; 0: rotate_half as HF
     int tie_embeddings;
     int bos_id, eos_id, pad_id; // -1 when absent
+    int n_eos;                  // every id that ends generation: config.json's eos_token_id
+    int eos_ids[8];             // (one or a list) and generation_config.json's, eos_id first
 } gn_config;
 
 typedef struct gn_model gn_model;

@@ -55,6 +55,8 @@ static int find_stop(const char *text, size_t len, size_t from, const char *cons
 
 static int is_eos(const gn_model *m, int32_t t) {
     if (t == m->cfg.eos_id) return 1;
+    for (int k = 0; k < m->cfg.n_eos; k++)
+        if (t == m->cfg.eos_ids[k]) return 1;
     return m->tok && t == gn_tokenizer_eos(m->tok);
 }
 

@@ -99,9 +99,11 @@ static char *config_json(const gn_model *m, gn_dtype dt) {
         if (c->pad_id >= 0) cJSON_AddNumberToObject(j, "pad_token_id", c->pad_id);
     }
     cJSON_DeleteItemFromObject(j, "quantization_config");
+    // the base's spelling: transformers >= 4.56 writes "dtype", older "torch_dtype"
+    int old_name = cJSON_GetObjectItemCaseSensitive(j, "torch_dtype") && !cJSON_GetObjectItemCaseSensitive(j, "dtype");
     cJSON_DeleteItemFromObject(j, "torch_dtype");
     cJSON_DeleteItemFromObject(j, "dtype");
-    cJSON_AddStringToObject(j, "torch_dtype", hf_dtype_name(dt));
+    cJSON_AddStringToObject(j, old_name ? "torch_dtype" : "dtype", hf_dtype_name(dt));
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     return s;
@@ -112,7 +114,8 @@ static gn_status copy_side_files(const gn_model *m, const char *dir) {
     if (m->gguf) return GN_OK;
     gn_status st = GN_OK;
     static const char *const extra[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-                                        "special_tokens_map.json", "generation_config.json"};
+                                        "special_tokens_map.json", "generation_config.json",
+                                        "chat_template.jinja"};
     struct stat sb;
     char base[4096];
     if (stat(m->path, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(base, sizeof base, "%s", m->path);

@@ -139,7 +139,53 @@ static gn_status parse_rope_scaling(const cJSON *rs, const char *path, gn_config
         c->rope_orig_max_pos = (int)omp;
         return GN_OK;
     }
-    return gn_err(GN_ERR_UNSUPPORTED, "%s: rope_scaling type '%s' is not supported (expected linear or llama3)", path, t);
+    return gn_err(GN_ERR_UNSUPPORTED, "%s: rope_scaling/rope_parameters: rope_type '%s' is not supported, expected "
+                  "default, linear or llama3", path, t);
+}
+
+// Adds the ids of field key (an integer or a list of them) to c->eos_ids.
+static gn_status add_eos_ids(gn_config *c, const cJSON *o, const char *key, const char *path) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key), *it;
+    if (!v || cJSON_IsNull(v)) return GN_OK;
+    if (!cJSON_IsArray(v) && !cJSON_IsNumber(v))
+        return gn_err(GN_ERR_FORMAT, "%s: field '%s': expected an integer or a list of integers", path, key);
+    int single = cJSON_IsNumber(v);
+    for (it = single ? v : v->child; it; it = single ? NULL : it->next) {
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble))
+            return gn_err(GN_ERR_FORMAT, "%s: field '%s': expected an integer or a list of integers", path, key);
+        double d = it->valuedouble;
+        if (d < 0 || d >= c->vocab_size) {
+            gn_log(GN_LOG_WARN, "%s: field '%s': id %.0f is outside the vocabulary (0..%d); ignoring it", path, key, d,
+                   c->vocab_size - 1);
+            continue;
+        }
+        int id = (int)d, dup = 0;
+        for (int k = 0; k < c->n_eos; k++) dup |= c->eos_ids[k] == id;
+        if (!dup && c->n_eos < (int)(sizeof c->eos_ids / sizeof c->eos_ids[0])) c->eos_ids[c->n_eos++] = id;
+    }
+    return GN_OK;
+}
+
+// generation_config.json beside config.json: its eos_token_id (one or a list)
+// also ends generation. Absent file: nothing to do.
+static gn_status read_generation_config(gn_config *c, const char *dir) {
+    char *p = join(dir, "generation_config.json");
+    gn_status st = GN_OK;
+    if (is_file(p)) {
+        char *text;
+        size_t len;
+        if ((st = gn_read_file(p, &text, &len)) == GN_OK) {
+            cJSON *j = cJSON_ParseWithLength(text, len);
+            free(text);
+            if (!cJSON_IsObject(j))
+                st = gn_err(GN_ERR_FORMAT, "%s: not a JSON object, expected generation settings", p);
+            else
+                st = add_eos_ids(c, j, "eos_token_id", p);
+            cJSON_Delete(j);
+        }
+    }
+    free(p);
+    return st;
 }
 
 static gn_status config_from_json(gn_config *c, const char *path) {
@@ -186,6 +232,7 @@ static gn_status config_from_json(gn_config *c, const char *path) {
                 *ids[k] = -1;
             }
     }
+    if ((st = add_eos_ids(c, j, "eos_token_id", path))) goto done;
     if (c->n_kv_heads < 1 || c->n_kv_heads > 4096 || c->max_seq > (1 << 24)) {
         st = gn_err(GN_ERR_FORMAT, "%s: num_key_value_heads %d / max_position_embeddings %d: expected 1..4096 and "
                     "at most %d", path, c->n_kv_heads, c->max_seq, 1 << 24);
@@ -715,18 +762,19 @@ gn_status gn_model_load(gn_model **out, const char *path, const gn_load_opts *op
         m->file_compute_dtype = quant_compute_dtype(cfgp);
         if ((st = load_hf_weights(&m->tt, dir, single, (const char **)&m->source))) goto fail;
         if ((st = bind_weights(m, &m->tt, &HF_NAMES))) goto fail;
-        const char *tok_names[] = {"tokenizer.json", "tokenizer.model"};
-        for (int i = 0; i < 2 && !m->tok; i++) {
-            char *tp = join(dir, tok_names[i]);
-            if (is_file(tp)) st = gn_tokenizer_load(&m->tok, tp);
-            free(tp);
-            if (st) goto fail;
-        }
+        if ((st = read_generation_config(&m->cfg, dir))) goto fail;
+        // tokenizer.json first (as AutoTokenizer), tokenizer.model when the .json form is not supported
+        char *tj = join(dir, "tokenizer.json"), *tm = join(dir, "tokenizer.model");
+        int any = is_file(tj) || is_file(tm);
+        free(tj);
+        free(tm);
+        if (any && (st = gn_tokenizer_load(&m->tok, dir))) goto fail;
     }
     if ((st = init_rope(m))) goto fail;
     count_params(m);
     if (m->tok && m->cfg.bos_id < 0) m->cfg.bos_id = gn_tokenizer_bos(m->tok);
     if (m->tok && m->cfg.eos_id < 0) m->cfg.eos_id = gn_tokenizer_eos(m->tok);
+    if (m->cfg.eos_id >= 0 && m->cfg.n_eos == 0) m->cfg.eos_ids[m->cfg.n_eos++] = m->cfg.eos_id;
     if (m->opts.device == GN_DEVICE_CUDA && (st = gn_cuda_model_attach(m))) goto fail; // src/cuda/
     free(dir);
     free(cfgp);
@@ -780,6 +828,9 @@ char *gn_model_describe(const gn_model *m) {
     OUT("\nrope_layout: %s\ntie_word_embeddings: %s\n", c->rope_interleaved ? "interleaved (GGUF)" : "rotate_half (HF)",
         c->tie_embeddings ? "true" : "false");
     OUT("bos_token_id: %d\neos_token_id: %d\npad_token_id: %d\n", c->bos_id, c->eos_id, c->pad_id);
+    OUT("stop_token_ids:");
+    for (int k = 0; k < c->n_eos; k++) OUT(" %d", c->eos_ids[k]);
+    OUT("\n");
     OUT("tensors: %d (", tt->n);
     int first = 1;
     for (int d = 0; d < GN_DTYPE_COUNT; d++)
@@ -795,7 +846,9 @@ char *gn_model_describe(const gn_model *m) {
             gn_dtype_name(q->wdtype), n > 0 ? bits / n : 0.0);
     }
     OUT("resident weight bytes: %zu\n", m->weight_bytes);
-    OUT("tokenizer: %s\n", !m->tok ? "none" : gn_tokenizer_kind(m->tok) == GN_TOK_SPM ? "sentencepiece-bpe" : "byte-level-bpe");
+    gn_tok_kind tk = m->tok ? gn_tokenizer_kind(m->tok) : GN_TOK_SPM;
+    OUT("tokenizer: %s\n", !m->tok ? "none" : tk == GN_TOK_SPM ? "sentencepiece-bpe" : tk == GN_TOK_JSON_BPE
+        ? "sentencepiece-style-bpe (tokenizer.json)" : "byte-level-bpe");
 #undef OUT
     return s;
 }

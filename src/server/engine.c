@@ -229,6 +229,9 @@ static size_t held(const slot *sl) {
 }
 
 static int is_eos(int32_t t) {
+    const gn_config *c = gn_model_config(srv.model);
+    for (int k = 0; k < c->n_eos; k++)
+        if (t == c->eos_ids[k]) return 1;
     return t == gn_model_config(srv.model)->eos_id || (srv.tok && t == gn_tokenizer_eos(srv.tok));
 }
 

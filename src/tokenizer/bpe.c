@@ -1,27 +1,35 @@
 /*
- * bpe.c — byte-level BPE (GPT-2 style: GPT-2, SmolLM2, LLaMA 3): the GPT-2
- * byte<->unicode table, the regex pre-tokenizer (PCRE2, UTF + UCP, JIT when
- * available), rank-ordered merges, and loading from tokenizer.json (+
- * tokenizer_config.json / chat_template.jinja beside it). GGUF loading lives in
- * tok_gguf.c and uses tok_bpe_set_pre_name for the tokenizer.ggml.pre names.
+ * bpe.c — BPE from tokenizer.json and GGUF "gpt2" vocabularies: byte-level BPE
+ * (GPT-2 style: GPT-2, SmolLM2, LLaMA 3) and BPE over characters with byte
+ * fallback (SentencePiece-style files: LLaMA-1/2 re-saves, TinyLlama, Mistral).
+ * Holds the GPT-2 byte<->unicode table, the pre-tokenizers (regex steps with
+ * PCRE2, UTF + UCP, JIT when available; Metaspace), rank-ordered merges, and
+ * loading from tokenizer.json (+ tokenizer_config.json / chat_template.jinja
+ * beside it). Normalizers and the decoder chain are in hf.c. GGUF loading
+ * lives in tok_gguf.c and uses tok_bpe_set_pre_name for tokenizer.ggml.pre.
  *
- * Encoding one text chunk (special tokens are split off by tokenizer.c):
+ * Encoding one text chunk (added tokens are split off and the chunk normalized
+ * by tokenizer.c):
  *   1. pre-tokenize: each step splits every current piece; a step is a regex
  *      with an HF split behaviour (Isolated, Removed, MergedWithPrevious,
  *      MergedWithNext, Contiguous; optional invert). ByteLevel(add_prefix_space)
  *      prepends ' ' to each piece that lacks one; ByteLevel(use_regex) is the
- *      GPT-2 regex, Isolated. Bytes that are not valid UTF-8 never match a
- *      regex (PCRE2_MATCH_INVALID_UTF), so they end up in pieces of their own
- *      and still round-trip through the byte table.
- *   2. each piece's bytes become one symbol per byte (the vocab id of the GPT-2
- *      char for that byte); with ignore_merges (LLaMA 3) a piece that is a whole
- *      vocab entry is emitted as is.
+ *      GPT-2 regex, Isolated. Metaspace turns ' ' into its replacement,
+ *      prepends one (always, or "first": only to the piece that starts the
+ *      text) unless the piece starts with it, and with split cuts before every
+ *      replacement. Bytes that are not valid UTF-8 never match a regex
+ *      (PCRE2_MATCH_INVALID_UTF), so they end up in pieces of their own.
+ *   2. symbols: byte-level, one per byte (the vocab id of the GPT-2 char for
+ *      that byte); otherwise one per character, a character missing from the
+ *      vocab becoming its <0xXX> byte tokens (byte_fallback) or <unk> (a run
+ *      of them one <unk> with fuse_unk). With ignore_merges a piece that is a
+ *      whole vocab entry is emitted as is.
  *   3. merges: repeatedly merge the adjacent pair with the lowest merge rank,
  *      leftmost on ties (binary heap; stale entries skipped when popped).
  *
- * Limits: only the pre-tokenizers above (plus Digits and Sequence) and no
- * normalizer are supported; other tokenizer.json features give
- * GN_ERR_UNSUPPORTED. Added tokens' lstrip/rstrip/single_word flags are ignored.
+ * Limits: models other than BPE, continuing_subword_prefix/end_of_word_suffix,
+ * pre-tokenizers other than the above and a normalizer on a byte-level file
+ * give GN_ERR_UNSUPPORTED naming the field.
  */
 #include "tok_internal.h"
 
@@ -193,7 +201,7 @@ static const char RE_BLOOM[] = " ?[^(\\s|.,!?…。，、।۔،)]+";
 // also matches U+180E and its tables may differ, so \s and \S are spelled out
 // as that exact set (inside a class \S is left alone).
 #define WS_SET "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
-static gn_status compile_re(void **out, const char *pat, size_t n, int is_literal, const char *path, const char *where) {
+gn_status tok_compile_re(void **out, const char *pat, size_t n, int is_literal, const char *path, const char *where) {
     char *fixed = NULL;
     size_t m = 0;
     if (!is_literal) {
@@ -259,7 +267,7 @@ static tok_pre_step *add_step(gn_tokenizer *t) {
 
 static gn_status add_regex_step(gn_tokenizer *t, const char *pat, const char *path, const char *where) {
     tok_pre_step *s = add_step(t);
-    return compile_re(&s->re, pat, strlen(pat), 0, path, where);
+    return tok_compile_re(&s->re, pat, strlen(pat), 0, path, where);
 }
 
 gn_status tok_bpe_set_pre_name(gn_tokenizer *t, const char *pre, const char *path) {
@@ -321,7 +329,7 @@ void tok_bpe_free(gn_tokenizer *t) {
 }
 
 // Working text: pieces are (off, len) into buf, which only grows.
-typedef struct { uint32_t off, len; } span;
+typedef struct { uint32_t off, len; int first; } span;  // first: starts the chunk's text
 typedef struct { span *v; size_t n, cap; } spans;
 typedef struct { char *p; size_t n, cap; } wbuf;
 
@@ -331,7 +339,7 @@ static void spans_push(spans *a, uint32_t off, uint32_t len) {
         a->cap = a->cap ? a->cap * 2 : 64;
         a->v = gn_realloc(a->v, a->cap * sizeof *a->v);
     }
-    a->v[a->n++] = (span){off, len};
+    a->v[a->n++] = (span){off, len, 0};
 }
 
 static void wbuf_reserve(wbuf *b, size_t n) {
@@ -388,17 +396,51 @@ static void find_matches(pcre2_code *re, const char *subject, size_t n, pcre2_ma
     segs_push(out, (uint32_t)gap, (uint32_t)n, 0);
 }
 
+// HF Metaspace on piece sp: ' ' -> rep, rep prepended (always, or only to the
+// piece that starts the text for "first") unless the piece starts with it,
+// then split before every rep when ms_split (MergedWithNext).
+static void metaspace_piece(const tok_pre_step *st, wbuf *b, span sp, spans *out) {
+    size_t R = (size_t)st->rep_len;
+    wbuf_reserve(b, (size_t)sp.len * R + R);  // b->p may move here, not during the copy
+    uint32_t at = (uint32_t)b->n;
+    char *d = b->p + at;
+    const char *src = b->p + sp.off;
+    size_t m = 0;
+    int starts = sp.len && (src[0] == ' ' || (sp.len >= R && memcmp(src, st->rep, R) == 0));
+    if (sp.len && !starts && (st->prepend == PREPEND_ALWAYS || (st->prepend == PREPEND_FIRST && sp.first))) {
+        memcpy(d, st->rep, R);
+        m = R;
+    }
+    for (uint32_t i = 0; i < sp.len; i++) {
+        if (src[i] == ' ') { memcpy(d + m, st->rep, R); m += R; }
+        else d[m++] = src[i];
+    }
+    b->n += m;
+    size_t n0 = out->n, a = 0;
+    if (st->ms_split)
+        for (size_t i = 1; i + R <= m; i++)
+            if (memcmp(d + i, st->rep, R) == 0) { spans_push(out, at + (uint32_t)a, (uint32_t)(i - a)); a = i; }
+    spans_push(out, at + (uint32_t)a, (uint32_t)(m - a));
+    if (out->n > n0) out->v[n0].first = sp.first;
+}
+
 // Applies one split step to piece sp of b, appending the resulting pieces.
 static void split_piece(const tok_pre_step *st, wbuf *b, span sp, pcre2_match_data *md, segs *tmp, spans *out) {
+    if (st->metaspace) { metaspace_piece(st, b, sp, out); return; }
+    size_t n_in = out->n;
     if (st->prefix_space && b->p[sp.off] != ' ') {
         wbuf_reserve(b, (size_t)sp.len + 1);  // b->p may move here, not during the copy
         uint32_t at = (uint32_t)b->n;
         b->p[at] = ' ';
         memcpy(b->p + at + 1, b->p + sp.off, sp.len);
         b->n += (size_t)sp.len + 1;
-        sp = (span){at, sp.len + 1};
+        sp = (span){at, sp.len + 1, sp.first};
     }
-    if (!st->re) { spans_push(out, sp.off, sp.len); return; }
+    if (!st->re) {
+        spans_push(out, sp.off, sp.len);
+        if (out->n > n_in) out->v[n_in].first = sp.first;
+        return;
+    }
     tmp->n = 0;
     find_matches((pcre2_code *)st->re, b->p + sp.off, sp.len, md, tmp);
     if (st->invert)
@@ -448,6 +490,7 @@ static void split_piece(const tok_pre_step *st, wbuf *b, span sp, pcre2_match_da
             span x = out->v[i]; out->v[i] = out->v[j]; out->v[j] = x;
         }
     }
+    for (size_t i = n_in; i < out->n; i++) out->v[i].first = sp.first && out->v[i].off == sp.off;
 }
 
 // ----------------------------------------------------------------------------
@@ -504,11 +547,43 @@ static void try_merge(const gn_tokenizer *t, bpe_scratch *w, int32_t l, int32_t 
     bheap_push(w, (uint64_t)(uint32_t)rank << 32 | (uint32_t)l);
 }
 
+// Initial symbols of a word for BPE over characters (HF BPE without a byte-level
+// pre-tokenizer): each character's vocab id; a character that is not in the
+// vocab becomes its bytes' <0xXX> ids when byte_fallback and all of them exist,
+// else <unk> (a run of them one <unk> with fuse_unk), else it is dropped.
+// Bytes that are not valid UTF-8 count as one character each. Returns the count.
+static int32_t char_symbols(const gn_tokenizer *t, const unsigned char *s, size_t n, int32_t *ids) {
+    int32_t ns = 0;
+    int pending_unk = 0;
+    for (size_t i = 0; i < n;) {
+        int L = tok_utf8_valid_len(s + i, n - i);
+        if (L == 0) L = 1;
+        int32_t id = tok_lookup(t, (const char *)s + i, (size_t)L);
+        if (id >= 0) {
+            if (pending_unk) { ids[ns++] = t->unk; pending_unk = 0; }
+            ids[ns++] = id;
+        } else {
+            int all = t->byte_fallback;
+            for (int k = 0; k < L && all; k++) all = t->byte_tok[s[i + (size_t)k]] >= 0;
+            if (all) {
+                for (int k = 0; k < L; k++) ids[ns++] = t->byte_tok[s[i + (size_t)k]];
+            } else if (t->unk >= 0) {
+                if (pending_unk && !t->fuse_unk) ids[ns++] = t->unk;
+                pending_unk = 1;
+            }
+        }
+        i += (size_t)L;
+    }
+    if (pending_unk) ids[ns++] = t->unk;
+    return ns;
+}
+
 static void bpe_word(const gn_tokenizer *t, const unsigned char *s, size_t n, bpe_scratch *w, tok_ids *out) {
     if (t->ignore_merges) {
         if (w->mcap < 2 * n) { w->mcap = 2 * n; w->mapped = gn_realloc(w->mapped, w->mcap); }
         size_t m = 0;
-        for (size_t i = 0; i < n; i++) m += (size_t)byte_char(s[i], w->mapped + m);
+        if (t->byte_level) for (size_t i = 0; i < n; i++) m += (size_t)byte_char(s[i], w->mapped + m);
+        else { memcpy(w->mapped, s, n); m = n; }
         int32_t id = tok_lookup(t, w->mapped, m);
         if (id >= 0) { tok_ids_push(out, id); return; }
     }
@@ -519,15 +594,19 @@ static void bpe_word(const gn_tokenizer *t, const unsigned char *s, size_t n, bp
         w->next = gn_realloc(w->next, n * sizeof *w->next);
     }
     int32_t ns = 0;
-    for (size_t i = 0; i < n; i++) {
-        int32_t id = t->byte_char_tok[s[i]];
-        if (id < 0) id = t->unk;
-        if (id < 0) continue;  // byte has no token and there is no <unk>: dropped (as HF does)
-        w->id[ns] = id;
-        w->prev[ns] = ns - 1;
-        w->next[ns] = -1;
-        if (ns > 0) w->next[ns - 1] = ns;
-        ns++;
+    if (t->byte_level) {
+        for (size_t i = 0; i < n; i++) {
+            int32_t id = t->byte_char_tok[s[i]];
+            if (id < 0) id = t->unk;
+            if (id < 0) continue;  // byte has no token and there is no <unk>: dropped (as HF does)
+            w->id[ns++] = id;
+        }
+    } else {
+        ns = char_symbols(t, s, n, w->id);
+    }
+    for (int32_t i = 0; i < ns; i++) {
+        w->prev[i] = i - 1;
+        w->next[i] = i + 1 < ns ? i + 1 : -1;
     }
     if (ns == 0) return;
     w->hn = 0;
@@ -550,12 +629,13 @@ static void bpe_word(const gn_tokenizer *t, const unsigned char *s, size_t n, bp
     for (int32_t i = 0; i >= 0; i = w->next[i]) tok_ids_push(out, w->id[i]);
 }
 
-void tok_bpe_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, tok_ids *out) {
+void tok_bpe_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, int at_start, tok_ids *out) {
     wbuf b = {0};
     wbuf_put(&b, text, len);
     spans cur = {0}, nxt = {0};
     segs tmp = {0};
     spans_push(&cur, 0, (uint32_t)len);
+    if (cur.n) cur.v[0].first = at_start;
     pcre2_match_data *md = NULL;
     for (int k = 0; k < t->n_pre; k++) {
         const tok_pre_step *st = &t->pre[k];
@@ -634,13 +714,18 @@ static gn_status add_pre(gn_tokenizer *t, const cJSON *p, const char *path, cons
         tok_pre_step *s = add_step(t);
         s->prefix_space = aps == 1;
         t->byte_level = 1;
-        if (ure != 0) return compile_re(&s->re, RE_GPT2, strlen(RE_GPT2), 0, path, where);
+        if (ure != 0) return tok_compile_re(&s->re, RE_GPT2, strlen(RE_GPT2), 0, path, where);
         return GN_OK;
+    }
+    if (strcmp(type, "Metaspace") == 0) {
+        tok_pre_step *s = add_step(t);
+        s->metaspace = 1;
+        return tok_metaspace_params(p, s->rep, &s->rep_len, &s->prepend, &s->ms_split, path, where);
     }
     if (strcmp(type, "Digits") == 0) {
         const char *pat = jbool(p, "individual_digits") == 1 ? "\\p{N}" : "\\p{N}+";
         tok_pre_step *s = add_step(t);
-        return compile_re(&s->re, pat, strlen(pat), 0, path, where);
+        return tok_compile_re(&s->re, pat, strlen(pat), 0, path, where);
     }
     if (strcmp(type, "Split") == 0) {
         const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
@@ -660,48 +745,50 @@ static gn_status add_pre(gn_tokenizer *t, const cJSON *p, const char *path, cons
         s->invert = jbool(p, "invert") == 1;
         snprintf(sub, sizeof sub, "%s.pattern", where);
         const char *src = re ? re : lit;
-        return compile_re(&s->re, src, strlen(src), re == NULL, path, sub);
+        return tok_compile_re(&s->re, src, strlen(src), re == NULL, path, sub);
     }
     return gn_err(GN_ERR_UNSUPPORTED, "%s: %s: pre-tokenizer type '%s' is not supported, expected ByteLevel, "
-                  "Split, Digits or Sequence", path, where, type);
+                  "Metaspace, Split, Digits or Sequence", path, where, type);
 }
 
-static gn_status check_normalizer(const cJSON *n, const char *path) {
-    if (!n || cJSON_IsNull(n)) return GN_OK;
-    const char *type = jstr(n, "type");
-    if (type && strcmp(type, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "normalizers");
-        if (cJSON_IsArray(list) && cJSON_GetArraySize(list) == 0) return GN_OK;
-    }
-    return gn_err(GN_ERR_UNSUPPORTED, "%s: normalizer: type '%s' is not supported, expected none "
-                  "(byte-level BPE tokenizers have no normalizer)", path, type ? type : "?");
-}
-
-// post_processor TemplateProcessing: a SpecialToken before $A means BOS.
-static void read_post(const cJSON *pp, int *add_bos, int32_t *bos_id, const gn_tokenizer *t) {
-    if (!pp || cJSON_IsNull(pp)) return;
-    const char *type = jstr(pp, "type");
-    if (!type) return;
-    if (strcmp(type, "Sequence") == 0) {
-        const cJSON *it;
-        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(pp, "processors")) read_post(it, add_bos, bos_id, t);
-        return;
-    }
-    if (strcmp(type, "TemplateProcessing") != 0) return;
-    const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single");
-    const cJSON *first = cJSON_IsArray(single) ? cJSON_GetArrayItem(single, 0) : NULL;
-    const cJSON *sp = first ? cJSON_GetObjectItemCaseSensitive(first, "SpecialToken") : NULL;
-    if (!sp) { *add_bos = 0; return; }
-    const char *name = jstr(sp, "id");
-    if (!name) return;
-    *add_bos = 1;
+// The id a TemplateProcessing special-token entry stands for.
+static int32_t post_special_id(const cJSON *pp, const cJSON *piece, const gn_tokenizer *t) {
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(piece, "SpecialToken");
+    const char *name = sp ? jstr(sp, "id") : NULL;
+    if (!name) return -1;
     int32_t id = tok_lookup(t, name, strlen(name));
     const cJSON *specials = cJSON_GetObjectItemCaseSensitive(pp, "special_tokens");
     const cJSON *ent = specials ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL;
     const cJSON *ids = ent ? cJSON_GetObjectItemCaseSensitive(ent, "ids") : NULL;
     const cJSON *id0 = cJSON_IsArray(ids) ? cJSON_GetArrayItem(ids, 0) : NULL;
     if (id0 && is_int_id(id0) && (int)id0->valuedouble < t->n_vocab) id = (int32_t)id0->valuedouble;
-    *bos_id = id;
+    return id;
+}
+
+// post_processor TemplateProcessing "single": a special token before $A means
+// BOS, one after it EOS.
+static void read_post(const cJSON *pp, int *add_bos, int32_t *bos_id, int *add_eos, int32_t *eos_id,
+                      const gn_tokenizer *t) {
+    if (!pp || cJSON_IsNull(pp)) return;
+    const char *type = jstr(pp, "type");
+    if (!type) return;
+    if (strcmp(type, "Sequence") == 0) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(pp, "processors"))
+            read_post(it, add_bos, bos_id, add_eos, eos_id, t);
+        return;
+    }
+    if (strcmp(type, "TemplateProcessing") != 0) return;
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single"), *it;
+    int seen_seq = 0;
+    *add_bos = *add_eos = 0;
+    cJSON_ArrayForEach(it, single) {
+        if (cJSON_GetObjectItemCaseSensitive(it, "Sequence")) { seen_seq = 1; continue; }
+        int32_t id = post_special_id(pp, it, t);
+        if (id < 0) continue;
+        if (!seen_seq && !*add_bos) { *add_bos = 1; *bos_id = id; }
+        if (seen_seq && !*add_eos) { *add_eos = 1; *eos_id = id; }
+    }
 }
 
 // Reads tokenizer_config.json (and chat_template.jinja) from the folder of path:
@@ -709,6 +796,8 @@ static void read_post(const cJSON *pp, int *add_bos, int32_t *bos_id, const gn_t
 // add_eos_token, chat_template. Absent files are fine.
 gn_status tok_read_config(gn_tokenizer *t, const char *path, int *cfg_add_bos) {
     *cfg_add_bos = -1;
+    t->cfg_legacy = t->cfg_add_prefix_space = -1;
+    t->cfg_class[0] = 0;
     const char *slash = strrchr(path, '/');
     size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
     char *cfgp = gn_malloc(dl + 32), *jinja = gn_malloc(dl + 32);
@@ -738,7 +827,46 @@ gn_status tok_read_config(gn_tokenizer *t, const char *path, int *cfg_add_bos) {
         if (eos && (id = tok_lookup(t, eos, strlen(eos))) >= 0) t->eos = id;
         if (unk && (id = tok_lookup(t, unk, strlen(unk))) >= 0) t->unk = id;
         if (pad && (id = tok_lookup(t, pad, strlen(pad))) >= 0) t->pad = id;
+        // added_tokens_decoder {"id": {"content", "special", ...}}: tokens a tokenizer.model
+        // folder adds past (or marks inside) its SentencePiece vocabulary
+        const cJSON *atd = cJSON_GetObjectItemCaseSensitive(root, "added_tokens_decoder"), *ent;
+        if (!t->json && cJSON_IsObject(atd)) {
+            int changed = 0;
+            cJSON_ArrayForEach(ent, atd) {
+                char *endp = NULL;
+                long id_l = strtol(ent->string, &endp, 10);
+                const char *content = jstr(ent, "content");
+                if (!endp || *endp || id_l < 0 || id_l >= (1 << 24) || !content) {
+                    cJSON_Delete(root);
+                    st = gn_err(GN_ERR_FORMAT, "%s: added_tokens_decoder[\"%.20s\"]: expected an id 0..16777215 "
+                                "mapping to {\"content\": string, ...}", cfgp, ent->string);
+                    goto done;
+                }
+                int32_t aid = (int32_t)id_l;
+                if (aid < t->n_vocab && (t->len[aid] != strlen(content) ||
+                                          memcmp(tok_piece(t, aid), content, t->len[aid]) != 0)) {
+                    cJSON_Delete(root);
+                    st = gn_err(GN_ERR_FORMAT, "%s: added_tokens_decoder[\"%d\"]: content '%.40s' but the vocabulary "
+                                "has '%.40s' there, expected the same token", cfgp, aid, content, tok_piece(t, aid));
+                    goto done;
+                }
+                if (aid >= t->n_vocab) {
+                    tok_grow(t, aid + 1);
+                    tok_set_piece(t, aid, content, strlen(content));
+                    t->type[aid] = jbool(ent, "special") == 1 ? TOK_CONTROL : TOK_USER_DEFINED;
+                    changed = 1;
+                } else if (jbool(ent, "special") == 1 && t->type[aid] != TOK_CONTROL && t->type[aid] != TOK_UNKNOWN) {
+                    t->type[aid] = TOK_CONTROL;
+                    changed = 1;
+                }
+            }
+            if (changed) tok_finish(t);
+        }
         *cfg_add_bos = jbool(root, "add_bos_token");
+        const char *cls = jstr(root, "tokenizer_class");
+        snprintf(t->cfg_class, sizeof t->cfg_class, "%s", cls ? cls : "");
+        t->cfg_legacy = jbool(root, "legacy");
+        t->cfg_add_prefix_space = jbool(root, "add_prefix_space");
         int ae = jbool(root, "add_eos_token");
         if (ae >= 0) t->add_eos = ae;
         const cJSON *ct = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
@@ -853,16 +981,39 @@ gn_status tok_bpe_load_json(gn_tokenizer **out, const char *path, const char *js
         t->type[id] = TOK_NORMAL;
     }
     free(seen);
-    if (cJSON_IsArray(added)) cJSON_ArrayForEach(it, added) {
-        int id = (int)cJSON_GetObjectItemCaseSensitive(it, "id")->valuedouble;
-        const char *content = jstr(it, "content");
-        tok_set_piece(t, id, content, strlen(content));
-        t->type[id] = jbool(it, "special") == 1 ? TOK_CONTROL : TOK_USER_DEFINED;
+    t->json = 1;
+    if (cJSON_IsArray(added)) {
+        t->added = gn_calloc((size_t)max_id + 1, 1);
+        cJSON_ArrayForEach(it, added) {
+            int id = (int)cJSON_GetObjectItemCaseSensitive(it, "id")->valuedouble;
+            const char *content = jstr(it, "content");
+            tok_set_piece(t, id, content, strlen(content));
+            t->type[id] = jbool(it, "special") == 1 ? TOK_CONTROL : TOK_USER_DEFINED;
+            // HF AddedToken defaults: normalized = !special, the others false
+            int normalized = jbool(it, "normalized");
+            if (normalized < 0) normalized = t->type[id] != TOK_CONTROL;
+            t->added[id] = (uint8_t)(ADDED_ANY | (jbool(it, "lstrip") == 1 ? ADDED_LSTRIP : 0) |
+                                     (jbool(it, "rstrip") == 1 ? ADDED_RSTRIP : 0) |
+                                     (jbool(it, "single_word") == 1 ? ADDED_SINGLE_WORD : 0) |
+                                     (normalized ? ADDED_NORMALIZED : 0));
+        }
     }
     if ((st = tok_finish(t)) != GN_OK) goto fail;
     const char *unk = jstr(model, "unk_token");
     if (unk) t->unk = tok_lookup(t, unk, strlen(unk));
     t->ignore_merges = jbool(model, "ignore_merges") == 1;
+    t->fuse_unk = jbool(model, "fuse_unk") == 1;
+    t->byte_fallback = jbool(model, "byte_fallback") == 1;
+    if (t->byte_fallback) {
+        // HF looks byte tokens up by the exact text "<0xXX>" (uppercase hex)
+        for (int b = 0; b < 256; b++) {
+            char name[8];
+            snprintf(name, sizeof name, "<0x%02X>", b);
+            int32_t id = tok_lookup(t, name, 6);
+            t->byte_tok[b] = id;
+            if (id >= 0 && t->type[id] == TOK_NORMAL) t->type[id] = TOK_BYTE;
+        }
+    }
     // merges: "a b" strings or ["a", "b"] pairs, rank = position
     tok_bpe_init_merges(t, (uint32_t)cJSON_GetArraySize(merges));
     int rank = 0;
@@ -890,22 +1041,60 @@ gn_status tok_bpe_load_json(gn_tokenizer **out, const char *path, const char *js
         }
         rank++;
     }
-    if ((st = check_normalizer(cJSON_GetObjectItemCaseSensitive(root, "normalizer"), path)) != GN_OK) goto fail;
+    if ((st = tok_hf_read_normalizer(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), path,
+                                     "normalizer")) != GN_OK)
+        goto fail;
     if ((st = add_pre(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), path, "pre_tokenizer")) != GN_OK)
         goto fail;
     if (!t->byte_level) {
-        st = gn_err(GN_ERR_UNSUPPORTED, "%s: pre_tokenizer has no ByteLevel step, expected byte-level BPE "
-                    "(a SentencePiece-converted tokenizer.json needs its tokenizer.model)", path);
+        // BPE over characters (SentencePiece-style): the decoder chain decodes
+        t->kind = GN_TOK_JSON_BPE;
+        if ((st = tok_hf_read_decoder(t, cJSON_GetObjectItemCaseSensitive(root, "decoder"), path, "decoder")) != GN_OK)
+            goto fail;
+        // streaming decode drops the first token's leading space when the decoder does
+        t->add_dummy_prefix = 0;
+        for (int k = 0; k < t->n_dec; k++)
+            if ((t->dec[k].op == DEC_STRIP && t->dec[k].start > 0 && strcmp(t->dec[k].content, " ") == 0) ||
+                (t->dec[k].op == DEC_METASPACE && t->dec[k].prepend != PREPEND_NEVER))
+                t->add_dummy_prefix = 1;
+    } else if (t->n_norm) {
+        st = gn_err(GN_ERR_UNSUPPORTED, "%s: normalizer: set on a byte-level BPE tokenizer, expected none", path);
         goto fail;
     }
-    tok_bpe_init_byte_chars(t);
-    int post_bos = 0;
-    int32_t post_bos_id = -1;
-    read_post(cJSON_GetObjectItemCaseSensitive(root, "post_processor"), &post_bos, &post_bos_id, t);
+    // normalized=true added tokens are matched by their normalized text
+    if (t->added && t->n_norm) {
+        for (int32_t id = 0; id < t->n_vocab; id++) {
+            if (!(t->added[id] & ADDED_NORMALIZED) || !t->len[id]) continue;
+            size_t m;
+            char *nt = tok_hf_normalize(t, tok_piece(t, id), t->len[id], &m);
+            int k = t->n_nadd++;
+            t->nadd_text = gn_realloc(t->nadd_text, (size_t)t->n_nadd * sizeof *t->nadd_text);
+            t->nadd_len = gn_realloc(t->nadd_len, (size_t)t->n_nadd * sizeof *t->nadd_len);
+            t->nadd_id = gn_realloc(t->nadd_id, (size_t)t->n_nadd * sizeof *t->nadd_id);
+            while (k > 0 && t->nadd_len[k - 1] < m) {  // longest first
+                t->nadd_text[k] = t->nadd_text[k - 1];
+                t->nadd_len[k] = t->nadd_len[k - 1];
+                t->nadd_id[k] = t->nadd_id[k - 1];
+                k--;
+            }
+            t->nadd_text[k] = nt;
+            t->nadd_len[k] = m;
+            t->nadd_id[k] = id;
+        }
+    }
+    if (t->byte_level) tok_bpe_init_byte_chars(t);
+    int post_bos = 0, post_eos = 0;
+    int32_t post_bos_id = -1, post_eos_id = -1;
+    read_post(cJSON_GetObjectItemCaseSensitive(root, "post_processor"), &post_bos, &post_bos_id, &post_eos,
+              &post_eos_id, t);
     int cfg_add_bos;
+    t->add_eos = -1;
     if ((st = tok_read_config(t, path, &cfg_add_bos)) != GN_OK) goto fail;
     if (t->bos < 0 && post_bos_id >= 0) t->bos = post_bos_id;
+    if (t->eos < 0 && post_eos_id >= 0) t->eos = post_eos_id;
     t->add_bos = cfg_add_bos >= 0 ? cfg_add_bos : post_bos;
+    t->add_eos = t->add_eos >= 0 ? t->add_eos : post_eos;
+    t->add_eos_post = t->add_eos;
     cJSON_Delete(root);
     *out = t;
     return GN_OK;

@@ -3,13 +3,27 @@
  * vocabulary tables, special-token splitting, encode dispatch, decode and the
  * streaming detokenizer.
  *
- * Two kinds share one vocabulary layout (tok_internal.h):
+ * Three kinds share one vocabulary layout (tok_internal.h):
  *   - SentencePiece BPE (LLaMA 1/2): spm.c; tokenizer.model or GGUF "llama".
  *   - byte-level BPE (GPT-2, SmolLM2, LLaMA 3): bpe.c; tokenizer.json or GGUF "gpt2".
+ *   - tokenizer.json BPE over characters (SentencePiece-style files written by
+ *     transformers: Metaspace pre-tokenizer or Prepend/Replace normalizer, byte
+ *     fallback): bpe.c + hf.c, run as HF tokenizers runs it.
  *
  * Loading: "GGUF" magic -> GGUF vocab; first non-blank byte '{' -> tokenizer.json;
- * anything else -> tokenizer.model protobuf. A folder uses tokenizer.json when it
- * is byte-level BPE, else tokenizer.model (plus tokenizer_config.json beside it).
+ * anything else -> tokenizer.model protobuf. A folder uses tokenizer.json when
+ * it has one (as AutoTokenizer does), tokenizer.model when the .json is missing
+ * or of an unsupported form (plus tokenizer_config.json beside either). A
+ * tokenizer.json file is read as the tokenizers library reads it; a folder as
+ * transformers 5's AutoTokenizer does, which differs for tokenizer_class
+ * LlamaTokenizer: that class drops the file's normalizer, pre-tokenizer and
+ * decoder for its own (Metaspace "first", or "always" with legacy=true).
+ *
+ * tokenizer.json encode (HF order): added tokens are cut out of the raw text
+ * (lstrip/rstrip take the whitespace beside them, single_word ones must stand
+ * alone); each chunk is normalized; normalized=true added tokens are cut out of
+ * the normalized chunk by their normalized text; each piece is pre-tokenized
+ * (Metaspace "first" prepends only to the piece that starts the text) and BPE'd.
  *
  * Encode: the text is first cut at literal special tokens, leftmost then longest
  * (CONTROL/UNKNOWN only with GN_ENC_SPECIAL; byte-level USER_DEFINED always, as
@@ -60,6 +74,21 @@ gn_tokenizer *tok_new(int n_vocab) {
     t->escape_ws = 1;
     for (int b = 0; b < 256; b++) t->byte_tok[b] = t->byte_char_tok[b] = -1;
     return t;
+}
+
+void tok_grow(gn_tokenizer *t, int n_vocab) {
+    if (n_vocab <= t->n_vocab) return;
+    t->off = gn_realloc(t->off, ((size_t)n_vocab + 1) * sizeof *t->off);
+    t->len = gn_realloc(t->len, ((size_t)n_vocab + 1) * sizeof *t->len);
+    t->score = gn_realloc(t->score, ((size_t)n_vocab + 1) * sizeof *t->score);
+    t->type = gn_realloc(t->type, ((size_t)n_vocab + 1) * sizeof *t->type);
+    for (int i = t->n_vocab; i <= n_vocab; i++) {
+        t->off[i] = 0;
+        t->len[i] = 0;
+        t->score[i] = 0;
+        t->type[i] = TOK_UNUSED;
+    }
+    t->n_vocab = n_vocab;
 }
 
 void tok_set_piece(gn_tokenizer *t, int32_t id, const char *s, size_t n) {
@@ -115,6 +144,7 @@ static int spec_cmp_len_desc(const gn_tokenizer *t, int32_t a, int32_t b) {
 gn_status tok_finish(gn_tokenizer *t) {
     uint32_t cap = 16;
     while (cap < (uint32_t)t->n_vocab * 2u + 16u) cap *= 2;
+    free(t->ht);
     t->ht = gn_malloc(cap * sizeof *t->ht);
     for (uint32_t i = 0; i < cap; i++) t->ht[i] = -1;
     t->ht_mask = cap - 1;
@@ -325,9 +355,9 @@ gn_status gn_tokenizer_load(gn_tokenizer **out, const char *path) {
     *out = NULL;
     if (!path || !*path) return gn_err(GN_ERR_ARG, "tokenizer path is empty");
     if (is_dir(path)) {
-        // HF model folder: tokenizer.json when it is byte-level BPE (or the only
-        // one), else tokenizer.model (a SentencePiece-converted tokenizer.json
-        // carries no scores, so the .model is the faithful source).
+        // HF model folder: tokenizer.json when there is one (AutoTokenizer's
+        // choice), tokenizer.model when the .json is missing or of a form not
+        // supported.
         size_t n = strlen(path) + 32;
         char *json = gn_malloc(n), *model = gn_malloc(n);
         snprintf(json, n, "%s/tokenizer.json", path);
@@ -335,7 +365,18 @@ gn_status gn_tokenizer_load(gn_tokenizer **out, const char *path) {
         gn_status st;
         if (is_file(json)) {
             st = load_file(out, json);
-            if (st == GN_ERR_UNSUPPORTED && is_file(model)) st = load_file(out, model);
+            if (st == GN_ERR_UNSUPPORTED && is_file(model)) {
+                gn_log(GN_LOG_WARN, "%s; using tokenizer.model instead", gn_last_error());
+                st = load_file(out, model);
+            } else if (st == GN_OK && is_file(model)) {
+                gn_log(GN_LOG_INFO, "%s: using tokenizer.json (tokenizer.model is also there)", path);
+            }
+            // a folder is read as AutoTokenizer reads it: transformers 5's LlamaTokenizer
+            // class builds its own pipeline around the file's vocab and merges
+            gn_tokenizer *t = st == GN_OK ? *out : NULL;
+            if (t && t->kind == GN_TOK_JSON_BPE &&
+                (!strcmp(t->cfg_class, "LlamaTokenizer") || !strcmp(t->cfg_class, "LlamaTokenizerFast")))
+                tok_hf_llama_class(t);
         } else if (is_file(model)) {
             st = load_file(out, model);
         } else {
@@ -352,6 +393,7 @@ gn_status gn_tokenizer_load(gn_tokenizer **out, const char *path) {
 void gn_tokenizer_free(gn_tokenizer *t) {
     if (!t) return;
     tok_bpe_free(t);
+    tok_hf_free(t);
     free(t->blob);
     free(t->off);
     free(t->len);
@@ -388,14 +430,81 @@ int32_t gn_tokenizer_find(const gn_tokenizer *t, const char *piece) {
 // Is token id one that the text splitter may match under these flags?
 static int spec_allowed(const gn_tokenizer *t, int32_t id, int flags) {
     uint8_t ty = t->type[id];
-    if (ty == TOK_USER_DEFINED) return t->kind == GN_TOK_BYTE_BPE;  // SPM handles them inside the chunk
+    if (t->json && t->n_norm && t->added && (t->added[id] & ADDED_NORMALIZED))
+        return 0;  // matched after normalization instead
+    if (ty == TOK_USER_DEFINED) return t->kind != GN_TOK_SPM;  // SPM handles them inside the chunk
     return (flags & GN_ENC_SPECIAL) != 0;
 }
 
-static void encode_chunk(const gn_tokenizer *t, const char *s, size_t n, tok_ids *out) {
+// Code point of the UTF-8 character at s (n bytes left), -1 when invalid.
+static long cp_at(const unsigned char *s, size_t n, int *L) {
+    *L = tok_utf8_valid_len(s, n);
+    if (*L == 0) { *L = 1; return -1; }
+    if (*L == 1) return s[0];
+    long c = s[0] & (0x7F >> *L);
+    for (int i = 1; i < *L; i++) c = c << 6 | (s[i] & 0x3F);
+    return c;
+}
+
+// Unicode White_Space (Rust's char::is_whitespace).
+static int is_ws_cp(long c) {
+    return (c >= 9 && c <= 13) || c == ' ' || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
+           c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+// Length of the whitespace character ending at s[0..n), 0 when none.
+static size_t ws_before(const char *s, size_t n) {
+    size_t k = n;
+    while (k > 0 && n - k < 4 && ((unsigned char)s[k - 1] & 0xC0) == 0x80) k--;
+    if (k == 0) return 0;
+    k--;
+    int L;
+    long c = cp_at((const unsigned char *)s + k, n - k, &L);
+    return c >= 0 && (size_t)L == n - k && is_ws_cp(c) ? (size_t)L : 0;
+}
+
+static size_t ws_after(const char *s, size_t n) {
+    if (!n) return 0;
+    int L;
+    long c = cp_at((const unsigned char *)s, n, &L);
+    return c >= 0 && is_ws_cp(c) ? (size_t)L : 0;
+}
+
+// Word character for single_word: letters and digits (ASCII), any other
+// non-space character outside ASCII.
+static int word_cp(long c) {
+    if (c < 0) return 0;
+    if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    return !is_ws_cp(c);
+}
+
+static void encode_chunk(const gn_tokenizer *t, const char *s, size_t n, int at_start, tok_ids *out);
+
+// The normalized=true added tokens of a tokenizer.json, matched in the
+// normalized text of one chunk; the pieces between go to the model.
+static void encode_normalized(const gn_tokenizer *t, const char *s, size_t n, int at_start, tok_ids *out) {
+    size_t start = 0;
+    for (size_t i = 0; i < n && t->n_nadd; i++) {
+        int k = 0;
+        for (; k < t->n_nadd; k++)
+            if (t->nadd_len[k] <= n - i && memcmp(s + i, t->nadd_text[k], t->nadd_len[k]) == 0) break;
+        if (k == t->n_nadd) continue;
+        if (i > start) tok_bpe_encode_chunk(t, s + start, i - start, at_start && start == 0, out);
+        tok_ids_push(out, t->nadd_id[k]);
+        i += t->nadd_len[k] - 1;
+        start = i + 1;
+    }
+    if (n > start) tok_bpe_encode_chunk(t, s + start, n - start, at_start && start == 0, out);
+}
+
+static void encode_chunk(const gn_tokenizer *t, const char *s, size_t n, int at_start, tok_ids *out) {
     if (n == 0) return;
-    if (t->kind == GN_TOK_SPM) tok_spm_encode_chunk(t, s, n, out);
-    else tok_bpe_encode_chunk(t, s, n, out);
+    if (t->kind == GN_TOK_SPM) { tok_spm_encode_chunk(t, s, n, out); return; }
+    if (!t->n_norm) { tok_bpe_encode_chunk(t, s, n, at_start, out); return; }
+    size_t m;
+    char *norm = tok_hf_normalize(t, s, n, &m);
+    encode_normalized(t, norm, m, at_start, out);
+    free(norm);
 }
 
 gn_status gn_tokenizer_encode(const gn_tokenizer *t, const char *text, size_t len,
@@ -409,8 +518,10 @@ gn_status gn_tokenizer_encode(const gn_tokenizer *t, const char *text, size_t le
                       "(split it)", len);
     tok_ids out = {0};
     if ((flags & GN_ENC_BOS) && t->add_bos && t->bos >= 0) tok_ids_push(&out, t->bos);
-    // split at literal special tokens (leftmost, then longest)
-    int any_spec = t->spec_start[256] > 0 && ((flags & GN_ENC_SPECIAL) || t->kind == GN_TOK_BYTE_BPE);
+    // split at literal special tokens (leftmost, then longest); tokenizer.json
+    // added tokens may take the whitespace around them (lstrip / rstrip) and
+    // may have to stand alone (single_word)
+    int any_spec = t->spec_start[256] > 0 && ((flags & GN_ENC_SPECIAL) || t->kind != GN_TOK_SPM);
     size_t start = 0;
     if (any_spec) {
         for (size_t i = 0; i < len; i++) {
@@ -419,17 +530,35 @@ gn_status gn_tokenizer_encode(const gn_tokenizer *t, const char *text, size_t le
             for (int k = t->spec_start[c]; k < t->spec_start[c + 1]; k++) {
                 int32_t id = t->spec_ids[k];
                 if (t->len[id] <= len - i && memcmp(text + i, tok_piece(t, id), t->len[id]) == 0 &&
-                    spec_allowed(t, id, flags)) { hit = id; break; }
+                    spec_allowed(t, id, flags)) {
+                    if (t->added && (t->added[id] & ADDED_SINGLE_WORD)) {
+                        int L;
+                        size_t e = i + t->len[id], b = i;
+                        while (b > 0 && ((unsigned char)text[b - 1] & 0xC0) == 0x80 && i - b < 3) b--;
+                        if (b > 0) b--;
+                        if (i > 0 && word_cp(cp_at((const unsigned char *)text + b, len - b, &L))) continue;
+                        if (e < len && word_cp(cp_at((const unsigned char *)text + e, len - e, &L))) continue;
+                    }
+                    hit = id;
+                    break;
+                }
             }
             if (hit < 0) continue;
-            encode_chunk(t, text + start, i - start, &out);
+            size_t ms = i, me = i + t->len[hit];
+            uint8_t fl = t->added ? t->added[hit] : 0;
+            if (fl & ADDED_LSTRIP)
+                for (size_t w; ms > start && (w = ws_before(text + start, ms - start)) > 0;) ms -= w;
+            if (fl & ADDED_RSTRIP)
+                for (size_t w; me < len && (w = ws_after(text + me, len - me)) > 0;) me += w;
+            encode_chunk(t, text + start, ms - start, start == 0, &out);
             tok_ids_push(&out, hit);
-            i += t->len[hit] - 1;
-            start = i + 1;
+            i = me - 1;
+            start = me;
         }
     }
-    encode_chunk(t, text + start, len - start, &out);
-    if ((flags & GN_ENC_EOS) && t->eos >= 0) tok_ids_push(&out, t->eos);
+    encode_chunk(t, text + start, len - start, start == 0, &out);
+    if (((flags & GN_ENC_EOS) || ((flags & GN_ENC_BOS) && t->add_eos_post)) && t->eos >= 0)
+        tok_ids_push(&out, t->eos);
     if (!out.v) out.v = gn_malloc(sizeof(int32_t));
     *ids = out.v;
     *n = out.n;
@@ -471,7 +600,7 @@ static void token_text(const gn_tokenizer *t, int32_t id, int skip_special, int 
         if (!skip_special) sb_put(b, s, n);
         return;
     }
-    if (t->kind == GN_TOK_SPM) {
+    if (t->kind == GN_TOK_SPM || t->kind == GN_TOK_JSON_BPE) {
         int strip = *first && spm_strips(t);
         *first = 0;
         if (ty == TOK_BYTE) {
@@ -500,6 +629,17 @@ gn_status gn_tokenizer_decode(const gn_tokenizer *t, const int32_t *ids, int n,
         if (ids[i] < 0 || ids[i] >= t->n_vocab)
             return gn_err(GN_ERR_ARG, "decode: token id %d at position %d is out of range, expected 0..%d",
                           (int)ids[i], i, t->n_vocab - 1);
+    if (t->kind == GN_TOK_JSON_BPE) {
+        size_t m;
+        char *d = tok_hf_decode(t, ids, n, skip_special, &m);
+        sbuf res = {0};
+        sb_put_repaired(&res, d, m, 0);  // the pieces themselves may hold any bytes
+        free(d);
+        if (!res.p) sb_put(&res, "", 0);
+        *out = res.p;
+        if (len) *len = res.n;
+        return GN_OK;
+    }
     sbuf raw = {0}, res = {0};
     int first = 1;
     int per_byte = t->kind == GN_TOK_SPM;
@@ -519,7 +659,7 @@ int gn_tokenizer_token_bytes(const gn_tokenizer *t, int32_t id, char *buf, int c
     size_t n = t->len[id];
     uint8_t ty = t->type[id];
     if (ty == TOK_CONTROL || ty == TOK_UNKNOWN) sb_put(&b, s, n);
-    else if (t->kind == GN_TOK_SPM) {
+    else if (t->kind == GN_TOK_SPM || t->kind == GN_TOK_JSON_BPE) {
         int v = ty == TOK_BYTE ? parse_byte_piece(s, n) : -1;
         if (v >= 0) { char c = (char)v; sb_put(&b, &c, 1); }
         else put_spm_piece(&b, s, n, 0);
@@ -565,7 +705,7 @@ static int put_capped(char *buf, int cap, int at, const char *src, size_t n) {
 int gn_detok_stream_push(const gn_tokenizer *t, gn_detok_stream *s, int32_t id,
                          char *buf, int cap) {
     if (id < 0 || id >= t->n_vocab || !buf || cap <= 0) return 0;
-    int per_byte = t->kind == GN_TOK_SPM;
+    int per_byte = t->kind != GN_TOK_BYTE_BPE;
     s->pending[7] = (char)per_byte;
     if (s->npending < 0 || s->npending > 3) s->npending = 0;
     sbuf in = {0};
