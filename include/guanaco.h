@@ -340,8 +340,8 @@ gn_status gn_eval_loss_file(gn_model *m, const gn_adapter *a, const char *data_p
 // them: each path a .jsonl file or a folder of them (the release's three-class
 // judgment files or FastChat arena rows), `rounds` random orderings (0: 10000) from
 // `seed`. *json (malloc'd) gets {"matches": N, "rounds": R, "systems": [{"name",
-// "elo", "sd", "ci_lo", "ci_hi", "p2.5", "p97.5", "rank", "wins", "losses", "ties",
-// "games"}, ...]} with the systems by rank.
+// "rank", "elo", "sd", "ci95_mean": [lo, hi], "range95": [lo, hi], "wins", "losses",
+// "ties", "games"}, ...]}, best first (the fields of `guanaco eval elo --json`).
 gn_status gn_eval_elo(const char *const *paths, int n_paths, int rounds, uint64_t seed, char **json);
 
 // ===========================================================================

@@ -272,7 +272,8 @@ class Model:
         return {"model_type": "llama", "hidden_size": c.dim, "intermediate_size": c.hidden_dim,
                 "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
                 "num_key_value_heads": c.n_kv_heads, "head_dim": c.head_dim, "vocab_size": c.vocab_size,
-                "max_position_embeddings": c.max_seq, "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta,
+                "max_position_embeddings": c.max_seq, "rms_norm_eps": float("%.7g" % c.norm_eps),
+                "rope_theta": float("%.7g" % c.rope_theta),
                 "rope_scaling": rope, "tie_word_embeddings": bool(c.tie_embeddings),
                 "bos_token_id": none(c.bos_id), "eos_token_id": none(c.eos_id), "pad_token_id": none(c.pad_id)}
 
@@ -725,8 +726,8 @@ def merge(base, adapter, output, format="safetensors", dtype="float16", load_in_
 
 def eval_elo(judgments, rounds=10000, seed=42):
     """Elo ratings from pairwise judgment files or folders (`guanaco eval elo`): a dict with
-    matches, rounds and systems (best first), each a dict of name, elo, sd, ci_lo, ci_hi,
-    p2.5, p97.5, rank, wins, losses, ties and games."""
+    matches, rounds and systems (best first), each a dict of name, rank, elo, sd, ci95_mean
+    ([lo, hi] of the mean), range95 ([lo, hi] over orderings), wins, losses, ties and games."""
     if isinstance(judgments, (str, os.PathLike)):
         judgments = [judgments]
     if not isinstance(judgments, (list, tuple)) or not judgments:

@@ -467,10 +467,11 @@ gn_status gn_eval_elo(const char *const *paths, int n_paths, int rounds, uint64_
             cJSON_AddStringToObject(x, "name", j.names[i]);
             cJSON_AddNumberToObject(x, "elo", r.mean[i]);
             cJSON_AddNumberToObject(x, "sd", r.sd[i]);
-            cJSON_AddNumberToObject(x, "ci_lo", r.ci_lo[i]);
-            cJSON_AddNumberToObject(x, "ci_hi", r.ci_hi[i]);
-            cJSON_AddNumberToObject(x, "p2.5", r.p_lo[i]);
-            cJSON_AddNumberToObject(x, "p97.5", r.p_hi[i]);
+            cJSON *ci = cJSON_AddArrayToObject(x, "ci95_mean"), *pr = cJSON_AddArrayToObject(x, "range95");
+            cJSON_AddItemToArray(ci, cJSON_CreateNumber(r.ci_lo[i]));
+            cJSON_AddItemToArray(ci, cJSON_CreateNumber(r.ci_hi[i]));
+            cJSON_AddItemToArray(pr, cJSON_CreateNumber(r.p_lo[i]));
+            cJSON_AddItemToArray(pr, cJSON_CreateNumber(r.p_hi[i]));
             cJSON_AddNumberToObject(x, "rank", r.rank[i]);
             cJSON_AddNumberToObject(x, "wins", r.wins[i]);
             cJSON_AddNumberToObject(x, "losses", r.losses[i]);
