@@ -638,9 +638,7 @@ def finetune(base, data, output_dir, preset=None, callback=None, **hyperparamete
 
     old = None
     if threading.current_thread() is threading.main_thread():
-        def on_sigint(signum, frame):
-            if state["interrupted"]:  # a second Ctrl-C: the default behaviour
-                raise KeyboardInterrupt
+        def on_sigint(signum, frame):  # runs in the next callback; the run stops after this step
             state["interrupted"] = True
         old = signal.signal(signal.SIGINT, on_sigint)
     m = ctypes.c_void_p()
