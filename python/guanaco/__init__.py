@@ -175,12 +175,13 @@ class _ModelHandle:
         self.ptr = ptr
         self.adapter = None
 
-    def __del__(self):
+    def __del__(self, _free_adapter=_L.gn_adapter_free, _free_model=_L.gn_model_free):
+        # (the functions are bound as defaults: at interpreter exit the module's globals may be gone)
         if self.adapter:
-            _L.gn_adapter_free(self.adapter)
+            _free_adapter(self.adapter)
             self.adapter = None
         if self.ptr:
-            _L.gn_model_free(self.ptr)
+            _free_model(self.ptr)
             self.ptr = None
 
 
@@ -195,9 +196,9 @@ class _SessionHandle:
         if mh.adapter:
             _L.gn_session_set_adapter(self.ptr, mh.adapter)
 
-    def __del__(self):
+    def __del__(self, _free=_L.gn_session_free):
         if self.ptr:
-            _L.gn_session_free(self.ptr)
+            _free(self.ptr)
             self.ptr = None
 
 
