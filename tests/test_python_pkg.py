@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import DATA, ROOT, run_guanaco, smollm2_gguf_path
+from conftest import DATA, ROOT, run_guanaco
 
 STORIES = DATA / "tiny-llama" / "stories260K.gguf"
 OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
