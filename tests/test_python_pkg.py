@@ -129,10 +129,10 @@ def test_generate_and_chat_equal_cli_with_the_same_seed(gn, smol, smollm2_gguf):
         g.close()
         assert text.startswith(first)
     q = "Name three colors."
-    cli = run_guanaco("chat", "-m", smollm2_gguf, "--4bit", "-p", q, "-n", "24", "--temp", "0.7", "--seed", "5").stdout
-    ours = smol.chat([{"role": "user", "content": q}], max_new_tokens=24, temperature=0.7, seed=5)
+    cli = run_guanaco("chat", "-m", smollm2_gguf, "--4bit", "-p", q, "-n", "16", "--temp", "0.7", "--seed", "5").stdout
+    ours = smol.chat([{"role": "user", "content": q}], max_new_tokens=16, temperature=0.7, seed=5)
     assert ours and cli.strip() == ours
-    assert "".join(smol.chat([{"role": "user", "content": q}], max_new_tokens=24, temperature=0.7, seed=5,
+    assert "".join(smol.chat([{"role": "user", "content": q}], max_new_tokens=16, temperature=0.7, seed=5,
                              stream=True)).strip() == ours
 
 
