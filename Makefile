@@ -181,6 +181,28 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
+# ---- shared library ---------------------------------------------------------
+# make shared: build/libguanaco.so.0.1.0 (soname libguanaco.so.0) + the libguanaco.so
+# and libguanaco.so.0 links, from the library sources compiled again with -fPIC into
+# $(BUILD)/pic/ (the static build above is untouched). The Python package (python/)
+# ships this file. The CUDA kernels are not part of it (a CUDA=1 build links them
+# into the static library and the CLI only).
+SO_VERSION := 0.1.0
+SO_NAME := libguanaco.so.0
+PIC_OBJ := $(LIB_SRC:%.c=$(BUILD)/pic/%.o)
+.PHONY: shared
+shared: $(BUILD)/libguanaco.so
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+$(BUILD)/libguanaco.so.$(SO_VERSION): $(PIC_OBJ)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -shared -Wl,-soname,$(SO_NAME) $^ $(LDLIBS) -o $@
+$(BUILD)/libguanaco.so: $(BUILD)/libguanaco.so.$(SO_VERSION)
+	ln -sf libguanaco.so.$(SO_VERSION) $(BUILD)/$(SO_NAME)
+	ln -sf libguanaco.so.$(SO_VERSION) $@
+-include $(PIC_OBJ:.o=.d)
+# ---- end shared library -----------------------------------------------------
+
 # ---- fuzz (issue 11) --------------------------------------------------------
 # make fuzz: libFuzzer targets fuzz/fuzz_*.c -> build-fuzz/fuzz_* (clang,
 # -fsanitize=fuzzer,address,undefined). The library is recompiled with clang

@@ -329,6 +329,10 @@ typedef struct {
                      double eta_s, double eval_loss, void *user);
     void (*on_checkpoint)(const char *out_dir, void *user);
     void *user;
+    // asked after every step (NULL: never): nonzero stops the run there; that step is
+    // saved as checkpoint-N (unless just saved) and as the adapter in out_dir, and the
+    // run returns GN_OK. Embedders use it for a user's "stop" (Ctrl-C in Python).
+    int (*should_stop)(void *user);
 } gn_finetune_opts;
 void gn_finetune_defaults(gn_finetune_opts *o);
 // Applies --preset guanaco-7b|13b|33b|65b (spec §6.1); flags set afterwards override.
@@ -336,6 +340,17 @@ gn_status gn_finetune_preset(gn_finetune_opts *o, const char *name);
 gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m);
 // Mean per-sequence loss of a data file under the base (+ adapter a).
 gn_status gn_eval_loss_file(gn_model *m, const gn_adapter *a, const char *data_path, const gn_finetune_opts *o, double *loss);
+
+// ===========================================================================
+// Evaluation
+
+// Elo ratings from pairwise judgments, as `guanaco eval elo FILES_OR_DIRS...` computes
+// them: each path a .jsonl file or a folder of them (the release's three-class
+// judgment files or FastChat arena rows), `rounds` random orderings (0: 10000) from
+// `seed`. *json (malloc'd) gets {"matches": N, "rounds": R, "systems": [{"name",
+// "rank", "elo", "sd", "ci95_mean": [lo, hi], "range95": [lo, hi], "wins", "losses",
+// "ties", "games"}, ...]}, best first (the fields of `guanaco eval elo --json`).
+gn_status gn_eval_elo(const char *const *paths, int n_paths, int rounds, uint64_t seed, char **json);
 
 // ===========================================================================
 // Sampling and generation

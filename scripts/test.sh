@@ -81,6 +81,7 @@ PATH="$VENV/bin:$PATH" bash scripts/fetch_models.sh
 # --- 4. builds ----------------------------------------------------------------
 step "make (release)"
 make -j"$JOBS" all
+make -j"$JOBS" shared # build/libguanaco.so: tests/test_python_pkg.py
 # the MPI build of the CLI (mpirun -np N guanaco finetune): tests/test_mpi.py runs it
 step "make MPI=1 (build-mpi/guanaco)"
 make MPI=1 BUILD=build-mpi -j"$JOBS" cli

@@ -422,3 +422,68 @@ void gn_elo_winrate(const gn_match *m, int n_match, int n_systems, double tie, d
     free(pts);
     free(games);
 }
+
+// ----------------------------------------------------------------------------
+// gn_eval_elo: the `guanaco eval elo` numbers as JSON, for embedders (python/)
+
+static int cmp_rank(const void *x, const void *y, void *r_) {
+    const gn_elo_result *r = r_;
+    int a = *(const int *)x, b = *(const int *)y;
+    return r->mean[a] > r->mean[b] ? -1 : r->mean[a] < r->mean[b] ? 1 : a - b;
+}
+
+gn_status gn_eval_elo(const char *const *paths, int n_paths, int rounds, uint64_t seed, char **json) {
+    if (!paths || n_paths <= 0 || !json) return gn_err(GN_ERR_ARG, "eval elo: no judgment files given");
+    if (rounds < 0) return gn_err(GN_ERR_ARG, "eval elo: rounds %d (expected a positive number)", rounds);
+    *json = NULL;
+    gn_elo_opts eo;
+    gn_elo_defaults(&eo);
+    if (rounds) eo.rounds = rounds;
+    eo.seed = seed;
+    gn_judgments_opts jo = {0};
+    gn_judgments j;
+    gn_judgments_init(&j);
+    gn_elo_result r = {0};
+    gn_status st = GN_OK;
+    for (int p = 0; p < n_paths && !st; p++) {
+        if (!paths[p]) st = gn_err(GN_ERR_ARG, "eval elo: path %d is NULL", p);
+        else st = gn_judgments_add(&j, paths[p], &jo);
+    }
+    if (!st && j.n_match == 0)
+        st = gn_err(GN_ERR_FORMAT, "%s: no usable judgments (%d lines: %d unparsed -1, %d malformed)", paths[0], j.n_lines,
+                    j.n_unparsed, j.n_bad);
+    if (!st) st = gn_elo_run(j.match, j.n_match, j.n_systems, &eo, &r);
+    if (!st) {
+        int n = j.n_systems;
+        int *ord = gn_malloc(sizeof(int) * (size_t)n);
+        for (int i = 0; i < n; i++) ord[i] = i;
+        qsort_r(ord, (size_t)n, sizeof(int), cmp_rank, &r);
+        cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "systems");
+        cJSON_AddNumberToObject(o, "matches", j.n_match);
+        cJSON_AddNumberToObject(o, "rounds", eo.rounds);
+        for (int q = 0; q < n; q++) {
+            int i = ord[q];
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddStringToObject(x, "name", j.names[i]);
+            cJSON_AddNumberToObject(x, "elo", r.mean[i]);
+            cJSON_AddNumberToObject(x, "sd", r.sd[i]);
+            cJSON *ci = cJSON_AddArrayToObject(x, "ci95_mean"), *pr = cJSON_AddArrayToObject(x, "range95");
+            cJSON_AddItemToArray(ci, cJSON_CreateNumber(r.ci_lo[i]));
+            cJSON_AddItemToArray(ci, cJSON_CreateNumber(r.ci_hi[i]));
+            cJSON_AddItemToArray(pr, cJSON_CreateNumber(r.p_lo[i]));
+            cJSON_AddItemToArray(pr, cJSON_CreateNumber(r.p_hi[i]));
+            cJSON_AddNumberToObject(x, "rank", r.rank[i]);
+            cJSON_AddNumberToObject(x, "wins", r.wins[i]);
+            cJSON_AddNumberToObject(x, "losses", r.losses[i]);
+            cJSON_AddNumberToObject(x, "ties", r.ties[i]);
+            cJSON_AddNumberToObject(x, "games", r.games[i]);
+            cJSON_AddItemToArray(arr, x);
+        }
+        *json = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        free(ord);
+        gn_elo_result_free(&r);
+    }
+    gn_judgments_free(&j);
+    return st;
+}

@@ -481,6 +481,12 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
                 if (o->on_checkpoint) o->on_checkpoint(o->out_dir, o->user);
             }
         }
+        // the embedder's stop (single process): keep this step whole
+        if (nranks == 1 && rs.step < o->max_steps && o->should_stop && o->should_stop(o->user)) {
+            gn_log(GN_LOG_WARN, "finetune: stopped at step %lld of %d", (long long)rs.step, o->max_steps);
+            if (!(o->save_steps > 0 && rs.step % o->save_steps == 0) && (st = save_checkpoint(o, tr, &rs))) goto done;
+            break;
+        }
     }
     if (lead) st = gn_adapter_save(gn_trainer_adapter(tr), o->out_dir, o->save_dtype ? o->save_dtype : GN_DTYPE_F32, o->model_path);
 done:
