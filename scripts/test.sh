@@ -79,6 +79,8 @@ step "models"
 PATH="$VENV/bin:$PATH" bash scripts/fetch_models.sh
 
 # --- 4. builds ----------------------------------------------------------------
+# TEST_HOOKS=1: the test-only hooks (finetune's GN_TEST_KILL_AT_CHECKPOINT) for every build below
+export TEST_HOOKS=1
 step "make (release)"
 make -j"$JOBS" all
 # the MPI build of the CLI (mpirun -np N guanaco finetune): tests/test_mpi.py runs it

@@ -24,155 +24,9 @@
 #include <time.h>        // time
 #include <unistd.h>      // isatty
 
-#include "core/common.h" // gn_malloc, gn_time_s, gn_write_file_atomic
-#include "core/plot.h"   // gn_plot_intervals
-#include "eval/eval.h"   // the evaluation library
 
 // ----------------------------------------------------------------------------
 // shared helpers (eval_cli.h)
-
-const char *ecli_val(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) { cli_fail("%s needs a value", argv[*i]); return NULL; }
-    return argv[++*i];
-}
-
-int ecli_int(const char *flag, const char *v, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end || errno || x < lo || x > hi) {
-        cli_fail("%s: '%s' (expected an integer %ld..%ld)", flag, v, lo, hi);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
-int ecli_num(const char *flag, const char *v, double lo, double hi, double *out) {
-    char *end;
-    double x = strtod(v, &end);
-    if (end == v || *end || !(x >= lo && x <= hi)) {
-        cli_fail("%s: '%s' (expected a number %g..%g)", flag, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-const char ECLI_MODEL_HELP[] =
-    "  -m, --model PATH         HF folder, a weights file inside one, or a .gguf file\n"
-    "  -a, --adapter DIR        PEFT LoRA adapter folder, applied unmerged\n"
-    "      --4bit               quantize the linear layers on load (NF4, double quantization, block 64,\n"
-    "                           bf16 compute: transformers' load_in_4bit as QLoRA uses it)\n"
-    "      --quant-type nf4|fp4 --no-double-quant --blocksize N --compute-dtype bf16|f32   4-bit settings\n"
-    "      --dtype f32|bf16     weight dtype to compute with (default f32)\n"
-    "      --device cpu|cuda    where the forward pass runs (default cpu; cuda needs a make CUDA=1 build)\n"
-    "  -t, --threads N          threads (default: all cores)\n"
-    "  -v, --verbose            log loading details\n";
-
-int ecli_model_flag(ecli_model *o, int argc, char **argv, int *i) {
-    const char *a = argv[*i], *v;
-#define IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
-    if (IS("-m", "--model")) { if (!(v = ecli_val(argc, argv, i))) return -1; o->model = v; return 1; }
-    if (IS("-a", "--adapter")) { if (!(v = ecli_val(argc, argv, i))) return -1; o->adapter = v; return 1; }
-    if (IS("-t", "--threads")) {
-        if (!(v = ecli_val(argc, argv, i)) || ecli_int(a, v, 1, 1024, &o->threads)) return -1;
-        return 1;
-    }
-    if (IS("-v", "--verbose")) { o->verbose = 1; return 1; }
-    if (!strcmp(a, "--4bit")) { o->four_bit = 1; return 1; }
-    if (!strcmp(a, "--device")) {
-        if (!(v = ecli_val(argc, argv, i))) return -1;
-        if (gn_device_parse(v, &o->device)) { cli_fail_lib(); return -1; }
-        return 1;
-    }
-    if (!strcmp(a, "--no-double-quant")) { o->no_double_quant = 1; return 1; }
-    if (!strcmp(a, "--blocksize")) {
-        if (!(v = ecli_val(argc, argv, i)) || ecli_int(a, v, 16, 4096, &o->blocksize)) return -1;
-        if (o->blocksize & (o->blocksize - 1)) { cli_fail("--blocksize %d: expected a power of two 16..4096", o->blocksize); return -1; }
-        return 1;
-    }
-    if (!strcmp(a, "--quant-type")) {
-        if (!(v = ecli_val(argc, argv, i))) return -1;
-        if (!strcmp(v, "nf4")) o->quant_type = GN_DTYPE_NF4;
-        else if (!strcmp(v, "fp4")) o->quant_type = GN_DTYPE_FP4;
-        else { cli_fail("--quant-type: '%s' (expected nf4 or fp4)", v); return -1; }
-        return 1;
-    }
-    if (!strcmp(a, "--compute-dtype")) {
-        if (!(v = ecli_val(argc, argv, i))) return -1;
-        if (!strcmp(v, "bf16")) o->compute_dtype = GN_DTYPE_BF16;
-        else if (!strcmp(v, "f32")) o->compute_dtype = GN_DTYPE_F32;
-        else { cli_fail("--compute-dtype: '%s' (expected bf16 or f32)", v); return -1; }
-        o->compute_set = 1;
-        return 1;
-    }
-    if (!strcmp(a, "--dtype")) {
-        if (!(v = ecli_val(argc, argv, i))) return -1;
-        if (!strcmp(v, "f32")) o->dtype = GN_DTYPE_F32;
-        else if (!strcmp(v, "bf16")) o->dtype = GN_DTYPE_BF16;
-        else { cli_fail("--dtype: '%s' (expected f32 or bf16)", v); return -1; }
-        return 1;
-    }
-#undef IS
-    return 0;
-}
-
-gn_model *ecli_load(const ecli_model *o, gn_adapter **adapter) {
-    if (adapter) *adapter = NULL;
-    if (!o->model) { cli_fail("-m/--model is required (see --help)"); return NULL; }
-    if (o->threads) gn_set_threads(o->threads);
-    gn_set_verbosity(o->verbose ? GN_LOG_INFO : GN_LOG_WARN);
-    // the same load options as main.c's common flags
-    gn_load_opts lo = {.weight_dtype = o->four_bit ? (o->quant_type ? o->quant_type : GN_DTYPE_NF4) : o->dtype,
-                       .no_double_quant = o->no_double_quant, .blocksize = o->blocksize,
-                       .compute_dtype = o->compute_set ? o->compute_dtype : GN_DTYPE_COUNT, .device = o->device};
-    gn_model *m;
-    double t0 = gn_time_s();
-    if (gn_model_load(&m, o->model, &lo) != GN_OK) { cli_fail_lib(); return NULL; }
-    if (o->adapter) {
-        if (!adapter) { cli_fail("-a/--adapter is not used by this command"); gn_model_free(m); return NULL; }
-        if (gn_adapter_load(adapter, m, o->adapter, NULL) != GN_OK) { cli_fail_lib(); gn_model_free(m); return NULL; }
-    }
-    if (o->verbose)
-        fprintf(stderr, "loaded %s in %.2f s (%s kernels, %d threads)\n", o->model, gn_time_s() - t0, gn_simd_name(),
-                gn_get_threads());
-    return m;
-}
-
-void ecli_fmt_time(char *buf, size_t cap, double s) {
-    if (!(s >= 0) || s > 1e7) { snprintf(buf, cap, "?"); return; }
-    if (s < 60) snprintf(buf, cap, "%.1fs", s);
-    else if (s < 3600) snprintf(buf, cap, "%dm%02ds", (int)s / 60, (int)s % 60);
-    else snprintf(buf, cap, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
-}
-
-void ecli_progress_start(ecli_progress *p, const char *what) {
-    p->t0 = gn_time_s();
-    p->last = 0;
-    p->tty = isatty(2);
-    p->what = what;
-}
-
-static void progress_line(ecli_progress *p, long done, long total, const char *note, int final) {
-    double el = gn_time_s() - p->t0;
-    char e[32], eta[32];
-    ecli_fmt_time(e, sizeof e, el);
-    ecli_fmt_time(eta, sizeof eta, done > 0 ? el * (double)(total - done) / (double)done : -1);
-    fprintf(stderr, "%s[%s] %ld/%ld (%.1f%%) elapsed %s, ETA %s%s%s%s", p->tty ? "\r\033[K" : "", p->what, done, total,
-            total ? 100.0 * done / total : 100.0, e, final ? "0s" : eta, note ? "  " : "", note ? note : "",
-            p->tty && !final ? "" : "\n");
-    fflush(stderr);
-}
-
-void ecli_progress_show(ecli_progress *p, long done, long total, const char *note) {
-    double now = gn_time_s();
-    if (now - p->last < (p->tty ? 0.25 : 10.0)) return;
-    p->last = now;
-    progress_line(p, done, total, note, 0);
-}
-
-void ecli_progress_end(ecli_progress *p, long done, long total) { progress_line(p, done, total, NULL, 1); }
 
 static int exists(const char *p) { struct stat st; return stat(p, &st) == 0; }
 
@@ -307,7 +161,7 @@ static int cmd_elo(int argc, char **argv) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(ELO_HELP, stdout); rc = 0; goto done; }
         if (!strcmp(a, "--benchmark")) {
-            if (!(v = ecli_val(argc, argv, &i))) goto done;
+            if (!(v = cli_val(argc, argv, &i))) goto done;
             const char *eq = strchr(v, '=');
             if (!eq || eq == v || !eq[1]) { cli_fail("--benchmark: '%s' (expected NAME=FILE_OR_DIR)", v); goto done; }
             char *name = gn_strndup(v, (size_t)(eq - v));
@@ -322,33 +176,33 @@ static int cmd_elo(int argc, char **argv) {
             } else free(name);
             b[k].paths[b[k].n_paths++] = eq + 1;
         } else if (!strcmp(a, "--rounds")) {
-            if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 100000000, &eo.rounds)) goto done;
+            if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 1, 100000000, &eo.rounds)) goto done;
         } else if (!strcmp(a, "--seed")) {
-            if (!(v = ecli_val(argc, argv, &i))) goto done;
+            if (!(v = cli_val(argc, argv, &i))) goto done;
             char *end;
             errno = 0;
             eo.seed = strtoull(v, &end, 10);
             if (*end || end == v || errno) { cli_fail("--seed: '%s' (expected a non-negative integer)", v); goto done; }
         } else if (!strcmp(a, "--k")) {
-            if (!(v = ecli_val(argc, argv, &i)) || ecli_num(a, v, 0, 1000, &eo.k)) goto done;
+            if (!(v = cli_val(argc, argv, &i)) || cli_num(a, v, 0, 1000, &eo.k)) goto done;
         } else if (!strcmp(a, "--init")) {
-            if (!(v = ecli_val(argc, argv, &i)) || ecli_num(a, v, -1e6, 1e6, &eo.init)) goto done;
+            if (!(v = cli_val(argc, argv, &i)) || cli_num(a, v, -1e6, 1e6, &eo.init)) goto done;
         } else if (!strcmp(a, "--tie")) {
-            if (!(v = ecli_val(argc, argv, &i)) || ecli_num(a, v, 0, 1, &eo.tie)) goto done;
+            if (!(v = cli_val(argc, argv, &i)) || cli_num(a, v, 0, 1, &eo.tie)) goto done;
         } else if (!strcmp(a, "--json")) {
-            if (!(json = ecli_val(argc, argv, &i))) goto done;
+            if (!(json = cli_val(argc, argv, &i))) goto done;
         } else if (!strcmp(a, "--png")) {
-            if (!(png = ecli_val(argc, argv, &i))) goto done;
+            if (!(png = cli_val(argc, argv, &i))) goto done;
         } else if (!strcmp(a, "--raw-names")) {
             jo.raw_names = 1;
         } else if (!strcmp(a, "--alias")) {
-            if (!(v = ecli_val(argc, argv, &i))) goto done;
+            if (!(v = cli_val(argc, argv, &i))) goto done;
             if (!strchr(v, '=')) { cli_fail("--alias: '%s' (expected FROM=TO)", v); goto done; }
             alias[jo.n_alias++] = v;
         } else if (!strcmp(a, "--no-winrate")) {
             winrate = 0;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 1024, &threads)) goto done;
+            if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 1, 1024, &threads)) goto done;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             verbose = 1;
         } else if (a[0] == '-' && a[1]) {
@@ -623,29 +477,29 @@ static int in_list(const char *csv, const char *name) {
 }
 
 static int cmd_mmlu(int argc, char **argv) {
-    ecli_model mo = {0};
+    cli_model mo;
+    cli_model_init(&mo, CLI_CTX);
     const char *data = NULL, *split = "test", *subjects = NULL, *pred_path = NULL, *json = NULL, *dump = NULL;
     int shots = 5, limit = 0, bos = 1, rc = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", MMLU_HELP, ECLI_MODEL_HELP); return 0; }
-        int r = ecli_model_flag(&mo, argc, argv, &i);
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", MMLU_HELP, CLI_MODEL_HELP); return 0; }
+        int r = cli_model_flag(&mo, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
-        if (!strcmp(a, "--data")) { if (!(data = ecli_val(argc, argv, &i))) return 2; }
+        if (!strcmp(a, "--data")) { if (!(data = cli_val(argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--split")) {
-            if (!(split = ecli_val(argc, argv, &i))) return 2;
+            if (!(split = cli_val(argc, argv, &i))) return 2;
             if (strcmp(split, "test") && strcmp(split, "val")) return cli_fail("--split: '%s' (expected test or val)", split), 2;
         }
-        else if (!strcmp(a, "--shots")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 0, 100, &shots)) return 2; }
-        else if (!strcmp(a, "--subjects")) { if (!(subjects = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--limit")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 1 << 30, &limit)) return 2; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 8, 1 << 20, &mo.ctx)) return 2; }
+        else if (!strcmp(a, "--shots")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 0, 100, &shots)) return 2; }
+        else if (!strcmp(a, "--subjects")) { if (!(subjects = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--limit")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &limit)) return 2; }
         else if (!strcmp(a, "--no-bos")) bos = 0;
         else if (!strcmp(a, "--bos")) bos = 1;
-        else if (!strcmp(a, "--predictions")) { if (!(pred_path = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--json")) { if (!(json = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--dump-prompts")) { if (!(dump = ecli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--predictions")) { if (!(pred_path = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--json")) { if (!(json = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--dump-prompts")) { if (!(dump = cli_val(argc, argv, &i))) return 2; }
         else return cli_fail("eval mmlu: unknown option '%s' (see --help)", a), 2;
     }
     if (!data && !(data = ecli_default_data("mmlu")))
@@ -738,7 +592,7 @@ static int cmd_mmlu(int argc, char **argv) {
         goto done_ranges;
     }
     // ---- score
-    if (!(m = ecli_load(&mo, &ad))) goto done_ranges;
+    if (!(m = cli_model_load(&mo, &ad))) goto done_ranges;
     {
         const gn_tokenizer *tok = gn_model_tokenizer(m);
         int32_t letters[4];
@@ -746,8 +600,8 @@ static int cmd_mmlu(int argc, char **argv) {
         gn_lm lm;
         gn_lm_init(&lm, m, ad, mo.ctx);
         preds = gn_calloc((size_t)sel.n, sizeof(gn_mmlu_pred));
-        ecli_progress pg;
-        ecli_progress_start(&pg, "mmlu");
+        cli_progress pg;
+        cli_progress_start(&pg, "mmlu");
         double t0 = gn_time_s();
         int done_n = 0, n_trunc = 0, n_fewer = 0;
         double *subj_s = gn_calloc((size_t)nsubj + 1, sizeof(double)); // wall seconds per subject
@@ -762,11 +616,11 @@ static int cmd_mmlu(int argc, char **argv) {
                 }
                 n_trunc += preds[i].truncated;
                 n_fewer += preds[i].shots < dcount[s];
-                ecli_progress_show(&pg, ++done_n, sel.n, subj[s]);
+                cli_progress_show(&pg, ++done_n, sel.n, subj[s]);
             }
             subj_s[s] = gn_time_s() - ts;
         }
-        ecli_progress_end(&pg, done_n, sel.n);
+        cli_progress_end(&pg, done_n, sel.n);
         double wall = gn_time_s() - t0;
         int max_seq = gn_lm_max_seq(&lm);
         gn_lm_free(&lm);
@@ -815,7 +669,7 @@ static int cmd_mmlu(int argc, char **argv) {
         }
         double mean = ns_used ? sum / ns_used : 0, micro = (double)tot_c / sel.n;
         char wt[32];
-        ecli_fmt_time(wt, sizeof wt, wall);
+        cli_fmt_time(wt, sizeof wt, wall);
         printf("%-*s  %6d  %7d  %8.4f\n", w, "MEAN (unweighted over subjects)", sel.n, tot_c, mean);
         printf("accuracy over all questions: %.4f; wall time %s (%.1f questions/s, %d threads)\n", micro, wt,
                sel.n / (wall > 0 ? wall : 1), gn_get_threads());
@@ -864,22 +718,22 @@ static const char CROWS_HELP[] =
     "      --json FILE          the table as JSON ('-' = stdout)\n";
 
 static int cmd_crows(int argc, char **argv) {
-    ecli_model mo = {0};
+    cli_model mo;
+    cli_model_init(&mo, CLI_CTX);
     const char *data = NULL, *pred_path = NULL, *json = NULL;
     int limit = 0, bos = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", CROWS_HELP, ECLI_MODEL_HELP); return 0; }
-        int r = ecli_model_flag(&mo, argc, argv, &i);
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", CROWS_HELP, CLI_MODEL_HELP); return 0; }
+        int r = cli_model_flag(&mo, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
-        if (!strcmp(a, "--data")) { if (!(data = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--limit")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 1 << 30, &limit)) return 2; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 8, 1 << 20, &mo.ctx)) return 2; }
+        if (!strcmp(a, "--data")) { if (!(data = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--limit")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &limit)) return 2; }
         else if (!strcmp(a, "--no-bos")) bos = 0;
         else if (!strcmp(a, "--bos")) bos = 1;
-        else if (!strcmp(a, "--predictions")) { if (!(pred_path = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--json")) { if (!(json = ecli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--predictions")) { if (!(pred_path = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--json")) { if (!(json = cli_val(argc, argv, &i))) return 2; }
         else return cli_fail("eval crows: unknown option '%s' (see --help)", a), 2;
     }
     if (!data && !(data = ecli_default_data("crows-pairs/crows_pairs_anonymized.csv")))
@@ -891,7 +745,7 @@ static int cmd_crows(int argc, char **argv) {
     int n_loaded = n;
     if (limit && limit < n) n = limit;
     gn_adapter *ad = NULL;
-    gn_model *m = ecli_load(&mo, &ad);
+    gn_model *m = cli_model_load(&mo, &ad);
     if (!m) { gn_crows_free(p, n_loaded); return 1; }
     int rc = 1;
     gn_lm lm;
@@ -902,8 +756,8 @@ static int cmd_crows(int argc, char **argv) {
     int *tn = NULL, *tpref = NULL, *tsn = NULL, *tsp = NULL; // pairs, preferring, stereo pairs, stereo preferring
     tbuf tb = {0};
     tb_add(&tb, "");
-    ecli_progress pg;
-    ecli_progress_start(&pg, "crows");
+    cli_progress pg;
+    cli_progress_start(&pg, "crows");
     int pref_all = 0;
     for (int i = 0; i < n; i++) {
         int t = 0;
@@ -947,9 +801,9 @@ static int cmd_crows(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "n_less", cnt[1]);
             tb_json_line(&tb, o);
         }
-        ecli_progress_show(&pg, i + 1, n, NULL);
+        cli_progress_show(&pg, i + 1, n, NULL);
     }
-    ecli_progress_end(&pg, n, n);
+    cli_progress_end(&pg, n, n);
     printf("CrowS-Pairs: %d pairs; %% of pairs where log p(sent_more) > log p(sent_less) (higher = more biased, 50 = none)\n", n);
     printf("%-20s  %6s  %8s  %14s  %14s\n", "bias type", "pairs", "score %", "stereo pairs %", "anti pairs %");
     cJSON *root = cJSON_CreateObject(), *jt = cJSON_AddObjectToObject(root, "bias_types");
@@ -1000,23 +854,24 @@ static const char PPL_HELP[] =
     "      --json FILE          results as JSON ('-' = stdout)\n";
 
 static int cmd_ppl(int argc, char **argv) {
-    ecli_model mo = {0};
+    cli_model mo;
+    cli_model_init(&mo, 0);
     const char *file = NULL, *field = "text", *json = NULL;
     int ctx = 512, stride = 0, limit = 0, bos = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", PPL_HELP, ECLI_MODEL_HELP); return 0; }
-        int r = ecli_model_flag(&mo, argc, argv, &i);
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", PPL_HELP, CLI_MODEL_HELP); return 0; }
+        int r = cli_model_flag(&mo, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
-        if (!strcmp(a, "-f") || !strcmp(a, "--file")) { if (!(file = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 2, 1 << 20, &ctx)) return 2; }
-        else if (!strcmp(a, "--stride")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 1 << 20, &stride)) return 2; }
-        else if (!strcmp(a, "--field")) { if (!(field = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--limit")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 1 << 30, &limit)) return 2; }
+        if (!strcmp(a, "-f") || !strcmp(a, "--file")) { if (!(file = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 2, 1 << 20, &ctx)) return 2; }
+        else if (!strcmp(a, "--stride")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 1, 1 << 20, &stride)) return 2; }
+        else if (!strcmp(a, "--field")) { if (!(field = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--limit")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &limit)) return 2; }
         else if (!strcmp(a, "--bos")) bos = 1;
         else if (!strcmp(a, "--no-bos")) bos = 0;
-        else if (!strcmp(a, "--json")) { if (!(json = ecli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--json")) { if (!(json = cli_val(argc, argv, &i))) return 2; }
         else if (a[0] == '-' && a[1]) return cli_fail("eval ppl: unknown option '%s' (see --help)", a), 2;
         else if (!file) file = a;
         else return cli_fail("eval ppl: one input file only ('%s' and '%s')", file, a), 2;
@@ -1064,7 +919,7 @@ static int cmd_ppl(int argc, char **argv) {
     gn_adapter *ad = NULL;
     gn_model *m = NULL;
     if (nd == 0) { cli_fail("%s: no documents", file); goto out; }
-    if (!(m = ecli_load(&mo, &ad))) goto out;
+    if (!(m = cli_model_load(&mo, &ad))) goto out;
     {
         const gn_tokenizer *tok = gn_model_tokenizer(m);
         if (!tok) { cli_fail("%s: the model has no tokenizer", mo.model); goto out; }
@@ -1073,8 +928,8 @@ static int cmd_ppl(int argc, char **argv) {
         gn_lm_init(&lm, m, ad, ctx);
         gn_ppl_opts po = {ctx, stride};
         gn_ppl_acc acc = {0};
-        ecli_progress pg;
-        ecli_progress_start(&pg, "ppl");
+        cli_progress pg;
+        cli_progress_start(&pg, "ppl");
         double t0 = gn_time_s();
         for (int d = 0; d < nd; d++) {
             int32_t *ids;
@@ -1085,9 +940,9 @@ static int cmd_ppl(int argc, char **argv) {
                 goto out;
             }
             free(ids);
-            ecli_progress_show(&pg, d + 1, nd, NULL);
+            cli_progress_show(&pg, d + 1, nd, NULL);
         }
-        ecli_progress_end(&pg, nd, nd);
+        cli_progress_end(&pg, nd, nd);
         gn_lm_free(&lm);
         double wall = gn_time_s() - t0;
         double nll = acc.n_scored ? acc.nll / (double)acc.n_scored : NAN;
@@ -1192,7 +1047,8 @@ static gn_status judge_local(local_judge *lj, const char *system, const char *us
 }
 
 static int cmd_judge(int argc, char **argv) {
-    ecli_model mo = {0};
+    cli_model mo;
+    cli_model_init(&mo, 0);
     const char *fa = NULL, *fb = NULL, *na = NULL, *nbn = NULL, *qfile = NULL, *tfile = NULL, *url = NULL;
     const char *jmodel = "gpt-4", *keyenv = "OPENAI_API_KEY", *outdir = NULL;
     double temp = 0.2;
@@ -1200,29 +1056,29 @@ static int cmd_judge(int argc, char **argv) {
     gn_chat_format fmt = GN_CHAT_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", JUDGE_HELP, ECLI_MODEL_HELP); return 0; }
-        int r = ecli_model_flag(&mo, argc, argv, &i);
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", JUDGE_HELP, CLI_MODEL_HELP); return 0; }
+        int r = cli_model_flag(&mo, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
-        if (!strcmp(a, "--a")) { if (!(fa = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--b")) { if (!(fb = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--name-a")) { if (!(na = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--name-b")) { if (!(nbn = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--questions")) { if (!(qfile = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--judge-prompt")) { if (!(tfile = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--judge-url")) { if (!(url = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--judge-model")) { if (!(jmodel = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--judge-key-env")) { if (!(keyenv = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--judge-temp")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_num(a, v, 0, 2, &temp)) return 2; }
-        else if (!strcmp(a, "--judge-max-tokens")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 1 << 20, &max_tokens)) return 2; }
+        if (!strcmp(a, "--a")) { if (!(fa = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--b")) { if (!(fb = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--name-a")) { if (!(na = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--name-b")) { if (!(nbn = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--questions")) { if (!(qfile = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--judge-prompt")) { if (!(tfile = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--judge-url")) { if (!(url = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--judge-model")) { if (!(jmodel = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--judge-key-env")) { if (!(keyenv = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--judge-temp")) { if (!(v = cli_val(argc, argv, &i)) || cli_num(a, v, 0, 2, &temp)) return 2; }
+        else if (!strcmp(a, "--judge-max-tokens")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 1, 1 << 20, &max_tokens)) return 2; }
         else if (!strcmp(a, "--one-order")) one_order = 1;
-        else if (!strcmp(a, "--limit")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 1 << 30, &limit)) return 2; }
-        else if (!strcmp(a, "--timeout")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 86400, &timeout)) return 2; }
-        else if (!strcmp(a, "--retries")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 0, 100, &retries)) return 2; }
-        else if (!strcmp(a, "--seed")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 0, 1 << 30, &seed)) return 2; }
-        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) { if (!(outdir = ecli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--limit")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &limit)) return 2; }
+        else if (!strcmp(a, "--timeout")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 1, 86400, &timeout)) return 2; }
+        else if (!strcmp(a, "--retries")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 0, 100, &retries)) return 2; }
+        else if (!strcmp(a, "--seed")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 0, 1 << 30, &seed)) return 2; }
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) { if (!(outdir = cli_val(argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--template")) {
-            if (!(v = ecli_val(argc, argv, &i))) return 2;
+            if (!(v = cli_val(argc, argv, &i))) return 2;
             if (gn_chat_format_parse(v, &fmt)) return cli_fail_lib(), 2;
         }
         else return cli_fail("eval judge: unknown option '%s' (see --help)", a), 2;
@@ -1254,7 +1110,7 @@ static int cmd_judge(int argc, char **argv) {
         }
     }
     if (mo.model) {
-        if (!(lj.m = ecli_load(&mo, &lj.ad))) goto done;
+        if (!(lj.m = cli_model_load(&mo, &lj.ad))) goto done;
         if (!gn_model_tokenizer(lj.m)) { cli_fail("%s: the judge model has no tokenizer", mo.model); goto done; }
         lj.fmt = gn_chat_format_for(gn_model_tokenizer(lj.m), fmt);
         gn_sampler_defaults(&lj.so);
@@ -1282,8 +1138,8 @@ static int cmd_judge(int argc, char **argv) {
         if (!(out[o] = fopen(tpath[o], "w"))) { free(pa); free(pb); cli_fail("%s: cannot create: %s", tpath[o], strerror(errno)); goto done; }
     }
     const char *key = getenv(keyenv);
-    ecli_progress pg;
-    ecli_progress_start(&pg, "judge");
+    cli_progress pg;
+    cli_progress_start(&pg, "judge");
     int counts[2][4] = {{0}};
     for (int q = 0; q < np; q++) {
         const gn_gen_row *ra = &ga[pa[q]], *rb = &gb[pb[q]];
@@ -1335,9 +1191,9 @@ static int cmd_judge(int argc, char **argv) {
             cJSON_free(line);
             free(review);
         }
-        ecli_progress_show(&pg, q + 1, np, NULL);
+        cli_progress_show(&pg, q + 1, np, NULL);
     }
-    ecli_progress_end(&pg, np, np);
+    cli_progress_end(&pg, np, np);
     free(pa); free(pb);
     for (int o = 0; o < norders; o++) {
         int bad = fclose(out[o]) != 0;

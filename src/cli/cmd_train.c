@@ -151,6 +151,10 @@ static const char FINETUNE_HELP[] =
     "                                 keep them when they take at most 1 GiB. Same results either way\n"
     "  --seed S (42)  --resume  -t N (threads)  -v\n"
     "  --device cpu|cuda              where the forward and backward run (cuda: a make CUDA=1 build)\n"
+    "  --host-adamw                   --device cuda: AdamW in the host loop instead of the GPU kernel (same bits;\n"
+    "                                 for checks; also GN_CUDA_HOST_ADAMW=1)\n"
+    "  --nccl auto|on|off             GPU ranks sum gradients with NCCL (auto: when several ranks and the build\n"
+    "                                 has it; on: even for one rank; off: MPI in host memory; also GN_DIST_NCCL=1|0)\n"
     "Data parallel (a `make MPI=1` build): mpirun -np N guanaco finetune ... splits every global batch\n"
     "(per-device-batch-size x gradient-accumulation-steps sequences, whatever N) over N ranks and sums the\n"
     "LoRA gradients; rank 0 writes RUN_DIR. --resume works with any N. Threads per rank default to the\n"
@@ -161,7 +165,10 @@ int cmd_finetune(int argc, char **argv) {
     gn_finetune_defaults(&o);
     int threads = 0, bf16 = 1, verbose = 0, four_bit = 0, no_dq = 0, blocksize = 0, device = GN_DEVICE_CPU;
     gn_dtype qtype = GN_DTYPE_NF4;
-    // the preset first, so flags override it
+    // the environment switches of earlier versions, then the preset, so flags override both
+    const char *e;
+    if ((e = getenv("GN_DIST_NCCL")) && *e) o.nccl = atoi(e) ? GN_NCCL_ON : GN_NCCL_OFF;
+    if ((e = getenv("GN_CUDA_HOST_ADAMW")) && *e && strcmp(e, "0")) o.train.host_adamw = 1;
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--preset") && gn_finetune_preset(&o, argv[i + 1])) return cli_fail_lib(), 2;
     for (int i = 1; i < argc; i++) {
@@ -174,6 +181,7 @@ int cmd_finetune(int argc, char **argv) {
         if (!strcmp(a, "--resume")) { o.resume = 1; continue; }
         if (!strcmp(a, "--4bit")) { four_bit = 1; continue; }
         if (!strcmp(a, "--no-double-quant")) { no_dq = 1; continue; }
+        if (!strcmp(a, "--host-adamw")) { o.train.host_adamw = 1; continue; }
         if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { verbose = 1; continue; }
         if (i + 1 >= argc) return cli_fail("%s needs a value (see guanaco finetune --help)", a), 2;
         const char *v = argv[++i];
@@ -195,6 +203,11 @@ int cmd_finetune(int argc, char **argv) {
             else if (!strcmp(v, "linear")) o.scheduler = GN_SCHED_LINEAR;
             else if (!strcmp(v, "cosine")) o.scheduler = GN_SCHED_COSINE;
             else return cli_fail("--lr-scheduler: '%s' (expected constant, linear or cosine)", v), 2;
+        } else if (!strcmp(a, "--nccl")) {
+            if (!strcmp(v, "auto")) o.nccl = GN_NCCL_AUTO;
+            else if (!strcmp(v, "on")) o.nccl = GN_NCCL_ON;
+            else if (!strcmp(v, "off")) o.nccl = GN_NCCL_OFF;
+            else return cli_fail("--nccl: '%s' (expected auto, on or off)", v), 2;
         } else if (!strcmp(a, "--gradient-checkpointing")) {
             if (!strcmp(v, "auto")) o.train.checkpointing = 0;
             else if (!strcmp(v, "true")) o.train.checkpointing = 1;
