@@ -291,6 +291,12 @@ size_t gn_trainer_num_params(const gn_trainer *t);
 const float *gn_trainer_grads(const gn_trainer *t);      // flat, in adapter order (A then B per module)
 float *gn_trainer_grads_mut(gn_trainer *t);              // the same, writable (data-parallel all-reduce)
 float *gn_trainer_params(gn_trainer *t);
+// Writes "loss" (a scalar) and the gradient of every LoRA weight, float32 under PEFT's
+// names in HF's row order, as safetensors (for comparing the backward with PEFT's).
+gn_status gn_trainer_save_grads(gn_trainer *t, const gn_model *m, const char *path, float loss);
+// Parses --target-modules: comma-separated q_proj, k_proj, v_proj, o_proj, gate_proj,
+// up_proj, down_proj or all, into a gn_train_opts.target_mask. GN_ERR_ARG naming a bad one.
+gn_status gn_lora_targets_parse(const char *list, unsigned *mask);
 size_t gn_trainer_state_size(const gn_trainer *t);       // AdamW m and v, bytes
 const void *gn_trainer_state(const gn_trainer *t);
 gn_status gn_trainer_restore(gn_trainer *t, const float *params, const void *state, size_t state_bytes, int64_t step);
@@ -305,6 +311,10 @@ typedef enum {
     GN_DATA_INPUT_OUTPUT = 3, // {"input": ..., "output": ...}
     GN_DATA_MESSAGES = 4,  // {"messages": [...]}: rendered as oasst1 text (### Human/### Assistant), the whole conversation is the target
 } gn_data_format;
+// "auto", "oasst1", "alpaca", "input-output", "messages".
+const char *gn_data_format_name(gn_data_format f);
+// Parses those names (and qlora's "alpaca-clean" = alpaca); GN_ERR_ARG otherwise.
+gn_status gn_data_format_parse(const char *s, gn_data_format *f);
 
 typedef enum { GN_SCHED_CONSTANT = 0, GN_SCHED_LINEAR = 1, GN_SCHED_COSINE = 2 } gn_lr_sched;
 
@@ -339,6 +349,24 @@ gn_status gn_finetune_preset(gn_finetune_opts *o, const char *name);
 gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m);
 // Mean per-sequence loss of a data file under the base (+ adapter a).
 gn_status gn_eval_loss_file(gn_model *m, const gn_adapter *a, const char *data_path, const gn_finetune_opts *o, double *loss);
+
+// Data parallel (src/dist/): `mpirun -np N` ranks of one finetune in a make MPI=1 build;
+// in the default build there is one rank. Before gn_dist_init, rank is 0 and size 1.
+// Joins the job when the process was started by an MPI launcher (mpirun, srun);
+// started plainly it stays a single rank. Idempotent.
+gn_status gn_dist_init(void);
+// Leaves the job cleanly (every rank, after the last collective). Idempotent.
+void gn_dist_finalize(void);
+// Stops every rank of the job with exit status `code` (MPI_Abort); does not return.
+#ifdef __cplusplus
+[[noreturn]] void gn_dist_abort(int code);
+#else
+_Noreturn void gn_dist_abort(int code);
+#endif
+int gn_dist_rank(void);       // 0 .. size-1
+int gn_dist_size(void);       // number of ranks
+int gn_dist_local_size(void); // ranks on this machine (to share its cores)
+const char *gn_dist_backend(void); // "single", "mpi", or "mpi+nccl" after gn_dist_use_nccl
 
 // ===========================================================================
 // Sampling and generation
@@ -718,6 +746,30 @@ gn_status gn_plot_lines(const char *path, const char *title, const char *xlabel,
 // and a bar from lo[i] to hi[i] (lo/hi may be NULL), top to bottom in the given order.
 gn_status gn_plot_intervals(const char *path, const char *title, const char *xlabel, const char *const *labels,
                             const double *value, const double *lo, const double *hi, int n);
+
+// ===========================================================================
+// Weights files (src/formats/tensor_file.c): the tensors of one .safetensors,
+// torch.save zip (.bin/.pt/.pth) or .gguf file, for inspection and checks
+
+typedef struct gn_tensor_file gn_tensor_file;
+typedef struct {
+    const char *name;
+    gn_dtype dtype;
+    int ndim;
+    const int64_t *shape;   // ndim sizes, outermost first (PyTorch order)
+    int64_t nelem;          // product of shape (1 for a scalar)
+    size_t nbytes;          // bytes in the file's layout
+} gn_tensor_info;
+// Opens a weights file; the format comes from the first bytes ("GGUF", "PK\3\4"),
+// then the extension (.gguf, .bin/.pt/.pth), else safetensors.
+gn_status gn_tensor_file_open(gn_tensor_file **out, const char *path);
+void gn_tensor_file_free(gn_tensor_file *f);
+int gn_tensor_file_count(const gn_tensor_file *f);
+// Tensor i (0 <= i < count); the pointers stay valid until gn_tensor_file_free.
+void gn_tensor_file_info(const gn_tensor_file *f, int i, gn_tensor_info *out);
+int gn_tensor_file_find(const gn_tensor_file *f, const char *name); // index, -1 when absent
+// Converts tensor i (any stored dtype, quantized ones dequantized) into nelem floats.
+gn_status gn_tensor_file_to_f32(const gn_tensor_file *f, int i, float *out);
 
 // ===========================================================================
 // Helpers for tools (the CLI and the server use these)

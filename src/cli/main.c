@@ -19,7 +19,6 @@
 #include <time.h>    // time (default seed)
 #include <unistd.h>  // isatty
 
-#include "core/common.h" // gn_write_file_atomic
 
 // ----------------------------------------------------------------------------
 // helpers shared by the commands
