@@ -641,6 +641,38 @@ gn_status gn_mmlu_letter_ids(const gn_tokenizer *t, int32_t ids[4]);
 gn_status gn_mmlu_score(gn_lm *lm, const int32_t letters[4], const gn_mmlu_item *shots, int k,
                         const gn_mmlu_item *q, int bos, gn_mmlu_pred *out);
 
+// One evaluation's questions (mmlu_run.c).
+typedef struct {
+    const char *split;     // "test" (DIR/test/<subject>_test.csv, the default) or "val" (qlora's
+                           // DIR/qlora-format/zero_shot_mmlu_val.json)
+    const char *subjects;  // "a,b,...": only these (an unknown name is an error); NULL: all
+    int shots;             // exemplars per subject from DIR/dev/<subject>_dev.csv (0: none loaded)
+    int limit;             // first `limit` questions of each subject; 0: all
+} gn_mmlu_select_opts;
+typedef struct {
+    char **subject;        // (n_subjects) sorted file names (test) or order of appearance (val)
+    int n_subjects;
+    gn_mmlu_set test, dev; // every row read
+    gn_mmlu_set sel;       // the questions to score, grouped by subject (shallow copies of test's)
+    int *first, *count;    // (n_subjects) each subject's range in sel
+    int *dfirst, *dcount;  // (n_subjects) each subject's exemplars in dev (dcount <= shots; fewer are logged)
+} gn_mmlu_run;
+// Lists the subjects of an MMLU folder, keeps the asked-for ones and loads their
+// questions and exemplars. Errors name the folder or the unknown subject.
+gn_status gn_mmlu_select(gn_mmlu_run *r, const char *dir, const gn_mmlu_select_opts *o);
+void gn_mmlu_run_free(gn_mmlu_run *r);
+// Accuracy of preds (one per r->sel item): per subject, the unweighted mean over
+// subjects that have questions (qlora's mmlu_eval_accuracy) and over all questions.
+typedef struct {
+    int *correct;          // (n_subjects) correct predictions; accuracy = correct / count
+    int total_correct;
+    int n_subjects_used;   // subjects with at least one question
+    double mean;           // mean over those subjects of their accuracy
+    double micro;          // total_correct / questions
+} gn_mmlu_summary;
+void gn_mmlu_summarize(const gn_mmlu_run *r, const gn_mmlu_pred *preds, gn_mmlu_summary *out);
+void gn_mmlu_summary_free(gn_mmlu_summary *s);
+
 // ---------------------------------------------------------------------------
 // CrowS-Pairs (crows.c)
 

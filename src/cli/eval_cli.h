@@ -5,7 +5,16 @@
 #ifndef GN_EVAL_CLI_H
 #define GN_EVAL_CLI_H
 
+#include <cjson/cJSON.h> // cJSON
+
 #include "cli.h"
+
+// The subcommands (cmd_eval_<name>.c), dispatched by cmd_eval (cmd_eval.c).
+int cmd_eval_elo(int argc, char **argv);
+int cmd_eval_judge(int argc, char **argv);
+int cmd_eval_mmlu(int argc, char **argv);
+int cmd_eval_crows(int argc, char **argv);
+int cmd_eval_ppl(int argc, char **argv);
 
 // The first of $GN_DATA/<rel>, ../shared/data/<rel>, shared/data/<rel> that exists,
 // else NULL.
@@ -13,5 +22,14 @@ const char *ecli_default_data(const char *rel);
 
 // Writes text atomically ("-" = stdout). 0 ok, 1 error (printed).
 int ecli_write_text(const char *path, const char *text);
+// Writes a cJSON value (takes ownership) to path, pretty-printed; 0 ok.
+int ecli_write_json(const char *path, cJSON *j);
+// cJSON number, or null for NaN/inf (JSON has no NaN).
+cJSON *ecli_json_num(double v);
+
+// A growing text buffer for JSONL outputs.
+typedef struct { char *buf; size_t len, cap; } ecli_tbuf;
+void ecli_tb_add(ecli_tbuf *b, const char *s);
+void ecli_tb_json_line(ecli_tbuf *b, cJSON *o); // appends o as one line; takes ownership
 
 #endif
