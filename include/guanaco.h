@@ -562,6 +562,20 @@ void gn_elo_result_free(gn_elo_result *r);
 void gn_elo_winrate(const gn_match *m, int n_match, int n_systems, double tie, double *w);
 // Median of v (sorted in place); NaN for n = 0.
 double gn_median(double *v, int n);
+// Systems of r sorted by mean rating, best first (elo_summary.c). malloc'd (r->n ints).
+int *gn_elo_order(const gn_elo_result *r);
+// Each system's rank in several benchmarks (tournaments) and the median of those ranks
+// (the paper's median rank over the Vicuna and OA benchmarks).
+typedef struct {
+    int n;                 // systems over all benchmarks, in order of first appearance
+    int n_bench;
+    const char **names;    // (n) borrowed from the judgments' names
+    int *rank;             // (n, n_bench) rank in benchmark k, 0 = absent from it
+    double *median;        // (n) median over the benchmarks the system is in
+} gn_elo_median_rank;
+// j[k], r[k]: benchmark k's judgments and tournament result (nb of them).
+void gn_elo_median_ranks(const gn_judgments *const *j, const gn_elo_result *const *r, int nb, gn_elo_median_rank *out);
+void gn_elo_median_rank_free(gn_elo_median_rank *m);
 
 // ---------------------------------------------------------------------------
 // Scoring on a model (lm.c)

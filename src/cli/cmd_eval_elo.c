@@ -43,21 +43,6 @@ static const char ELO_HELP[] =
     "  -t, --threads N          threads for the orderings\n"
     "  -v, --verbose            per-file counts\n";
 
-static int cmp_rank_idx(const void *a, const void *b, void *ctx) {
-    const double *mean = ctx;
-    int x = *(const int *)a, y = *(const int *)b;
-    return (mean[y] > mean[x]) - (mean[y] < mean[x]);
-}
-
-// Indices sorted by mean rating, best first (insertion sort: n is small).
-static int *by_rating(const gn_elo_result *r) {
-    int *o = gn_malloc(sizeof(int) * (size_t)r->n);
-    for (int i = 0; i < r->n; i++) o[i] = i;
-    for (int i = 1; i < r->n; i++)
-        for (int k = i; k > 0 && cmp_rank_idx(&o[k - 1], &o[k], r->mean) > 0; k--) { int t = o[k]; o[k] = o[k - 1]; o[k - 1] = t; }
-    return o;
-}
-
 static char *png_path_for(const char *png, const char *bench_name, int several) {
     if (!several) return gn_strdup(png);
     size_t n = strlen(png) + strlen(bench_name) + 8;
@@ -170,7 +155,7 @@ int cmd_eval_elo(int argc, char **argv) {
         for (int i = 0; i < n; i++) if ((int)strlen(j->names[i]) > w) w = (int)strlen(j->names[i]);
         printf("rank  %-*s  %8s  %-20s  %-20s  %5s %5s %5s\n", w, "system", "Elo", "95% CI of mean",
                "95% over orderings", "win", "loss", "tie");
-        int *ord = by_rating(r);
+        int *ord = gn_elo_order(r);
         for (int q = 0; q < n; q++) {
             int i = ord[q];
             char ci[64], pr[64];
@@ -216,26 +201,16 @@ int cmd_eval_elo(int argc, char **argv) {
         free(ord);
     }
     // ---- median rank over benchmarks
-    char **sys = NULL;
-    int ns = 0;
-    for (int k = 0; k < nb; k++)
-        for (int i = 0; i < b[k].j.n_systems; i++) {
-            int f = 0;
-            for (int s = 0; s < ns; s++) if (!strcmp(sys[s], b[k].j.names[i])) f = 1;
-            if (!f) { sys = gn_realloc(sys, sizeof(char *) * (size_t)(ns + 1)); sys[ns++] = b[k].j.names[i]; }
-        }
-    double *med = gn_malloc(sizeof(double) * (size_t)(ns ? ns : 1));
-    int *rk = gn_malloc(sizeof(int) * (size_t)(ns ? ns : 1) * (size_t)nb); // (ns, nb), 0 = absent
-    double *tmp = gn_malloc(sizeof(double) * (size_t)nb);
-    for (int s = 0; s < ns; s++) {
-        int c = 0;
-        for (int k = 0; k < nb; k++) {
-            rk[s * nb + k] = 0;
-            for (int i = 0; i < b[k].j.n_systems; i++)
-                if (!strcmp(b[k].j.names[i], sys[s])) { rk[s * nb + k] = b[k].r.rank[i]; tmp[c++] = b[k].r.rank[i]; }
-        }
-        med[s] = gn_median(tmp, c);
-    }
+    const gn_judgments **bj = gn_malloc(sizeof(*bj) * (size_t)nb);
+    const gn_elo_result **br = gn_malloc(sizeof(*br) * (size_t)nb);
+    for (int k = 0; k < nb; k++) { bj[k] = &b[k].j; br[k] = &b[k].r; }
+    gn_elo_median_rank mrk;
+    gn_elo_median_ranks(bj, br, nb, &mrk);
+    free(bj);
+    free(br);
+    const char *const *sys = mrk.names;
+    const int ns = mrk.n, *rk = mrk.rank;
+    const double *med = mrk.median;
     if (nb > 1) {
         printf("== median rank over %d benchmarks\n", nb);
         int w = 6;
@@ -278,7 +253,7 @@ int cmd_eval_elo(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "unparsed", j->n_unparsed);
             cJSON_AddNumberToObject(o, "malformed", j->n_bad);
             cJSON *sa = cJSON_AddArrayToObject(o, "systems");
-            int *ord = by_rating(r);
+            int *ord = gn_elo_order(r);
             for (int q = 0; q < n; q++) {
                 int i = ord[q];
                 cJSON *x = cJSON_CreateObject();
@@ -318,9 +293,9 @@ int cmd_eval_elo(int argc, char **argv) {
             for (int k = 0; k < nb; k++) if (rk[s * nb + k]) cJSON_AddNumberToObject(rr, b[k].name, rk[s * nb + k]);
             cJSON_AddItemToArray(mr, x);
         }
-        if (ecli_write_json(json, root)) { free(sys); free(med); free(rk); free(tmp); goto done; }
+        if (ecli_write_json(json, root)) { gn_elo_median_rank_free(&mrk); goto done; }
     }
-    free(sys); free(med); free(rk); free(tmp);
+    gn_elo_median_rank_free(&mrk);
     rc = 0;
 done:
     for (int k = 0; k < nb; k++) {
