@@ -444,6 +444,11 @@ gn_status gn_chat_format_parse(const char *name, gn_chat_format *f);
 // the assistant's answer.
 char *gn_chat_render(gn_chat_format f, const gn_chat_msg *msgs, int n,
                      const char *const **stops, int *n_stops);
+// gn_chat_render, then gn_tokenizer_encode of the text with flags (GN_ENC_*): the prompt
+// of the assistant's next turn as *ids (n_ids; malloc'd), with the format's stop strings.
+// *text (may be NULL) gets the rendered text (malloc'd).
+gn_status gn_chat_encode(const gn_tokenizer *t, gn_chat_format f, const gn_chat_msg *msgs, int n, int flags,
+                         int32_t **ids, int *n_ids, char **text, const char *const **stops, int *n_stops);
 
 // ===========================================================================
 // Evaluation (src/eval/: csv.c, elo.c, lm.c, mmlu.c, crows.c, ppl.c, judge.c)

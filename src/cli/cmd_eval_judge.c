@@ -60,13 +60,11 @@ static gn_status judge_local(local_judge *lj, const char *system, const char *us
     gn_chat_msg msgs[2] = {{"system", system}, {"user", user}};
     const char *const *stops;
     int nstops;
-    char *text = gn_chat_render(lj->fmt, msgs, 2, &stops, &nstops);
     const gn_tokenizer *tok = gn_model_tokenizer(lj->m);
     int32_t *ids;
     int n;
-    gn_status st = gn_tokenizer_encode(tok, text, strlen(text), GN_ENC_SPECIAL | (gn_tokenizer_add_bos(tok) ? GN_ENC_BOS : 0),
-                                       &ids, &n);
-    free(text);
+    gn_status st = gn_chat_encode(tok, lj->fmt, msgs, 2, GN_ENC_SPECIAL | (gn_tokenizer_add_bos(tok) ? GN_ENC_BOS : 0),
+                                  &ids, &n, NULL, &stops, &nstops);
     if (st) return st;
     int need = n + max_tokens + 1;
     gn_session *s = gn_session_new(lj->m, need > 4096 ? need : 0);

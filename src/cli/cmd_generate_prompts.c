@@ -137,24 +137,25 @@ int cli_generate_prompts(int argc, char **argv) {
         const char *const *stops;
         int nstops;
         char *prompt;
-        if (cJSON_IsString(pr) && !have_fmt) {
-            prompt = gn_strdup(pr->valuestring);
-            free(gn_chat_render(GN_CHAT_GUANACO, NULL, 0, &stops, &nstops)); // the Guanaco turn markers
-        } else {
-            if (!cJSON_IsString(t)) { cli_fail("%s row %d: no \"text\" to render with --template", prompts, r + 1); goto done; }
-            char *sys = system ? gn_strdup(system) : gn_chat_default_system(tok, use);
-            gn_chat_msg msgs[2];
-            int n = 0;
-            if (sys) msgs[n++] = (gn_chat_msg){"system", sys};
-            msgs[n++] = (gn_chat_msg){"user", t->valuestring};
-            prompt = gn_chat_render(use, msgs, n, &stops, &nstops);
-            free(sys);
-        }
         int special = use != GN_CHAT_GUANACO && use != GN_CHAT_GUANACO_DEMO; // chat markers are special tokens
         int flags = (special ? GN_ENC_SPECIAL : 0) | ((!no_bos && gn_tokenizer_add_bos(tok)) ? GN_ENC_BOS : 0);
         int32_t *ids;
         int n;
-        if (gn_tokenizer_encode(tok, prompt, strlen(prompt), flags, &ids, &n)) { free(prompt); cli_fail_lib(); goto done; }
+        if (cJSON_IsString(pr) && !have_fmt) {
+            prompt = gn_strdup(pr->valuestring);
+            free(gn_chat_render(GN_CHAT_GUANACO, NULL, 0, &stops, &nstops)); // the Guanaco turn markers
+            if (gn_tokenizer_encode(tok, prompt, strlen(prompt), flags, &ids, &n)) { free(prompt); cli_fail_lib(); goto done; }
+        } else {
+            if (!cJSON_IsString(t)) { cli_fail("%s row %d: no \"text\" to render with --template", prompts, r + 1); goto done; }
+            char *sys = system ? gn_strdup(system) : gn_chat_default_system(tok, use);
+            gn_chat_msg msgs[2];
+            int nm = 0;
+            if (sys) msgs[nm++] = (gn_chat_msg){"system", sys};
+            msgs[nm++] = (gn_chat_msg){"user", t->valuestring};
+            gn_status est = gn_chat_encode(tok, use, msgs, nm, flags, &ids, &n, &prompt, &stops, &nstops);
+            free(sys);
+            if (est) { cli_fail_lib(); goto done; }
+        }
         gn_sampler_opts ro = so;
         ro.seed = so.seed + (uint64_t)r;
         gn_sampler *smp = gn_sampler_new(&ro, gn_model_config(m)->vocab_size);

@@ -54,18 +54,6 @@ static const char USAGE[] =
 // instead of breaking the link.
 int srv_main(const srv_opts *o) __attribute__((weak));
 
-static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        cli_fail("%s: '%s' (expected an integer %ld..%ld)", flag, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int parse_secs(const char *flag, const char *v, double *out) {
     char *end;
     double x = strtod(v, &end);
@@ -94,7 +82,7 @@ int cmd_serve(int argc, char **argv) {
     o.max_connections = 256;
     o.api_key = getenv("GUANACO_API_KEY");
     if (o.api_key && !o.api_key[0]) o.api_key = NULL;
-    long mpt = 0;
+    int mpt = 0;
     int rc = 2;
     o.adapters = gn_calloc((size_t)argc + 1, sizeof(srv_adapter_spec));
     char **owned = gn_calloc((size_t)argc + 1, sizeof(char *)); // adapter names we cut out of NAME=PATH
@@ -104,7 +92,7 @@ int cmd_serve(int argc, char **argv) {
 #define IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
 #define VAL() (i + 1 < argc ? argv[++i] : (cli_fail("%s needs a value", a), (char *)NULL))
         char *v;
-        long x;
+        int x;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(USAGE, stdout); rc = 0; goto done; }
         int r = cli_model_flag(&mo, argc, argv, &i);
         if (r < 0) goto done;
@@ -129,14 +117,14 @@ int cmd_serve(int argc, char **argv) {
         }
         else if (!strcmp(a, "--model-name")) { if (!(o.model_name = VAL())) goto done; }
         else if (!strcmp(a, "--host")) { if (!(o.host = VAL())) goto done; }
-        else if (!strcmp(a, "--port")) { if (!(v = VAL()) || parse_long(a, v, 0, 65535, &x)) goto done; o.port = (int)x; }
+        else if (!strcmp(a, "--port")) { if (!(v = VAL()) || cli_int(a, v, 0, 65535, &x)) goto done; o.port = x; }
         else if (!strcmp(a, "--api-key")) { if (!(o.api_key = VAL())) goto done; if (!o.api_key[0]) o.api_key = NULL; }
-        else if (!strcmp(a, "--parallel")) { if (!(v = VAL()) || parse_long(a, v, 1, 256, &x)) goto done; o.parallel = (int)x; }
-        else if (!strcmp(a, "--queue")) { if (!(v = VAL()) || parse_long(a, v, 0, 1 << 20, &x)) goto done; o.queue = (int)x; }
-        else if (!strcmp(a, "--max-body")) { if (!(v = VAL()) || parse_long(a, v, 1024, 1L << 30, &x)) goto done; o.max_body = (size_t)x; }
-        else if (!strcmp(a, "--max-prompt-tokens")) { if (!(v = VAL()) || parse_long(a, v, 1, 1 << 20, &mpt)) goto done; }
-        else if (!strcmp(a, "--max-tokens")) { if (!(v = VAL()) || parse_long(a, v, 1, 1 << 20, &x)) goto done; o.max_tokens = (int)x; }
-        else if (!strcmp(a, "--max-connections")) { if (!(v = VAL()) || parse_long(a, v, 4, 100000, &x)) goto done; o.max_connections = (int)x; }
+        else if (!strcmp(a, "--parallel")) { if (!(v = VAL()) || cli_int(a, v, 1, 256, &x)) goto done; o.parallel = x; }
+        else if (!strcmp(a, "--queue")) { if (!(v = VAL()) || cli_int(a, v, 0, 1 << 20, &x)) goto done; o.queue = x; }
+        else if (!strcmp(a, "--max-body")) { if (!(v = VAL()) || cli_int(a, v, 1024, 1L << 30, &x)) goto done; o.max_body = x; }
+        else if (!strcmp(a, "--max-prompt-tokens")) { if (!(v = VAL()) || cli_int(a, v, 1, 1 << 20, &mpt)) goto done; }
+        else if (!strcmp(a, "--max-tokens")) { if (!(v = VAL()) || cli_int(a, v, 1, 1 << 20, &x)) goto done; o.max_tokens = x; }
+        else if (!strcmp(a, "--max-connections")) { if (!(v = VAL()) || cli_int(a, v, 4, 100000, &x)) goto done; o.max_connections = x; }
         else if (!strcmp(a, "--timeout")) { if (!(v = VAL()) || parse_secs(a, v, &o.timeout_s)) goto done; }
         else if (!strcmp(a, "--read-timeout")) { if (!(v = VAL()) || parse_secs(a, v, &o.read_timeout_s)) goto done; }
         else if (!strcmp(a, "--rate-a")) { if (!(o.rate_a = VAL())) goto done; }
@@ -157,7 +145,7 @@ int cmd_serve(int argc, char **argv) {
     o.verbose = mo.verbose;
     cli_model_apply(&mo);
     o.ctx = mo.ctx;                 // 0: min(2048, the model's length), decided after loading
-    o.max_prompt_tokens = (int)mpt; // 0: ctx - 1
+    o.max_prompt_tokens = mpt; // 0: ctx - 1
     if (!srv_main) {
         cli_fail("serve: the server (src/server/*.c) is not part of this build. HINT: the Makefile's CLI_SRC must "
                  "include src/server/*.c");

@@ -29,7 +29,11 @@ int cmd_grad(int argc, char **argv) {
         else if (!strcmp(a, "--ids")) ids_s = argv[++i];
         else if (!strcmp(a, "--labels")) labels_s = argv[++i];
         else if (!strcmp(a, "-o")) out = argv[++i];
-        else if (!strcmp(a, "--dropout")) dropout = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--dropout")) {
+            double x;
+            if (cli_num(a, argv[++i], 0, 0.99, &x)) return 2;
+            dropout = (float)x;
+        }
         else return cli_fail("grad: unknown option '%s'", a), 2;
     }
     if (!model || !adapter || !ids_s || !out) return cli_fail("grad: -m, -a, --ids and -o are required"), 2;
@@ -148,6 +152,7 @@ int cmd_finetune(int argc, char **argv) {
         double x = strtod(v, &end);
         int num_ok = end != v && *end == 0;
 #define NUM(flag, lo, hi) (!strcmp(a, flag) && (num_ok && x >= (lo) && x <= (hi) ? 1 : (cli_fail("%s: '%s' (expected a number %g..%g)", flag, v, (double)(lo), (double)(hi)), -1)))
+#define INT(flag, lo, hi, dst) (!strcmp(a, flag) && (cli_int(flag, v, lo, hi, dst) ? -1 : 1))
         if (!strcmp(a, "-d") || !strcmp(a, "--data")) o.data_path = v;
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.out_dir = v;
         else if (!strcmp(a, "--init-adapter")) o.init_adapter = v;
@@ -172,25 +177,26 @@ int cmd_finetune(int argc, char **argv) {
         } else if (!strcmp(a, "--target-modules")) {
             if (gn_lora_targets_parse(v, &o.train.target_mask)) return cli_fail_lib(), 2;
         }
-        else if ((r = NUM("--source-max-len", 1, 1 << 20))) { if (r < 0) return 2; o.source_max_len = (int)x; }
-        else if ((r = NUM("--target-max-len", 1, 1 << 20))) { if (r < 0) return 2; o.target_max_len = (int)x; }
-        else if ((r = NUM("--eval-dataset-size", 0, 1 << 30))) { if (r < 0) return 2; o.eval_size = (int)x; }
-        else if ((r = NUM("--eval-steps", 0, 1 << 30))) { if (r < 0) return 2; o.eval_steps = (int)x; }
-        else if ((r = NUM("--save-steps", 0, 1 << 30))) { if (r < 0) return 2; o.save_steps = (int)x; }
-        else if ((r = NUM("--max-steps", 1, 1 << 30))) { if (r < 0) return 2; o.max_steps = (int)x; }
-        else if ((r = NUM("--per-device-batch-size", 1, 64))) { if (r < 0) return 2; o.batch_size = (int)x; }
-        else if ((r = NUM("--gradient-accumulation-steps", 1, 1 << 20))) { if (r < 0) return 2; o.grad_accum = (int)x; }
+        else if ((r = INT("--source-max-len", 1, 1 << 20, &o.source_max_len))) { if (r < 0) return 2; }
+        else if ((r = INT("--target-max-len", 1, 1 << 20, &o.target_max_len))) { if (r < 0) return 2; }
+        else if ((r = INT("--eval-dataset-size", 0, 1 << 30, &o.eval_size))) { if (r < 0) return 2; }
+        else if ((r = INT("--eval-steps", 0, 1 << 30, &o.eval_steps))) { if (r < 0) return 2; }
+        else if ((r = INT("--save-steps", 0, 1 << 30, &o.save_steps))) { if (r < 0) return 2; }
+        else if ((r = INT("--max-steps", 1, 1 << 30, &o.max_steps))) { if (r < 0) return 2; }
+        else if ((r = INT("--per-device-batch-size", 1, 64, &o.batch_size))) { if (r < 0) return 2; }
+        else if ((r = INT("--gradient-accumulation-steps", 1, 1 << 20, &o.grad_accum))) { if (r < 0) return 2; }
         else if ((r = NUM("--learning-rate", 0, 10))) { if (r < 0) return 2; o.train.lr = (float)x; }
         else if ((r = NUM("--warmup-ratio", 0, 1))) { if (r < 0) return 2; o.warmup_ratio = (float)x; }
-        else if ((r = NUM("--warmup-steps", 0, 1 << 30))) { if (r < 0) return 2; o.warmup_steps = (int)x; }
+        else if ((r = INT("--warmup-steps", 0, 1 << 30, &o.warmup_steps))) { if (r < 0) return 2; }
         else if ((r = NUM("--adam-beta2", 0, 0.999999999))) { if (r < 0) return 2; o.train.beta2 = (float)x; }
         else if ((r = NUM("--weight-decay", 0, 10))) { if (r < 0) return 2; o.train.weight_decay = (float)x; }
         else if ((r = NUM("--max-grad-norm", 0, 1e9))) { if (r < 0) return 2; o.train.max_grad_norm = (float)x; }
-        else if ((r = NUM("--lora-r", 1, 4096))) { if (r < 0) return 2; o.train.lora_r = (int)x; }
+        else if ((r = INT("--lora-r", 1, 4096, &o.train.lora_r))) { if (r < 0) return 2; }
         else if ((r = NUM("--lora-alpha", 0, 1e6))) { if (r < 0) return 2; o.train.lora_alpha = (float)x; }
         else if ((r = NUM("--lora-dropout", 0, 0.99))) { if (r < 0) return 2; o.train.lora_dropout = (float)x; }
         else return cli_fail("finetune: unknown option '%s' (see guanaco finetune --help)", a), 2;
 #undef NUM
+#undef INT
     }
     o.model_path = mo.model;
     if (mo.seed_given) o.train.seed = mo.seed;

@@ -350,12 +350,10 @@ static int chat_turn(const opts *o, gn_model *m, gn_session *s, gn_sampler *smp,
     const gn_tokenizer *tok = gn_model_tokenizer(m);
     const char *const *stops;
     int nstops;
-    char *text = gn_chat_render(fmt, *msgs, *nmsg, &stops, &nstops);
     int flags = GN_ENC_SPECIAL | ((!o->no_bos && gn_tokenizer_add_bos(tok)) ? GN_ENC_BOS : 0);
     int32_t *ids;
     int n;
-    if (gn_tokenizer_encode(tok, text, strlen(text), flags, &ids, &n)) { free(text); return cli_fail_lib(); }
-    free(text);
+    if (gn_chat_encode(tok, fmt, *msgs, *nmsg, flags, &ids, &n, NULL, &stops, &nstops)) return cli_fail_lib();
     // reuse the KV cache for the prefix this prompt shares with what is cached
     int same = 0;
     while (same < n - 1 && same < *ncached && ids[same] == (*cached)[same]) same++;
