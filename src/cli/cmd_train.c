@@ -151,8 +151,9 @@ int cmd_finetune(int argc, char **argv) {
         char *end = NULL;
         double x = strtod(v, &end);
         int num_ok = end != v && *end == 0;
-#define NUM(flag, lo, hi) (!strcmp(a, flag) && (num_ok && x >= (lo) && x <= (hi) ? 1 : (cli_fail("%s: '%s' (expected a number %g..%g)", flag, v, (double)(lo), (double)(hi)), -1)))
-#define INT(flag, lo, hi, dst) (!strcmp(a, flag) && (cli_int(flag, v, lo, hi, dst) ? -1 : 1))
+// 1: this flag, and its value is good; -1: this flag, bad value (printed); 0: another flag
+#define NUM(flag, lo, hi) (strcmp(a, flag) ? 0 : num_ok && x >= (lo) && x <= (hi) ? 1 : (cli_fail("%s: '%s' (expected a number %g..%g)", flag, v, (double)(lo), (double)(hi)), -1))
+#define INT(flag, lo, hi, dst) (strcmp(a, flag) ? 0 : cli_int(flag, v, lo, hi, dst) ? -1 : 1)
         if (!strcmp(a, "-d") || !strcmp(a, "--data")) o.data_path = v;
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.out_dir = v;
         else if (!strcmp(a, "--init-adapter")) o.init_adapter = v;
