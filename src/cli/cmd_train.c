@@ -186,7 +186,8 @@ int cmd_finetune(int argc, char **argv) {
         else if ((r = INT("--max-steps", 1, 1 << 30, &o.max_steps))) { if (r < 0) return 2; }
         else if ((r = INT("--per-device-batch-size", 1, 64, &o.batch_size))) { if (r < 0) return 2; }
         else if ((r = INT("--gradient-accumulation-steps", 1, 1 << 20, &o.grad_accum))) { if (r < 0) return 2; }
-        else if ((r = NUM("--learning-rate", 0, 10))) { if (r < 0) return 2; o.train.lr = (float)x; }
+        // --learning-rate: any float (a test diverges on purpose with 1e30)
+        else if ((r = NUM("--learning-rate", 0, 3e38))) { if (r < 0) return 2; o.train.lr = (float)x; }
         else if ((r = NUM("--warmup-ratio", 0, 1))) { if (r < 0) return 2; o.warmup_ratio = (float)x; }
         else if ((r = INT("--warmup-steps", 0, 1 << 30, &o.warmup_steps))) { if (r < 0) return 2; }
         else if ((r = NUM("--adam-beta2", 0, 0.999999999))) { if (r < 0) return 2; o.train.beta2 = (float)x; }
