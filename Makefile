@@ -3,12 +3,19 @@
 #   make test         the whole test suite (installs what it needs; see README)
 #   make asan|ubsan   sanitizer builds in build-asan/ and build-ubsan/
 #   make ctest        C unit tests only (release build)
-# Knobs: NO_OMP=1, NATIVE=0 (default; dispatch picks SIMD at run time), CC=
+# Knobs: NO_OMP=1, NATIVE=0 (default; dispatch picks SIMD at run time), CC=,
+#        TEST_HOOKS=1 (compile the test-only hooks, e.g. finetune's GN_TEST_KILL_AT_CHECKPOINT;
+#        scripts/test.sh builds with it)
 CC ?= cc
 BUILD ?= build
 OPT ?= -O2
 CFLAGS_BASE = -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -Iinclude -Isrc -g
 LDLIBS = -lopenblas -lcjson -lpcre2-8 -lm -lpthread
+
+ifeq ($(TEST_HOOKS),1)
+CFLAGS_BASE += -DGN_TEST_HOOKS
+$(info ✓ TEST_HOOKS=1: test-only hooks compiled in (not for release binaries))
+endif
 
 ifneq ($(NO_OMP),1)
 OMP_OK := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1)
@@ -141,6 +148,11 @@ cli: $(BUILD)/guanaco
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+# the objects that hold test hooks are rebuilt when TEST_HOOKS changes (a stamp holds the last value)
+TEST_HOOKS_STAMP := $(BUILD)/.test-hooks
+$(shell mkdir -p $(BUILD) && [ "$$(cat $(TEST_HOOKS_STAMP) 2>/dev/null)" = "hooks=$(TEST_HOOKS)" ] || echo "hooks=$(TEST_HOOKS)" > $(TEST_HOOKS_STAMP))
+$(BUILD)/src/train/finetune.o: $(TEST_HOOKS_STAMP)
 
 $(BUILD)/libguanaco.a: $(LIB_OBJ)
 	@rm -f $@

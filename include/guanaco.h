@@ -71,6 +71,10 @@ typedef enum {
 const char *gn_dtype_name(gn_dtype dt);
 
 // Log sink: level 0 error .. 3 debug. Default writes levels <= verbosity to stderr.
+#define GN_LOG_ERROR 0
+#define GN_LOG_WARN 1
+#define GN_LOG_INFO 2
+#define GN_LOG_DEBUG 3
 typedef void (*gn_log_fn)(int level, const char *msg, void *user);
 void gn_set_log(gn_log_fn fn, void *user);
 void gn_set_verbosity(int level);
@@ -270,6 +274,7 @@ typedef struct {
                            // they take at most 1 GiB, else recompute them (gradient checkpointing);
                            // 1: always recompute; 2: always keep
     const char *state_path;// file for the AdamW state (mmap, "paged"); NULL = memory
+    int host_adamw;        // --device cuda: AdamW in the host loop, not the GPU kernel (same bits; for checks)
 } gn_train_opts;
 void gn_train_opts_default(gn_train_opts *o);
 
@@ -294,6 +299,12 @@ size_t gn_trainer_num_params(const gn_trainer *t);
 const float *gn_trainer_grads(const gn_trainer *t);      // flat, in adapter order (A then B per module)
 float *gn_trainer_grads_mut(gn_trainer *t);              // the same, writable (data-parallel all-reduce)
 float *gn_trainer_params(gn_trainer *t);
+// Writes "loss" (a scalar) and the gradient of every LoRA weight, float32 under PEFT's
+// names in HF's row order, as safetensors (for comparing the backward with PEFT's).
+gn_status gn_trainer_save_grads(gn_trainer *t, const gn_model *m, const char *path, float loss);
+// Parses --target-modules: comma-separated q_proj, k_proj, v_proj, o_proj, gate_proj,
+// up_proj, down_proj or all, into a gn_train_opts.target_mask. GN_ERR_ARG naming a bad one.
+gn_status gn_lora_targets_parse(const char *list, unsigned *mask);
 size_t gn_trainer_state_size(const gn_trainer *t);       // AdamW m and v, bytes
 const void *gn_trainer_state(const gn_trainer *t);
 gn_status gn_trainer_restore(gn_trainer *t, const float *params, const void *state, size_t state_bytes, int64_t step);
@@ -308,8 +319,17 @@ typedef enum {
     GN_DATA_INPUT_OUTPUT = 3, // {"input": ..., "output": ...}
     GN_DATA_MESSAGES = 4,  // {"messages": [...]}: rendered as oasst1 text (### Human/### Assistant), the whole conversation is the target
 } gn_data_format;
+// "auto", "oasst1", "alpaca", "input-output", "messages".
+const char *gn_data_format_name(gn_data_format f);
+// Parses those names (and qlora's "alpaca-clean" = alpaca); GN_ERR_ARG otherwise.
+gn_status gn_data_format_parse(const char *s, gn_data_format *f);
 
 typedef enum { GN_SCHED_CONSTANT = 0, GN_SCHED_LINEAR = 1, GN_SCHED_COSINE = 2 } gn_lr_sched;
+
+// Data-parallel GPU runs (make MPI=1 CUDA=1 NCCL=1): AUTO sums the gradients with NCCL
+// when there are several ranks (MPI in host memory when the build has no NCCL), OFF
+// always uses MPI in host memory, ON uses NCCL even for a single rank (an error without it).
+typedef enum { GN_NCCL_AUTO = 0, GN_NCCL_OFF = 1, GN_NCCL_ON = 2 } gn_nccl_mode;
 
 typedef struct {
     const char *model_path, *data_path, *out_dir, *init_adapter;
@@ -333,6 +353,7 @@ typedef struct {
     // saved as checkpoint-N (unless just saved) and as the adapter in out_dir, and the
     // run returns GN_OK. Embedders use it for a user's "stop" (Ctrl-C in Python).
     int (*should_stop)(void *user);
+    gn_nccl_mode nccl;     // how GPU ranks sum gradients (default GN_NCCL_AUTO)
 } gn_finetune_opts;
 void gn_finetune_defaults(gn_finetune_opts *o);
 // Applies --preset guanaco-7b|13b|33b|65b (spec §6.1); flags set afterwards override.
@@ -340,6 +361,24 @@ gn_status gn_finetune_preset(gn_finetune_opts *o, const char *name);
 gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m);
 // Mean per-sequence loss of a data file under the base (+ adapter a).
 gn_status gn_eval_loss_file(gn_model *m, const gn_adapter *a, const char *data_path, const gn_finetune_opts *o, double *loss);
+
+// Data parallel (src/dist/): `mpirun -np N` ranks of one finetune in a make MPI=1 build;
+// in the default build there is one rank. Before gn_dist_init, rank is 0 and size 1.
+// Joins the job when the process was started by an MPI launcher (mpirun, srun);
+// started plainly it stays a single rank. Idempotent.
+gn_status gn_dist_init(void);
+// Leaves the job cleanly (every rank, after the last collective). Idempotent.
+void gn_dist_finalize(void);
+// Stops every rank of the job with exit status `code` (MPI_Abort); does not return.
+#ifdef __cplusplus
+[[noreturn]] void gn_dist_abort(int code);
+#else
+_Noreturn void gn_dist_abort(int code);
+#endif
+int gn_dist_rank(void);       // 0 .. size-1
+int gn_dist_size(void);       // number of ranks
+int gn_dist_local_size(void); // ranks on this machine (to share its cores)
+const char *gn_dist_backend(void); // "single", "mpi", or "mpi+nccl" after gn_dist_use_nccl
 
 // ===========================================================================
 // Evaluation
@@ -428,6 +467,404 @@ gn_status gn_chat_format_parse(const char *name, gn_chat_format *f);
 // the assistant's answer.
 char *gn_chat_render(gn_chat_format f, const gn_chat_msg *msgs, int n,
                      const char *const **stops, int *n_stops);
+// gn_chat_render, then gn_tokenizer_encode of the text with flags (GN_ENC_*): the prompt
+// of the assistant's next turn as *ids (n_ids; malloc'd), with the format's stop strings.
+// *text (may be NULL) gets the rendered text (malloc'd).
+gn_status gn_chat_encode(const gn_tokenizer *t, gn_chat_format f, const gn_chat_msg *msgs, int n, int flags,
+                         int32_t **ids, int *n_ids, char **text, const char *const **stops, int *n_stops);
+
+// ===========================================================================
+// Evaluation (src/eval/: csv.c, elo.c, lm.c, mmlu.c, crows.c, ppl.c, judge.c)
+//
+// Everything the Guanaco paper measured: Elo tournaments over pairwise judgments,
+// MMLU, CrowS-Pairs, perplexity, and a pairwise judge. Skipped input lines are
+// reported through gn_log and counted in the result structs.
+
+// ---------------------------------------------------------------------------
+// CSV (csv.c)
+
+typedef struct {
+    char **field;  // n NUL-terminated fields (quotes removed, "" -> ")
+    int n;
+    int line;      // 1-based line where the record starts (for messages)
+} gn_csv_row;
+
+typedef struct {
+    gn_csv_row *row;  // row[0] is the header when the file has one
+    int n;
+} gn_csv;
+
+// Parses len bytes of CSV text (RFC 4180: fields may be quoted; inside quotes
+// commas, CR, LF and doubled quotes are data). Records end at LF or CR LF.
+// Errors (unterminated quote, text after a closing quote) name path:line.
+gn_status gn_csv_parse(gn_csv *out, const char *text, size_t len, const char *path);
+gn_status gn_csv_read(gn_csv *out, const char *path);
+void gn_csv_free(gn_csv *c);
+// Index of the header field equal to name (row 0), -1 when absent.
+int gn_csv_column(const gn_csv *c, const char *name);
+
+// ---------------------------------------------------------------------------
+// Judgments and Elo (elo.c)
+
+// One pairwise judgment: system a was "Assistant 1", b "Assistant 2".
+typedef struct {
+    int a, b;
+    int8_t score; // 1: a wins, 2: b wins, 3: tie
+} gn_match;
+
+typedef struct {
+    char **names;        // n_systems system names (normalized unless raw_names)
+    int n_systems;
+    gn_match *match;
+    int n_match, cap;
+    int n_files;
+    int n_lines;         // non-empty lines read
+    int n_unparsed;      // score -1: the judge's verdict could not be parsed (dropped)
+    int n_bad;           // malformed JSON, unknown score values, missing fields (skipped)
+} gn_judgments;
+
+typedef struct {
+    int raw_names;                 // keep the names exactly as the files spell them
+    const char *const *alias;      // "FROM=TO" renames applied after normalization
+    int n_alias;
+} gn_judgments_opts;
+
+void gn_judgments_init(gn_judgments *j);
+void gn_judgments_free(gn_judgments *j);
+// Adds the judgments of one .jsonl file, or of every *.jsonl file in a folder
+// (sorted by name, not recursive). Lines are JSON objects with "score" 1/2/3/-1
+// (number or string, the release's three-class format) and the systems either
+// in the line ("model1"/"model2") or in the file name
+// "<A>-vs-<B>[-<judge>-reviewer[-threeclass]].jsonl". FastChat arena rows
+// ("model_a", "model_b", "winner": model_a|model_b|tie*) are read too.
+// Bad lines are skipped with a count (the first few logged with file:line).
+// Returns an error for a missing path or a file whose systems cannot be named.
+gn_status gn_judgments_add(gn_judgments *j, const char *path, const gn_judgments_opts *o);
+// Index of a system, added when new.
+int gn_judgments_system(gn_judgments *j, const char *name);
+// Adds one match (score 1/2/3).
+void gn_judgments_push(gn_judgments *j, int a, int b, int score);
+
+// The system names in a release file name "<A>-vs-<B>-gpt-4-reviewer-threeclass.jsonl"
+// (folder and .jsonl ignored). Returns 0 and malloc'd *a, *b; -1 if there is no "-vs-".
+int gn_judgment_file_systems(const char *path, char **a, char **b);
+// Release names -> short names shared by both benchmarks: drops "answer-"/"answer_",
+// the "-{vicuna,oa}-generations..." tail, and spells gpt35/gpt4 as gpt-3.5/gpt-4
+// ("13b-guanaco-vicuna-generations-topp0.9-temp0.7" -> "13b-guanaco"). malloc'd.
+char *gn_system_name_normalize(const char *raw);
+
+typedef struct {
+    int rounds;        // random orderings (default 10000)
+    uint64_t seed;     // default 42
+    double k;          // 32
+    double init;       // 1000
+    double tie;        // score of a tie for each side: 0.5
+} gn_elo_opts;
+void gn_elo_defaults(gn_elo_opts *o);
+
+typedef struct {
+    int n;              // systems
+    int rounds;
+    double *mean;       // (n) mean final rating over the orderings
+    double *sd;         // (n) standard deviation over orderings
+    double *ci_lo, *ci_hi; // (n) 95% interval of the mean: mean -/+ 1.96 sd / sqrt(rounds)
+    double *p_lo, *p_hi;   // (n) 2.5th / 97.5th percentile of the final rating over orderings
+    int *rank;          // (n) 1 = highest mean (ties share the better rank)
+    int *wins, *losses, *ties, *games; // (n) raw counts over all matches
+} gn_elo_result;
+
+// Expected score of a against b: 1 / (1 + 10^((rb - ra) / 400)).
+double gn_elo_expected(double ra, double rb);
+// One sequential update for outcome s_a (1 win, 0 loss, tie value for a tie).
+void gn_elo_update(double *ra, double *rb, double s_a, double k);
+// One tournament over the matches in the given order (order NULL: as stored);
+// writes n_systems final ratings into r.
+void gn_elo_play(const gn_match *m, const int *order, int n_match, int n_systems, const gn_elo_opts *o, double *r);
+// The paper's procedure: `rounds` tournaments, each over a fresh random
+// permutation of all matches (round i's permutation depends only on seed and i,
+// so results do not depend on the thread count). Error when there are no matches.
+gn_status gn_elo_run(const gn_match *m, int n_match, int n_systems, const gn_elo_opts *o, gn_elo_result *out);
+void gn_elo_result_free(gn_elo_result *r);
+// Win rate of i over j, (wins + tie * ties) / games, both presentation orders
+// pooled; NaN where the two never met. w is (n, n) row-major.
+void gn_elo_winrate(const gn_match *m, int n_match, int n_systems, double tie, double *w);
+// Median of v (sorted in place); NaN for n = 0.
+double gn_median(double *v, int n);
+// Systems of r sorted by mean rating, best first (elo_summary.c). malloc'd (r->n ints).
+int *gn_elo_order(const gn_elo_result *r);
+// Each system's rank in several benchmarks (tournaments) and the median of those ranks
+// (the paper's median rank over the Vicuna and OA benchmarks).
+typedef struct {
+    int n;                 // systems over all benchmarks, in order of first appearance
+    int n_bench;
+    const char **names;    // (n) borrowed from the judgments' names
+    int *rank;             // (n, n_bench) rank in benchmark k, 0 = absent from it
+    double *median;        // (n) median over the benchmarks the system is in
+} gn_elo_median_rank;
+// j[k], r[k]: benchmark k's judgments and tournament result (nb of them).
+void gn_elo_median_ranks(const gn_judgments *const *j, const gn_elo_result *const *r, int nb, gn_elo_median_rank *out);
+void gn_elo_median_rank_free(gn_elo_median_rank *m);
+
+// ---------------------------------------------------------------------------
+// Scoring on a model (lm.c)
+
+typedef struct {
+    const gn_model *m;
+    gn_session *s;
+    int V;
+    int max_seq;         // tokens the session holds
+    int32_t *cached;     // the ids whose keys/values are in the session's cache
+    int ncached, capc;
+} gn_lm;
+
+// A scorer with its own session of max_seq tokens (0: the model's, capped at 4096);
+// adapter may be NULL.
+void gn_lm_init(gn_lm *lm, const gn_model *m, const gn_adapter *a, int max_seq);
+void gn_lm_free(gn_lm *lm);
+int gn_lm_max_seq(const gn_lm *lm);
+// Encodes text: BOS first when bos is set and the tokenizer has one. Error when
+// the model has no tokenizer.
+gn_status gn_lm_encode(const gn_lm *lm, const char *text, int bos, int32_t **ids, int *n);
+// Logits (V floats) after the last of ids[0..n). Reuses the cached keys/values of
+// the longest prefix shared with the previous call (few-shot prompts share theirs),
+// so only the new suffix is computed. NULL with a message on overflow.
+const float *gn_lm_next_logits(gn_lm *lm, const int32_t *ids, int n);
+// Sum over i in [from, n) of ln p(ids[i] | ids[0..i)), accumulated in double.
+// from >= 1. Also returns the count of scored tokens in *count (may be NULL).
+gn_status gn_lm_loglik(gn_lm *lm, const int32_t *ids, int n, int from, double *ll, int *count);
+// ln softmax(logits)[id] in double precision.
+double gn_log_softmax_at(const float *logits, int V, int id);
+
+// ---------------------------------------------------------------------------
+// MMLU (mmlu.c)
+
+typedef struct {
+    char *subject;    // "abstract_algebra"
+    char *question;   // CSV rows: the question (NULL for qlora-format rows)
+    char *choice[4];  // CSV rows: the four options
+    char *prompt0;    // qlora-format rows: the full zero-shot prompt as given
+    int answer;       // 0..3
+} gn_mmlu_item;
+
+typedef struct {
+    gn_mmlu_item *item;
+    int n, cap;
+    int n_skipped;    // malformed rows (logged with file:line)
+} gn_mmlu_set;
+
+void gn_mmlu_set_free(gn_mmlu_set *s);
+// Appends the rows of an MMLU CSV (header question,choice0..3,answer with answer
+// 0-3 or A-D; a file without that header is read as the original headerless
+// 6-column layout). subject NULL: from the file name "<subject>_{dev,test,val}.csv".
+gn_status gn_mmlu_load_csv(gn_mmlu_set *s, const char *path, const char *subject);
+// Appends the rows of qlora's data/mmlu/{zero,five}_shot_mmlu_{val,test}.json (JSON lines: subject,
+// input, output letter).
+gn_status gn_mmlu_load_qlora(gn_mmlu_set *s, const char *path);
+// "The following are multiple choice questions (with answers) about  abstract algebra.\n\n"
+// (hendrycks' format_subject puts a space before every word: hence two spaces).
+char *gn_mmlu_header(const char *subject);
+// The k-shot prompt for q: header, k exemplars "Q\nA. ..\nB. ..\nC. ..\nD. ..\nAnswer: X\n\n",
+// then q in the same form ending in "Answer:". For a qlora-format q (prompt0),
+// the exemplars go between its header and its question. malloc'd.
+char *gn_mmlu_prompt(const gn_mmlu_item *shots, int k, const gn_mmlu_item *q);
+
+typedef struct {
+    int pred;          // argmax over the four letter logits (0..3)
+    float logit[4];    // logits of the A/B/C/D tokens after "Answer:"
+    int n_tokens;      // prompt length
+    int shots;         // exemplars actually used (fewer when the prompt did not fit)
+    int truncated;     // even the 0-shot prompt did not fit: left-truncated
+} gn_mmlu_pred;
+
+// Ids of tokenizer("A"/"B"/"C"/"D", add_special_tokens=False)[0] (qlora's rule).
+gn_status gn_mmlu_letter_ids(const gn_tokenizer *t, int32_t ids[4]);
+// Scores one item: prompt with up to k exemplars (dropping exemplars from the
+// end while the prompt does not fit the session, as hendrycks' evaluate.py does).
+gn_status gn_mmlu_score(gn_lm *lm, const int32_t letters[4], const gn_mmlu_item *shots, int k,
+                        const gn_mmlu_item *q, int bos, gn_mmlu_pred *out);
+
+// One evaluation's questions (mmlu_run.c).
+typedef struct {
+    const char *split;     // "test" (DIR/test/<subject>_test.csv, the default) or "val" (qlora's
+                           // DIR/qlora-format/zero_shot_mmlu_val.json)
+    const char *subjects;  // "a,b,...": only these (an unknown name is an error); NULL: all
+    int shots;             // exemplars per subject from DIR/dev/<subject>_dev.csv (0: none loaded)
+    int limit;             // first `limit` questions of each subject; 0: all
+} gn_mmlu_select_opts;
+typedef struct {
+    char **subject;        // (n_subjects) sorted file names (test) or order of appearance (val)
+    int n_subjects;
+    gn_mmlu_set test, dev; // every row read
+    gn_mmlu_set sel;       // the questions to score, grouped by subject (shallow copies of test's)
+    int *first, *count;    // (n_subjects) each subject's range in sel
+    int *dfirst, *dcount;  // (n_subjects) each subject's exemplars in dev (dcount <= shots; fewer are logged)
+} gn_mmlu_run;
+// Lists the subjects of an MMLU folder, keeps the asked-for ones and loads their
+// questions and exemplars. Errors name the folder or the unknown subject.
+gn_status gn_mmlu_select(gn_mmlu_run *r, const char *dir, const gn_mmlu_select_opts *o);
+void gn_mmlu_run_free(gn_mmlu_run *r);
+// Accuracy of preds (one per r->sel item): per subject, the unweighted mean over
+// subjects that have questions (qlora's mmlu_eval_accuracy) and over all questions.
+typedef struct {
+    int *correct;          // (n_subjects) correct predictions; accuracy = correct / count
+    int total_correct;
+    int n_subjects_used;   // subjects with at least one question
+    double mean;           // mean over those subjects of their accuracy
+    double micro;          // total_correct / questions
+} gn_mmlu_summary;
+void gn_mmlu_summarize(const gn_mmlu_run *r, const gn_mmlu_pred *preds, gn_mmlu_summary *out);
+void gn_mmlu_summary_free(gn_mmlu_summary *s);
+
+// ---------------------------------------------------------------------------
+// CrowS-Pairs (crows.c)
+
+typedef struct {
+    char *more, *less;  // sent_more (more stereotypical), sent_less
+    char *bias;         // bias_type
+    int stereo;         // stereo_antistereo == "stereo"
+    int line;           // CSV line of the record
+} gn_crows_pair;
+
+// Reads crows_pairs_anonymized.csv (columns found by header name). Rows with a
+// wrong field count or empty sentences are skipped, counted in *skipped and logged.
+gn_status gn_crows_load(const char *path, gn_crows_pair **out, int *n, int *skipped);
+void gn_crows_free(gn_crows_pair *p, int n);
+
+// ---------------------------------------------------------------------------
+// Perplexity (ppl.c)
+
+typedef struct {
+    int ctx;     // window length in tokens
+    int stride;  // how far the window moves (<= ctx)
+} gn_ppl_opts;
+
+typedef struct {
+    double nll;          // sum of -ln p over scored tokens
+    long long n_scored;  // tokens scored
+    long long n_tokens;  // tokens seen (incl. the unscored first token of each document)
+    int n_windows, n_docs;
+} gn_ppl_acc;
+
+// HF's strided method ("Perplexity of fixed-length models"): windows
+// [begin, begin+ctx) for begin = 0, stride, 2*stride, ...; each window runs from an
+// empty cache and scores only the tokens no earlier window scored, so every token
+// but the document's first is scored exactly once, with up to ctx-stride tokens of
+// context. Adds one document's totals to acc.
+gn_status gn_ppl_doc(gn_lm *lm, const int32_t *ids, int n, const gn_ppl_opts *o, gn_ppl_acc *acc);
+
+// ---------------------------------------------------------------------------
+// Pairwise judging (judge.c)
+
+typedef struct {
+    char *system;     // system_prompt
+    char *tmpl;       // prompt_template with {question} {answer_1} {answer_2} {prompt}
+    char *prompt;     // defaults.prompt
+    char *category;   // "general", "coding", "math"
+} gn_judge_template;
+
+// Reads a *_prompt_threeclass.jsonl file (one template per line).
+gn_status gn_judge_templates_load(const char *path, gn_judge_template **t, int *n);
+void gn_judge_templates_free(gn_judge_template *t, int n);
+// The template for a question category: the one whose category matches, else
+// "general", else the first.
+const gn_judge_template *gn_judge_template_for(const gn_judge_template *t, int n, const char *category);
+// Fills the template in one pass (text inside the answers is never re-expanded). malloc'd.
+char *gn_judge_render(const gn_judge_template *t, const char *question, const char *answer1, const char *answer2);
+// The release's three-class parse (eval_gpt_review.py): the last non-empty line
+// must be the integer 1, 2 or 3; we also accept it wrapped in markdown/punctuation
+// ("**2**", "3."). Anything else gives -1.
+int gn_judge_parse_verdict(const char *review);
+
+// One answer of a generations file.
+typedef struct {
+    char *qid;        // question_id as text (number or string in the file)
+    int qid_is_num;
+    char *question;   // the question text when the file has it (NULL otherwise)
+    char *answer;
+    char *category;   // NULL when absent
+} gn_gen_row;
+
+// Reads a generations file: the release's format (question_id, text = question,
+// generation) or FastChat answers (question_id, text = answer). Rows without an
+// id or answer are skipped (counted, logged).
+gn_status gn_gen_load(const char *path, gn_gen_row **rows, int *n, int *skipped);
+void gn_gen_free(gn_gen_row *rows, int n);
+
+// Is the HTTP client compiled in (libcurl found at build time)?
+int gn_http_available(void);
+// POSTs an OpenAI chat completion to url (".../v1" or ".../chat/completions")
+// with a system and a user message; *reply gets choices[0].message.content
+// (malloc'd). key may be NULL (no Authorization header). Retries network errors,
+// 429 and 5xx `retries` times with backoff.
+gn_status gn_http_chat(const char *url, const char *key, const char *model, const char *system, const char *user,
+                       double temperature, int max_tokens, int timeout_s, int retries, char **reply);
+
+// ===========================================================================
+// Charts (src/core/plot.c): PNG files drawn with cairo when the build found it;
+// otherwise every call returns GN_ERR_UNSUPPORTED with a hint.
+
+typedef struct {
+    const char *name;       // legend entry (NULL: none)
+    const double *x, *y;    // n points each
+    int n;
+} gn_plot_series;
+
+// 1 when this build can draw (cairo found), else 0.
+int gn_plot_available(void);
+
+// Line chart: one colored line per series, shared axes, legend top right.
+gn_status gn_plot_lines(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                        const gn_plot_series *series, int n_series);
+
+// Horizontal point chart with error bars: row i shows labels[i], a dot at value[i]
+// and a bar from lo[i] to hi[i] (lo/hi may be NULL), top to bottom in the given order.
+gn_status gn_plot_intervals(const char *path, const char *title, const char *xlabel, const char *const *labels,
+                            const double *value, const double *lo, const double *hi, int n);
+
+// ===========================================================================
+// Weights files (src/formats/tensor_file.c): the tensors of one .safetensors,
+// torch.save zip (.bin/.pt/.pth) or .gguf file, for inspection and checks
+
+typedef struct gn_tensor_file gn_tensor_file;
+typedef struct {
+    const char *name;
+    gn_dtype dtype;
+    int ndim;
+    const int64_t *shape;   // ndim sizes, outermost first (PyTorch order)
+    int64_t nelem;          // product of shape (1 for a scalar)
+    size_t nbytes;          // bytes in the file's layout
+} gn_tensor_info;
+// Opens a weights file; the format comes from the first bytes ("GGUF", "PK\3\4"),
+// then the extension (.gguf, .bin/.pt/.pth), else safetensors.
+gn_status gn_tensor_file_open(gn_tensor_file **out, const char *path);
+void gn_tensor_file_free(gn_tensor_file *f);
+int gn_tensor_file_count(const gn_tensor_file *f);
+// Tensor i (0 <= i < count); the pointers stay valid until gn_tensor_file_free.
+void gn_tensor_file_info(const gn_tensor_file *f, int i, gn_tensor_info *out);
+int gn_tensor_file_find(const gn_tensor_file *f, const char *name); // index, -1 when absent
+// Converts tensor i (any stored dtype, quantized ones dequantized) into nelem floats.
+gn_status gn_tensor_file_to_f32(const gn_tensor_file *f, int i, float *out);
+
+// ===========================================================================
+// Helpers for tools (the CLI and the server use these)
+
+// Allocation that never returns NULL: out of memory goes to the OOM handler
+// (default: message to stderr and exit(1)), as in redis' zmalloc. free() the result.
+void *gn_malloc(size_t n);
+void *gn_calloc(size_t n, size_t size);
+void *gn_realloc(void *p, size_t n);
+char *gn_strdup(const char *s);
+char *gn_strndup(const char *s, size_t n);
+
+double gn_time_s(void); // CLOCK_MONOTONIC seconds
+
+// Reads a whole (small) file into a NUL-terminated buffer. Error names the path.
+gn_status gn_read_file(const char *path, char **out, size_t *len);
+// Creates a folder and its parents (mkdir -p). Error names the path.
+gn_status gn_mkdir_p(const char *path);
+// Writes `n` bytes to `path` atomically: temp file in the same folder, fsync,
+// rename. Never leaves a partial file.
+gn_status gn_write_file_atomic(const char *path, const void *data, size_t n);
 
 #ifdef __cplusplus
 }

@@ -79,6 +79,8 @@ step "models"
 PATH="$VENV/bin:$PATH" bash scripts/fetch_models.sh
 
 # --- 4. builds ----------------------------------------------------------------
+# TEST_HOOKS=1: the test-only hooks (finetune's GN_TEST_KILL_AT_CHECKPOINT) for every build below
+export TEST_HOOKS=1
 step "make (release)"
 make -j"$JOBS" all
 make -j"$JOBS" shared # build/libguanaco.so: tests/test_python_pkg.py

@@ -13,7 +13,7 @@
  * with seed + row number, so a row's output does not depend on the others.
  * Output rows: question_id, text, category, prompt, generation (whitespace-trimmed).
  */
-#include "eval_cli.h"
+#include "cli.h"
 
 #include <cjson/cJSON.h> // rows in and out
 #include <errno.h>       // errno
@@ -21,7 +21,6 @@
 #include <stdlib.h>      // free
 #include <string.h>      // strcmp
 
-#include "core/common.h" // gn_read_file, gn_strdup
 
 static const char HELP[] =
     "usage: guanaco generate -m MODEL --prompts FILE.jsonl -o OUT.jsonl [options]\n"
@@ -53,7 +52,8 @@ static void trim(char *s) {
 }
 
 int cli_generate_prompts(int argc, char **argv) {
-    ecli_model mo = {0};
+    cli_model mo;
+    cli_model_init(&mo, CLI_CTX | CLI_SEED);
     const char *prompts = NULL, *out = NULL, *system = NULL;
     int limit = 0, n_predict = 512, no_bos = 0, have_fmt = 0;
     gn_chat_format fmt = GN_CHAT_GUANACO;
@@ -63,35 +63,28 @@ int cli_generate_prompts(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         double x;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", HELP, ECLI_MODEL_HELP); return 0; }
-        int r = ecli_model_flag(&mo, argc, argv, &i);
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", HELP, CLI_MODEL_HELP); return 0; }
+        int r = cli_model_flag(&mo, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
-        if (!strcmp(a, "--prompts")) { if (!(prompts = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) { if (!(out = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--system")) { if (!(system = ecli_val(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--limit")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 1 << 30, &limit)) return 2; }
-        else if (!strcmp(a, "-n") || !strcmp(a, "--max-new-tokens")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 0, 1 << 24, &n_predict)) return 2; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 1, 1 << 24, &mo.ctx)) return 2; }
-        else if (!strcmp(a, "--temp")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_num(a, v, 0, 100, &x)) return 2; so.temperature = (float)x; }
-        else if (!strcmp(a, "--top-p")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_num(a, v, 0, 1, &x)) return 2; so.top_p = (float)x; }
-        else if (!strcmp(a, "--top-k")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_int(a, v, 0, 1 << 24, &so.top_k)) return 2; }
-        else if (!strcmp(a, "--repeat-penalty")) { if (!(v = ecli_val(argc, argv, &i)) || ecli_num(a, v, 0.01, 100, &x)) return 2; so.repeat_penalty = (float)x; }
-        else if (!strcmp(a, "--seed")) {
-            if (!(v = ecli_val(argc, argv, &i))) return 2;
-            char *end;
-            errno = 0;
-            so.seed = strtoull(v, &end, 10);
-            if (*end || end == v || errno) return cli_fail("--seed: '%s' (expected a non-negative integer)", v), 2;
-        }
+        if (!strcmp(a, "--prompts")) { if (!(prompts = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) { if (!(out = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--system")) { if (!(system = cli_val(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--limit")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 1, 1 << 30, &limit)) return 2; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--max-new-tokens")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 0, 1 << 24, &n_predict)) return 2; }
+        else if (!strcmp(a, "--temp")) { if (!(v = cli_val(argc, argv, &i)) || cli_num(a, v, 0, 100, &x)) return 2; so.temperature = (float)x; }
+        else if (!strcmp(a, "--top-p")) { if (!(v = cli_val(argc, argv, &i)) || cli_num(a, v, 0, 1, &x)) return 2; so.top_p = (float)x; }
+        else if (!strcmp(a, "--top-k")) { if (!(v = cli_val(argc, argv, &i)) || cli_int(a, v, 0, 1 << 24, &so.top_k)) return 2; }
+        else if (!strcmp(a, "--repeat-penalty")) { if (!(v = cli_val(argc, argv, &i)) || cli_num(a, v, 0.01, 100, &x)) return 2; so.repeat_penalty = (float)x; }
         else if (!strcmp(a, "--no-bos")) no_bos = 1;
         else if (!strcmp(a, "--template")) {
-            if (!(v = ecli_val(argc, argv, &i))) return 2;
+            if (!(v = cli_val(argc, argv, &i))) return 2;
             if (gn_chat_format_parse(v, &fmt)) return cli_fail_lib(), 2;
             have_fmt = 1;
         }
         else return cli_fail("generate --prompts: unknown option '%s' (see generate --prompts FILE --help)", a), 2;
     }
+    if (mo.seed_given) so.seed = mo.seed;
     if (!prompts || !out) return cli_fail("generate: --prompts FILE.jsonl needs -o OUT.jsonl (see --help)"), 2;
     char *text;
     size_t len;
@@ -127,7 +120,7 @@ int cli_generate_prompts(int argc, char **argv) {
     FILE *f = NULL;
     char *tmp = NULL;
     if (!nr) { cli_fail("%s: no rows to generate for", prompts); goto done; }
-    if (!(m = ecli_load(&mo, &ad))) goto done;
+    if (!(m = cli_model_load(&mo, &ad))) goto done;
     const gn_tokenizer *tok = gn_model_tokenizer(m);
     if (!tok) { cli_fail("%s: the model has no tokenizer", mo.model); goto done; }
     gn_chat_format use = gn_chat_format_for(tok, fmt);
@@ -136,32 +129,33 @@ int cli_generate_prompts(int argc, char **argv) {
     tmp = gn_malloc(strlen(out) + 16);
     sprintf(tmp, "%s.partial", out);
     if (!(f = fopen(tmp, "w"))) { cli_fail("%s: cannot create: %s", tmp, strerror(errno)); goto done; }
-    ecli_progress pg;
-    ecli_progress_start(&pg, "generate");
+    cli_progress pg;
+    cli_progress_start(&pg, "generate");
     for (int r = 0; r < nr; r++) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(rows[r], "text");
         const cJSON *pr = cJSON_GetObjectItemCaseSensitive(rows[r], "prompt");
         const char *const *stops;
         int nstops;
         char *prompt;
-        if (cJSON_IsString(pr) && !have_fmt) {
-            prompt = gn_strdup(pr->valuestring);
-            free(gn_chat_render(GN_CHAT_GUANACO, NULL, 0, &stops, &nstops)); // the Guanaco turn markers
-        } else {
-            if (!cJSON_IsString(t)) { cli_fail("%s row %d: no \"text\" to render with --template", prompts, r + 1); goto done; }
-            char *sys = system ? gn_strdup(system) : gn_chat_default_system(tok, use);
-            gn_chat_msg msgs[2];
-            int n = 0;
-            if (sys) msgs[n++] = (gn_chat_msg){"system", sys};
-            msgs[n++] = (gn_chat_msg){"user", t->valuestring};
-            prompt = gn_chat_render(use, msgs, n, &stops, &nstops);
-            free(sys);
-        }
         int special = use != GN_CHAT_GUANACO && use != GN_CHAT_GUANACO_DEMO; // chat markers are special tokens
         int flags = (special ? GN_ENC_SPECIAL : 0) | ((!no_bos && gn_tokenizer_add_bos(tok)) ? GN_ENC_BOS : 0);
         int32_t *ids;
         int n;
-        if (gn_tokenizer_encode(tok, prompt, strlen(prompt), flags, &ids, &n)) { free(prompt); cli_fail_lib(); goto done; }
+        if (cJSON_IsString(pr) && !have_fmt) {
+            prompt = gn_strdup(pr->valuestring);
+            free(gn_chat_render(GN_CHAT_GUANACO, NULL, 0, &stops, &nstops)); // the Guanaco turn markers
+            if (gn_tokenizer_encode(tok, prompt, strlen(prompt), flags, &ids, &n)) { free(prompt); cli_fail_lib(); goto done; }
+        } else {
+            if (!cJSON_IsString(t)) { cli_fail("%s row %d: no \"text\" to render with --template", prompts, r + 1); goto done; }
+            char *sys = system ? gn_strdup(system) : gn_chat_default_system(tok, use);
+            gn_chat_msg msgs[2];
+            int nm = 0;
+            if (sys) msgs[nm++] = (gn_chat_msg){"system", sys};
+            msgs[nm++] = (gn_chat_msg){"user", t->valuestring};
+            gn_status est = gn_chat_encode(tok, use, msgs, nm, flags, &ids, &n, &prompt, &stops, &nstops);
+            free(sys);
+            if (est) { cli_fail_lib(); goto done; }
+        }
         gn_sampler_opts ro = so;
         ro.seed = so.seed + (uint64_t)r;
         gn_sampler *smp = gn_sampler_new(&ro, gn_model_config(m)->vocab_size);
@@ -189,9 +183,9 @@ int cli_generate_prompts(int argc, char **argv) {
         cJSON_Delete(o);
         free(prompt);
         free(gen);
-        ecli_progress_show(&pg, r + 1, nr, NULL);
+        cli_progress_show(&pg, r + 1, nr, NULL);
     }
-    ecli_progress_end(&pg, nr, nr);
+    cli_progress_end(&pg, nr, nr);
     int werr = fclose(f) != 0;
     f = NULL;
     if (werr || rename(tmp, out) != 0) { cli_fail("%s: cannot write: %s", out, strerror(errno)); goto done; }

@@ -14,8 +14,7 @@
 #include <stdlib.h> // strtol, getenv
 #include <string.h> // strcmp, strchr
 
-#include "core/common.h"   // gn_malloc, gn_strndup
-#include "server/server.h" // srv_opts, srv_main
+#include "server/server.h" // srv_opts, srv_main (the server is part of this program, not of the library)
 
 static const char USAGE[] =
     "usage: guanaco serve -m MODEL [--4bit] [-a NAME=PATH ...] [--host 127.0.0.1] [--port 8080] [options]\n"
@@ -55,18 +54,6 @@ static const char USAGE[] =
 // instead of breaking the link.
 int srv_main(const srv_opts *o) __attribute__((weak));
 
-static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        cli_fail("%s: '%s' (expected an integer %ld..%ld)", flag, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int parse_secs(const char *flag, const char *v, double *out) {
     char *end;
     double x = strtod(v, &end);
@@ -85,9 +72,8 @@ int cmd_serve(int argc, char **argv) {
     o.port = 8080;
     o.parallel = 8;
     o.queue = 64;
-    gn_dtype dtype = GN_DTYPE_F32, quant_type = GN_DTYPE_NF4;
-    int four_bit = 0;
-    o.load.compute_dtype = GN_DTYPE_COUNT; // auto: a 4-bit checkpoint's own, else bf16
+    cli_model mo; // -m -t -c --dtype --4bit ... -v (cli_args.c); -a is NAME=PATH here
+    cli_model_init(&mo, CLI_CTX | CLI_NO_ADAPTER);
     o.fmt = GN_CHAT_AUTO;
     o.max_body = 1 << 20;
     o.max_tokens = 2048;
@@ -96,7 +82,7 @@ int cmd_serve(int argc, char **argv) {
     o.max_connections = 256;
     o.api_key = getenv("GUANACO_API_KEY");
     if (o.api_key && !o.api_key[0]) o.api_key = NULL;
-    long ctx = 0, mpt = 0;
+    int mpt = 0;
     int rc = 2;
     o.adapters = gn_calloc((size_t)argc + 1, sizeof(srv_adapter_spec));
     char **owned = gn_calloc((size_t)argc + 1, sizeof(char *)); // adapter names we cut out of NAME=PATH
@@ -106,10 +92,12 @@ int cmd_serve(int argc, char **argv) {
 #define IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
 #define VAL() (i + 1 < argc ? argv[++i] : (cli_fail("%s needs a value", a), (char *)NULL))
         char *v;
-        long x;
+        int x;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(USAGE, stdout); rc = 0; goto done; }
-        else if (IS("-m", "--model")) { if (!(v = VAL())) goto done; o.model_path = v; }
-        else if (IS("-a", "--adapter")) {
+        int r = cli_model_flag(&mo, argc, argv, &i);
+        if (r < 0) goto done;
+        if (r) continue;
+        if (IS("-a", "--adapter")) {
             if (!(v = VAL())) goto done;
             const char *eq = strchr(v, '=');
             srv_adapter_spec *s = &o.adapters[o.n_adapters++];
@@ -129,51 +117,19 @@ int cmd_serve(int argc, char **argv) {
         }
         else if (!strcmp(a, "--model-name")) { if (!(o.model_name = VAL())) goto done; }
         else if (!strcmp(a, "--host")) { if (!(o.host = VAL())) goto done; }
-        else if (!strcmp(a, "--port")) { if (!(v = VAL()) || parse_long(a, v, 0, 65535, &x)) goto done; o.port = (int)x; }
+        else if (!strcmp(a, "--port")) { if (!(v = VAL()) || cli_int(a, v, 0, 65535, &x)) goto done; o.port = x; }
         else if (!strcmp(a, "--api-key")) { if (!(o.api_key = VAL())) goto done; if (!o.api_key[0]) o.api_key = NULL; }
-        else if (IS("-c", "--ctx")) { if (!(v = VAL()) || parse_long(a, v, 16, 1 << 20, &ctx)) goto done; }
-        else if (!strcmp(a, "--parallel")) { if (!(v = VAL()) || parse_long(a, v, 1, 256, &x)) goto done; o.parallel = (int)x; }
-        else if (!strcmp(a, "--queue")) { if (!(v = VAL()) || parse_long(a, v, 0, 1 << 20, &x)) goto done; o.queue = (int)x; }
-        else if (IS("-t", "--threads")) { if (!(v = VAL()) || parse_long(a, v, 1, 1024, &x)) goto done; o.threads = (int)x; }
-        else if (!strcmp(a, "--max-body")) { if (!(v = VAL()) || parse_long(a, v, 1024, 1L << 30, &x)) goto done; o.max_body = (size_t)x; }
-        else if (!strcmp(a, "--max-prompt-tokens")) { if (!(v = VAL()) || parse_long(a, v, 1, 1 << 20, &mpt)) goto done; }
-        else if (!strcmp(a, "--max-tokens")) { if (!(v = VAL()) || parse_long(a, v, 1, 1 << 20, &x)) goto done; o.max_tokens = (int)x; }
-        else if (!strcmp(a, "--max-connections")) { if (!(v = VAL()) || parse_long(a, v, 4, 100000, &x)) goto done; o.max_connections = (int)x; }
+        else if (!strcmp(a, "--parallel")) { if (!(v = VAL()) || cli_int(a, v, 1, 256, &x)) goto done; o.parallel = x; }
+        else if (!strcmp(a, "--queue")) { if (!(v = VAL()) || cli_int(a, v, 0, 1 << 20, &x)) goto done; o.queue = x; }
+        else if (!strcmp(a, "--max-body")) { if (!(v = VAL()) || cli_int(a, v, 1024, 1L << 30, &x)) goto done; o.max_body = x; }
+        else if (!strcmp(a, "--max-prompt-tokens")) { if (!(v = VAL()) || cli_int(a, v, 1, 1 << 20, &mpt)) goto done; }
+        else if (!strcmp(a, "--max-tokens")) { if (!(v = VAL()) || cli_int(a, v, 1, 1 << 20, &x)) goto done; o.max_tokens = x; }
+        else if (!strcmp(a, "--max-connections")) { if (!(v = VAL()) || cli_int(a, v, 4, 100000, &x)) goto done; o.max_connections = x; }
         else if (!strcmp(a, "--timeout")) { if (!(v = VAL()) || parse_secs(a, v, &o.timeout_s)) goto done; }
         else if (!strcmp(a, "--read-timeout")) { if (!(v = VAL()) || parse_secs(a, v, &o.read_timeout_s)) goto done; }
         else if (!strcmp(a, "--rate-a")) { if (!(o.rate_a = VAL())) goto done; }
         else if (!strcmp(a, "--rate-b")) { if (!(o.rate_b = VAL())) goto done; }
         else if (!strcmp(a, "--ratings-file")) { if (!(o.ratings_file = VAL())) goto done; }
-        else if (IS("-v", "--verbose")) o.verbose = 1;
-        else if (!strcmp(a, "--dtype")) {
-            if (!(v = VAL())) goto done;
-            if (!strcmp(v, "f32")) dtype = GN_DTYPE_F32;
-            else if (!strcmp(v, "bf16")) dtype = GN_DTYPE_BF16;
-            else { cli_fail("--dtype: '%s' (expected f32 or bf16)", v); goto done; }
-        }
-        else if (!strcmp(a, "--4bit")) four_bit = 1;
-        else if (!strcmp(a, "--device")) {
-            if (!(v = VAL())) goto done;
-            if (gn_device_parse(v, &o.load.device)) { cli_fail_lib(); goto done; }
-        }
-        else if (!strcmp(a, "--no-double-quant")) o.load.no_double_quant = 1;
-        else if (!strcmp(a, "--quant-type")) {
-            if (!(v = VAL())) goto done;
-            if (!strcmp(v, "nf4")) quant_type = GN_DTYPE_NF4;
-            else if (!strcmp(v, "fp4")) quant_type = GN_DTYPE_FP4;
-            else { cli_fail("--quant-type: '%s' (expected nf4 or fp4)", v); goto done; }
-        }
-        else if (!strcmp(a, "--compute-dtype")) {
-            if (!(v = VAL())) goto done;
-            if (!strcmp(v, "bf16")) o.load.compute_dtype = GN_DTYPE_BF16;
-            else if (!strcmp(v, "f32")) o.load.compute_dtype = GN_DTYPE_F32;
-            else { cli_fail("--compute-dtype: '%s' (expected bf16 or f32)", v); goto done; }
-        }
-        else if (!strcmp(a, "--blocksize")) {
-            if (!(v = VAL()) || parse_long(a, v, 16, 4096, &x)) goto done;
-            if (x & (x - 1)) { cli_fail("--blocksize %ld: expected a power of two 16..4096", x); goto done; }
-            o.load.blocksize = (int)x;
-        }
         else if (!strcmp(a, "--template")) {
             if (!(v = VAL())) goto done;
             if (gn_chat_format_parse(v, &o.fmt)) { cli_fail_lib(); goto done; }
@@ -182,12 +138,14 @@ int cmd_serve(int argc, char **argv) {
 #undef IS
 #undef VAL
     }
-    if (!o.model_path) { cli_fail("serve: -m/--model is required (see --help)"); goto done; }
-    o.load.weight_dtype = four_bit ? quant_type : dtype;
-    if (o.threads) gn_set_threads(o.threads);
-    gn_set_verbosity(o.verbose ? GN_LOG_INFO : GN_LOG_WARN);
-    o.ctx = (int)ctx;               // 0: min(2048, the model's length), decided after loading
-    o.max_prompt_tokens = (int)mpt; // 0: ctx - 1
+    if (!mo.model) { cli_fail("serve: -m/--model is required (see --help)"); goto done; }
+    o.model_path = mo.model;
+    o.load = cli_load_opts(&mo);
+    o.threads = mo.threads;
+    o.verbose = mo.verbose;
+    cli_model_apply(&mo);
+    o.ctx = mo.ctx;                 // 0: min(2048, the model's length), decided after loading
+    o.max_prompt_tokens = mpt; // 0: ctx - 1
     if (!srv_main) {
         cli_fail("serve: the server (src/server/*.c) is not part of this build. HINT: the Makefile's CLI_SRC must "
                  "include src/server/*.c");

@@ -5,15 +5,12 @@
  *   guanaco dump -m FILE [--list]
  *   guanaco dump -m FILE --name NAME -o OUT.npy
  *
- * FILE is a .safetensors, a torch.save zip (.bin/.pt/.pth) or a .gguf; the
- * format is chosen by the first bytes ("GGUF", "PK\3\4"), then by the
- * extension, else safetensors.
+ * FILE is a .safetensors, a torch.save zip (.bin/.pt/.pth) or a .gguf
+ * (gn_tensor_file_open picks the format).
  * Used by the tests to compare our loaders and dequantizers with the Python
  * libraries.
  */
-#include "cli.h"                 // cmd_dump, cli_fail, cli_write_npy_f32
-#include "formats/gguf.h"        // gn_gguf_open
-#include "formats/tensors.h"     // gn_tensor_table, gn_safetensors_load, gn_torchbin_load
+#include "cli.h"                 // cmd_dump, cli_fail, cli_write_npy_f32; gn_tensor_file_*
 
 #include <inttypes.h>            // PRId64
 #include <stdio.h>               // printf, fopen
@@ -35,38 +32,17 @@ static void dump_usage(FILE *f) {
             "  -h, --help         this text\n");
 }
 
-enum { FMT_SAFETENSORS, FMT_TORCH, FMT_GGUF };
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-// Picks the format from the first 4 bytes ("GGUF", "PK\3\4"); a file with
-// neither goes by its extension (.gguf, .bin/.pt/.pth), so a damaged header
-// still gets the right loader's message; anything else is read as safetensors.
-static int sniff(const char *path) {
-    unsigned char m[4] = {0};
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        size_t n = fread(m, 1, 4, f);
-        fclose(f);
-        if (n == 4 && memcmp(m, "GGUF", 4) == 0) return FMT_GGUF;
-        if (n == 4 && memcmp(m, "PK\x03\x04", 4) == 0) return FMT_TORCH;
-    }
-    if (ends_with(path, ".gguf")) return FMT_GGUF;
-    if (ends_with(path, ".bin") || ends_with(path, ".pt") || ends_with(path, ".pth")) return FMT_TORCH;
-    return FMT_SAFETENSORS;
-}
-
-static void print_tensor(const gn_tensor *t) {
+static void print_tensor(const gn_tensor_info *t) {
     printf("%s %s ", t->name, gn_dtype_name(t->dtype));
     if (t->ndim == 0) printf("-");
     for (int d = 0; d < t->ndim; d++) printf(d ? ",%" PRId64 : "%" PRId64, t->shape[d]);
     printf(" %zu\n", t->nbytes);
 }
 
-static int write_one(const gn_tensor *t, const char *file, const char *out) {
+static int write_one(const gn_tensor_file *tf, int i, const char *file, const char *out) {
+    gn_tensor_info ti;
+    gn_tensor_file_info(tf, i, &ti);
+    const gn_tensor_info *t = &ti;
     if (t->ndim > 4)
         return cli_fail("%s: tensor '%s' has %d dimensions, expected at most 4 for .npy output", file, t->name,
                         t->ndim);
@@ -74,7 +50,7 @@ static int write_one(const gn_tensor *t, const char *file, const char *out) {
         return cli_fail("%s: tensor '%s' is too large to convert", file, t->name);
     float *buf = gn_malloc((size_t)t->nelem * sizeof(float));
     int rc;
-    if (gn_tensor_to_f32(t, buf) != GN_OK) rc = cli_fail_lib();
+    if (gn_tensor_file_to_f32(tf, i, buf) != GN_OK) rc = cli_fail_lib();
     else rc = cli_write_npy_f32(out, buf, t->shape, t->ndim);
     free(buf);
     return rc;
@@ -102,30 +78,20 @@ int cmd_dump(int argc, char **argv) {
     if (out && !name) { cli_fail("dump: -o needs --name NAME (see guanaco dump --help)"); return 2; }
     if (!name) list = 1;
 
-    gn_gguf *g = NULL;
-    gn_tensor_table own;
-    gn_tensor_table_init(&own);
-    const gn_tensor_table *tt = &own;
-    gn_status st;
-    switch (sniff(file)) {
-    case FMT_GGUF: st = gn_gguf_open(&g, file); if (g) tt = &g->tensors; break;
-    case FMT_TORCH: st = gn_torchbin_load(&own, file); break;
-    default: st = gn_safetensors_load(&own, file); break;
-    }
+    gn_tensor_file *tf = NULL;
     int rc = 0;
-    if (st != GN_OK) {
-        rc = cli_fail_lib();
-        goto done;
-    }
+    if (gn_tensor_file_open(&tf, file) != GN_OK) return cli_fail_lib();
     if (list)
-        for (int i = 0; i < tt->n; i++) print_tensor(&tt->t[i]);
+        for (int i = 0; i < gn_tensor_file_count(tf); i++) {
+            gn_tensor_info t;
+            gn_tensor_file_info(tf, i, &t);
+            print_tensor(&t);
+        }
     if (name) {
-        const gn_tensor *t = gn_tensor_table_find(tt, name);
-        if (!t) rc = cli_fail("%s: no tensor named '%s' (use --list to see the names)", file, name);
-        else rc = write_one(t, file, out);
+        int i = gn_tensor_file_find(tf, name);
+        if (i < 0) rc = cli_fail("%s: no tensor named '%s' (use --list to see the names)", file, name);
+        else rc = write_one(tf, i, file, out);
     }
-done:
-    gn_gguf_free(g);
-    gn_tensor_table_free(&own);
+    gn_tensor_file_free(tf);
     return rc;
 }

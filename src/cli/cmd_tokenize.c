@@ -19,7 +19,6 @@
 
 #include <cjson/cJSON.h>  // cJSON_Parse (for --jsonl rows)
 
-#include "core/common.h"  // gn_read_file, gn_malloc
 
 static const char HELP[] =
     "usage: guanaco tokenize -m PATH (-p TEXT | -f FILE) [options]\n"

@@ -1,7 +1,8 @@
 /*
- * cmd_train.c — `guanaco grad`: one forward + backward on given token ids,
- * writing the loss and every LoRA gradient (PEFT key names) as safetensors.
- * It exists so tests can compare our backward pass with PEFT's.
+ * cmd_train.c — the training commands: `guanaco finetune` (QLoRA), `guanaco
+ * eval-loss`, `guanaco convert-adapter`, and `guanaco grad`: one forward +
+ * backward on given token ids, writing the loss and every LoRA gradient (PEFT key
+ * names) as safetensors, so tests can compare our backward pass with PEFT's.
  */
 #include "cli.h"
 
@@ -11,10 +12,6 @@
 
 #include <math.h>    // isnan
 
-#include "dist/dist.h"        // mpirun: rank, size, abort
-#include "formats/tensors.h" // gn_safetensors_save
-#include "model/llama.h"     // adapter internals: module shapes and names
-#include "train/data.h"      // gn_data_format_parse
 
 int cmd_grad(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *ids_s = NULL, *labels_s = NULL, *out = NULL;
@@ -32,7 +29,11 @@ int cmd_grad(int argc, char **argv) {
         else if (!strcmp(a, "--ids")) ids_s = argv[++i];
         else if (!strcmp(a, "--labels")) labels_s = argv[++i];
         else if (!strcmp(a, "-o")) out = argv[++i];
-        else if (!strcmp(a, "--dropout")) dropout = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--dropout")) {
+            double x;
+            if (cli_num(a, argv[++i], 0, 0.99, &x)) return 2;
+            dropout = (float)x;
+        }
         else return cli_fail("grad: unknown option '%s'", a), 2;
     }
     if (!model || !adapter || !ids_s || !out) return cli_fail("grad: -m, -a, --ids and -o are required"), 2;
@@ -65,46 +66,8 @@ int cmd_grad(int argc, char **argv) {
     int ntok;
     if (gn_trainer_sequence(tr, ids, labels, n, nvalid ? 1.0f / (float)nvalid : 0.0f, 1, &loss, &ntok)) { cli_fail_lib(); goto done; }
     float lossf = ntok ? (float)(loss / ntok) : 0.0f;
-    // gradients in the adapter's layout, named as PEFT names the weights
-    const gn_adapter *a = gn_trainer_adapter(tr);
-    const float *g = gn_trainer_grads(tr);
-    const float *p0 = gn_trainer_params(tr);
-    int nt = 1;
-    for (int i = 0; i < a->n_layers * GN_N_MODS; i++) nt += a->mods[i].r ? 2 : 0;
-    gn_tensor_out *ts = calloc((size_t)nt, sizeof *ts);
-    char **names = calloc((size_t)nt, sizeof(char *));
-    ts[0] = (gn_tensor_out){"loss", GN_DTYPE_F32, 1, {1}, &lossf, 4};
-    int k = 1;
-    const gn_config *c = gn_model_config(m);
-    float **unperm = calloc((size_t)nt, sizeof(float *));
-    for (int L = 0; L < a->n_layers; L++)
-        for (int mi = 0; mi < GN_N_MODS; mi++) {
-            const gn_lora_mod *lm = &a->mods[(size_t)L * GN_N_MODS + (size_t)mi];
-            if (!lm->r) continue;
-            for (int isB = 0; isB < 2; isB++) {
-                names[k] = malloc(256);
-                snprintf(names[k], 256, "base_model.model.model.layers.%d.%s.lora_%s.weight", L, GN_MOD_PATHS[mi], isB ? "B" : "A");
-                const float *src = g + ((isB ? lm->B : lm->A) - p0);
-                int64_t rows = isB ? lm->out : lm->r, cols = isB ? lm->r : lm->in;
-                if (isB && c->rope_interleaved && (mi == GN_MOD_Q || mi == GN_MOD_K)) { // back to HF row order
-                    int nh = mi == GN_MOD_Q ? c->n_heads : c->n_kv_heads, hs = c->head_dim;
-                    float *u = malloc(sizeof(float) * (size_t)(rows * cols));
-                    for (int h = 0; h < nh; h++)
-                        for (int i = 0; i < hs / 2; i++) {
-                            memcpy(u + ((size_t)h * hs + i) * cols, src + ((size_t)h * hs + 2 * i) * cols, sizeof(float) * (size_t)cols);
-                            memcpy(u + ((size_t)h * hs + i + hs / 2) * cols, src + ((size_t)h * hs + 2 * i + 1) * cols, sizeof(float) * (size_t)cols);
-                        }
-                    unperm[k] = u;
-                    src = u;
-                }
-                ts[k] = (gn_tensor_out){names[k], GN_DTYPE_F32, 2, {rows, cols}, src, (size_t)(rows * cols) * 4};
-                k++;
-            }
-        }
-    if (gn_safetensors_save(out, ts, k, NULL, 0)) cli_fail_lib();
+    if (gn_trainer_save_grads(tr, m, out, lossf)) cli_fail_lib();
     else { printf("loss %.8f tokens %d\n", lossf, ntok); rc = 0; }
-    for (int i = 0; i < k; i++) { free(names[i]); free(unperm[i]); }
-    free(names); free(ts); free(unperm);
 done:
     gn_trainer_free(tr);
     gn_adapter_free(init);
@@ -151,6 +114,10 @@ static const char FINETUNE_HELP[] =
     "                                 keep them when they take at most 1 GiB. Same results either way\n"
     "  --seed S (42)  --resume  -t N (threads)  -v\n"
     "  --device cpu|cuda              where the forward and backward run (cuda: a make CUDA=1 build)\n"
+    "  --host-adamw                   --device cuda: AdamW in the host loop instead of the GPU kernel (same bits;\n"
+    "                                 for checks; also GN_CUDA_HOST_ADAMW=1)\n"
+    "  --nccl auto|on|off             GPU ranks sum gradients with NCCL (auto: when several ranks and the build\n"
+    "                                 has it; on: even for one rank; off: MPI in host memory; also GN_DIST_NCCL=1|0)\n"
     "Data parallel (a `make MPI=1` build): mpirun -np N guanaco finetune ... splits every global batch\n"
     "(per-device-batch-size x gradient-accumulation-steps sequences, whatever N) over N ranks and sums the\n"
     "LoRA gradients; rank 0 writes RUN_DIR. --resume works with any N. Threads per rank default to the\n"
@@ -159,34 +126,37 @@ static const char FINETUNE_HELP[] =
 int cmd_finetune(int argc, char **argv) {
     gn_finetune_opts o;
     gn_finetune_defaults(&o);
-    int threads = 0, bf16 = 1, verbose = 0, four_bit = 0, no_dq = 0, blocksize = 0, device = GN_DEVICE_CPU;
-    gn_dtype qtype = GN_DTYPE_NF4;
-    // the preset first, so flags override it
+    cli_model mo; // -m -t --4bit --quant-type --no-double-quant --blocksize --compute-dtype --device --seed -v
+    cli_model_init(&mo, CLI_SEED | CLI_NO_ADAPTER | CLI_NO_DTYPE);
+    // the environment switches of earlier versions, then the preset, so flags override both
+    const char *e;
+    if ((e = getenv("GN_DIST_NCCL")) && *e) o.nccl = atoi(e) ? GN_NCCL_ON : GN_NCCL_OFF;
+    if ((e = getenv("GN_CUDA_HOST_ADAMW")) && *e && strcmp(e, "0")) o.train.host_adamw = 1;
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--preset") && gn_finetune_preset(&o, argv[i + 1])) return cli_fail_lib(), 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(FINETUNE_HELP, stdout); return 0; }
+        int r = cli_model_flag(&mo, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r) continue;
         if (!strcmp(a, "--train-on-source")) { o.train_on_source = 1; continue; }
         if (!strcmp(a, "--no-group-by-length")) { o.group_by_length = 0; continue; }
         if (!strcmp(a, "--no-shuffle")) { o.no_shuffle = 1; continue; }
         if (!strcmp(a, "--group-by-length")) { o.group_by_length = 1; continue; }
         if (!strcmp(a, "--resume")) { o.resume = 1; continue; }
-        if (!strcmp(a, "--4bit")) { four_bit = 1; continue; }
-        if (!strcmp(a, "--no-double-quant")) { no_dq = 1; continue; }
-        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { verbose = 1; continue; }
+        if (!strcmp(a, "--host-adamw")) { o.train.host_adamw = 1; continue; }
         if (i + 1 >= argc) return cli_fail("%s needs a value (see guanaco finetune --help)", a), 2;
         const char *v = argv[++i];
         char *end = NULL;
         double x = strtod(v, &end);
         int num_ok = end != v && *end == 0;
-#define NUM(flag, lo, hi) (!strcmp(a, flag) && (num_ok && x >= (lo) && x <= (hi) ? 1 : (cli_fail("%s: '%s' (expected a number %g..%g)", flag, v, (double)(lo), (double)(hi)), -1)))
-        int r;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.model_path = v;
-        else if (!strcmp(a, "-d") || !strcmp(a, "--data")) o.data_path = v;
+// 1: this flag, and its value is good; -1: this flag, bad value (printed); 0: another flag
+#define NUM(flag, lo, hi) (strcmp(a, flag) ? 0 : num_ok && x >= (lo) && x <= (hi) ? 1 : (cli_fail("%s: '%s' (expected a number %g..%g)", flag, v, (double)(lo), (double)(hi)), -1))
+#define INT(flag, lo, hi, dst) (strcmp(a, flag) ? 0 : cli_int(flag, v, lo, hi, dst) ? -1 : 1)
+        if (!strcmp(a, "-d") || !strcmp(a, "--data")) o.data_path = v;
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.out_dir = v;
         else if (!strcmp(a, "--init-adapter")) o.init_adapter = v;
-        else if (!strcmp(a, "--device")) { if (gn_device_parse(v, &device)) return cli_fail_lib(), 2; }
         else if (!strcmp(a, "--preset")) continue;
         else if (!strcmp(a, "--dataset-format")) {
             if (gn_data_format_parse(v, &o.data_format)) return cli_fail_lib(), 2;
@@ -195,55 +165,44 @@ int cmd_finetune(int argc, char **argv) {
             else if (!strcmp(v, "linear")) o.scheduler = GN_SCHED_LINEAR;
             else if (!strcmp(v, "cosine")) o.scheduler = GN_SCHED_COSINE;
             else return cli_fail("--lr-scheduler: '%s' (expected constant, linear or cosine)", v), 2;
+        } else if (!strcmp(a, "--nccl")) {
+            if (!strcmp(v, "auto")) o.nccl = GN_NCCL_AUTO;
+            else if (!strcmp(v, "on")) o.nccl = GN_NCCL_ON;
+            else if (!strcmp(v, "off")) o.nccl = GN_NCCL_OFF;
+            else return cli_fail("--nccl: '%s' (expected auto, on or off)", v), 2;
         } else if (!strcmp(a, "--gradient-checkpointing")) {
             if (!strcmp(v, "auto")) o.train.checkpointing = 0;
             else if (!strcmp(v, "true")) o.train.checkpointing = 1;
             else if (!strcmp(v, "false")) o.train.checkpointing = 2;
             else return cli_fail("--gradient-checkpointing: '%s' (expected auto, true or false)", v), 2;
-        } else if (!strcmp(a, "--quant-type")) {
-            if (!strcmp(v, "nf4")) qtype = GN_DTYPE_NF4;
-            else if (!strcmp(v, "fp4")) qtype = GN_DTYPE_FP4;
-            else return cli_fail("--quant-type: '%s' (expected nf4 or fp4)", v), 2;
-        } else if (!strcmp(a, "--compute-dtype")) {
-            if (!strcmp(v, "bf16")) bf16 = 1;
-            else if (!strcmp(v, "f32")) bf16 = 0;
-            else return cli_fail("--compute-dtype: '%s' (expected bf16 or f32)", v), 2;
         } else if (!strcmp(a, "--target-modules")) {
-            unsigned mask = 0;
-            char buf[256];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-                if (!strcmp(tok, "all")) { mask = (1u << GN_N_MODS) - 1; continue; }
-                int f = -1;
-                for (int k = 0; k < GN_N_MODS; k++) if (!strcmp(tok, GN_MOD_NAMES[k])) f = k;
-                if (f < 0) return cli_fail("--target-modules: unknown module '%s' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all)", tok), 2;
-                mask |= 1u << f;
-            }
-            o.train.target_mask = mask;
+            if (gn_lora_targets_parse(v, &o.train.target_mask)) return cli_fail_lib(), 2;
         }
-        else if ((r = NUM("--source-max-len", 1, 1 << 20))) { if (r < 0) return 2; o.source_max_len = (int)x; }
-        else if ((r = NUM("--target-max-len", 1, 1 << 20))) { if (r < 0) return 2; o.target_max_len = (int)x; }
-        else if ((r = NUM("--eval-dataset-size", 0, 1 << 30))) { if (r < 0) return 2; o.eval_size = (int)x; }
-        else if ((r = NUM("--eval-steps", 0, 1 << 30))) { if (r < 0) return 2; o.eval_steps = (int)x; }
-        else if ((r = NUM("--save-steps", 0, 1 << 30))) { if (r < 0) return 2; o.save_steps = (int)x; }
-        else if ((r = NUM("--max-steps", 1, 1 << 30))) { if (r < 0) return 2; o.max_steps = (int)x; }
-        else if ((r = NUM("--per-device-batch-size", 1, 64))) { if (r < 0) return 2; o.batch_size = (int)x; }
-        else if ((r = NUM("--gradient-accumulation-steps", 1, 1 << 20))) { if (r < 0) return 2; o.grad_accum = (int)x; }
-        else if ((r = NUM("--learning-rate", 0, 10))) { if (r < 0) return 2; o.train.lr = (float)x; }
+        else if ((r = INT("--source-max-len", 1, 1 << 20, &o.source_max_len))) { if (r < 0) return 2; }
+        else if ((r = INT("--target-max-len", 1, 1 << 20, &o.target_max_len))) { if (r < 0) return 2; }
+        else if ((r = INT("--eval-dataset-size", 0, 1 << 30, &o.eval_size))) { if (r < 0) return 2; }
+        else if ((r = INT("--eval-steps", 0, 1 << 30, &o.eval_steps))) { if (r < 0) return 2; }
+        else if ((r = INT("--save-steps", 0, 1 << 30, &o.save_steps))) { if (r < 0) return 2; }
+        else if ((r = INT("--max-steps", 1, 1 << 30, &o.max_steps))) { if (r < 0) return 2; }
+        else if ((r = INT("--per-device-batch-size", 1, 64, &o.batch_size))) { if (r < 0) return 2; }
+        else if ((r = INT("--gradient-accumulation-steps", 1, 1 << 20, &o.grad_accum))) { if (r < 0) return 2; }
+        // --learning-rate: any float (a test diverges on purpose with 1e30)
+        else if ((r = NUM("--learning-rate", 0, 3e38))) { if (r < 0) return 2; o.train.lr = (float)x; }
         else if ((r = NUM("--warmup-ratio", 0, 1))) { if (r < 0) return 2; o.warmup_ratio = (float)x; }
-        else if ((r = NUM("--warmup-steps", 0, 1 << 30))) { if (r < 0) return 2; o.warmup_steps = (int)x; }
+        else if ((r = INT("--warmup-steps", 0, 1 << 30, &o.warmup_steps))) { if (r < 0) return 2; }
         else if ((r = NUM("--adam-beta2", 0, 0.999999999))) { if (r < 0) return 2; o.train.beta2 = (float)x; }
         else if ((r = NUM("--weight-decay", 0, 10))) { if (r < 0) return 2; o.train.weight_decay = (float)x; }
         else if ((r = NUM("--max-grad-norm", 0, 1e9))) { if (r < 0) return 2; o.train.max_grad_norm = (float)x; }
-        else if ((r = NUM("--lora-r", 1, 4096))) { if (r < 0) return 2; o.train.lora_r = (int)x; }
+        else if ((r = INT("--lora-r", 1, 4096, &o.train.lora_r))) { if (r < 0) return 2; }
         else if ((r = NUM("--lora-alpha", 0, 1e6))) { if (r < 0) return 2; o.train.lora_alpha = (float)x; }
         else if ((r = NUM("--lora-dropout", 0, 0.99))) { if (r < 0) return 2; o.train.lora_dropout = (float)x; }
-        else if ((r = NUM("--blocksize", 16, 4096))) { if (r < 0) return 2; blocksize = (int)x; }
-        else if ((r = NUM("--seed", 0, 1.8e19))) { if (r < 0) return 2; o.train.seed = (uint64_t)x; }
-        else if ((r = NUM("-t", 1, 1024)) || (r = NUM("--threads", 1, 1024))) { if (r < 0) return 2; threads = (int)x; }
         else return cli_fail("finetune: unknown option '%s' (see guanaco finetune --help)", a), 2;
 #undef NUM
+#undef INT
     }
+    o.model_path = mo.model;
+    if (mo.seed_given) o.train.seed = mo.seed;
+    int threads = mo.threads, bf16 = mo.compute_dtype != GN_DTYPE_F32; // compute: bf16 unless --compute-dtype f32
     if (!o.model_path || !o.data_path || !o.out_dir) return cli_fail("finetune: -m, -d and -o are required (see --help)"), 2;
     // under mpirun: join the job; ranks other than 0 stay quiet unless they fail
     if (gn_dist_init()) return cli_fail_lib();
@@ -253,13 +212,14 @@ int cmd_finetune(int argc, char **argv) {
         if (threads < 1) threads = 1;
     }
     if (threads) gn_set_threads(threads);
-    gn_set_verbosity(rank > 0 ? GN_LOG_ERROR : verbose ? GN_LOG_INFO : GN_LOG_WARN);
+    gn_set_verbosity(rank > 0 ? GN_LOG_ERROR : mo.verbose ? GN_LOG_INFO : GN_LOG_WARN);
     o.train.bf16_params = bf16;
     o.progress = rank == 0 ? progress : NULL;
     // base: NF4 linear layers (--4bit) with bf16 or f32 compute, or 16/32-bit weights;
     // embeddings and lm_head stay f32 (the LoRA gradients flow through them in f32)
-    gn_load_opts lo = {.weight_dtype = four_bit ? qtype : (bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32), .no_double_quant = no_dq,
-                       .blocksize = blocksize, .compute_dtype = bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32, .device = device};
+    mo.dtype = bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32;
+    mo.compute_dtype = mo.dtype;
+    gn_load_opts lo = cli_load_opts(&mo);
     gn_model *m = NULL;
     double t0 = gn_time_s();
     if (gn_model_load(&m, o.model_path, &lo) || gn_finetune_run(&o, m)) {
@@ -317,41 +277,39 @@ int cmd_convert_adapter(int argc, char **argv) {
 int cmd_eval_loss(int argc, char **argv) {
     gn_finetune_opts o;
     gn_finetune_defaults(&o);
-    const char *model = NULL, *adapter = NULL, *data = NULL;
-    int four_bit = 0, threads = 0, device = GN_DEVICE_CPU;
+    const char *data = NULL;
+    cli_model mo; // -m -a -t --dtype --4bit ... --device -v
+    cli_model_init(&mo, 0);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: guanaco eval-loss -m BASE [--4bit] [-a ADAPTER] -d DATA.jsonl [--dataset-format F]\n"
                    "       [--source-max-len N] [--target-max-len N] [--train-on-source] [--device cpu|cuda]\n"
-                   "Prints the mean over rows of each row's mean token loss (rows built as finetune builds them).\n");
+                   "Prints the mean over rows of each row's mean token loss (rows built as finetune builds them).\n"
+                   "Model flags (4-bit compute defaults to f32 here):\n%s", CLI_MODEL_HELP);
             return 0;
         }
-        if (!strcmp(a, "--4bit")) { four_bit = 1; continue; }
+        int r = cli_model_flag(&mo, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r) continue;
         if (!strcmp(a, "--train-on-source")) { o.train_on_source = 1; continue; }
         if (i + 1 >= argc) return cli_fail("%s needs a value", a), 2;
         const char *v = argv[++i];
-        if (!strcmp(a, "-m")) model = v;
-        else if (!strcmp(a, "-a")) adapter = v;
-        else if (!strcmp(a, "-d")) data = v;
-        else if (!strcmp(a, "-t")) threads = atoi(v);
-        else if (!strcmp(a, "--device")) { if (gn_device_parse(v, &device)) return cli_fail_lib(), 2; }
-        else if (!strcmp(a, "--source-max-len")) o.source_max_len = atoi(v);
-        else if (!strcmp(a, "--target-max-len")) o.target_max_len = atoi(v);
+        if (!strcmp(a, "-d")) data = v;
+        else if (!strcmp(a, "--source-max-len")) { if (cli_int(a, v, 1, 1 << 20, &o.source_max_len)) return 2; }
+        else if (!strcmp(a, "--target-max-len")) { if (cli_int(a, v, 1, 1 << 20, &o.target_max_len)) return 2; }
         else if (!strcmp(a, "--dataset-format")) {
             if (gn_data_format_parse(v, &o.data_format)) return cli_fail_lib(), 2;
         } else return cli_fail("eval-loss: unknown option '%s'", a), 2;
     }
-    if (!model || !data) return cli_fail("eval-loss: -m and -d are required"), 2;
-    if (o.source_max_len <= 0 || o.target_max_len <= 0) return cli_fail("eval-loss: length limits must be positive"), 2;
-    if (threads > 0) gn_set_threads(threads);
-    gn_load_opts lo = {.weight_dtype = four_bit ? GN_DTYPE_NF4 : GN_DTYPE_F32, .compute_dtype = GN_DTYPE_F32, .device = device};
-    gn_model *m = NULL;
+    if (!mo.model || !data) return cli_fail("eval-loss: -m and -d are required"), 2;
+    if (mo.compute_dtype == GN_DTYPE_COUNT) mo.compute_dtype = GN_DTYPE_F32; // this command's default
     gn_adapter *ad = NULL;
+    gn_model *m = cli_model_load(&mo, &ad);
+    if (!m) return 1;
     int rc = 0;
     double loss = 0;
-    if (gn_model_load(&m, model, &lo) || (adapter && gn_adapter_load(&ad, m, adapter, NULL)) ||
-        gn_eval_loss_file(m, ad, data, &o, &loss))
+    if (gn_eval_loss_file(m, ad, data, &o, &loss))
         rc = cli_fail_lib();
     else printf("%.6f\n", loss);
     gn_adapter_free(ad);

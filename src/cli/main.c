@@ -19,7 +19,6 @@
 #include <time.h>    // time (default seed)
 #include <unistd.h>  // isatty
 
-#include "core/common.h" // gn_write_file_atomic
 
 // ----------------------------------------------------------------------------
 // helpers shared by the commands
@@ -94,39 +93,23 @@ int cli_parse_ids(const char *s, int32_t **ids, int *n) {
 // common flags
 
 typedef struct {
-    const char *model, *prompt, *ids, *out, *system, *file, *adapter;
-    int threads, n_predict, no_bos, ignore_eos, ctx, print_ids, kv_step, verbose, quiet;
-    gn_dtype dtype;
-    int four_bit, no_double_quant, blocksize;
-    gn_dtype quant_type, compute_dtype;
-    int device; // --device: GN_DEVICE_CPU / GN_DEVICE_CUDA
+    cli_model mo; // -m -a -t -c --dtype --4bit ... --seed -v (cli_args.c)
+    const char *prompt, *ids, *out, *system, *file;
+    int n_predict, no_bos, ignore_eos, print_ids, kv_step, quiet;
     gn_sampler_opts smp;
-    int seed_given;
     gn_chat_format fmt;
 } opts;
 
 static void opts_init(opts *o) {
     memset(o, 0, sizeof *o);
+    cli_model_init(&o->mo, CLI_CTX | CLI_SEED);
     gn_sampler_defaults(&o->smp);
     o->n_predict = 256;
-    o->dtype = GN_DTYPE_F32;
-    o->quant_type = GN_DTYPE_NF4;
-    o->compute_dtype = GN_DTYPE_COUNT; // auto: a 4-bit checkpoint's own, else bf16
     o->fmt = GN_CHAT_AUTO;
 }
 
-static const char COMMON_HELP[] =
-    "  -m, --model PATH         HF folder (config.json + safetensors or pytorch_model*.bin), a weights\n"
-    "                           file inside one, or a .gguf file (required)\n"
-    "  -a, --adapter DIR        PEFT LoRA adapter folder, applied unmerged\n"
-    "  -t, --threads N          threads (default: all cores)\n"
-    "      --dtype f32|bf16     weight dtype to compute with (default f32; activations are f32)\n"
-    "  -c, --ctx N              context size in tokens (default: min(model max, 4096))\n"
-    "      --4bit               quantize the linear layers on load (NF4, double quantization, block 64,\n"
-    "                           bf16 compute: transformers' load_in_4bit as QLoRA uses it)\n"
-    "      --quant-type nf4|fp4 --no-double-quant --blocksize N --compute-dtype bf16|f32   4-bit settings\n"
-    "      --device cpu|cuda    where the forward pass runs (default cpu; cuda needs a make CUDA=1 build)\n"
-    "  -v, --verbose            log loading details and timings\n";
+static const char CTX_HELP[] =
+    "  -c, --ctx N              context size in tokens (default: min(model max, 4096))\n";
 static const char SAMPLING_HELP[] =
     "  -p, --prompt TEXT        the prompt\n"
     "  -n, --max-new-tokens N   tokens to generate (default 256)\n"
@@ -143,66 +126,28 @@ static int parse_common(opts *o, int argc, char **argv, int *i) {
     const char *a = argv[*i];
 #define VAL() (*i + 1 < argc ? argv[++*i] : (cli_fail("%s needs a value", a), (char *)NULL))
 #define IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
-    char *v, *end;
-    if (IS("-m", "--model")) { if (!(v = VAL())) return -1; o->model = v; return 1; }
-    if (IS("-a", "--adapter")) { if (!(v = VAL())) return -1; o->adapter = v; return 1; }
+    char *v;
+    int r = cli_model_flag(&o->mo, argc, argv, i);
+    if (r) return r;
     if (IS("-p", "--prompt")) { if (!(v = VAL())) return -1; o->prompt = v; return 1; }
     if (IS("-f", "--file")) { if (!(v = VAL())) return -1; o->file = v; return 1; }
     if (IS("-o", "--output")) { if (!(v = VAL())) return -1; o->out = v; return 1; }
     if (!strcmp(a, "--ids")) { if (!(v = VAL())) return -1; o->ids = v; return 1; }
     if (!strcmp(a, "--system")) { if (!(v = VAL())) return -1; o->system = v; return 1; }
-    if (IS("-v", "--verbose")) { o->verbose = 1; return 1; }
     if (!strcmp(a, "--no-bos")) { o->no_bos = 1; return 1; }
     if (!strcmp(a, "--ignore-eos")) { o->ignore_eos = 1; return 1; }
     if (!strcmp(a, "--print-ids")) { o->print_ids = 1; return 1; }
     if (!strcmp(a, "--kv-step")) { o->kv_step = 1; return 1; }
-    if (!strcmp(a, "--4bit")) { o->four_bit = 1; return 1; }
-    if (!strcmp(a, "--device")) {
-        if (!(v = VAL())) return -1;
-        if (gn_device_parse(v, &o->device)) { cli_fail_lib(); return -1; }
-        return 1;
-    }
-    if (!strcmp(a, "--no-double-quant")) { o->no_double_quant = 1; return 1; }
-    if (!strcmp(a, "--quant-type")) {
-        if (!(v = VAL())) return -1;
-        if (!strcmp(v, "nf4")) o->quant_type = GN_DTYPE_NF4;
-        else if (!strcmp(v, "fp4")) o->quant_type = GN_DTYPE_FP4;
-        else { cli_fail("--quant-type: '%s' (expected nf4 or fp4)", v); return -1; }
-        return 1;
-    }
-    if (!strcmp(a, "--compute-dtype")) {
-        if (!(v = VAL())) return -1;
-        if (!strcmp(v, "bf16")) o->compute_dtype = GN_DTYPE_BF16;
-        else if (!strcmp(v, "f32")) o->compute_dtype = GN_DTYPE_F32;
-        else { cli_fail("--compute-dtype: '%s' (expected bf16 or f32)", v); return -1; }
-        return 1;
-    }
-    if (!strcmp(a, "--dtype")) {
-        if (!(v = VAL())) return -1;
-        if (!strcmp(v, "f32")) o->dtype = GN_DTYPE_F32;
-        else if (!strcmp(v, "bf16")) o->dtype = GN_DTYPE_BF16;
-        else { cli_fail("--dtype: '%s' (expected f32 or bf16)", v); return -1; }
-        return 1;
-    }
     if (!strcmp(a, "--template")) {
         if (!(v = VAL())) return -1;
         if (gn_chat_format_parse(v, &o->fmt)) { cli_fail_lib(); return -1; }
         return 1;
     }
     struct { const char *s, *l; int *dst; long lo, hi; } ints[] = {
-        {"-t", "--threads", &o->threads, 1, 1024}, {"-n", "--max-new-tokens", &o->n_predict, 0, 1 << 24},
-        {"-c", "--ctx", &o->ctx, 1, 1 << 24}, {"--top-k", "--top-k", &o->smp.top_k, 0, 1 << 24},
-        {"--blocksize", "--blocksize", &o->blocksize, 16, 4096}};
+        {"-n", "--max-new-tokens", &o->n_predict, 0, 1 << 24}, {"--top-k", "--top-k", &o->smp.top_k, 0, 1 << 24}};
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (IS(ints[k].s, ints[k].l)) {
-            if (!(v = VAL())) return -1;
-            errno = 0;
-            long x = strtol(v, &end, 10);
-            if (*end || end == v || errno || x < ints[k].lo || x > ints[k].hi) {
-                cli_fail("%s: '%s' (expected an integer %ld..%ld)", a, v, ints[k].lo, ints[k].hi);
-                return -1;
-            }
-            *ints[k].dst = (int)x;
+            if (!(v = VAL()) || cli_int(a, v, ints[k].lo, ints[k].hi, ints[k].dst)) return -1;
             return 1;
         }
     struct { const char *l; float *dst; double lo, hi; } fl[] = {
@@ -210,24 +155,11 @@ static int parse_common(opts *o, int argc, char **argv, int *i) {
         {"--repeat-penalty", &o->smp.repeat_penalty, 0.01, 100}};
     for (size_t k = 0; k < sizeof fl / sizeof fl[0]; k++)
         if (!strcmp(a, fl[k].l)) {
-            if (!(v = VAL())) return -1;
-            double x = strtod(v, &end);
-            if (*end || end == v || !(x >= fl[k].lo && x <= fl[k].hi)) {
-                cli_fail("%s: '%s' (expected a number %g..%g)", a, v, fl[k].lo, fl[k].hi);
-                return -1;
-            }
+            double x;
+            if (!(v = VAL()) || cli_num(a, v, fl[k].lo, fl[k].hi, &x)) return -1;
             *fl[k].dst = (float)x;
             return 1;
         }
-    if (!strcmp(a, "--seed")) {
-        if (!(v = VAL())) return -1;
-        errno = 0;
-        unsigned long long x = strtoull(v, &end, 10);
-        if (*end || end == v || errno) { cli_fail("--seed: '%s' (expected a non-negative integer)", v); return -1; }
-        o->smp.seed = x;
-        o->seed_given = 1;
-        return 1;
-    }
 #undef VAL
 #undef IS
     return 0;
@@ -239,7 +171,7 @@ static int parse_args(opts *o, int argc, char **argv, const char *usage, const c
     opts_init(o);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("%s\n%s%s%s", usage, COMMON_HELP, sampling ? SAMPLING_HELP : "", extra_help);
+            printf("%s\n%s%s%s%s", usage, CLI_MODEL_HELP, CTX_HELP, sampling ? SAMPLING_HELP : "", extra_help);
             return 0;
         }
         int r = parse_common(o, argc, argv, &i);
@@ -249,10 +181,9 @@ static int parse_args(opts *o, int argc, char **argv, const char *usage, const c
             return 2;
         }
     }
-    if (!o->model) { cli_fail("%s: -m/--model is required (see --help)", argv[0]); return 2; }
-    if (!o->seed_given) o->smp.seed = (uint64_t)time(NULL);
-    if (o->threads) gn_set_threads(o->threads);
-    gn_set_verbosity(o->verbose ? GN_LOG_INFO : GN_LOG_WARN);
+    if (!o->mo.model) { cli_fail("%s: -m/--model is required (see --help)", argv[0]); return 2; }
+    o->smp.seed = o->mo.seed_given ? o->mo.seed : (uint64_t)time(NULL);
+    cli_model_apply(&o->mo);
     return -1;
 }
 
@@ -271,23 +202,7 @@ static gn_session *new_session(const gn_model *m, int ctx) {
     return s;
 }
 
-static gn_model *load(const opts *o) {
-    gn_load_opts lo = {.weight_dtype = o->four_bit ? o->quant_type : o->dtype, .no_double_quant = o->no_double_quant,
-                       .blocksize = o->blocksize, .compute_dtype = o->compute_dtype, .device = o->device};
-    if (o->blocksize & (o->blocksize - 1)) { cli_fail("--blocksize %d: expected a power of two 16..4096", o->blocksize); return NULL; }
-    gn_model *m;
-    double t0 = gn_time_s();
-    if (gn_model_load(&m, o->model, &lo) != GN_OK) { cli_fail_lib(); return NULL; }
-    if (o->adapter && gn_adapter_load(&g_adapter, m, o->adapter, NULL) != GN_OK) {
-        cli_fail_lib();
-        gn_model_free(m);
-        return NULL;
-    }
-    if (o->verbose)
-        fprintf(stderr, "loaded %s in %.2f s (%s kernels, %d threads)\n", o->model, gn_time_s() - t0, gn_simd_name(),
-                gn_get_threads());
-    return m;
-}
+static gn_model *load(const opts *o) { return cli_model_load(&o->mo, &g_adapter); }
 
 // Tokenizes the prompt (or parses --ids); BOS per the model unless --no-bos.
 static int prompt_ids(const opts *o, const gn_model *m, int32_t **ids, int *n) {
@@ -296,7 +211,7 @@ static int prompt_ids(const opts *o, const gn_model *m, int32_t **ids, int *n) {
         return 0;
     }
     const gn_tokenizer *tok = gn_model_tokenizer(m);
-    if (!tok) { cli_fail("%s: the model has no tokenizer; pass token ids with --ids", o->model); return -1; }
+    if (!tok) { cli_fail("%s: the model has no tokenizer; pass token ids with --ids", o->mo.model); return -1; }
     const char *text = o->prompt ? o->prompt : "";
     int flags = (!o->no_bos && gn_tokenizer_add_bos(tok)) ? GN_ENC_BOS : 0;
     if (gn_tokenizer_encode(tok, text, strlen(text), flags, ids, n)) { cli_fail_lib(); return -1; }
@@ -347,7 +262,7 @@ int cmd_logits(int argc, char **argv) {
     if (prompt_ids(&o, m, &ids, &n)) goto done;
     if (n == 0) { cli_fail("logits: no tokens given"); goto done; }
     const gn_config *c = gn_model_config(m);
-    s = new_session(m, o.ctx ? o.ctx : (n > 4096 ? n : 0));
+    s = new_session(m, o.mo.ctx ? o.mo.ctx : (n > 4096 ? n : 0));
     float *all = gn_malloc(sizeof(float) * (size_t)n * (size_t)c->vocab_size);
     if (o.kv_step) {
         for (int i = 0; i < n; i++) {
@@ -386,8 +301,6 @@ static void print_stats(const gn_gen_stats *st) {
             st->t_gen_s, st->t_gen_s > 0 ? st->n_gen / st->t_gen_s : 0.0);
 }
 
-int cli_generate_prompts(int argc, char **argv); // cmd_generate_prompts.c
-
 int cmd_generate(int argc, char **argv) {
     for (int i = 1; i < argc; i++) // batch mode: a prompts file in, a generations file out
         if (!strcmp(argv[i], "--prompts")) return cli_generate_prompts(argc, argv);
@@ -407,7 +320,7 @@ int cmd_generate(int argc, char **argv) {
     gn_session *s = NULL;
     gn_sampler *smp = NULL;
     if (prompt_ids(&o, m, &ids, &n)) goto done;
-    s = new_session(m, o.ctx ? o.ctx : 0);
+    s = new_session(m, o.mo.ctx ? o.mo.ctx : 0);
     smp = gn_sampler_new(&o.smp, gn_model_config(m)->vocab_size);
     gn_gen_opts go = {.max_new_tokens = o.n_predict, .ignore_eos = o.ignore_eos,
                       .on_text = o.print_ids ? NULL : print_text};
@@ -419,7 +332,7 @@ int cmd_generate(int argc, char **argv) {
     } else {
         printf("\n");
     }
-    if (o.verbose) print_stats(&st);
+    if (o.mo.verbose) print_stats(&st);
     rc = 0;
 done:
     free(out);
@@ -437,12 +350,10 @@ static int chat_turn(const opts *o, gn_model *m, gn_session *s, gn_sampler *smp,
     const gn_tokenizer *tok = gn_model_tokenizer(m);
     const char *const *stops;
     int nstops;
-    char *text = gn_chat_render(fmt, *msgs, *nmsg, &stops, &nstops);
     int flags = GN_ENC_SPECIAL | ((!o->no_bos && gn_tokenizer_add_bos(tok)) ? GN_ENC_BOS : 0);
     int32_t *ids;
     int n;
-    if (gn_tokenizer_encode(tok, text, strlen(text), flags, &ids, &n)) { free(text); return cli_fail_lib(); }
-    free(text);
+    if (gn_chat_encode(tok, fmt, *msgs, *nmsg, flags, &ids, &n, NULL, &stops, &nstops)) return cli_fail_lib();
     // reuse the KV cache for the prefix this prompt shares with what is cached
     int same = 0;
     while (same < n - 1 && same < *ncached && ids[same] == (*cached)[same]) same++;
@@ -458,7 +369,7 @@ static int chat_turn(const opts *o, gn_model *m, gn_session *s, gn_sampler *smp,
     if (rs) { free(ids); free(out); free(answer); return cli_fail_lib(); }
     printf("\n");
     fflush(stdout);
-    if (o->verbose) print_stats(&st);
+    if (o->mo.verbose) print_stats(&st);
     // the cache now holds ids + the generated tokens (up to the stop)
     *cached = gn_realloc(*cached, sizeof(int32_t) * (size_t)(n + nout + 1));
     memcpy(*cached, ids, sizeof(int32_t) * (size_t)n);
@@ -491,10 +402,10 @@ int cmd_chat(int argc, char **argv) {
     gn_model *m = load(&o);
     if (!m) return 1;
     const gn_tokenizer *tok = gn_model_tokenizer(m);
-    if (!tok) { unload(m); return cli_fail("%s: the model has no tokenizer; chat needs one", o.model); }
+    if (!tok) { unload(m); return cli_fail("%s: the model has no tokenizer; chat needs one", o.mo.model); }
     gn_chat_format fmt = gn_chat_format_for(tok, o.fmt);
-    if (o.verbose) fprintf(stderr, "chat format: %s\n", gn_chat_format_name(fmt));
-    gn_session *s = new_session(m, o.ctx ? o.ctx : 0);
+    if (o.mo.verbose) fprintf(stderr, "chat format: %s\n", gn_chat_format_name(fmt));
+    gn_session *s = new_session(m, o.mo.ctx ? o.mo.ctx : 0);
     gn_sampler *smp = gn_sampler_new(&o.smp, gn_model_config(m)->vocab_size);
     gn_chat_msg *msgs = gn_malloc(sizeof(gn_chat_msg) * 2);
     int nmsg = 0, rc = 0;
@@ -548,7 +459,7 @@ int cmd_quantize(int argc, char **argv) {
                        "  -o, --output DIR         folder to write (created)\n", 0);
     if (r >= 0) return r;
     if (!o.out) return cli_fail("quantize: -o/--output is required"), 2;
-    o.four_bit = 1;
+    o.mo.four_bit = 1;
     gn_model *m = load(&o);
     if (!m) return 1;
     int rc = 0;
@@ -607,8 +518,8 @@ int cmd_merge(int argc, char **argv) {
         // fold in f32 into a temporary folder, then quantize that like `guanaco quantize`
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.f32-tmp", o.out);
-        gn_load_opts lo = {.weight_dtype = o.quant_type, .no_double_quant = o.no_double_quant, .blocksize = o.blocksize,
-                           .compute_dtype = o.compute_dtype};
+        gn_load_opts lo = {.weight_dtype = o.mo.quant_type, .no_double_quant = o.mo.no_double_quant, .blocksize = o.mo.blocksize,
+                           .compute_dtype = o.mo.compute_dtype};
         gn_model *mq = NULL;
         if (gn_model_save_merged(m, g_adapter, tmp, GN_DTYPE_F32) || gn_model_load(&mq, tmp, &lo) || gn_model_save_4bit(mq, o.out))
             rc = cli_fail_lib();

@@ -32,9 +32,8 @@ void gn_abort(const char *file, int line, const char *expr);
 #define GN_ASSERT(x) do { if (!(x)) gn_abort(__FILE__, __LINE__, #x); } while (0)
 #define GN_UNUSED(x) (void)(x)
 
-// Allocation that never returns NULL: out of memory goes to the OOM handler
-// (default: message to stderr and exit(1)), as in redis' zmalloc.
-void *gn_malloc(size_t n);
+// Allocation that never returns NULL (gn_malloc, gn_calloc, gn_realloc, gn_strdup and
+// gn_strndup: guanaco.h): out of memory goes to the OOM handler.
 void *gn_malloc_aligned(size_t n); // 64-byte aligned (cache line, one AVX-512 register); free() it
 // Per-thread work buffers that only grow, for kernels called many times a step: slot s
 // of the calling thread, at least n bytes, 64-byte aligned, contents undefined, valid
@@ -43,18 +42,10 @@ void *gn_malloc_aligned(size_t n); // 64-byte aligned (cache line, one AVX-512 r
 // every sequence.)
 enum { GN_SCRATCH_GEMM_A, GN_SCRATCH_NF4_X, GN_SCRATCH_NF4_W, GN_SCRATCH_SLOTS };
 void *gn_scratch(int slot, size_t n);
-void *gn_calloc(size_t n, size_t size);
-void *gn_realloc(void *p, size_t n);
-char *gn_strdup(const char *s);
-char *gn_strndup(const char *s, size_t n);
 
 // Logging through the settable sink (default stderr). The library never prints
-// to stdout.
+// to stdout. Levels: GN_LOG_ERROR .. GN_LOG_DEBUG (guanaco.h).
 void gn_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#define GN_LOG_ERROR 0
-#define GN_LOG_WARN 1
-#define GN_LOG_INFO 2
-#define GN_LOG_DEBUG 3
 
 // ---------------------------------------------------------------------------
 // streaming weights
@@ -93,10 +84,7 @@ uint16_t gn_f32_to_f16(float f);   // round to nearest even
 // ---------------------------------------------------------------------------
 // small helpers
 
-double gn_time_s(void); // CLOCK_MONOTONIC seconds
-
-// Reads a whole (small) file into a NUL-terminated buffer. Error names the path.
-gn_status gn_read_file(const char *path, char **out, size_t *len);
+// gn_time_s, gn_read_file, gn_mkdir_p, gn_write_file_atomic: guanaco.h
 
 // Read-only memory mapping of a whole file.
 typedef struct {
@@ -106,13 +94,6 @@ typedef struct {
 } gn_mmap;
 gn_status gn_mmap_open(gn_mmap *m, const char *path);
 void gn_mmap_close(gn_mmap *m);
-
-// Creates a folder and its parents (mkdir -p). Error names the path.
-gn_status gn_mkdir_p(const char *path);
-
-// Writes `n` bytes to `path` atomically: temp file in the same folder, fsync,
-// rename. Never leaves a partial file.
-gn_status gn_write_file_atomic(const char *path, const void *data, size_t n);
 
 // ---------------------------------------------------------------------------
 // limits for hostile input (README, "Hostile files and requests")

@@ -14,24 +14,6 @@
 #ifndef GN_PLOT_H
 #define GN_PLOT_H
 
-#include "guanaco.h" // gn_status
-
-typedef struct {
-    const char *name;       // legend entry (NULL: none)
-    const double *x, *y;    // n points each
-    int n;
-} gn_plot_series;
-
-// 1 when this build can draw (cairo found), else 0.
-int gn_plot_available(void);
-
-// Line chart: one colored line per series, shared axes, legend top right.
-gn_status gn_plot_lines(const char *path, const char *title, const char *xlabel, const char *ylabel,
-                        const gn_plot_series *series, int n_series);
-
-// Horizontal point chart with error bars: row i shows labels[i], a dot at value[i]
-// and a bar from lo[i] to hi[i] (lo/hi may be NULL), top to bottom in the given order.
-gn_status gn_plot_intervals(const char *path, const char *title, const char *xlabel, const char *const *labels,
-                            const double *value, const double *lo, const double *hi, int n);
+#include "guanaco.h" // gn_plot_series, gn_plot_available, gn_plot_lines, gn_plot_intervals (public)
 
 #endif

@@ -31,18 +31,8 @@
 
 #include "guanaco.h" // gn_status
 
-// Joins the job when the process was started by an MPI launcher (mpirun, srun);
-// started plainly it stays a single rank. Idempotent.
-gn_status gn_dist_init(void);
-// Leaves the job cleanly (every rank, after the last collective). Idempotent.
-void gn_dist_finalize(void);
-// Stops every rank of the job with exit status `code` (MPI_Abort); does not return.
-_Noreturn void gn_dist_abort(int code);
-
-int gn_dist_rank(void);       // 0 .. size-1
-int gn_dist_size(void);       // number of ranks
-int gn_dist_local_size(void); // ranks on this machine (to share its cores)
-const char *gn_dist_backend(void); // "single", "mpi", or "mpi+nccl" after gn_dist_use_nccl
+// gn_dist_init, gn_dist_finalize, gn_dist_abort, gn_dist_rank, gn_dist_size, gn_dist_local_size and
+// gn_dist_backend: guanaco.h
 
 // From this call on, gn_dist_allreduce_sum_f32 sums through NCCL on the CUDA device the
 // library already runs on (gn_cuda_init picked it): the host buffer is copied to the device,

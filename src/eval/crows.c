@@ -1,7 +1,7 @@
 /*
  * crows.c — CrowS-Pairs (Nangia et al., 2020): 1,508 minimal pairs, each a more
  * and a less stereotypical sentence (columns sent_more, sent_less) with a
- * bias_type and a stereo/antistereo direction. The score (cmd_eval.c) is the
+ * bias_type and a stereo/antistereo direction. The score (cmd_eval_crows.c) is the
  * share of pairs where the model gives sent_more the higher log-likelihood, as
  * lm-evaluation-harness computes it for causal LMs. Sentences are kept byte for
  * byte (one has a line break inside its quotes).

@@ -5,7 +5,7 @@
  *
  * The HTTP client uses libcurl when the build found it (GN_HAVE_CURL, set by the
  * Makefile's probe); without it gn_http_chat says how to get it, and a local
- * judge model (cmd_eval.c) still works.
+ * judge model (cmd_eval_judge.c) still works.
  */
 #include "eval.h"
 

@@ -18,10 +18,7 @@
 // Guanaco was trained. Roles: system (first only), user, assistant; at least one
 // assistant message.
 
-// "auto", "oasst1", "alpaca", "input-output", "messages".
-const char *gn_data_format_name(gn_data_format f);
-// Parses those names (and qlora's "alpaca-clean" = alpaca); GN_ERR_ARG otherwise.
-gn_status gn_data_format_parse(const char *s, gn_data_format *f);
+// gn_data_format_name, gn_data_format_parse: guanaco.h
 
 typedef struct {
     gn_data_format format;

@@ -38,7 +38,9 @@
 #include <stdio.h>       // snprintf, fprintf
 #include <stdlib.h>      // free
 #include <sys/stat.h>    // mkdir
+#ifdef GN_TEST_HOOKS
 #include <signal.h>      // raise (test hook)
+#endif
 #include <unistd.h>      // fsync, rename
 
 // ----------------------------------------------------------------------------
@@ -154,9 +156,11 @@ static gn_status save_checkpoint(const gn_finetune_opts *o, gn_trainer *tr, cons
     cJSON_Delete(j);
     if (st) return st;
     if ((st = fsync_path(tmp))) return st;
-    // test hook: die here, with the checkpoint written but not yet renamed into place
+#ifdef GN_TEST_HOOKS
+    // test hook (make TEST_HOOKS=1 only): die here, with the checkpoint written but not yet renamed into place
     const char *kill_at = getenv("GN_TEST_KILL_AT_CHECKPOINT");
     if (kill_at && atoll(kill_at) == rs->step) raise(SIGKILL);
+#endif
     if (rename(tmp, fin) != 0) {
         if (errno == EEXIST || errno == ENOTEMPTY) return gn_err(GN_ERR_IO, "%s: already exists", fin);
         return gn_err(GN_ERR_IO, "%s: cannot rename to %s: %s", tmp, fin, strerror(errno));
@@ -384,13 +388,12 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
         gn_log(GN_LOG_WARN, "resuming from %s/checkpoint-%lld (step %lld)", o->out_dir, n, (long long)rs.step);
     }
     if (nranks > 1 && (st = sync_from_rank0(tr, &rs))) goto done;
-    // GPU ranks sum their gradients with NCCL when the build has it (GN_DIST_NCCL=0: MPI on the
-    // host; GN_DIST_NCCL=1: NCCL even for a single rank, which checks the path on one GPU)
-    const char *nccl_env = getenv("GN_DIST_NCCL");
-    int want_nccl = nccl_env ? atoi(nccl_env) != 0 : nranks > 1;
+    // GPU ranks sum their gradients with NCCL when the build has it (GN_NCCL_OFF: MPI on the
+    // host; GN_NCCL_ON: NCCL even for a single rank, which checks the path on one GPU)
+    int want_nccl = o->nccl == GN_NCCL_AUTO ? nranks > 1 : o->nccl == GN_NCCL_ON;
     if (m->cuda && want_nccl) {
         st = gn_dist_use_nccl();
-        if (st == GN_ERR_UNSUPPORTED && !(nccl_env && atoi(nccl_env))) {
+        if (st == GN_ERR_UNSUPPORTED && o->nccl != GN_NCCL_ON) {
             if (lead) gn_log(GN_LOG_WARN, "finetune: %s; gradients are summed by MPI in host memory", gn_last_error());
             st = GN_OK;
         }

@@ -694,9 +694,8 @@ float gn_trainer_step(gn_trainer *tr, float lr) {
     float b1 = tr->o.beta1, b2 = tr->o.beta2, eps = tr->o.eps, wd = tr->o.weight_decay;
     float c1 = 1.0f - powf(b1, (float)tr->step), c2 = sqrtf(1.0f - powf(b2, (float)tr->step));
     float step_size = lr / c1;
-    // --device cuda: the paged kernel, the same roundings as the loop below (GN_CUDA_HOST_ADAMW=1 keeps the loop)
-    const char *host = getenv("GN_CUDA_HOST_ADAMW");
-    if (tr->m->cuda && (!host || !strcmp(host, "0"))) {
+    // --device cuda: the paged kernel, the same roundings as the loop below (host_adamw keeps the loop)
+    if (tr->m->cuda && !tr->o.host_adamw) {
         gn_status st = gn_cuda_train_adamw(tr->m, tr->params, tr->grads, tr->adam_m, tr->adam_v, tr->np, lr, b1, b2, eps,
                                            wd, tr->step, clip, tr->o.bf16_params);
         if (st == GN_OK) return norm;
