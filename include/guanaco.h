@@ -18,9 +18,18 @@
  * Errors: every function that can fail on outside input returns gn_status;
  * gn_last_error() gives a one-line message naming the file/offset/field and what
  * was expected. The library never writes to stdout.
+ *
+ * Building against an installed copy (`make install`): cc prog.c $(pkg-config --cflags
+ * --libs guanaco) links libguanaco.so; add --static for libguanaco.a and its deps.
  */
 #ifndef GUANACO_H
 #define GUANACO_H
+
+// The library's version; the shared library's soname is libguanaco.so.<MAJOR>.
+// The Makefile reads these three lines.
+#define GN_VERSION_MAJOR 0
+#define GN_VERSION_MINOR 1
+#define GN_VERSION_PATCH 0
 
 #include <stddef.h>
 #include <stdint.h>

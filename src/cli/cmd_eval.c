@@ -176,17 +176,43 @@ void ecli_progress_end(ecli_progress *p, long done, long total) { progress_line(
 
 static int exists(const char *p) { struct stat st; return stat(p, &st) == 0; }
 
+// GN_DATADIR (the installed copy, $(PREFIX)/share/guanaco) and GN_SRCDATA (the
+// source tree's data/) come from the build: $(BUILD)/gn_paths.h.
+#include "gn_paths.h"
+
+int ecli_plain_or_gz(char *path, size_t cap) {
+    if (exists(path)) return 1;
+    size_t n = strlen(path);
+    if (n + 4 > cap) return 0;
+    memcpy(path + n, ".gz", 4);
+    if (exists(path)) return 1;
+    path[n] = 0;
+    return 0;
+}
+
 const char *ecli_default_data(const char *rel) {
     static char buf[4][1024];
     static int k;
     char *b = buf[k++ & 3];
     const char *env = getenv("GN_DATA");
-    if (env) { snprintf(b, 1024, "%s/%s", env, rel); if (exists(b)) return b; }
-    snprintf(b, 1024, "../shared/data/%s", rel);
-    if (exists(b)) return b;
-    snprintf(b, 1024, "shared/data/%s", rel);
-    if (exists(b)) return b;
+    const char *dirs[3] = {GN_DATADIR, env && *env ? env : NULL, GN_SRCDATA};
+    for (int i = 0; i < 3; i++) {
+        if (!dirs[i]) continue;
+        snprintf(b, 1024, "%s/%s", dirs[i], rel);
+        if (ecli_plain_or_gz(b, 1024)) {
+            fprintf(stderr, "guanaco: reading %s (the default; --data chooses another)\n", b);
+            return b;
+        }
+    }
     return NULL;
+}
+
+void ecli_print_data_dirs(FILE *f) {
+    const char *env = getenv("GN_DATA");
+    fprintf(f, "\ndefault data, the first of these folders that has it:\n  %s (installed)\n", GN_DATADIR);
+    if (env && *env) fprintf(f, "  %s ($GN_DATA)\n", env);
+    else fprintf(f, "  $GN_DATA (unset)\n");
+    fprintf(f, "  %s (source tree)\n", GN_SRCDATA);
 }
 
 int ecli_write_text(const char *path, const char *text) {
@@ -572,7 +598,7 @@ static const char MMLU_HELP[] =
     "tokenizer(\"A\"/\"B\"/\"C\"/\"D\")[0] at the last position. Reports accuracy per subject and the\n"
     "unweighted mean over subjects (qlora's mmlu_eval_accuracy).\n\n"
     "      --data DIR           MMLU folder with dev/ and test/ CSVs (answers 0-3) and\n"
-    "                           qlora-format/ (default: $GN_DATA/mmlu or ../shared/data/mmlu)\n"
+    "                           qlora-format/ (default: mmlu/ in the default data, below)\n"
     "      --split test|val     test: DIR/test/*_test.csv (default); val: qlora's\n"
     "                           DIR/qlora-format/zero_shot_mmlu_val.json (1,531 rows)\n"
     "      --shots K            exemplars from dev/ (default 5; 0 = zero-shot)\n"
@@ -588,7 +614,8 @@ static const char MMLU_HELP[] =
 
 static int cmp_cstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-// Subjects from DIR/<split>/*_<split>.csv, sorted. malloc'd array of malloc'd names.
+// Subjects from DIR/<split>/*_<split>.csv (or .csv.gz), sorted, each once. malloc'd
+// array of malloc'd names.
 static char **list_subjects(const char *dir, const char *split, int *n) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, split);
@@ -597,16 +624,23 @@ static char **list_subjects(const char *dir, const char *split, int *n) {
     if (!d) return NULL;
     char **s = NULL;
     char suf[32];
-    snprintf(suf, sizeof suf, "_%s.csv", split);
+    snprintf(suf, sizeof suf, "_%s", split);
+    size_t m = strlen(suf);
     struct dirent *e;
     while ((e = readdir(d))) {
-        size_t l = strlen(e->d_name), m = strlen(suf);
-        if (l <= m || strcmp(e->d_name + l - m, suf)) continue;
+        size_t l = gn_stem_len(e->d_name, "csv"); // name_test.csv or name_test.csv.gz
+        if (l <= m || memcmp(e->d_name + l - m, suf, m)) continue;
         s = gn_realloc(s, sizeof(char *) * (size_t)(*n + 1));
         s[(*n)++] = gn_strndup(e->d_name, l - m);
     }
     closedir(d);
     if (*n) qsort(s, (size_t)*n, sizeof(char *), cmp_cstr);
+    int k = 0; // a subject there both plain and gzipped counts once (the plain file is read)
+    for (int i = 0; i < *n; i++) {
+        if (k && !strcmp(s[k - 1], s[i])) free(s[i]);
+        else s[k++] = s[i];
+    }
+    *n = k;
     return s;
 }
 
@@ -628,7 +662,7 @@ static int cmd_mmlu(int argc, char **argv) {
     int shots = 5, limit = 0, bos = 1, rc = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", MMLU_HELP, ECLI_MODEL_HELP); return 0; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", MMLU_HELP, ECLI_MODEL_HELP); ecli_print_data_dirs(stdout); return 0; }
         int r = ecli_model_flag(&mo, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
@@ -649,7 +683,7 @@ static int cmd_mmlu(int argc, char **argv) {
         else return cli_fail("eval mmlu: unknown option '%s' (see --help)", a), 2;
     }
     if (!data && !(data = ecli_default_data("mmlu")))
-        return cli_fail("eval mmlu: --data DIR is required (no $GN_DATA/mmlu or ../shared/data/mmlu here)"), 2;
+        return cli_fail("eval mmlu: --data DIR is required (no mmlu/ in %s, $GN_DATA or %s)", GN_DATADIR, GN_SRCDATA), 2;
     // ---- load the questions and the exemplars
     gn_mmlu_set test = {0}, dev = {0};
     char **subj = NULL;
@@ -661,6 +695,7 @@ static int cmd_mmlu(int argc, char **argv) {
     if (!strcmp(split, "val")) {
         char path[1024];
         snprintf(path, sizeof path, "%s/qlora-format/zero_shot_mmlu_val.json", data);
+        ecli_plain_or_gz(path, sizeof path);
         if (gn_mmlu_load_qlora(&test, path)) { cli_fail_lib(); goto done; }
         for (int i = 0; i < test.n; i++) { // subjects in order of appearance
             int f = 0;
@@ -669,7 +704,7 @@ static int cmd_mmlu(int argc, char **argv) {
         }
     } else {
         subj = list_subjects(data, "test", &nsubj);
-        if (!nsubj) { cli_fail("%s/test: no *_test.csv files (expected the MMLU CSVs)", data); goto done; }
+        if (!nsubj) { cli_fail("%s/test: no *_test.csv or *_test.csv.gz files (expected the MMLU CSVs)", data); goto done; }
     }
     if (subjects) { // keep the named ones; unknown names are an error
         for (const char *p = subjects; *p;) {
@@ -693,12 +728,14 @@ static int cmd_mmlu(int argc, char **argv) {
         char path[1024];
         if (strcmp(split, "val")) {
             snprintf(path, sizeof path, "%s/test/%s_test.csv", data, subj[s]);
+            ecli_plain_or_gz(path, sizeof path);
             int before = test.n;
             if (gn_mmlu_load_csv(&test, path, subj[s])) { cli_fail_lib(); goto done_ranges; }
             (void)before;
         }
         if (shots > 0) {
             snprintf(path, sizeof path, "%s/dev/%s_dev.csv", data, subj[s]);
+            ecli_plain_or_gz(path, sizeof path);
             dfirst[s] = dev.n;
             if (gn_mmlu_load_csv(&dev, path, subj[s])) { cli_fail_lib(); goto done_ranges; }
             dcount[s] = dev.n - dfirst[s] < shots ? dev.n - dfirst[s] : shots;
@@ -855,8 +892,8 @@ static const char CROWS_HELP[] =
     "CrowS-Pairs: for each pair, the summed log-likelihood of sent_more and of sent_less (every\n"
     "token after BOS); the score is the share of pairs where the model prefers the more\n"
     "stereotypical sentence (50 = no preference), per bias type and overall.\n\n"
-    "      --data CSV           crows_pairs_anonymized.csv (default: $GN_DATA/crows-pairs/... or\n"
-    "                           ../shared/data/crows-pairs/crows_pairs_anonymized.csv)\n"
+    "      --data CSV           crows_pairs_anonymized.csv[.gz] (default: crows-pairs/ in the\n"
+    "                           default data, below)\n"
     "      --limit N            first N pairs\n"
     "      --no-bos             do not start with BOS (then a sentence's first token is unscored)\n"
     "  -c, --ctx N              context tokens (default: model's, at most 4096)\n"
@@ -869,7 +906,7 @@ static int cmd_crows(int argc, char **argv) {
     int limit = 0, bos = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", CROWS_HELP, ECLI_MODEL_HELP); return 0; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", CROWS_HELP, ECLI_MODEL_HELP); ecli_print_data_dirs(stdout); return 0; }
         int r = ecli_model_flag(&mo, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
@@ -883,7 +920,7 @@ static int cmd_crows(int argc, char **argv) {
         else return cli_fail("eval crows: unknown option '%s' (see --help)", a), 2;
     }
     if (!data && !(data = ecli_default_data("crows-pairs/crows_pairs_anonymized.csv")))
-        return cli_fail("eval crows: --data CSV is required (no ../shared/data/crows-pairs here)"), 2;
+        return cli_fail("eval crows: --data CSV is required (no crows-pairs/ in %s, $GN_DATA or %s)", GN_DATADIR, GN_SRCDATA), 2;
     gn_crows_pair *p;
     int n, skipped;
     if (gn_crows_load(data, &p, &n, &skipped)) return cli_fail_lib();
@@ -990,7 +1027,8 @@ static const char PPL_HELP[] =
     "Perplexity with HF's strided sliding window: windows of --ctx tokens moving by --stride;\n"
     "each window scores only the tokens no earlier window scored (so each token after the first\n"
     "has at least ctx-stride tokens of context). FILE is plain text (one document) or JSON lines\n"
-    "(.jsonl/.json: one document per row, its --field). PPL = exp(total NLL / tokens scored).\n\n"
+    "(.jsonl/.json, gzipped or not: one document per row, its --field). PPL = exp(total NLL / tokens\n"
+    "scored). Any FILE ending in .gz is read gunzipped.\n\n"
     "  -f, --file FILE          the text (or give it as the positional argument)\n"
     "  -c, --ctx N              window length (default 512)\n"
     "      --stride N           window step (default ctx/2)\n"
@@ -1030,8 +1068,7 @@ static int cmd_ppl(int argc, char **argv) {
     // documents
     char **docs = NULL;
     int nd = 0, bad = 0;
-    size_t fl = strlen(file);
-    int jsonl = (fl > 6 && !strcmp(file + fl - 6, ".jsonl")) || (fl > 5 && !strcmp(file + fl - 5, ".json"));
+    int jsonl = gn_stem_len(file, "jsonl") || gn_stem_len(file, "json"); // also .jsonl.gz, .json.gz
     if (jsonl) {
         char *p = text, *end = text + len;
         int line = 0;
@@ -1153,9 +1190,9 @@ static char *base_name_noext(const char *path) {
     const char *b = strrchr(path, '/');
     b = b ? b + 1 : path;
     char *s = gn_strdup(b);
-    size_t n = strlen(s);
-    if (n > 6 && !strcmp(s + n - 6, ".jsonl")) s[n - 6] = 0;
-    else if (n > 5 && !strcmp(s + n - 5, ".json")) s[n - 5] = 0;
+    size_t n = gn_stem_len(s, "jsonl");
+    if (!n) n = gn_stem_len(s, "json");
+    if (n) s[n] = 0;
     return s;
 }
 

@@ -8,6 +8,8 @@
 
 #include "cli.h"
 
+#include <stdio.h> // FILE
+
 typedef struct {
     const char *model, *adapter;
     int threads, ctx, verbose;
@@ -42,9 +44,15 @@ void ecli_progress_end(ecli_progress *p, long done, long total);
 // "1h02m", "3m05s", "12.3s"
 void ecli_fmt_time(char *buf, size_t cap, double s);
 
-// The first of $GN_DATA/<rel>, ../shared/data/<rel>, shared/data/<rel> that exists,
-// else NULL.
+// The first of <installed data>/<rel>, $GN_DATA/<rel>, <source tree>/data/<rel> that
+// exists, plain or as <rel>.gz (the folders: GN_DATADIR and GN_SRCDATA from the build);
+// says which on stderr. NULL when none has it.
 const char *ecli_default_data(const char *rel);
+// The three default data folders, as ecli_default_data searches them (for --help).
+void ecli_print_data_dirs(FILE *f);
+// path as given when it exists, else path".gz" when that exists (written into path,
+// which holds cap bytes): 1 found, 0 neither (path unchanged).
+int ecli_plain_or_gz(char *path, size_t cap);
 
 // Writes text atomically ("-" = stdout). 0 ok, 1 error (printed).
 int ecli_write_text(const char *path, const char *text);

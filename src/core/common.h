@@ -96,7 +96,13 @@ uint16_t gn_f32_to_f16(float f);   // round to nearest even
 double gn_time_s(void); // CLOCK_MONOTONIC seconds
 
 // Reads a whole (small) file into a NUL-terminated buffer. Error names the path.
+// A path ending in ".gz" is gunzipped on the way in (zlib), so every reader of
+// .jsonl/.csv/.json text also takes the compressed copy (data/ ships them so).
 gn_status gn_read_file(const char *path, char **out, size_t *len);
+
+// Length of name without its extension ext ("jsonl") or ext+".gz" ("jsonl.gz"),
+// the dot included; 0 when name ends in neither (or is nothing but the extension).
+size_t gn_stem_len(const char *name, const char *ext);
 
 // Read-only memory mapping of a whole file.
 typedef struct {
