@@ -1,6 +1,6 @@
 """guanaco eval: Elo, judge, MMLU, CrowS-Pairs, perplexity — against independent references.
 
-Expected values come from the data files in ../shared/data, from transformers/sentencepiece
+Expected values come from the data files in data/, from transformers/sentencepiece
 (MMLU, CrowS), llama-cpp-python (perplexity) or from a numpy re-implementation of the
 paper's Elo procedure — never from guanaco's own output. The model-based cases use small
 subsets (--limit) so the file runs in a few minutes on 2 cores:
@@ -28,13 +28,13 @@ import time
 import numpy as np
 import pytest
 
-from conftest import CACHE, DATA, GUANACO, run_guanaco, smollm2_gguf_path
+from conftest import CACHE, DATA, GUANACO, open_text, read_text, run_guanaco, smollm2_gguf_path
 
 RATINGS = DATA / "qlora-eval" / "ratings-gpt4"
 PROMPTS = DATA / "qlora-eval" / "prompts"
 MMLU = DATA / "mmlu"
-CROWS = DATA / "crows-pairs" / "crows_pairs_anonymized.csv"
-OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
+CROWS = DATA / "crows-pairs" / "crows_pairs_anonymized.csv.gz"
+OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
 THREADS = "2"
 # libgomp's default spin-waiting fights OpenBLAS's own threads: on a busy 2-core machine a
 # forward pass runs several times slower (measured 6x). Passive waiting avoids that.
@@ -43,7 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 def read_jsonl(path):
     """JSON lines (split on \\n only: MMLU text holds U+2028 and friends, which str.splitlines splits on)."""
-    return [json.loads(l) for l in pathlib.Path(path).read_text(encoding="utf-8").split("\n") if l.strip()]
+    return [json.loads(l) for l in read_text(path).split("\n") if l.strip()]
 
 
 def guanaco_eval(*args, check=True, timeout=900):
@@ -56,11 +56,11 @@ def guanaco_eval(*args, check=True, timeout=900):
 def read_release(folder):
     """(a, b, score) of every rated line in a release folder; systems from the file names."""
     out, unparsed = [], 0
-    for f in sorted(folder.glob("*.jsonl")):
-        base = f.name[:-len(".jsonl")]
+    for f in sorted(folder.glob("*.jsonl*")):  # the release's .jsonl files, gzipped in data/
+        base = f.name[:f.name.index(".jsonl")]
         a, rest = base.split("-vs-", 1)
         b = rest[:rest.index("-gpt-4-reviewer")]
-        for line in f.read_text().split("\n"):
+        for line in read_text(f).split("\n"):
             if not line.strip():
                 continue
             s = int(json.loads(line)["score"])
@@ -352,7 +352,7 @@ def format_example(row, include_answer):
 
 
 def mmlu_rows(split, subject):
-    with open(MMLU / split / f"{subject}_{split}.csv", newline="", encoding="utf-8") as f:
+    with open_text(MMLU / split / f"{subject}_{split}.csv.gz") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["question", "choice0", "choice1", "choice2", "choice3", "answer"]
     return rows[1:]
@@ -442,7 +442,7 @@ def test_mmlu_tiny_model_matches_transformers(tiny_spm, tmp_path):
 def test_mmlu_prompts_match_qlora_format():
     """Our prompt text for the val split reproduces qlora's zero-shot file byte for byte, and
     the CSV prompts use the same header (double space after "about")."""
-    rows = read_jsonl(MMLU / "qlora-format" / "zero_shot_mmlu_val.json")
+    rows = read_jsonl(MMLU / "qlora-format" / "zero_shot_mmlu_val.json.gz")
     out = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"gn_mmlu_dump_{os.getpid()}.jsonl"
     try:
         guanaco_eval("mmlu", "--data", MMLU, "--split", "val", "--shots", "0", "--dump-prompts", out)
@@ -519,7 +519,7 @@ def test_mmlu_bad_inputs(tiny_spm, tmp_path):
 # CrowS-Pairs
 
 def crows_rows():
-    with open(CROWS, newline="", encoding="utf-8") as f:
+    with open_text(CROWS) as f:
         return list(csv.DictReader(f))
 
 
@@ -785,7 +785,7 @@ def test_judge_local_model_and_generate_prompts(tiny_spm, tmp_path):
         assert gens2.read_text() == gens.read_text()
     # a local judge model (random weights: its verdicts are noise, the plumbing is what counts)
     out = tmp_path / "local"
-    run_guanaco("eval", "judge", "-m", d, "--a", gens, "--b", DATA / "qlora-eval" / "generations" / "vicuna" / "answer_gpt4.jsonl",
+    run_guanaco("eval", "judge", "-m", d, "--a", gens, "--b", DATA / "qlora-eval" / "generations" / "vicuna" / "answer_gpt4.jsonl.gz",
                 "--judge-prompt", PROMPTS / "vicuna_prompt_threeclass.jsonl", "--judge-max-tokens", "3", "-o", out)
     f = out / "tiny-gens-vs-answer_gpt4-judge-reviewer-threeclass.jsonl"
     lines = read_jsonl(f)

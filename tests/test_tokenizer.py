@@ -1,7 +1,7 @@
 """Tokenizer tests: `guanaco tokenize` against reference tokenizers.
 
 Every expected id comes from an oracle, never from guanaco:
-  (a) llama.cpp's reference vectors in ../shared/data/llama-cpp-vocab (*.gguf.inp/.out,
+  (a) llama.cpp's reference vectors in data/llama-cpp-vocab (*.gguf.inp/.out,
       written with HF tokenizers, add_special=False, parse_special=False);
   (b) LLaMA tokenizer.model vs the sentencepiece library, and vs HF tokenizers' BPE
       rebuilt from it the way transformers' LlamaConverter does (legacy, merges by score);
@@ -21,11 +21,11 @@ import time
 
 import pytest
 
-from conftest import DATA, run_guanaco
+from conftest import DATA, open_text, run_guanaco
 
 SPM_MODEL = DATA / "llama-tokenizer" / "tokenizer.model"
 VOCAB_DIR = DATA / "llama-cpp-vocab"
-OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
+OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
 
 AWKWARD = [
     "", " ", "  ", "   ", "\t", "\n", "\n\n\n", "\t\n \r\n", "\r", " \n ", "a  b   c    d",
@@ -58,7 +58,7 @@ def random_unicode(n, seed):
 
 
 def oasst_rows():
-    with open(OASST, encoding="utf-8") as f:
+    with open_text(OASST) as f:
         return [json.loads(line)["text"] for line in f if line.strip()]
 
 
