@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from conftest import CACHE, DATA, GUANACO, open_text, read_text, run_guanaco, smollm2_gguf_path
+from native_oracle import isolated, llama_strided_nll
 
 RATINGS = DATA / "qlora-eval" / "ratings-gpt4"
 PROMPTS = DATA / "qlora-eval" / "prompts"
@@ -590,7 +591,7 @@ def test_crows_csv_edge_cases(tiny_spm, tmp_path):
 # perplexity
 
 def test_ppl_smollm2_matches_llama_cpp(tmp_path):
-    from llama_cpp import Llama
+    pytest.importorskip("llama_cpp")
     gg = smollm2_gguf_path()
     if not gg.exists():
         pytest.skip(f"{gg} missing")
@@ -600,28 +601,8 @@ def test_ppl_smollm2_matches_llama_cpp(tmp_path):
     guanaco_eval("ppl", "-m", gg, OASST, "--limit", str(ndocs), "--ctx", str(ctx), "--stride", str(stride),
                  "--json", js, "-t", THREADS)
     ours = json.loads(js.read_text())
-    llm = Llama(model_path=str(gg), n_ctx=ctx, n_batch=ctx, logits_all=True, n_threads=int(THREADS), verbose=False)
-    nll, scored, tokens, windows = 0.0, 0, 0, 0
-    for text in rows:     # SmolLM2 adds no BOS (tokenizer.ggml.add_bos_token = false): neither do we
-        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-        tokens += len(ids)
-        prev_end = 0
-        for begin in range(0, len(ids), stride):     # HF's strided sliding window
-            end = min(begin + ctx, len(ids))
-            trg = end - prev_end
-            w = ids[begin:end]
-            llm.reset()
-            llm.eval(w)
-            lg = np.array(llm.scores[:len(w)], dtype=np.float64)
-            lg = lg - lg.max(1, keepdims=True)
-            lp = lg - np.log(np.exp(lg).sum(1, keepdims=True))
-            for j in range(max(1, len(w) - trg), len(w)):
-                nll -= lp[j - 1, w[j]]
-                scored += 1
-            windows += 1
-            prev_end = end
-            if end == len(ids):
-                break
+    # SmolLM2 adds no BOS (tokenizer.ggml.add_bos_token = false): neither do we; llama.cpp in a child
+    nll, scored, tokens, windows = isolated(llama_strided_nll, gg, rows, ctx, stride, int(THREADS))
     ref_ppl = math.exp(nll / scored)
     print(f"ppl ours {ours['ppl']:.6f} llama.cpp {ref_ppl:.6f} ({scored} tokens, {windows} windows)")
     assert ours["tokens"] == tokens and ours["tokens_scored"] == scored and ours["windows"] == windows
