@@ -200,7 +200,7 @@ def test_oracle_agrees_with_plain_sentencepiece(hf_tok, sp):
              "x\u00a0</s>", "  </s>", "<s>" + "Ünïcödé 🦙 {x}\t", "a<unk> b", "x<</s>"]
     for t in texts:
         assert hf_tok(t, add_special_tokens=False)["input_ids"] == sp_431(sp, t), repr(t)
-    # spec §6.5/§9.4: separate tokenization gives the target its own dummy prefix
+    # docs/FACTS.md §6.5/§9.4: separate tokenization gives the target its own dummy prefix
     assert hf_tok("### Human: hi</s>", add_special_tokens=False)["input_ids"][0] == 835
 
 

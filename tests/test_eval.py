@@ -750,7 +750,7 @@ def test_judge_local_model_and_generate_prompts(tiny_spm, tmp_path):
     assert [r["question_id"] for r in rows] == [x["question_id"] for x in q]
     for r, x in zip(rows, q):
         assert r["text"] == x["text"] and r["category"] == x["category"] and isinstance(r["generation"], str)
-        # the released generations' prompt spelling (spec §6.8)
+        # the released generations' prompt spelling (docs/FACTS.md §6.8)
         assert r["prompt"] == ("A chat between a curious human and an artificial intelligence assistant. The assistant "
                                "gives helpful, detailed, and polite answers to the user's questions. ### Human: "
                                + x["text"] + " ### Assistant:")

@@ -1,7 +1,7 @@
 /*
  * elo.c — pairwise judgments and the paper's Elo tournament.
  *
- * Method (QLoRA paper §5.2, spec §8.1): every system starts at 1000; matches
+ * Method (QLoRA paper §5.2, docs/FACTS.md §8.1): every system starts at 1000; matches
  * are played one after another with K = 32,
  *     E_a = 1 / (1 + 10^((R_b - R_a) / 400)),  R_a += K (S_a - E_a),  R_b -= K (S_a - E_a)
  * (the second equals R_b += K ((1 - S_a) - E_b) since E_b = 1 - E_a). A tie scores
