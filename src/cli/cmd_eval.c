@@ -704,7 +704,7 @@ static int cmd_mmlu(int argc, char **argv) {
         }
     } else {
         subj = list_subjects(data, "test", &nsubj);
-        if (!nsubj) { cli_fail("%s/test: no *_test.csv or *_test.csv.gz files (expected the MMLU CSVs)", data); goto done; }
+        if (!nsubj) { cli_fail("%s/test: no *_test.csv files, gzipped or not (expected the MMLU CSVs)", data); goto done; }
     }
     if (subjects) { // keep the named ones; unknown names are an error
         for (const char *p = subjects; *p;) {
