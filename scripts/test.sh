@@ -76,8 +76,8 @@ else
         echo "$LCP_FLAVOUR" > "$lcp_flavour_file"
     fi
     if [ "$(cat "$lcp_flavour_file" 2>/dev/null)" != "$LCP_FLAVOUR" ]; then
-        # built for another CPU or with other flags (or never): rebuild, not pip's cached wheel
-        lcp_rebuild=(--force-reinstall --no-deps --no-cache-dir)
+        # built for another CPU or with other flags, or never: compile, never pip's cached wheel
+        if lcp_ok; then lcp_rebuild=(--force-reinstall --no-deps --no-cache-dir); else lcp_rebuild=(--no-cache-dir); fi
     fi
     if [ ${#lcp_rebuild[@]} -gt 0 ] || ! lcp_ok; then
         step "building $lcp from source (several minutes; $LCP_FLAVOUR)"
