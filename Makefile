@@ -3,6 +3,9 @@
 #   make test         the whole test suite (installs what it needs; see README)
 #   make asan|ubsan   sanitizer builds in build-asan/ and build-ubsan/
 #   make ctest        C unit tests only (release build)
+#   make shared       build/libguanaco.so (soname libguanaco.so.MAJOR) beside the static library
+#   make install      PREFIX=/usr/local (default) DESTDIR=: bin, lib (.a, .so), include,
+#                     lib/pkgconfig/guanaco.pc, share/guanaco (data/); make uninstall undoes it
 # Knobs: NO_OMP=1, NATIVE=0 (default; dispatch picks SIMD at run time), CC=,
 #        TEST_HOOKS=1 (compile the test-only hooks, e.g. finetune's GN_TEST_KILL_AT_CHECKPOINT;
 #        scripts/test.sh builds with it)
@@ -10,7 +13,8 @@ CC ?= cc
 BUILD ?= build
 OPT ?= -O2
 CFLAGS_BASE = -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -Iinclude -Isrc -g
-LDLIBS = -lopenblas -lcjson -lpcre2-8 -lm -lpthread
+# zlib: data files kept gzipped (data/*.jsonl.gz, *.csv.gz) read like the plain ones
+LDLIBS = -lopenblas -lcjson -lpcre2-8 -lz -lm -lpthread
 
 ifeq ($(TEST_HOOKS),1)
 CFLAGS_BASE += -DGN_TEST_HOOKS
@@ -91,7 +95,7 @@ LDLIBS += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcudart -lstdc++
 CUDA_C_SRC := src/cuda/cuda_model.c src/cuda/cuda_train.c
 CUDA_CU_OBJ := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard src/cuda/*.cu))
 NVCCFLAGS = -std=c++17 -O3 -lineinfo $(CUDA_ARCH) -Iinclude -Isrc -DGN_HAVE_CUDA $(NVCC_EXTRA) --Werror all-warnings \
-            -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter
+            -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter,-fPIC
 $(BUILD)/src/cuda/%.o: src/cuda/%.cu src/cuda/common.cuh src/cuda/cuda.h include/guanaco.h src/core/common.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
@@ -125,7 +129,20 @@ endif
 # --- end NCCL -----------------------------------------------------------------
 
 CFLAGS ?= $(OPT)
-ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(SAN)
+# -fPIC: the same objects go into libguanaco.a and libguanaco.so (make shared)
+ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(SAN) -fPIC
+
+# install locations; the CLI looks for its default data in $(DATADIR) first
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR ?= $(PREFIX)/share/guanaco
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+gn_version_part = $(word 2,$(shell grep -o 'GN_VERSION_$(1) [0-9]*' include/guanaco.h))
+MAJOR := $(call gn_version_part,MAJOR)
+VERSION := $(MAJOR).$(call gn_version_part,MINOR).$(call gn_version_part,PATCH)
+SONAME := libguanaco.so.$(MAJOR)
 
 LIB_SRC := $(sort $(wildcard src/core/*.c src/tensor/*.c src/formats/*.c src/tokenizer/*.c \
                   src/quant/*.c src/model/*.c src/lora/*.c src/generate/*.c src/train/*.c src/eval/*.c))
@@ -140,10 +157,21 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib cli ctest test asan ubsan clean bench
+.PHONY: all lib cli shared ctest test asan ubsan clean bench install uninstall FORCE
 all: lib cli $(TEST_BIN) $(BENCH_BIN)
 lib: $(BUILD)/libguanaco.a
 cli: $(BUILD)/guanaco
+shared: $(BUILD)/libguanaco.so
+
+# The data folders the CLI searches (src/cli/cmd_eval.c, eval_cli.h): rewritten only when PREFIX or
+# the tree's place changes, so `make install PREFIX=...` recompiles just what uses them.
+$(BUILD)/gn_paths.h: FORCE
+	@mkdir -p $(dir $@)
+	@printf '/* written by the Makefile: the default data folders */\n#define GN_DATADIR "%s"\n#define GN_SRCDATA "%s"\n' \
+	  '$(DATADIR)' '$(CURDIR)/data' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(CLI_OBJ): $(BUILD)/gn_paths.h
+$(CLI_OBJ): ALL_CFLAGS += -I$(BUILD)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -160,6 +188,45 @@ $(BUILD)/libguanaco.a: $(LIB_OBJ)
 
 $(BUILD)/guanaco: $(CLI_OBJ) $(BUILD)/libguanaco.a
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# libguanaco.so.X.Y.Z, soname libguanaco.so.X, and the two links to it
+$(BUILD)/libguanaco.so.$(VERSION): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(ALL_CFLAGS) $(LDFLAGS) $^ -Wl,--as-needed $(LDLIBS) -o $@
+$(BUILD)/libguanaco.so: $(BUILD)/libguanaco.so.$(VERSION)
+	ln -sf libguanaco.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+# pkg-config: Libs.private lists what a static link (--static) needs besides libguanaco.a
+$(BUILD)/guanaco.pc: FORCE
+	@mkdir -p $(dir $@)
+	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' 'datadir=$(DATADIR)' '' \
+	  'Name: guanaco' 'Description: QLoRA fine-tuning and 4-bit LLaMA inference in C' 'Version: $(VERSION)' \
+	  'Libs: -L$${libdir} -lguanaco' 'Libs.private: $(strip $(filter -fopenmp,$(LDFLAGS)) $(LDLIBS))' \
+	  'Cflags: -I$${includedir}' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+# make install / uninstall: PREFIX (default /usr/local) and DESTDIR (staging root)
+DATA_FILES := $(shell cd data 2>/dev/null && find . -type f | sed 's|^\./||' | LC_ALL=C sort)
+install: $(BUILD)/guanaco $(BUILD)/libguanaco.a $(BUILD)/libguanaco.so $(BUILD)/guanaco.pc
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(DATADIR)
+	install -m 755 $(BUILD)/guanaco $(DESTDIR)$(BINDIR)/guanaco
+	install -m 644 $(BUILD)/libguanaco.a $(DESTDIR)$(LIBDIR)/libguanaco.a
+	install -m 755 $(BUILD)/libguanaco.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libguanaco.so.$(VERSION)
+	ln -sf libguanaco.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libguanaco.so
+	install -m 644 include/guanaco.h $(DESTDIR)$(INCLUDEDIR)/guanaco.h
+	install -m 644 $(BUILD)/guanaco.pc $(DESTDIR)$(PKGCONFIGDIR)/guanaco.pc
+	@cd data && for f in $(DATA_FILES); do install -D -m 644 "$$f" "$(DESTDIR)$(DATADIR)/$$f" || exit 1; done
+	@echo "installed $(words $(DATA_FILES)) data files in $(DESTDIR)$(DATADIR)"
+	@echo "(a PREFIX outside ld.so's path, or /usr/local before ldconfig runs: LD_LIBRARY_PATH=$(LIBDIR))"
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/guanaco $(DESTDIR)$(LIBDIR)/libguanaco.a $(DESTDIR)$(LIBDIR)/libguanaco.so \
+	  $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libguanaco.so.$(VERSION) \
+	  $(DESTDIR)$(INCLUDEDIR)/guanaco.h $(DESTDIR)$(PKGCONFIGDIR)/guanaco.pc
+	@for f in $(DATA_FILES); do rm -f "$(DESTDIR)$(DATADIR)/$$f"; done
+	@if [ -d "$(DESTDIR)$(DATADIR)" ]; then find "$(DESTDIR)$(DATADIR)" -depth -type d -empty -delete; fi
+	@echo "removed guanaco from $(DESTDIR)$(PREFIX)"
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libguanaco.a tests/harness.h
 	@mkdir -p $(dir $@)
@@ -193,28 +260,6 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
-# ---- shared library ---------------------------------------------------------
-# make shared: build/libguanaco.so.0.1.0 (soname libguanaco.so.0) + the libguanaco.so
-# and libguanaco.so.0 links, from the library sources compiled again with -fPIC into
-# $(BUILD)/pic/ (the static build above is untouched). The Python package (python/)
-# ships this file. The CUDA kernels are not part of it (a CUDA=1 build links them
-# into the static library and the CLI only).
-SO_VERSION := 0.1.0
-SO_NAME := libguanaco.so.0
-PIC_OBJ := $(LIB_SRC:%.c=$(BUILD)/pic/%.o)
-.PHONY: shared
-shared: $(BUILD)/libguanaco.so
-$(BUILD)/pic/%.o: %.c
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -fPIC -MMD -MP -c $< -o $@
-$(BUILD)/libguanaco.so.$(SO_VERSION): $(PIC_OBJ)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -shared -Wl,-soname,$(SO_NAME) $^ $(LDLIBS) -o $@
-$(BUILD)/libguanaco.so: $(BUILD)/libguanaco.so.$(SO_VERSION)
-	ln -sf libguanaco.so.$(SO_VERSION) $(BUILD)/$(SO_NAME)
-	ln -sf libguanaco.so.$(SO_VERSION) $@
--include $(PIC_OBJ:.o=.d)
-# ---- end shared library -----------------------------------------------------
-
 # ---- fuzz (issue 11) --------------------------------------------------------
 # make fuzz: libFuzzer targets fuzz/fuzz_*.c -> build-fuzz/fuzz_* (clang,
 # -fsanitize=fuzzer,address,undefined). The library is recompiled with clang
@@ -243,7 +288,7 @@ $(FUZZ_BUILD)/libguanaco-fuzz.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_BUILD)/libguanaco-fuzz.a
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libguanaco-fuzz.a -lopenblas -lcjson -lpcre2-8 -lm -lpthread -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libguanaco-fuzz.a -lopenblas -lcjson -lpcre2-8 -lz -lm -lpthread -o $@
 .PHONY: clean-fuzz
 clean-fuzz:
 	rm -rf $(FUZZ_BUILD)

@@ -33,7 +33,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchenv import DEFAULT_DATA, DEFAULT_MODEL, OPENBLAS_VARS, ROOT  # noqa: E402  (re-executes without them)
+from benchenv import DEFAULT_DATA, DEFAULT_MODEL, OPENBLAS_VARS, ROOT, open_text  # noqa: E402  (re-executes without them)
 from bench_inference import cpu_snapshot, foreign_load, machine, wait_quiet  # noqa: E402
 
 SOURCE_MAX = 16
@@ -52,7 +52,7 @@ def prepare_data(a):
     need = a.grad_accum * a.steps
     if len(full) < need:
         sys.exit(f"{a.data}: only {len(full)} rows fill {a.target_max_len} target tokens, need {need}")
-    with open(a.data) as fh:
+    with open_text(a.data) as fh:
         lines = fh.read().splitlines()
     data = os.path.join(a.work, "data.jsonl")
     with open(data, "w") as fh:

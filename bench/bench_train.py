@@ -54,7 +54,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchenv import CACHE, DEFAULT_DATA, DEFAULT_MODEL, HERE, MARK, ROOT  # noqa: E402  (re-executes first)
+from benchenv import CACHE, DEFAULT_DATA, DEFAULT_MODEL, HERE, MARK, ROOT, open_text  # noqa: E402  (re-executes first)
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SOURCE_MAX, TARGET_MAX = 16, 512
 
@@ -168,7 +168,7 @@ def prepare_data(a):
     out = subprocess.run(dump + ["-d", a.data], capture_output=True, text=True, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     full = [r for r in rows if sum(x != -100 for x in r["labels"]) >= TARGET_MAX]
-    with open(a.data) as fh:
+    with open_text(a.data) as fh:
         lines = fh.read().splitlines()
     if len(full) < need:
         sys.exit(f"{a.data}: only {len(full)} rows fill {TARGET_MAX} target tokens, need {need}")

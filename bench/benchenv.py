@@ -20,9 +20,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CACHE = os.environ.get("GN_CACHE", os.path.expanduser("~/.cache/guanaco"))
 DEFAULT_MODEL = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-# the shared data sits beside the checkout (../shared), here and in CI
-DEFAULT_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "openassistant-guanaco",
-                            "openassistant_best_replies_eval.jsonl")
+# the repository's own copy of the OASST1 eval split (gzipped; open_text reads either form)
+DEFAULT_DATA = os.path.join(ROOT, "data", "openassistant-guanaco", "openassistant_best_replies_eval.jsonl.gz")
+
+
+def open_text(path):
+    """open(path) for reading text; a .gz name is gunzipped."""
+    if path.endswith(".gz"):
+        import gzip
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
 
 
 def openblas_note():

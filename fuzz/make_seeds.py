@@ -5,8 +5,8 @@ OUT: build-fuzz/seeds/<target>/).
 Seeds are made at fuzz time, never committed: small files written here with
 the reference libraries (safetensors, torch, gguf, sentencepiece, tokenizers),
 short pieces (the first lines, or a header-only/truncated prefix) of the real
-files in ../shared/data and ~/.cache/guanaco/models, and small synthetic
-inputs. Nothing from ../shared is copied into the repository.
+files in the repository's data/ (gzipped ones read through gzip) and
+~/.cache/guanaco/models, and small synthetic inputs.
 Run with the test venv's python (~/.cache/guanaco/venv/bin/python); a library
 that does not import just means fewer seeds of that kind.
 """
@@ -21,7 +21,7 @@ import zipfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "build-fuzz" / "seeds"
-SHARED = pathlib.Path(os.environ.get("GN_SHARED", ROOT.parent / "shared")).resolve() / "data"
+DATA = pathlib.Path(os.environ.get("GN_DATA", ROOT / "data")).resolve()
 CACHE = pathlib.Path(os.environ.get("GN_CACHE", pathlib.Path.home() / ".cache" / "guanaco"))
 MAX = 60000  # keep every seed under the runs' -max_len (65536)
 
@@ -38,10 +38,18 @@ def put(target, name, data):
     counts[target] = counts.get(target, 0) + 1
 
 
+def _open(path):
+    """A binary file object; a .gz file is read decompressed."""
+    if str(path).endswith(".gz"):
+        import gzip
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
 def head_lines(path, n, max_bytes=MAX):
     out = b""
     try:
-        with open(path, "rb") as f:
+        with _open(path) as f:
             for _ in range(n):
                 line = f.readline()
                 if not line or len(out) + len(line) > max_bytes:
@@ -54,7 +62,7 @@ def head_lines(path, n, max_bytes=MAX):
 
 def prefix(path, n):
     try:
-        with open(path, "rb") as f:
+        with _open(path) as f:
             return f.read(n)
     except OSError:
         return b""
@@ -110,8 +118,8 @@ def seeds_safetensors():
 # GGUF
 
 def seeds_gguf():
-    for p in [SHARED / "llama-cpp-vocab" / "ggml-vocab-llama-spm.gguf", SHARED / "llama-cpp-vocab" / "ggml-vocab-gpt-2.gguf",
-              SHARED / "tiny-llama" / "stories260K.gguf", SHARED / "tiny-llama" / "llama-2-tiny-random.gguf",
+    for p in [DATA / "llama-cpp-vocab" / "ggml-vocab-llama-spm.gguf", DATA / "llama-cpp-vocab" / "ggml-vocab-gpt-2.gguf",
+              DATA / "tiny-llama" / "stories260K.gguf", DATA / "tiny-llama" / "llama-2-tiny-random.gguf",
               CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"]:
         if p.exists():
             put("gguf", "prefix-" + p.name, prefix(p, 16384))  # header + first metadata only
@@ -225,7 +233,7 @@ def seeds_torchbin():
 # tokenizers
 
 def seeds_spm():
-    p = SHARED / "llama-tokenizer" / "tokenizer.model"
+    p = DATA / "llama-tokenizer" / "tokenizer.model"
     if p.exists():
         put("spm", "llama-prefix", prefix(p, 4096))
         try:  # the real LLaMA model cut down to its first 400 pieces (specs kept)
@@ -333,7 +341,7 @@ def seeds_quant_state():
 # JSONL datasets (first byte: format and lengths)
 
 def seeds_jsonl():
-    oa = SHARED / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
+    oa = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
     if oa.exists():
         put("jsonl", "oasst", b"\x00" + head_lines(oa, 3, 8000))
         put("jsonl", "oasst-small", b"\x81" + head_lines(oa, 1, 4000))
@@ -353,28 +361,28 @@ def seeds_jsonl():
 # eval readers (first byte selects: see fuzz_judgments.c)
 
 def seeds_judgments():
-    ev = SHARED / "qlora-eval"
-    r = sorted((ev / "ratings-gpt4" / "oa").glob("*.jsonl"))
+    ev = DATA / "qlora-eval"
+    r = sorted((ev / "ratings-gpt4" / "oa").glob("*.jsonl*"))
     if r:
         put("judgments", "j-oa", b"\x00" + head_lines(r[0], 3, 12000))
-    vr = sorted((ev / "ratings-gpt4" / "vicuna").glob("**/*.jsonl"))
+    vr = sorted((ev / "ratings-gpt4" / "vicuna").glob("**/*.jsonl*"))
     if vr:
         put("judgments", "j-vicuna", b"\x00" + head_lines(vr[0], 3, 12000))
     put("judgments", "j-synth", b"\x00" + b'{"score": 1, "metadata": {"system1": "A", "system2": "B"}}\n'
         b'{"score": "3", "system1": "a-b", "system2": "c"}\n{"score": [2, 8]}\n')
-    g = sorted((ev / "generations").glob("**/*.jsonl"))
+    g = sorted((ev / "generations").glob("**/*.jsonl*"))
     if g:
         put("judgments", "gen", b"\x01" + head_lines(g[0], 2, 12000))
     p = ev / "prompts" / "vicuna_prompt_threeclass.jsonl"
     if p.exists():
         put("judgments", "templates", b"\x02" + head_lines(p, 3))
-    q = sorted((SHARED / "mmlu" / "qlora-format").glob("*")) if (SHARED / "mmlu" / "qlora-format").exists() else []
+    q = sorted((DATA / "mmlu" / "qlora-format").glob("*")) if (DATA / "mmlu" / "qlora-format").exists() else []
     if q:
         put("judgments", "mmlu-qlora", b"\x03" + prefix(q[0], 6000))
-    d = sorted((SHARED / "mmlu" / "dev").glob("*.csv"))
+    d = sorted((DATA / "mmlu" / "dev").glob("*.csv*"))
     if d:
         put("judgments", "csv", b"\x04" + head_lines(d[0], 3))
-    c = SHARED / "crows-pairs" / "crows_pairs_anonymized.csv"
+    c = DATA / "crows-pairs" / "crows_pairs_anonymized.csv.gz"
     if c.exists():
         put("judgments", "crows", b"\x05" + head_lines(c, 4))
     put("judgments", "csv-quoted", b'\x04a,"b ""c""",d\r\n1,"x\ny",3\n')

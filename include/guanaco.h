@@ -18,9 +18,18 @@
  * Errors: every function that can fail on outside input returns gn_status;
  * gn_last_error() gives a one-line message naming the file/offset/field and what
  * was expected. The library never writes to stdout.
+ *
+ * Building against an installed copy (`make install`): cc prog.c $(pkg-config --cflags
+ * --libs guanaco) links libguanaco.so; add --static for libguanaco.a and its deps.
  */
 #ifndef GUANACO_H
 #define GUANACO_H
+
+// The library's version; the shared library's soname is libguanaco.so.<MAJOR>.
+// The Makefile reads these three lines.
+#define GN_VERSION_MAJOR 0
+#define GN_VERSION_MINOR 1
+#define GN_VERSION_PATCH 0
 
 #include <stddef.h>
 #include <stdint.h>
@@ -859,7 +868,12 @@ char *gn_strndup(const char *s, size_t n);
 double gn_time_s(void); // CLOCK_MONOTONIC seconds
 
 // Reads a whole (small) file into a NUL-terminated buffer. Error names the path.
+// A path ending in ".gz" is gunzipped on the way in (zlib), so every reader of
+// .jsonl/.csv/.json text also takes the compressed copy (data/ ships them so).
 gn_status gn_read_file(const char *path, char **out, size_t *len);
+// Length of name without its extension ext ("jsonl") or ext+".gz" ("jsonl.gz"),
+// the dot included; 0 when name ends in neither (or is nothing but the extension).
+size_t gn_stem_len(const char *name, const char *ext);
 // Creates a folder and its parents (mkdir -p). Error names the path.
 gn_status gn_mkdir_p(const char *path);
 // Writes `n` bytes to `path` atomically: temp file in the same folder, fsync,

@@ -3,7 +3,7 @@
 # Extra package names given as arguments are installed too (the test command
 # adds what its tests need).
 set -euo pipefail
-pkgs="build-essential pkg-config libopenblas-dev libcjson-dev libpcre2-dev libcairo2-dev libcurl4-openssl-dev libmicrohttpd-dev python3 python3-venv"
+pkgs="build-essential pkg-config libopenblas-dev libcjson-dev libpcre2-dev libcairo2-dev libcurl4-openssl-dev libmicrohttpd-dev zlib1g-dev python3 python3-venv"
 missing=""
 for p in $pkgs "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 [ -z "$missing" ] && exit 0

@@ -33,8 +33,18 @@ bash "$ROOT/scripts/install_deps.sh" "${TEST_PKGS[@]}"
 
 # --- 2. Python reference stacks ----------------------------------------------
 PY_IMPORTS="import torch, transformers, peft, bitsandbytes, sentencepiece, tokenizers, safetensors, gguf, numpy, pytest, google.protobuf, llama_cpp, openai, selenium"
+# llama-cpp-python compiles llama.cpp for this CPU (-march=native). Where the CPU has AMX,
+# leave its tile instructions out: a process must ask the kernel for AMX state before using
+# them, and a build that does not dies with SIGILL. The flavour (those flags and a hash of
+# the CPU's feature flags) is part of the stamp, so a venv moved to another CPU rebuilds it.
+LCP_CFLAGS=""
+if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+    LCP_CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+fi
+cpu_flags_hash=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-16)
+LCP_FLAVOUR="native cpu=$cpu_flags_hash cflags=${LCP_CFLAGS:-none}"
 STAMP=$VENV/.guanaco-requirements.sha256
-want_stamp=$(sha256sum "$REQ" | cut -d' ' -f1)
+want_stamp="$(sha256sum "$REQ" | cut -d' ' -f1) llama-cpp: $LCP_FLAVOUR"
 if [ ! -x "$VENV/bin/python" ]; then
     step "creating virtual environment $VENV"
     mkdir -p "$(dirname "$VENV")"
@@ -57,11 +67,28 @@ else
     "$VENV/bin/python" -m pip install --progress-bar off -r "$VENV/.req-wheels.txt" \
         | grep -E '^(Collecting [^ ]+==[^ ]+ \(from -r|Successfully)' || true
     lcp=$(grep -i '^llama-cpp-python' "$REQ")
-    if ! "$VENV/bin/python" -c "import llama_cpp, importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '${lcp#*==}')" 2>/dev/null; then
-        step "building $lcp from source (several minutes)"
-        CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL=$JOBS MAKEFLAGS=-j$JOBS \
-            "$VENV/bin/python" -m pip install --progress-bar off "$lcp" \
+    lcp_flavour_file=$VENV/.llama-cpp-flavour
+    lcp_rebuild=()
+    lcp_ok() { "$VENV/bin/python" -c "import llama_cpp, importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '${lcp#*==}')" 2>/dev/null; }
+    if [ ! -f "$lcp_flavour_file" ] && [ -z "$LCP_CFLAGS" ] && lcp_ok; then
+        # a venv from before the flavour was recorded, on a CPU without AMX: its native build
+        # is taken as this machine's
+        echo "$LCP_FLAVOUR" > "$lcp_flavour_file"
+    fi
+    if [ "$(cat "$lcp_flavour_file" 2>/dev/null)" != "$LCP_FLAVOUR" ]; then
+        # built for another CPU or with other flags, or never: compile, never pip's cached wheel
+        if lcp_ok; then lcp_rebuild=(--force-reinstall --no-deps --no-cache-dir); else lcp_rebuild=(--no-cache-dir); fi
+    fi
+    if [ ${#lcp_rebuild[@]} -gt 0 ] || ! lcp_ok; then
+        step "building $lcp from source (several minutes; $LCP_FLAVOUR)"
+        cmake_args="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
+        if [ -n "$LCP_CFLAGS" ]; then
+            cmake_args="$cmake_args -DCMAKE_C_FLAGS=\"$LCP_CFLAGS\" -DCMAKE_CXX_FLAGS=\"$LCP_CFLAGS\""
+        fi
+        CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL=$JOBS MAKEFLAGS=-j$JOBS \
+            "$VENV/bin/python" -m pip install --progress-bar off "${lcp_rebuild[@]}" "$lcp" \
             | grep -E '^(Collecting|Building|Successfully|Created)' || true
+        echo "$LCP_FLAVOUR" > "$lcp_flavour_file"
     fi
     kill $HB 2>/dev/null || true
     trap - EXIT

@@ -1,9 +1,10 @@
-"""Shared pytest fixtures: where the binary, ../shared and the downloaded models are.
+"""Shared pytest fixtures: where the binary, the repository's data/ and the downloaded models are.
 
 Everything expected in these tests comes from the reference implementations
 (torch/transformers/sentencepiece/tokenizers/gguf/llama-cpp-python) or from the
-data files in ../shared, never from guanaco's own output.
+data files in data/ (see data/README.md), never from guanaco's own output.
 """
+import gzip
 import os
 import pathlib
 import subprocess
@@ -13,8 +14,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUILD = pathlib.Path(os.environ.get("GN_BUILD", ROOT / "build"))
 GUANACO = BUILD / "guanaco"
-SHARED = pathlib.Path(os.environ.get("GN_SHARED", ROOT.parent / "shared")).resolve()
-DATA = SHARED / "data"
+# the data the tests read: the repository's data/ (GN_DATA points elsewhere, e.g. an installed copy)
+DATA = pathlib.Path(os.environ.get("GN_DATA", ROOT / "data")).resolve()
 CACHE = pathlib.Path(os.environ.get("GN_CACHE", pathlib.Path.home() / ".cache" / "guanaco"))
 
 
@@ -43,8 +44,25 @@ def guanaco_bin():
 
 @pytest.fixture(scope="session")
 def data_dir():
-    assert DATA.is_dir(), f"{DATA} missing (../shared/data beside the repository)"
+    assert DATA.is_dir(), f"{DATA} missing (the repository's data/ folder, or $GN_DATA)"
     return DATA
+
+
+def read_text(path):
+    """A text file's contents; a name ending in .gz is gunzipped (data/ keeps large text so)."""
+    path = pathlib.Path(path)
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return f.read()
+    return path.read_text(encoding="utf-8")
+
+
+def open_text(path):
+    """open(path) for reading text, through gzip for a .gz name (csv-friendly: newline="")."""
+    path = pathlib.Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
 
 
 @pytest.fixture(scope="session")

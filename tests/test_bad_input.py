@@ -1,7 +1,7 @@
 """Item 6: bad input gives one clear error line, a non-zero exit and no sanitizer report.
 
 Every case builds a broken copy of a good file (a tiny random model from
-tests/ref/gen_tiny_llama.py, ../shared/data/tiny-llama/stories260K.gguf, the LLaMA
+tests/ref/gen_tiny_llama.py, data/tiny-llama/stories260K.gguf, the LLaMA
 tokenizer.model, a tokenizer.json made with `tokenizers`) and runs `guanaco info` and
 `guanaco logits` (or `guanaco tokenize` for a tokenizer file) on it under the release build and
 every sanitizer build. Each run must:

@@ -1,8 +1,14 @@
-"""The C unit test binaries (tests/test_*.c), each one a pytest case.
+"""The C unit test binaries (tests/test_*.c), each one a pytest case per build and SIMD level.
 
 Runs build/tests/test_* and, when present, build-asan/tests/test_* and build-ubsan/tests/test_*
 (scripts/test.sh builds all three). A binary fails the case when it exits nonzero or prints a
-sanitizer report ('runtime error', AddressSanitizer, LeakSanitizer).
+sanitizer report ('runtime error', AddressSanitizer, LeakSanitizer). A binary that a build
+should have made but did not is a failure, not a skip: the list comes from tests/test_*.c.
+
+Each binary runs at every SIMD level the library dispatches to (GN_SIMD=scalar|avx2|avx512
+lowers the level it picks, src/tensor/kernels_cpu.c) and once with no GN_SIMD (the CPU's best),
+so the scalar and AVX2 kernels are exercised on an AVX-512 machine too. A level this CPU lacks
+is skipped with the reason, and so is the level the CPU picks anyway (the default case ran it).
 """
 import os
 import subprocess
@@ -11,21 +17,32 @@ import pytest
 
 from conftest import BUILD, ROOT, sanitizer_builds, sanitizer_report
 
+SOURCES = sorted(p.stem for p in (ROOT / "tests").glob("test_*.c"))
 
-def _binaries():
-    dirs = [BUILD] + [g.parent for _, g in sanitizer_builds()]
-    out = []
-    for d in dirs:
-        t = d / "tests"
-        if not t.is_dir():
-            continue
-        for p in sorted(t.glob("test_*")):
-            if p.is_file() and os.access(p, os.X_OK) and p.suffix not in (".o", ".d"):
-                out.append(p)
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+FLAGS = _cpu_flags()
+# what the library's dispatch asks of the CPU for each level (kernels_cpu.c, detect())
+LEVEL_NEEDS = {"scalar": set(), "avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512bw", "avx512vl"}}
+LEVELS = ["default", "scalar", "avx2", "avx512"]
+# the level the library picks here with no GN_SIMD: the [default] case already runs it
+BEST = [lv for lv in ("scalar", "avx2", "avx512") if LEVEL_NEEDS[lv] <= FLAGS][-1]
+
+
+def _builds():
+    out = [BUILD]
+    out += [g.parent for _, g in sanitizer_builds()]
     return out
-
-
-BINARIES = _binaries()
 
 
 def _id(p):
@@ -35,9 +52,22 @@ def _id(p):
         return str(p)
 
 
-@pytest.mark.parametrize("binary", BINARIES, ids=[_id(p) for p in BINARIES])
-def test_c_unit(binary):
+CASES = [(d / "tests" / name, level) for d in _builds() for name in SOURCES for level in LEVELS]
+
+
+@pytest.mark.parametrize("binary,level", CASES, ids=[f"{_id(b)}[{lv}]" for b, lv in CASES])
+def test_c_unit(binary, level):
+    assert binary.is_file() and os.access(binary, os.X_OK), (
+        f"{_id(binary)} missing: the build did not make it (run make, or scripts/test.sh for all builds)")
     env = dict(os.environ)
+    env.pop("GN_SIMD", None)
+    if level != "default":
+        missing = LEVEL_NEEDS[level] - FLAGS
+        if missing:
+            pytest.skip(f"this CPU lacks {' '.join(sorted(missing))}: no {level} kernels to test here")
+        if level == BEST:
+            pytest.skip(f"{level} is this CPU's own level: the [default] case ran it")
+        env["GN_SIMD"] = level
     env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
     p = subprocess.run([str(binary)], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -46,6 +76,6 @@ def test_c_unit(binary):
     rep = sanitizer_report(out)
     fails = [l for l in out.splitlines() if l.startswith("FAIL")]
     assert rep is None and p.returncode == 0, (
-        f"{_id(binary)} exited {p.returncode}" + (f"; sanitizer: {rep}" if rep else "") +
+        f"{_id(binary)} (GN_SIMD={level}) exited {p.returncode}" + (f"; sanitizer: {rep}" if rep else "") +
         (f"\n{len(fails)} FAIL lines, first: " + "\n".join(fails[:20]) if fails else "") +
         f"\n--- output tail:\n{out[-6000:]}")

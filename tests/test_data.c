@@ -9,7 +9,7 @@
  *
  *   make && build/tests/test_data          (from the repository root)
  *   make asan && build-asan/tests/test_data
- * The tokenizer comes from ../shared (override with GN_SHARED=/path/to/shared).
+ * The tokenizer comes from the repository's data/ (override with GN_DATA=/path/to/data).
  */
 #include <stdint.h>     // int32_t
 #include <stdio.h>      // printf, fopen
@@ -448,9 +448,9 @@ static void fuzz(const gn_tokenizer *t) {
 }
 
 int main(void) {
-    const char *env = getenv("GN_SHARED");
+    const char *env = getenv("GN_DATA");
     char model[1100];
-    snprintf(model, sizeof model, "%s/data/llama-tokenizer/tokenizer.model", env && *env ? env : "../shared");
+    snprintf(model, sizeof model, "%s/llama-tokenizer/tokenizer.model", env && *env ? env : "data");
     snprintf(g_dir, sizeof g_dir, "/tmp/gn_test_data_XXXXXX");
     if (!mkdtemp(g_dir)) { printf("mkdtemp failed\n"); return 1; }
     gn_set_log(capture, NULL);

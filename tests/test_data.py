@@ -32,10 +32,10 @@ import pytest
 import sentencepiece as spm
 from transformers import AddedToken, SentencePieceBackend
 
-from conftest import BUILD, DATA, GUANACO, ROOT
+from conftest import BUILD, DATA, GUANACO, ROOT, read_text
 
 TOKENIZER = DATA / "llama-tokenizer" / "tokenizer.model"
-OASST_EVAL = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
+OASST_EVAL = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
 IGNORE_INDEX = -100
 
 # qlora.py ALPACA_PROMPT_DICT (artidoro/qlora, qlora.py), byte for byte.
@@ -200,7 +200,7 @@ def test_oracle_agrees_with_plain_sentencepiece(hf_tok, sp):
              "x\u00a0</s>", "  </s>", "<s>" + "Ünïcödé 🦙 {x}\t", "a<unk> b", "x<</s>"]
     for t in texts:
         assert hf_tok(t, add_special_tokens=False)["input_ids"] == sp_431(sp, t), repr(t)
-    # spec §6.5/§9.4: separate tokenization gives the target its own dummy prefix
+    # docs/FACTS.md §6.5/§9.4: separate tokenization gives the target its own dummy prefix
     assert hf_tok("### Human: hi</s>", add_special_tokens=False)["input_ids"][0] == 835
 
 
@@ -210,7 +210,7 @@ def test_oracle_agrees_with_plain_sentencepiece(hf_tok, sp):
 
 @pytest.mark.parametrize("smax,tmax", [(16, 512), (16, 64), (4, 1)])
 def test_oasst1_eval_file(data_dump, hf_tok, smax, tmax):
-    rows = [json.loads(l) for l in OASST_EVAL.read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(l) for l in read_text(OASST_EVAL).splitlines()]
     ex = qlora_rows("oasst1", rows)
     want = qlora_collate(hf_tok, ex, smax, tmax)
     got = ours(run_dump(data_dump, OASST_EVAL, "oasst1", smax, tmax))
@@ -227,7 +227,7 @@ def test_oasst1_eval_file(data_dump, hf_tok, smax, tmax):
 
 
 def test_oasst1_auto_and_train_on_source(data_dump, hf_tok):
-    rows = [json.loads(l) for l in OASST_EVAL.read_text(encoding="utf-8").splitlines()[:40]]
+    rows = [json.loads(l) for l in read_text(OASST_EVAL).splitlines()[:40]]
     ex = qlora_rows("oasst1", rows)
     got = ours(run_dump(data_dump, OASST_EVAL, "auto", 16, 128, train_on_source=True))[:40]
     compare(got, qlora_collate(hf_tok, ex, 16, 128, train_on_source=True), ex)

@@ -200,7 +200,7 @@ static void test_verdicts(void) {
 }
 
 // ----------------------------------------------------------------------------
-// MMLU prompt text (spec §6.7: double space after "about")
+// MMLU prompt text (docs/FACTS.md §6.7: double space after "about")
 
 static void test_mmlu_prompt(void) {
     char *h = gn_mmlu_header("high_school_us_history");

@@ -1,6 +1,6 @@
 """guanaco eval: Elo, judge, MMLU, CrowS-Pairs, perplexity — against independent references.
 
-Expected values come from the data files in ../shared/data, from transformers/sentencepiece
+Expected values come from the data files in data/, from transformers/sentencepiece
 (MMLU, CrowS), llama-cpp-python (perplexity) or from a numpy re-implementation of the
 paper's Elo procedure — never from guanaco's own output. The model-based cases use small
 subsets (--limit) so the file runs in a few minutes on 2 cores:
@@ -28,13 +28,14 @@ import time
 import numpy as np
 import pytest
 
-from conftest import CACHE, DATA, GUANACO, run_guanaco, smollm2_gguf_path
+from conftest import CACHE, DATA, GUANACO, open_text, read_text, run_guanaco, smollm2_gguf_path
+from native_oracle import isolated, llama_strided_nll
 
 RATINGS = DATA / "qlora-eval" / "ratings-gpt4"
 PROMPTS = DATA / "qlora-eval" / "prompts"
 MMLU = DATA / "mmlu"
-CROWS = DATA / "crows-pairs" / "crows_pairs_anonymized.csv"
-OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
+CROWS = DATA / "crows-pairs" / "crows_pairs_anonymized.csv.gz"
+OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
 THREADS = "2"
 # libgomp's default spin-waiting fights OpenBLAS's own threads: on a busy 2-core machine a
 # forward pass runs several times slower (measured 6x). Passive waiting avoids that.
@@ -43,7 +44,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 def read_jsonl(path):
     """JSON lines (split on \\n only: MMLU text holds U+2028 and friends, which str.splitlines splits on)."""
-    return [json.loads(l) for l in pathlib.Path(path).read_text(encoding="utf-8").split("\n") if l.strip()]
+    return [json.loads(l) for l in read_text(path).split("\n") if l.strip()]
 
 
 def guanaco_eval(*args, check=True, timeout=900):
@@ -56,11 +57,11 @@ def guanaco_eval(*args, check=True, timeout=900):
 def read_release(folder):
     """(a, b, score) of every rated line in a release folder; systems from the file names."""
     out, unparsed = [], 0
-    for f in sorted(folder.glob("*.jsonl")):
-        base = f.name[:-len(".jsonl")]
+    for f in sorted(folder.glob("*.jsonl*")):  # the release's .jsonl files, gzipped in data/
+        base = f.name[:f.name.index(".jsonl")]
         a, rest = base.split("-vs-", 1)
         b = rest[:rest.index("-gpt-4-reviewer")]
-        for line in f.read_text().split("\n"):
+        for line in read_text(f).split("\n"):
             if not line.strip():
                 continue
             s = int(json.loads(line)["score"])
@@ -352,7 +353,7 @@ def format_example(row, include_answer):
 
 
 def mmlu_rows(split, subject):
-    with open(MMLU / split / f"{subject}_{split}.csv", newline="", encoding="utf-8") as f:
+    with open_text(MMLU / split / f"{subject}_{split}.csv.gz") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["question", "choice0", "choice1", "choice2", "choice3", "answer"]
     return rows[1:]
@@ -442,7 +443,7 @@ def test_mmlu_tiny_model_matches_transformers(tiny_spm, tmp_path):
 def test_mmlu_prompts_match_qlora_format():
     """Our prompt text for the val split reproduces qlora's zero-shot file byte for byte, and
     the CSV prompts use the same header (double space after "about")."""
-    rows = read_jsonl(MMLU / "qlora-format" / "zero_shot_mmlu_val.json")
+    rows = read_jsonl(MMLU / "qlora-format" / "zero_shot_mmlu_val.json.gz")
     out = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"gn_mmlu_dump_{os.getpid()}.jsonl"
     try:
         guanaco_eval("mmlu", "--data", MMLU, "--split", "val", "--shots", "0", "--dump-prompts", out)
@@ -519,7 +520,7 @@ def test_mmlu_bad_inputs(tiny_spm, tmp_path):
 # CrowS-Pairs
 
 def crows_rows():
-    with open(CROWS, newline="", encoding="utf-8") as f:
+    with open_text(CROWS) as f:
         return list(csv.DictReader(f))
 
 
@@ -590,7 +591,7 @@ def test_crows_csv_edge_cases(tiny_spm, tmp_path):
 # perplexity
 
 def test_ppl_smollm2_matches_llama_cpp(tmp_path):
-    from llama_cpp import Llama
+    pytest.importorskip("llama_cpp")
     gg = smollm2_gguf_path()
     if not gg.exists():
         pytest.skip(f"{gg} missing")
@@ -600,28 +601,8 @@ def test_ppl_smollm2_matches_llama_cpp(tmp_path):
     guanaco_eval("ppl", "-m", gg, OASST, "--limit", str(ndocs), "--ctx", str(ctx), "--stride", str(stride),
                  "--json", js, "-t", THREADS)
     ours = json.loads(js.read_text())
-    llm = Llama(model_path=str(gg), n_ctx=ctx, n_batch=ctx, logits_all=True, n_threads=int(THREADS), verbose=False)
-    nll, scored, tokens, windows = 0.0, 0, 0, 0
-    for text in rows:     # SmolLM2 adds no BOS (tokenizer.ggml.add_bos_token = false): neither do we
-        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-        tokens += len(ids)
-        prev_end = 0
-        for begin in range(0, len(ids), stride):     # HF's strided sliding window
-            end = min(begin + ctx, len(ids))
-            trg = end - prev_end
-            w = ids[begin:end]
-            llm.reset()
-            llm.eval(w)
-            lg = np.array(llm.scores[:len(w)], dtype=np.float64)
-            lg = lg - lg.max(1, keepdims=True)
-            lp = lg - np.log(np.exp(lg).sum(1, keepdims=True))
-            for j in range(max(1, len(w) - trg), len(w)):
-                nll -= lp[j - 1, w[j]]
-                scored += 1
-            windows += 1
-            prev_end = end
-            if end == len(ids):
-                break
+    # SmolLM2 adds no BOS (tokenizer.ggml.add_bos_token = false): neither do we; llama.cpp in a child
+    nll, scored, tokens, windows = isolated(llama_strided_nll, gg, rows, ctx, stride, int(THREADS))
     ref_ppl = math.exp(nll / scored)
     print(f"ppl ours {ours['ppl']:.6f} llama.cpp {ref_ppl:.6f} ({scored} tokens, {windows} windows)")
     assert ours["tokens"] == tokens and ours["tokens_scored"] == scored and ours["windows"] == windows
@@ -769,7 +750,7 @@ def test_judge_local_model_and_generate_prompts(tiny_spm, tmp_path):
     assert [r["question_id"] for r in rows] == [x["question_id"] for x in q]
     for r, x in zip(rows, q):
         assert r["text"] == x["text"] and r["category"] == x["category"] and isinstance(r["generation"], str)
-        # the released generations' prompt spelling (spec §6.8)
+        # the released generations' prompt spelling (docs/FACTS.md §6.8)
         assert r["prompt"] == ("A chat between a curious human and an artificial intelligence assistant. The assistant "
                                "gives helpful, detailed, and polite answers to the user's questions. ### Human: "
                                + x["text"] + " ### Assistant:")
@@ -785,7 +766,7 @@ def test_judge_local_model_and_generate_prompts(tiny_spm, tmp_path):
         assert gens2.read_text() == gens.read_text()
     # a local judge model (random weights: its verdicts are noise, the plumbing is what counts)
     out = tmp_path / "local"
-    run_guanaco("eval", "judge", "-m", d, "--a", gens, "--b", DATA / "qlora-eval" / "generations" / "vicuna" / "answer_gpt4.jsonl",
+    run_guanaco("eval", "judge", "-m", d, "--a", gens, "--b", DATA / "qlora-eval" / "generations" / "vicuna" / "answer_gpt4.jsonl.gz",
                 "--judge-prompt", PROMPTS / "vicuna_prompt_threeclass.jsonl", "--judge-max-tokens", "3", "-o", out)
     f = out / "tiny-gens-vs-answer_gpt4-judge-reviewer-threeclass.jsonl"
     lines = read_jsonl(f)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, GUANACO, run_guanaco
+from conftest import DATA, GUANACO, read_text, run_guanaco
 
 import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "ref"))
@@ -28,7 +28,7 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
+OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def tiny(tmp_path_factory):
                         LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=ALL, init_lora_weights=False))
     ad = d / "init"
     pm.save_pretrained(ad)
-    rows = [json.loads(l) for l in OASST.read_text().splitlines()[:6]]
+    rows = [json.loads(l) for l in read_text(OASST).splitlines()[:6]]
     data = d / "data.jsonl"
     data.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows))
     return {"base": base, "init": ad, "data": data, "dir": d}
@@ -211,7 +211,7 @@ def test_smollm2_nf4_finetune_on_oasst(tmp_path, smollm2_gguf):
     """SmolLM2-135M-Instruct in NF4, QLoRA on the OASST1 rows with 64 held out: training loss
     falls, held-out loss improves, and PEFT on the same 4-bit base with our adapter gives the same
     held-out loss within 1%."""
-    rows = OASST.read_text().splitlines()
+    rows = read_text(OASST).splitlines()
     held, train = tmp_path / "held.jsonl", tmp_path / "train.jsonl"
     held.write_text("\n".join(rows[:64]) + "\n")
     train.write_text("\n".join(rows[64:]) + "\n")

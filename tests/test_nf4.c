@@ -23,7 +23,7 @@ static float frand(void) {  // uniform in [-1, 1)
 static uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 // ---------------------------------------------------------------------------
-// tables (spec §1.1, §1.2, §2.3)
+// tables (docs/FACTS.md §1.1, §1.2, §2.3)
 
 static void test_tables(void) {
     static const uint32_t nf4[16] = {0xbf800000, 0xbf3239b1, 0xbf066b30, 0xbeca32a0, 0xbe91a24d, 0xbe3d353f,

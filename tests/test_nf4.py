@@ -312,7 +312,7 @@ def test_tables_match_bnb():
     assert G.F.get_4bit_type("fp4", device="cpu")[8].item() == 0.0 and \
         not np.signbit(G.F.get_4bit_type("fp4", device="cpu")[8].numpy())
     dm = G.F.create_dynamic_map().numpy().view(np.uint32)
-    assert dm[137] == 0x39c7e283 and dm[255] == 0x3f800000  # the FMA variant of spec §2.3
+    assert dm[137] == 0x39c7e283 and dm[255] == 0x3f800000  # the FMA variant of docs/FACTS.md §2.3
 
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ exit 0, with no sanitizer report on stderr). Traffic goes to 127.0.0.1 only.
     timeouts, API keys; the server keeps serving the others throughout.
 
 What is expected comes from the protocol (OpenAI's API shapes), from the release's
-judgments format (../shared/data/qlora-eval/ratings-gpt4) and from consistency with the
+judgments format (data/qlora-eval/ratings-gpt4) and from consistency with the
 same library run without the server (`guanaco generate`, one request at a time).
 Model: SmolLM2-135M-Instruct Q4_1 GGUF (ChatML, <|im_end|> ends a turn); the adapter is a
 random PEFT LoRA made here with peft for SmolLM2's shapes.
@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from conftest import DATA, GUANACO, run_binary, sanitizer_builds, sanitizer_report
+from conftest import DATA, GUANACO, read_text, run_binary, sanitizer_builds, sanitizer_report
 
 LOOPBACK = "127.0.0.1"
 SERVER_ENV = {"OMP_WAIT_POLICY": "passive"}  # idle kernel threads sleep: the tests share the CPUs
@@ -178,7 +178,7 @@ def rate_files(tmp_path_factory):
     out = []
     for name in ("7b-guanaco-vicuna-generations-topp0.9-temp0.7.jsonl",
                  "13b-guanaco-vicuna-generations-topp0.9-temp0.7.jsonl"):
-        lines = (src / name).read_text().splitlines()[:8]
+        lines = read_text(src / f"{name}.gz").splitlines()[:8]
         (d / name).write_text("\n".join(lines) + "\n")
         out.append(d / name)
     return out[0], out[1], d / "judgments.jsonl"
@@ -456,8 +456,8 @@ def test_rate_page(srv, browser, rate_files):
                  30, "the verdict to be saved")
     lines = judgments.read_text().splitlines()[len(before):]
     assert len(lines) == 3
-    release = sorted((DATA / "qlora-eval" / "ratings-gpt4" / "vicuna" / "pairwise").glob("*.jsonl"))[0]
-    rel = json.loads(release.read_text().splitlines()[0])
+    release = sorted((DATA / "qlora-eval" / "ratings-gpt4" / "vicuna" / "pairwise").glob("*.jsonl.gz"))[0]
+    rel = json.loads(read_text(release).splitlines()[0])
     for line, (qid, score) in zip(lines, expected):
         row = json.loads(line)
         assert set(rel) <= set(row), set(rel) - set(row)  # every field of the release's rows

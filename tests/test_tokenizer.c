@@ -1,13 +1,13 @@
 /*
  * test_tokenizer.c — tokenizer unit tests: known LLaMA encodings (llama2.c's
- * test vectors, see shared/data/llama-tokenizer/PROVENANCE.md), streaming
+ * test vectors, see data/llama-tokenizer/PROVENANCE.md), streaming
  * decode that never splits a UTF-8 character, invalid bytes, empty input,
  * bad files, and random byte strings / random ids through encode, decode and
  * the streaming decoder (meant to run under ASan and UBSan too).
  *
  *   make && build/tests/test_tokenizer          (from the repository root)
  *   make asan && build-asan/tests/test_tokenizer
- * The data comes from ../shared (override with GN_SHARED=/path/to/shared).
+ * The data comes from the repository's data/ (override with GN_DATA=/path/to/data).
  */
 #include <stdint.h>     // int32_t
 #include <stdio.h>      // printf, fopen
@@ -19,10 +19,10 @@
 #include "guanaco.h"    // gn_tokenizer_*
 #include "harness.h"    // CHECK, TEST_REPORT
 
-static char g_shared[1024];
+static char g_data[1024];
 
-static const char *shared_path(char *buf, size_t cap, const char *rel) {
-    snprintf(buf, cap, "%s/%s", g_shared, rel);
+static const char *data_path(char *buf, size_t cap, const char *rel) {
+    snprintf(buf, cap, "%s/%s", g_data, rel);
     return buf;
 }
 
@@ -446,11 +446,11 @@ static void test_bad_files(const char *model_path) {
 }
 
 int main(void) {
-    const char *env = getenv("GN_SHARED");
-    snprintf(g_shared, sizeof g_shared, "%s", env && *env ? env : "../shared");
+    const char *env = getenv("GN_DATA");
+    snprintf(g_data, sizeof g_data, "%s", env && *env ? env : "data");
     char p[1100];
     gn_tokenizer *t = NULL;
-    const char *model = shared_path(p, sizeof p, "data/llama-tokenizer/tokenizer.model");
+    const char *model = data_path(p, sizeof p, "llama-tokenizer/tokenizer.model");
     gn_status st = gn_tokenizer_load(&t, model);
     CHECK(st == GN_OK, "load %s: %s", model, gn_last_error());
     if (st == GN_OK) {
@@ -462,7 +462,7 @@ int main(void) {
     test_bad_files(model);
 
     char q[1100];
-    const char *gpt2 = shared_path(q, sizeof q, "data/llama-cpp-vocab/ggml-vocab-gpt-2.gguf");
+    const char *gpt2 = data_path(q, sizeof q, "llama-cpp-vocab/ggml-vocab-gpt-2.gguf");
     t = NULL;
     st = gn_tokenizer_load(&t, gpt2);
     CHECK(st == GN_OK, "load %s: %s", gpt2, gn_last_error());

@@ -1,7 +1,7 @@
 """Tokenizer tests: `guanaco tokenize` against reference tokenizers.
 
 Every expected id comes from an oracle, never from guanaco:
-  (a) llama.cpp's reference vectors in ../shared/data/llama-cpp-vocab (*.gguf.inp/.out,
+  (a) llama.cpp's reference vectors in data/llama-cpp-vocab (*.gguf.inp/.out,
       written with HF tokenizers, add_special=False, parse_special=False);
   (b) LLaMA tokenizer.model vs the sentencepiece library, and vs HF tokenizers' BPE
       rebuilt from it the way transformers' LlamaConverter does (legacy, merges by score);
@@ -21,11 +21,12 @@ import time
 
 import pytest
 
-from conftest import DATA, run_guanaco
+from conftest import DATA, open_text, run_guanaco
+from native_oracle import isolated, llama_tokenize
 
 SPM_MODEL = DATA / "llama-tokenizer" / "tokenizer.model"
 VOCAB_DIR = DATA / "llama-cpp-vocab"
-OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
+OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
 
 AWKWARD = [
     "", " ", "  ", "   ", "\t", "\n", "\n\n\n", "\t\n \r\n", "\r", " \n ", "a  b   c    d",
@@ -58,7 +59,7 @@ def random_unicode(n, seed):
 
 
 def oasst_rows():
-    with open(OASST, encoding="utf-8") as f:
+    with open_text(OASST) as f:
         return [json.loads(line)["text"] for line in f if line.strip()]
 
 
@@ -270,10 +271,9 @@ def test_smol_gguf_vs_hf(guanaco_bin, tmp_path, smollm2_gguf, smol_hf_pre):
 
 
 def test_smol_gguf_vs_llama_cpp(guanaco_bin, tmp_path, smollm2_gguf):
-    llama_cpp = pytest.importorskip("llama_cpp")
-    llm = llama_cpp.Llama(model_path=str(smollm2_gguf), vocab_only=True, verbose=False)
+    pytest.importorskip("llama_cpp")
     texts = oasst_rows() + [t for t in AWKWARD if t] + SPECIAL_TEXTS
-    want = [llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) for t in texts]
+    want = isolated(llama_tokenize, smollm2_gguf, texts, add_bos=False, special=True)  # a child process
     got = encode_many(smollm2_gguf, texts, tmp_path, "--special", "--no-bos")
     assert_same(texts, got, want, "SmolLM2 GGUF vs llama.cpp")
 

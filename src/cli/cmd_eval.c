@@ -27,17 +27,40 @@
 
 static int exists(const char *p) { struct stat st; return stat(p, &st) == 0; }
 
+
+int ecli_plain_or_gz(char *path, size_t cap) {
+    if (exists(path)) return 1;
+    size_t n = strlen(path);
+    if (n + 4 > cap) return 0;
+    memcpy(path + n, ".gz", 4);
+    if (exists(path)) return 1;
+    path[n] = 0;
+    return 0;
+}
+
 const char *ecli_default_data(const char *rel) {
     static char buf[4][1024];
     static int k;
     char *b = buf[k++ & 3];
     const char *env = getenv("GN_DATA");
-    if (env) { snprintf(b, 1024, "%s/%s", env, rel); if (exists(b)) return b; }
-    snprintf(b, 1024, "../shared/data/%s", rel);
-    if (exists(b)) return b;
-    snprintf(b, 1024, "shared/data/%s", rel);
-    if (exists(b)) return b;
+    const char *dirs[3] = {GN_DATADIR, env && *env ? env : NULL, GN_SRCDATA};
+    for (int i = 0; i < 3; i++) {
+        if (!dirs[i]) continue;
+        snprintf(b, 1024, "%s/%s", dirs[i], rel);
+        if (ecli_plain_or_gz(b, 1024)) {
+            fprintf(stderr, "guanaco: reading %s (the default; --data chooses another)\n", b);
+            return b;
+        }
+    }
     return NULL;
+}
+
+void ecli_print_data_dirs(FILE *f) {
+    const char *env = getenv("GN_DATA");
+    fprintf(f, "\ndefault data, the first of these folders that has it:\n  %s (installed)\n", GN_DATADIR);
+    if (env && *env) fprintf(f, "  %s ($GN_DATA)\n", env);
+    else fprintf(f, "  $GN_DATA (unset)\n");
+    fprintf(f, "  %s (source tree)\n", GN_SRCDATA);
 }
 
 int ecli_write_text(const char *path, const char *text) {

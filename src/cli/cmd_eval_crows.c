@@ -15,8 +15,8 @@ static const char CROWS_HELP[] =
     "CrowS-Pairs: for each pair, the summed log-likelihood of sent_more and of sent_less (every\n"
     "token after BOS); the score is the share of pairs where the model prefers the more\n"
     "stereotypical sentence (50 = no preference), per bias type and overall.\n\n"
-    "      --data CSV           crows_pairs_anonymized.csv (default: $GN_DATA/crows-pairs/... or\n"
-    "                           ../shared/data/crows-pairs/crows_pairs_anonymized.csv)\n"
+    "      --data CSV           crows_pairs_anonymized.csv[.gz] (default: crows-pairs/ in the\n"
+    "                           default data, below)\n"
     "      --limit N            first N pairs\n"
     "      --no-bos             do not start with BOS (then a sentence's first token is unscored)\n"
     "  -c, --ctx N              context tokens (default: model's, at most 4096)\n"
@@ -30,7 +30,7 @@ int cmd_eval_crows(int argc, char **argv) {
     int limit = 0, bos = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", CROWS_HELP, CLI_MODEL_HELP); return 0; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", CROWS_HELP, CLI_MODEL_HELP); ecli_print_data_dirs(stdout); return 0; }
         int r = cli_model_flag(&mo, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
@@ -43,7 +43,7 @@ int cmd_eval_crows(int argc, char **argv) {
         else return cli_fail("eval crows: unknown option '%s' (see --help)", a), 2;
     }
     if (!data && !(data = ecli_default_data("crows-pairs/crows_pairs_anonymized.csv")))
-        return cli_fail("eval crows: --data CSV is required (no ../shared/data/crows-pairs here)"), 2;
+        return cli_fail("eval crows: --data CSV is required (no crows-pairs/ in %s, $GN_DATA or %s)", GN_DATADIR, GN_SRCDATA), 2;
     gn_crows_pair *p;
     int n, skipped;
     if (gn_crows_load(data, &p, &n, &skipped)) return cli_fail_lib();

@@ -43,9 +43,9 @@ static char *base_name_noext(const char *path) {
     const char *b = strrchr(path, '/');
     b = b ? b + 1 : path;
     char *s = gn_strdup(b);
-    size_t n = strlen(s);
-    if (n > 6 && !strcmp(s + n - 6, ".jsonl")) s[n - 6] = 0;
-    else if (n > 5 && !strcmp(s + n - 5, ".json")) s[n - 5] = 0;
+    size_t n = gn_stem_len(s, "jsonl");
+    if (!n) n = gn_stem_len(s, "json");
+    if (n) s[n] = 0;
     return s;
 }
 

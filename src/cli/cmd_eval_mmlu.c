@@ -16,9 +16,10 @@ static const char MMLU_HELP[] =
     "tokenizer(\"A\"/\"B\"/\"C\"/\"D\")[0] at the last position. Reports accuracy per subject and the\n"
     "unweighted mean over subjects (qlora's mmlu_eval_accuracy).\n\n"
     "      --data DIR           MMLU folder with dev/ and test/ CSVs (answers 0-3) and\n"
-    "                           qlora-format/ (default: $GN_DATA/mmlu or ../shared/data/mmlu)\n"
+    "                           qlora-format/ (default: mmlu/ in the default data, below)\n"
     "      --split test|val     test: DIR/test/*_test.csv (default); val: qlora's\n"
-    "                           DIR/qlora-format/zero_shot_mmlu_val.json (1,531 rows)\n"
+    "                           DIR/qlora-format/zero_shot_mmlu_val.json (1,531 rows); each\n"
+    "                           file may be gzipped instead (name.gz)\n"
     "      --shots K            exemplars from dev/ (default 5; 0 = zero-shot)\n"
     "      --subjects a,b,...   only these subjects (names as in the file names)\n"
     "      --limit N            first N questions of each subject\n"
@@ -37,7 +38,7 @@ int cmd_eval_mmlu(int argc, char **argv) {
     int shots = 5, limit = 0, bos = 1, rc = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", MMLU_HELP, CLI_MODEL_HELP); return 0; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { printf("%s%s", MMLU_HELP, CLI_MODEL_HELP); ecli_print_data_dirs(stdout); return 0; }
         int r = cli_model_flag(&mo, argc, argv, &i);
         if (r < 0) return 2;
         if (r) continue;
@@ -57,7 +58,7 @@ int cmd_eval_mmlu(int argc, char **argv) {
         else return cli_fail("eval mmlu: unknown option '%s' (see --help)", a), 2;
     }
     if (!data && !(data = ecli_default_data("mmlu")))
-        return cli_fail("eval mmlu: --data DIR is required (no $GN_DATA/mmlu or ../shared/data/mmlu here)"), 2;
+        return cli_fail("eval mmlu: --data DIR is required (no mmlu/ in %s, $GN_DATA or %s)", GN_DATADIR, GN_SRCDATA), 2;
     // ---- load the questions and the exemplars
     gn_mmlu_run run;
     gn_mmlu_select_opts so = {.split = split, .subjects = subjects, .shots = shots, .limit = limit};

@@ -15,7 +15,8 @@ static const char PPL_HELP[] =
     "Perplexity with HF's strided sliding window: windows of --ctx tokens moving by --stride;\n"
     "each window scores only the tokens no earlier window scored (so each token after the first\n"
     "has at least ctx-stride tokens of context). FILE is plain text (one document) or JSON lines\n"
-    "(.jsonl/.json: one document per row, its --field). PPL = exp(total NLL / tokens scored).\n\n"
+    "(.jsonl/.json, gzipped or not: one document per row, its --field). PPL = exp(total NLL / tokens\n"
+    "scored). Any FILE ending in .gz is read gunzipped.\n\n"
     "  -f, --file FILE          the text (or give it as the positional argument)\n"
     "  -c, --ctx N              window length (default 512)\n"
     "      --stride N           window step (default ctx/2)\n"
@@ -56,8 +57,7 @@ int cmd_eval_ppl(int argc, char **argv) {
     // documents
     char **docs = NULL;
     int nd = 0, bad = 0;
-    size_t fl = strlen(file);
-    int jsonl = (fl > 6 && !strcmp(file + fl - 6, ".jsonl")) || (fl > 5 && !strcmp(file + fl - 5, ".json"));
+    int jsonl = gn_stem_len(file, "jsonl") || gn_stem_len(file, "json"); // also .jsonl.gz, .json.gz
     if (jsonl) {
         char *p = text, *end = text + len;
         int line = 0;

@@ -15,6 +15,7 @@
 #include <sys/stat.h>  // fstat
 #include <time.h>      // clock_gettime
 #include <unistd.h>    // close, fsync
+#include <zlib.h>      // gzopen, gzread: .gz text files
 
 // ----------------------------------------------------------------------------
 // errors
@@ -191,9 +192,71 @@ double gn_time_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+size_t gn_stem_len(const char *name, const char *ext) {
+    size_t n = strlen(name), m = strlen(ext);
+    if (n > 3 && !strcmp(name + n - 3, ".gz")) n -= 3;
+    if (n <= m + 1 || name[n - m - 1] != '.' || memcmp(name + n - m, ext, m)) return 0;
+    return n - m - 1;
+}
+
+static int is_gz_path(const char *path) {
+    size_t n = strlen(path);
+    return n > 3 && !strcmp(path + n - 3, ".gz");
+}
+
+// gn_read_file for "*.gz": inflates through zlib, under the same allocation cap
+// (a small file can inflate to a large one).
+static gn_status read_gz(const char *path, char **out, size_t *len) {
+    gzFile f = gzopen(path, "rb");
+    if (!f) return gn_err(GN_ERR_IO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOMEM));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = gn_malloc(cap);
+    for (;;) {
+        if (cap - n < 2) buf = gn_realloc(buf, cap *= 2);
+        size_t want = cap - n - 1;
+        if (want > (1u << 30)) want = 1u << 30;
+        int got = gzread(f, buf + n, (unsigned)want);
+        if (got < 0) {
+            int code;
+            const char *msg = gzerror(f, &code);
+            gn_status st = gn_err(GN_ERR_FORMAT, "%s: corrupt gzip data after %zu bytes: %s (expected a gzip file)", path, n,
+                                  code == Z_ERRNO ? strerror(errno) : msg);
+            free(buf);
+            gzclose(f);
+            return st;
+        }
+        if (got == 0) break;
+        if (gzdirect(f)) { // zlib passes non-gzip bytes through; a .gz name promises gzip
+            unsigned char b0 = (unsigned char)buf[0], b1 = got > 1 ? (unsigned char)buf[1] : 0;
+            free(buf);
+            gzclose(f);
+            return gn_err(GN_ERR_FORMAT, "%s: offset 0: bytes %02x %02x, expected the gzip magic 1f 8b", path, b0, b1);
+        }
+        n += (size_t)got;
+        if (n > gn_max_alloc_bytes()) {
+            free(buf);
+            gzclose(f);
+            return gn_check_alloc(path, "inflating the whole file", n);
+        }
+    }
+    int code;
+    gzerror(f, &code);
+    if (code == Z_BUF_ERROR) { // the stream stopped before its end marker
+        free(buf);
+        gzclose(f);
+        return gn_err(GN_ERR_FORMAT, "%s: gzip data truncated after %zu inflated bytes (expected the whole stream)", path, n);
+    }
+    gzclose(f);
+    buf[n] = 0;
+    *out = buf;
+    if (len) *len = n;
+    return GN_OK;
+}
+
 gn_status gn_read_file(const char *path, char **out, size_t *len) {
     *out = NULL;
     if (len) *len = 0;
+    if (is_gz_path(path)) return read_gz(path, out, len);
     FILE *f = fopen(path, "rb");
     if (!f) return gn_err(GN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;

@@ -86,6 +86,7 @@ uint16_t gn_f32_to_f16(float f);   // round to nearest even
 
 // gn_time_s, gn_read_file, gn_mkdir_p, gn_write_file_atomic: guanaco.h
 
+
 // Read-only memory mapping of a whole file.
 typedef struct {
     const uint8_t *data;

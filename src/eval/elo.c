@@ -1,7 +1,7 @@
 /*
  * elo.c — pairwise judgments and the paper's Elo tournament.
  *
- * Method (QLoRA paper §5.2, spec §8.1): every system starts at 1000; matches
+ * Method (QLoRA paper §5.2, docs/FACTS.md §8.1): every system starts at 1000; matches
  * are played one after another with K = 32,
  *     E_a = 1 / (1 + 10^((R_b - R_a) / 400)),  R_a += K (S_a - E_a),  R_b -= K (S_a - E_a)
  * (the second equals R_b += K ((1 - S_a) - E_b) since E_b = 1 - E_a). A tie scores
@@ -53,8 +53,9 @@ int gn_judgment_file_systems(const char *path, char **a, char **b) {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     char *s = gn_strdup(base);
-    if (ends_with(s, ".jsonl")) s[strlen(s) - 6] = 0;
-    else if (ends_with(s, ".json")) s[strlen(s) - 5] = 0;
+    size_t stem = gn_stem_len(s, "jsonl");
+    if (!stem) stem = gn_stem_len(s, "json");
+    if (stem) s[stem] = 0;
     char *vs = strstr(s, "-vs-");
     if (!vs || vs == s) { free(s); return -1; }
     *vs = 0;
@@ -232,7 +233,7 @@ gn_status gn_judgments_add(gn_judgments *j, const char *path, const gn_judgments
     int nf = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (!ends_with(e->d_name, ".jsonl")) continue;
+        if (!gn_stem_len(e->d_name, "jsonl")) continue; // .jsonl or .jsonl.gz
         size_t n = strlen(path) + strlen(e->d_name) + 2;
         char *f = gn_malloc(n);
         snprintf(f, n, "%s/%s", path, e->d_name);
@@ -242,7 +243,7 @@ gn_status gn_judgments_add(gn_judgments *j, const char *path, const gn_judgments
         files[nf++] = f;
     }
     closedir(d);
-    if (nf == 0) return gn_err(GN_ERR_IO, "%s: no .jsonl files in this folder", path);
+    if (nf == 0) return gn_err(GN_ERR_IO, "%s: no .jsonl or .jsonl.gz files in this folder", path);
     qsort(files, (size_t)nf, sizeof(char *), cmp_str);
     gn_status rs = GN_OK;
     for (int i = 0; i < nf; i++) {

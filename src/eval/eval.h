@@ -15,7 +15,7 @@
  *   judge.c  the three-class GPT-4 judge prompt, verdict parsing, generations
  *            files, and an OpenAI-compatible chat client (libcurl)
  *
- * Facts: shared/spec/qlora-facts.md §6.7 (MMLU) and §8 (Elo, released data).
+ * Facts: docs/FACTS.md §6.7 (MMLU) and §8 (Elo, released data).
  * The library never prints to stdout: skipped input lines are reported through
  * gn_log (stderr by default) and counted in the result structs.
  */

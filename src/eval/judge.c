@@ -1,5 +1,5 @@
 /*
- * judge.c — pieces of the paper's pairwise GPT-4 judging (spec §8.2):
+ * judge.c — pieces of the paper's pairwise GPT-4 judging (docs/FACTS.md §8.2):
  * the three-class judge templates (qlora eval/prompts/{vicuna,oa}_prompt_threeclass.jsonl),
  * the verdict parse, generations files, and an OpenAI-compatible chat client.
  *

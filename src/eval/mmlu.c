@@ -1,5 +1,5 @@
 /*
- * mmlu.c — MMLU (Hendrycks et al.) as QLoRA evaluated it (spec §6.7).
+ * mmlu.c — MMLU (Hendrycks et al.) as QLoRA evaluated it (docs/FACTS.md §6.7).
  *
  * Prompt, as hendrycks' evaluate.py builds it and as qlora's data/mmlu json files hold it:
  *     "The following are multiple choice questions (with answers) about  <subject words>.\n\n"

@@ -9,13 +9,15 @@
 #include <stdio.h>  // snprintf
 #include <stdlib.h> // qsort, free
 #include <string.h> // strcmp, strchr, memcmp
+#include <unistd.h> // access
 
 #include "core/common.h" // gn_err, gn_log, gn_realloc
 #include "eval/eval.h"   // gn_mmlu_*
 
 static int cmp_cstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-// Subjects from DIR/<split>/*_<split>.csv, sorted. malloc'd array of malloc'd names.
+// Subjects from DIR/<split>/*_<split>.csv (or .csv.gz), sorted, each once. malloc'd
+// array of malloc'd names.
 static char **list_subjects(const char *dir, const char *split, int *n) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, split);
@@ -24,17 +26,34 @@ static char **list_subjects(const char *dir, const char *split, int *n) {
     if (!d) return NULL;
     char **s = NULL;
     char suf[32];
-    snprintf(suf, sizeof suf, "_%s.csv", split);
+    snprintf(suf, sizeof suf, "_%s", split);
+    size_t m = strlen(suf);
     struct dirent *e;
     while ((e = readdir(d))) {
-        size_t l = strlen(e->d_name), m = strlen(suf);
-        if (l <= m || strcmp(e->d_name + l - m, suf)) continue;
+        size_t l = gn_stem_len(e->d_name, "csv"); // name_test.csv or name_test.csv.gz
+        if (l <= m || memcmp(e->d_name + l - m, suf, m)) continue;
         s = gn_realloc(s, sizeof(char *) * (size_t)(*n + 1));
         s[(*n)++] = gn_strndup(e->d_name, l - m);
     }
     closedir(d);
     if (*n) qsort(s, (size_t)*n, sizeof(char *), cmp_cstr);
+    int k = 0; // a subject there both plain and gzipped counts once (the plain file is read)
+    for (int i = 0; i < *n; i++) {
+        if (k && !strcmp(s[k - 1], s[i])) free(s[i]);
+        else s[k++] = s[i];
+    }
+    *n = k;
     return s;
+}
+
+// path as given when it exists, else path".gz" when that exists (written into path, which
+// holds cap bytes); unchanged when neither does (the loader then names the plain file).
+static void plain_or_gz(char *path, size_t cap) {
+    if (access(path, F_OK) == 0) return;
+    size_t n = strlen(path);
+    if (n + 4 > cap) return;
+    memcpy(path + n, ".gz", 4);
+    if (access(path, F_OK) != 0) path[n] = 0;
 }
 
 static int in_list(const char *csv, const char *name) {
@@ -60,6 +79,7 @@ gn_status gn_mmlu_select(gn_mmlu_run *r, const char *data, const gn_mmlu_select_
     if (!strcmp(split, "val")) {
         char path[1024];
         snprintf(path, sizeof path, "%s/qlora-format/zero_shot_mmlu_val.json", data);
+        plain_or_gz(path, sizeof path);
         if ((st = gn_mmlu_load_qlora(test, path))) goto fail;
         for (int i = 0; i < test->n; i++) { // subjects in order of appearance
             int f = 0;
@@ -68,7 +88,7 @@ gn_status gn_mmlu_select(gn_mmlu_run *r, const char *data, const gn_mmlu_select_
         }
     } else {
         subj = list_subjects(data, "test", &nsubj);
-        if (!nsubj) { st = gn_err(GN_ERR_IO, "%s/test: no *_test.csv files (expected the MMLU CSVs)", data); goto fail; }
+        if (!nsubj) { st = gn_err(GN_ERR_IO, "%s/test: no *_test.csv files, gzipped or not (expected the MMLU CSVs)", data); goto fail; }
     }
     r->subject = subj;
     r->n_subjects = nsubj;
@@ -95,10 +115,12 @@ gn_status gn_mmlu_select(gn_mmlu_run *r, const char *data, const gn_mmlu_select_
         char path[1024];
         if (strcmp(split, "val")) {
             snprintf(path, sizeof path, "%s/test/%s_test.csv", data, subj[s]);
+            plain_or_gz(path, sizeof path);
             if ((st = gn_mmlu_load_csv(test, path, subj[s]))) goto fail;
         }
         if (shots > 0) {
             snprintf(path, sizeof path, "%s/dev/%s_dev.csv", data, subj[s]);
+            plain_or_gz(path, sizeof path);
             r->dfirst[s] = dev->n;
             if ((st = gn_mmlu_load_csv(dev, path, subj[s]))) goto fail;
             r->dcount[s] = dev->n - r->dfirst[s] < shots ? dev->n - r->dfirst[s] : shots;

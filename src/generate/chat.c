@@ -2,7 +2,7 @@
  * chat.c — turning a conversation into the prompt text a model was trained on.
  *
  * Guanaco (the default for models without a template of their own) has two
- * spellings in use (spec §6.8): the released evaluation generations
+ * spellings in use (docs/FACTS.md §6.8): the released evaluation generations
  *   "{system} ### Human: {q} ### Assistant:"
  * and the demo script
  *   "{system} ### Human: {q}### Assistant: "

@@ -204,7 +204,7 @@ gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const cha
 }
 
 // ----------------------------------------------------------------------------
-// 4-bit folder in the layout transformers + bitsandbytes write (spec §3)
+// 4-bit folder in the layout transformers + bitsandbytes write (docs/FACTS.md §3)
 
 gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
     if (m->n_q4 == 0) return gn_err(GN_ERR_ARG, "quantize: the model has no 4-bit layers (load it with --4bit)");

@@ -43,7 +43,7 @@ const float gn_fp4_code[16] = {
 };
 
 // create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): 127
-// negatives, 0 at index 127, 127 positives, 1.0 at 255 (spec §2.3, FMA variant;
+// negatives, 0 at index 127, 127 positives, 1.0 at 255 (docs/FACTS.md §2.3, FMA variant;
 // index 137 is 0x39c7e283).
 const float gn_dynamic_map[256] = {
     -0x1.fc6666p-1f, -0x1.f53334p-1f, -0x1.eep-1f, -0x1.e6ccccp-1f, -0x1.df999ap-1f, -0x1.d86666p-1f, -0x1.d13334p-1f, -0x1.cap-1f,  // 0
@@ -87,7 +87,7 @@ static const uint8_t fp4_order[16] = {11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 
 
 // 15 decision thresholds: float32 midpoints of adjacent (sorted) code values,
 // computed as torch does, (a + b) / 2. For NF4 these equal the CUDA encoder's
-// literals (spec §1.2); for FP4 they are bnb's dQuantizeFP4 thresholds / 12.
+// literals (docs/FACTS.md §1.2); for FP4 they are bnb's dQuantizeFP4 thresholds / 12.
 static void thresholds(int quant_type, float thr[15]) {
     for (int k = 0; k < 15; k++) {
         float a, b;

@@ -3,7 +3,7 @@
  * with double quantization of the scales, the checkpoint layout transformers
  * writes for a quantized Linear, and the matmul the model runs on it.
  *
- * The format, in one paragraph (facts in shared/spec/qlora-facts.md §1–3):
+ * The format, in one paragraph (facts in docs/FACTS.md §1–3):
  * a tensor of n elements is flattened row-major and cut into blocks of
  * `blocksize` consecutive elements (blocks cross row boundaries when the row
  * length is not a multiple of the block). Each block stores absmax = max|x|
@@ -41,7 +41,7 @@ enum { GN_QUANT_NF4 = 0, GN_QUANT_FP4 = 1 };
 // Code tables, index -> value, float32 exactly as bnb's get_4bit_type() builds
 // them (FP4 is in bit-pattern order; its entry 8 is +0.0, as bnb's `-0` is a
 // Python int). gn_dynamic_map is create_dynamic_map(signed=True, 7, 8) in the
-// FMA variant (spec §2.3), used only when quantizing fresh: a loaded file
+// FMA variant (docs/FACTS.md §2.3), used only when quantizing fresh: a loaded file
 // brings its own nested_quant_map.
 extern const float gn_nf4_code[16];
 extern const float gn_fp4_code[16];

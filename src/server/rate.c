@@ -63,10 +63,9 @@ int rate_enabled(void) { return R.enabled; }
 static char *stem(const char *path) {
     const char *s = strrchr(path, '/');
     s = s ? s + 1 : path;
-    size_t n = strlen(s);
-    if (n > 6 && !strcmp(s + n - 6, ".jsonl")) n -= 6;
-    else if (n > 5 && !strcmp(s + n - 5, ".json")) n -= 5;
-    return gn_strndup(s, n);
+    size_t n = gn_stem_len(s, "jsonl");
+    if (!n) n = gn_stem_len(s, "json");
+    return gn_strndup(s, n ? n : strlen(s));
 }
 
 // 22 characters like the release's shortuuid ids, from a 64-bit hash.

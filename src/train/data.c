@@ -1,6 +1,6 @@
 /*
  * data.c — training rows (JSONL) to input ids and loss labels, the way qlora.py
- * builds them (spec §6.4, §6.5), plus the eval split and the per-epoch order.
+ * builds them (docs/FACTS.md §6.4, §6.5), plus the eval split and the per-epoch order.
  *
  * What qlora.py does with one row (DataCollatorForCausalLM):
  *     source = bos_token + input          e.g. "<s>" + ""        (oasst1)
@@ -40,7 +40,7 @@
  *                 the whole conversation is trained on, as Guanaco was.
  *
  * The eval split and epoch order use our own seeded generator (splitmix64);
- * they do not reproduce datasets' / torch's shuffles (spec §6.4: that order is
+ * they do not reproduce datasets' / torch's shuffles (docs/FACTS.md §6.4: that order is
  * not reproducible outside PyTorch). The group_by_length scheme is HF's
  * get_length_grouped_indices.
  */

@@ -1,7 +1,7 @@
 /*
  * data.h — training data: JSONL rows in the formats qlora.py reads, turned
  * into token ids and loss labels exactly as qlora.py's DataCollatorForCausalLM
- * builds them (spec §6.4–6.5), plus the eval split and the epoch order.
+ * builds them (docs/FACTS.md §6.4–6.5), plus the eval split and the epoch order.
  */
 #ifndef GN_DATA_H
 #define GN_DATA_H
@@ -58,7 +58,7 @@ void gn_dataset_free(gn_dataset *ds);
 // from ds into eval; ds keeps the rest in order. eval_size is clamped to
 // [0, ds->n]. Our own generator (splitmix64): the same seed gives the same split
 // here, but not the split datasets/torch would pick (not reproducible outside
-// PyTorch, spec §6.4). eval owns its examples (free both with gn_dataset_free).
+// PyTorch, docs/FACTS.md §6.4). eval owns its examples (free both with gn_dataset_free).
 void gn_dataset_split(gn_dataset *ds, int eval_size, uint64_t seed, gn_dataset *eval);
 
 // Order of examples for one epoch: a seeded permutation (seed and epoch select

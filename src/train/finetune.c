@@ -12,7 +12,7 @@
  *   optimizer.mmap  the live AdamW state (file-backed mapping: may exceed RAM)
  *
  * Loss: each micro-batch's loss is its token mean; the step's loss is the mean
- * of micro-batch means (HF Trainer with gradient accumulation, spec §6.5).
+ * of micro-batch means (HF Trainer with gradient accumulation, docs/FACTS.md §6.5).
  *
  * Data parallel (`mpirun -np N`, src/dist/dist.h): the global batch of a step is
  * batch_size x grad_accum sequences whatever N is. Every rank walks the same data
@@ -44,7 +44,7 @@
 #include <unistd.h>      // fsync, rename
 
 // ----------------------------------------------------------------------------
-// presets (spec §6.1, the released finetune_guanaco_*.sh scripts)
+// presets (docs/FACTS.md §6.1, the released finetune_guanaco_*.sh scripts)
 
 gn_status gn_finetune_preset(gn_finetune_opts *o, const char *name) {
     static const struct { const char *name; float lr, dropout; } P[] = {
@@ -90,7 +90,7 @@ void gn_finetune_defaults(gn_finetune_opts *o) {
     o->log_every = 1;
 }
 
-// HF get_scheduler: constant ignores warmup (spec §6.3); linear / cosine warm
+// HF get_scheduler: constant ignores warmup (docs/FACTS.md §6.3); linear / cosine warm
 // up linearly then decay to 0 at max_steps.
 static float lr_at(const gn_finetune_opts *o, int64_t step) { // step: 0-based index of the update
     float base = o->train.lr;

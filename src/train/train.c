@@ -19,7 +19,7 @@
  *
  * The loss is HF's: logits of position t predict label t+1, mean cross-entropy
  * over labels != -100. The caller passes a weight per sequence so a step's
- * gradient is the mean of micro-batch means (qlora + HF Trainer, spec §6.5).
+ * gradient is the mean of micro-batch means (qlora + HF Trainer, docs/FACTS.md §6.5).
  */
 #include "../model/llama.h"
 #include "attn.h"       // causal attention forward/backward
