@@ -74,7 +74,7 @@ DIST_SRC := src/dist/dist_single.c
 $(info ✗ MPI off: single-process finetune (make MPI=1 for mpirun; apt-get install libopenmpi-dev))
 endif
 # --- end MPI ------------------------------------------------------------------
-# --- CUDA (opt-in, issue 9): `make CUDA=1` ------------------------------------------
+# --- CUDA (opt-in): `make CUDA=1` ------------------------------------------
 # Compiles src/cuda/*.cu with nvcc (sm_80 + sm_90), links cudart and cuBLAS, defines
 # GN_HAVE_CUDA and gives models `--device cuda` (src/cuda/cuda_model.c, cuda_train.c).
 # The default build links src/cuda/cuda_stub.c instead and needs nothing from CUDA.
@@ -106,7 +106,7 @@ CUDA_CU_OBJ :=
 $(info ✗ CUDA off: no --device cuda (make CUDA=1 with nvcc; BUILD=build-cuda keeps it apart))
 endif
 # --- end CUDA -----------------------------------------------------------------
-# --- NCCL (opt-in, issue 10): `make MPI=1 CUDA=1 NCCL=1` ------------------------------
+# --- NCCL (opt-in): `make MPI=1 CUDA=1 NCCL=1` ------------------------------
 # Adds src/dist/dist_nccl.c: GPU runs under mpirun all-reduce the gradients with NCCL.
 # nccl.h / libnccl from NCCL_HOME (default: the CUDA toolkit's include and lib folders).
 comma := ,
@@ -244,7 +244,7 @@ asan:
 ubsan:
 	$(MAKE) BUILD=build-ubsan OPT="-O1" SAN="-fsanitize=undefined -fno-sanitize-recover=undefined" all
 
-# make bench: issue 8's table (bench/bench_all.py, < 15 min on 2 cores); flags through
+# make bench: the CPU speed table (bench/bench_all.py, < 15 min on 2 cores); flags through
 # BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick" or "--wait-quiet 600 --skip-train".
 GN_VENV ?= $(HOME)/.cache/guanaco/venv
 bench: all
@@ -260,7 +260,7 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
-# ---- fuzz (issue 11) --------------------------------------------------------
+# ---- fuzz --------------------------------------------------------
 # make fuzz: libFuzzer targets fuzz/fuzz_*.c -> build-fuzz/fuzz_* (clang,
 # -fsanitize=fuzzer,address,undefined). The library is recompiled with clang
 # into build-fuzz/obj; the gcc build above is untouched. See docs/FUZZING.md.

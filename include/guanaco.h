@@ -365,7 +365,7 @@ typedef struct {
     gn_nccl_mode nccl;     // how GPU ranks sum gradients (default GN_NCCL_AUTO)
 } gn_finetune_opts;
 void gn_finetune_defaults(gn_finetune_opts *o);
-// Applies --preset guanaco-7b|13b|33b|65b (spec §6.1); flags set afterwards override.
+// Applies --preset guanaco-7b|13b|33b|65b (qlora.py's per-size defaults, docs/FACTS.md); flags set afterwards override.
 gn_status gn_finetune_preset(gn_finetune_opts *o, const char *name);
 gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m);
 // Mean per-sequence loss of a data file under the base (+ adapter a).

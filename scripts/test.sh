@@ -125,10 +125,10 @@ if [ "${GN_SKIP_SANITIZERS:-0}" != 1 ]; then
 fi
 step "make fuzz (libFuzzer targets in build-fuzz/; tests/test_fuzz.py replays and runs them)"
 make -j"$JOBS" fuzz
-# the CUDA backend (issue 9): built whenever nvcc is found, even without a GPU;
+# the CUDA backend: built whenever nvcc is found, even without a GPU;
 # tests/test_cuda_build.py checks the build and runs build-cuda/tests/test_cuda (skips without a GPU)
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
-    # with NCCL (the toolkit's nccl.h) and MPI: GPU ranks all-reduce through NCCL (issue 10)
+    # with NCCL (the toolkit's nccl.h) and MPI: GPU ranks all-reduce through NCCL
     CUDA_EXTRA=""
     NVCC_BIN=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
     CUDA_DIR=$(dirname "$(dirname "$(readlink -f "$NVCC_BIN")")")

@@ -1,4 +1,4 @@
-"""4-bit models end to end (issue 3, items 2, 3 and 6).
+"""4-bit models end to end: load-time quantization, pre-quantized checkpoints, products.
 
 Oracles: transformers + bitsandbytes (CPU) write and read 4-bit checkpoints; the reference
 logits are transformers' LlamaForCausalLM run on bitsandbytes' own dequantization of that

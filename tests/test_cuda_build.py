@@ -1,4 +1,4 @@
-"""The CUDA backend (issue 9) as CI can check it: built, and tested where a GPU exists.
+"""The CUDA backend as CI can check it: built, and tested where a GPU exists.
 
 scripts/test.sh runs `make CUDA=1 BUILD=build-cuda all` when nvcc is found (CI has nvcc but no
 GPU). Here:

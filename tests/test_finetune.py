@@ -1,4 +1,4 @@
-"""QLoRA fine-tuning against PEFT + torch (issue 5).
+"""QLoRA fine-tuning against PEFT + torch.
 
 Oracles: PEFT LoRA on transformers' LlamaForCausalLM in float32, torch.optim.AdamW and
 torch.nn.utils.clip_grad_norm_, HF's loss (mean CE over shifted labels != -100), and the

@@ -1,4 +1,4 @@
-"""Fuzz targets (issue 11, docs/FUZZING.md): replay every regression input under
+"""Fuzz targets (docs/FUZZING.md): replay every regression input under
 ASan/UBSan, then fuzz each target for a few seconds.
 
 The targets are built here with `make fuzz` (clang, -fsanitize=fuzzer,address,undefined)

@@ -1,4 +1,4 @@
-"""Hostile files (issue 11): a pickle that names code is refused and runs nothing; a
+"""Hostile files: a pickle that names code is refused and runs nothing; a
 header that declares a huge tensor or an offset past the end is refused before any
 large allocation (peak RSS of the child checked); the per-file allocation limit
 (GN_MAX_ALLOC_MB) refuses with a message that names it.

@@ -1,4 +1,4 @@
-"""PEFT LoRA adapters against PEFT itself (issue 4).
+"""PEFT LoRA adapters against PEFT itself.
 
 Oracles: peft + transformers in float32. Random adapters (init_lora_weights=False, so lora_B is
 not zero) on random tiny LLaMA models; logits must agree within REL_TOL x max|logit|.

@@ -1,4 +1,4 @@
-"""Data-parallel finetune under MPI (issue 10): `mpirun -np N guanaco finetune`.
+"""Data-parallel finetune under MPI: `mpirun -np N guanaco finetune`.
 
 Oracle: the single-process build (GN_BUILD) on the same global batch. N ranks split every
 global batch and sum their LoRA gradients, so they must give the same adapter as one process

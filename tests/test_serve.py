@@ -1,4 +1,4 @@
-"""Issue 7: `guanaco serve`, the OpenAI-compatible HTTP server.
+"""`guanaco serve`, the OpenAI-compatible HTTP server.
 
 Each test talks to `guanaco serve` started as a subprocess on a free loopback port
 (`--port 0`; the server prints the port it got) and stopped at the end (SIGTERM: it must

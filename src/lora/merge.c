@@ -14,7 +14,7 @@
 #include <sys/stat.h>    // mkdir
 
 // dst (rows, cols) = weight of m as float32
-static void mat_to_f32(const gn_mat *w, float *dst) { gn_mat_rows_f32(w, 0, w->rows, dst); }
+static void mat_to_f32(const gn_mat *w, float *dst) { gn_linear_rows_f32(w, 0, w->rows, dst); }
 
 // Undo GGUF's interleaved q/k row order (rows 2i, 2i+1 -> i, i + hs/2 per head).
 static void interleaved_to_hf(float *w, int n_heads, int hs, int64_t cols) {

@@ -31,8 +31,6 @@
 #include "../tokenizer/tokenizer.h" // gn_tokenizer_from_gguf
 #include "../cuda/cuda_model.h"        // --device cuda hooks (stubs in a CPU build)
 
-static void q4_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst);
-
 // ----------------------------------------------------------------------------
 // small path helpers
 
@@ -737,7 +735,6 @@ gn_status gn_model_load(gn_model **out, const char *path, const gn_load_opts *op
     m->path = gn_strdup(path);
     if (opts) m->opts = *opts;
     m->wdtype = m->opts.weight_dtype == GN_DTYPE_BF16 ? GN_DTYPE_BF16 : GN_DTYPE_F32;
-    gn_mat_rows_f32_hook = q4_rows_f32;
     gn_tensor_table_init(&m->tt);
     gn_status st;
     char *dir = NULL, *cfgp = NULL;
@@ -947,6 +944,7 @@ static void linear3(float *o1, const gn_mat *w1, float *o2, const gn_mat *w2, fl
 
 // Rows of a 4-bit weight as float32, rounded to its compute dtype like the
 // forward product sees them (used by gn_matmul_nn for input gradients).
+// 4-bit rows dequantized and rounded to the compute dtype, as the products use them
 static void q4_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
     const gn_quant4_state *q = w->q4;
     gn_dequantize_4bit_range(q, r0 * q->cols, n * q->cols, dst);
@@ -954,6 +952,10 @@ static void q4_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
         for (int64_t i = 0; i < n * q->cols; i++) dst[i] = gn_bf16_to_f32(gn_f32_to_bf16(dst[i]));
     else if (q->wdtype == GN_DTYPE_F16)
         for (int64_t i = 0; i < n * q->cols; i++) dst[i] = gn_f16_to_f32(gn_f32_to_f16(dst[i]));
+}
+void gn_linear_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
+    if (w->q4) q4_rows_f32(w, r0, n, dst);
+    else gn_mat_rows_f32(w, r0, n, dst);
 }
 void gn_linear_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
     if (w->q4) gn_nf4_matmul_nn(out, dy, (const gn_quant4_state *)w->q4, T); // in the compute dtype

@@ -307,8 +307,8 @@ float gn_quant4_torch_mean(const float *x, int64_t n, int torch_threads) {
 // (0.5 * (c[j] + c[j+1])) below -1 + 2i/65535. This is coarser than CUDA's
 // binary search near 0 (bins are 3e-5 wide: values near 0 land on codes 123
 // or 131, +-2.1e-5, never on 127) and its ties differ, so CUDA-written files
-// hold other bytes for the same absmax array. (Spec §2.2 describes an older
-// lower_bound CPU search; bnb 0.50 uses this table.) Dequantization of either
+// hold other bytes for the same absmax array. (Older bnb CPU builds used a
+// lower_bound search; bnb 0.50 uses this table.) Dequantization of either
 // is exact.
 
 static void build_lut8(const float *code, uint8_t *lut) {

@@ -16,9 +16,8 @@
  *      the new bytes (SSE events or whole bodies) are handed to the connections
  *      under srv.mu and suspended connections are resumed after it is released.
  *
- * Only this thread touches the model, the sessions and the samplers
- * (gn_sampler_sample keeps its sort key in a file-static, so sampling must stay
- * on one thread).
+ * Only this thread touches the model, the sessions and the samplers (a session's
+ * KV cache and a sampler's state belong to one request at a time).
  */
 #ifdef GN_HAVE_MHD
 #include "server.h"

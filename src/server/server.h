@@ -2,7 +2,7 @@
  * server.h — `guanaco serve`: an OpenAI-compatible HTTP server with continuous
  * batching, a chat playground at / and a pairwise human-rating page at /rate.
  *
- * Threads (STYLE §5): libmicrohttpd runs one socket loop (its internal polling
+ * Threads: libmicrohttpd runs one socket loop (its internal polling
  * thread); one inference thread owns the model, the sessions and the samplers and
  * is fed by a bounded queue; the main thread only supervises (signals and the
  * slow-client watchdog). Everything the two sides share sits in `srv` behind the

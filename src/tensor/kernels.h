@@ -66,11 +66,9 @@ void gn_bf16_pairs_row(const float *x, int64_t n, uint32_t *dst);
 // out (T, IC) = dy (T, OC) @ W: the input gradient of a linear layer (no
 // weight gradient). Multithreaded over IC. out must not alias dy.
 void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T);
-// Rows [r0, r0+n) of W as float32 into dst (n, IC).
+// Rows [r0, r0+n) of an F32 or BF16 W as float32 into dst (n, IC). 4-bit weights
+// live a layer up: gn_linear_rows_f32 (model/llama.h).
 void gn_mat_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst);
-// Set by the quant module: row conversion for 4-bit weights (keeps tensor/
-// free of a dependency on quant/).
-extern void (*gn_mat_rows_f32_hook)(const gn_mat *w, int64_t r0, int64_t n, float *dst);
 
 // out (T, C) = inp * rsqrt(mean(inp^2) + eps) * weight (C). out may alias inp.
 void gn_rmsnorm(float *out, const float *inp, const float *weight, int64_t T, int64_t C, float eps);

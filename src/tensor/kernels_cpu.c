@@ -284,12 +284,9 @@ void gn_mat_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
         const uint16_t *src = (const uint16_t *)w->data + r0 * IC;
         for (int64_t i = 0; i < n * IC; i++) dst[i] = gn_bf16_to_f32(src[i]);
     } else {
-        GN_ASSERT(gn_mat_rows_f32_hook != NULL);
-        gn_mat_rows_f32_hook(w, r0, n, dst);
+        GN_ASSERT(!"gn_mat_rows_f32: F32 or BF16 weights only");
     }
 }
-
-void (*gn_mat_rows_f32_hook)(const gn_mat *w, int64_t r0, int64_t n, float *dst);
 
 void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
     int64_t OC = w->rows, IC = w->cols;

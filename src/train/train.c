@@ -607,7 +607,7 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
     for (int t = 0; t < T; t++) {
         const gn_mat *e = &m->embed;
         if (e->dtype == GN_DTYPE_F32) memcpy(x0 + (size_t)t * C, (const float *)e->data + (size_t)ids[t] * C, sizeof(float) * (size_t)C);
-        else gn_mat_rows_f32(e, ids[t], 1, x0 + (size_t)t * C);
+        else gn_linear_rows_f32(e, ids[t], 1, x0 + (size_t)t * C);
     }
     for (int l = 0; l < Ln; l++)
         layer_fwd(tr, l, tr->xs + (size_t)l * T * C, tr->xs + (size_t)(l + 1) * T * C, T, train);
