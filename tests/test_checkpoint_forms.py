@@ -18,6 +18,7 @@ llama3), tied embeddings without lm_head in the shards, eos_token_id as a list, 
 generation_config.json with its own eos ids. `guanaco merge` of the Metaspace base writes a
 folder that transformers 5 loads with the same ids and logits, and that guanaco loads back.
 """
+import gzip
 import json
 import shutil
 
@@ -34,7 +35,7 @@ gguf = pytest.importorskip("gguf")
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig,  # noqa: E402
                           LlamaForCausalLM, LlamaTokenizer, PreTrainedTokenizerFast)
 
-OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
+OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
 REL_TOL = 1e-4  # as test_model.py: max |guanaco - transformers| <= REL_TOL * max |logit|
 
 AWKWARD = [
@@ -49,7 +50,7 @@ AWKWARD = [
 
 
 def oasst_texts(n):
-    with open(OASST, encoding="utf-8") as f:
+    with gzip.open(OASST, "rt", encoding="utf-8") as f:
         return [json.loads(line)["text"] for line in f if line.strip()][:n]
 
 
