@@ -287,15 +287,9 @@ void gn_elo_play(const gn_match *m, const int *order, int n_match, int n_systems
 
 // xoshiro256** seeded through splitmix64 (Blackman & Vigna).
 typedef struct { uint64_t s[4]; } rng;
-static uint64_t splitmix(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 static void rng_seed(rng *g, uint64_t seed, uint64_t stream) {
     uint64_t x = seed ^ (stream * 0xD1B54A32D192ED03ull);
-    for (int i = 0; i < 4; i++) g->s[i] = splitmix(&x);
+    for (int i = 0; i < 4; i++) g->s[i] = gn_splitmix64(&x);
 }
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 static uint64_t rng_next(rng *g) {
