@@ -28,11 +28,17 @@ void gn_buf_printf(gn_buf *b, const char *fmt, ...) __attribute__((format(printf
 char *gn_buf_take(gn_buf *b);  // the bytes ("" when none; caller frees); b is left empty
 void gn_buf_free(gn_buf *b);
 
-// Lines of text[0..len), in order: each call to gn_lines_next returns the next line
-// with its '\n' (and a '\r' before it) replaced by NUL in place, or NULL at the end.
-// The text must be writable; a last line without '\n' still counts. lineno is the
-// 1-based number of the line just returned; blank lines (only spaces, tabs, CR) are
-// returned too, so callers decide: gn_line_blank tells them.
+// Lines of text[0..len), in order (a JSONL file from gn_read_file, say): each call to
+// gn_lines_next returns the next line with its '\n' (and a '\r' before it) replaced
+// by NUL in place, or NULL at the end. text[0..len] must be writable (gn_read_file
+// leaves a NUL at text[len]); a last line without '\n' still counts. lineno is the
+// 1-based number of the line just returned. Blank lines are returned too, so each
+// reader keeps its own idea of blank; gn_line_blank: only spaces, tabs and CRs.
+//
+//     gn_lines it = gn_lines_init(text, len);
+//     size_t n;
+//     for (char *line; (line = gn_lines_next(&it, &n));)
+//         if (!gn_line_blank(line)) parse(line, n, it.lineno);
 typedef struct {
     char *text;
     size_t len, pos;

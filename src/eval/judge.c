@@ -32,20 +32,13 @@ static gn_status each_line(const char *path, line_fn fn, void *user) {
     size_t len;
     gn_status st = gn_read_file(path, &text, &len);
     if (st) return st;
-    char *p = text, *end = text + len;
-    int line = 0;
-    while (p < end) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *le = nl ? nl : end;
-        line++;
-        char *q = p;
-        while (q < le && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
-        if (q < le) {
-            cJSON *o = cJSON_ParseWithLength(p, (size_t)(le - p));
-            fn(cJSON_IsObject(o) ? o : NULL, line, user);
-            cJSON_Delete(o);
-        }
-        p = le + 1;
+    gn_lines it = gn_lines_init(text, len);
+    size_t n;
+    for (char *p; (p = gn_lines_next(&it, &n));) {
+        if (gn_line_blank(p)) continue;
+        cJSON *o = cJSON_ParseWithLength(p, n);
+        fn(cJSON_IsObject(o) ? o : NULL, it.lineno, user);
+        cJSON_Delete(o);
     }
     free(text);
     return GN_OK;

@@ -100,14 +100,13 @@ gn_status gn_mmlu_load_qlora(gn_mmlu_set *s, const char *path) {
     size_t len;
     gn_status st = gn_read_file(path, &text, &len);
     if (st) return st;
-    int line = 0, logged = 0;
-    char *p = text, *end = text + len;
-    while (p < end) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *le = nl ? nl : end;
-        line++;
-        if (le > p && !(le - p == 1 && *p == '\r')) {
-            cJSON *o = cJSON_ParseWithLength(p, (size_t)(le - p));
+    int logged = 0;
+    gn_lines it = gn_lines_init(text, len);
+    size_t n;
+    for (char *p; (p = gn_lines_next(&it, &n));) {
+        int line = it.lineno;
+        if (n > 0) { // a line of spaces is a row that does not parse: counted, as in the release
+            cJSON *o = cJSON_ParseWithLength(p, n);
             const cJSON *su = cJSON_GetObjectItemCaseSensitive(o, "subject");
             const cJSON *in = cJSON_GetObjectItemCaseSensitive(o, "input");
             const cJSON *out = cJSON_GetObjectItemCaseSensitive(o, "output");
@@ -126,7 +125,6 @@ gn_status gn_mmlu_load_qlora(gn_mmlu_set *s, const char *path) {
             }
             cJSON_Delete(o);
         }
-        p = le + 1;
     }
     free(text);
     return GN_OK;

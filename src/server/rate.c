@@ -97,16 +97,13 @@ static int load_gens(const char *path, const char *sys, gen_row **rows, int *n, 
         fprintf(stderr, "guanaco serve: %s\n", gn_last_error());
         return -1;
     }
-    int cap = 64, line = 0;
+    int cap = 64;
     *rows = gn_malloc(sizeof(gen_row) * (size_t)cap);
     *n = 0;
-    char *p = data;
-    while (p && *p) {
-        char *e = strchr(p, '\n');
-        if (e) *e = 0;
-        line++;
-        while (*p == ' ' || *p == '\r' || *p == '\t') p++;
-        if (*p) {
+    gn_lines it = gn_lines_init(data, strlen(data)); // a NUL byte ends the file, as it always has
+    for (char *p; (p = gn_lines_next(&it, NULL));) {
+        int line = it.lineno;
+        if (!gn_line_blank(p)) {
             cJSON *o = cJSON_Parse(p);
             const cJSON *qid = o ? cJSON_GetObjectItemCaseSensitive(o, "question_id") : NULL;
             if (o && !qid && (qid = cJSON_GetObjectItemCaseSensitive(o, "message_id"))) *id_field = "message_id";
@@ -139,7 +136,6 @@ static int load_gens(const char *path, const char *sys, gen_row **rows, int *n, 
                 cJSON_Delete(o);
             }
         }
-        p = e ? e + 1 : NULL;
     }
     free(data);
     return 0;

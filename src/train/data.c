@@ -467,20 +467,16 @@ gn_status gn_dataset_load(gn_dataset *ds, const char *path, const gn_tokenizer *
     enc_init(&c, tok);
     gn_data_format f = o.format;
     int cap = 0, line = 0, warned = 0, nonblank = 0;
-    size_t pos = 0;
-    if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) pos = 3;  // UTF-8 byte-order mark
-    while (pos < len) {
-        const char *p = buf + pos;
-        const char *nl = memchr(p, '\n', len - pos);
-        size_t n = nl ? (size_t)(nl - p) : len - pos;
-        pos += n + (nl ? 1 : 0);
-        if (line == (1 << 30)) { // line numbers and the example count are ints
+    size_t bom = len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0;  // UTF-8 byte-order mark
+    gn_lines it = gn_lines_init(buf + bom, len - bom);
+    size_t n;
+    for (const char *p; (p = gn_lines_next(&it, &n));) {
+        if (it.lineno > (1 << 30)) { // line numbers and the example count are ints
             st = gn_err(GN_ERR_UNSUPPORTED, "%s: more than %d lines, expected a smaller file (split it)", path,
                         1 << 30);
             goto fail;
         }
-        line++;
-        if (n && p[n - 1] == '\r') n--;
+        line = it.lineno;
         if (all_space(p, n)) continue;
         nonblank++;
 
