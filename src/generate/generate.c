@@ -8,13 +8,16 @@
  */
 #include "../model/llama.h"
 #include "../core/buf.h" // gn_buf
+#include "stop.h"         // gn_stop_held, gn_stop_find
 
 #include <stdlib.h> // free
 
-// Length of the longest suffix of text[0..len) that is a proper prefix of a stop string.
-static size_t held_suffix(const char *text, size_t len, const char *const *stop, int n_stop) {
+// ----------------------------------------------------------------------------
+// stop strings (stop.h)
+
+size_t gn_stop_held(const char *text, size_t len, const char *const *stop, int n) {
     size_t best = 0;
-    for (int i = 0; i < n_stop; i++) {
+    for (int i = 0; i < n; i++) {
         size_t sl = strlen(stop[i]);
         for (size_t k = sl > 1 ? sl - 1 : 0; k > best; k--)
             if (k <= len && !memcmp(text + len - k, stop[i], k)) { best = k; break; }
@@ -22,10 +25,9 @@ static size_t held_suffix(const char *text, size_t len, const char *const *stop,
     return best;
 }
 
-// Earliest match of any stop string in text starting at or after `from`.
-static int find_stop(const char *text, size_t len, size_t from, const char *const *stop, int n_stop, size_t *at) {
+int gn_stop_find(const char *text, size_t len, size_t from, const char *const *stop, int n, size_t *at) {
     int found = 0;
-    for (int i = 0; i < n_stop; i++) {
+    for (int i = 0; i < n; i++) {
         size_t sl = strlen(stop[i]);
         if (!sl) continue;
         size_t start = from > sl ? from - sl : 0; // a match may straddle the new text
@@ -38,6 +40,9 @@ static int find_stop(const char *text, size_t len, size_t from, const char *cons
     }
     return found;
 }
+
+// ----------------------------------------------------------------------------
+// generation
 
 static int is_eos(const gn_model *m, int32_t t) {
     if (t == m->cfg.eos_id) return 1;
@@ -93,13 +98,13 @@ gn_status gn_generate(gn_session *s, gn_sampler *smp, const int32_t *prompt, int
             }
         }
         size_t at = 0;
-        if (o->n_stop && find_stop(text.buf ? text.buf : "", text.len, before, o->stop, o->n_stop, &at)) {
+        if (o->n_stop && gn_stop_find(text.buf ? text.buf : "", text.len, before, o->stop, o->n_stop, &at)) {
             text.len = at;
             if (text.buf) text.buf[at] = 0;
             st0.stopped_by = 2;
             break;
         }
-        size_t safe = text.len - held_suffix(text.buf ? text.buf : "", text.len, o->stop, o->n_stop);
+        size_t safe = text.len - gn_stop_held(text.buf ? text.buf : "", text.len, o->stop, o->n_stop);
         if (o->on_text && safe > emitted) {
             if (o->on_text(text.buf + emitted, safe - emitted, o->user)) { emitted = safe; st0.stopped_by = 3; break; }
             emitted = safe;

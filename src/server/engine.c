@@ -31,6 +31,7 @@
 #include <time.h>        // clock_gettime
 
 #include "core/common.h" // gn_malloc, gn_time_s
+#include "generate/stop.h" // gn_stop_held, gn_stop_find
 
 // ----------------------------------------------------------------------------
 // slots
@@ -189,41 +190,15 @@ static void emit_finish(slot *sl) {
 }
 
 // ----------------------------------------------------------------------------
-// stop strings (the same rules as gn_generate: text that may begin a stop string
-// is held back; a match cuts the text before it)
-
-static size_t held_suffix(const char *t, size_t len, const char *const *st, int n) {
-    size_t best = 0;
-    for (int i = 0; i < n; i++) {
-        size_t sl = strlen(st[i]);
-        for (size_t k = sl > 1 ? sl - 1 : 0; k > best; k--)
-            if (k <= len && !memcmp(t + len - k, st[i], k)) { best = k; break; }
-    }
-    return best;
-}
-
-static int find_stop(const char *t, size_t len, size_t from, const char *const *st, int n, size_t *at) {
-    int found = 0;
-    for (int i = 0; i < n; i++) {
-        size_t sl = strlen(st[i]);
-        if (!sl) continue;
-        size_t p0 = from > sl ? from - sl : 0;
-        for (size_t p = p0; p + sl <= len; p++)
-            if (!memcmp(t + p, st[i], sl)) {
-                if (!found || p < *at) *at = p;
-                found = 1;
-                break;
-            }
-    }
-    return found;
-}
+// stop strings (generate/stop.h, the same rules as gn_generate: text that may
+// begin a stop string is held back; a match cuts the text before it)
 
 // Length of the stop text held back given both stop lists.
 static size_t held(const slot *sl) {
     const srv_job *j = sl->job;
     const char *t = sl->text.buf ? sl->text.buf : "";
-    size_t a = held_suffix(t, sl->text.len, (const char *const *)j->stop, j->n_stop);
-    size_t b = held_suffix(t, sl->text.len, sl->marks, sl->n_marks);
+    size_t a = gn_stop_held(t, sl->text.len, (const char *const *)j->stop, j->n_stop);
+    size_t b = gn_stop_held(t, sl->text.len, sl->marks, sl->n_marks);
     return a > b ? a : b;
 }
 
@@ -256,8 +231,8 @@ static void take_token(slot *sl, int32_t tok) {
     }
     size_t at = 0, at2 = 0;
     const char *t = sl->text.buf ? sl->text.buf : "";
-    int f1 = find_stop(t, sl->text.len, before, (const char *const *)j->stop, j->n_stop, &at);
-    int f2 = find_stop(t, sl->text.len, before, sl->marks, sl->n_marks, &at2);
+    int f1 = gn_stop_find(t, sl->text.len, before, (const char *const *)j->stop, j->n_stop, &at);
+    int f2 = gn_stop_find(t, sl->text.len, before, sl->marks, sl->n_marks, &at2);
     if (f1 || f2) {
         if (!f1 || (f2 && at2 < at)) at = at2;
         if (at < sl->emitted) at = sl->emitted;
