@@ -15,7 +15,7 @@
 #include <time.h>        // nanosleep (retry backoff)
 
 #include "../core/common.h" // gn_err, gn_log, gn_read_file
-#include "../core/buf.h" // gn_buf
+#include "../core/buf.h" // gn_buf, gn_lines
 
 #ifdef GN_HAVE_CURL
 #include <curl/curl.h> // curl_easy_*

@@ -23,7 +23,7 @@
 #include <stdlib.h>      // free
 
 #include "../core/common.h" // gn_err, gn_log, gn_malloc
-#include "../core/buf.h" // gn_buf
+#include "../core/buf.h" // gn_buf, gn_lines
 
 static void push(gn_mmlu_set *s, gn_mmlu_item it) {
     if (s->n == s->cap) {
@@ -161,7 +161,6 @@ static void add_example(gn_buf *b, const gn_mmlu_item *it, int with_answer) {
 
 char *gn_mmlu_prompt(const gn_mmlu_item *shots, int k, const gn_mmlu_item *q) {
     gn_buf b = {0};
-    gn_buf_puts(&b, "");
     const char *body = NULL;
     if (q->prompt0) { // qlora row: header, blank line, question
         const char *cut = strstr(q->prompt0, "\n\n");
@@ -177,7 +176,7 @@ char *gn_mmlu_prompt(const gn_mmlu_item *shots, int k, const gn_mmlu_item *q) {
     for (int i = 0; i < k; i++) add_example(&b, &shots[i], 1);
     if (body) gn_buf_puts(&b, body);
     else add_example(&b, q, 0);
-    return b.buf;
+    return gn_buf_take(&b);
 }
 
 // ----------------------------------------------------------------------------

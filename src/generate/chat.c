@@ -76,7 +76,6 @@ char *gn_chat_render(gn_chat_format f, const gn_chat_msg *msgs, int n, const cha
     static const char *const st_llama2[] = {"</s>", "[INST]"};
     static const char *const st_llama3[] = {"<|eot_id|>", "<|start_header_id|>"};
     gn_buf b = {0};
-    gn_buf_puts(&b, "");
     int i = 0;
     const char *system = NULL;
     if (n > 0 && !strcmp(msgs[0].role, "system")) { system = msgs[0].content; i = 1; }
@@ -134,5 +133,5 @@ char *gn_chat_render(gn_chat_format f, const gn_chat_msg *msgs, int n, const cha
     }
     }
     *n_stops = 2;
-    return b.buf;
+    return gn_buf_take(&b);
 }

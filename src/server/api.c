@@ -209,7 +209,6 @@ static int content_text(vctx *v, const cJSON *c, int i, char **out) {
         return bad(v, 400, param, "invalid_type", "'%s' must be a string or an array of text parts, got %s", param,
                    type_name(c));
     gn_buf b = {0};
-    gn_buf_puts(&b, "");
     const cJSON *p;
     cJSON_ArrayForEach(p, c) {
         const cJSON *ty = cJSON_GetObjectItemCaseSensitive(p, "type");
@@ -221,7 +220,7 @@ static int content_text(vctx *v, const cJSON *c, int i, char **out) {
         }
         gn_buf_puts(&b, tx->valuestring);
     }
-    *out = b.buf;
+    *out = gn_buf_take(&b);
     return 0;
 }
 

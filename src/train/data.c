@@ -45,7 +45,7 @@
  * get_length_grouped_indices.
  */
 #include "data.h"
-#include "core/buf.h" // gn_buf
+#include "core/buf.h" // gn_buf, gn_lines
 
 #include <cjson/cJSON.h>  // cJSON_ParseWithLengthOpts
 #include <stdarg.h>       // va_list
