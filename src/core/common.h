@@ -86,6 +86,16 @@ uint16_t gn_f32_to_f16(float f);   // round to nearest even
 
 // gn_time_s, gn_read_file, gn_mkdir_p, gn_write_file_atomic: guanaco.h
 
+// splitmix64 (Steele, Lea & Flood): advances *state by the golden-ratio step and
+// returns the mixed value. Every seeded stream in the library starts here, so a
+// seed gives the same shuffles, masks and ids on every machine.
+static inline uint64_t gn_splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 
 // Read-only memory mapping of a whole file.
 typedef struct {

@@ -13,6 +13,7 @@
 #include <stdlib.h> // free
 
 #include "common.h" // gn_err, gn_write_file_atomic
+#include "buf.h"    // gn_buf
 
 #ifdef GN_HAVE_CAIRO
 #include <cairo.h> // cairo_*
@@ -55,18 +56,14 @@ static void fmt_tick(char *buf, size_t cap, double v, double step) {
     snprintf(buf, cap, "%.*f", dec, v);
 }
 
-typedef struct { char *buf; size_t len, cap; } mbuf;
 static cairo_status_t on_png(void *closure, const unsigned char *data, unsigned int n) {
-    mbuf *b = closure;
-    if (b->len + n > b->cap) { b->cap = (b->len + n) * 2; b->buf = gn_realloc(b->buf, b->cap); }
-    memcpy(b->buf + b->len, data, n);
-    b->len += n;
+    gn_buf_put(closure, data, n);
     return CAIRO_STATUS_SUCCESS;
 }
 
 static gn_status finish(cairo_surface_t *sf, cairo_t *cr, const char *path) {
     cairo_destroy(cr);
-    mbuf b = {0};
+    gn_buf b = {0};
     cairo_status_t cs = cairo_surface_write_to_png_stream(sf, on_png, &b);
     cairo_surface_destroy(sf);
     if (cs != CAIRO_STATUS_SUCCESS) { free(b.buf); return gn_err(GN_ERR_IO, "%s: PNG encoding failed: %s", path, cairo_status_to_string(cs)); }

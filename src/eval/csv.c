@@ -14,15 +14,9 @@
 #include <stdlib.h> // free
 
 #include "../core/common.h" // gn_err, gn_malloc, gn_read_file
+#include "../core/buf.h"    // gn_buf
 
-typedef struct { char *buf; size_t len, cap; } fbuf;
-
-static void fb_put(fbuf *b, char c) {
-    if (b->len + 2 > b->cap) { b->cap = b->cap ? b->cap * 2 : 64; b->buf = gn_realloc(b->buf, b->cap); }
-    b->buf[b->len++] = c;
-}
-
-static void row_push(gn_csv_row *r, int *cap, fbuf *f) {
+static void row_push(gn_csv_row *r, int *cap, gn_buf *f) {
     if (r->n == *cap) { *cap = *cap ? *cap * 2 : 8; r->field = gn_realloc(r->field, sizeof(char *) * (size_t)*cap); }
     r->field[r->n++] = gn_strndup(f->buf ? f->buf : "", f->len);
     f->len = 0;
@@ -34,7 +28,7 @@ gn_status gn_csv_parse(gn_csv *out, const char *text, size_t len, const char *pa
     if (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB && (unsigned char)text[2] == 0xBF)
         i = 3;
     int line = 1, cap_rows = 0;
-    fbuf f = {0};
+    gn_buf f = {0};
     while (i < len) {
         gn_csv_row r = {0};
         int cap_f = 0;
@@ -53,11 +47,11 @@ gn_status gn_csv_parse(gn_csv *out, const char *text, size_t len, const char *pa
                     }
                     char c = text[i++];
                     if (c == '"') {
-                        if (i < len && text[i] == '"') { fb_put(&f, '"'); i++; continue; }
+                        if (i < len && text[i] == '"') { gn_buf_putc(&f, '"'); i++; continue; }
                         break;
                     }
                     if (c == '\n') line++;
-                    fb_put(&f, c);
+                    gn_buf_putc(&f, c);
                 }
                 if (i < len && text[i] != ',' && text[i] != '\n' && !(text[i] == '\r' && i + 1 < len && text[i + 1] == '\n')
                     && !(text[i] == '\r' && i + 1 == len)) {
@@ -70,7 +64,7 @@ gn_status gn_csv_parse(gn_csv *out, const char *text, size_t len, const char *pa
                 }
             } else {
                 while (i < len && text[i] != ',' && text[i] != '\n' && !(text[i] == '\r' && (i + 1 == len || text[i + 1] == '\n')))
-                    fb_put(&f, text[i++]);
+                    gn_buf_putc(&f, text[i++]);
             }
             row_push(&r, &cap_f, &f);
             if (i < len && text[i] == ',') { i++; continue; }

@@ -25,6 +25,7 @@
 #include <sys/stat.h>    // stat
 
 #include "../core/common.h" // gn_err, gn_log, gn_malloc, gn_read_file
+#include "../core/buf.h"    // gn_lines
 
 // ----------------------------------------------------------------------------
 // system names
@@ -151,16 +152,13 @@ static gn_status add_file(gn_judgments *j, const char *path, const gn_judgments_
         fa = na; fb = nb;
     }
     int line = 0, logged = 0, bad0 = j->n_bad, unp0 = j->n_unparsed, m0 = j->n_match;
-    char *p = text, *end = text + len;
-    while (p < end) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *le = nl ? nl : end;
-        line++;
-        char *q = p;
-        while (q < le && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
-        if (q == le) { p = le + 1; continue; }
+    gn_lines it = gn_lines_init(text, len);
+    size_t n;
+    for (char *p; (p = gn_lines_next(&it, &n));) {
+        line = it.lineno;
+        if (gn_line_blank(p)) continue;
         j->n_lines++;
-        cJSON *o_ = cJSON_ParseWithLength(p, (size_t)(le - p));
+        cJSON *o_ = cJSON_ParseWithLength(p, n);
         const char *why = NULL;
         int score = 0, a = -1, b = -1;
         if (!o_ || !cJSON_IsObject(o_)) why = "not a JSON object";
@@ -209,7 +207,6 @@ static gn_status add_file(gn_judgments *j, const char *path, const gn_judgments_
         } else {
             gn_judgments_push(j, a, b, score);
         }
-        p = le + 1;
     }
     if (j->n_bad - bad0 > MAX_LOGGED)
         gn_log(GN_LOG_WARN, "%s: %d lines skipped in all", path, j->n_bad - bad0);
@@ -287,15 +284,9 @@ void gn_elo_play(const gn_match *m, const int *order, int n_match, int n_systems
 
 // xoshiro256** seeded through splitmix64 (Blackman & Vigna).
 typedef struct { uint64_t s[4]; } rng;
-static uint64_t splitmix(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 static void rng_seed(rng *g, uint64_t seed, uint64_t stream) {
     uint64_t x = seed ^ (stream * 0xD1B54A32D192ED03ull);
-    for (int i = 0; i < 4; i++) g->s[i] = splitmix(&x);
+    for (int i = 0; i < 4; i++) g->s[i] = gn_splitmix64(&x);
 }
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 static uint64_t rng_next(rng *g) {

@@ -15,6 +15,7 @@
 #include <time.h>        // nanosleep (retry backoff)
 
 #include "../core/common.h" // gn_err, gn_log, gn_read_file
+#include "../core/buf.h" // gn_buf, gn_lines
 
 #ifdef GN_HAVE_CURL
 #include <curl/curl.h> // curl_easy_*
@@ -31,20 +32,13 @@ static gn_status each_line(const char *path, line_fn fn, void *user) {
     size_t len;
     gn_status st = gn_read_file(path, &text, &len);
     if (st) return st;
-    char *p = text, *end = text + len;
-    int line = 0;
-    while (p < end) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *le = nl ? nl : end;
-        line++;
-        char *q = p;
-        while (q < le && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
-        if (q < le) {
-            cJSON *o = cJSON_ParseWithLength(p, (size_t)(le - p));
-            fn(cJSON_IsObject(o) ? o : NULL, line, user);
-            cJSON_Delete(o);
-        }
-        p = le + 1;
+    gn_lines it = gn_lines_init(text, len);
+    size_t n;
+    for (char *p; (p = gn_lines_next(&it, &n));) {
+        if (gn_line_blank(p)) continue;
+        cJSON *o = cJSON_ParseWithLength(p, n);
+        fn(cJSON_IsObject(o) ? o : NULL, it.lineno, user);
+        cJSON_Delete(o);
     }
     free(text);
     return GN_OK;
@@ -103,28 +97,19 @@ const gn_judge_template *gn_judge_template_for(const gn_judge_template *t, int n
     return &t[0];
 }
 
-typedef struct { char *buf; size_t len, cap; } sbuf;
-static void addn(sbuf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) { b->cap = (b->len + n + 1) * 2 + 256; b->buf = gn_realloc(b->buf, b->cap); }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = 0;
-}
-
 char *gn_judge_render(const gn_judge_template *t, const char *question, const char *answer1, const char *answer2) {
     const char *keys[4] = {"{question}", "{answer_1}", "{answer_2}", "{prompt}"};
     const char *vals[4] = {question, answer1, answer2, t->prompt};
-    sbuf b = {0};
-    addn(&b, "", 0);
+    gn_buf b = {0};
     const char *p = t->tmpl;
     while (*p) {
         int hit = -1;
         if (*p == '{')
             for (int k = 0; k < 4; k++) if (!strncmp(p, keys[k], strlen(keys[k]))) { hit = k; break; }
-        if (hit >= 0) { addn(&b, vals[hit], strlen(vals[hit])); p += strlen(keys[hit]); }
-        else addn(&b, p++, 1);
+        if (hit >= 0) { gn_buf_put(&b, vals[hit], strlen(vals[hit])); p += strlen(keys[hit]); }
+        else gn_buf_put(&b, p++, 1);
     }
-    return b.buf;
+    return gn_buf_take(&b);
 }
 
 int gn_judge_parse_verdict(const char *review) {
@@ -200,7 +185,7 @@ void gn_gen_free(gn_gen_row *rows, int n) {
 int gn_http_available(void) { return 1; }
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *user) {
-    addn(user, p, size * nmemb);
+    gn_buf_put(user, p, size * nmemb);
     return size * nmemb;
 }
 
@@ -248,8 +233,8 @@ gn_status gn_http_chat(const char *url, const char *key, const char *model, cons
         if (attempt) { sleep_s(wait); wait *= 2; }
         CURL *h = curl_easy_init();
         if (!h) { st = gn_err(GN_ERR_IO, "%s: curl_easy_init failed", full); continue; }
-        sbuf resp = {0};
-        addn(&resp, "", 0);
+        gn_buf resp = {0};
+        gn_buf_put(&resp, "", 0);
         char cerr[CURL_ERROR_SIZE] = "";
         curl_easy_setopt(h, CURLOPT_URL, full);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);

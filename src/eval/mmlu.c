@@ -23,6 +23,7 @@
 #include <stdlib.h>      // free
 
 #include "../core/common.h" // gn_err, gn_log, gn_malloc
+#include "../core/buf.h" // gn_buf, gn_lines
 
 static void push(gn_mmlu_set *s, gn_mmlu_item it) {
     if (s->n == s->cap) {
@@ -99,14 +100,13 @@ gn_status gn_mmlu_load_qlora(gn_mmlu_set *s, const char *path) {
     size_t len;
     gn_status st = gn_read_file(path, &text, &len);
     if (st) return st;
-    int line = 0, logged = 0;
-    char *p = text, *end = text + len;
-    while (p < end) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *le = nl ? nl : end;
-        line++;
-        if (le > p && !(le - p == 1 && *p == '\r')) {
-            cJSON *o = cJSON_ParseWithLength(p, (size_t)(le - p));
+    int logged = 0;
+    gn_lines it = gn_lines_init(text, len);
+    size_t n;
+    for (char *p; (p = gn_lines_next(&it, &n));) {
+        int line = it.lineno;
+        if (n > 0) { // a line of spaces is a row that does not parse: counted, as in the release
+            cJSON *o = cJSON_ParseWithLength(p, n);
             const cJSON *su = cJSON_GetObjectItemCaseSensitive(o, "subject");
             const cJSON *in = cJSON_GetObjectItemCaseSensitive(o, "input");
             const cJSON *out = cJSON_GetObjectItemCaseSensitive(o, "output");
@@ -125,7 +125,6 @@ gn_status gn_mmlu_load_qlora(gn_mmlu_set *s, const char *path) {
             }
             cJSON_Delete(o);
         }
-        p = le + 1;
     }
     free(text);
     return GN_OK;
@@ -134,59 +133,50 @@ gn_status gn_mmlu_load_qlora(gn_mmlu_set *s, const char *path) {
 // ----------------------------------------------------------------------------
 // prompts
 
-typedef struct { char *buf; size_t len, cap; } sbuf;
-static void add(sbuf *b, const char *s) {
-    size_t n = strlen(s);
-    if (b->len + n + 1 > b->cap) { b->cap = (b->len + n + 1) * 2 + 256; b->buf = gn_realloc(b->buf, b->cap); }
-    memcpy(b->buf + b->len, s, n + 1);
-    b->len += n;
-}
-
 char *gn_mmlu_header(const char *subject) {
-    sbuf b = {0};
-    add(&b, "The following are multiple choice questions (with answers) about ");
+    gn_buf b = {0};
+    gn_buf_puts(&b, "The following are multiple choice questions (with answers) about ");
     const char *p = subject;
     for (;;) { // format_subject: " " + word for every '_'-separated word
         const char *u = strchr(p, '_');
         size_t n = u ? (size_t)(u - p) : strlen(p);
         char *w = gn_strndup(p, n);
-        add(&b, " ");
-        add(&b, w);
+        gn_buf_puts(&b, " ");
+        gn_buf_puts(&b, w);
         free(w);
         if (!u) break;
         p = u + 1;
     }
-    add(&b, ".\n\n");
+    gn_buf_puts(&b, ".\n\n");
     return b.buf;
 }
 
-static void add_example(sbuf *b, const gn_mmlu_item *it, int with_answer) {
+static void add_example(gn_buf *b, const gn_mmlu_item *it, int with_answer) {
     static const char *const L[4] = {"A", "B", "C", "D"};
-    add(b, it->question);
-    for (int k = 0; k < 4; k++) { add(b, "\n"); add(b, L[k]); add(b, ". "); add(b, it->choice[k]); }
-    add(b, "\nAnswer:");
-    if (with_answer) { add(b, " "); add(b, L[it->answer]); add(b, "\n\n"); }
+    gn_buf_puts(b, it->question);
+    for (int k = 0; k < 4; k++) { gn_buf_puts(b, "\n"); gn_buf_puts(b, L[k]); gn_buf_puts(b, ". "); gn_buf_puts(b, it->choice[k]); }
+    gn_buf_puts(b, "\nAnswer:");
+    if (with_answer) { gn_buf_puts(b, " "); gn_buf_puts(b, L[it->answer]); gn_buf_puts(b, "\n\n"); }
 }
 
 char *gn_mmlu_prompt(const gn_mmlu_item *shots, int k, const gn_mmlu_item *q) {
-    sbuf b = {0};
-    add(&b, "");
+    gn_buf b = {0};
     const char *body = NULL;
     if (q->prompt0) { // qlora row: header, blank line, question
         const char *cut = strstr(q->prompt0, "\n\n");
         char *h = gn_strndup(q->prompt0, (size_t)(cut - q->prompt0) + 2);
-        add(&b, h);
+        gn_buf_puts(&b, h);
         free(h);
         body = cut + 2;
     } else {
         char *h = gn_mmlu_header(q->subject);
-        add(&b, h);
+        gn_buf_puts(&b, h);
         free(h);
     }
     for (int i = 0; i < k; i++) add_example(&b, &shots[i], 1);
-    if (body) add(&b, body);
+    if (body) gn_buf_puts(&b, body);
     else add_example(&b, q, 0);
-    return b.buf;
+    return gn_buf_take(&b);
 }
 
 // ----------------------------------------------------------------------------

@@ -476,3 +476,26 @@ double gn_gguf_arr_float(const gguf_kv *kv, uint64_t i) {
     scalar_read(kv->arr_type, kv->arr_data + i * es, &v, &f);
     return f;
 }
+
+// ----------------------------------------------------------------------------
+// q/k row order
+
+void gn_gguf_permute_qk(float *w, int n_heads, int hs, int64_t cols, int to_gguf) {
+    float *tmp = gn_malloc(sizeof(float) * (size_t)hs * (size_t)cols);
+    size_t rb = sizeof(float) * (size_t)cols;
+    for (int h = 0; h < n_heads; h++) {
+        float *head = w + (size_t)h * hs * cols;
+        for (int i = 0; i < hs / 2; i++) {
+            int64_t hf0 = i, hf1 = i + hs / 2, il0 = 2 * i, il1 = 2 * i + 1;
+            if (to_gguf) {
+                memcpy(tmp + il0 * cols, head + hf0 * cols, rb);
+                memcpy(tmp + il1 * cols, head + hf1 * cols, rb);
+            } else {
+                memcpy(tmp + hf0 * cols, head + il0 * cols, rb);
+                memcpy(tmp + hf1 * cols, head + il1 * cols, rb);
+            }
+        }
+        memcpy(head, tmp, rb * (size_t)hs);
+    }
+    free(tmp);
+}

@@ -90,4 +90,10 @@ gn_status gn_gguf_write(const char *path, const gn_gguf *meta, const char *const
                         const char *const *u32_keys, const uint32_t *u32_vals, int n_u32,
                         const gn_gguf_tensor_out *ts, int n);
 
+// q/k row order. HF checkpoints rotate the two halves of each head (rows i and
+// i + hs/2 form a rotary pair); llama.cpp's converter permutes q_proj/k_proj rows so
+// the pairs are adjacent (rows 2i, 2i+1). Reorders, in place, the rows of w, a
+// (n_heads*hs, cols) matrix: to_gguf = 1 from HF to GGUF order, 0 back to HF order.
+void gn_gguf_permute_qk(float *w, int n_heads, int hs, int64_t cols, int to_gguf);
+
 #endif

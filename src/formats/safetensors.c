@@ -15,6 +15,7 @@
  */
 #include "tensors.h"       // gn_safetensors_load, gn_safetensors_save
 #include "table_build.h"   // gn_tt_push, gn_tt_rollback, ...
+#include "core/buf.h" // gn_buf
 
 #include <cjson/cJSON.h>   // cJSON_ParseWithLengthOpts
 #include <errno.h>         // errno
@@ -189,32 +190,17 @@ fail:
 // ----------------------------------------------------------------------------
 // writer
 
-typedef struct { char *p; size_t n, cap; } sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->cap - b->n < n + 1) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->n < n + 1) cap *= 2;
-        b->p = gn_realloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
 // Appends s as a JSON string literal (quotes, escapes; UTF-8 passes through).
-static void sb_json_str(sbuf *b, const char *s) {
-    sb_put(b, "\"", 1);
+static void sb_json_str(gn_buf *b, const char *s) {
+    gn_buf_put(b, "\"", 1);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[8];
-        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; sb_put(b, esc, 2); }
-        else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); sb_put(b, esc, 6); }
-        else sb_put(b, (const char *)&c, 1);
+        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; gn_buf_put(b, esc, 2); }
+        else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); gn_buf_put(b, esc, 6); }
+        else gn_buf_put(b, (const char *)&c, 1);
     }
-    sb_put(b, "\"", 1);
+    gn_buf_put(b, "\"", 1);
 }
 
 static int write_all(int fd, const void *data, size_t n) {
@@ -274,40 +260,40 @@ gn_status gn_safetensors_save(const char *path, const gn_tensor_out *ts, int n,
     for (int j = 0; j < n; j++) { begin[order[j]] = off; off += ts[order[j]].nbytes; }
 
     // header, in the order given
-    sbuf h = {0};
+    gn_buf h = {0};
     char num[96];
-    sb_str(&h, "{");
+    gn_buf_puts(&h, "{");
     int first = 1;
     if (n_meta > 0) {
-        sb_str(&h, "\"__metadata__\":{");
+        gn_buf_puts(&h, "\"__metadata__\":{");
         for (int i = 0; i < n_meta; i++) {
-            if (i) sb_str(&h, ",");
+            if (i) gn_buf_puts(&h, ",");
             sb_json_str(&h, meta_kv[2 * i]);
-            sb_str(&h, ":");
+            gn_buf_puts(&h, ":");
             sb_json_str(&h, meta_kv[2 * i + 1]);
         }
-        sb_str(&h, "}");
+        gn_buf_puts(&h, "}");
         first = 0;
     }
     for (int i = 0; i < n; i++) {
         const gn_tensor_out *t = &ts[i];
-        if (!first) sb_str(&h, ",");
+        if (!first) gn_buf_puts(&h, ",");
         first = 0;
         sb_json_str(&h, t->name);
-        sb_str(&h, ":{\"dtype\":\"");
-        sb_str(&h, st_dtype_to_name(t->dtype));
-        sb_str(&h, "\",\"shape\":[");
+        gn_buf_puts(&h, ":{\"dtype\":\"");
+        gn_buf_puts(&h, st_dtype_to_name(t->dtype));
+        gn_buf_puts(&h, "\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-            sb_str(&h, num);
+            gn_buf_puts(&h, num);
         }
         snprintf(num, sizeof num, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", begin[i],
                  begin[i] + (uint64_t)t->nbytes);
-        sb_str(&h, num);
+        gn_buf_puts(&h, num);
     }
-    sb_str(&h, "}");
-    while (h.n % 8) sb_str(&h, " ");
-    uint64_t hlen = h.n;
+    gn_buf_puts(&h, "}");
+    while (h.len % 8) gn_buf_puts(&h, " ");
+    uint64_t hlen = h.len;
 
     // stream to a temp file in the same folder, fsync, rename
     size_t pl = strlen(path);
@@ -319,7 +305,7 @@ gn_status gn_safetensors_save(const char *path, const gn_tensor_out *ts, int n,
         st = gn_err(GN_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
         goto done;
     }
-    int bad = write_all(fd, &hlen, 8) || write_all(fd, h.p, h.n);
+    int bad = write_all(fd, &hlen, 8) || write_all(fd, h.buf, h.len);
     for (int j = 0; j < n && !bad; j++)
         if (ts[order[j]].nbytes) bad = write_all(fd, ts[order[j]].data, ts[order[j]].nbytes);
     if (!bad) bad = fsync(fd) != 0;
@@ -336,7 +322,7 @@ gn_status gn_safetensors_save(const char *path, const gn_tensor_out *ts, int n,
     free(dir);
 done:
     free(tmp);
-    free(h.p);
+    free(h.buf);
     free(order);
     free(begin);
     return st;

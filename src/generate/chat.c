@@ -12,6 +12,7 @@
  * of these (we do not run Jinja).
  */
 #include "../core/common.h"
+#include "../core/buf.h" // gn_buf
 
 #include <stdio.h>  // snprintf
 #include <stdlib.h> // free
@@ -19,14 +20,6 @@
 const char GN_GUANACO_SYSTEM[] =
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions.";
-
-typedef struct { char *buf; size_t len, cap; } sbuf;
-static void add(sbuf *b, const char *s) {
-    size_t n = strlen(s);
-    if (b->len + n + 1 > b->cap) { b->cap = (b->len + n + 1) * 2 + 64; b->buf = gn_realloc(b->buf, b->cap); }
-    memcpy(b->buf + b->len, s, n + 1);
-    b->len += n;
-}
 
 gn_chat_format gn_chat_format_for(const gn_tokenizer *t, gn_chat_format requested) {
     if (requested != GN_CHAT_AUTO) return requested;
@@ -82,64 +75,63 @@ char *gn_chat_render(gn_chat_format f, const gn_chat_msg *msgs, int n, const cha
     static const char *const st_chatml[] = {"<|im_end|>", "<|im_start|>"};
     static const char *const st_llama2[] = {"</s>", "[INST]"};
     static const char *const st_llama3[] = {"<|eot_id|>", "<|start_header_id|>"};
-    sbuf b = {0};
-    add(&b, "");
+    gn_buf b = {0};
     int i = 0;
     const char *system = NULL;
     if (n > 0 && !strcmp(msgs[0].role, "system")) { system = msgs[0].content; i = 1; }
     switch (f) {
     case GN_CHAT_CHATML:
-        if (system) { add(&b, "<|im_start|>system\n"); add(&b, system); add(&b, "<|im_end|>\n"); }
+        if (system) { gn_buf_puts(&b, "<|im_start|>system\n"); gn_buf_puts(&b, system); gn_buf_puts(&b, "<|im_end|>\n"); }
         for (; i < n; i++) {
-            add(&b, "<|im_start|>"); add(&b, msgs[i].role); add(&b, "\n");
-            add(&b, msgs[i].content); add(&b, "<|im_end|>\n");
+            gn_buf_puts(&b, "<|im_start|>"); gn_buf_puts(&b, msgs[i].role); gn_buf_puts(&b, "\n");
+            gn_buf_puts(&b, msgs[i].content); gn_buf_puts(&b, "<|im_end|>\n");
         }
-        add(&b, "<|im_start|>assistant\n");
+        gn_buf_puts(&b, "<|im_start|>assistant\n");
         *stops = st_chatml;
         break;
     case GN_CHAT_LLAMA2: {
         int first = 1;
         for (; i < n; i++) {
             if (!strcmp(msgs[i].role, "user")) {
-                if (!first) add(&b, "<s>");
-                add(&b, "[INST] ");
-                if (first && system) { add(&b, "<<SYS>>\n"); add(&b, system); add(&b, "\n<</SYS>>\n\n"); }
-                add(&b, msgs[i].content);
-                add(&b, " [/INST]");
+                if (!first) gn_buf_puts(&b, "<s>");
+                gn_buf_puts(&b, "[INST] ");
+                if (first && system) { gn_buf_puts(&b, "<<SYS>>\n"); gn_buf_puts(&b, system); gn_buf_puts(&b, "\n<</SYS>>\n\n"); }
+                gn_buf_puts(&b, msgs[i].content);
+                gn_buf_puts(&b, " [/INST]");
                 first = 0;
             } else {
-                add(&b, " "); add(&b, msgs[i].content); add(&b, " </s>");
+                gn_buf_puts(&b, " "); gn_buf_puts(&b, msgs[i].content); gn_buf_puts(&b, " </s>");
             }
         }
         *stops = st_llama2;
         break;
     }
     case GN_CHAT_LLAMA3:
-        if (system) { add(&b, "<|start_header_id|>system<|end_header_id|>\n\n"); add(&b, system); add(&b, "<|eot_id|>"); }
+        if (system) { gn_buf_puts(&b, "<|start_header_id|>system<|end_header_id|>\n\n"); gn_buf_puts(&b, system); gn_buf_puts(&b, "<|eot_id|>"); }
         for (; i < n; i++) {
-            add(&b, "<|start_header_id|>"); add(&b, msgs[i].role); add(&b, "<|end_header_id|>\n\n");
-            add(&b, msgs[i].content); add(&b, "<|eot_id|>");
+            gn_buf_puts(&b, "<|start_header_id|>"); gn_buf_puts(&b, msgs[i].role); gn_buf_puts(&b, "<|end_header_id|>\n\n");
+            gn_buf_puts(&b, msgs[i].content); gn_buf_puts(&b, "<|eot_id|>");
         }
-        add(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        gn_buf_puts(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
         *stops = st_llama3;
         break;
     default: { // Guanaco, both spellings
         int demo = f == GN_CHAT_GUANACO_DEMO;
-        add(&b, system ? system : GN_GUANACO_SYSTEM);
+        gn_buf_puts(&b, system ? system : GN_GUANACO_SYSTEM);
         for (; i < n; i++) {
             if (!strcmp(msgs[i].role, "user")) {
-                add(&b, " ### Human: ");
-                add(&b, msgs[i].content);
+                gn_buf_puts(&b, " ### Human: ");
+                gn_buf_puts(&b, msgs[i].content);
             } else {
-                add(&b, demo ? "### Assistant: " : " ### Assistant: ");
-                add(&b, msgs[i].content);
+                gn_buf_puts(&b, demo ? "### Assistant: " : " ### Assistant: ");
+                gn_buf_puts(&b, msgs[i].content);
             }
         }
-        add(&b, demo ? "### Assistant: " : " ### Assistant:");
+        gn_buf_puts(&b, demo ? "### Assistant: " : " ### Assistant:");
         *stops = st_guanaco;
         break;
     }
     }
     *n_stops = 2;
-    return b.buf;
+    return gn_buf_take(&b);
 }

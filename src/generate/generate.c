@@ -7,28 +7,17 @@
  * known not to be one, so a streaming client never sees part of a marker.
  */
 #include "../model/llama.h"
+#include "../core/buf.h" // gn_buf
+#include "stop.h"         // gn_stop_held, gn_stop_find
 
 #include <stdlib.h> // free
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} strbuf;
+// ----------------------------------------------------------------------------
+// stop strings (stop.h)
 
-static void sb_add(strbuf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->buf = gn_realloc(b->buf, b->cap);
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = 0;
-}
-
-// Length of the longest suffix of text[0..len) that is a proper prefix of a stop string.
-static size_t held_suffix(const char *text, size_t len, const char *const *stop, int n_stop) {
+size_t gn_stop_held(const char *text, size_t len, const char *const *stop, int n) {
     size_t best = 0;
-    for (int i = 0; i < n_stop; i++) {
+    for (int i = 0; i < n; i++) {
         size_t sl = strlen(stop[i]);
         for (size_t k = sl > 1 ? sl - 1 : 0; k > best; k--)
             if (k <= len && !memcmp(text + len - k, stop[i], k)) { best = k; break; }
@@ -36,10 +25,9 @@ static size_t held_suffix(const char *text, size_t len, const char *const *stop,
     return best;
 }
 
-// Earliest match of any stop string in text starting at or after `from`.
-static int find_stop(const char *text, size_t len, size_t from, const char *const *stop, int n_stop, size_t *at) {
+int gn_stop_find(const char *text, size_t len, size_t from, const char *const *stop, int n, size_t *at) {
     int found = 0;
-    for (int i = 0; i < n_stop; i++) {
+    for (int i = 0; i < n; i++) {
         size_t sl = strlen(stop[i]);
         if (!sl) continue;
         size_t start = from > sl ? from - sl : 0; // a match may straddle the new text
@@ -52,6 +40,9 @@ static int find_stop(const char *text, size_t len, size_t from, const char *cons
     }
     return found;
 }
+
+// ----------------------------------------------------------------------------
+// generation
 
 static int is_eos(const gn_model *m, int32_t t) {
     if (t == m->cfg.eos_id) return 1;
@@ -76,7 +67,7 @@ gn_status gn_generate(gn_session *s, gn_sampler *smp, const int32_t *prompt, int
     memcpy(hist, prompt, sizeof(int32_t) * (size_t)n_prompt);
     int nh = n_prompt;
     float *work = gn_malloc(sizeof(float) * (size_t)V);
-    strbuf text = {0};
+    gn_buf text = {0};
     size_t emitted = 0;
     gn_detok_stream ds;
     gn_detok_stream_init(&ds);
@@ -103,17 +94,17 @@ gn_status gn_generate(gn_session *s, gn_sampler *smp, const int32_t *prompt, int
                 }
             } else {
                 int k = gn_detok_stream_push(m->tok, &ds, tok, piece, (int)sizeof piece);
-                if (k > 0) sb_add(&text, piece, (size_t)k);
+                if (k > 0) gn_buf_put(&text, piece, (size_t)k);
             }
         }
         size_t at = 0;
-        if (o->n_stop && find_stop(text.buf ? text.buf : "", text.len, before, o->stop, o->n_stop, &at)) {
+        if (o->n_stop && gn_stop_find(text.buf ? text.buf : "", text.len, before, o->stop, o->n_stop, &at)) {
             text.len = at;
             if (text.buf) text.buf[at] = 0;
             st0.stopped_by = 2;
             break;
         }
-        size_t safe = text.len - held_suffix(text.buf ? text.buf : "", text.len, o->stop, o->n_stop);
+        size_t safe = text.len - gn_stop_held(text.buf ? text.buf : "", text.len, o->stop, o->n_stop);
         if (o->on_text && safe > emitted) {
             if (o->on_text(text.buf + emitted, safe - emitted, o->user)) { emitted = safe; st0.stopped_by = 3; break; }
             emitted = safe;
@@ -125,13 +116,13 @@ gn_status gn_generate(gn_session *s, gn_sampler *smp, const int32_t *prompt, int
     }
     if (st0.stopped_by != 2 && st0.stopped_by != 3 && m->tok) {
         int k = gn_detok_stream_flush(&ds, piece, (int)sizeof piece);
-        if (k > 0) sb_add(&text, piece, (size_t)k);
+        if (k > 0) gn_buf_put(&text, piece, (size_t)k);
     }
     if (o->on_text && text.len > emitted && st0.stopped_by != 3) o->on_text(text.buf + emitted, text.len - emitted, o->user);
     st0.t_gen_s = gn_time_s() - t1;
     if (out_ids) { *out_ids = gn_malloc(sizeof(int32_t) * (size_t)(st0.n_gen + 1)); memcpy(*out_ids, hist + n_prompt, sizeof(int32_t) * (size_t)st0.n_gen); }
     if (out_n) *out_n = st0.n_gen;
-    if (out_text) { if (!text.buf) sb_add(&text, "", 0); *out_text = text.buf; text.buf = NULL; }
+    if (out_text) *out_text = gn_buf_take(&text);
     free(text.buf);
     free(work);
     free(hist);

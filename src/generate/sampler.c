@@ -32,12 +32,6 @@ void gn_sampler_defaults(gn_sampler_opts *o) {
 }
 
 // splitmix64 to spread the seed, then xorshift64*
-static uint64_t splitmix(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static float rand_unit(uint64_t *s) { // [0, 1)
     *s ^= *s >> 12; *s ^= *s << 25; *s ^= *s >> 27;
@@ -49,7 +43,7 @@ gn_sampler *gn_sampler_new(const gn_sampler_opts *o, int vocab_size) {
     s->o = *o;
     s->V = vocab_size;
     uint64_t x = o->seed;
-    s->rng = splitmix(&x) | 1;
+    s->rng = gn_splitmix64(&x) | 1;
     s->idx = gn_malloc(sizeof(int32_t) * (size_t)vocab_size);
     s->tmp = gn_malloc(sizeof(int32_t) * (size_t)vocab_size);
     s->prob = gn_malloc(sizeof(float) * (size_t)vocab_size);

@@ -21,6 +21,8 @@
 #include <sys/stat.h>     // stat, mkdir
 #include <errno.h>        // errno
 
+#include "../formats/gguf.h" // gn_gguf_permute_qk
+
 const char *const GN_MOD_NAMES[GN_N_MODS] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 const char *const GN_MOD_PATHS[GN_N_MODS] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                              "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
@@ -107,30 +109,6 @@ static int parse_key(const char *key, int *layer, int *mod, int *isB) {
     return -1; // a layer tensor of a module LLaMA does not have
 }
 
-// Reorders the rows of a (n_heads*hs, cols) matrix from HF's rotate-half layout
-// (row i and i+hs/2 form a rotary pair) to GGUF's interleaved layout (rows 2i,
-// 2i+1), the permutation llama.cpp's converter applies to q/k weights.
-// inverse = 1 undoes it (GGUF order back to HF order, for saving).
-static void permute_rows(float *w, int n_heads, int hs, int64_t cols, int inverse) {
-    float *tmp = gn_malloc(sizeof(float) * (size_t)hs * (size_t)cols);
-    size_t rb = sizeof(float) * (size_t)cols;
-    for (int h = 0; h < n_heads; h++) {
-        float *head = w + (size_t)h * hs * cols;
-        for (int i = 0; i < hs / 2; i++) {
-            int64_t hf0 = i, hf1 = i + hs / 2, il0 = 2 * i, il1 = 2 * i + 1;
-            if (!inverse) {
-                memcpy(tmp + il0 * cols, head + hf0 * cols, rb);
-                memcpy(tmp + il1 * cols, head + hf1 * cols, rb);
-            } else {
-                memcpy(tmp + hf0 * cols, head + il0 * cols, rb);
-                memcpy(tmp + hf1 * cols, head + il1 * cols, rb);
-            }
-        }
-        memcpy(head, tmp, rb * (size_t)hs);
-    }
-    free(tmp);
-}
-static void hf_to_interleaved_rows(float *w, int n_heads, int hs, int64_t cols) { permute_rows(w, n_heads, hs, cols, 0); }
 
 // n floats as bf16 in *dst (allocated) when each is exactly a bf16 value; else *dst = NULL
 static void bf16_if_exact(const float *src, int64_t n, uint16_t **dst) {
@@ -280,7 +258,7 @@ gn_status gn_adapter_load(gn_adapter **out, const gn_model *m, const char *path,
         for (int L = 0; L < c->n_layers; L++)
             for (int k = GN_MOD_Q; k <= GN_MOD_K; k++) {
                 gn_lora_mod *lm = &a->mods[(size_t)L * GN_N_MODS + (size_t)k];
-                if (lm->r) hf_to_interleaved_rows(lm->B, k == GN_MOD_Q ? c->n_heads : c->n_kv_heads, c->head_dim, lm->r);
+                if (lm->r) gn_gguf_permute_qk(lm->B, k == GN_MOD_Q ? c->n_heads : c->n_kv_heads, c->head_dim, lm->r, 1);
             }
     for (int i = 0; i < a->n_layers * GN_N_MODS; i++) keep_bf16(&a->mods[i]);
     gn_tensor_table_free(&tt);
@@ -345,7 +323,7 @@ gn_status gn_adapter_save(const gn_adapter *a, const char *dir, gn_dtype dtype, 
                 if (isB && a->interleaved && (m == GN_MOD_Q || m == GN_MOD_K)) { // files hold HF row order
                     unperm = gn_malloc(ne * 4);
                     memcpy(unperm, src, ne * 4);
-                    permute_rows(unperm, m == GN_MOD_Q ? a->n_heads : a->n_kv_heads, a->head_dim, lm->r, 1);
+                    gn_gguf_permute_qk(unperm, m == GN_MOD_Q ? a->n_heads : a->n_kv_heads, a->head_dim, lm->r, 0);
                     src = unperm;
                 }
                 void *buf;

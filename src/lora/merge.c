@@ -13,23 +13,10 @@
 #include <stdlib.h>      // free
 #include <sys/stat.h>    // mkdir
 
+#include "../formats/gguf.h" // gn_gguf_permute_qk
+
 // dst (rows, cols) = weight of m as float32
 static void mat_to_f32(const gn_mat *w, float *dst) { gn_linear_rows_f32(w, 0, w->rows, dst); }
-
-// Undo GGUF's interleaved q/k row order (rows 2i, 2i+1 -> i, i + hs/2 per head).
-static void interleaved_to_hf(float *w, int n_heads, int hs, int64_t cols) {
-    float *tmp = gn_malloc(sizeof(float) * (size_t)hs * (size_t)cols);
-    size_t rb = sizeof(float) * (size_t)cols;
-    for (int h = 0; h < n_heads; h++) {
-        float *head = w + (size_t)h * hs * cols;
-        for (int i = 0; i < hs / 2; i++) {
-            memcpy(tmp + (size_t)i * cols, head + (size_t)(2 * i) * cols, rb);
-            memcpy(tmp + (size_t)(i + hs / 2) * cols, head + (size_t)(2 * i + 1) * cols, rb);
-        }
-        memcpy(head, tmp, rb * (size_t)hs);
-    }
-    free(tmp);
-}
 
 // w (OC, IC) += s * B (OC, r) @ A (r, IC)
 static void add_delta(float *w, const gn_lora_mod *lm) {
@@ -181,7 +168,7 @@ gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const cha
             mat_to_f32(w, f);
             if (a && a->mods[(size_t)l * GN_N_MODS + (size_t)mi].r) add_delta(f, &a->mods[(size_t)l * GN_N_MODS + (size_t)mi]);
             if (c->rope_interleaved && (mi == GN_MOD_Q || mi == GN_MOD_K))
-                interleaved_to_hf(f, mi == GN_MOD_Q ? c->n_heads : c->n_kv_heads, c->head_dim, w->cols);
+                gn_gguf_permute_qk(f, mi == GN_MOD_Q ? c->n_heads : c->n_kv_heads, c->head_dim, w->cols, 0);
             snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, GN_MOD_PATHS[mi]);
             ADD(nm, f, w->rows, w->cols);
         }

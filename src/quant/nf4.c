@@ -16,6 +16,7 @@
  * is noted where it happens.
  */
 #include "nf4.h"
+#include "core/buf.h" // gn_buf
 
 #include <math.h>    // fabsf, isinf, floor
 #include <stdarg.h>  // va_list
@@ -508,18 +509,6 @@ double gn_quant4_bits_formula(int blocksize, int nested, int nested_blocksize) {
 // ----------------------------------------------------------------------------
 // quant_state JSON
 
-typedef struct { char *p; size_t n, cap; } jbuf;
-
-static void jb_put(jbuf *b, const char *s) {
-    size_t k = strlen(s);
-    if (b->n + k + 1 > b->cap) {
-        b->cap = (b->n + k + 1) * 2;
-        b->p = gn_realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->n, s, k + 1);
-    b->n += k;
-}
-
 // Python's repr() of a double (what json.dumps writes for a float): the
 // shortest digit string that reads back to the same double; fixed notation for
 // decimal exponents -4..15 (always with a fraction, "100.0"), else "1.5e-05".
@@ -571,28 +560,28 @@ static void py_float_repr(double v, char *out, size_t cap) {
 }
 
 char *gn_quant4_state_json(const gn_quant4_state *q) {
-    jbuf b = {0};
+    gn_buf b = {0};
     char t[96];
-    jb_put(&b, "{\"quant_type\": \"");
-    jb_put(&b, q->quant_type == GN_QUANT_NF4 ? "nf4" : "fp4");
+    gn_buf_puts(&b, "{\"quant_type\": \"");
+    gn_buf_puts(&b, q->quant_type == GN_QUANT_NF4 ? "nf4" : "fp4");
     snprintf(t, sizeof t, "\", \"blocksize\": %d, \"dtype\": \"", q->blocksize);
-    jb_put(&b, t);
-    jb_put(&b, dtype_torch_name(q->dtype) ? dtype_torch_name(q->dtype) : "float32");
-    jb_put(&b, "\", \"shape\": [");
+    gn_buf_puts(&b, t);
+    gn_buf_puts(&b, dtype_torch_name(q->dtype) ? dtype_torch_name(q->dtype) : "float32");
+    gn_buf_puts(&b, "\", \"shape\": [");
     for (int i = 0; i < q->ndim; i++) {
         snprintf(t, sizeof t, "%s%lld", i ? ", " : "", (long long)q->shape[i]);
-        jb_put(&b, t);
+        gn_buf_puts(&b, t);
     }
-    jb_put(&b, "]");
+    gn_buf_puts(&b, "]");
     if (q->nested) {
         snprintf(t, sizeof t, ", \"nested_blocksize\": %d, \"nested_dtype\": \"%s\", \"nested_offset\": ",
                  q->nested_blocksize, dtype_torch_name(q->nested_dtype) ? dtype_torch_name(q->nested_dtype) : "float32");
-        jb_put(&b, t);
+        gn_buf_puts(&b, t);
         py_float_repr((double)q->offset, t, sizeof t);
-        jb_put(&b, t);
+        gn_buf_puts(&b, t);
     }
-    jb_put(&b, "}");
-    return b.p;
+    gn_buf_puts(&b, "}");
+    return b.buf;
 }
 
 // ----------------------------------------------------------------------------

@@ -22,43 +22,7 @@
 #include "core/common.h" // gn_malloc, gn_strdup, gn_time_s
 
 // ----------------------------------------------------------------------------
-// byte buffers
-
-void sb_put(sbuf *b, const void *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        b->buf = gn_realloc(b->buf, cap);
-        b->cap = cap;
-    }
-    if (n) memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = 0;
-}
-
-void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-void sb_printf(sbuf *b, const char *fmt, ...) {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) { sb_put(b, tmp, (size_t)n); return; }
-    char *big = gn_malloc((size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_put(b, big, (size_t)n);
-    free(big);
-}
-
-void sb_free(sbuf *b) {
-    free(b->buf);
-    b->buf = NULL;
-    b->len = b->cap = 0;
-}
+// JSON strings
 
 // Length of the well-formed UTF-8 sequence at s[0..n) (n > 0, s[0] >= 0x80), or 0.
 static size_t utf8_seq(const unsigned char *s, size_t n) {
@@ -79,10 +43,10 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
 
 // JSON string literal (with quotes) for n bytes of text; bytes that are not
 // well-formed UTF-8 become U+FFFD, so the output is always valid JSON.
-void sb_json_str(sbuf *b, const char *str, size_t n) {
+void sb_json_str(gn_buf *b, const char *str, size_t n) {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = (const unsigned char *)str;
-    sb_put(b, "\"", 1);
+    gn_buf_put(b, "\"", 1);
     size_t run = 0; // start of the bytes not yet copied
     for (size_t i = 0; i < n;) {
         unsigned char c = s[i];
@@ -91,24 +55,24 @@ void sb_json_str(sbuf *b, const char *str, size_t n) {
             size_t k = utf8_seq(s + i, n - i);
             if (k) { i += k; continue; }
         }
-        sb_put(b, str + run, i - run);
+        gn_buf_put(b, str + run, i - run);
         switch (c) {
-        case '"': sb_put(b, "\\\"", 2); break;
-        case '\\': sb_put(b, "\\\\", 2); break;
-        case '\n': sb_put(b, "\\n", 2); break;
-        case '\r': sb_put(b, "\\r", 2); break;
-        case '\t': sb_put(b, "\\t", 2); break;
+        case '"': gn_buf_put(b, "\\\"", 2); break;
+        case '\\': gn_buf_put(b, "\\\\", 2); break;
+        case '\n': gn_buf_put(b, "\\n", 2); break;
+        case '\r': gn_buf_put(b, "\\r", 2); break;
+        case '\t': gn_buf_put(b, "\\t", 2); break;
         default:
-            if (c >= 0x80) sb_put(b, "\\ufffd", 6);
+            if (c >= 0x80) gn_buf_put(b, "\\ufffd", 6);
             else {
                 char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-                sb_put(b, u, 6);
+                gn_buf_put(b, u, 6);
             }
         }
         run = ++i;
     }
-    sb_put(b, str + run, n - run);
-    sb_put(b, "\"", 1);
+    gn_buf_put(b, str + run, n - run);
+    gn_buf_put(b, "\"", 1);
 }
 
 int utf8_valid(const char *str, size_t n) {
@@ -125,26 +89,23 @@ int utf8_valid(const char *str, size_t n) {
 // ----------------------------------------------------------------------------
 // errors and ids
 
-void api_error_json(sbuf *out, const char *message, const char *type, const char *param, const char *code) {
-    sb_puts(out, "{\"error\":{\"message\":");
+void api_error_json(gn_buf *out, const char *message, const char *type, const char *param, const char *code) {
+    gn_buf_puts(out, "{\"error\":{\"message\":");
     sb_json_str(out, message, strlen(message));
-    sb_puts(out, ",\"type\":");
+    gn_buf_puts(out, ",\"type\":");
     sb_json_str(out, type, strlen(type));
-    sb_puts(out, ",\"param\":");
-    if (param) sb_json_str(out, param, strlen(param)); else sb_puts(out, "null");
-    sb_puts(out, ",\"code\":");
-    if (code) sb_json_str(out, code, strlen(code)); else sb_puts(out, "null");
-    sb_puts(out, "}}");
+    gn_buf_puts(out, ",\"param\":");
+    if (param) sb_json_str(out, param, strlen(param)); else gn_buf_puts(out, "null");
+    gn_buf_puts(out, ",\"code\":");
+    if (code) sb_json_str(out, code, strlen(code)); else gn_buf_puts(out, "null");
+    gn_buf_puts(out, "}}");
 }
 
 // Random numbers for ids and default seeds (socket thread only).
 uint64_t srv_rand64(void) {
     static uint64_t s;
     if (!s) s = ((uint64_t)time(NULL) << 20) ^ (uint64_t)(gn_time_s() * 1e9) ^ 0x9e3779b97f4a7c15ull;
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return gn_splitmix64(&s);
 }
 
 // n random characters from [A-Za-z0-9] into out (NUL-terminated).
@@ -166,7 +127,7 @@ void job_free(srv_job *j) {
     free(j->stop);
     free(j->prompt_ids);
     free(j->model);
-    sb_free(&j->out);
+    gn_buf_free(&j->out);
     free(j);
 }
 
@@ -174,7 +135,7 @@ void job_free(srv_job *j) {
 // request validation
 
 typedef struct {
-    sbuf *err;
+    gn_buf *err;
     int *status;
 } vctx;
 
@@ -247,20 +208,19 @@ static int content_text(vctx *v, const cJSON *c, int i, char **out) {
     if (!cJSON_IsArray(c))
         return bad(v, 400, param, "invalid_type", "'%s' must be a string or an array of text parts, got %s", param,
                    type_name(c));
-    sbuf b = {0};
-    sb_puts(&b, "");
+    gn_buf b = {0};
     const cJSON *p;
     cJSON_ArrayForEach(p, c) {
         const cJSON *ty = cJSON_GetObjectItemCaseSensitive(p, "type");
         const cJSON *tx = cJSON_GetObjectItemCaseSensitive(p, "text");
         if (!cJSON_IsObject(p) || !cJSON_IsString(ty) || strcmp(ty->valuestring, "text") || !cJSON_IsString(tx)) {
-            sb_free(&b);
+            gn_buf_free(&b);
             return bad(v, 400, param, "invalid_value",
                        "'%s': only parts of the form {\"type\": \"text\", \"text\": \"...\"} are supported", param);
         }
-        sb_puts(&b, tx->valuestring);
+        gn_buf_puts(&b, tx->valuestring);
     }
-    *out = b.buf;
+    *out = gn_buf_take(&b);
     return 0;
 }
 
@@ -273,7 +233,7 @@ static int parse_messages(vctx *v, const cJSON *root, srv_job *j) {
     if (n == 0) return bad(v, 400, "messages", "invalid_value", "'messages' must contain at least one message");
     if (n > 4096) return bad(v, 400, "messages", "invalid_value", "'messages' has %d messages (at most 4096)", n);
     // system/developer messages are merged into one leading system turn
-    sbuf sys = {0};
+    gn_buf sys = {0};
     int have_sys = 0;
     j->msgs = gn_calloc((size_t)n + 1, sizeof(gn_chat_msg));
     j->n_msgs = 1; // slot 0 is reserved for the system turn
@@ -283,27 +243,27 @@ static int parse_messages(vctx *v, const cJSON *root, srv_job *j) {
         char param[64];
         snprintf(param, sizeof param, "messages[%d]", i);
         if (!cJSON_IsObject(m)) {
-            sb_free(&sys);
+            gn_buf_free(&sys);
             return bad(v, 400, param, "invalid_type", "'%s' must be an object, got %s", param, type_name(m));
         }
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         snprintf(param, sizeof param, "messages[%d].role", i);
         if (!cJSON_IsString(role)) {
-            sb_free(&sys);
+            gn_buf_free(&sys);
             return bad(v, 400, param, "invalid_type", "'%s' must be a string", param);
         }
         const char *r = role->valuestring;
         int is_sys = !strcmp(r, "system") || !strcmp(r, "developer");
         if (!is_sys && strcmp(r, "user") && strcmp(r, "assistant")) {
-            sb_free(&sys);
+            gn_buf_free(&sys);
             return bad(v, 400, param, "invalid_value",
                        "'%s' is '%.40s': supported roles are system, developer, user and assistant", param, r);
         }
         char *text = NULL;
-        if (content_text(v, cJSON_GetObjectItemCaseSensitive(m, "content"), i, &text)) { sb_free(&sys); return -1; }
+        if (content_text(v, cJSON_GetObjectItemCaseSensitive(m, "content"), i, &text)) { gn_buf_free(&sys); return -1; }
         if (is_sys) {
-            if (have_sys) sb_puts(&sys, "\n");
-            sb_puts(&sys, text);
+            if (have_sys) gn_buf_puts(&sys, "\n");
+            gn_buf_puts(&sys, text);
             have_sys = 1;
             free(text);
         } else {
@@ -386,7 +346,7 @@ static int find_model(const char *name) {
     return -2;
 }
 
-srv_job *api_parse(int kind, const char *body, size_t len, sbuf *err, int *status) {
+srv_job *api_parse(int kind, const char *body, size_t len, gn_buf *err, int *status) {
     vctx v = {err, status};
     srv_job *j = NULL;
     cJSON *root = NULL;
@@ -415,12 +375,12 @@ srv_job *api_parse(int kind, const char *body, size_t len, sbuf *err, int *statu
         if (!cJSON_IsString(model)) { bad(&v, 400, "model", "invalid_type", "'model' must be a string, got %s", type_name(model)); goto fail; }
         int a = model->valuestring[0] ? find_model(model->valuestring) : -1;
         if (a == -2) {
-            sbuf names = {0};
-            sb_puts(&names, srv.model_name);
-            for (int i = 0; i < srv.n_adapters; i++) { sb_puts(&names, ", "); sb_puts(&names, srv.adapters[i].name); }
+            gn_buf names = {0};
+            gn_buf_puts(&names, srv.model_name);
+            for (int i = 0; i < srv.n_adapters; i++) { gn_buf_puts(&names, ", "); gn_buf_puts(&names, srv.adapters[i].name); }
             bad(&v, 404, "model", "model_not_found", "The model '%.100s' does not exist; this server has: %.300s",
                 model->valuestring, names.buf);
-            sb_free(&names);
+            gn_buf_free(&names);
             goto fail;
         }
         j->adapter = a;
@@ -503,25 +463,25 @@ fail:
 // ----------------------------------------------------------------------------
 // GET /v1/models
 
-static void model_entry(sbuf *out, const char *id, const char *parent) {
-    sb_puts(out, "{\"id\":");
+static void model_entry(gn_buf *out, const char *id, const char *parent) {
+    gn_buf_puts(out, "{\"id\":");
     sb_json_str(out, id, strlen(id));
-    sb_printf(out, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"guanaco\"", srv.started);
-    if (parent) { sb_puts(out, ",\"parent\":"); sb_json_str(out, parent, strlen(parent)); }
-    sb_puts(out, "}");
+    gn_buf_printf(out, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"guanaco\"", srv.started);
+    if (parent) { gn_buf_puts(out, ",\"parent\":"); sb_json_str(out, parent, strlen(parent)); }
+    gn_buf_puts(out, "}");
 }
 
-void api_models_json(sbuf *out) {
-    sb_puts(out, "{\"object\":\"list\",\"data\":[");
+void api_models_json(gn_buf *out) {
+    gn_buf_puts(out, "{\"object\":\"list\",\"data\":[");
     model_entry(out, srv.model_name, NULL);
     for (int i = 0; i < srv.n_adapters; i++) {
-        sb_puts(out, ",");
+        gn_buf_puts(out, ",");
         model_entry(out, srv.adapters[i].name, srv.model_name);
     }
-    sb_puts(out, "]}");
+    gn_buf_puts(out, "]}");
 }
 
-int api_model_json(sbuf *out, const char *id) {
+int api_model_json(gn_buf *out, const char *id) {
     int a = find_model(id);
     if (a == -2) return -1;
     model_entry(out, id, a >= 0 ? srv.model_name : NULL);

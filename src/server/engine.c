@@ -31,6 +31,7 @@
 #include <time.h>        // clock_gettime
 
 #include "core/common.h" // gn_malloc, gn_time_s
+#include "generate/stop.h" // gn_stop_held, gn_stop_find
 
 // ----------------------------------------------------------------------------
 // slots
@@ -49,12 +50,12 @@ typedef struct {
     const char *const *marks;   // the chat format's turn markers
     int n_marks;
     gn_detok_stream ds;
-    sbuf text;                  // generated text (cut at a stop)
+    gn_buf text;                  // generated text (cut at a stop)
     size_t emitted;             // bytes of text already sent
     double ttft;                // seconds from arrival to the first token
     int finish;                 // FIN_* once decided
     int cut;                    // the text was cut at a stop string
-    sbuf send;                  // bytes to hand to the connection this turn
+    gn_buf send;                  // bytes to hand to the connection this turn
 } slot;
 
 // prompt rests up to this many tokens are fed through the batched decode
@@ -113,38 +114,38 @@ static int client_gone(const srv_job *j) {
 
 static const char *finish_name(int f) { return f == FIN_STOP ? "stop" : "length"; }
 
-static void usage_json(sbuf *b, int n_prompt, int n_gen) {
-    sb_printf(b, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}", n_prompt, n_gen,
+static void usage_json(gn_buf *b, int n_prompt, int n_gen) {
+    gn_buf_printf(b, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}", n_prompt, n_gen,
               n_prompt + n_gen);
 }
 
-static void chunk_head(sbuf *b, const srv_job *j) {
-    sb_puts(b, "data: {\"id\":\"");
-    sb_puts(b, j->id);
-    sb_puts(b, j->kind == JOB_CHAT ? "\",\"object\":\"chat.completion.chunk\"" : "\",\"object\":\"text_completion\"");
-    sb_printf(b, ",\"created\":%ld,\"model\":", j->created);
+static void chunk_head(gn_buf *b, const srv_job *j) {
+    gn_buf_puts(b, "data: {\"id\":\"");
+    gn_buf_puts(b, j->id);
+    gn_buf_puts(b, j->kind == JOB_CHAT ? "\",\"object\":\"chat.completion.chunk\"" : "\",\"object\":\"text_completion\"");
+    gn_buf_printf(b, ",\"created\":%ld,\"model\":", j->created);
     sb_json_str(b, j->model, strlen(j->model));
-    sb_puts(b, ",\"system_fingerprint\":\"guanaco\",\"choices\":[");
+    gn_buf_puts(b, ",\"system_fingerprint\":\"guanaco\",\"choices\":[");
 }
 
 // One SSE event carrying text (and/or a finish reason). role: first chat chunk.
 static void sse_delta(slot *sl, const char *text, size_t n, int role, int finish) {
     const srv_job *j = sl->job;
-    sbuf *b = &sl->send;
+    gn_buf *b = &sl->send;
     chunk_head(b, j);
     if (j->kind == JOB_CHAT) {
-        sb_puts(b, "{\"index\":0,\"delta\":{");
-        if (role) sb_puts(b, "\"role\":\"assistant\",\"content\":\"\"");
-        else if (text) { sb_puts(b, "\"content\":"); sb_json_str(b, text, n); }
-        sb_puts(b, "},\"logprobs\":null,\"finish_reason\":");
+        gn_buf_puts(b, "{\"index\":0,\"delta\":{");
+        if (role) gn_buf_puts(b, "\"role\":\"assistant\",\"content\":\"\"");
+        else if (text) { gn_buf_puts(b, "\"content\":"); sb_json_str(b, text, n); }
+        gn_buf_puts(b, "},\"logprobs\":null,\"finish_reason\":");
     } else {
-        sb_puts(b, "{\"index\":0,\"text\":");
+        gn_buf_puts(b, "{\"index\":0,\"text\":");
         sb_json_str(b, text ? text : "", text ? n : 0);
-        sb_puts(b, ",\"logprobs\":null,\"finish_reason\":");
+        gn_buf_puts(b, ",\"logprobs\":null,\"finish_reason\":");
     }
-    if (finish) { sb_puts(b, "\""); sb_puts(b, finish_name(finish)); sb_puts(b, "\""); }
-    else sb_puts(b, "null");
-    sb_puts(b, "}]}\n\n");
+    if (finish) { gn_buf_puts(b, "\""); gn_buf_puts(b, finish_name(finish)); gn_buf_puts(b, "\""); }
+    else gn_buf_puts(b, "null");
+    gn_buf_puts(b, "}]}\n\n");
 }
 
 static void emit_text(slot *sl, const char *text, size_t n) {
@@ -155,75 +156,49 @@ static void emit_text(slot *sl, const char *text, size_t n) {
 // The end of a request: last events or the whole body.
 static void emit_finish(slot *sl) {
     const srv_job *j = sl->job;
-    sbuf *b = &sl->send;
+    gn_buf *b = &sl->send;
     if (j->stream) {
         sse_delta(sl, NULL, 0, 0, sl->finish);
         if (j->include_usage) {
             chunk_head(b, j);
             b->len -= 1; // "choices":[ -> "choices":[]
-            sb_puts(b, "[],");
+            gn_buf_puts(b, "[],");
             usage_json(b, sl->n_prompt, sl->n_gen);
-            sb_puts(b, "}\n\n");
+            gn_buf_puts(b, "}\n\n");
         }
-        sb_puts(b, "data: [DONE]\n\n");
+        gn_buf_puts(b, "data: [DONE]\n\n");
         return;
     }
-    sb_puts(b, "{\"id\":\"");
-    sb_puts(b, j->id);
-    sb_puts(b, j->kind == JOB_CHAT ? "\",\"object\":\"chat.completion\"" : "\",\"object\":\"text_completion\"");
-    sb_printf(b, ",\"created\":%ld,\"model\":", j->created);
+    gn_buf_puts(b, "{\"id\":\"");
+    gn_buf_puts(b, j->id);
+    gn_buf_puts(b, j->kind == JOB_CHAT ? "\",\"object\":\"chat.completion\"" : "\",\"object\":\"text_completion\"");
+    gn_buf_printf(b, ",\"created\":%ld,\"model\":", j->created);
     sb_json_str(b, j->model, strlen(j->model));
-    sb_puts(b, ",\"system_fingerprint\":\"guanaco\",\"choices\":[{\"index\":0,");
+    gn_buf_puts(b, ",\"system_fingerprint\":\"guanaco\",\"choices\":[{\"index\":0,");
     if (j->kind == JOB_CHAT) {
-        sb_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":");
+        gn_buf_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":");
         sb_json_str(b, sl->text.buf ? sl->text.buf : "", sl->text.len);
-        sb_puts(b, "},");
+        gn_buf_puts(b, "},");
     } else {
-        sb_puts(b, "\"text\":");
+        gn_buf_puts(b, "\"text\":");
         sb_json_str(b, sl->text.buf ? sl->text.buf : "", sl->text.len);
-        sb_puts(b, ",");
+        gn_buf_puts(b, ",");
     }
-    sb_printf(b, "\"logprobs\":null,\"finish_reason\":\"%s\"}],", finish_name(sl->finish));
+    gn_buf_printf(b, "\"logprobs\":null,\"finish_reason\":\"%s\"}],", finish_name(sl->finish));
     usage_json(b, sl->n_prompt, sl->n_gen);
-    sb_puts(b, "}");
+    gn_buf_puts(b, "}");
 }
 
 // ----------------------------------------------------------------------------
-// stop strings (the same rules as gn_generate: text that may begin a stop string
-// is held back; a match cuts the text before it)
-
-static size_t held_suffix(const char *t, size_t len, const char *const *st, int n) {
-    size_t best = 0;
-    for (int i = 0; i < n; i++) {
-        size_t sl = strlen(st[i]);
-        for (size_t k = sl > 1 ? sl - 1 : 0; k > best; k--)
-            if (k <= len && !memcmp(t + len - k, st[i], k)) { best = k; break; }
-    }
-    return best;
-}
-
-static int find_stop(const char *t, size_t len, size_t from, const char *const *st, int n, size_t *at) {
-    int found = 0;
-    for (int i = 0; i < n; i++) {
-        size_t sl = strlen(st[i]);
-        if (!sl) continue;
-        size_t p0 = from > sl ? from - sl : 0;
-        for (size_t p = p0; p + sl <= len; p++)
-            if (!memcmp(t + p, st[i], sl)) {
-                if (!found || p < *at) *at = p;
-                found = 1;
-                break;
-            }
-    }
-    return found;
-}
+// stop strings (generate/stop.h, the same rules as gn_generate: text that may
+// begin a stop string is held back; a match cuts the text before it)
 
 // Length of the stop text held back given both stop lists.
 static size_t held(const slot *sl) {
     const srv_job *j = sl->job;
     const char *t = sl->text.buf ? sl->text.buf : "";
-    size_t a = held_suffix(t, sl->text.len, (const char *const *)j->stop, j->n_stop);
-    size_t b = held_suffix(t, sl->text.len, sl->marks, sl->n_marks);
+    size_t a = gn_stop_held(t, sl->text.len, (const char *const *)j->stop, j->n_stop);
+    size_t b = gn_stop_held(t, sl->text.len, sl->marks, sl->n_marks);
     return a > b ? a : b;
 }
 
@@ -252,12 +227,12 @@ static void take_token(slot *sl, int32_t tok) {
         }
     } else if (srv.tok) {
         int k = gn_detok_stream_push(srv.tok, &sl->ds, tok, piece, (int)sizeof piece);
-        if (k > 0) sb_put(&sl->text, piece, (size_t)k);
+        if (k > 0) gn_buf_put(&sl->text, piece, (size_t)k);
     }
     size_t at = 0, at2 = 0;
     const char *t = sl->text.buf ? sl->text.buf : "";
-    int f1 = find_stop(t, sl->text.len, before, (const char *const *)j->stop, j->n_stop, &at);
-    int f2 = find_stop(t, sl->text.len, before, sl->marks, sl->n_marks, &at2);
+    int f1 = gn_stop_find(t, sl->text.len, before, (const char *const *)j->stop, j->n_stop, &at);
+    int f2 = gn_stop_find(t, sl->text.len, before, sl->marks, sl->n_marks, &at2);
     if (f1 || f2) {
         if (!f1 || (f2 && at2 < at)) at = at2;
         if (at < sl->emitted) at = sl->emitted;
@@ -281,7 +256,7 @@ static void finish_slot(slot *sl) {
         if (!sl->cut && srv.tok) { // bytes of an unfinished character
             char piece[32];
             int k = gn_detok_stream_flush(&sl->ds, piece, (int)sizeof piece);
-            if (k > 0) sb_put(&sl->text, piece, (size_t)k);
+            if (k > 0) gn_buf_put(&sl->text, piece, (size_t)k);
         }
         if (sl->text.len > sl->emitted) {
             emit_text(sl, sl->text.buf + sl->emitted, sl->text.len - sl->emitted);
@@ -446,7 +421,7 @@ static int admit(slot *sl, srv_job *j, const int32_t *ids, int n, int batch_feed
 
 static void publish_locked(slot *sl) {
     srv_job *j = sl->job;
-    if (sl->send.len && j->conn && !j->cancelled) sb_put(&j->out, sl->send.buf, sl->send.len);
+    if (sl->send.len && j->conn && !j->cancelled) gn_buf_put(&j->out, sl->send.buf, sl->send.len);
     sl->send.len = 0;
     if (j->state == JS_QUEUED) j->state = JS_RUNNING;
     if (sl->finish) {
@@ -669,8 +644,8 @@ void engine_stop(void) {
     for (int i = 0; i < n_slots; i++) {
         gn_session_free(slots[i].s);
         free(slots[i].cached);
-        sb_free(&slots[i].text);
-        sb_free(&slots[i].send);
+        gn_buf_free(&slots[i].text);
+        gn_buf_free(&slots[i].send);
     }
     free(slots);
     free(work);

@@ -117,7 +117,7 @@ enum {
 
 typedef struct {
     int route;
-    sbuf body;
+    gn_buf body;
     int too_big;
     size_t received;    // body bytes, kept or not
     int answered;       // a response is queued
@@ -173,16 +173,16 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_ctx *r, int status,
     return ret;
 }
 
-static enum MHD_Result respond_json(struct MHD_Connection *c, req_ctx *r, int status, const sbuf *b) {
+static enum MHD_Result respond_json(struct MHD_Connection *c, req_ctx *r, int status, const gn_buf *b) {
     return respond(c, r, status, "application/json", b->buf ? b->buf : "", b->len);
 }
 
 static enum MHD_Result respond_error(struct MHD_Connection *c, req_ctx *r, int status, const char *msg,
                                      const char *type, const char *code) {
-    sbuf b = {0};
+    gn_buf b = {0};
     api_error_json(&b, msg, type, NULL, code);
     enum MHD_Result ret = respond_json(c, r, status, &b);
-    sb_free(&b);
+    gn_buf_free(&b);
     return ret;
 }
 
@@ -226,14 +226,14 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 }
 
 static enum MHD_Result start_job(struct MHD_Connection *c, req_ctx *r) {
-    sbuf err = {0};
+    gn_buf err = {0};
     int status = 400;
     srv_job *j = api_parse(r->route == R_CHAT ? JOB_CHAT : JOB_COMPLETION, r->body.buf ? r->body.buf : "", r->body.len,
                            &err, &status);
-    sb_free(&r->body);
+    gn_buf_free(&r->body);
     if (!j) {
         enum MHD_Result ret = respond_json(c, r, status, &err);
-        sb_free(&err);
+        gn_buf_free(&err);
         return ret;
     }
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -264,7 +264,7 @@ static enum MHD_Result continue_job(struct MHD_Connection *c, req_ctx *r) {
     pthread_mutex_lock(&srv.mu);
     if (j->cancelled) { pthread_mutex_unlock(&srv.mu); return MHD_NO; } // client gone: close
     if (j->state == JS_FAILED || (!j->stream && j->state == JS_DONE)) {
-        sbuf body = j->out; // answer with a copy made by MHD
+        gn_buf body = j->out; // answer with a copy made by MHD
         int status = j->state == JS_FAILED ? j->http_status : 200;
         enum MHD_Result ret = respond(c, r, status, "application/json", body.buf ? body.buf : "", body.len);
         pthread_mutex_unlock(&srv.mu);
@@ -294,16 +294,16 @@ static enum MHD_Result continue_job(struct MHD_Connection *c, req_ctx *r) {
 // the access handler
 
 static enum MHD_Result dispatch(struct MHD_Connection *c, req_ctx *r, const char *url) {
-    sbuf b = {0};
+    gn_buf b = {0};
     enum MHD_Result ret;
     switch (r->route) {
     case R_CHAT_PAGE: return respond(c, r, 200, "text/html; charset=utf-8", PAGE_CHAT, strlen(PAGE_CHAT));
     case R_RATE_PAGE: return respond(c, r, 200, "text/html; charset=utf-8", PAGE_RATE, strlen(PAGE_RATE));
     case R_HEALTH:
         pthread_mutex_lock(&srv.mu);
-        sb_puts(&b, "{\"status\":\"ok\",\"model\":");
+        gn_buf_puts(&b, "{\"status\":\"ok\",\"model\":");
         sb_json_str(&b, srv.model_name, strlen(srv.model_name));
-        sb_printf(&b, ",\"slots\":%d,\"active\":%d,\"queued\":%d}", srv.o.parallel, srv.n_active, srv.q_len);
+        gn_buf_printf(&b, ",\"slots\":%d,\"active\":%d,\"queued\":%d}", srv.o.parallel, srv.n_active, srv.q_len);
         pthread_mutex_unlock(&srv.mu);
         break;
     case R_METRICS: {
@@ -312,13 +312,13 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, req_ctx *r, const char
         pthread_mutex_unlock(&srv.mu);
         metrics_text(&b, q, a);
         ret = respond(c, r, 200, "text/plain; version=0.0.4; charset=utf-8", b.buf, b.len);
-        sb_free(&b);
+        gn_buf_free(&b);
         return ret;
     }
     case R_MODELS: api_models_json(&b); break;
     case R_MODEL_ONE:
         if (api_model_json(&b, url + 11)) {
-            sb_free(&b);
+            gn_buf_free(&b);
             return respond_error(c, r, 404, "no such model", "invalid_request_error", "model_not_found");
         }
         break;
@@ -327,13 +327,13 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, req_ctx *r, const char
     case R_RATE_PAIR: {
         int st = rate_pair_json(&b);
         ret = respond_json(c, r, st, &b);
-        sb_free(&b);
+        gn_buf_free(&b);
         return ret;
     }
     case R_RATE_VERDICT: {
         int st = rate_verdict(r->body.buf ? r->body.buf : "", r->body.len, &b);
         ret = respond_json(c, r, st, &b);
-        sb_free(&b);
+        gn_buf_free(&b);
         return ret;
     }
     case R_BAD_METHOD:
@@ -345,7 +345,7 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, req_ctx *r, const char
     }
     }
     ret = respond_json(c, r, 200, &b);
-    sb_free(&b);
+    gn_buf_free(&b);
     return ret;
 }
 
@@ -375,9 +375,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!r->answered && !r->too_big && has_body(r->route)) { // other routes ignore a body
             if (r->body.len + *upload_size > srv.o.max_body) {
                 r->too_big = 1;
-                sb_free(&r->body);
+                gn_buf_free(&r->body);
             } else {
-                sb_put(&r->body, upload, *upload_size);
+                gn_buf_put(&r->body, upload, *upload_size);
             }
         }
         *upload_size = 0;
@@ -416,7 +416,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         fprintf(stderr, "%s -> %d%s (%.1f ms)\n", r->what, r->status,
                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " [connection ended early]",
                 (gn_time_s() - r->t0) * 1e3);
-    sb_free(&r->body);
+    gn_buf_free(&r->body);
     free(r);
     *con_cls = NULL;
 }

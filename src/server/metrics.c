@@ -88,36 +88,36 @@ void metrics_prefill(int n_tokens, int reused) {
     pthread_mutex_unlock(&M.mu);
 }
 
-static void histo_text(sbuf *o, const char *name, const char *help, const histo *h) {
-    sb_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+static void histo_text(gn_buf *o, const char *name, const char *help, const histo *h) {
+    gn_buf_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     unsigned long long cum = 0;
     for (int i = 0; i < NB; i++) {
         cum += h->count[i];
-        sb_printf(o, "%s_bucket{le=\"%g\"} %llu\n", name, BUCKETS[i], cum);
+        gn_buf_printf(o, "%s_bucket{le=\"%g\"} %llu\n", name, BUCKETS[i], cum);
     }
     cum += h->count[NB];
-    sb_printf(o, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, cum, name, h->sum, name, h->n);
+    gn_buf_printf(o, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, cum, name, h->sum, name, h->n);
 }
 
-void metrics_text(sbuf *o, int queued, int active) {
+void metrics_text(gn_buf *o, int queued, int active) {
     pthread_mutex_lock(&M.mu);
-    sb_puts(o, "# HELP guanaco_http_responses_total HTTP responses by status code.\n"
+    gn_buf_puts(o, "# HELP guanaco_http_responses_total HTTP responses by status code.\n"
                "# TYPE guanaco_http_responses_total counter\n");
     for (int i = 0; i <= NCODES; i++) {
-        if (i == NCODES) sb_printf(o, "guanaco_http_responses_total{code=\"other\"} %llu\n", M.http[i]);
-        else sb_printf(o, "guanaco_http_responses_total{code=\"%d\"} %llu\n", CODES[i], M.http[i]);
+        if (i == NCODES) gn_buf_printf(o, "guanaco_http_responses_total{code=\"other\"} %llu\n", M.http[i]);
+        else gn_buf_printf(o, "guanaco_http_responses_total{code=\"%d\"} %llu\n", CODES[i], M.http[i]);
     }
-    sb_puts(o, "# HELP guanaco_requests_total Completion requests finished, by endpoint and finish reason.\n"
+    gn_buf_puts(o, "# HELP guanaco_requests_total Completion requests finished, by endpoint and finish reason.\n"
                "# TYPE guanaco_requests_total counter\n");
     static const char *const EP[2] = {"chat", "completions"}, *const FIN[3] = {"stop", "length", "cancelled"};
     for (int e = 0; e < 2; e++)
         for (int f = 0; f < 3; f++)
-            sb_printf(o, "guanaco_requests_total{endpoint=\"%s\",finish_reason=\"%s\"} %llu\n", EP[e], FIN[f], M.done[e][f]);
-    sb_puts(o, "# HELP guanaco_requests_rejected_total Requests that got no completion, by reason.\n"
+            gn_buf_printf(o, "guanaco_requests_total{endpoint=\"%s\",finish_reason=\"%s\"} %llu\n", EP[e], FIN[f], M.done[e][f]);
+    gn_buf_puts(o, "# HELP guanaco_requests_rejected_total Requests that got no completion, by reason.\n"
                "# TYPE guanaco_requests_rejected_total counter\n");
     for (int i = 0; i < NREASONS; i++)
-        sb_printf(o, "guanaco_requests_rejected_total{reason=\"%s\"} %llu\n", REASONS[i], M.rejected[i]);
-    sb_printf(o,
+        gn_buf_printf(o, "guanaco_requests_rejected_total{reason=\"%s\"} %llu\n", REASONS[i], M.rejected[i]);
+    gn_buf_printf(o,
               "# HELP guanaco_prompt_tokens_total Prompt tokens of finished requests.\n"
               "# TYPE guanaco_prompt_tokens_total counter\nguanaco_prompt_tokens_total %llu\n"
               "# HELP guanaco_generated_tokens_total Tokens generated.\n"
@@ -134,7 +134,7 @@ void metrics_text(sbuf *o, int queued, int active) {
     histo_text(o, "guanaco_request_duration_seconds", "Time from arrival to the last token.", &M.latency);
     histo_text(o, "guanaco_time_to_first_token_seconds", "Time from arrival to the first generated token.", &M.ttft);
     pthread_mutex_unlock(&M.mu);
-    sb_printf(o,
+    gn_buf_printf(o,
               "# HELP guanaco_queue_depth Requests waiting for a slot.\n# TYPE guanaco_queue_depth gauge\n"
               "guanaco_queue_depth %d\n"
               "# HELP guanaco_active_requests Requests holding a slot.\n# TYPE guanaco_active_requests gauge\n"

@@ -97,16 +97,13 @@ static int load_gens(const char *path, const char *sys, gen_row **rows, int *n, 
         fprintf(stderr, "guanaco serve: %s\n", gn_last_error());
         return -1;
     }
-    int cap = 64, line = 0;
+    int cap = 64;
     *rows = gn_malloc(sizeof(gen_row) * (size_t)cap);
     *n = 0;
-    char *p = data;
-    while (p && *p) {
-        char *e = strchr(p, '\n');
-        if (e) *e = 0;
-        line++;
-        while (*p == ' ' || *p == '\r' || *p == '\t') p++;
-        if (*p) {
+    gn_lines it = gn_lines_init(data, strlen(data)); // a NUL byte ends the file, as it always has
+    for (char *p; (p = gn_lines_next(&it, NULL));) {
+        int line = it.lineno;
+        if (!gn_line_blank(p)) {
             cJSON *o = cJSON_Parse(p);
             const cJSON *qid = o ? cJSON_GetObjectItemCaseSensitive(o, "question_id") : NULL;
             if (o && !qid && (qid = cJSON_GetObjectItemCaseSensitive(o, "message_id"))) *id_field = "message_id";
@@ -139,7 +136,6 @@ static int load_gens(const char *path, const char *sys, gen_row **rows, int *n, 
                 cJSON_Delete(o);
             }
         }
-        p = e ? e + 1 : NULL;
     }
     free(data);
     return 0;
@@ -193,13 +189,13 @@ void rate_free(void) {
     memset(&R, 0, sizeof R);
 }
 
-static int not_enabled(sbuf *out) {
+static int not_enabled(gn_buf *out) {
     api_error_json(out, "rating is not set up: start the server with --rate-a FILE --rate-b FILE (two generations files)",
                    "invalid_request_error", NULL, "rating_disabled");
     return 404;
 }
 
-int rate_pair_json(sbuf *out) {
+int rate_pair_json(gn_buf *out) {
     if (!R.enabled) return not_enabled(out);
     // a random pair among those rated least often by this server
     int least = R.pairs[0].rated, count = 0;
@@ -211,24 +207,24 @@ int rate_pair_json(sbuf *out) {
     const gen_row *a = &R.ra[R.pairs[k].a], *b = &R.rb[R.pairs[k].b];
     const gen_row *first = swap ? b : a, *second = swap ? a : b;
     const char *prompt = a->prompt ? a->prompt : b->prompt ? b->prompt : "(no prompt text in the files)";
-    sb_printf(out, "{\"pair\":\"%d.%d\",\"question_id\":", k, swap);
+    gn_buf_printf(out, "{\"pair\":\"%d.%d\",\"question_id\":", k, swap);
     sb_json_str(out, a->key, strlen(a->key));
-    sb_puts(out, ",\"prompt\":");
+    gn_buf_puts(out, ",\"prompt\":");
     sb_json_str(out, prompt, strlen(prompt));
-    sb_puts(out, ",\"answers\":[");
+    gn_buf_puts(out, ",\"answers\":[");
     sb_json_str(out, first->answer, strlen(first->answer));
-    sb_puts(out, ",");
+    gn_buf_puts(out, ",");
     sb_json_str(out, second->answer, strlen(second->answer));
-    sb_printf(out, "],\"rated\":%d,\"pairs\":%d}", R.n_written, R.n_pairs);
+    gn_buf_printf(out, "],\"rated\":%d,\"pairs\":%d}", R.n_written, R.n_pairs);
     return 200;
 }
 
-static int verdict_error(sbuf *out, const char *msg) {
+static int verdict_error(gn_buf *out, const char *msg) {
     api_error_json(out, msg, "invalid_request_error", NULL, "invalid_value");
     return 400;
 }
 
-int rate_verdict(const char *body, size_t len, sbuf *out) {
+int rate_verdict(const char *body, size_t len, gn_buf *out) {
     if (!R.enabled) return not_enabled(out);
     if (!utf8_valid(body, len)) return verdict_error(out, "the request body is not valid UTF-8");
     cJSON *o = cJSON_ParseWithLength(body, len);
@@ -267,11 +263,11 @@ int rate_verdict(const char *body, size_t len, sbuf *out) {
     cJSON_AddStringToObject(meta, "shown_first", swap ? "2" : "1");
     cJSON_AddStringToObject(meta, "source", "guanaco serve /rate");
     cJSON_AddNumberToObject(meta, "time", (double)time(NULL));
-    sbuf text = {0};
-    if (comment && comment[0]) { sb_puts(&text, comment); sb_puts(&text, "\n\n"); }
-    sb_printf(&text, "%d", score);
+    gn_buf text = {0};
+    if (comment && comment[0]) { gn_buf_puts(&text, comment); gn_buf_puts(&text, "\n\n"); }
+    gn_buf_printf(&text, "%d", score);
     cJSON_AddStringToObject(row, "text", text.buf);
-    sb_free(&text);
+    gn_buf_free(&text);
     cJSON_AddNumberToObject(row, "score", score);
     cJSON_AddStringToObject(row, "model1", R.sys_a); // as `eval judge` writes: elo needs no file-name parsing
     cJSON_AddStringToObject(row, "model2", R.sys_b);
@@ -293,7 +289,7 @@ int rate_verdict(const char *body, size_t len, sbuf *out) {
     }
     R.pairs[k].rated++;
     R.n_written++;
-    sb_printf(out, "{\"ok\":true,\"score\":%d,\"review_id\":\"%s\",\"rated\":%d}", score, rid, R.n_written);
+    gn_buf_printf(out, "{\"ok\":true,\"score\":%d,\"review_id\":\"%s\",\"rated\":%d}", score, rid, R.n_written);
     return 200;
 }
 

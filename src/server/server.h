@@ -23,6 +23,7 @@
 #include <stddef.h>  // size_t
 #include <stdint.h>  // int32_t
 
+#include "core/buf.h" // gn_buf
 #include "guanaco.h" // gn_model, gn_session, gn_sampler_opts, gn_chat_msg
 
 struct MHD_Connection;
@@ -66,17 +67,9 @@ typedef struct {
 int srv_main(const srv_opts *o);
 
 // ----------------------------------------------------------------------------
-// growable byte buffer
+// byte buffers: gn_buf (core/buf.h)
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} sbuf;
-void sb_put(sbuf *b, const void *s, size_t n);
-void sb_puts(sbuf *b, const char *s);
-void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sb_free(sbuf *b);
-void sb_json_str(sbuf *b, const char *s, size_t n); // a JSON string literal, quotes included
+void sb_json_str(gn_buf *b, const char *s, size_t n); // a JSON string literal, quotes included
 
 // Is s[0..n) well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF)?
 int utf8_valid(const char *s, size_t n);
@@ -116,7 +109,7 @@ struct srv_job {
     int fd;                     // the connection's socket (peeked for disconnects)
     int suspended;              // the connection is suspended waiting for us
     int cancelled;              // client gone or server stopping: stop working
-    sbuf out;                   // bytes for the client (SSE events or the whole body)
+    gn_buf out;                   // bytes for the client (SSE events or the whole body)
     size_t out_read;            // how much of out the connection has taken
 
     srv_job *next;              // queue link
@@ -168,11 +161,11 @@ int engine_submit_locked(srv_job *j);
 // api.c
 // Parses and validates a request body into a new job (refs 0). On a bad request
 // returns NULL and writes an OpenAI error body to err with *status set.
-srv_job *api_parse(int kind, const char *body, size_t len, sbuf *err, int *status);
+srv_job *api_parse(int kind, const char *body, size_t len, gn_buf *err, int *status);
 // An OpenAI-style error object: {"error": {"message","type","param","code"}}.
-void api_error_json(sbuf *out, const char *message, const char *type, const char *param, const char *code);
-void api_models_json(sbuf *out);
-int api_model_json(sbuf *out, const char *id);   // -1 when no such model
+void api_error_json(gn_buf *out, const char *message, const char *type, const char *param, const char *code);
+void api_models_json(gn_buf *out);
+int api_model_json(gn_buf *out, const char *id);   // -1 when no such model
 uint64_t srv_rand64(void);                       // socket thread only
 void srv_rand_id(char *out, int n);              // n chars of [A-Za-z0-9] + NUL
 void job_free(srv_job *j);
@@ -183,16 +176,16 @@ void metrics_rejected(const char *reason);   // shutdown, timeout, client_gone, 
 void metrics_finished(const srv_job *j, int finish, int n_prompt, int n_gen, double ttft_s);
 void metrics_step(int batch);
 void metrics_prefill(int n_tokens, int reused);
-void metrics_text(sbuf *out, int queued, int active);
+void metrics_text(gn_buf *out, int queued, int active);
 
 // rate.c
 int rate_init(const srv_opts *o);     // loads the two files; 0 ok (also when not configured)
 void rate_free(void);
 int rate_enabled(void);
 // GET /rate/pair: a random pair as JSON. Returns the HTTP status.
-int rate_pair_json(sbuf *out);
+int rate_pair_json(gn_buf *out);
 // POST /rate/verdict: appends a judgment line. Returns the HTTP status; body in out.
-int rate_verdict(const char *body, size_t len, sbuf *out);
+int rate_verdict(const char *body, size_t len, gn_buf *out);
 
 // pages.c
 extern const char PAGE_CHAT[];

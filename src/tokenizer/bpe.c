@@ -32,6 +32,7 @@
  * give GN_ERR_UNSUPPORTED naming the field.
  */
 #include "tok_internal.h"
+#include "../core/buf.h" // gn_buf
 
 #include <pthread.h> // pthread_once
 #include <stdio.h>   // snprintf
@@ -331,7 +332,6 @@ void tok_bpe_free(gn_tokenizer *t) {
 // Working text: pieces are (off, len) into buf, which only grows.
 typedef struct { uint32_t off, len; int first; } span;  // first: starts the chunk's text
 typedef struct { span *v; size_t n, cap; } spans;
-typedef struct { char *p; size_t n, cap; } wbuf;
 
 static void spans_push(spans *a, uint32_t off, uint32_t len) {
     if (len == 0) return;
@@ -340,24 +340,6 @@ static void spans_push(spans *a, uint32_t off, uint32_t len) {
         a->v = gn_realloc(a->v, a->cap * sizeof *a->v);
     }
     a->v[a->n++] = (span){off, len, 0};
-}
-
-static void wbuf_reserve(wbuf *b, size_t n) {
-    if (b->n + n > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (b->n + n > c) c *= 2;
-        b->p = gn_realloc(b->p, c);
-        b->cap = c;
-    }
-}
-
-// s must not point into b (b->p may move).
-static uint32_t wbuf_put(wbuf *b, const char *s, size_t n) {
-    wbuf_reserve(b, n);
-    memcpy(b->p + b->n, s, n);
-    uint32_t at = (uint32_t)b->n;
-    b->n += n;
-    return at;
 }
 
 typedef struct { uint32_t s, e; int match; } seg;
@@ -399,12 +381,12 @@ static void find_matches(pcre2_code *re, const char *subject, size_t n, pcre2_ma
 // HF Metaspace on piece sp: ' ' -> rep, rep prepended (always, or only to the
 // piece that starts the text for "first") unless the piece starts with it,
 // then split before every rep when ms_split (MergedWithNext).
-static void metaspace_piece(const tok_pre_step *st, wbuf *b, span sp, spans *out) {
+static void metaspace_piece(const tok_pre_step *st, gn_buf *b, span sp, spans *out) {
     size_t R = (size_t)st->rep_len;
-    wbuf_reserve(b, (size_t)sp.len * R + R);  // b->p may move here, not during the copy
-    uint32_t at = (uint32_t)b->n;
-    char *d = b->p + at;
-    const char *src = b->p + sp.off;
+    gn_buf_reserve(b, (size_t)sp.len * R + R);  // b->buf may move here, not during the copy
+    uint32_t at = (uint32_t)b->len;
+    char *d = b->buf + at;
+    const char *src = b->buf + sp.off;
     size_t m = 0;
     int starts = sp.len && (src[0] == ' ' || (sp.len >= R && memcmp(src, st->rep, R) == 0));
     if (sp.len && !starts && (st->prepend == PREPEND_ALWAYS || (st->prepend == PREPEND_FIRST && sp.first))) {
@@ -415,7 +397,7 @@ static void metaspace_piece(const tok_pre_step *st, wbuf *b, span sp, spans *out
         if (src[i] == ' ') { memcpy(d + m, st->rep, R); m += R; }
         else d[m++] = src[i];
     }
-    b->n += m;
+    b->len += m;
     size_t n0 = out->n, a = 0;
     if (st->ms_split)
         for (size_t i = 1; i + R <= m; i++)
@@ -425,15 +407,15 @@ static void metaspace_piece(const tok_pre_step *st, wbuf *b, span sp, spans *out
 }
 
 // Applies one split step to piece sp of b, appending the resulting pieces.
-static void split_piece(const tok_pre_step *st, wbuf *b, span sp, pcre2_match_data *md, segs *tmp, spans *out) {
+static void split_piece(const tok_pre_step *st, gn_buf *b, span sp, pcre2_match_data *md, segs *tmp, spans *out) {
     if (st->metaspace) { metaspace_piece(st, b, sp, out); return; }
     size_t n_in = out->n;
-    if (st->prefix_space && b->p[sp.off] != ' ') {
-        wbuf_reserve(b, (size_t)sp.len + 1);  // b->p may move here, not during the copy
-        uint32_t at = (uint32_t)b->n;
-        b->p[at] = ' ';
-        memcpy(b->p + at + 1, b->p + sp.off, sp.len);
-        b->n += (size_t)sp.len + 1;
+    if (st->prefix_space && b->buf[sp.off] != ' ') {
+        gn_buf_reserve(b, (size_t)sp.len + 1);  // b->buf may move here, not during the copy
+        uint32_t at = (uint32_t)b->len;
+        b->buf[at] = ' ';
+        memcpy(b->buf + at + 1, b->buf + sp.off, sp.len);
+        b->len += (size_t)sp.len + 1;
         sp = (span){at, sp.len + 1, sp.first};
     }
     if (!st->re) {
@@ -442,7 +424,7 @@ static void split_piece(const tok_pre_step *st, wbuf *b, span sp, pcre2_match_da
         return;
     }
     tmp->n = 0;
-    find_matches((pcre2_code *)st->re, b->p + sp.off, sp.len, md, tmp);
+    find_matches((pcre2_code *)st->re, b->buf + sp.off, sp.len, md, tmp);
     if (st->invert)
         for (size_t i = 0; i < tmp->n; i++) tmp->v[i].match = !tmp->v[i].match;
     // HF SplitDelimiterBehavior, on (range, is_match) in order
@@ -630,8 +612,8 @@ static void bpe_word(const gn_tokenizer *t, const unsigned char *s, size_t n, bp
 }
 
 void tok_bpe_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, int at_start, tok_ids *out) {
-    wbuf b = {0};
-    wbuf_put(&b, text, len);
+    gn_buf b = {0};
+    gn_buf_put(&b, text, len);
     spans cur = {0}, nxt = {0};
     segs tmp = {0};
     spans_push(&cur, 0, (uint32_t)len);
@@ -649,13 +631,13 @@ void tok_bpe_encode_chunk(const gn_tokenizer *t, const char *text, size_t len, i
     }
     bpe_scratch w = {0};
     for (size_t i = 0; i < cur.n; i++)
-        bpe_word(t, (const unsigned char *)b.p + cur.v[i].off, cur.v[i].len, &w, out);
+        bpe_word(t, (const unsigned char *)b.buf + cur.v[i].off, cur.v[i].len, &w, out);
     free(w.id); free(w.prev); free(w.next); free(w.heap); free(w.mapped);
     if (md) pcre2_match_data_free(md);
     free(tmp.v);
     free(cur.v);
     free(nxt.v);
-    free(b.p);
+    free(b.buf);
 }
 
 // ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@
  * Anything else gives GN_ERR_UNSUPPORTED naming the field.
  */
 #include "tok_internal.h"
+#include "core/buf.h" // gn_buf
 
 #include <stdio.h>   // snprintf
 #include <stdlib.h>  // free
@@ -34,20 +35,6 @@ static const char *jstr(const cJSON *o, const char *key) {
 }
 
 // Growable byte string.
-typedef struct { char *p; size_t n, cap; } str;
-
-static void str_put(str *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 64;
-        while (b->n + n + 1 > c) c *= 2;
-        b->p = gn_realloc(b->p, c);
-        b->cap = c;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
 // Length of the one UTF-8 character of s (1..4); 0 when s is not exactly one character.
 static int one_char(const char *s) {
     size_t n = strlen(s);
@@ -119,21 +106,21 @@ gn_status tok_hf_read_normalizer(gn_tokenizer *t, const void *node, const char *
 }
 
 // Replaces every match of step s in in[0..n) into out.
-static void replace_all(const tok_norm_step *s, const char *in, size_t n, str *out) {
+static void replace_all(const tok_norm_step *s, const char *in, size_t n, gn_buf *out) {
     size_t pos = 0;
     if (s->op == NORM_REPLACE) {
         size_t i = 0;
         while (i + s->npat <= n) {
             if (memcmp(in + i, s->pat, s->npat) == 0) {
-                str_put(out, in + pos, i - pos);
-                str_put(out, s->content, s->ncontent);
+                gn_buf_put(out, in + pos, i - pos);
+                gn_buf_put(out, s->content, s->ncontent);
                 i += s->npat;
                 pos = i;
             } else {
                 i++;
             }
         }
-        str_put(out, in + pos, n - pos);
+        gn_buf_put(out, in + pos, n - pos);
         return;
     }
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
@@ -144,38 +131,38 @@ static void replace_all(const tok_norm_step *s, const char *in, size_t n, str *o
         if (rc < 0) break;
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t ms = ov[0], me = ov[1];
-        str_put(out, in + pos, ms - pos);
-        str_put(out, s->content, s->ncontent);
+        gn_buf_put(out, in + pos, ms - pos);
+        gn_buf_put(out, s->content, s->ncontent);
         pos = me;
         if (me > ms) { at = me; continue; }
         if (ms >= n) break;  // empty match: step one character
         int L = tok_utf8_valid_len((const unsigned char *)in + ms, n - ms);
         at = ms + (size_t)(L ? L : 1);
-        str_put(out, in + pos, at - pos);
+        gn_buf_put(out, in + pos, at - pos);
         pos = at;
     }
     pcre2_match_data_free(md);
-    if (pos < n) str_put(out, in + pos, n - pos);
+    if (pos < n) gn_buf_put(out, in + pos, n - pos);
 }
 
 char *tok_hf_normalize(const gn_tokenizer *t, const char *s, size_t n, size_t *m) {
-    str cur = {0};
-    str_put(&cur, s, n);
+    gn_buf cur = {0};
+    gn_buf_put(&cur, s, n);
     for (int k = 0; k < t->n_norm; k++) {
         const tok_norm_step *st = &t->norm[k];
-        str nxt = {0};
+        gn_buf nxt = {0};
         if (st->op == NORM_PREPEND) {
-            if (cur.n) str_put(&nxt, st->content, st->ncontent);
-            str_put(&nxt, cur.p, cur.n);
+            if (cur.len) gn_buf_put(&nxt, st->content, st->ncontent);
+            gn_buf_put(&nxt, cur.buf, cur.len);
         } else {
-            replace_all(st, cur.p, cur.n, &nxt);
+            replace_all(st, cur.buf, cur.len, &nxt);
         }
-        if (!nxt.p) str_put(&nxt, "", 0);
-        free(cur.p);
+        if (!nxt.buf) gn_buf_put(&nxt, "", 0);
+        free(cur.buf);
         cur = nxt;
     }
-    *m = cur.n;
-    return cur.p;
+    *m = cur.len;
+    return cur.buf;
 }
 
 // ----------------------------------------------------------------------------
@@ -366,9 +353,9 @@ static int all_valid_utf8(const char *s, size_t n) {
     return 1;
 }
 
-typedef struct { str *v; int n, cap; } strs;
+typedef struct { gn_buf *v; int n, cap; } strs;
 
-static void strs_push(strs *a, str s) {
+static void strs_push(strs *a, gn_buf s) {
     if (a->n == a->cap) {
         a->cap = a->cap ? a->cap * 2 : 16;
         a->v = gn_realloc(a->v, (size_t)a->cap * sizeof *a->v);
@@ -377,62 +364,62 @@ static void strs_push(strs *a, str s) {
 }
 
 static void strs_free(strs *a) {
-    for (int i = 0; i < a->n; i++) free(a->v[i].p);
+    for (int i = 0; i < a->n; i++) free(a->v[i].buf);
     free(a->v);
 }
 
 static void dec_step(const tok_dec_step *s, strs *toks) {
     strs out = {0};
     if (s->op == DEC_FUSE) {
-        str all = {0};
-        str_put(&all, "", 0);
-        for (int i = 0; i < toks->n; i++) str_put(&all, toks->v[i].p, toks->v[i].n);
+        gn_buf all = {0};
+        gn_buf_put(&all, "", 0);
+        for (int i = 0; i < toks->n; i++) gn_buf_put(&all, toks->v[i].buf, toks->v[i].len);
         strs_push(&out, all);
     } else if (s->op == DEC_BYTE_FALLBACK) {
-        str bytes = {0};
+        gn_buf bytes = {0};
         int nb = 0;
         for (int i = 0; i <= toks->n; i++) {
-            int b = i < toks->n ? byte_token(toks->v[i].p, toks->v[i].n) : -1;
-            if (b >= 0) { char c = (char)b; str_put(&bytes, &c, 1); nb++; continue; }
+            int b = i < toks->n ? byte_token(toks->v[i].buf, toks->v[i].len) : -1;
+            if (b >= 0) { char c = (char)b; gn_buf_put(&bytes, &c, 1); nb++; continue; }
             if (nb) {
-                str r = {0};
-                if (all_valid_utf8(bytes.p, bytes.n)) str_put(&r, bytes.p, bytes.n);
-                else for (int k = 0; k < nb; k++) { str x = {0}; str_put(&x, "\xEF\xBF\xBD", 3); strs_push(&out, x); }
-                if (r.p) strs_push(&out, r);
-                bytes.n = 0;
+                gn_buf r = {0};
+                if (all_valid_utf8(bytes.buf, bytes.len)) gn_buf_put(&r, bytes.buf, bytes.len);
+                else for (int k = 0; k < nb; k++) { gn_buf x = {0}; gn_buf_put(&x, "\xEF\xBF\xBD", 3); strs_push(&out, x); }
+                if (r.buf) strs_push(&out, r);
+                bytes.len = 0;
                 nb = 0;
             }
             if (i < toks->n) {
-                str x = {0};
-                str_put(&x, toks->v[i].p, toks->v[i].n);
+                gn_buf x = {0};
+                gn_buf_put(&x, toks->v[i].buf, toks->v[i].len);
                 strs_push(&out, x);
             }
         }
-        free(bytes.p);
+        free(bytes.buf);
     } else {
         for (int i = 0; i < toks->n; i++) {
-            const char *p = toks->v[i].p;
-            size_t n = toks->v[i].n;
-            str r = {0};
-            str_put(&r, "", 0);
+            const char *p = toks->v[i].buf;
+            size_t n = toks->v[i].len;
+            gn_buf r = {0};
+            gn_buf_put(&r, "", 0);
             if (s->op == DEC_REPLACE || s->op == DEC_METASPACE) {
                 const char *pat = s->op == DEC_REPLACE ? s->pat : s->content;
                 size_t np = s->op == DEC_REPLACE ? s->npat : s->ncontent, pos = 0, j = 0;
                 int drop = s->op == DEC_METASPACE && i == 0 && s->prepend != PREPEND_NEVER;
                 while (j + np <= n) {
                     if (memcmp(p + j, pat, np) != 0) { j++; continue; }
-                    str_put(&r, p + pos, j - pos);
-                    if (s->op == DEC_REPLACE) str_put(&r, s->content, s->ncontent);
-                    else if (!drop) str_put(&r, " ", 1);
+                    gn_buf_put(&r, p + pos, j - pos);
+                    if (s->op == DEC_REPLACE) gn_buf_put(&r, s->content, s->ncontent);
+                    else if (!drop) gn_buf_put(&r, " ", 1);
                     j += np;
                     pos = j;
                 }
-                str_put(&r, p + pos, n - pos);
+                gn_buf_put(&r, p + pos, n - pos);
             } else {  // DEC_STRIP
                 size_t a = 0, b = n, c = s->ncontent;
                 for (int k = 0; k < s->start && a + c <= b && memcmp(p + a, s->content, c) == 0; k++) a += c;
                 for (int k = 0; k < s->stop && b >= a + c && memcmp(p + b - c, s->content, c) == 0; k++) b -= c;
-                str_put(&r, p + a, b - a);
+                gn_buf_put(&r, p + a, b - a);
             }
             strs_push(&out, r);
         }
@@ -445,24 +432,24 @@ char *tok_hf_decode(const gn_tokenizer *t, const int32_t *ids, int n, int skip_s
     strs toks = {0};
     for (int i = 0; i < n; i++) {
         if (skip_special && t->type[ids[i]] == TOK_CONTROL) continue;
-        str s = {0};
+        gn_buf s = {0};
         const char *p = tok_piece(t, ids[i]);
         size_t np = t->len[ids[i]];
         for (int k = 0; k < t->n_nadd; k++)  // HF keeps a normalized added token's normalized text
             if (t->nadd_id[k] == ids[i]) { p = t->nadd_text[k]; np = t->nadd_len[k]; break; }
-        str_put(&s, p, np);
+        gn_buf_put(&s, p, np);
         strs_push(&toks, s);
     }
     if (t->has_decoder) {
         for (int k = 0; k < t->n_dec; k++) dec_step(&t->dec[k], &toks);
     }
-    str all = {0};
-    str_put(&all, "", 0);
+    gn_buf all = {0};
+    gn_buf_put(&all, "", 0);
     for (int i = 0; i < toks.n; i++) {
-        if (i && !t->has_decoder) str_put(&all, " ", 1);
-        str_put(&all, toks.v[i].p, toks.v[i].n);
+        if (i && !t->has_decoder) gn_buf_put(&all, " ", 1);
+        gn_buf_put(&all, toks.v[i].buf, toks.v[i].len);
     }
     strs_free(&toks);
-    *len = all.n;
-    return all.p;
+    *len = all.len;
+    return all.buf;
 }

@@ -53,6 +53,7 @@
 
 #include "../formats/gguf.h"  // gn_gguf_open, gn_gguf_free
 #include "tokenizer.h"        // gn_tokenizer_from_gguf
+#include "../core/buf.h" // gn_buf
 
 // ----------------------------------------------------------------------------
 // vocabulary tables
@@ -270,33 +271,20 @@ static int utf8_subpart_len(const unsigned char *s, size_t n) {
 static const char REPL[3] = {(char)0xEF, (char)0xBF, (char)0xBD};  // U+FFFD
 
 // Growable byte buffer.
-typedef struct { char *p; size_t n, cap; } sbuf;
-static void sb_put(sbuf *b, const void *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (b->n + n + 1 > c) c *= 2;
-        b->p = gn_realloc(b->p, c);
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
 // Appends s[0..n) with invalid UTF-8 replaced by U+FFFD: per byte when
 // per_byte, else per maximal subpart.
-static void sb_put_repaired(sbuf *b, const char *s, size_t n, int per_byte) {
+static void sb_put_repaired(gn_buf *b, const char *s, size_t n, int per_byte) {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, run = 0;
     while (i < n) {
         int v = tok_utf8_valid_len(u + i, n - i);
         if (v > 0) { i += (size_t)v; continue; }
-        if (i > run) sb_put(b, s + run, i - run);
-        sb_put(b, REPL, 3);
+        if (i > run) gn_buf_put(b, s + run, i - run);
+        gn_buf_put(b, REPL, 3);
         i += per_byte ? 1 : (size_t)utf8_subpart_len(u + i, n - i);
         run = i;
     }
-    if (n > run) sb_put(b, s + run, n - run);
+    if (n > run) gn_buf_put(b, s + run, n - run);
 }
 
 // ----------------------------------------------------------------------------
@@ -572,32 +560,32 @@ static const char UNK_SURFACE[] = " \xE2\x81\x87 ";  // sentencepiece's " ⁇ "
 static const char SPACE_MARK[] = "\xE2\x96\x81";     // U+2581 '▁'
 
 // Appends a SentencePiece piece with '▁' -> ' ', dropping one leading '▁' when strip.
-static void put_spm_piece(sbuf *b, const char *s, size_t n, int strip) {
+static void put_spm_piece(gn_buf *b, const char *s, size_t n, int strip) {
     size_t i = 0, run = 0;
     if (strip && n >= 3 && memcmp(s, SPACE_MARK, 3) == 0) i = run = 3;
     while (i + 3 <= n) {
         if (memcmp(s + i, SPACE_MARK, 3) == 0) {
-            if (i > run) sb_put(b, s + run, i - run);
-            sb_put(b, " ", 1);
+            if (i > run) gn_buf_put(b, s + run, i - run);
+            gn_buf_put(b, " ", 1);
             i += 3;
             run = i;
         } else {
             i++;
         }
     }
-    if (n > run) sb_put(b, s + run, n - run);
+    if (n > run) gn_buf_put(b, s + run, n - run);
 }
 
 static int spm_strips(const gn_tokenizer *t) { return t->add_dummy_prefix && !t->ws_suffix; }
 
 // Appends the text of one token to b (raw bytes for byte pieces / byte-level
 // pieces; the caller repairs UTF-8). *first tracks the SPM dummy-prefix rule.
-static void token_text(const gn_tokenizer *t, int32_t id, int skip_special, int *first, sbuf *b) {
+static void token_text(const gn_tokenizer *t, int32_t id, int skip_special, int *first, gn_buf *b) {
     uint8_t ty = t->type[id];
     const char *s = tok_piece(t, id);
     size_t n = t->len[id];
     if (ty == TOK_CONTROL) {
-        if (!skip_special) sb_put(b, s, n);
+        if (!skip_special) gn_buf_put(b, s, n);
         return;
     }
     if (t->kind == GN_TOK_SPM || t->kind == GN_TOK_JSON_BPE) {
@@ -605,19 +593,19 @@ static void token_text(const gn_tokenizer *t, int32_t id, int skip_special, int 
         *first = 0;
         if (ty == TOK_BYTE) {
             int v = parse_byte_piece(s, n);
-            if (v >= 0) { char c = (char)v; sb_put(b, &c, 1); }
+            if (v >= 0) { char c = (char)v; gn_buf_put(b, &c, 1); }
             return;
         }
-        if (ty == TOK_UNKNOWN) { sb_put(b, UNK_SURFACE, sizeof UNK_SURFACE - 1); return; }
+        if (ty == TOK_UNKNOWN) { gn_buf_put(b, UNK_SURFACE, sizeof UNK_SURFACE - 1); return; }
         put_spm_piece(b, s, n, strip);
         return;
     }
     *first = 0;
-    if (ty == TOK_USER_DEFINED || ty == TOK_UNKNOWN || !t->byte_level) { sb_put(b, s, n); return; }
+    if (ty == TOK_USER_DEFINED || ty == TOK_UNKNOWN || !t->byte_level) { gn_buf_put(b, s, n); return; }
     char tmp[256];
     char *d = n <= sizeof tmp ? tmp : gn_malloc(n);
     size_t m = tok_bpe_unmap(s, n, d);
-    sb_put(b, d, m);
+    gn_buf_put(b, d, m);
     if (d != tmp) free(d);
 }
 
@@ -632,44 +620,42 @@ gn_status gn_tokenizer_decode(const gn_tokenizer *t, const int32_t *ids, int n,
     if (t->kind == GN_TOK_JSON_BPE) {
         size_t m;
         char *d = tok_hf_decode(t, ids, n, skip_special, &m);
-        sbuf res = {0};
+        gn_buf res = {0};
         sb_put_repaired(&res, d, m, 0);  // the pieces themselves may hold any bytes
         free(d);
-        if (!res.p) sb_put(&res, "", 0);
-        *out = res.p;
-        if (len) *len = res.n;
+        if (len) *len = res.len;
+        *out = gn_buf_take(&res);
         return GN_OK;
     }
-    sbuf raw = {0}, res = {0};
+    gn_buf raw = {0}, res = {0};
     int first = 1;
     int per_byte = t->kind == GN_TOK_SPM;
     for (int i = 0; i < n; i++) token_text(t, ids[i], skip_special, &first, &raw);
-    sb_put_repaired(&res, raw.p ? raw.p : "", raw.n, per_byte);
-    free(raw.p);
-    if (!res.p) sb_put(&res, "", 0);
-    *out = res.p;
-    if (len) *len = res.n;
+    sb_put_repaired(&res, raw.buf ? raw.buf : "", raw.len, per_byte);
+    free(raw.buf);
+    if (len) *len = res.len;
+    *out = gn_buf_take(&res);
     return GN_OK;
 }
 
 int gn_tokenizer_token_bytes(const gn_tokenizer *t, int32_t id, char *buf, int cap) {
     if (id < 0 || id >= t->n_vocab) return 0;
-    sbuf b = {0};
+    gn_buf b = {0};
     const char *s = tok_piece(t, id);
     size_t n = t->len[id];
     uint8_t ty = t->type[id];
-    if (ty == TOK_CONTROL || ty == TOK_UNKNOWN) sb_put(&b, s, n);
+    if (ty == TOK_CONTROL || ty == TOK_UNKNOWN) gn_buf_put(&b, s, n);
     else if (t->kind == GN_TOK_SPM || t->kind == GN_TOK_JSON_BPE) {
         int v = ty == TOK_BYTE ? parse_byte_piece(s, n) : -1;
-        if (v >= 0) { char c = (char)v; sb_put(&b, &c, 1); }
+        if (v >= 0) { char c = (char)v; gn_buf_put(&b, &c, 1); }
         else put_spm_piece(&b, s, n, 0);
     } else {
         int first = 0;
         token_text(t, id, 0, &first, &b);
     }
-    int m = (int)b.n;
-    if (buf && cap > 0) memcpy(buf, b.p ? b.p : "", (size_t)(m < cap ? m : cap));
-    free(b.p);
+    int m = (int)b.len;
+    if (buf && cap > 0) memcpy(buf, b.buf ? b.buf : "", (size_t)(m < cap ? m : cap));
+    free(b.buf);
     return m;
 }
 
@@ -708,35 +694,35 @@ int gn_detok_stream_push(const gn_tokenizer *t, gn_detok_stream *s, int32_t id,
     int per_byte = t->kind != GN_TOK_BYTE_BPE;
     s->pending[7] = (char)per_byte;
     if (s->npending < 0 || s->npending > 3) s->npending = 0;
-    sbuf in = {0};
-    if (s->npending) sb_put(&in, s->pending, (size_t)s->npending);
+    gn_buf in = {0};
+    if (s->npending) gn_buf_put(&in, s->pending, (size_t)s->npending);
     token_text(t, id, 1, &s->first, &in);
     s->npending = 0;
-    if (!in.p) return 0;
+    if (!in.buf) return 0;
     // find the start of an unfinished character at the very end
-    size_t n = in.n, keep = n;
-    const unsigned char *u = (const unsigned char *)in.p;
+    size_t n = in.len, keep = n;
+    const unsigned char *u = (const unsigned char *)in.buf;
     for (size_t k = n > 3 ? n - 3 : 0; k < n; k++) {
         if (tok_utf8_lead_len(u[k]) > 1 && tok_utf8_valid_len(u + k, n - k) == 0 &&
             (size_t)utf8_subpart_len(u + k, n - k) == n - k &&
             (size_t)tok_utf8_lead_len(u[k]) > n - k) { keep = k; break; }
     }
-    sbuf outb = {0};
-    sb_put_repaired(&outb, in.p, keep, per_byte);
-    memcpy(s->pending, in.p + keep, n - keep);
+    gn_buf outb = {0};
+    sb_put_repaired(&outb, in.buf, keep, per_byte);
+    memcpy(s->pending, in.buf + keep, n - keep);
     s->npending = (int)(n - keep);
-    int w = outb.p ? put_capped(buf, cap, 0, outb.p, outb.n) : 0;
-    free(in.p);
-    free(outb.p);
+    int w = outb.buf ? put_capped(buf, cap, 0, outb.buf, outb.len) : 0;
+    free(in.buf);
+    free(outb.buf);
     return w;
 }
 
 int gn_detok_stream_flush(gn_detok_stream *s, char *buf, int cap) {
     if (s->npending <= 0 || s->npending > 3 || !buf || cap <= 0) { s->npending = 0; return 0; }
-    sbuf outb = {0};
+    gn_buf outb = {0};
     sb_put_repaired(&outb, s->pending, (size_t)s->npending, s->pending[7] == 1);
     s->npending = 0;
-    int w = put_capped(buf, cap, 0, outb.p, outb.n);
-    free(outb.p);
+    int w = put_capped(buf, cap, 0, outb.buf, outb.len);
+    free(outb.buf);
     return w;
 }

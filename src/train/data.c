@@ -45,6 +45,7 @@
  * get_length_grouped_indices.
  */
 #include "data.h"
+#include "core/buf.h" // gn_buf, gn_lines
 
 #include <cjson/cJSON.h>  // cJSON_ParseWithLengthOpts
 #include <stdarg.h>       // va_list
@@ -73,25 +74,6 @@ static void iv_push(ivec *a, int32_t x) {
 static void iv_append(ivec *a, const int32_t *x, int n) {
     for (int i = 0; i < n; i++) iv_push(a, x[i]);
 }
-
-typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->n + n + 1 > cap) cap *= 2;
-        b->s = gn_realloc(b->s, cap);
-        b->cap = cap;
-    }
-    if (n) memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
 
 // ----------------------------------------------------------------------------
 // UTF-8: Python's str.isspace() set, strip, len()
@@ -268,16 +250,16 @@ static gn_status hf_encode(const enc_ctx *c, const char *s, size_t n, ivec *out)
 // Builds one example from the row's input/output strings.
 static gn_status make_example(const enc_ctx *c, const gn_data_opts *o, const char *in, size_t in_n,
                               const char *outp, size_t out_n, int line, gn_example *ex) {
-    sbuf src = {0}, tgt = {0};
-    if (c->bos_s) sb_puts(&src, c->bos_s);
-    sb_put(&src, in, in_n);
-    sb_put(&tgt, outp, out_n);
-    if (c->eos_s) sb_puts(&tgt, c->eos_s);
+    gn_buf src = {0}, tgt = {0};
+    if (c->bos_s) gn_buf_puts(&src, c->bos_s);
+    gn_buf_put(&src, in, in_n);
+    gn_buf_put(&tgt, outp, out_n);
+    if (c->eos_s) gn_buf_puts(&tgt, c->eos_s);
     ivec a = {0}, b = {0};
-    gn_status st = hf_encode(c, src.s, src.n, &a);
-    if (st == GN_OK) st = hf_encode(c, tgt.s, tgt.n, &b);
-    free(src.s);
-    free(tgt.s);
+    gn_status st = hf_encode(c, src.buf, src.len, &a);
+    if (st == GN_OK) st = hf_encode(c, tgt.buf, tgt.len, &b);
+    free(src.buf);
+    free(tgt.buf);
     if (st != GN_OK) { free(a.v); free(b.v); return st; }
     int ns = a.n < o->source_max_len ? a.n : o->source_max_len;   // keep the beginning
     int nt = b.n < o->target_max_len ? b.n : o->target_max_len;
@@ -361,22 +343,22 @@ static int get_str(const cJSON *obj, const char *key, int missing_ok, int empty_
 }
 
 // Replaces "{instruction}" / "{input}" in an Alpaca template (values verbatim, as str.format does).
-static void alpaca_prompt(sbuf *b, const char *tmpl, const char *instruction, const char *input) {
+static void alpaca_prompt(gn_buf *b, const char *tmpl, const char *instruction, const char *input) {
     const char *p = tmpl;
     while (*p) {
-        if (!strncmp(p, "{instruction}", 13)) { sb_puts(b, instruction); p += 13; }
-        else if (!strncmp(p, "{input}", 7)) { sb_puts(b, input); p += 7; }
-        else { sb_put(b, p, 1); p++; }
+        if (!strncmp(p, "{instruction}", 13)) { gn_buf_puts(b, instruction); p += 13; }
+        else if (!strncmp(p, "{input}", 7)) { gn_buf_puts(b, input); p += 7; }
+        else { gn_buf_put(b, p, 1); p++; }
     }
 }
 
 // Renders {"messages": [...]} in the oasst1 layout. 0 ok, -1 with message.
-static int render_messages(const cJSON *obj, sbuf *b, row_err *e) {
+static int render_messages(const cJSON *obj, gn_buf *b, row_err *e) {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(obj, "messages");
     if (!msgs) return bad(e, "missing field \"messages\"");
     if (!cJSON_IsArray(msgs)) return bad(e, "field \"messages\" is not an array");
     int i = 0, n_assistant = 0;
-    sb_put(b, "", 0);
+    gn_buf_put(b, "", 0);
     for (const cJSON *m = msgs->child; m; m = m->next, i++) {
         if (!cJSON_IsObject(m)) return bad(e, "messages[%d] is not an object", i);
         const char *role, *content;
@@ -388,15 +370,15 @@ static int render_messages(const cJSON *obj, sbuf *b, row_err *e) {
         }
         if (!strcmp(role, "system")) {
             if (i != 0) return bad(e, "messages[%d]: a \"system\" message must come first", i);
-            sb_puts(b, content);
+            gn_buf_puts(b, content);
             size_t n = strlen(content);
-            if (rstrip_len(content, n) == n) sb_put(b, " ", 1);
+            if (rstrip_len(content, n) == n) gn_buf_put(b, " ", 1);
         } else if (!strcmp(role, "user")) {
-            sb_puts(b, "### Human: ");
-            sb_puts(b, content);
+            gn_buf_puts(b, "### Human: ");
+            gn_buf_puts(b, content);
         } else if (!strcmp(role, "assistant")) {
-            sb_puts(b, "### Assistant: ");
-            sb_puts(b, content);
+            gn_buf_puts(b, "### Assistant: ");
+            gn_buf_puts(b, content);
             n_assistant++;
         } else {
             return bad(e, "messages[%d]: role \"%.40s\" (expected system, user or assistant)", i, role);
@@ -419,7 +401,7 @@ static gn_data_format detect_format(const cJSON *obj) {
 static int row_example(const enc_ctx *c, const gn_data_opts *o, gn_data_format f, const cJSON *obj,
                        int line, gn_example *ex, row_err *e) {
     const char *in = "", *outp = NULL;
-    sbuf buf = {0};
+    gn_buf buf = {0};
     int r = 0;
     switch (f) {
     case GN_DATA_OASST1:
@@ -432,7 +414,7 @@ static int row_example(const enc_ctx *c, const gn_data_opts *o, gn_data_format f
         if (!r) r = get_str(obj, "output", 0, 0, &outp, e);
         if (!r) {
             alpaca_prompt(&buf, *input ? ALPACA_PROMPT_INPUT : ALPACA_PROMPT_NO_INPUT, instruction, input);
-            in = buf.s;
+            in = buf.buf;
         }
         break;
     }
@@ -442,14 +424,14 @@ static int row_example(const enc_ctx *c, const gn_data_opts *o, gn_data_format f
         break;
     case GN_DATA_MESSAGES:
         r = render_messages(obj, &buf, e);
-        outp = buf.s;
+        outp = buf.buf;
         break;
     default:
         r = bad(e, "unknown format");
     }
-    if (r) { free(buf.s); return -1; }
+    if (r) { free(buf.buf); return -1; }
     gn_status st = make_example(c, o, in, strlen(in), outp, strlen(outp), line, ex);
-    free(buf.s);
+    free(buf.buf);
     return st == GN_OK ? 0 : (int)st;
 }
 
@@ -485,20 +467,16 @@ gn_status gn_dataset_load(gn_dataset *ds, const char *path, const gn_tokenizer *
     enc_init(&c, tok);
     gn_data_format f = o.format;
     int cap = 0, line = 0, warned = 0, nonblank = 0;
-    size_t pos = 0;
-    if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) pos = 3;  // UTF-8 byte-order mark
-    while (pos < len) {
-        const char *p = buf + pos;
-        const char *nl = memchr(p, '\n', len - pos);
-        size_t n = nl ? (size_t)(nl - p) : len - pos;
-        pos += n + (nl ? 1 : 0);
-        if (line == (1 << 30)) { // line numbers and the example count are ints
+    size_t bom = len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0;  // UTF-8 byte-order mark
+    gn_lines it = gn_lines_init(buf + bom, len - bom);
+    size_t n;
+    for (const char *p; (p = gn_lines_next(&it, &n));) {
+        if (it.lineno > (1 << 30)) { // line numbers and the example count are ints
             st = gn_err(GN_ERR_UNSUPPORTED, "%s: more than %d lines, expected a smaller file (split it)", path,
                         1 << 30);
             goto fail;
         }
-        line++;
-        if (n && p[n - 1] == '\r') n--;
+        line = it.lineno;
         if (all_space(p, n)) continue;
         nonblank++;
 
@@ -569,18 +547,12 @@ void gn_dataset_free(gn_dataset *ds) {
 // ----------------------------------------------------------------------------
 // seeded order: splitmix64
 
-static uint64_t sm64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 // Uniform in [0, k), k >= 1, without modulo bias.
 static uint64_t below(uint64_t *s, uint64_t k) {
     uint64_t lim = (uint64_t)0 - ((uint64_t)0 - k) % k;  // largest multiple of k (mod 2^64)
     for (;;) {
-        uint64_t x = sm64(s);
+        uint64_t x = gn_splitmix64(s);
         if (lim == 0 || x < lim) return x % k;
     }
 }
@@ -639,7 +611,7 @@ void gn_dataset_epoch_order(const gn_dataset *ds, uint64_t seed, int epoch, int 
     int n = ds->n;
     if (n == 0) return;
     uint64_t s = seed;
-    s = sm64(&s) ^ ((uint64_t)(uint32_t)epoch * 0xD1B54A32D192ED03ull);
+    s = gn_splitmix64(&s) ^ ((uint64_t)(uint32_t)epoch * 0xD1B54A32D192ED03ull);
     permutation(order, n, &s);
     if (!group_by_length) return;
     // transformers' get_length_grouped_indices: megabatches of mult*batch

@@ -298,10 +298,8 @@ static gn_status eval_loss(gn_trainer *tr, const gn_dataset *ev, double *out) {
 // Dropout key of the g-th sequence of a step (splitmix64 of the step's RNG state
 // and g): the same masks whichever rank runs the sequence.
 static uint64_t seq_key(uint64_t base, uint64_t g) {
-    uint64_t z = base + (g + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    uint64_t s = base + g * 0x9E3779B97F4A7C15ull; // one step on: base + (g+1) * step
+    return gn_splitmix64(&s);
 }
 
 // Rank 0's parameters, AdamW state and run position to every rank (start and resume).

@@ -8,6 +8,7 @@
 #include <string.h> // strcmp, strtok_r, memcpy
 
 #include "core/common.h"     // gn_err
+#include "formats/gguf.h"    // gn_gguf_permute_qk
 #include "formats/tensors.h" // gn_safetensors_save, gn_tensor_out
 #include "model/llama.h"     // gn_adapter internals: module shapes and names
 
@@ -52,11 +53,8 @@ gn_status gn_trainer_save_grads(gn_trainer *tr, const gn_model *m, const char *o
                 if (isB && c->rope_interleaved && (mi == GN_MOD_Q || mi == GN_MOD_K)) { // back to HF row order
                     int nh = mi == GN_MOD_Q ? c->n_heads : c->n_kv_heads, hs = c->head_dim;
                     float *u = malloc(sizeof(float) * (size_t)(rows * cols));
-                    for (int h = 0; h < nh; h++)
-                        for (int i = 0; i < hs / 2; i++) {
-                            memcpy(u + ((size_t)h * hs + i) * cols, src + ((size_t)h * hs + 2 * i) * cols, sizeof(float) * (size_t)cols);
-                            memcpy(u + ((size_t)h * hs + i + hs / 2) * cols, src + ((size_t)h * hs + 2 * i + 1) * cols, sizeof(float) * (size_t)cols);
-                        }
+                    memcpy(u, src, sizeof(float) * (size_t)(rows * cols));
+                    gn_gguf_permute_qk(u, nh, hs, cols, 0);
                     unperm[k] = u;
                     src = u;
                 }
