@@ -321,6 +321,11 @@ typedef struct {
                      double eta_s, double eval_loss, void *user);
     void (*on_checkpoint)(const char *out_dir, void *user);
     void *user;
+    // called after each sequence of a step but the last (NULL: never): sequences of step `step`
+    // done so far (all ranks) of seq_total, tokens/s since the run started (finished sequences)
+    // and the estimated seconds left in the run; a step of 16 sequences on a 7B takes minutes
+    void (*progress_seq)(int64_t step, int max_steps, int seq_done, int seq_total, double tokens_per_s, double eta_s,
+                         void *user);
 } gn_finetune_opts;
 void gn_finetune_defaults(gn_finetune_opts *o);
 // Applies --preset guanaco-7b|13b|33b|65b (spec §6.1); flags set afterwards override.

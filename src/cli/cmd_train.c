@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>  // isatty
 
 #include <math.h>    // isnan
 
@@ -120,10 +121,27 @@ done:
 static void progress(int64_t step, int max_steps, double loss, float lr, float gnorm, double tps, double eta, double eval_loss,
                      void *user) {
     (void)user;
+    if (isatty(2)) fputs("\r\033[K", stderr); // over a moving within-step line
     if (!isnan(eval_loss)) { fprintf(stderr, "step %lld/%d  eval_loss %.4f\n", (long long)step, max_steps, eval_loss); return; }
     int e = (int)eta;
     fprintf(stderr, "step %lld/%d  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s  ETA %dh%02dm%02ds\n", (long long)step, max_steps,
             loss, lr, gnorm, tps, e / 3600, (e / 60) % 60, e % 60);
+}
+
+// Within a step: a line that moves (rewritten in place on a terminal, at most every 10 s to a
+// file or pipe). It starts with spaces, so readers of the "step k/N" lines skip it.
+static void progress_seq(int64_t step, int max_steps, int done, int total, double tps, double eta, void *user) {
+    (void)user;
+    static double last;
+    static int tty = -1;
+    if (tty < 0) tty = isatty(2);
+    double now = gn_time_s();
+    if (now - last < (tty ? 0.5 : 10.0)) return;
+    last = now;
+    int e = (int)eta;
+    fprintf(stderr, "%s  step %lld/%d: sequence %d/%d done  %.0f tok/s  ETA %dh%02dm%02ds%s", tty ? "\r\033[K" : "",
+            (long long)step, max_steps, done, total, tps, e / 3600, (e / 60) % 60, e % 60, tty ? "" : "\n");
+    fflush(stderr);
 }
 
 static const char FINETUNE_HELP[] =
@@ -256,6 +274,7 @@ int cmd_finetune(int argc, char **argv) {
     gn_set_verbosity(rank > 0 ? GN_LOG_ERROR : verbose ? GN_LOG_INFO : GN_LOG_WARN);
     o.train.bf16_params = bf16;
     o.progress = rank == 0 ? progress : NULL;
+    o.progress_seq = rank == 0 ? progress_seq : NULL;
     // base: NF4 linear layers (--4bit) with bf16 or f32 compute, or 16/32-bit weights;
     // embeddings and lm_head stay f32 (the LoRA gradients flow through them in f32)
     gn_load_opts lo = {.weight_dtype = four_bit ? qtype : (bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32), .no_double_quant = no_dq,
