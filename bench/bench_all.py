@@ -394,6 +394,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="very short runs, to check the driver")
     ap.add_argument("--skip-train", action="store_true", help="no training sections (rows 3, 3b, 5b)")
     ap.add_argument("--skip-peer", action="store_true", help="no llama.cpp and no PyTorch peer")
+    ap.add_argument("--skip-smol", action="store_true",
+                    help="no SmolLM2 sections (A-D): the sized rows only (--table-only then joins the JSON of "
+                         "the sections' last runs into one table)")
+    ap.add_argument("--skip-adapter", action="store_true", help="no section B (row 4, the unmerged adapter)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S", help="passed to the sub-scripts")
     ap.add_argument("--reps", type=int, default=None, help="repetitions of A and B (default 3; quick 1)")
     ap.add_argument("--scaling-reps", type=int, default=None, help="repetitions of C (default 2; quick 1)")
@@ -516,21 +520,25 @@ def main():
 
     # -- A: NF4 vs llama.cpp Q4_0 --------------------------------------------
     jA_path = os.path.join(sub, "bench_inference-nf4-vs-q4_0.json")
-    fresh(jA_path)
+    smol = not a.skip_smol or TABLE_ONLY
+    if smol:
+        fresh(jA_path)
     cmd = inf + common + ["-t", T, "--reps", str(a.reps), "--guanaco-args", "--4bit", "--tag", "nf4-vs-q4_0"]
     if a.skip_peer or not (os.path.exists(q4) or TABLE_ONLY):
         cmd += ["--skip-llama"]
     else:
         cmd += ["--peer-model", q4]
-    run_section("A: decode/prefill, guanaco NF4+DQ vs llama.cpp Q4_0 (rows 1, 2)", cmd,
-                os.path.join(sub, "A-nf4-vs-q4_0.log"), a.verbose)
+    if smol:
+        run_section("A: decode/prefill, guanaco NF4+DQ vs llama.cpp Q4_0 (rows 1, 2)", cmd,
+                    os.path.join(sub, "A-nf4-vs-q4_0.log"), a.verbose)
     jA = load_json(jA_path)
 
     # -- B: adapter vs none ----------------------------------------------------
     jB_path = os.path.join(sub, "bench_inference-lora-r64.json")
-    fresh(jB_path)
     jB = None
-    if os.path.exists(lora) or TABLE_ONLY:
+    if smol and not a.skip_adapter:
+        fresh(jB_path)
+    if smol and not a.skip_adapter and (os.path.exists(lora) or TABLE_ONLY):
         run_section("B: decode, unmerged r64 adapter vs none (row 4)",
                     inf + common + ["-t", T, "--reps", str(a.reps), "--guanaco-args", f"--4bit -a {lora}",
                                     "--peer-guanaco-args", "--4bit", "--tag", "lora-r64"],
@@ -539,16 +547,17 @@ def main():
 
     # -- C: 1 thread -----------------------------------------------------------
     jC_path = os.path.join(sub, "bench_inference-t1.json")
-    fresh(jC_path)
-    run_section("C: decode/prefill, guanaco NF4+DQ with 1 thread (rows 5a, 5c)",
-                inf + common + ["-t", "1", "--reps", str(a.scaling_reps), "--guanaco-args", "--4bit",
-                                "--skip-llama", "--tag", "t1"],
-                os.path.join(sub, "C-t1.log"), a.verbose)
+    if smol:
+        fresh(jC_path)
+        run_section("C: decode/prefill, guanaco NF4+DQ with 1 thread (rows 5a, 5c)",
+                    inf + common + ["-t", "1", "--reps", str(a.scaling_reps), "--guanaco-args", "--4bit",
+                                    "--skip-llama", "--tag", "t1"],
+                    os.path.join(sub, "C-t1.log"), a.verbose)
     jC = load_json(jC_path)
 
     # -- D, E: training ----------------------------------------------------------
     jD = jE = None
-    if not a.skip_train:
+    if not a.skip_train and smol:
         tr = [PY, os.path.join(HERE, "bench_train.py"), "-m", a.model, "--grad-accum", str(a.grad_accum),
               "--steps", str(a.steps), "--peak-gflops", str(a.peak_gflops), "--reps", str(a.train_reps)]
         if a.wait_quiet > 0:
@@ -610,6 +619,9 @@ def main():
             jL = load_json(os.path.join(dL, "bench_load.json"))
         sized[size] = (jI, jT, jL)
 
+    if a.skip_smol and not TABLE_ONLY:  # not run now: no figures from an older run in this table
+        jA = jB = jC = jD = jE = None
+
     # -- the table ------------------------------------------------------------------
     total = time.monotonic() - T0
     rows = build_rows(a, jA, jB, jC, jD, jE)
@@ -633,6 +645,13 @@ def main():
     for r in rows:
         if r["note"]:
             notes.append(f"- row {r['row']}: {r['note']}")
+    if sizes:
+        notes.append("- rows 6-9: random LLaMA-shaped weights (bench/make_sized_models.py, N(0, 0.02), seed 0), "
+                     "ours the NF4+DQ folder `guanaco quantize` wrote, llama.cpp the Q4_0 file its quantizer made "
+                     "from the same f16 weights; the logits of random weights are nearly flat, so the two engines' "
+                     "greedy tokens differ from the first (NF4 vs Q4_0 rounding decides the argmax): no sanity "
+                     "check there. Training: 1 sequence a step (BOS + 512 ids, loss on 512), LoRA r 64 on all "
+                     "seven modules, bf16 compute; at 7B one step, no peer run")
     notes.append("- ratio = guanaco / peer (row 3b: RSS, lower is better); limits: decode "
                  f"{a.bw_gbs:g} GB/s read bandwidth ÷ weight bytes per token, prefill {a.peak_gflops:g} "
                  "GFLOP/s f32 FMA peak, training 6 × params FLOPs per token at the same peak")
@@ -642,8 +661,8 @@ def main():
                     if any(v and v > 0.2 for v in noise.values()) else ""))
     if TABLE_ONLY:
         notes.append("- --table-only: rebuilt from the sub-scripts' JSON, written "
-                     + ", ".join(f"{k} {j['date']}" for k, j in (("A", jA), ("B", jB), ("C", jC),
-                                                               ("D", jD)) if j))
+                     + ", ".join(f"{k} {j['date']}" for k, j in (("A", jA), ("B", jB), ("C", jC), ("D", jD)) + tuple(
+                         (f"{k}-{size}", j) for size in sizes for k, j in zip("ITL", sized[size])) if j))
     else:
         notes.append("- elapsed: " + ", ".join(f"{s['name'].split(':')[0]} {s['elapsed_s']:.0f} s" for s in SECTIONS)
                      + f"; total {total:.0f} s ({total / 60:.1f} min)")
