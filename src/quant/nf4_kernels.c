@@ -65,9 +65,26 @@ static int64_t round_bf16_avx512(float *v, int64_t n) {
     return i;
 }
 
+// the same on AVX2 (the NaN test as a signed compare: |u| and 0x7f800000 are both positive)
+__attribute__((target("avx2")))
+static int64_t round_bf16_avx2(float *v, int64_t n) {
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff), hi = _mm256_set1_epi32((int)0xffff0000u);
+    const __m256i abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000), qb = _mm256_set1_epi32(0x00400000);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_loadu_si256((const __m256i *)(v + i));
+        __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(_mm256_srli_epi32(u, 16), one));
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs), inf);
+        r = _mm256_blendv_epi8(r, _mm256_or_si256(u, qb), nan);
+        _mm256_storeu_si256((__m256i *)(v + i), _mm256_and_si256(r, hi));
+    }
+    return i;
+}
+
 static void round_act(float *v, int64_t n, gn_dtype dt) {
     if (dt == GN_DTYPE_BF16) {
-        int64_t i0 = gn_simd_level() >= GN_SIMD_AVX512 ? round_bf16_avx512(v, n) : 0;
+        const gn_simd l = gn_simd_level();
+        int64_t i0 = l >= GN_SIMD_AVX512 ? round_bf16_avx512(v, n) : l == GN_SIMD_AVX2 ? round_bf16_avx2(v, n) : 0;
         for (int64_t i = i0; i < n; i++) {
             uint32_t u;
             memcpy(&u, &v[i], 4);
