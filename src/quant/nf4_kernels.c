@@ -636,22 +636,28 @@ static void rows_dot_b64x_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1,
     const int64_t C = q->cols, bs = q->blocksize, nb = C / bs;
     const __m256 clo = _mm256_loadu_ps(q->code), chi = _mm256_loadu_ps(q->code + 8);
     const __m256i m4 = _mm256_set1_epi8(15), hiw = _mm256_set1_epi32((int)0xffff0000u);
+    __m256i tab[2 * 64]; // the tables of up to 64 blocks, built first: independent work, then the products
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *p = q->packed + (r * C) / 2;
         const int64_t b0 = (r * C) / bs;
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         int ok = 1;
-        for (int64_t b = 0; b < nb; b++) {
-            const float s = gn_quant4_scale(q, b0 + b);
-            if (!(fabsf(s) <= FLT_MAX)) { ok = 0; break; }
-            __m256i tl, th;
-            b64x_tables(clo, chi, s, &tl, &th);
-            for (int64_t j = 0; j < bs; j += 64) {
-                const uint8_t *pb = p + (b * bs + j) / 2;
-                gn_prefetch_stream(pb);
-                const __m256i v = _mm256_loadu_si256((const __m256i *)pb);
-                const __m256i ih = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), il = _mm256_and_si256(v, m4);
-                const float *x = xd + b * bs + j;
+        for (int64_t c0 = 0; c0 < nb && ok; c0 += 64) {
+            const int64_t c1 = nb - c0 < 64 ? nb : c0 + 64;
+            for (int64_t b = c0; b < c1; b++) {
+                const float s = gn_quant4_scale(q, b0 + b);
+                if (!(fabsf(s) <= FLT_MAX)) { ok = 0; break; }
+                b64x_tables(clo, chi, s, &tab[2 * (b - c0)], &tab[2 * (b - c0) + 1]);
+            }
+            if (!ok) break;
+            for (int64_t b = c0; b < c1; b++) {
+                const __m256i tl = tab[2 * (b - c0)], th = tab[2 * (b - c0) + 1];
+                for (int64_t j = 0; j < bs; j += 64) {
+                    const uint8_t *pb = p + (b * bs + j) / 2;
+                    gn_prefetch_stream(pb);
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)pb);
+                    const __m256i ih = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), il = _mm256_and_si256(v, m4);
+                    const float *x = xd + b * bs + j;
 #define B64X_HALF(idx, xo)                                                                                    \
     do {                                                                                                      \
         const __m256i lo = _mm256_shuffle_epi8(tl, idx), hi = _mm256_shuffle_epi8(th, idx);                  \
@@ -661,9 +667,10 @@ static void rows_dot_b64x_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1,
         a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(wh, 16)), _mm256_load_ps(x + (xo) + 16), a2); \
         a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(wh, hiw)), _mm256_load_ps(x + (xo) + 24), a3); \
     } while (0)
-                B64X_HALF(ih, 0);
-                B64X_HALF(il, 32);
+                    B64X_HALF(ih, 0);
+                    B64X_HALF(il, 32);
 #undef B64X_HALF
+                }
             }
         }
         out[r] = ok ? hsum256_nf4(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) : b64x_row_scalar(q, r, xd);
