@@ -286,6 +286,10 @@ def sized_rows(a, size, jI, jT, jL):
                 pct(ratio(gt, lim), lim), "n/a", spec=".1f")
             add(f"8b-{size}", f"{S} QLoRA step peak RSS MB (same run)", "≤ 8000 MB", gr, None, None, "—",
                 ("yes" if gr <= 8000 else f"NO ({gr:.0f} > 8000)") if gr else "?", spec=".0f")
+    else:
+        add(f"8-{size}", f"{S} QLoRA training", "ratio ≥ 2 (1.1B); ≤ 8000 MB (7B)", None, None, None, "n/a", "not run")
+    if not jL and size == "7b":
+        add(f"9-{size}", f"{S} --4bit load s vs bnb quantize_4bit", "ratio ≤ 1 (seconds)", None, None, None, "—", "not run")
     if jL and jL.get("peer"):
         o, p = jL["guanaco"]["load_s"], jL["peer"]["quantize_s"]
         sc = jL["peer"].get("scaled_from")
@@ -417,6 +421,9 @@ def main():
     ap.add_argument("--sized-gen-tokens", type=int, default=None, help="decoded tokens of the sized rows (default 32)")
     ap.add_argument("--sized-train-steps", type=int, default=None,
                     help="1.1B training steps of 1 sequence, the first a warm-up (default 2; quick 1)")
+    ap.add_argument("--sized-sections", default="ITL",
+                    help="which sections of the sized rows run: I (inference), T (training), L (7B load); "
+                         "the others keep their last JSON for --table-only")
     ap.add_argument("--peer-load-layers", type=int, default=4,
                     help="7B load row: bitsandbytes quantizes the first N layers, scaled to all (0: all)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
@@ -584,8 +591,10 @@ def main():
                         os.path.join(sub, f"make-{size}.log"), a.verbose, prep=True)
         jI = jT = jL = None
         jI_path = os.path.join(sub, f"bench_inference-{size}.json")
-        fresh(jI_path)
-        if os.path.exists(q4s) or TABLE_ONLY:
+        runI, runT, runL = ("I" in a.sized_sections, "T" in a.sized_sections, "L" in a.sized_sections)
+        if runI:
+            fresh(jI_path)
+        if runI and (os.path.exists(q4s) or TABLE_ONLY):
             cmd = (inf + ["-m", nf4, "--peer-model", q4s, "--prompt-tokens", str(a.prompt_tokens),
                           "--gen-tokens", str(a.sized_gen_tokens), "--peak-gflops", str(a.peak_gflops),
                           "--bw-gbs", str(a.bw_gbs), "--out", sub, "-t", T, "--reps", "1",
@@ -596,7 +605,7 @@ def main():
             run_section(f"I-{size}: decode/prefill, guanaco NF4+DQ vs llama.cpp Q4_0 ({size})", cmd,
                         os.path.join(sub, f"I-{size}.log"), a.verbose)
             jI = load_json(jI_path)
-        if not a.skip_train and (os.path.exists(nf4) or TABLE_ONLY):
+        if runT and not a.skip_train and (os.path.exists(nf4) or TABLE_ONLY):
             dT = os.path.join(sub, f"train-{size}")
             fresh(os.path.join(dT, "bench_train.json"))
             peer = size == "1.1b" and not a.skip_peer
@@ -609,7 +618,7 @@ def main():
             run_section(f"T-{size}: QLoRA training ({size})" + (", guanaco vs PyTorch+PEFT+bnb" if peer else ", guanaco"),
                         cmd, os.path.join(sub, f"T-{size}.log"), a.verbose)
             jT = load_json(os.path.join(dT, "bench_train.json"))
-        if size == "7b" and (os.path.exists(f16) or TABLE_ONLY):
+        if runL and size == "7b" and (os.path.exists(f16) or TABLE_ONLY):
             dL = os.path.join(sub, f"load-{size}")
             fresh(os.path.join(dL, "bench_load.json"))
             cmd = [PY, os.path.join(HERE, "bench_load.py"), "-m", f16, "-t", T, "--out", dL,
@@ -617,6 +626,12 @@ def main():
             run_section(f"L-{size}: --4bit load vs bitsandbytes quantize_4bit ({size})", cmd,
                         os.path.join(sub, f"L-{size}.log"), a.verbose)
             jL = load_json(os.path.join(dL, "bench_load.json"))
+        if not runI:  # not run now: the last run's JSON, if any (its date is in the notes)
+            jI = load_json(jI_path)
+        if not runT:
+            jT = load_json(os.path.join(sub, f"train-{size}", "bench_train.json"))
+        if not runL and size == "7b":
+            jL = load_json(os.path.join(sub, f"load-{size}", "bench_load.json"))
         sized[size] = (jI, jT, jL)
 
     if a.skip_smol and not TABLE_ONLY:  # not run now: no figures from an older run in this table
@@ -659,11 +674,11 @@ def main():
                  + ", ".join(f"{k} {v:.2f}" for k, v in noise.items() if v is not None)
                  + ("  <-- NOISY: rerun on a quiet machine (--wait-quiet 600)"
                     if any(v and v > 0.2 for v in noise.values()) else ""))
-    if TABLE_ONLY:
-        notes.append("- --table-only: rebuilt from the sub-scripts' JSON, written "
+    if True:  # sections may come from earlier runs (--table-only, --skip-smol, --sized-sections)
+        notes.append(("- --table-only: rebuilt from the sub-scripts' JSON, " if TABLE_ONLY else "- ") + "sections' JSON written "
                      + ", ".join(f"{k} {j['date']}" for k, j in (("A", jA), ("B", jB), ("C", jC), ("D", jD)) + tuple(
                          (f"{k}-{size}", j) for size in sizes for k, j in zip("ITL", sized[size])) if j))
-    else:
+    if not TABLE_ONLY:
         notes.append("- elapsed: " + ", ".join(f"{s['name'].split(':')[0]} {s['elapsed_s']:.0f} s" for s in SECTIONS)
                      + f"; total {total:.0f} s ({total / 60:.1f} min)")
     if FAILED:
