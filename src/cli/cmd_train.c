@@ -129,15 +129,16 @@ static void progress(int64_t step, int max_steps, double loss, float lr, float g
 }
 
 // Within a step: a line that moves (rewritten in place on a terminal, at most every 10 s to a
-// file or pipe). It starts with spaces, so readers of the "step k/N" lines skip it.
+// file or pipe, never in the first 10 s of the run). It starts with spaces, so readers of the "step k/N" lines skip it.
+static double progress_last; // when the last progress line was printed (the run's start at first)
+
 static void progress_seq(int64_t step, int max_steps, int done, int total, double tps, double eta, void *user) {
     (void)user;
-    static double last;
     static int tty = -1;
     if (tty < 0) tty = isatty(2);
     double now = gn_time_s();
-    if (now - last < (tty ? 0.5 : 10.0)) return;
-    last = now;
+    if (now - progress_last < (tty ? 0.5 : 10.0)) return;
+    progress_last = now;
     int e = (int)eta;
     fprintf(stderr, "%s  step %lld/%d: sequence %d/%d done  %.0f tok/s  ETA %dh%02dm%02ds%s", tty ? "\r\033[K" : "",
             (long long)step, max_steps, done, total, tps, e / 3600, (e / 60) % 60, e % 60, tty ? "" : "\n");
@@ -275,6 +276,7 @@ int cmd_finetune(int argc, char **argv) {
     o.train.bf16_params = bf16;
     o.progress = rank == 0 ? progress : NULL;
     o.progress_seq = rank == 0 ? progress_seq : NULL;
+    progress_last = gn_time_s(); // the first within-step line comes 10 s (0.5 s on a terminal) into the run
     // base: NF4 linear layers (--4bit) with bf16 or f32 compute, or 16/32-bit weights;
     // embeddings and lm_head stay f32 (the LoRA gradients flow through them in f32)
     gn_load_opts lo = {.weight_dtype = four_bit ? qtype : (bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32), .no_double_quant = no_dq,
