@@ -183,8 +183,8 @@ def build_rows(a, jA, jB, jC, jD, jE):
         pct(gs, gl), verdict([("ratio", rt, ">=", 1.3), ("share", gs, ">=", 0.70)]) if jA else "not run",
         note=f"share = weight bytes/token × tok/s ÷ {a.bw_gbs:g} GB/s; llama.cpp: {pct(ls, ll)}")
     g, l, rt, gs, gl, ls, ll = inf_row(jA, "prefill")
-    add("2", f"prefill {N} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.0", g, l, rt, pct(gs, gl),
-        verdict([("ratio", rt, ">=", 1.0)]) if jA else "not run",
+    add("2", f"prefill {N} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.5", g, l, rt, pct(gs, gl),
+        verdict([("ratio", rt, ">=", 1.5)]) if jA else "not run",
         note=f"share of the {a.peak_gflops:g} GFLOP/s f32 FMA peak; llama.cpp: {pct(ls, ll)}")
     # 3: training
     if jD:
@@ -193,8 +193,8 @@ def build_rows(a, jA, jB, jC, jD, jE):
         rt = ratio(g, p)
         add("3", f"QLoRA train tok/s, NF4 r64 seq {seq - 1}+BOS (1×{acc}, {st} step{'s' if st > 1 else ''}) "
                  "vs PyTorch+PEFT+bnb",
-            "ratio ≥ 3, share ≥ 40%", g, p, rt, pct(ratio(g, lim), lim),
-            verdict([("ratio", rt, ">=", 3.0), ("share", ratio(g, lim), ">=", 0.40)]),
+            "ratio ≥ 2, share ≥ 40%", g, p, rt, pct(ratio(g, lim), lim),
+            verdict([("ratio", rt, ">=", 2.0), ("share", ratio(g, lim), ">=", 0.40)]),
             note=f"share = 6 × {jD['params'] / 1e6:.1f}M params × tok/s ÷ {jD['peak_gflops']:g} GFLOP/s"
                  + (f"; peer: {pct(ratio(p, lim), lim)}" if p else ""))
         gr, pr = jD["guanaco_rss_mb"], jD["peer_rss_mb"]
@@ -203,7 +203,7 @@ def build_rows(a, jA, jB, jC, jD, jE):
             verdict([("ratio", rt, "<=", 0.5)]), spec=".0f")
     else:
         why = "skipped (--skip-train)" if a.skip_train else "not run"
-        add("3", "QLoRA train tok/s vs PyTorch+PEFT+bnb", "ratio ≥ 3, share ≥ 40%", None, None, None,
+        add("3", "QLoRA train tok/s vs PyTorch+PEFT+bnb", "ratio ≥ 2, share ≥ 40%", None, None, None,
             "n/a", why)
         add("3b", "QLoRA train peak RSS MB", "ratio ≤ 0.5", None, None, None, "—", why)
     # 4: adapter
@@ -246,6 +246,65 @@ def build_rows(a, jA, jB, jC, jD, jE):
     return rows
 
 
+def sized_rows(a, size, jI, jT, jL):
+    """Rows of one random LLaMA-shaped model (bench/make_sized_models.py): decode and prefill vs
+    llama.cpp Q4_0, QLoRA training (vs the peer at 1.1B; seconds and peak RSS at 7B), the
+    --4bit load vs bitsandbytes' quantize_4bit."""
+    rows = []
+    S = size.upper()
+
+    def add(rid, name, target, ours, peer, rat, share, met, note="", spec=".1f", ratio_spec=".2f"):
+        rows.append({"row": rid, "name": name, "target": target, "guanaco": ours, "peer": peer,
+                     "ratio": rat, "share": share, "met": met, "note": note,
+                     "guanaco_s": fmt(ours, spec), "peer_s": fmt(peer, spec),
+                     "ratio_s": fmt(rat, ratio_spec)})
+
+    M = jI["gen_tokens"] if jI else a.sized_gen_tokens
+    N = jI["prompt_tokens"] if jI else a.prompt_tokens
+    g, l, rt, gs, gl, ls, ll = inf_row(jI, "decode")
+    add(f"6-{size}", f"{S} decode {M} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.1, share ≥ 70%", g, l, rt,
+        pct(gs, gl), verdict([("ratio", rt, ">=", 1.1), ("share", gs, ">=", 0.70)]) if jI else "not run",
+        note=f"{S}: llama.cpp {pct(ls, ll)} of its own bytes per token")
+    g, l, rt, gs, gl, ls, ll = inf_row(jI, "prefill")
+    add(f"7-{size}", f"{S} prefill {N} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.5", g, l, rt, pct(gs, gl),
+        verdict([("ratio", rt, ">=", 1.5)]) if jI else "not run")
+    if jT:
+        gt, pt, lim = jT["guanaco_tps"], jT["peer_tps"], jT["limit_tps"]
+        gr, pr = jT["guanaco_rss_mb"], jT["peer_rss_mb"]
+        seq, acc, st = jT["seq_tokens"], jT["grad_accum"], jT["steps"]
+        what = f"1×{acc} seq {seq - 1}+BOS, {'step 2' if st == 2 else f'steps 2..{st}' if st > 2 else 'step 1'}"
+        if pt:
+            rt = ratio(gt, pt)
+            add(f"8-{size}", f"{S} QLoRA train tok/s, NF4 r64 ({what}) vs PyTorch+PEFT+bnb", "ratio ≥ 2", gt, pt, rt,
+                pct(ratio(gt, lim), lim), verdict([("ratio", rt, ">=", 2.0)]))
+            rt = ratio(gr, pr)
+            add(f"8b-{size}", f"{S} QLoRA train peak RSS MB (same runs)", "ratio ≤ 0.5", gr, pr, rt, "—",
+                verdict([("ratio", rt, "<=", 0.5)]), spec=".0f")
+        else:
+            sec = seq * acc / gt if gt else None
+            add(f"8-{size}", f"{S} QLoRA step seconds ({what}; no peer run)", "report", sec, None, None,
+                pct(ratio(gt, lim), lim), "n/a", spec=".1f")
+            add(f"8b-{size}", f"{S} QLoRA step peak RSS MB (same run)", "≤ 8000 MB", gr, None, None, "—",
+                ("yes" if gr <= 8000 else f"NO ({gr:.0f} > 8000)") if gr else "?", spec=".0f")
+    else:
+        add(f"8-{size}", f"{S} QLoRA training", "ratio ≥ 2 (1.1B); ≤ 8000 MB (7B)", None, None, None, "n/a", "not run")
+    if not jL and size == "7b":
+        add(f"9-{size}", f"{S} --4bit load s vs bnb quantize_4bit", "ratio ≤ 1 (seconds)", None, None, None, "—", "not run")
+    if jL and jL.get("peer"):
+        o, p = jL["guanaco"]["load_s"], jL["peer"]["quantize_s"]
+        sc = jL["peer"].get("scaled_from")
+        rt = ratio(o, p)
+        add(f"9-{size}", f"{S} --4bit load s (f16 folder) vs bnb quantize_4bit calls"
+            + (" (scaled from a layer subset)" if sc else ""), "ratio ≤ 1 (seconds)", o, p, rt, "—",
+            verdict([("ratio", rt, "<=", 1.0)]),
+            note=f"{S} load: ours reads and quantizes ({jL['guanaco']['cpu_s']:.0f} s CPU); the peer's whole "
+                 f"pass with reading {jL['peer']['whole_s']:.1f} s" + (f", measured on {sc['params'] / 1e9:.2f} B "
+                                                                    f"params and scaled ×{sc['factor']:.2f}" if sc else ""))
+    elif jL:
+        add(f"9-{size}", f"{S} --4bit load s (f16 folder)", "report", jL["guanaco"]["load_s"], None, None, "—", "n/a")
+    return rows
+
+
 def settings_line(a, jA, jC, jD):
     """The run's settings, from the sub-scripts' JSON where there is one."""
     P = jA["prompt_tokens"] if jA else a.prompt_tokens
@@ -264,6 +323,20 @@ def settings_line(a, jA, jC, jD):
     if a.wait_quiet:
         s += f"; --wait-quiet {a.wait_quiet:g}"
     return s
+
+
+def isa_paths(jA, jP, sized):
+    """Which vector paths each engine used: ours the GN_SIMD level its kernels chose, llama.cpp
+    its system_info string (from the inference sections' JSON)."""
+    ours = peer = None
+    for j in [jA] + [v[0] for v in sized.values()]:
+        if j and j.get("guanaco"):
+            ours = ours or j["guanaco"].get("simd")
+        if j and j.get("llama_cpp"):
+            peer = peer or j["llama_cpp"].get("system_info")
+    ours = ours or (jP or {}).get("simd")
+    return (f"guanaco {ours or '?'} kernels (GN_SIMD level chosen at run time); "
+            f"llama.cpp system_info: {peer or 'n/a'}")
 
 
 def markdown(rows):
@@ -325,6 +398,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="very short runs, to check the driver")
     ap.add_argument("--skip-train", action="store_true", help="no training sections (rows 3, 3b, 5b)")
     ap.add_argument("--skip-peer", action="store_true", help="no llama.cpp and no PyTorch peer")
+    ap.add_argument("--skip-smol", action="store_true",
+                    help="no SmolLM2 sections (A-D): the sized rows only (--table-only then joins the JSON of "
+                         "the sections' last runs into one table)")
+    ap.add_argument("--skip-adapter", action="store_true", help="no section B (row 4, the unmerged adapter)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S", help="passed to the sub-scripts")
     ap.add_argument("--reps", type=int, default=None, help="repetitions of A and B (default 3; quick 1)")
     ap.add_argument("--scaling-reps", type=int, default=None, help="repetitions of C (default 2; quick 1)")
@@ -334,8 +411,21 @@ def main():
     ap.add_argument("--gen-tokens", type=int, default=None, help="default 128 (quick 8)")
     ap.add_argument("--grad-accum", type=int, default=None, help="training: sequences a step (default 4; quick 1)")
     ap.add_argument("--steps", type=int, default=None, help="training: steps, the first a warm-up (default 3; quick 1)")
-    ap.add_argument("--peak-gflops", type=float, default=515.0)
-    ap.add_argument("--bw-gbs", type=float, default=46.0)
+    ap.add_argument("--peak-gflops", type=float, default=None,
+                    help="f32 FMA peak of the threads, GFLOP/s (default: measured by build/bench/probe_machine)")
+    ap.add_argument("--bw-gbs", type=float, default=None,
+                    help="read bandwidth, GB/s (default: measured by build/bench/probe_machine)")
+    ap.add_argument("--sizes", default="1.1b,7b",
+                    help="random LLaMA-shaped models for the sized rows (bench/make_sized_models.py): "
+                         "comma list of 1.1b, 7b; 'none' for the SmolLM2 rows only")
+    ap.add_argument("--sized-gen-tokens", type=int, default=None, help="decoded tokens of the sized rows (default 32)")
+    ap.add_argument("--sized-train-steps", type=int, default=None,
+                    help="1.1B training steps of 1 sequence, the first a warm-up (default 2; quick 1)")
+    ap.add_argument("--sized-sections", default="ITL",
+                    help="which sections of the sized rows run: I (inference), T (training), L (7B load); "
+                         "the others keep their last JSON for --table-only")
+    ap.add_argument("--peer-load-layers", type=int, default=4,
+                    help="7B load row: bitsandbytes quantizes the first N layers, scaled to all (0: all)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     ap.add_argument("--bench-dir", default=os.path.join(CACHE, "bench"),
                     help="where the Q4_0 peer file and the adapter are cached")
@@ -353,6 +443,9 @@ def main():
     a.gen_tokens = a.gen_tokens or (8 if q else 128)
     a.grad_accum = a.grad_accum or (1 if q else 4)
     a.steps = a.steps or (1 if q else 3)
+    a.sized_gen_tokens = a.sized_gen_tokens or (4 if q else 32)
+    a.sized_train_steps = a.sized_train_steps or (1 if q else 2)
+    sizes = [x for x in a.sizes.split(",") if x and x != "none"]
 
     command = shlex.join([rel(PY) if PY.startswith(ROOT) else PY, rel(os.path.abspath(sys.argv[0]))]
                          + sys.argv[1:])
@@ -382,6 +475,31 @@ def main():
     os.makedirs(sub, exist_ok=True)
     os.makedirs(a.bench_dir, exist_ok=True)
     T = str(a.threads)
+    # -- the machine's limits, measured now (unless given) ---------------------------------
+    probe_bin = os.path.join(ROOT, "build", "bench", "probe_machine")
+    jP_path = os.path.join(sub, "probe.json")
+    if not TABLE_ONLY and os.access(probe_bin, os.X_OK) and (a.bw_gbs is None or a.peak_gflops is None):
+        fresh(jP_path)
+        with open(jP_path + ".log", "w") as log:
+            p = subprocess.run([probe_bin, "-t", T, "--json"], cwd=ROOT, capture_output=True, text=True)
+            log.write(p.stdout + p.stderr)
+        line = next((x for x in p.stdout.splitlines() if x.startswith("{")), None)
+        if line:
+            with open(jP_path, "w") as fh:
+                fh.write(line + "\n")
+        print("\n== P: machine limits\n  " + "\n  ".join(p.stdout.strip().splitlines()[:3]), flush=True)
+    jP = load_json(jP_path)
+    measured = []
+    if a.bw_gbs is None:
+        a.bw_gbs = round(jP["bw_gbs"], 1) if jP else 46.0
+        measured.append("bandwidth " + ("measured" if jP else "46 GB/s assumed (no probe)"))
+    if a.peak_gflops is None:
+        a.peak_gflops = round(jP["peak_gflops"], 0) if jP else 515.0
+        measured.append("FMA peak " + ("measured" if jP else "515 GFLOP/s assumed (no probe)"))
+    a.limits_note = (f"limits: read bandwidth {a.bw_gbs:g} GB/s, f32 FMA peak {a.peak_gflops:g} GFLOP/s with {T} threads"
+                     + (f" ({', '.join(measured)} by build/bench/probe_machine, {jP['simd']} vectors, this run)"
+                        if jP and measured else " (given)"))
+    print(a.limits_note, flush=True)
     common = ["-m", a.model, "--prompt-tokens", str(a.prompt_tokens), "--gen-tokens", str(a.gen_tokens),
               "--peak-gflops", str(a.peak_gflops), "--bw-gbs", str(a.bw_gbs), "--out", sub]
     if a.wait_quiet > 0:
@@ -409,21 +527,25 @@ def main():
 
     # -- A: NF4 vs llama.cpp Q4_0 --------------------------------------------
     jA_path = os.path.join(sub, "bench_inference-nf4-vs-q4_0.json")
-    fresh(jA_path)
+    smol = not a.skip_smol or TABLE_ONLY
+    if smol:
+        fresh(jA_path)
     cmd = inf + common + ["-t", T, "--reps", str(a.reps), "--guanaco-args", "--4bit", "--tag", "nf4-vs-q4_0"]
     if a.skip_peer or not (os.path.exists(q4) or TABLE_ONLY):
         cmd += ["--skip-llama"]
     else:
         cmd += ["--peer-model", q4]
-    run_section("A: decode/prefill, guanaco NF4+DQ vs llama.cpp Q4_0 (rows 1, 2)", cmd,
-                os.path.join(sub, "A-nf4-vs-q4_0.log"), a.verbose)
+    if smol:
+        run_section("A: decode/prefill, guanaco NF4+DQ vs llama.cpp Q4_0 (rows 1, 2)", cmd,
+                    os.path.join(sub, "A-nf4-vs-q4_0.log"), a.verbose)
     jA = load_json(jA_path)
 
     # -- B: adapter vs none ----------------------------------------------------
     jB_path = os.path.join(sub, "bench_inference-lora-r64.json")
-    fresh(jB_path)
     jB = None
-    if os.path.exists(lora) or TABLE_ONLY:
+    if smol and not a.skip_adapter:
+        fresh(jB_path)
+    if smol and not a.skip_adapter and (os.path.exists(lora) or TABLE_ONLY):
         run_section("B: decode, unmerged r64 adapter vs none (row 4)",
                     inf + common + ["-t", T, "--reps", str(a.reps), "--guanaco-args", f"--4bit -a {lora}",
                                     "--peer-guanaco-args", "--4bit", "--tag", "lora-r64"],
@@ -432,16 +554,17 @@ def main():
 
     # -- C: 1 thread -----------------------------------------------------------
     jC_path = os.path.join(sub, "bench_inference-t1.json")
-    fresh(jC_path)
-    run_section("C: decode/prefill, guanaco NF4+DQ with 1 thread (rows 5a, 5c)",
-                inf + common + ["-t", "1", "--reps", str(a.scaling_reps), "--guanaco-args", "--4bit",
-                                "--skip-llama", "--tag", "t1"],
-                os.path.join(sub, "C-t1.log"), a.verbose)
+    if smol:
+        fresh(jC_path)
+        run_section("C: decode/prefill, guanaco NF4+DQ with 1 thread (rows 5a, 5c)",
+                    inf + common + ["-t", "1", "--reps", str(a.scaling_reps), "--guanaco-args", "--4bit",
+                                    "--skip-llama", "--tag", "t1"],
+                    os.path.join(sub, "C-t1.log"), a.verbose)
     jC = load_json(jC_path)
 
     # -- D, E: training ----------------------------------------------------------
     jD = jE = None
-    if not a.skip_train:
+    if not a.skip_train and smol:
         tr = [PY, os.path.join(HERE, "bench_train.py"), "-m", a.model, "--grad-accum", str(a.grad_accum),
               "--steps", str(a.steps), "--peak-gflops", str(a.peak_gflops), "--reps", str(a.train_reps)]
         if a.wait_quiet > 0:
@@ -457,23 +580,93 @@ def main():
         jD = load_json(os.path.join(dD, "bench_train.json"))
         jE = jD if jD and jD.get("guanaco_alt_tps") else None
 
+    # -- the sized rows: random TinyLlama-1.1B / LLaMA-7B shapes -----------------------
+    sized = {}
+    for size in sizes:
+        mk = [PY, os.path.join(HERE, "make_sized_models.py"), size, "--bench-dir", a.bench_dir, "-t", T]
+        sd = os.path.join(a.bench_dir, f"llama-{size}")
+        nf4, q4s, f16 = sd + "-nf4", sd + "-q4_0.gguf", sd + "-f16"
+        if not TABLE_ONLY and not (os.path.exists(q4s) and os.path.exists(os.path.join(nf4, "config.json"))):
+            run_section(f"M-{size}: random {size} model (f16 folder, Q4_0 GGUF, NF4 folder; made once)", mk,
+                        os.path.join(sub, f"make-{size}.log"), a.verbose, prep=True)
+        jI = jT = jL = None
+        jI_path = os.path.join(sub, f"bench_inference-{size}.json")
+        runI, runT, runL = ("I" in a.sized_sections, "T" in a.sized_sections, "L" in a.sized_sections)
+        if runI:
+            fresh(jI_path)
+        if runI and (os.path.exists(q4s) or TABLE_ONLY):
+            cmd = (inf + ["-m", nf4, "--peer-model", q4s, "--prompt-tokens", str(a.prompt_tokens),
+                          "--gen-tokens", str(a.sized_gen_tokens), "--peak-gflops", str(a.peak_gflops),
+                          "--bw-gbs", str(a.bw_gbs), "--out", sub, "-t", T, "--reps", "1",
+                          "--guanaco-args", "--4bit", "--tag", size]
+                   + (["--wait-quiet", str(a.wait_quiet)] if a.wait_quiet > 0 else [])
+                   + (["--skip-llama"] if a.skip_peer else [])
+                   + (["--peer-reload"] if size == "7b" else []))
+            run_section(f"I-{size}: decode/prefill, guanaco NF4+DQ vs llama.cpp Q4_0 ({size})", cmd,
+                        os.path.join(sub, f"I-{size}.log"), a.verbose)
+            jI = load_json(jI_path)
+        if runT and not a.skip_train and (os.path.exists(nf4) or TABLE_ONLY):
+            dT = os.path.join(sub, f"train-{size}")
+            fresh(os.path.join(dT, "bench_train.json"))
+            peer = size == "1.1b" and not a.skip_peer
+            cmd = [PY, os.path.join(HERE, "bench_train.py"), "-m", nf4, "--ours-4bit", "", "--costs-gguf", q4s,
+                   "--hf", f16, "--grad-accum", "1", "--steps", str(a.sized_train_steps if peer else 1),
+                   "--reps", "1", "--peak-gflops", str(a.peak_gflops), "-t", T, "--out", dT,
+                   "--work", f"/tmp/guanaco-bench-train-{size}"] + ([] if peer else ["--skip-peer"])
+            if a.wait_quiet > 0:
+                cmd += ["--wait-quiet", str(a.wait_quiet)]
+            run_section(f"T-{size}: QLoRA training ({size})" + (", guanaco vs PyTorch+PEFT+bnb" if peer else ", guanaco"),
+                        cmd, os.path.join(sub, f"T-{size}.log"), a.verbose)
+            jT = load_json(os.path.join(dT, "bench_train.json"))
+        if runL and size == "7b" and (os.path.exists(f16) or TABLE_ONLY):
+            dL = os.path.join(sub, f"load-{size}")
+            fresh(os.path.join(dL, "bench_load.json"))
+            cmd = [PY, os.path.join(HERE, "bench_load.py"), "-m", f16, "-t", T, "--out", dL,
+                   "--peer-layers", str(a.peer_load_layers)] + (["--skip-peer"] if a.skip_peer else [])
+            run_section(f"L-{size}: --4bit load vs bitsandbytes quantize_4bit ({size})", cmd,
+                        os.path.join(sub, f"L-{size}.log"), a.verbose)
+            jL = load_json(os.path.join(dL, "bench_load.json"))
+        if not runI:  # not run now: the last run's JSON, if any (its date is in the notes)
+            jI = load_json(jI_path)
+        if not runT:
+            jT = load_json(os.path.join(sub, f"train-{size}", "bench_train.json"))
+        if not runL and size == "7b":
+            jL = load_json(os.path.join(sub, f"load-{size}", "bench_load.json"))
+        sized[size] = (jI, jT, jL)
+
+    if a.skip_smol and not TABLE_ONLY:  # not run now: no figures from an older run in this table
+        jA = jB = jC = jD = jE = None
+
     # -- the table ------------------------------------------------------------------
     total = time.monotonic() - T0
     rows = build_rows(a, jA, jB, jC, jD, jE)
+    for size in sizes:
+        rows += sized_rows(a, size, *sized[size])
     table = markdown(rows)
     noise = {}
-    for name, j in (("A", jA), ("B", jB), ("C", jC), ("D", jD)):
+    for name, j in (("A", jA), ("B", jB), ("C", jC), ("D", jD)) + tuple(
+            (f"{k}-{size}", j) for size in sizes for k, j in zip("IT", sized[size][:2])):
         if j:
             noise[name] = j.get("max_other_cores")
     head = [f"## bench_all: {date}", "",
             f"- CPU: {cpu} ({os.cpu_count()} cores), {a.threads} threads; model {os.path.basename(a.model)}",
             f"- command: `{command}`" + ("  (quick: short runs, not for the record)" if q else ""),
-            "- settings: " + settings_line(a, jA, jC, jD),
+            "- settings: " + settings_line(a, jA, jC, jD)
+            + (f"; sized rows {', '.join(sizes)}: 1 repetition, decode {a.sized_gen_tokens} tokens" if sizes else ""),
+            f"- {a.limits_note}",
+            "- ISA paths: " + isa_paths(jA, jP, sized),
             f"- {env_note}", ""]
     notes = ["", "Notes:"]
     for r in rows:
         if r["note"]:
             notes.append(f"- row {r['row']}: {r['note']}")
+    if sizes:
+        notes.append("- rows 6-9: random LLaMA-shaped weights (bench/make_sized_models.py, N(0, 0.02), seed 0), "
+                     "ours the NF4+DQ folder `guanaco quantize` wrote, llama.cpp the Q4_0 file its quantizer made "
+                     "from the same f16 weights; the logits of random weights are nearly flat, so the two engines' "
+                     "greedy tokens differ from the first (NF4 vs Q4_0 rounding decides the argmax): no sanity "
+                     "check there. Training: 1 sequence a step (BOS + 512 ids, loss on 512), LoRA r 64 on all "
+                     "seven modules, bf16 compute; at 7B one step, no peer run")
     notes.append("- ratio = guanaco / peer (row 3b: RSS, lower is better); limits: decode "
                  f"{a.bw_gbs:g} GB/s read bandwidth ÷ weight bytes per token, prefill {a.peak_gflops:g} "
                  "GFLOP/s f32 FMA peak, training 6 × params FLOPs per token at the same peak")
@@ -481,11 +674,11 @@ def main():
                  + ", ".join(f"{k} {v:.2f}" for k, v in noise.items() if v is not None)
                  + ("  <-- NOISY: rerun on a quiet machine (--wait-quiet 600)"
                     if any(v and v > 0.2 for v in noise.values()) else ""))
-    if TABLE_ONLY:
-        notes.append("- --table-only: rebuilt from the sub-scripts' JSON, written "
-                     + ", ".join(f"{k} {j['date']}" for k, j in (("A", jA), ("B", jB), ("C", jC),
-                                                               ("D", jD)) if j))
-    else:
+    if True:  # sections may come from earlier runs (--table-only, --skip-smol, --sized-sections)
+        notes.append(("- --table-only: rebuilt from the sub-scripts' JSON, " if TABLE_ONLY else "- ") + "sections' JSON written "
+                     + ", ".join(f"{k} {j['date']}" for k, j in (("A", jA), ("B", jB), ("C", jC), ("D", jD)) + tuple(
+                         (f"{k}-{size}", j) for size in sizes for k, j in zip("ITL", sized[size])) if j))
+    if not TABLE_ONLY:
         notes.append("- elapsed: " + ", ".join(f"{s['name'].split(':')[0]} {s['elapsed_s']:.0f} s" for s in SECTIONS)
                      + f"; total {total:.0f} s ({total / 60:.1f} min)")
     if FAILED:

@@ -283,6 +283,9 @@ def main():
     ap.add_argument("--peer-guanaco-args", default=None, metavar="ARGS",
                     help="make the peer bench_generate with these flags instead of llama.cpp "
                          '(e.g. "--4bit" against --guanaco-args "--4bit -a DIR")')
+    ap.add_argument("--peer-reload", action="store_true",
+                    help="load llama.cpp for each repetition and free it afterwards, so that the two "
+                         "engines never hold a large model at the same time (the 7B rows)")
     ap.add_argument("--tag", default="", help="suffix of the output files (bench_inference-TAG.json)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                     help="before each repetition wait up to S seconds until other processes "
@@ -317,9 +320,11 @@ def main():
         peer += " (peer)"
     print(f"model: {a.model}" + (f"; peer model: {peer_model}" if peer_model != a.model else ""))
     print(f"ours: {ours}; peer: {peer}")
-    costs = gguf_costs(a.model, a.prompt_tokens)
+    # FLOPs and shapes from the GGUF; ours may be an HF folder (the 1.1B / 7B rows: an NF4
+    # folder of the same shapes as the peer's GGUF), then the peer's file gives them
+    costs = gguf_costs(a.model if a.model.endswith(".gguf") else peer_model, a.prompt_tokens)
     pcosts = costs if peer_model == a.model else gguf_costs(peer_model, a.prompt_tokens)
-    for name, c in [("gguf", costs)] + ([("peer gguf", pcosts)] if peer_model != a.model else []):
+    for name, c in [("gguf", costs)] + ([("peer gguf", pcosts)] if peer_model != a.model and pcosts is not costs else []):
         print(f"{name}: {c['params'] / 1e6:.1f}M params, tensor types {','.join(c['tensor_types'])}, "
               f"{c['bytes_per_token'] / 1e6:.1f} MB read per decoded token, "
               f"prefill {c['prefill_flops'] / 1e9:.1f} GFLOP for N={a.prompt_tokens}", flush=True)
@@ -337,8 +342,17 @@ def main():
     elif not a.skip_llama:
         print("$ llama_cpp.Llama(%r, n_threads=%d, n_threads_batch=%d, n_ctx=1024, n_batch=512)"
               % (peer_model, a.threads, a.threads), flush=True)
-        lcpp = LlamaCpp(a, pcosts["vocab"], peer_model)
-        peer_rep = lambda verbose: lcpp.rep()  # noqa: E731
+        if a.peer_reload:
+            def peer_rep(verbose):
+                nonlocal lcpp
+                lc = LlamaCpp(a, pcosts["vocab"], peer_model)
+                r = lc.rep()
+                lc.llm.close()
+                lcpp = lc  # its version and system_info for the report
+                return r
+        else:
+            lcpp = LlamaCpp(a, pcosts["vocab"], peer_model)
+            peer_rep = lambda verbose: lcpp.rep()  # noqa: E731
     greps, lreps = [], []
     for r in range(a.reps):  # interleaved: ours rep r, then the peer's rep r
         gr = measure(lambda: guanaco_rep(a, verbose=(r == 0)), a) if run_g else None

@@ -95,7 +95,8 @@ def peer_worker(a):
     t0 = time.perf_counter()
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
-    m = AutoModelForCausalLM.from_pretrained(a.hf, quantization_config=q, device_map="cpu")
+    m = AutoModelForCausalLM.from_pretrained(a.hf, quantization_config=q, device_map="cpu",
+                                             dtype=getattr(torch, a.peer_dtype))
     lin = type(m.model.layers[0].self_attn.q_proj).__module__ + "." + type(m.model.layers[0].self_attn.q_proj).__name__
     m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=True,
                                         gradient_checkpointing_kwargs={"use_reentrant": True})
@@ -206,7 +207,7 @@ def prepare_data(a):
 def ours_rep(a, data, r, verbose):
     run = os.path.join(a.work, f"run-{r}")
     shutil.rmtree(run, ignore_errors=True)  # finetune will not overwrite a checkpoint
-    cmd = [a.guanaco, "finetune", "-m", a.model, "--4bit", "-d", data, "-o", run,
+    cmd = [a.guanaco, "finetune", "-m", a.model] + ([a.ours_4bit] if a.ours_4bit else []) + ["-d", data, "-o", run,
            "--max-steps", str(a.steps), "--gradient-accumulation-steps", str(a.grad_accum),
            "--per-device-batch-size", "1", "--lora-r", "64", "--lora-alpha", "16",
            "--source-max-len", str(SOURCE_MAX), "--target-max-len", str(TARGET_MAX),
@@ -220,6 +221,8 @@ def ours_rep(a, data, r, verbose):
     def on_line(line, t):
         if line.startswith("step "):
             stamps[int(line.split()[1].split("/")[0])] = t
+        elif "finetune: " in line and " train rows" in line:  # loaded: step 1 starts (load not timed)
+            stamps[0] = t
         if verbose or line.startswith("step "):
             print("  | " + line, flush=True)
 
@@ -235,7 +238,8 @@ def ours_rep(a, data, r, verbose):
 
 def peer_rep(a, ids_path, verbose):
     cmd = [sys.executable, os.path.abspath(__file__), "--peer-worker", "--hf", a.hf, "--ids", ids_path,
-           "--grad-accum", str(a.grad_accum), "--steps", str(a.steps), "-t", str(a.threads)]
+           "--grad-accum", str(a.grad_accum), "--steps", str(a.steps), "-t", str(a.threads),
+           "--peer-dtype", a.peer_dtype]
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), TOKENIZERS_PARALLELISM="false")
     if verbose:
         print("$ " + " ".join(cmd), flush=True)
@@ -291,6 +295,14 @@ def main():
     ap.add_argument("--also-threads", type=int, default=0, metavar="N",
                     help="each repetition also runs ours with N threads, interleaved with the rest "
                          "(the thread-scaling figure without minutes of drift between two runs)")
+    ap.add_argument("--costs-gguf", default=None, metavar="GGUF",
+                    help="the parameter count from this GGUF (default -m; for an HF folder -m, e.g. the "
+                         "1.1B / 7B rows: the Q4_0 file of the same shapes)")
+    ap.add_argument("--peer-dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                    help="dtype the peer loads the modules bitsandbytes leaves unquantized in (embedding, "
+                         "norms, head; default float32, as the SmolLM2 row's f32 copy)")
+    ap.add_argument("--ours-4bit", default="--4bit", metavar="FLAG",
+                    help="the 4-bit flag ours gets (\"\" for an already quantized folder)")
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--work", default="/tmp/guanaco-bench-train", help="data, runs, the peer's HF copy")
     ap.add_argument("--hf", default=None, help="the peer's plain HF copy (default WORK/smol-hf)")
@@ -319,7 +331,7 @@ def main():
     print(f"env: {env_note}")
     load0 = os.getloadavg()
     print(f"load average before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
-    costs = gguf_costs(a.model, TARGET_MAX)
+    costs = gguf_costs(a.costs_gguf or a.model, TARGET_MAX)
     params = costs["params"]
     limit = a.peak_gflops * 1e9 / (6.0 * params)
     print(f"model: {a.model} ({params / 1e6:.1f}M params); NF4 + double quant, LoRA r 64 alpha 16 on "
@@ -347,6 +359,7 @@ def main():
         g = measured(lambda: ours_rep(a, data, r, verbose=(r == 0)), a) if not a.skip_guanaco else None
         if g:
             st = [g["stamps"][k] - g["stamps"].get(k - 1, g["t_start"]) for k in range(1, a.steps + 1)]
+            g["load_s"] = g["stamps"][0] - g["t_start"] if 0 in g["stamps"] else None
             g["step_s"] = st
             g["tps"] = rates(st, tokens_step)
         p = measured(lambda: peer_rep(a, ids_path, verbose=(r == 0)), a) if run_p else None
@@ -357,6 +370,7 @@ def main():
         q = measured(lambda: ours_rep(a_alt, data, r, verbose=False), a) if run_alt else None
         if q:
             st = [q["stamps"][k] - q["stamps"].get(k - 1, q["t_start"]) for k in range(1, a.steps + 1)]
+            q["load_s"] = q["stamps"][0] - q["t_start"] if 0 in q["stamps"] else None
             q["step_s"] = st
             q["tps"] = rates(st, tokens_step)
         greps.append(g)

@@ -363,6 +363,11 @@ typedef struct {
     // run returns GN_OK. Embedders use it for a user's "stop" (Ctrl-C in Python).
     int (*should_stop)(void *user);
     gn_nccl_mode nccl;     // how GPU ranks sum gradients (default GN_NCCL_AUTO)
+    // called after each sequence of a step but the last (NULL: never): sequences of step `step`
+    // done so far (all ranks) of seq_total, tokens/s since the run started (finished sequences)
+    // and the estimated seconds left in the run; a step of 16 sequences on a 7B takes minutes
+    void (*progress_seq)(int64_t step, int max_steps, int seq_done, int seq_total, double tokens_per_s, double eta_s,
+                         void *user);
 } gn_finetune_opts;
 void gn_finetune_defaults(gn_finetune_opts *o);
 // Applies --preset guanaco-7b|13b|33b|65b (qlora.py's per-size defaults, docs/FACTS.md); flags set afterwards override.

@@ -509,8 +509,54 @@ static void test_decode_b64(void) {
     gn_simd_force(GN_SIMD_AVX512);
 }
 
+// The quantizer at every SIMD level gives the same bytes: f32, f16 and bf16 inputs, NF4 and
+// FP4, blocks holding a NaN, an infinity, all zeros or only tiny values, and a partial last
+// block (odd and even lengths), with and without double quantization.
+static void test_quantize_levels(void) {
+    const int64_t ns[] = {64, 4096 + 64 * 3 + 5, 64 * 40, 64 * 300 + 31};
+    const gn_dtype dts[] = {GN_DTYPE_F32, GN_DTYPE_F16, GN_DTYPE_BF16};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+        for (size_t di = 0; di < 3; di++)
+            for (int v = 0; v < 4; v++) {
+                const int64_t n = ns[ni];
+                const int qt = v & 1 ? GN_QUANT_FP4 : GN_QUANT_NF4, dq = v >> 1, bs = ni == 1 ? 128 : 64;
+                float *f = malloc(sizeof(float) * (size_t)n);
+                uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
+                for (int64_t i = 0; i < n; i++) f[i] = frand() * (float)(1 + (i / 64) % 7);
+                if (n > 1000) {
+                    f[70] = NAN;                                            // a NaN block
+                    f[200] = INFINITY;                                      // an infinite absmax
+                    for (int i = 256; i < 320; i++) f[i] = 0.0f;            // a zero block
+                    for (int i = 384; i < 448; i++) f[i] = frand() * 1e-39f; // denormal-range block
+                    f[500] = -0.0f;
+                    f[513] = 0.5f * 0.0f - 1.0f;                            // exactly -absmax
+                }
+                for (int64_t i = 0; i < n; i++) h[i] = dts[di] == GN_DTYPE_F16 ? gn_f32_to_f16(f[i]) : gn_f32_to_bf16(f[i]);
+                const void *src = dts[di] == GN_DTYPE_F32 ? (const void *)f : (const void *)h;
+                gn_quant4_state q[2];
+                for (int l = 0; l < 2; l++) {
+                    gn_simd_force(l ? GN_SIMD_AVX512 : GN_SIMD_SCALAR); // the widest the CPU has, then none
+                    GN_ASSERT(gn_quantize_4bit(src, dts[di], n, bs, qt, dq, &q[l]) == GN_OK);
+                }
+                int same = memcmp(q[0].packed, q[1].packed, (size_t)((n + 1) / 2)) == 0;
+                if (dq) {
+                    same &= memcmp(q[0].qabsmax, q[1].qabsmax, (size_t)q[0].nblocks) == 0 &&
+                            memcmp(q[0].nested_absmax, q[1].nested_absmax, sizeof(float) * (size_t)q[0].nested_nblocks) == 0 &&
+                            memcmp(&q[0].offset, &q[1].offset, sizeof(float)) == 0;
+                } else same &= memcmp(q[0].absmax, q[1].absmax, sizeof(float) * (size_t)q[0].nblocks) == 0;
+                CHECK(same, "quantize %lld elements %s %s dq %d bs %d: SIMD level %d and scalar differ", (long long)n,
+                      gn_dtype_name(dts[di]), qt == GN_QUANT_FP4 ? "fp4" : "nf4", dq, bs, (int)gn_simd_level());
+                gn_quant4_free(&q[0]);
+                gn_quant4_free(&q[1]);
+                free(f);
+                free(h);
+            }
+    gn_simd_force(GN_SIMD_AVX512);
+}
+
 int main(void) {
     test_tables();
+    test_quantize_levels();
     test_packing();
     test_roundtrip();
     test_kernels_vs_ref();

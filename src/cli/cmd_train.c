@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>  // isatty
 
 #include <math.h>    // isnan
 
@@ -83,10 +84,28 @@ done:
 static void progress(int64_t step, int max_steps, double loss, float lr, float gnorm, double tps, double eta, double eval_loss,
                      void *user) {
     (void)user;
+    if (isatty(2)) fputs("\r\033[K", stderr); // over a moving within-step line
     if (!isnan(eval_loss)) { fprintf(stderr, "step %lld/%d  eval_loss %.4f\n", (long long)step, max_steps, eval_loss); return; }
     int e = (int)eta;
     fprintf(stderr, "step %lld/%d  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s  ETA %dh%02dm%02ds\n", (long long)step, max_steps,
             loss, lr, gnorm, tps, e / 3600, (e / 60) % 60, e % 60);
+}
+
+// Within a step: a line that moves (rewritten in place on a terminal, at most every 10 s to a
+// file or pipe, never in the first 10 s of the run). It starts with spaces, so readers of the "step k/N" lines skip it.
+static double progress_last; // when the last progress line was printed (the run's start at first)
+
+static void progress_seq(int64_t step, int max_steps, int done, int total, double tps, double eta, void *user) {
+    (void)user;
+    static int tty = -1;
+    if (tty < 0) tty = isatty(2);
+    double now = gn_time_s();
+    if (now - progress_last < (tty ? 0.5 : 10.0)) return;
+    progress_last = now;
+    int e = (int)eta;
+    fprintf(stderr, "%s  step %lld/%d: sequence %d/%d done  %.0f tok/s  ETA %dh%02dm%02ds%s", tty ? "\r\033[K" : "",
+            (long long)step, max_steps, done, total, tps, e / 3600, (e / 60) % 60, e % 60, tty ? "" : "\n");
+    fflush(stderr);
 }
 
 static const char FINETUNE_HELP[] =
@@ -215,6 +234,8 @@ int cmd_finetune(int argc, char **argv) {
     gn_set_verbosity(rank > 0 ? GN_LOG_ERROR : mo.verbose ? GN_LOG_INFO : GN_LOG_WARN);
     o.train.bf16_params = bf16;
     o.progress = rank == 0 ? progress : NULL;
+    o.progress_seq = rank == 0 ? progress_seq : NULL;
+    progress_last = gn_time_s(); // the first within-step line comes 10 s (0.5 s on a terminal) into the run
     // base: NF4 linear layers (--4bit) with bf16 or f32 compute, or 16/32-bit weights;
     // embeddings and lm_head stay f32 (the LoRA gradients flow through them in f32)
     mo.dtype = bf16 ? GN_DTYPE_BF16 : GN_DTYPE_F32;

@@ -24,6 +24,9 @@
 #include <stdlib.h>  // strtod, free
 
 #include <cjson/cJSON.h>
+#include <immintrin.h> // AVX2 quantizer (inside target() functions only)
+
+#include "../tensor/kernels.h" // gn_simd_level
 
 // ----------------------------------------------------------------------------
 // code tables (float32 values as bnb builds them; hex floats are exact)
@@ -391,6 +394,57 @@ static float quant_block(const void *src, gn_dtype dt, int64_t i0, int64_t i1, i
     return stored;
 }
 
+// AVX2 + F16C: quant_block for a full NF4 block without NaN, bit for bit: the same float32
+// conversion, absmax, reciprocal and products, and the bucket as the count of the 15
+// thresholds strictly below v (15 compares per 8 elements). Returns 0 (nothing written)
+// when the block holds a NaN or an infinity, for quant_block to take it. i0 is even (blocks are >= 32).
+__attribute__((target("avx2,fma,f16c")))
+static int quant_block_nf4_avx2(const void *src, gn_dtype dt, int64_t i0, int64_t len, const float thr[15],
+                                uint8_t *packed, float *stored) {
+    float xs[4096];
+    __m256 am = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t i = 0; i < len; i += 8) {
+        __m256 x;
+        if (dt == GN_DTYPE_F16) x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i0 + i)));
+        else if (dt == GN_DTYPE_BF16)
+            x = _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i0 + i))), 16));
+        else x = _mm256_loadu_ps((const float *)src + i0 + i);
+        _mm256_storeu_ps(xs + i, x);
+        const __m256 a = _mm256_and_ps(x, absm);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+        am = _mm256_max_ps(am, a);
+    }
+    if (_mm256_movemask_ps(nan)) return 0;
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(am), _mm256_extractf128_ps(am, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    const float amax = _mm_cvtss_f32(m4);
+    if (amax > 3.4e38f) return 0; // an infinite absmax: inf * 0 is NaN, which takes code 15 there
+    const float c = amax >= 1e-38f ? amax : 1e-38f;
+    const __m256 s = _mm256_set1_ps(1.0f / c);
+    __m256 t[15];
+    for (int k = 0; k < 15; k++) t[k] = _mm256_set1_ps(thr[k]);
+    for (int64_t i = 0; i < len; i += 8) {
+        const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(xs + i), s);
+        __m256i k = _mm256_setzero_si256();
+        for (int j = 0; j < 15; j++) k = _mm256_sub_epi32(k, _mm256_castps_si256(_mm256_cmp_ps(v, t[j], _CMP_GT_OQ)));
+        // 8 codes -> 4 bytes, the even element in the high nibble
+        k = _mm256_or_si256(_mm256_slli_epi64(k, 4), _mm256_srli_epi64(k, 32)); // per qword: (c0 << 4) | c1 in its low byte
+        k = _mm256_shuffle_epi8(k, _mm256_setr_epi8(0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 8, -1, -1,
+                                                    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+        const uint16_t lo = (uint16_t)_mm256_extract_epi16(k, 0), hi = (uint16_t)_mm256_extract_epi16(k, 8);
+        uint8_t *pb = packed + ((i0 + i) >> 1);
+        pb[0] = (uint8_t)lo;
+        pb[1] = (uint8_t)(lo >> 8);
+        pb[2] = (uint8_t)hi;
+        pb[3] = (uint8_t)(hi >> 8);
+    }
+    *stored = amax;
+    return 1;
+}
+
 gn_status gn_quantize_4bit_ex(const void *src, gn_dtype src_dtype, int64_t nelem, int blocksize,
                               int quant_type, int double_quant, const gn_quant4_opts *opts,
                               gn_quant4_state *out) {
@@ -422,9 +476,11 @@ gn_status gn_quantize_4bit_ex(const void *src, gn_dtype src_dtype, int64_t nelem
     float thr[15];
     thresholds(quant_type, thr);
     int64_t nfull = nelem / blocksize;
+    const int avx2 = quant_type == GN_QUANT_NF4 && gn_simd_level() >= GN_SIMD_AVX2 && __builtin_cpu_supports("f16c");
     #pragma omp parallel for schedule(static) if (nelem > 65536)
     for (int64_t b = 0; b < out->nblocks; b++) {
         int64_t i0 = b * blocksize, i1 = i0 + blocksize < nelem ? i0 + blocksize : nelem;
+        if (avx2 && b < nfull && quant_block_nf4_avx2(src, src_dtype, i0, blocksize, thr, packed, &absmax[b])) continue;
         absmax[b] = quant_block(src, src_dtype, i0, i1, b >= nfull, quant_type, thr, packed);
     }
     // Odd count: torch pads the scaled vector with 0.0 before packing, so the

@@ -21,7 +21,9 @@
 
 #include <cblas.h>     // cblas_sgemm (OpenBLAS)
 #include <immintrin.h> // AVX2 / AVX-512 intrinsics (only inside target() functions)
+#include <float.h>     // FLT_MAX
 #include <limits.h>    // INT_MAX
+#include <math.h>      // fabsf
 #ifdef _OPENMP
 #include <omp.h> // omp_get_num_threads
 #endif
@@ -63,9 +65,26 @@ static int64_t round_bf16_avx512(float *v, int64_t n) {
     return i;
 }
 
+// the same on AVX2 (the NaN test as a signed compare: |u| and 0x7f800000 are both positive)
+__attribute__((target("avx2")))
+static int64_t round_bf16_avx2(float *v, int64_t n) {
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff), hi = _mm256_set1_epi32((int)0xffff0000u);
+    const __m256i abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000), qb = _mm256_set1_epi32(0x00400000);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_loadu_si256((const __m256i *)(v + i));
+        __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(_mm256_srli_epi32(u, 16), one));
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs), inf);
+        r = _mm256_blendv_epi8(r, _mm256_or_si256(u, qb), nan);
+        _mm256_storeu_si256((__m256i *)(v + i), _mm256_and_si256(r, hi));
+    }
+    return i;
+}
+
 static void round_act(float *v, int64_t n, gn_dtype dt) {
     if (dt == GN_DTYPE_BF16) {
-        int64_t i0 = gn_simd_level() >= GN_SIMD_AVX512 ? round_bf16_avx512(v, n) : 0;
+        const gn_simd l = gn_simd_level();
+        int64_t i0 = l >= GN_SIMD_AVX512 ? round_bf16_avx512(v, n) : l == GN_SIMD_AVX2 ? round_bf16_avx2(v, n) : 0;
         for (int64_t i = i0; i < n; i++) {
             uint32_t u;
             memcpy(&u, &v[i], 4);
@@ -557,6 +576,107 @@ static void rows_dot_tab_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, 
     }
 }
 
+// AVX2 decode (one activation row) with bf16 weights (the QLoRA default) and blocks of a
+// multiple of 64: the block's 16 possible weights bf16(code[i] * absmax) are split into two
+// 16-byte tables, their low and high bytes, so one vpshufb looks up 32 bytes of 32 weights.
+// The weights are bit-identical to the reference's (the same rounded products); only the
+// order of the float32 sums differs (the bound test_nf4.c already uses). Per 64 weights: one
+// 32-byte load, two nibble masks, four vpshufb, four byte unpacks to 16-bit words and a shift
+// or a mask per 8 weights to float32: 12 shuffles where the table kernel above needs 20, and
+// no per-weight blend. The order this leaves the weights in (vector v = 0..7, lane k = 0..7)
+// is arranged into the activations beforehand (b64x_arrange):
+//   element(v, k) = 2 * (16*(k/4) + 8*U + 2*(k%4) + sel) + S,  v = 4*S + 2*U + sel
+// (S: odd element = low nibble; U: vpunpckhbw half; sel: high word of the dword).
+static inline int b64x_elem(int v, int k) {
+    const int S = v >> 2, U = (v >> 1) & 1, sel = v & 1, l = k >> 2, d = k & 3;
+    return 2 * (16 * l + 8 * U + 2 * d + sel) + S;
+}
+
+// xd[g + 8v + k] = x[g + element(v, k)] for each run of 64 (C % 64 == 0)
+static void b64x_arrange(const float *x, int64_t C, float *xd) {
+    for (int64_t g = 0; g < C; g += 64)
+        for (int i = 0; i < 64; i++) xd[g + i] = x[g + b64x_elem(i >> 3, i & 7)];
+}
+
+// one row from the arranged activations the plain way (a block with a non-finite scale)
+static float b64x_row_scalar(const gn_quant4_state *q, int64_t r, const float *xd) {
+    const int64_t C = q->cols;
+    float s = 0.0f;
+    for (int64_t g = 0; g < C; g += 64)
+        for (int i = 0; i < 64; i++) {
+            const int64_t e = r * C + g + b64x_elem(i >> 3, i & 7);
+            s += round_w(q->code[nibble(q->packed, e)] * gn_quant4_scale(q, e / q->blocksize), q->wdtype) * xd[g + i];
+        }
+    return s;
+}
+
+// the two byte tables of bf16(code[i] * s), each 16 bytes in both lanes (s finite)
+__attribute__((target("avx2,fma,f16c")))
+static inline void b64x_tables(__m256 clo, __m256 chi, float s, __m256i *tl, __m256i *th) {
+    const __m256 sv = _mm256_set1_ps(s);
+    __m256i u0 = _mm256_castps_si256(_mm256_mul_ps(clo, sv)), u1 = _mm256_castps_si256(_mm256_mul_ps(chi, sv));
+    const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff);
+    // round to nearest even on the upper 16 bits (gn_f32_to_bf16 for finite values)
+    u0 = _mm256_srli_epi32(_mm256_add_epi32(u0, _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 16), one), half)), 16);
+    u1 = _mm256_srli_epi32(_mm256_add_epi32(u1, _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 16), one), half)), 16);
+    // words: lane 0 = codes 0-3, 8-11; lane 1 = codes 4-7, 12-15
+    __m256i w = _mm256_packus_epi32(u0, u1);
+    // per lane: low bytes of its 8 words, then high bytes
+    w = _mm256_shuffle_epi8(w, _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10,
+                                                12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+    // dwords: [lo 0-3, lo 8-11, hi 0-3, hi 8-11 | lo 4-7, lo 12-15, hi 4-7, hi 12-15]
+    *tl = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 0, 4, 1, 5));
+    *th = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(2, 6, 3, 7, 2, 6, 3, 7));
+}
+
+// rows [r0, r1), one arranged activation row xd; rows start on block boundaries,
+// blocksize % 64 == 0, wdtype BF16. A block with a non-finite scale takes the table kernel.
+__attribute__((target("avx2,fma,f16c")))
+static void rows_dot_b64x_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const float *xd, float *out) {
+    const int64_t C = q->cols, bs = q->blocksize, nb = C / bs;
+    const __m256 clo = _mm256_loadu_ps(q->code), chi = _mm256_loadu_ps(q->code + 8);
+    const __m256i m4 = _mm256_set1_epi8(15), hiw = _mm256_set1_epi32((int)0xffff0000u);
+    __m256i tab[2 * 64]; // the tables of up to 64 blocks, built first: independent work, then the products
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *p = q->packed + (r * C) / 2;
+        const int64_t b0 = (r * C) / bs;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        int ok = 1;
+        for (int64_t c0 = 0; c0 < nb && ok; c0 += 64) {
+            const int64_t c1 = nb - c0 < 64 ? nb : c0 + 64;
+            for (int64_t b = c0; b < c1; b++) {
+                const float s = gn_quant4_scale(q, b0 + b);
+                if (!(fabsf(s) <= FLT_MAX)) { ok = 0; break; }
+                b64x_tables(clo, chi, s, &tab[2 * (b - c0)], &tab[2 * (b - c0) + 1]);
+            }
+            if (!ok) break;
+            for (int64_t b = c0; b < c1; b++) {
+                const __m256i tl = tab[2 * (b - c0)], th = tab[2 * (b - c0) + 1];
+                for (int64_t j = 0; j < bs; j += 64) {
+                    const uint8_t *pb = p + (b * bs + j) / 2;
+                    gn_prefetch_stream(pb);
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)pb);
+                    const __m256i ih = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), il = _mm256_and_si256(v, m4);
+                    const float *x = xd + b * bs + j;
+#define B64X_HALF(idx, xo)                                                                                    \
+    do {                                                                                                      \
+        const __m256i lo = _mm256_shuffle_epi8(tl, idx), hi = _mm256_shuffle_epi8(th, idx);                  \
+        const __m256i wl = _mm256_unpacklo_epi8(lo, hi), wh = _mm256_unpackhi_epi8(lo, hi);                  \
+        a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(wl, 16)), _mm256_load_ps(x + (xo)), a0);      \
+        a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(wl, hiw)), _mm256_load_ps(x + (xo) + 8), a1);  \
+        a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(wh, 16)), _mm256_load_ps(x + (xo) + 16), a2); \
+        a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(wh, hiw)), _mm256_load_ps(x + (xo) + 24), a3); \
+    } while (0)
+                    B64X_HALF(ih, 0);
+                    B64X_HALF(il, 32);
+#undef B64X_HALF
+                }
+            }
+        }
+        out[r] = ok ? hsum256_nf4(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) : b64x_row_scalar(q, r, xd);
+    }
+}
+
 // ----------------------------------------------------------------------------
 // dispatched dequantization
 
@@ -627,6 +747,12 @@ static int getenv_nobf16(void) {
     return v;
 }
 
+static int getenv_nob64x(void) {
+    static int v = -1;
+    if (v < 0) { const char *e = getenv("GN_NF4_NO_B64X"); v = e && *e && strcmp(e, "0") != 0; }
+    return v;
+}
+
 static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
     return T >= 1 && T <= NF4_SMALL_T && lvl != GN_SIMD_SCALAR && w->cols > 0 && w->cols % w->blocksize == 0 &&
            w->blocksize % 32 == 0 && w->cols <= INT_MAX / 16;
@@ -638,7 +764,7 @@ static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_stat
 // the kernel run once per matrix in it, so the b64 kernel rebuilds the scales of many rows
 // per batch instead of 16 rows per call.
 static void nf4_multi_part(float **outs, const gn_quant4_state *const *ws, int n, int64_t T, const float *xd,
-                           const int64_t *start, int64_t total, int bf, gn_simd lvl, gn_dtype cdt, int64_t th,
+                           const int64_t *start, int64_t total, int bf, int x64, gn_simd lvl, gn_dtype cdt, int64_t th,
                            int64_t nth) {
     const int64_t C = ws[0]->cols, RB = 16;
     const uint16_t *xh = (const uint16_t *)xd;
@@ -652,6 +778,7 @@ static void nf4_multi_part(float **outs, const gn_quant4_state *const *ws, int n
             int nt = T - t0 < 8 ? (int)(T - t0) : 8;
             if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
             else if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
+            else if (x64) rows_dot_b64x_avx2(w, r0, r1, xd, outs[i]);
             else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
             else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
             if (cdt != GN_DTYPE_F32)
@@ -684,6 +811,9 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     // parallel loop, so q/k/v or gate/up cost one fork/join, not n
     int bf = lvl == GN_SIMD_AVX512 && have_bf16_dot() && !getenv_nobf16();
     for (int i = 0; i < n; i++) bf &= ws[i]->wdtype == GN_DTYPE_BF16 && ws[i]->blocksize % 64 == 0;
+    // AVX2 decode with bf16 weights and 64-multiple blocks: the byte-table kernel (GN_NF4_NO_B64X=1: the table kernel)
+    int x64 = lvl == GN_SIMD_AVX2 && T == 1 && !getenv_nob64x();
+    for (int i = 0; i < n; i++) x64 &= ws[i]->wdtype == GN_DTYPE_BF16 && ws[i]->blocksize % 64 == 0;
     // the arranged activations: a per-thread buffer that only grows (no allocation per token;
     // in a team each thread arranges its own copy)
     static _Thread_local float *xbuf;
@@ -696,7 +826,10 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     float *xd = xbuf;
     uint16_t *xh = (uint16_t *)xd; // bf16 activations reuse the same bytes
     if (bf) for (int64_t t = 0; t < T; t++) bf16_deinterleave64(inp + t * C, C, xh + t * C);
-    else {
+    else if (x64) {
+        b64x_arrange(inp, C, xd);
+        round_act(xd, C, cdt);
+    } else {
         for (int64_t t = 0; t < T; t++) deinterleave32(inp + t * C, C, xd + t * C);
         round_act(xd, T * C, cdt);
     }
@@ -707,13 +840,13 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     start[n] = total;
 #ifdef _OPENMP
     if (team) {
-        nf4_multi_part(outs, ws, n, T, xd, start, total, bf, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
+        nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
         return;
     }
     #pragma omp parallel if (work > 32768)
-    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
+    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
 #else
-    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, lvl, cdt, 0, 1);
+    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, lvl, cdt, 0, 1);
 #endif
 }
 

@@ -430,6 +430,7 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
         }
         // this rank's share: sequences g = rank, rank + N, ...
         gn_trainer_zero_grad(tr);
+        double step_done_tokens = 0; // tokens of this step's finished sequences (for progress_seq)
         for (int g = rank; g < G; g += nranks) {
             int mb = g / nb;
             const gn_example *e = &ds.ex[plan[g]];
@@ -439,6 +440,14 @@ gn_status gn_finetune_run(const gn_finetune_opts *o, gn_model *m) {
             gn_trainer_set_rng(tr, seq_key(rs.rng, (uint64_t)g));
             if ((st = gn_trainer_sequence(tr, e->ids, e->labels, e->n, w, 1, &ls, &nt))) goto done;
             mb_loss[mb] += ls;
+            if (lead && o->progress_seq && g + nranks < G) {
+                // the other ranks run their sequences of the step alongside: count theirs as done too
+                const int done = g + nranks;
+                step_done_tokens += (double)e->n * nranks;
+                const double el = gn_time_s() - t_start, tok = rs.tokens_seen - tok_start + step_done_tokens;
+                const double left = (double)(step_tokens - step_done_tokens) + (double)step_tokens * (double)(o->max_steps - rs.step - 1);
+                o->progress_seq(rs.step + 1, o->max_steps, done, G, el > 0 ? tok / el : 0, tok > 0 ? el / tok * left : 0, o->user);
+            }
         }
         if ((st = gn_dist_allreduce_sum_f32(gn_trainer_grads_mut(tr), gn_trainer_num_params(tr))) ||
             (st = gn_dist_allreduce_sum_f64(mb_loss, (size_t)o->grad_accum)))

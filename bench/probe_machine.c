@@ -1,0 +1,167 @@
+/*
+ * probe_machine.c — the two machine limits the bench tables divide by, measured on the spot:
+ *
+ *   read bandwidth  T threads each sum their own stretch of a 1 GiB float buffer (AVX2 or
+ *                   AVX-512 loads, 4 independent sums), best of 5 passes: bytes / time
+ *   f32 FMA peak    T threads each run 12 independent chains of vector FMAs (registers
+ *                   only) for 200 M lane-FMAs: 2 FLOPs per lane-FMA / time, best of 3
+ *
+ * Both use the widest vector this CPU has (the GN_SIMD level the kernels chose, printed),
+ * so on an AVX2-only CPU the peak is the 8-lane FMA peak. The limits are yardsticks for the
+ * decode (bandwidth) and prefill/training (FLOPs) rows, not ceilings for int8 engines.
+ *
+ *   build/bench/probe_machine [-t THREADS] [--mib N] [--json]
+ */
+#include <guanaco.h>
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tensor/kernels.h"
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+// ---------------------------------------------------------------------------
+// read bandwidth
+
+__attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_t n) {
+    __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a = _mm512_add_ps(a, _mm512_load_ps(p + i));
+        b = _mm512_add_ps(b, _mm512_load_ps(p + i + 16));
+        c = _mm512_add_ps(c, _mm512_load_ps(p + i + 32));
+        d = _mm512_add_ps(d, _mm512_load_ps(p + i + 48));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+}
+
+__attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n) {
+    __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a = _mm256_add_ps(a, _mm256_load_ps(p + i));
+        b = _mm256_add_ps(b, _mm256_load_ps(p + i + 8));
+        c = _mm256_add_ps(c, _mm256_load_ps(p + i + 16));
+        d = _mm256_add_ps(d, _mm256_load_ps(p + i + 24));
+    }
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+    return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+}
+
+static float sum_scalar(const float *p, size_t n) {
+    float a = 0, b = 0, c = 0, d = 0;
+    for (size_t i = 0; i + 4 <= n; i += 4) { a += p[i]; b += p[i + 1]; c += p[i + 2]; d += p[i + 3]; }
+    return a + b + c + d;
+}
+
+static float sum_any(const float *p, size_t n, gn_simd l) {
+    return l == GN_SIMD_AVX512 ? sum_avx512(p, n) : l == GN_SIMD_AVX2 ? sum_avx2(p, n) : sum_scalar(p, n);
+}
+
+// ---------------------------------------------------------------------------
+// FMA peak: 12 chains (covers latency 4 x 2 pipes, and 4 x 3)
+
+#define CHAINS 12
+__attribute__((target("avx512f"))) static float fma_avx512(long iters) {
+    __m512 acc[CHAINS], m = _mm512_set1_ps(0.999999f), k = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < iters; it++) {
+        #pragma GCC unroll 16
+        for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_fmadd_ps(acc[i], m, k);
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < CHAINS; i++) s = _mm512_add_ps(s, acc[i]);
+    return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx2,fma"))) static float fma_avx2(long iters) {
+    __m256 acc[CHAINS], m = _mm256_set1_ps(0.999999f), k = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < CHAINS; i++) acc[i] = _mm256_set1_ps((float)i);
+    for (long it = 0; it < iters; it++) {
+        #pragma GCC unroll 16
+        for (int i = 0; i < CHAINS; i++) acc[i] = _mm256_fmadd_ps(acc[i], m, k); // kept in registers: unrolled
+    }
+    __m256 s = acc[0];
+    for (int i = 1; i < CHAINS; i++) s = _mm256_add_ps(s, acc[i]);
+    float t[8];
+    _mm256_storeu_ps(t, s);
+    return t[0] + t[7];
+}
+
+static float fma_scalar(long iters) {
+    float acc[CHAINS];
+    for (int i = 0; i < CHAINS; i++) acc[i] = (float)i;
+    for (long it = 0; it < iters; it++)
+        for (int i = 0; i < CHAINS; i++) acc[i] = acc[i] * 0.999999f + 1e-7f;
+    return acc[0] + acc[CHAINS - 1];
+}
+
+int main(int argc, char **argv) {
+    int threads = 0, json = 0;
+    long mib = 1024;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else {
+            fprintf(stderr, "usage: probe_machine [-t THREADS] [--mib N] [--json]\n");
+            return 2;
+        }
+    }
+    if (threads > 0) omp_set_num_threads(threads);
+    int nth = threads > 0 ? threads : omp_get_max_threads();
+    gn_simd l = gn_simd_level();
+    const int lanes = l == GN_SIMD_AVX512 ? 16 : l == GN_SIMD_AVX2 ? 8 : 1;
+
+    size_t n = (size_t)mib << 18; // floats
+    float *buf = NULL;
+    if (posix_memalign((void **)&buf, 64, n * sizeof(float))) { fprintf(stderr, "probe_machine: out of memory\n"); return 1; }
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) buf[i] = 1.0f; // first touch by the thread that reads it
+    double best_bw = 0;
+    volatile float sink = 0;
+    for (int pass = 0; pass < 5; pass++) {
+        double t0 = now_s();
+        float s = 0;
+        #pragma omp parallel reduction(+ : s)
+        {
+            int th = omp_get_thread_num(), nt = omp_get_num_threads();
+            size_t a = n * (size_t)th / (size_t)nt / 64 * 64, b = n * (size_t)(th + 1) / (size_t)nt / 64 * 64;
+            s += sum_any(buf + a, b - a, l);
+        }
+        double dt = now_s() - t0, bw = (double)n * sizeof(float) / dt / 1e9;
+        sink += s;
+        if (bw > best_bw) best_bw = bw;
+    }
+    free(buf);
+
+    const long iters = 200000000L / CHAINS / lanes;
+    double best_fl = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        double t0 = now_s();
+        float s = 0;
+        #pragma omp parallel reduction(+ : s)
+        s += l == GN_SIMD_AVX512 ? fma_avx512(iters) : l == GN_SIMD_AVX2 ? fma_avx2(iters) : fma_scalar(iters);
+        double dt = now_s() - t0, fl = 2.0 * (double)iters * CHAINS * lanes * nth / dt / 1e9;
+        sink += s;
+        if (fl > best_fl) best_fl = fl;
+    }
+    (void)sink;
+    printf("probe: %d threads, %s kernels (%d f32 lanes)\n", nth, gn_simd_name(), lanes);
+    printf("read bandwidth   %.1f GB/s   (%ld MiB buffer, best of 5)\n", best_bw, mib);
+    printf("f32 FMA peak     %.1f GFLOP/s (%d chains of %d-lane FMAs per thread, best of 3)\n", best_fl, CHAINS, lanes);
+    if (json)
+        printf("{\"threads\": %d, \"simd\": \"%s\", \"lanes\": %d, \"bw_gbs\": %.2f, \"peak_gflops\": %.2f}\n", nth,
+               gn_simd_name(), lanes, best_bw, best_fl);
+    return 0;
+}
