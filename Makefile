@@ -244,8 +244,10 @@ asan:
 ubsan:
 	$(MAKE) BUILD=build-ubsan OPT="-O1" SAN="-fsanitize=undefined -fno-sanitize-recover=undefined" all
 
-# make bench: the CPU speed table (bench/bench_all.py, < 15 min on 2 cores); flags through
-# BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick" or "--wait-quiet 600 --skip-train".
+# make bench: the CPU speed table (bench/bench_all.py): SmolLM2 rows (~6 min on 2 cores) and the
+# 1.1B / 7B rows (the first run writes their random models into ~/.cache/guanaco/bench: ~15-30
+# min and ~35 GB of disk; BENCH_ARGS="--sizes none" skips them). Flags through BENCH_ARGS, e.g.
+# make bench BENCH_ARGS="--quick" or "--wait-quiet 600 --skip-train".
 GN_VENV ?= $(HOME)/.cache/guanaco/venv
 bench: all
 	@$(GN_VENV)/bin/python -c "import matplotlib" 2>/dev/null || $(GN_VENV)/bin/pip install -q "matplotlib==3.11.2" \

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench_all.py — issue 8's benchmark table in one run (`make bench`).
+"""bench_all.py — the CPU speed table in one run (`make bench`).
 
     make bench                                        # = ~/.cache/guanaco/venv/bin/python bench/bench_all.py
     make bench BENCH_ARGS="--quick"                   # very short runs: checks that the driver works
@@ -231,7 +231,7 @@ def build_rows(a, jA, jB, jC, jD, jE):
     add("5c", f"scaling: prefill {N} tok/s, {t} threads vs 1 (extra)", "ratio ≥ 1.8 (compute-bound)",
         g2p, g1p, rt, pct(g2ps, g2pl),
         verdict([("ratio", rt, ">=", 1.8)]) if jA and jC else "not run",
-        note="peer = ours with 1 thread; not in issue 8's list, free from the same runs")
+        note="peer = ours with 1 thread; not a target row, free from the same runs")
     # 5b: training scaling (D's ours, E)
     g2 = jD["guanaco_tps"] if jD else None
     g1 = jE["guanaco_alt_tps"] if jE else None

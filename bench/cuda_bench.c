@@ -1,5 +1,5 @@
 /*
- * cuda_bench.c — the GPU figures of issue 9 (bench/cuda_check.sh runs it and
+ * cuda_bench.c — the CUDA backend's GPU figures (bench/cuda_check.sh runs it and
  * makes the table; see bench/README.md):
  *
  *   bandwidth  device-to-device cudaMemcpy of 1 GiB: (read + write bytes) / time

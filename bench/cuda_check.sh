@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/cuda_check.sh — issue 9's on-GPU checks in one go, one table at the end
+# bench/cuda_check.sh — the CUDA backend's on-GPU checks in one go, one table at the end
 # (bench/out/cuda_check.md). Needs the repository, the CUDA toolkit (nvcc, cuBLAS) and a GPU;
 # Python with PyTorch for the peer row (transformers + bitsandbytes: when they do not import,
 # wheels in bench/wheels/*.whl are installed with pip --no-index; without them the peer row

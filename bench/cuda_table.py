@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/cuda_table.py — issue 9's table from what bench/cuda_check.sh left in OUT_DIR:
+"""bench/cuda_table.py — the CUDA backend's table from what bench/cuda_check.sh left in OUT_DIR:
 build.rc, test_cuda.log/.rc, cuda_bench.json, peer.json (optional), device.txt.
 
     python3 bench/cuda_table.py bench/out/cuda_check [--command "..."]
@@ -100,7 +100,7 @@ def main():
         row("LoRA gradients, GPU vs CPU", f"relative L2 ≤ {GRAD_TOL:g}", "not measured", False)
 
     device = b.get("device") or read(d / "device.txt", "unknown device")
-    print(f"## CUDA backend (issue 9) — {device}\n")
+    print(f"## CUDA backend — {device}\n")
     print(f"{datetime.date.today().isoformat()}, `{a.command}`" + (f"; peer: {p.get('peer_stack')}" if p else "; peer: not run (see peer.log)") + "\n")
     print("| check | target | result | met? |")
     print("|---|---|---|---|")
