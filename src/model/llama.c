@@ -922,47 +922,6 @@ void gn_session_rewind(gn_session *s, int pos) {
 }
 
 // ----------------------------------------------------------------------------
-// linear layers of the base, dispatched on the weight dtype
-
-void gn_linear(float *out, const float *inp, const gn_mat *w, int64_t T) {
-    if (w->q4) gn_nf4_matmul(out, inp, (const gn_quant4_state *)w->q4, T);
-    else gn_matmul(out, inp, w, T);
-}
-
-// Two or three products of the same input (q/k/v, gate/up; w3 may be NULL): one
-// parallel loop for all when every weight is 4-bit, else one gn_linear each.
-static void linear3(float *o1, const gn_mat *w1, float *o2, const gn_mat *w2, float *o3, const gn_mat *w3,
-                    const float *inp, int64_t T) {
-    float *outs[3] = {o1, o2, o3};
-    const gn_mat *ws[3] = {w1, w2, w3};
-    int n = w3 ? 3 : 2, all4 = 1;
-    const gn_quant4_state *qs[3];
-    for (int i = 0; i < n; i++) { all4 &= ws[i]->q4 != NULL; qs[i] = ws[i]->q4; }
-    if (all4) { gn_nf4_matmul_multi(outs, inp, qs, n, T); return; }
-    for (int i = 0; i < n; i++) gn_linear(outs[i], inp, ws[i], T);
-}
-
-// Rows of a 4-bit weight as float32, rounded to its compute dtype like the
-// forward product sees them (used by gn_matmul_nn for input gradients).
-// 4-bit rows dequantized and rounded to the compute dtype, as the products use them
-static void q4_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
-    const gn_quant4_state *q = w->q4;
-    gn_dequantize_4bit_range(q, r0 * q->cols, n * q->cols, dst);
-    if (q->wdtype == GN_DTYPE_BF16)
-        for (int64_t i = 0; i < n * q->cols; i++) dst[i] = gn_bf16_to_f32(gn_f32_to_bf16(dst[i]));
-    else if (q->wdtype == GN_DTYPE_F16)
-        for (int64_t i = 0; i < n * q->cols; i++) dst[i] = gn_f16_to_f32(gn_f32_to_f16(dst[i]));
-}
-void gn_linear_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
-    if (w->q4) q4_rows_f32(w, r0, n, dst);
-    else gn_mat_rows_f32(w, r0, n, dst);
-}
-void gn_linear_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
-    if (w->q4) gn_nf4_matmul_nn(out, dy, (const gn_quant4_state *)w->q4, T); // in the compute dtype
-    else gn_matmul_nn(out, dy, w, T);
-}
-
-// ----------------------------------------------------------------------------
 // LoRA (unmerged)
 
 void gn_lora_apply(const gn_lora_mod *lm, const float *inp, float *out, int64_t T, float *tmp, float *tmp2) {
@@ -990,36 +949,6 @@ void gn_session_set_adapter(gn_session *s, const gn_adapter *a) {
         s->lora_tmp = fzalloc((size_t)(s->chunk > 3 ? s->chunk : 3) * (size_t)rmax); // >= 3 rows: q/k/v of one decode row
         s->lora_tmp2 = fzalloc((size_t)s->chunk * (size_t)omax);
         s->lora_rmax = rmax;
-    }
-}
-
-// Rotates n_heads vectors of size hs at one position (only the first n_rot dims).
-static void rope_apply(float *vec, int n_heads, int hs, int n_rot, int interleaved, const float *cs, const float *sn) {
-    int half = n_rot / 2;
-    for (int h = 0; h < n_heads; h++) {
-        float *v = vec + (size_t)h * hs;
-        if (interleaved) {
-            for (int i = 0; i < half; i++) {
-                float a = v[2 * i], b = v[2 * i + 1];
-                v[2 * i] = a * cs[i] - b * sn[i];
-                v[2 * i + 1] = a * sn[i] + b * cs[i];
-            }
-        } else {
-            for (int i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half];
-                v[i] = a * cs[i] - b * sn[i];
-                v[i + half] = b * cs[i] + a * sn[i];
-            }
-        }
-    }
-}
-
-static void embed_row(const gn_mat *e, int32_t id, float *out) {
-    int64_t C = e->cols;
-    if (e->dtype == GN_DTYPE_F32) memcpy(out, (const float *)e->data + (int64_t)id * C, (size_t)C * sizeof(float));
-    else {
-        const uint16_t *r = (const uint16_t *)e->data + (int64_t)id * C;
-        for (int64_t i = 0; i < C; i++) out[i] = gn_bf16_to_f32(r[i]);
     }
 }
 
@@ -1086,7 +1015,7 @@ static void lora_row_multi(const gn_adapter *ad, int l, const int *ks, int n, co
 // are in flight); otherwise one after the other.
 static void linear_n(float *const *outs, const gn_mat *const *ws, int n, const float *inp, int64_t T) {
     if (n == 1) gn_linear(outs[0], inp, ws[0], T);
-    else linear3(outs[0], ws[0], outs[1], ws[1], n > 2 ? outs[2] : NULL, n > 2 ? ws[2] : NULL, inp, T);
+    else gn_linear3(outs[0], ws[0], outs[1], ws[1], n > 2 ? outs[2] : NULL, n > 2 ? ws[2] : NULL, inp, T);
 }
 
 static void linear_lora_row(const gn_adapter *ad, int l, const int *ks, int n, const gn_mat *const *ws,
@@ -1250,12 +1179,8 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
     // RoPE tables for these rows: cos/sin of pos * inv_freq (f32 as HF)
     float *cosb = w->rope_cs, *sinb = w->rope_cs + (size_t)T * half;
     for (int t = 0; t < T; t++)
-        for (int i = 0; i < half; i++) {
-            float ang = (float)(rs[t]->pos + off[t]) * m->rope_inv_freq[i];
-            cosb[(size_t)t * half + i] = cosf(ang);
-            sinb[(size_t)t * half + i] = sinf(ang);
-        }
-    for (int t = 0; t < T; t++) embed_row(&m->embed, ids[t], x + (size_t)t * C);
+        gn_op_rope_angles(cosb + (size_t)t * half, sinb + (size_t)t * half, m->rope_inv_freq, half, rs[t]->pos + off[t]);
+    gn_op_embed(x, &m->embed, ids, T); // x (T, C)
 #define LORA(k, in, IC, out, OC) \
     do { if (any_lora) lora_rows(rs, T, l, k, in, IC, out, OC, w->lora_tmp, w->lora_tmp2); } while (0)
     // base products, then the adapter terms (one decode row: see linear_lora_row)
@@ -1274,23 +1199,23 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
                      k_down[1] = {GN_MOD_DOWN};
     for (int l = 0; l < c->n_layers; l++) {
         const gn_layer *L = &m->layers[l];
-        gn_rmsnorm(xb, x, L->attn_norm, T, C, c->norm_eps);
+        gn_op_rmsnorm_fwd(xb, x, L->attn_norm, T, C, c->norm_eps);
         BASE_LORA(3, k_qkv, xb, C, ((const gn_mat *const[]){&L->wq, &L->wk, &L->wv}), w->q, w->k, w->v);
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
         for (int t = 0; t < T; t++) {
             gn_session *s = rs[t];
             const float *cs = cosb + (size_t)t * half, *sn = sinb + (size_t)t * half;
-            rope_apply(w->q + (size_t)t * qd, NH, hs, m->n_rot, c->rope_interleaved, cs, sn);
-            rope_apply(w->k + (size_t)t * kvd, NKV, hs, m->n_rot, c->rope_interleaved, cs, sn);
+            gn_op_rope(w->q + (size_t)t * qd, NH, hs, m->n_rot, c->rope_interleaved, cs, sn, 1.0f);
+            gn_op_rope(w->k + (size_t)t * kvd, NKV, hs, m->n_rot, c->rope_interleaved, cs, sn, 1.0f);
             cache_store(s, l, s->pos + off[t], w->k + (size_t)t * kvd, w->v + (size_t)t * kvd, hs, NKV);
         }
         attention(w, rs, off, T, l);
         BASE_LORA(1, k_o, w->att, qd, ((const gn_mat *const[]){&L->wo}), xb);
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
-        gn_rmsnorm(xb, x, L->ffn_norm, T, C, c->norm_eps);
+        gn_op_rmsnorm_fwd(xb, x, L->ffn_norm, T, C, c->norm_eps);
         BASE_LORA(2, k_gu, xb, C, ((const gn_mat *const[]){&L->w_gate, &L->w_up}), w->hb, w->hb2);
-        gn_silu_mul(w->hb, w->hb2, (int64_t)T * HD);
+        gn_op_swiglu_fwd(w->hb, w->hb, w->hb2, (size_t)T * HD, GN_SWIGLU_INPLACE);
         BASE_LORA(1, k_down, w->hb, HD, ((const gn_mat *const[]){&L->w_down}), xb);
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
         for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
@@ -1299,10 +1224,10 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
 #undef BASE_LORA
     if (!logits) return;
     if (logits_rows == T) {
-        gn_rmsnorm(xb, x, m->final_norm, T, C, c->norm_eps);
+        gn_op_rmsnorm_fwd(xb, x, m->final_norm, T, C, c->norm_eps);
         gn_linear(logits, xb, &m->lm_head, T);
     } else {
-        gn_rmsnorm(xb, x + (size_t)(T - 1) * C, m->final_norm, 1, C, c->norm_eps);
+        gn_op_rmsnorm_fwd(xb, x + (size_t)(T - 1) * C, m->final_norm, 1, C, c->norm_eps);
         gn_linear(logits, xb, &m->lm_head, 1);
     }
 }

@@ -8,6 +8,7 @@
 #include "../formats/gguf.h"
 #include "../tensor/kernels.h"
 #include "../quant/nf4.h"
+#include "ops.h"          // the layer ops: linear, rmsnorm, rope, swiglu, embed
 
 typedef struct {
     const float *attn_norm;  // (C)
@@ -53,14 +54,6 @@ struct gn_adapter {
 
 // out (T, OC) += s * (inp (T, IC) @ A^T) @ B^T. tmp holds T*r floats, tmp2 T*OC.
 void gn_lora_apply(const gn_lora_mod *lm, const float *inp, float *out, int64_t T, float *tmp, float *tmp2);
-
-// The frozen base's linear layers, whatever the weight dtype:
-// out (T, OC) = inp (T, IC) @ W^T, and the input gradient out (T, IC) = dy (T, OC) @ W.
-void gn_linear(float *out, const float *inp, const gn_mat *w, int64_t T);
-void gn_linear_nn(float *out, const float *dy, const gn_mat *w, int64_t T);
-// Rows [r0, r0+n) of w as float32 (n, IC): 4-bit weights dequantized and rounded to
-// their compute dtype (what the products use), other dtypes widened.
-void gn_linear_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst);
 
 struct gn_model {
     gn_config cfg;
