@@ -1,6 +1,6 @@
 /*
  * ops.h — the operations of a LLaMA layer, one definition each, shared by the
- * inference forward (model/llama.c) and the trainer (train/train.c). Each op
+ * inference forward (model/forward.c) and the trainer (train/train.c). Each op
  * has its forward and, where training needs it, its backward. All tensors are
  * float32 row-major; T rows (positions), C channels.
  *

@@ -3,7 +3,7 @@
  * backward for one sequence with per-layer gradient checkpointing, global-norm
  * clipping and AdamW with file-backed ("paged") state.
  *
- * Per layer (as in model/llama.c; s = LoRA scale, d() = LoRA-input dropout):
+ * Per layer (as in model/forward.c; s = LoRA scale, d() = LoRA-input dropout):
  *   xn1 = rmsnorm(x)            q,k,v = lin(xn1)      rope(q,k)
  *   o   = softmax(q.k/sqrt(hs)) v                     x2 = x + lin_o(o)
  *   xn2 = rmsnorm(x2)           g,u = lin(xn2)        h = silu(g)*u
