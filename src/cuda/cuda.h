@@ -12,7 +12,7 @@
  * Each kernel has a CPU definition it is tested against (tests/test_cuda.c):
  *   gn_cuda_q4_dequant        gn_dequantize_4bit / gn_dequantize_4bit_to (nf4.h), bit for bit
  *   gn_cuda_q4_gemv, _matmul  gn_nf4_matmul_ref (weights rounded to wdtype, f32 accumulation)
- *   gn_cuda_rmsnorm, _silu_mul, gn_cuda_rope, attention      kernels.h / llama.c's forward
+ *   gn_cuda_rmsnorm, _silu_mul, gn_cuda_rope, attention      kernels.h / model/forward.c
  *   *_bwd, gn_cuda_cross_entropy, gn_cuda_lora_*, gn_cuda_adamw_paged   train.c's backward and optimizer
  *
  * Errors: a failed CUDA or cuBLAS call inside a kernel wrapper is a bug or a

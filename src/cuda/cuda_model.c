@@ -2,7 +2,7 @@
  * cuda_model.c — a LLaMA model on the GPU (`--device cuda`): the weights
  * uploaded once at load (4-bit matrices stay packed, double quantization
  * included, so decode reads ~0.52 bytes per weight), a KV cache per session on
- * the device, and the forward pass of model/llama.c made of cuda.h's kernels.
+ * the device, and the forward pass of model/forward.c made of cuda.h's kernels.
  *
  * Per layer, T rows at positions pos0..pos0+T-1 (x: the residual stream, f32):
  *   xb = rmsnorm(x)                    q | k | v = xb W^T (+ LoRA); k, v go straight into the cache rows

@@ -1,5 +1,5 @@
 /*
- * cuda_model.h — what model/llama.c and train/train.c call to run a model on
+ * cuda_model.h — what model/forward.c and train/train.c call to run a model on
  * the GPU (`--device cuda`, gn_load_opts.device = GN_DEVICE_CUDA).
  *
  * In a CUDA build (make CUDA=1) cuda_model.c and cuda_train.c implement these

@@ -11,6 +11,7 @@
  * Tensor names: base_model.model.model.layers.{L}.{self_attn|mlp}.{m}.lora_{A|B}[.default].weight
  */
 #include "lora.h"
+#include "../model/llama.h"
 
 #include <cjson/cJSON.h>  // adapter_config.json
 #define PCRE2_CODE_UNIT_WIDTH 8

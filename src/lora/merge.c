@@ -6,6 +6,7 @@
  * folder loads in transformers like any HF checkpoint.
  */
 #include "lora.h"
+#include "../model/llama.h"
 
 #include <cjson/cJSON.h> // config.json
 #include <errno.h>       // errno

@@ -8,6 +8,8 @@
 #include "../formats/gguf.h"
 #include "../tensor/kernels.h"
 #include "../quant/nf4.h"
+#include "ops.h"          // the layer ops: linear, rmsnorm, rope, swiglu, embed
+#include "../lora/lora.h" // gn_adapter, gn_lora_mod: the LoRA term of the linears
 
 typedef struct {
     const float *attn_norm;  // (C)
@@ -25,42 +27,6 @@ typedef struct {
 enum { GN_MOD_Q, GN_MOD_K, GN_MOD_V, GN_MOD_O, GN_MOD_GATE, GN_MOD_UP, GN_MOD_DOWN, GN_N_MODS };
 extern const char *const GN_MOD_NAMES[GN_N_MODS];  // "q_proj", ...
 extern const char *const GN_MOD_PATHS[GN_N_MODS];  // "self_attn.q_proj", "mlp.gate_proj", ...
-
-typedef struct {
-    int r;          // 0: module not adapted
-    float scale;    // alpha / r  (or alpha / sqrt(r))
-    float *A;       // (r, IC) f32, owned
-    float *B;       // (OC, r) f32, owned
-    int64_t in, out;
-    // bf16 copies of A and B when every value is a bf16 (a bf16 adapter file, as qlora's
-    // --bf16 runs save): decode reads these, half the bytes per token, same products.
-    // NULL otherwise, and always for a trainer's adapter (its A/B change every step).
-    uint16_t *A16, *B16;
-} gn_lora_mod;
-
-struct gn_adapter {
-    char *path, *name;
-    int n_layers;
-    gn_lora_mod *mods;   // (n_layers, GN_N_MODS)
-    int r;               // config r (default rank)
-    float alpha;         // config lora_alpha
-    int use_rslora;
-    gn_dtype file_dtype; // dtype the tensors were stored in
-    int borrowed;        // A/B point into a trainer's buffer: not freed with the adapter
-    int interleaved;     // q/k lora_B rows are in GGUF (interleaved) order; files hold HF order
-    int n_heads, n_kv_heads, head_dim;
-};
-
-// out (T, OC) += s * (inp (T, IC) @ A^T) @ B^T. tmp holds T*r floats, tmp2 T*OC.
-void gn_lora_apply(const gn_lora_mod *lm, const float *inp, float *out, int64_t T, float *tmp, float *tmp2);
-
-// The frozen base's linear layers, whatever the weight dtype:
-// out (T, OC) = inp (T, IC) @ W^T, and the input gradient out (T, IC) = dy (T, OC) @ W.
-void gn_linear(float *out, const float *inp, const gn_mat *w, int64_t T);
-void gn_linear_nn(float *out, const float *dy, const gn_mat *w, int64_t T);
-// Rows [r0, r0+n) of w as float32 (n, IC): 4-bit weights dequantized and rounded to
-// their compute dtype (what the products use), other dtypes widened.
-void gn_linear_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst);
 
 struct gn_model {
     gn_config cfg;

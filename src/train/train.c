@@ -3,7 +3,7 @@
  * backward for one sequence with per-layer gradient checkpointing, global-norm
  * clipping and AdamW with file-backed ("paged") state.
  *
- * Per layer (as in model/llama.c; s = LoRA scale, d() = LoRA-input dropout):
+ * Per layer (as in model/forward.c; s = LoRA scale, d() = LoRA-input dropout):
  *   xn1 = rmsnorm(x)            q,k,v = lin(xn1)      rope(q,k)
  *   o   = softmax(q.k/sqrt(hs)) v                     x2 = x + lin_o(o)
  *   xn2 = rmsnorm(x2)           g,u = lin(xn2)        h = silu(g)*u
@@ -341,12 +341,10 @@ static void ensure_acts(gn_trainer *tr, int T) {
     }
     int half = tr->m->n_rot / 2;
     tr->rope_cs = gn_calloc(Ts * (size_t)(half > 0 ? 2 * half : 1), 4);
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < half; i++) {
-            float ang = (float)t * tr->m->rope_inv_freq[i];
-            tr->rope_cs[(size_t)t * 2 * half + i] = cosf(ang);
-            tr->rope_cs[(size_t)t * 2 * half + half + i] = sinf(ang);
-        }
+    for (int t = 0; t < T; t++) {
+        float *cs = tr->rope_cs + (size_t)t * 2 * half;
+        gn_op_rope_angles(cs, cs + half, tr->m->rope_inv_freq, half, t);
+    }
     for (int k = 0; k < GN_N_MODS; k++) {
         if (!targeted(tr, k)) continue;
         size_t in = k == GN_MOD_O ? qd : k == GN_MOD_DOWN ? HD : C;
@@ -415,82 +413,15 @@ static void lin_bwd(gn_trainer *tr, int l, int k, const float *x, const float *d
     }
 }
 
-// ----------------------------------------------------------------------------
-// RMSNorm backward: y = w * x * rstd  =>  dx = rstd * (w*dy) - x * rstd^3 / C * sum(w*dy*x)
-static void rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *w, int T, int C, float eps, int accumulate) {
-    #pragma omp parallel for schedule(static) if (T > 1)
-    for (int t = 0; t < T; t++) {
-        const float *xr = x + (size_t)t * C, *dr = dy + (size_t)t * C;
-        float *o = dx + (size_t)t * C;
-        double ss = 0.0, dot = 0.0;
-        #pragma omp simd reduction(+ : ss, dot)
-        for (int i = 0; i < C; i++) { ss += (double)xr[i] * xr[i]; dot += (double)w[i] * dr[i] * xr[i]; }
-        float rstd = 1.0f / sqrtf((float)(ss / C) + eps);
-        float coef = (float)(dot / C) * rstd * rstd * rstd;
-        #pragma omp simd
-        for (int i = 0; i < C; i++) {
-            float g = rstd * w[i] * dr[i] - xr[i] * coef;
-            o[i] = accumulate ? o[i] + g : g;
-        }
-    }
-}
-
 // Rotates (or un-rotates, sign -1) the n_heads head vectors of each of T
 // positions; row t of vec starts at vec + t*stride. Angles from tr->rope_cs.
 static void rope_seq(const gn_trainer *tr, float *vec, int n_heads, int stride, int T, float sign) {
     const gn_config *c = &tr->m->cfg;
-    int hs = c->head_dim, half = tr->m->n_rot / 2, il = c->rope_interleaved;
+    int half = tr->m->n_rot / 2;
     #pragma omp parallel for schedule(static) if (T > 1)
     for (int t = 0; t < T; t++) {
         const float *co = tr->rope_cs + (size_t)t * half * 2, *sn = co + half;
-        for (int h = 0; h < n_heads; h++) {
-            float *v = vec + (size_t)t * stride + (size_t)h * hs;
-            if (il) {
-                for (int i = 0; i < half; i++) {
-                    float cs = co[i], sg = sign * sn[i], a = v[2 * i], b = v[2 * i + 1];
-                    v[2 * i] = a * cs - b * sg;
-                    v[2 * i + 1] = a * sg + b * cs;
-                }
-            } else {
-                #pragma omp simd
-                for (int i = 0; i < half; i++) {
-                    float cs = co[i], sg = sign * sn[i], a = v[i], b = v[i + half];
-                    v[i] = a * cs - b * sg;
-                    v[i + half] = a * sg + b * cs;
-                }
-            }
-        }
-    }
-}
-
-// SwiGLU: h = silu(g) * u, n elements; exp through the vectorized kernel in
-// stretches of 4096 (h holds exp(-g) in between).
-static void swiglu_fwd(float *h, const float *g, const float *u, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 16384)
-    for (size_t i0 = 0; i0 < n; i0 += 4096) {
-        size_t i1 = i0 + 4096 < n ? i0 + 4096 : n;
-        #pragma omp simd
-        for (size_t i = i0; i < i1; i++) h[i] = -g[i];
-        gn_exp_inplace(h + i0, (int64_t)(i1 - i0));
-        #pragma omp simd
-        for (size_t i = i0; i < i1; i++) h[i] = g[i] / (1.0f + h[i]) * u[i];
-    }
-}
-
-// Its backward: dg, du from dh (dg holds exp(-g) in between).
-static void swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 16384)
-    for (size_t i0 = 0; i0 < n; i0 += 4096) {
-        size_t i1 = i0 + 4096 < n ? i0 + 4096 : n;
-        #pragma omp simd
-        for (size_t i = i0; i < i1; i++) dg[i] = -g[i];
-        gn_exp_inplace(dg + i0, (int64_t)(i1 - i0));
-        #pragma omp simd
-        for (size_t i = i0; i < i1; i++) {
-            float gv = g[i], sg = 1.0f / (1.0f + dg[i]);
-            du[i] = dh[i] * (gv * sg);
-            dg[i] = dh[i] * u[i] * sg * (1.0f + gv * (1.0f - sg));
-        }
+        gn_op_rope(vec + (size_t)t * stride, n_heads, c->head_dim, tr->m->n_rot, c->rope_interleaved, co, sn, sign);
     }
 }
 
@@ -513,7 +444,7 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
     const size_t lT = (size_t)l * T;
 #define KEEP(buf, dst, dim) memcpy((buf) + lT * (dim), (dst), sizeof(float) * (size_t)T * (dim))
 #define BACK(buf, dst, dim) memcpy((dst), (buf) + lT * (dim), sizeof(float) * (size_t)T * (dim))
-    gn_rmsnorm(tr->xn1, xin, L->attn_norm, T, C, c->norm_eps);
+    gn_op_rmsnorm_fwd(tr->xn1, xin, L->attn_norm, T, C, c->norm_eps);
     lin_fwd(tr, l, GN_MOD_Q, tr->xn1, reuse ? NULL : tr->q, T, train);
     lin_fwd(tr, l, GN_MOD_K, tr->xn1, reuse ? NULL : tr->k, T, train);
     lin_fwd(tr, l, GN_MOD_V, tr->xn1, reuse ? NULL : tr->v, T, train);
@@ -530,14 +461,14 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
         add_inplace(tr->x2, xin, (size_t)T * C);
         if (store) KEEP(tr->kx2, tr->x2, C);
     }
-    gn_rmsnorm(tr->xn2, tr->x2, L->ffn_norm, T, C, c->norm_eps);
+    gn_op_rmsnorm_fwd(tr->xn2, tr->x2, L->ffn_norm, T, C, c->norm_eps);
     lin_fwd(tr, l, GN_MOD_GATE, tr->xn2, reuse ? NULL : tr->g, T, train);
     lin_fwd(tr, l, GN_MOD_UP, tr->xn2, reuse ? NULL : tr->u, T, train);
     if (store) { KEEP(tr->kg, tr->g, HD); KEEP(tr->ku, tr->u, HD); }
     if (reuse) { BACK(tr->kg, tr->g, HD); BACK(tr->ku, tr->u, HD); }
 #undef KEEP
 #undef BACK
-    swiglu_fwd(tr->h, tr->g, tr->u, (size_t)T * HD);
+    gn_op_swiglu_fwd(tr->h, tr->g, tr->u, (size_t)T * HD, GN_SWIGLU_KEEP);
     lin_fwd(tr, l, GN_MOD_DOWN, tr->h, xout, T, train);
     if (xout) add_inplace(xout, tr->x2, (size_t)T * C);
 }
@@ -552,12 +483,12 @@ static void layer_bwd(gn_trainer *tr, int l, const float *xin, int T) {
     int qd = NH * hs, kvd = NKV * hs;
     // MLP: out = x2 + down(h)
     lin_bwd(tr, l, GN_MOD_DOWN, tr->h, tr->dx, tr->dh, T);
-    swiglu_bwd(tr->dg, tr->du, tr->dh, tr->g, tr->u, (size_t)T * HD);
+    gn_op_swiglu_bwd(tr->dg, tr->du, tr->dh, tr->g, tr->u, (size_t)T * HD);
     lin_bwd(tr, l, GN_MOD_GATE, tr->xn2, tr->dg, tr->dxn, T);
     lin_bwd(tr, l, GN_MOD_UP, tr->xn2, tr->du, tr->tmp, T);
     add_inplace(tr->dxn, tr->tmp, (size_t)T * C);
     memcpy(tr->dx2, tr->dx, sizeof(float) * (size_t)T * C); // residual
-    rmsnorm_bwd(tr->dx2, tr->dxn, tr->x2, L->ffn_norm, T, C, c->norm_eps, 1);
+    gn_op_rmsnorm_bwd(tr->dx2, tr->dxn, tr->x2, L->ffn_norm, T, C, c->norm_eps, 1);
     // attention: x2 = x + o_proj(o)
     lin_bwd(tr, l, GN_MOD_O, tr->att, tr->dx2, tr->dO, T);
     gn_train_attn_bwd(tr->dq, tr->dk, tr->dv, tr->P, tr->q, tr->k, tr->v, tr->att, tr->dO, T, NH, NKV, hs, tr->att_scr,
@@ -570,7 +501,7 @@ static void layer_bwd(gn_trainer *tr, int l, const float *xin, int T) {
     lin_bwd(tr, l, GN_MOD_V, tr->xn1, tr->dv, tr->tmp, T);
     add_inplace(tr->dxn, tr->tmp, (size_t)T * C);
     memcpy(tr->dx, tr->dx2, sizeof(float) * (size_t)T * C);
-    rmsnorm_bwd(tr->dx, tr->dxn, xin, L->attn_norm, T, C, c->norm_eps, 1);
+    gn_op_rmsnorm_bwd(tr->dx, tr->dxn, xin, L->attn_norm, T, C, c->norm_eps, 1);
 }
 
 // The head: logits (n, V) = x W^T, or its input gradient x' (n, C) = dlogits W (nn). A bf16
@@ -604,18 +535,14 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
         return gn_cuda_train_sequence(m, tr->ad, tr->params, tr->grads, tr->np, tr->step, tr->o.lora_dropout,
                                       tr->drop_key, ids, labels, T, weight, train, loss_sum, n_tokens);
     float *x0 = tr->xs;
-    for (int t = 0; t < T; t++) {
-        const gn_mat *e = &m->embed;
-        if (e->dtype == GN_DTYPE_F32) memcpy(x0 + (size_t)t * C, (const float *)e->data + (size_t)ids[t] * C, sizeof(float) * (size_t)C);
-        else gn_linear_rows_f32(e, ids[t], 1, x0 + (size_t)t * C);
-    }
+    gn_op_embed(x0, &m->embed, ids, T); // x0 (T, C)
     for (int l = 0; l < Ln; l++)
         layer_fwd(tr, l, tr->xs + (size_t)l * T * C, tr->xs + (size_t)(l + 1) * T * C, T, train);
     // head + loss: only positions whose next token is a label (0 <= y < V) get
     // logits; they are gathered HEAD_CHUNK at a time into tmp
     float *xl = tr->xs + (size_t)Ln * T * C;
     float *xn = tr->dx2; // final-norm output (dx2 is free until the backward; the last layer's intermediates stay)
-    gn_rmsnorm(xn, xl, m->final_norm, T, C, c->norm_eps);
+    gn_op_rmsnorm_fwd(xn, xl, m->final_norm, T, C, c->norm_eps);
     int nvalid = 0, nrows = 0;
     for (int t = 0; t + 1 < T; t++) {
         int32_t y = labels[t + 1];
@@ -663,7 +590,7 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
     }
     *loss_sum = total;
     if (!train) return GN_OK;
-    rmsnorm_bwd(tr->dx, tr->dxn, xl, m->final_norm, T, C, c->norm_eps, 0);
+    gn_op_rmsnorm_bwd(tr->dx, tr->dxn, xl, m->final_norm, T, C, c->norm_eps, 0);
     for (int l = Ln - 1; l >= 0; l--) {
         const float *xin = tr->xs + (size_t)l * T * C;
         if (l < Ln - 1) layer_fwd(tr, l, xin, NULL, T, 1); // recompute; the last layer's forward just ran

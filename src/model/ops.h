@@ -1,0 +1,60 @@
+/*
+ * ops.h — the operations of a LLaMA layer, one definition each, shared by the
+ * inference forward (model/forward.c) and the trainer (train/train.c). Each op
+ * has its forward and, where training needs it, its backward. All tensors are
+ * float32 row-major; T rows (positions), C channels.
+ *
+ *   x   = embed(ids)                       gn_op_embed
+ *   xn  = rmsnorm(x) * w                   gn_op_rmsnorm_fwd / _bwd
+ *   y   = x W^T                            gn_linear / gn_linear_nn (W frozen: F32, BF16 or 4-bit)
+ *   q,k = rope(q,k)                        gn_op_rope_angles, gn_op_rope (sign -1: the backward)
+ *   h   = silu(g) * u                      gn_op_swiglu_fwd / _bwd
+ *
+ * The LoRA term of a linear is applied by lora/ (inference) and by the trainer
+ * (its dropout and gradients); the attention kernels are in tensor/ (inference:
+ * KV cache, tiled keys) and train/attn.c (training: whole sequence, backward).
+ */
+#ifndef GN_OPS_H
+#define GN_OPS_H
+
+#include "../tensor/kernels.h"
+
+// The frozen base's linear layers, whatever the weight dtype:
+// out (T, OC) = inp (T, IC) @ W^T, and the input gradient out (T, IC) = dy (T, OC) @ W.
+void gn_linear(float *out, const float *inp, const gn_mat *w, int64_t T);
+void gn_linear_nn(float *out, const float *dy, const gn_mat *w, int64_t T);
+// Rows [r0, r0+n) of w as float32 (n, IC): 4-bit weights dequantized and rounded to
+// their compute dtype (what the products use), other dtypes widened.
+void gn_linear_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst);
+
+// Two or three products of the same input (q/k/v, gate/up; w3 may be NULL): one parallel
+// loop for all when every weight is 4-bit, else one gn_linear each.
+void gn_linear3(float *o1, const gn_mat *w1, float *o2, const gn_mat *w2, float *o3, const gn_mat *w3,
+                const float *inp, int64_t T);
+
+// x (T, C) = the rows ids[0..T) of the embedding table e (V, C), F32 or BF16, as float32.
+void gn_op_embed(float *x, const gn_mat *e, const int32_t *ids, int T);
+
+// y (T, C) = x / sqrt(mean(x^2) + eps) * w, w (C).
+void gn_op_rmsnorm_fwd(float *y, const float *x, const float *w, int T, int C, float eps);
+// Its backward: dx (T, C) = rstd * (w*dy) - x * rstd^3 / C * sum(w*dy*x); added to dx when accumulate.
+void gn_op_rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *w, int T, int C, float eps, int accumulate);
+
+// The cos and sin (half = n_rot/2 each) of position pos's RoPE angles pos * inv_freq[i],
+// float32 as HF computes them.
+void gn_op_rope_angles(float *cs, float *sn, const float *inv_freq, int half, int pos);
+// Rotates n_heads head vectors of size hs at one position (only the first n_rot dims) by the
+// angles of cs/sn; sign -1 rotates back, which is the backward (the rotation's transpose).
+// interleaved: pairs (2i, 2i+1) as GGUF's llama stores q/k; else (i, i + n_rot/2) as HF.
+void gn_op_rope(float *vec, int n_heads, int hs, int n_rot, int interleaved, const float *cs, const float *sn, float sign);
+
+// SwiGLU: h = silu(g) * u over n elements. Two ways that round differently in the last bit
+// (the exp of the fused kernel vs gn_exp_inplace), each kept as it was:
+//  GN_SWIGLU_INPLACE: h is g, overwritten (inference: the fused gn_silu_mul kernel);
+//  GN_SWIGLU_KEEP:    h apart from g, which the backward still needs (training).
+enum { GN_SWIGLU_INPLACE, GN_SWIGLU_KEEP };
+void gn_op_swiglu_fwd(float *h, const float *g, const float *u, size_t n, int how);
+// Its backward (of GN_SWIGLU_KEEP): dg, du (n) from dh; dg holds exp(-g) in between.
+void gn_op_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
+
+#endif
