@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = size - 1;
     char *body = gn_malloc(n ? n : 1);
     memcpy(body, data + 1, n);
-    sbuf out = {0};
+    gn_buf out = {0};
     int status = 0;
     switch (data[0] & 3) {
     case 0:
@@ -82,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
     }
     }
-    sb_free(&out);
+    gn_buf_free(&out);
     free(body);
     return 0;
 }

@@ -329,20 +329,6 @@ void tok_hf_llama_class(gn_tokenizer *t) {
     t->add_dummy_prefix = aps;
 }
 
-// "<0xXX>" (hex either case) -> byte, else -1 (ByteFallback's test).
-static int byte_token(const char *s, size_t n) {
-    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
-    int v = 0;
-    for (int i = 3; i < 5; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-              : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0) return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
-
 static int all_valid_utf8(const char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
@@ -379,7 +365,7 @@ static void dec_step(const tok_dec_step *s, strs *toks) {
         gn_buf bytes = {0};
         int nb = 0;
         for (int i = 0; i <= toks->n; i++) {
-            int b = i < toks->n ? byte_token(toks->v[i].buf, toks->v[i].len) : -1;
+            int b = i < toks->n ? tok_byte_piece(toks->v[i].buf, toks->v[i].len) : -1;
             if (b >= 0) { char c = (char)b; gn_buf_put(&bytes, &c, 1); nb++; continue; }
             if (nb) {
                 gn_buf r = {0};

@@ -150,6 +150,9 @@ static inline const char *tok_piece(const gn_tokenizer *t, int32_t id) { return 
 // Length of the valid UTF-8 sequence at s (1..4), or 0 when the bytes at s do
 // not start a valid, complete, shortest-form sequence of a scalar value.
 int tok_utf8_valid_len(const unsigned char *s, size_t n);
+// The byte of a "<0xXX>" piece (exactly that form, hex in either case), else -1:
+// SentencePiece byte pieces and the ByteFallback decoder's test.
+int tok_byte_piece(const char *s, size_t n);
 // Length of the sequence its lead byte announces (1..4), 1 for a bad lead byte.
 int tok_utf8_lead_len(unsigned char c);
 

@@ -123,8 +123,7 @@ int32_t tok_lookup(const gn_tokenizer *t, const char *s, size_t n) {
     }
 }
 
-// Parses "<0xXX>" (exactly, uppercase or lowercase hex); -1 when not that form.
-static int parse_byte_piece(const char *s, size_t n) {
+int tok_byte_piece(const char *s, size_t n) {
     if (n != 6 || s[0] != '<' || s[1] != '0' || s[2] != 'x' || s[5] != '>') return -1;
     int v = 0;
     for (int i = 3; i < 5; i++) {
@@ -157,7 +156,7 @@ gn_status tok_finish(gn_tokenizer *t) {
         if ((int)n > t->max_piece_len) t->max_piece_len = (int)n;
         if (t->type[id] == TOK_USER_DEFINED && n > 0) t->has_user_defined = 1;
         if (t->type[id] == TOK_BYTE) {
-            int b = parse_byte_piece(s, n);
+            int b = tok_byte_piece(s, n);
             if (b >= 0 && t->byte_tok[b] < 0) t->byte_tok[b] = id;
         }
         uint32_t i = hash_bytes(s, n) & t->ht_mask;
@@ -592,7 +591,7 @@ static void token_text(const gn_tokenizer *t, int32_t id, int skip_special, int 
         int strip = *first && spm_strips(t);
         *first = 0;
         if (ty == TOK_BYTE) {
-            int v = parse_byte_piece(s, n);
+            int v = tok_byte_piece(s, n);
             if (v >= 0) { char c = (char)v; gn_buf_put(b, &c, 1); }
             return;
         }
@@ -646,7 +645,7 @@ int gn_tokenizer_token_bytes(const gn_tokenizer *t, int32_t id, char *buf, int c
     uint8_t ty = t->type[id];
     if (ty == TOK_CONTROL || ty == TOK_UNKNOWN) gn_buf_put(&b, s, n);
     else if (t->kind == GN_TOK_SPM || t->kind == GN_TOK_JSON_BPE) {
-        int v = ty == TOK_BYTE ? parse_byte_piece(s, n) : -1;
+        int v = ty == TOK_BYTE ? tok_byte_piece(s, n) : -1;
         if (v >= 0) { char c = (char)v; gn_buf_put(&b, &c, 1); }
         else put_spm_piece(&b, s, n, 0);
     } else {
