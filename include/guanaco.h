@@ -384,11 +384,7 @@ gn_status gn_dist_init(void);
 // Leaves the job cleanly (every rank, after the last collective). Idempotent.
 void gn_dist_finalize(void);
 // Stops every rank of the job with exit status `code` (MPI_Abort); does not return.
-#ifdef __cplusplus
-[[noreturn]] void gn_dist_abort(int code);
-#else
-_Noreturn void gn_dist_abort(int code);
-#endif
+void gn_dist_abort(int code);
 int gn_dist_rank(void);       // 0 .. size-1
 int gn_dist_size(void);       // number of ranks
 int gn_dist_local_size(void); // ranks on this machine (to share its cores)

@@ -9,6 +9,7 @@ temporary folder by one test), and python/README.md's example runs as written.
 """
 import ctypes
 import importlib.util
+import gzip
 import json
 import os
 import pathlib
@@ -25,7 +26,7 @@ import pytest
 from conftest import DATA, ROOT, run_guanaco
 
 STORIES = DATA / "tiny-llama" / "stories260K.gguf"
-OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl"
+OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
 PY = ROOT / "python"
 
 
@@ -163,7 +164,7 @@ def tiny(tmp_path_factory):
     base = d / "base"
     LlamaForCausalLM(cfg).save_pretrained(base)
     shutil.copy(DATA / "llama-tokenizer" / "tokenizer.model", base / "tokenizer.model")
-    rows = [json.loads(l) for l in OASST.read_text().splitlines()[:6]]
+    rows = [json.loads(l) for l in gzip.open(OASST, "rt", encoding="utf-8").read().splitlines()[:6]]
     data = d / "data.jsonl"
     data.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows))
     return {"base": base, "data": data}

@@ -23,7 +23,8 @@ _BASE = {
     "void": "None", "char": "c_char", "int": "c_int", "unsigned": "c_uint", "float": "c_float",
     "double": "c_double", "size_t": "c_size_t", "int8_t": "c_int8", "uint8_t": "c_uint8",
     "int16_t": "c_int16", "uint16_t": "c_uint16", "int32_t": "c_int32", "uint32_t": "c_uint32",
-    "int64_t": "c_int64", "uint64_t": "c_uint64",
+    "int64_t": "c_int64", "uint64_t": "c_uint64", "long": "c_long", "unsigned long": "c_ulong",
+    "long long": "c_longlong", "unsigned long long": "c_ulonglong",
 }
 
 
@@ -87,8 +88,10 @@ class _Gen:
         words = [t for t in toks if t != "*"]
         const_base = bool(words) and words[0] == "const"
         words = [w for w in words if w not in ("const", "struct", "enum")]
-        if words == ["unsigned", "int"]:
-            words = ["unsigned"]
+        multi = {("unsigned", "int"): "unsigned", ("long", "long"): "long long",
+                 ("long", "long", "int"): "long long", ("unsigned", "long", "long"): "unsigned long long",
+                 ("long", "int"): "long", ("unsigned", "long"): "unsigned long"}
+        words = [multi.get(tuple(words), " ".join(words))] if len(words) > 1 else words
         if len(words) != 1:
             raise HeaderError("cannot read type '%s'" % tspec)
         b = words[0]
