@@ -118,11 +118,11 @@ def seeds_safetensors():
 # GGUF
 
 def seeds_gguf():
-    for p in [DATA / "llama-cpp-vocab" / "ggml-vocab-llama-spm.gguf", DATA / "llama-cpp-vocab" / "ggml-vocab-gpt-2.gguf",
+    for p in [DATA / "llama-cpp-vocab" / "ggml-vocab-llama-spm.gguf", DATA / "llama-cpp-vocab" / "ggml-vocab-gpt-2.gguf.gz",
               DATA / "tiny-llama" / "stories260K.gguf", DATA / "tiny-llama" / "llama-2-tiny-random.gguf",
               CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"]:
         if p.exists():
-            put("gguf", "prefix-" + p.name, prefix(p, 16384))  # header + first metadata only
+            put("gguf", "prefix-" + p.name.removesuffix(".gz"), prefix(p, 16384))  # header + first metadata only
     try:
         import numpy as np
         import gguf

@@ -461,15 +461,24 @@ int main(void) {
     }
     test_bad_files(model);
 
-    char q[1100];
-    const char *gpt2 = data_path(q, sizeof q, "llama-cpp-vocab/ggml-vocab-gpt-2.gguf");
+    // the vocabulary ships gzipped: gn_read_file gunzips it into a temporary .gguf
+    char q[1100], gpt2[] = "/tmp/gn-test-gpt2-XXXXXX.gguf";
+    char *bytes = NULL;
+    size_t nbytes = 0;
+    st = gn_read_file(data_path(q, sizeof q, "llama-cpp-vocab/ggml-vocab-gpt-2.gguf.gz"), &bytes, &nbytes);
+    CHECK(st == GN_OK, "read %s: %s", q, gn_last_error());
+    int fd = st == GN_OK ? mkstemps(gpt2, 5) : -1;
+    CHECK(st != GN_OK || (fd >= 0 && write(fd, bytes, nbytes) == (ssize_t)nbytes), "write %s", gpt2);
+    if (fd >= 0) close(fd);
+    free(bytes);
     t = NULL;
-    st = gn_tokenizer_load(&t, gpt2);
+    st = fd >= 0 ? gn_tokenizer_load(&t, gpt2) : GN_ERR_IO;
     CHECK(st == GN_OK, "load %s: %s", gpt2, gn_last_error());
     if (st == GN_OK) {
         test_bpe(t);
         fuzz(t, "gpt-2 bpe", 3000);
         gn_tokenizer_free(t);
     }
+    if (fd >= 0) unlink(gpt2);
     TEST_REPORT();
 }

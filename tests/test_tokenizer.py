@@ -14,9 +14,13 @@ Every expected id comes from an oracle, never from guanaco:
 Many texts go through one process with the batch modes of `guanaco tokenize`
 (`-f rows.jsonl --jsonl text`, `--roundtrip`, `--decode-each`).
 """
+import functools
+import gzip
 import json
+import pathlib
 import random
 import shutil
+import tempfile
 import time
 
 import pytest
@@ -105,12 +109,25 @@ def assert_same(texts, got, want, what):
             f"  at position {k}: ours {got[i][k:k + 12]} oracle {want[i][k:k + 12]}")
 
 
+@functools.lru_cache(maxsize=None)
+def vocab_gguf(name):
+    """data/llama-cpp-vocab/ggml-vocab-NAME.gguf; a vocabulary shipped gzipped is unpacked once
+    into a temporary folder (GGUF files are mapped, not streamed)."""
+    plain = VOCAB_DIR / f"ggml-vocab-{name}.gguf"
+    if plain.exists():
+        return plain
+    out = pathlib.Path(tempfile.mkdtemp(prefix="gn-vocab-")) / plain.name
+    with gzip.open(str(plain) + ".gz", "rb") as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # (a) llama.cpp reference vectors
 
 @pytest.mark.parametrize("name", ["llama-spm", "gpt-2"])
 def test_llama_cpp_vocab_vectors(guanaco_bin, tmp_path, name):
-    gguf = VOCAB_DIR / f"ggml-vocab-{name}.gguf"
+    gguf = vocab_gguf(name)
     inp = (VOCAB_DIR / f"ggml-vocab-{name}.gguf.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
     assert inp[-1] == ""
     inp = inp[:-1]
@@ -181,7 +198,7 @@ def test_spm_same_through_every_path(guanaco_bin, tmp_path, sp):
     shutil.copy(SPM_MODEL, folder / "tokenizer.model")
     texts = oasst_rows()[:60] + [t for t in AWKWARD if "\u2581" not in t]
     want = [sp.encode(t) for t in texts]
-    for path in (folder, VOCAB_DIR / "ggml-vocab-llama-spm.gguf", DATA / "tiny-llama" / "llama-2-tiny-random.gguf"):
+    for path in (folder, vocab_gguf("llama-spm"), DATA / "tiny-llama" / "llama-2-tiny-random.gguf"):
         assert_same(texts, encode_many(path, texts, tmp_path, "--no-bos"), want, str(path))
 
 
@@ -317,7 +334,7 @@ def test_pre_tokenizer_variants_vs_hf(guanaco_bin, tmp_path, smol_hf_dir, varian
 
 
 def test_gpt2_gguf_metadata(guanaco_bin):
-    out = run_guanaco("tokenize", "-m", VOCAB_DIR / "ggml-vocab-gpt-2.gguf", "-p", "Hello<|endoftext|>",
+    out = run_guanaco("tokenize", "-m", vocab_gguf("gpt-2"), "-p", "Hello<|endoftext|>",
                       "--special", "--pieces").stdout.splitlines()
     assert out[-1] == "50256\t<|endoftext|>"
 
@@ -403,7 +420,7 @@ def _bad_files(tmp_path):
         "badid.json": b'{"model": {"type": "BPE", "vocab": {"a": 0, "b": 123456789}, "merges": []}}',
         "badmerge.json": b'{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a c"]},'
                          b' "pre_tokenizer": {"type": "ByteLevel"}}',
-        "trunc.gguf": (VOCAB_DIR / "ggml-vocab-gpt-2.gguf").read_bytes()[:3000],
+        "trunc.gguf": (vocab_gguf("gpt-2")).read_bytes()[:3000],
     }
     paths = []
     for name, data in files.items():
