@@ -875,6 +875,9 @@ gn_status gn_read_file(const char *path, char **out, size_t *len);
 // Length of name without its extension ext ("jsonl") or ext+".gz" ("jsonl.gz"),
 // the dot included; 0 when name ends in neither (or is nothing but the extension).
 size_t gn_stem_len(const char *name, const char *ext);
+// The file name of path without its folder and without .jsonl / .json (either maybe
+// gzipped): "ratings/a-vs-b.jsonl.gz" -> "a-vs-b". Caller frees.
+char *gn_jsonl_stem(const char *path);
 // Creates a folder and its parents (mkdir -p). Error names the path.
 gn_status gn_mkdir_p(const char *path);
 // Writes `n` bytes to `path` atomically: temp file in the same folder, fsync,

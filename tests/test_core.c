@@ -2,6 +2,7 @@
  * test_core.c — the small shared helpers: gn_buf, gn_lines, gn_splitmix64 and the
  * stop-string matcher (gn_stop_held / gn_stop_find).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
@@ -68,8 +69,20 @@ static void test_stop(void) {
     CHECK(!gn_stop_find("abcdef", 6, 0, st, 3, &at), "no match (empty stop strings never match)");
 }
 
+// file stems as the Elo, judge and rating code name systems by them
+static void test_jsonl_stem(void) {
+    const char *cases[][2] = {{"ratings/a-vs-b.jsonl.gz", "a-vs-b"}, {"/x/y/gens.json", "gens"}, {"plain", "plain"},
+                              {"dir.jsonl/name.txt", "name.txt"}, {".jsonl", ".jsonl"}, {"a.jsonl.gz.gz", "a.jsonl.gz.gz"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *s = gn_jsonl_stem(cases[i][0]);
+        CHECK(!strcmp(s, cases[i][1]), "gn_jsonl_stem(%s) = %s, expected %s", cases[i][0], s, cases[i][1]);
+        free(s);
+    }
+}
+
 int main(void) {
     test_buf();
+    test_jsonl_stem();
     test_lines();
     test_splitmix();
     test_stop();

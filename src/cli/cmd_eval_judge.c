@@ -39,16 +39,6 @@ static const char JUDGE_HELP[] =
     "With -m, the judge is a local model through the library (its own chat template, or\n"
     "--template NAME as in `guanaco chat`).\n";
 
-static char *base_name_noext(const char *path) {
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    char *s = gn_strdup(b);
-    size_t n = gn_stem_len(s, "jsonl");
-    if (!n) n = gn_stem_len(s, "json");
-    if (n) s[n] = 0;
-    return s;
-}
-
 typedef struct {
     gn_model *m;
     gn_adapter *ad;
@@ -127,7 +117,7 @@ int cmd_eval_judge(int argc, char **argv) {
     int ntp = 0;
     gn_gen_row *ga = NULL, *gb = NULL, *gq = NULL;
     int nga = 0, ngb = 0, ngq = 0, sk;
-    char *name_a = na ? gn_strdup(na) : base_name_noext(fa), *name_b = nbn ? gn_strdup(nbn) : base_name_noext(fb);
+    char *name_a = na ? gn_strdup(na) : gn_jsonl_stem(fa), *name_b = nbn ? gn_strdup(nbn) : gn_jsonl_stem(fb);
     local_judge lj = {0};
     FILE *out[2] = {NULL, NULL};
     char *opath[2] = {NULL, NULL}, *tpath[2] = {NULL, NULL};

@@ -199,6 +199,14 @@ size_t gn_stem_len(const char *name, const char *ext) {
     return n - m - 1;
 }
 
+char *gn_jsonl_stem(const char *path) {
+    const char *s = strrchr(path, '/');
+    s = s ? s + 1 : path;
+    size_t n = gn_stem_len(s, "jsonl");
+    if (!n) n = gn_stem_len(s, "json");
+    return gn_strndup(s, n ? n : strlen(s));
+}
+
 static int is_gz_path(const char *path) {
     size_t n = strlen(path);
     return n > 3 && !strcmp(path + n - 3, ".gz");

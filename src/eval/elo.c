@@ -51,12 +51,7 @@ char *gn_system_name_normalize(const char *raw) {
 }
 
 int gn_judgment_file_systems(const char *path, char **a, char **b) {
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    char *s = gn_strdup(base);
-    size_t stem = gn_stem_len(s, "jsonl");
-    if (!stem) stem = gn_stem_len(s, "json");
-    if (stem) s[stem] = 0;
+    char *s = gn_jsonl_stem(path);
     char *vs = strstr(s, "-vs-");
     if (!vs || vs == s) { free(s); return -1; }
     *vs = 0;

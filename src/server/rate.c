@@ -60,14 +60,6 @@ static struct {
 
 int rate_enabled(void) { return R.enabled; }
 
-static char *stem(const char *path) {
-    const char *s = strrchr(path, '/');
-    s = s ? s + 1 : path;
-    size_t n = gn_stem_len(s, "jsonl");
-    if (!n) n = gn_stem_len(s, "json");
-    return gn_strndup(s, n ? n : strlen(s));
-}
-
 // 22 characters like the release's shortuuid ids, from a 64-bit hash.
 static void short_id(char *out, uint64_t h1, uint64_t h2) {
     static const char al[] = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"; // 57
@@ -149,8 +141,8 @@ int rate_init(const srv_opts *o) {
         return -1;
     }
     const char *idf = "question_id";
-    R.sys_a = stem(o->rate_a);
-    R.sys_b = stem(o->rate_b);
+    R.sys_a = gn_jsonl_stem(o->rate_a);
+    R.sys_b = gn_jsonl_stem(o->rate_b);
     if (load_gens(o->rate_a, R.sys_a, &R.ra, &R.na, &idf) || load_gens(o->rate_b, R.sys_b, &R.rb, &R.nb, &idf)) return -1;
     R.id_field = gn_strdup(idf);
     R.pairs = gn_calloc((size_t)R.na + 1, sizeof(pair));
