@@ -872,14 +872,47 @@ double gn_time_s(void); // CLOCK_MONOTONIC seconds
 // A path ending in ".gz" is gunzipped on the way in (zlib), so every reader of
 // .jsonl/.csv/.json text also takes the compressed copy (data/ ships them so).
 gn_status gn_read_file(const char *path, char **out, size_t *len);
-// Length of name without its extension ext ("jsonl") or ext+".gz" ("jsonl.gz"),
-// the dot included; 0 when name ends in neither (or is nothing but the extension).
+// Length of the stem of name when it ends in "." ext or "." ext ".gz" ("a.jsonl.gz",
+// ext "jsonl" -> 1); 0 when it ends in neither (or is nothing but the extension).
 size_t gn_stem_len(const char *name, const char *ext);
 // The file name of path without its folder and without .jsonl / .json (either maybe
 // gzipped): "ratings/a-vs-b.jsonl.gz" -> "a-vs-b". Caller frees.
 char *gn_jsonl_stem(const char *path);
 // Creates a folder and its parents (mkdir -p). Error names the path.
 gn_status gn_mkdir_p(const char *path);
+
+// A growing byte buffer: start from {0}; after any append buf[len] is a NUL, so buf is
+// a C string when the bytes hold no NUL. Growth never fails (gn_realloc).
+typedef struct {
+    char *buf;     // NULL until the first append
+    size_t len;    // bytes in use, not counting the NUL
+    size_t cap;    // bytes allocated
+} gn_buf;
+void gn_buf_reserve(gn_buf *b, size_t extra);            // room for extra more bytes and the NUL
+void gn_buf_put(gn_buf *b, const void *s, size_t n);     // s must not point into b
+void gn_buf_puts(gn_buf *b, const char *s);
+void gn_buf_putc(gn_buf *b, char c);
+char *gn_buf_take(gn_buf *b);  // the bytes ("" when none; caller frees); b is left empty
+void gn_buf_free(gn_buf *b);
+
+// Lines of text[0..len), in order (a JSONL file from gn_read_file, say): each call to
+// gn_lines_next returns the next line with its '\n' (and a '\r' before it) replaced by
+// NUL in place, or NULL at the end. text[0..len] must be writable (gn_read_file leaves
+// a NUL at text[len]); a last line without '\n' still counts. lineno is the 1-based
+// number of the line just returned. Blank lines are returned too, so each reader keeps
+// its own idea of blank; gn_line_blank: only spaces, tabs and CRs.
+//
+//     gn_lines it = {text, len, 0, 0};
+//     size_t n;
+//     for (char *line; (line = gn_lines_next(&it, &n));)
+//         if (!gn_line_blank(line)) parse(line, n, it.lineno);
+typedef struct {
+    char *text;
+    size_t len, pos;
+    int lineno;
+} gn_lines;
+char *gn_lines_next(gn_lines *it, size_t *n); // n (may be NULL): the line's length
+int gn_line_blank(const char *line);
 // Writes `n` bytes to `path` atomically: temp file in the same folder, fsync,
 // rename. Never leaves a partial file.
 gn_status gn_write_file_atomic(const char *path, const void *data, size_t n);

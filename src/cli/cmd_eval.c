@@ -85,17 +85,11 @@ int ecli_write_json(const char *path, cJSON *j) {
 
 cJSON *ecli_json_num(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
 
-void ecli_tb_add(ecli_tbuf *b, const char *s) {
-    size_t n = strlen(s);
-    if (b->len + n + 1 > b->cap) { b->cap = (b->len + n + 1) * 2 + 1024; b->buf = gn_realloc(b->buf, b->cap); }
-    memcpy(b->buf + b->len, s, n + 1);
-    b->len += n;
-}
-void ecli_tb_json_line(ecli_tbuf *b, cJSON *o) { // takes ownership
+void ecli_tb_json_line(gn_buf *b, cJSON *o) { // takes ownership
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    ecli_tb_add(b, s);
-    ecli_tb_add(b, "\n");
+    gn_buf_puts(b, s);
+    gn_buf_putc(b, '\n');
     cJSON_free(s);
 }
 

@@ -60,8 +60,7 @@ int cmd_eval_crows(int argc, char **argv) {
     char **types = NULL;
     int nt = 0;
     int *tn = NULL, *tpref = NULL, *tsn = NULL, *tsp = NULL; // pairs, preferring, stereo pairs, stereo preferring
-    ecli_tbuf tb = {0};
-    ecli_tb_add(&tb, "");
+    gn_buf tb = {0};
     cli_progress pg;
     cli_progress_start(&pg, "crows");
     int pref_all = 0;
@@ -129,11 +128,11 @@ int cmd_eval_crows(int argc, char **argv) {
     cJSON_AddItemToObject(root, "overall", ecli_json_num(n ? 100.0 * pref_all / n : NAN));
     cJSON_AddNumberToObject(root, "skipped_rows", skipped);
     rc = 0;
-    if (pred_path && ecli_write_text(pred_path, tb.buf)) rc = 1;
+    if (pred_path && ecli_write_text(pred_path, tb.buf ? tb.buf : "")) rc = 1;
     if (json) { if (ecli_write_json(json, root)) rc = 1; }
     else cJSON_Delete(root);
 done:
-    free(tb.buf);
+    gn_buf_free(&tb);
     free(types); free(tn); free(tpref); free(tsn); free(tsp);
     gn_lm_free(&lm);
     gn_crows_free(p, n_loaded);

@@ -75,8 +75,7 @@ int cmd_eval_mmlu(int argc, char **argv) {
         fprintf(stderr, "guanaco: %d malformed MMLU rows skipped\n", test.n_skipped + dev.n_skipped);
     if (sel.n == 0) { cli_fail("eval mmlu: no questions selected"); goto done; }
     if (dump) {
-        ecli_tbuf tb = {0};
-        ecli_tb_add(&tb, "");
+        gn_buf tb = {0};
         for (int s = 0; s < nsubj; s++)
             for (int i = first[s]; i < first[s] + count[s]; i++) {
                 char *p = gn_mmlu_prompt(dev.item + dfirst[s], dcount[s], &sel.item[i]);
@@ -88,8 +87,8 @@ int cmd_eval_mmlu(int argc, char **argv) {
                 ecli_tb_json_line(&tb, o);
                 free(p);
             }
-        rc = ecli_write_text(dump, tb.buf);
-        free(tb.buf);
+        rc = ecli_write_text(dump, tb.buf ? tb.buf : "");
+        gn_buf_free(&tb);
         goto done;
     }
     // ---- score
@@ -136,8 +135,7 @@ int cmd_eval_mmlu(int argc, char **argv) {
         gn_mmlu_summary sum;
         gn_mmlu_summarize(&run, preds, &sum);
         cJSON *root = cJSON_CreateObject(), *js = cJSON_CreateObject();
-        ecli_tbuf tb = {0};
-        ecli_tb_add(&tb, "");
+        gn_buf tb = {0};
         for (int s = 0; s < nsubj; s++) {
             for (int i = first[s]; i < first[s] + count[s]; i++) {
                 if (pred_path) {
@@ -180,8 +178,8 @@ int cmd_eval_mmlu(int argc, char **argv) {
         cJSON_AddNumberToObject(root, "wall_s", wall);
         cJSON_AddItemToObject(root, "subjects", js);
         rc = 0;
-        if (pred_path && ecli_write_text(pred_path, tb.buf)) rc = 1;
-        free(tb.buf);
+        if (pred_path && ecli_write_text(pred_path, tb.buf ? tb.buf : "")) rc = 1;
+        gn_buf_free(&tb);
         if (json) { if (ecli_write_json(json, root)) rc = 1; }
         else cJSON_Delete(root);
         free(subj_s);

@@ -59,16 +59,12 @@ int cmd_eval_ppl(int argc, char **argv) {
     int nd = 0, bad = 0;
     int jsonl = gn_stem_len(file, "jsonl") || gn_stem_len(file, "json"); // also .jsonl.gz, .json.gz
     if (jsonl) {
-        char *p = text, *end = text + len;
-        int line = 0;
-        while (p < end && (!limit || nd < limit)) {
-            char *nl = memchr(p, '\n', (size_t)(end - p));
-            char *le = nl ? nl : end;
-            line++;
-            char *q = p;
-            while (q < le && (*q == ' ' || *q == '\r' || *q == '\t')) q++;
-            if (q < le) {
-                cJSON *o = cJSON_ParseWithLength(p, (size_t)(le - p));
+        gn_lines it = {text, len, 0, 0};
+        size_t n;
+        for (char *p; (!limit || nd < limit) && (p = gn_lines_next(&it, &n));) {
+            const int line = it.lineno;
+            if (!gn_line_blank(p)) {
+                cJSON *o = cJSON_ParseWithLength(p, n);
                 const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, field);
                 if (cJSON_IsString(t)) {
                     docs = gn_realloc(docs, sizeof(char *) * (size_t)(nd + 1));
@@ -78,7 +74,6 @@ int cmd_eval_ppl(int argc, char **argv) {
                 }
                 cJSON_Delete(o);
             }
-            p = le + 1;
         }
         if (bad) fprintf(stderr, "guanaco: %s: %d rows skipped (no \"%s\" string)\n", file, bad, field);
     } else {

@@ -91,15 +91,13 @@ int cli_generate_prompts(int argc, char **argv) {
     if (gn_read_file(prompts, &text, &len)) return cli_fail_lib();
     // parse rows first: a malformed file fails before the model loads
     cJSON **rows = NULL;
-    int nr = 0, bad = 0, line = 0;
-    for (char *p = text, *end = text + len; p < end && (!limit || nr < limit);) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *le = nl ? nl : end;
-        line++;
-        char *q = p;
-        while (q < le && (*q == ' ' || *q == '\r' || *q == '\t')) q++;
-        if (q < le) {
-            cJSON *o = cJSON_ParseWithLength(p, (size_t)(le - p));
+    int nr = 0, bad = 0;
+    gn_lines it = {text, len, 0, 0};
+    size_t n;
+    for (char *p; (!limit || nr < limit) && (p = gn_lines_next(&it, &n));) {
+        const int line = it.lineno;
+        if (!gn_line_blank(p)) {
+            cJSON *o = cJSON_ParseWithLength(p, n);
             const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "text"), *pr = cJSON_GetObjectItemCaseSensitive(o, "prompt");
             if (cJSON_IsObject(o) && (cJSON_IsString(t) || cJSON_IsString(pr))) {
                 rows = gn_realloc(rows, sizeof(cJSON *) * (size_t)(nr + 1));
@@ -109,7 +107,6 @@ int cli_generate_prompts(int argc, char **argv) {
                 cJSON_Delete(o);
             }
         }
-        p = le + 1;
     }
     free(text);
     if (bad) fprintf(stderr, "guanaco: %s: %d rows skipped\n", prompts, bad);

@@ -139,17 +139,12 @@ static int run_jsonl(const gn_tokenizer *tok, const char *file, const char *fiel
     char *data;
     size_t len;
     if (gn_read_file(file, &data, &len) != GN_OK) return cli_fail_lib();
-    int rc = 0, lineno = 0;
-    char *p = data, *end = data + len;
-    while (p < end && rc == 0) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *e = nl ? nl : end;
-        lineno++;
-        size_t L = (size_t)(e - p);
-        int blank = 1;
-        for (size_t i = 0; i < L; i++)
-            if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r') { blank = 0; break; }
-        if (!blank) {
+    int rc = 0;
+    gn_lines it = {data, len, 0, 0};
+    size_t L;
+    for (char *p; rc == 0 && (p = gn_lines_next(&it, &L));) {
+        const int lineno = it.lineno;
+        if (!gn_line_blank(p)) {
             cJSON *row = cJSON_ParseWithLength(p, L);
             const cJSON *v = row ? cJSON_GetObjectItemCaseSensitive(row, field) : NULL;
             if (!cJSON_IsString(v)) {
@@ -162,7 +157,6 @@ static int run_jsonl(const gn_tokenizer *tok, const char *file, const char *fiel
             }
             cJSON_Delete(row);
         }
-        p = nl ? nl + 1 : end;
     }
     free(data);
     return rc;

@@ -39,8 +39,6 @@ int ecli_write_json(const char *path, cJSON *j);
 cJSON *ecli_json_num(double v);
 
 // A growing text buffer for JSONL outputs.
-typedef struct { char *buf; size_t len, cap; } ecli_tbuf;
-void ecli_tb_add(ecli_tbuf *b, const char *s);
-void ecli_tb_json_line(ecli_tbuf *b, cJSON *o); // appends o as one line; takes ownership
+void ecli_tb_json_line(gn_buf *b, cJSON *o); // appends o as one line; takes ownership
 
 #endif
