@@ -13,7 +13,10 @@
  *
  * gn_nf4_matmul: T == 1 (decode) runs a fused dequant+dot per row when rows
  * start on block boundaries (cols % blocksize == 0); other shapes dequantize a
- * row into a buffer and use gn_dot_f32. T > 1 (prefill): each OpenMP thread
+ * row into a buffer and use gn_dot_f32. One exception to "bit-identical weights":
+ * AVX2 decode in bf16 compute factors the block scale out and multiplies 15-bit
+ * integers (rows_dot_i16_avx2, its error rule there; GN_NF4_EXACT_DECODE=1 keeps the
+ * exact kernel). T > 1 (prefill): each OpenMP thread
  * dequantizes 64-row tiles into its own buffer and runs a single-threaded
  * OpenBLAS sgemm on them (one thread pool, as gn_matmul does).
  */
@@ -677,6 +680,128 @@ static void rows_dot_b64x_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1,
     }
 }
 
+// AVX2 decode with a bf16 compute dtype, blocks of a multiple of 64: integer dot products.
+// The block scale is factored out of the block's sum, and both factors of each product are
+// held as 15-bit integers, so one vpmaddwd does 16 multiply-adds:
+//   out[r] = sum_g  s_b(g) * sx_g * sum_{i in g} cq_i * xq_i,     g = runs of 64 columns
+//   cq_i = rne(code[q_i] * 16383)        (a constant 16-entry table, looked up by vpshufb)
+//   xq_i = rne(x_i * 16383 / m_g),  sx_g = m_g / 16383^2,  m_g = max |x| over the run
+// with x the input rounded to bf16 (the compute dtype), as the reference takes it. The sum
+// of a run is exact in int32 (8 products of at most 16383^2 per lane stay below 2^31).
+// The rule, against the dequantize-then-multiply reference (which rounds each weight
+// code*s to bf16): per term the code is off by at most 0.5/16383 and the input by
+// 0.5 * m_g/16383, where the reference's weight is off by up to 2^-9 of itself; the bound
+// test_nf4.c checks is the sum of those three plus the float32 summation bound. No
+// weight table is built per block: per 64 weights one load, three nibble ops, four
+// vpshufb, four byte unpacks, four vpmaddwd, three adds and one convert + FMA.
+// Rows with a non-finite or tiny (below 2^-30, not zero) block scale take the reference's
+// per-element arithmetic; inputs with a non-finite value or a run whose largest magnitude is
+// below 2^-60 (not zero) take the byte-table kernel.
+#define I16_ONE 16383
+
+// the arranged order of a run of 64: vector v (0..3) of 16 words, word k; v = 2*S + U
+// (S: the low nibble = odd element; U: vpunpckhbw half), lane = k / 8
+static inline int i16_elem(int v, int k) {
+    const int S = v >> 1, U = v & 1, lane = k >> 3, m = k & 7;
+    return 2 * (16 * lane + 8 * U + m) + S;
+}
+
+// xq (C, arranged) and sx (C / 64) from x (already rounded to the compute dtype);
+// 0 when some run holds a non-finite value or only values too small to scale
+__attribute__((target("avx2,fma,f16c")))
+static int i16_arrange(const float *x, int64_t C, int16_t *xq, float *sx) {
+    static int idx[64];
+    static int ready;
+    if (!ready) { for (int i = 0; i < 64; i++) idx[i] = i16_elem(i >> 4, i & 15); ready = 1; }
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t g = 0; g < C; g += 64) {
+        __m256 mx = _mm256_setzero_ps();
+        for (int i = 0; i < 64; i += 8) mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(x + g + i), absm));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        float m = _mm_cvtss_f32(m4);
+        for (int i = 0; i < 64; i++) if (!(fabsf(x[g + i]) <= FLT_MAX)) return 0; // NaN is lost by max
+        if (m == 0.0f) { memset(xq + g, 0, 64 * sizeof(int16_t)); sx[g / 64] = 0.0f; continue; }
+        if (m < 0x1p-60f) return 0;
+        const float inv = (float)I16_ONE / m;
+        sx[g / 64] = (float)((double)m / ((double)I16_ONE * I16_ONE)); // both factors' scales
+        for (int i = 0; i < 64; i++) {
+            int v = _mm_cvtss_si32(_mm_set_ss(x[g + idx[i]] * inv)); // nearest even
+            xq[g + i] = (int16_t)(v > I16_ONE ? I16_ONE : v < -I16_ONE ? -I16_ONE : v);
+        }
+    }
+    return 1;
+}
+
+// the code table as 16-bit integers split into low-byte and high-byte vpshufb tables
+// (16 bytes, both lanes); 0 when a code's magnitude exceeds 1 (not a normalized table)
+static int i16_tables(const float *code, uint8_t lo[16], uint8_t hi[16]) {
+    for (int i = 0; i < 16; i++) {
+        if (!(fabsf(code[i]) <= 1.0f)) return 0;
+        const int16_t c = (int16_t)lrintf(code[i] * (float)I16_ONE);
+        lo[i] = (uint8_t)((uint16_t)c & 0xff);
+        hi[i] = (uint8_t)((uint16_t)c >> 8);
+    }
+    return 1;
+}
+
+// one row the exact way (the reference's rounded weights), from the rounded input xr
+static float i16_row_exact(const gn_quant4_state *q, int64_t r, const float *xr) {
+    const int64_t C = q->cols;
+    float s = 0.0f;
+    for (int64_t c = 0; c < C; c++) {
+        const int64_t e = r * C + c;
+        s += round_w(q->code[nibble(q->packed, e)] * gn_quant4_scale(q, e / q->blocksize), q->wdtype) * xr[c];
+    }
+    return s;
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq, const float *sx,
+                              const float *xr, float *out) {
+    const int64_t C = q->cols, bs = q->blocksize, ng = C / 64, gpb = bs / 64;
+    uint8_t lo8[16], hi8[16];
+    if (!i16_tables(q->code, lo8, hi8)) {
+        for (int64_t r = r0; r < r1; r++) out[r] = i16_row_exact(q, r, xr);
+        return;
+    }
+    const __m256i tl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lo8));
+    const __m256i th = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)hi8));
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *p = q->packed + (r * C) / 2;
+        const int64_t b0 = (r * C) / bs;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        float s = 0.0f;
+        int ok = 1;
+        for (int64_t g = 0; g < ng; g++) {
+            if (g % gpb == 0) {
+                s = gn_quant4_scale(q, b0 + g / gpb);
+                // non-finite, or so small that s * sx would leave the normal range
+                if (!(fabsf(s) <= FLT_MAX) || (s != 0.0f && fabsf(s) < 0x1p-30f)) { ok = 0; break; }
+            }
+            const uint8_t *pb = p + g * 32;
+            if ((g & 1) == 0) gn_prefetch_stream(pb);
+            const __m256i v = _mm256_loadu_si256((const __m256i *)pb);
+            const __m256i ih = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), il = _mm256_and_si256(v, m4);
+            const int16_t *x = xq + g * 64;
+            __m256i lo = _mm256_shuffle_epi8(tl, ih), hi = _mm256_shuffle_epi8(th, ih);
+            __m256i d0 = _mm256_madd_epi16(_mm256_unpacklo_epi8(lo, hi), _mm256_load_si256((const __m256i *)x));
+            __m256i d1 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 16)));
+            lo = _mm256_shuffle_epi8(tl, il);
+            hi = _mm256_shuffle_epi8(th, il);
+            __m256i d2 = _mm256_madd_epi16(_mm256_unpacklo_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 32)));
+            __m256i d3 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 48)));
+            const __m256 f = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(d0, d1), _mm256_add_epi32(d2, d3)));
+            const __m256 sc = _mm256_set1_ps(s * sx[g]);
+            if (g & 1) acc1 = _mm256_fmadd_ps(f, sc, acc1);
+            else acc0 = _mm256_fmadd_ps(f, sc, acc0);
+        }
+        out[r] = ok ? hsum256_nf4(_mm256_add_ps(acc0, acc1)) : i16_row_exact(q, r, xr);
+    }
+}
+
 // ----------------------------------------------------------------------------
 // dispatched dequantization
 
@@ -753,6 +878,12 @@ static int getenv_nob64x(void) {
     return v;
 }
 
+static int getenv_exact_decode(void) {
+    static int v = -1;
+    if (v < 0) { const char *e = getenv("GN_NF4_EXACT_DECODE"); v = e && *e && strcmp(e, "0") != 0; }
+    return v;
+}
+
 static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
     return T >= 1 && T <= NF4_SMALL_T && lvl != GN_SIMD_SCALAR && w->cols > 0 && w->cols % w->blocksize == 0 &&
            w->blocksize % 32 == 0 && w->cols <= INT_MAX / 16;
@@ -764,8 +895,8 @@ static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_stat
 // the kernel run once per matrix in it, so the b64 kernel rebuilds the scales of many rows
 // per batch instead of 16 rows per call.
 static void nf4_multi_part(float **outs, const gn_quant4_state *const *ws, int n, int64_t T, const float *xd,
-                           const int64_t *start, int64_t total, int bf, int x64, gn_simd lvl, gn_dtype cdt, int64_t th,
-                           int64_t nth) {
+                           const int64_t *start, int64_t total, int bf, int x64, int i16, gn_simd lvl, gn_dtype cdt,
+                           int64_t th, int64_t nth) {
     const int64_t C = ws[0]->cols, RB = 16;
     const uint16_t *xh = (const uint16_t *)xd;
     const int64_t bl0 = total * th / nth, bl1 = total * (th + 1) / nth;
@@ -778,6 +909,7 @@ static void nf4_multi_part(float **outs, const gn_quant4_state *const *ws, int n
             int nt = T - t0 < 8 ? (int)(T - t0) : 8;
             if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
             else if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
+            else if (i16) rows_dot_i16_avx2(w, r0, r1, (const int16_t *)(xd + C), xd + C + C / 2, xd, outs[i]);
             else if (x64) rows_dot_b64x_avx2(w, r0, r1, xd, outs[i]);
             else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
             else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
@@ -814,18 +946,28 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     // AVX2 decode with bf16 weights and 64-multiple blocks: the byte-table kernel (GN_NF4_NO_B64X=1: the table kernel)
     int x64 = lvl == GN_SIMD_AVX2 && T == 1 && !getenv_nob64x();
     for (int i = 0; i < n; i++) x64 &= ws[i]->wdtype == GN_DTYPE_BF16 && ws[i]->blocksize % 64 == 0;
+    // ... and before it the integer kernel (GN_NF4_EXACT_DECODE=1: the byte-table kernel, whose
+    // weights are the reference's bit for bit)
+    int i16 = x64 && !getenv_exact_decode();
     // the arranged activations: a per-thread buffer that only grows (no allocation per token;
     // in a team each thread arranges its own copy)
     static _Thread_local float *xbuf;
     static _Thread_local size_t xcap;
-    if ((size_t)(T * C) > xcap) {
+    const size_t need = (size_t)(T * C) + (size_t)(i16 ? C / 2 + C / 64 : 0); // i16: xr, then xq, then sx
+    if (need > xcap) {
         free(xbuf);
-        xcap = (size_t)(T * C) > 4096 ? (size_t)(T * C) : 4096;
+        xcap = need > 4096 ? need : 4096;
         xbuf = gn_malloc_aligned(sizeof(float) * xcap); // 64-byte rows: no split cache-line loads
     }
     float *xd = xbuf;
     uint16_t *xh = (uint16_t *)xd; // bf16 activations reuse the same bytes
+    if (i16) { // the input rounded, then scaled to integers; back to the byte-table kernel if it cannot be
+        memcpy(xd, inp, sizeof(float) * (size_t)C);
+        round_act(xd, C, cdt);
+        i16 = i16_arrange(xd, C, (int16_t *)(xd + C), xd + C + C / 2);
+    }
     if (bf) for (int64_t t = 0; t < T; t++) bf16_deinterleave64(inp + t * C, C, xh + t * C);
+    else if (i16) ; // arranged above
     else if (x64) {
         b64x_arrange(inp, C, xd);
         round_act(xd, C, cdt);
@@ -840,13 +982,13 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     start[n] = total;
 #ifdef _OPENMP
     if (team) {
-        nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
+        nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
         return;
     }
     #pragma omp parallel if (work > 32768)
-    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
+    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
 #else
-    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, lvl, cdt, 0, 1);
+    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, 0, 1);
 #endif
 }
 
