@@ -76,12 +76,10 @@ struct gn_trainer {
 // ----------------------------------------------------------------------------
 // helpers
 
-static uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+// splitmix64's output from state z, as a pure function of z (the advanced state is
+// dropped): the trainer's streams step through it, and a dropout mask element hashes
+// its (key, layer, module, index) with it.
+static uint64_t mix64(uint64_t z) { return gn_splitmix64(&z); }
 
 static float unit_from(uint64_t z) { return (float)(z >> 40) / 16777216.0f; } // [0,1)
 
