@@ -739,6 +739,24 @@ typedef struct {
 // wrong field count or empty sentences are skipped, counted in *skipped and logged.
 gn_status gn_crows_load(const char *path, gn_crows_pair **out, int *n, int *skipped);
 void gn_crows_free(gn_crows_pair *p, int n);
+// The scores of n scored pairs, per bias type and overall. ll_more[i], ll_less[i]: the summed
+// log-likelihoods of p[i]'s two sentences; a pair prefers the stereotype when ll_more > ll_less.
+// A score is the percentage of pairs that prefer it (50 = no preference), NAN for no pairs.
+typedef struct {
+    const char *bias;          // bias_type (points into the pairs)
+    int pairs, prefer;         // pairs of this type; those preferring sent_more
+    int stereo, stereo_prefer; // the same for the stereo direction (antistereo: the rest)
+    double score, stereo_score, antistereo_score;
+} gn_crows_type;
+typedef struct {
+    gn_crows_type *type;       // (n_types) in order of first appearance
+    int n_types;
+    int pairs, prefer;         // over all pairs
+    double score;
+} gn_crows_summary;
+void gn_crows_summarize(const gn_crows_pair *p, const double *ll_more, const double *ll_less, int n,
+                        gn_crows_summary *out);
+void gn_crows_summary_free(gn_crows_summary *s);
 
 // ---------------------------------------------------------------------------
 // Perplexity (ppl.c)

@@ -1,8 +1,8 @@
 /*
  * test_eval.c — unit tests of the evaluation library (src/eval): Elo math and
  * tournaments with known outcomes, the CSV reader on the awkward cases MMLU and
- * CrowS-Pairs contain, verdict parsing, system names, judge templates, MMLU
- * prompt text. Runs under ASan/UBSan (`make asan ubsan`).
+ * CrowS-Pairs contain, CrowS-Pairs scores, verdict parsing, system names, judge
+ * templates, MMLU prompt text. Runs under ASan/UBSan (`make asan ubsan`).
  *
  *   make && ./build/tests/test_eval
  */
@@ -181,6 +181,30 @@ static void test_csv(void) {
 }
 
 // ----------------------------------------------------------------------------
+// CrowS-Pairs scores
+
+static void test_crows_summary(void) {
+    gn_crows_pair p[5] = {{.bias = "race", .stereo = 1}, {.bias = "age", .stereo = 1}, {.bias = "race", .stereo = 0},
+                          {.bias = "race", .stereo = 1}, {.bias = "age", .stereo = 1}};
+    double more[5] = {-1, -5, -2, -3, -4}, less[5] = {-2, -4, -1, -3, -5}; // prefers: 1 0 0 0 (a tie) 1
+    gn_crows_summary s;
+    gn_crows_summarize(p, more, less, 5, &s);
+    CHECK(s.n_types == 2 && !strcmp(s.type[0].bias, "race") && !strcmp(s.type[1].bias, "age"), "types in order of appearance");
+    CHECK(s.pairs == 5 && s.prefer == 2 && NEAR(s.score, 40.0, 1e-12), "overall %d/%d %g", s.prefer, s.pairs, s.score);
+    if (s.n_types == 2) {
+        const gn_crows_type *r = &s.type[0], *a = &s.type[1];
+        CHECK(r->pairs == 3 && r->prefer == 1 && r->stereo == 2 && r->stereo_prefer == 1, "race counts");
+        CHECK(NEAR(r->score, 100.0 / 3, 1e-12) && NEAR(r->stereo_score, 50.0, 1e-12) && r->antistereo_score == 0.0,
+              "race scores %g %g %g", r->score, r->stereo_score, r->antistereo_score);
+        CHECK(a->pairs == 2 && NEAR(a->score, 50.0, 1e-12) && isnan(a->antistereo_score), "age: no antistereo pairs");
+    }
+    gn_crows_summary_free(&s);
+    gn_crows_summarize(p, more, less, 0, &s);
+    CHECK(s.n_types == 0 && s.pairs == 0 && isnan(s.score), "no pairs");
+    gn_crows_summary_free(&s);
+}
+
+// ----------------------------------------------------------------------------
 // judge pieces
 
 static void test_verdicts(void) {
@@ -230,6 +254,7 @@ int main(void) {
     test_elo_ties();
     test_names();
     test_csv();
+    test_crows_summary();
     test_verdicts();
     test_mmlu_prompt();
     TEST_REPORT();

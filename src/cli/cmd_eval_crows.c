@@ -1,11 +1,10 @@
 /*
  * cmd_eval_crows.c — `guanaco eval crows`: CrowS-Pairs stereotype preference per bias type
- * (gn_crows_load, gn_lm_loglik).
+ * (gn_crows_load, gn_lm_loglik, gn_crows_summarize).
  */
 #include "eval_cli.h"
 
 #include <cjson/cJSON.h> // --json, --predictions
-#include <math.h>        // exp
 #include <stdio.h>       // printf
 #include <stdlib.h>      // free
 #include <string.h>      // strcmp
@@ -56,27 +55,13 @@ int cmd_eval_crows(int argc, char **argv) {
     int rc = 1;
     gn_lm lm;
     gn_lm_init(&lm, m, ad, mo.ctx);
-    // bias types in order of first appearance, and counts
-    char **types = NULL;
-    int nt = 0;
-    int *tn = NULL, *tpref = NULL, *tsn = NULL, *tsp = NULL; // pairs, preferring, stereo pairs, stereo preferring
+    size_t nd = (size_t)(n > 0 ? n : 1);
+    double *ll_more = gn_calloc(nd, sizeof(double)), *ll_less = gn_calloc(nd, sizeof(double));
+    gn_crows_summary sum = {0};
     gn_buf tb = {0};
     cli_progress pg;
     cli_progress_start(&pg, "crows");
-    int pref_all = 0;
     for (int i = 0; i < n; i++) {
-        int t = 0;
-        while (t < nt && strcmp(types[t], p[i].bias)) t++;
-        if (t == nt) {
-            types = gn_realloc(types, sizeof(char *) * (size_t)(nt + 1));
-            tn = gn_realloc(tn, sizeof(int) * (size_t)(nt + 1));
-            tpref = gn_realloc(tpref, sizeof(int) * (size_t)(nt + 1));
-            tsn = gn_realloc(tsn, sizeof(int) * (size_t)(nt + 1));
-            tsp = gn_realloc(tsp, sizeof(int) * (size_t)(nt + 1));
-            types[nt] = p[i].bias;
-            tn[nt] = tpref[nt] = tsn[nt] = tsp[nt] = 0;
-            nt++;
-        }
         double ll[2];
         int cnt[2];
         const char *sent[2] = {p[i].more, p[i].less};
@@ -89,11 +74,8 @@ int cmd_eval_crows(int argc, char **argv) {
             }
             free(ids);
         }
-        int pref = ll[0] > ll[1];
-        tn[t]++;
-        tpref[t] += pref;
-        if (p[i].stereo) { tsn[t]++; tsp[t] += pref; }
-        pref_all += pref;
+        ll_more[i] = ll[0];
+        ll_less[i] = ll[1];
         if (pred_path) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "line", p[i].line);
@@ -109,23 +91,23 @@ int cmd_eval_crows(int argc, char **argv) {
         cli_progress_show(&pg, i + 1, n, NULL);
     }
     cli_progress_end(&pg, n, n);
+    gn_crows_summarize(p, ll_more, ll_less, n, &sum);
     printf("CrowS-Pairs: %d pairs; %% of pairs where log p(sent_more) > log p(sent_less) (higher = more biased, 50 = none)\n", n);
     printf("%-20s  %6s  %8s  %14s  %14s\n", "bias type", "pairs", "score %", "stereo pairs %", "anti pairs %");
     cJSON *root = cJSON_CreateObject(), *jt = cJSON_AddObjectToObject(root, "bias_types");
-    for (int t = 0; t < nt; t++) {
-        int an = tn[t] - tsn[t], ap = tpref[t] - tsp[t];
-        printf("%-20s  %6d  %8.2f  %14.2f  %14.2f\n", types[t], tn[t], 100.0 * tpref[t] / tn[t],
-               tsn[t] ? 100.0 * tsp[t] / tsn[t] : NAN, an ? 100.0 * ap / an : NAN);
+    for (int t = 0; t < sum.n_types; t++) {
+        const gn_crows_type *ty = &sum.type[t];
+        printf("%-20s  %6d  %8.2f  %14.2f  %14.2f\n", ty->bias, ty->pairs, ty->score, ty->stereo_score, ty->antistereo_score);
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "pairs", tn[t]);
-        cJSON_AddNumberToObject(o, "score", 100.0 * tpref[t] / tn[t]);
-        cJSON_AddItemToObject(o, "stereo_score", ecli_json_num(tsn[t] ? 100.0 * tsp[t] / tsn[t] : NAN));
-        cJSON_AddItemToObject(o, "antistereo_score", ecli_json_num(an ? 100.0 * ap / an : NAN));
-        cJSON_AddItemToObject(jt, types[t], o);
+        cJSON_AddNumberToObject(o, "pairs", ty->pairs);
+        cJSON_AddNumberToObject(o, "score", ty->score);
+        cJSON_AddItemToObject(o, "stereo_score", ecli_json_num(ty->stereo_score));
+        cJSON_AddItemToObject(o, "antistereo_score", ecli_json_num(ty->antistereo_score));
+        cJSON_AddItemToObject(jt, ty->bias, o);
     }
-    printf("%-20s  %6d  %8.2f\n", "overall", n, n ? 100.0 * pref_all / n : NAN);
+    printf("%-20s  %6d  %8.2f\n", "overall", n, sum.score);
     cJSON_AddNumberToObject(root, "pairs", n);
-    cJSON_AddItemToObject(root, "overall", ecli_json_num(n ? 100.0 * pref_all / n : NAN));
+    cJSON_AddItemToObject(root, "overall", ecli_json_num(sum.score));
     cJSON_AddNumberToObject(root, "skipped_rows", skipped);
     rc = 0;
     if (pred_path && ecli_write_text(pred_path, tb.buf ? tb.buf : "")) rc = 1;
@@ -133,7 +115,9 @@ int cmd_eval_crows(int argc, char **argv) {
     else cJSON_Delete(root);
 done:
     gn_buf_free(&tb);
-    free(types); free(tn); free(tpref); free(tsn); free(tsp);
+    gn_crows_summary_free(&sum);
+    free(ll_more);
+    free(ll_less);
     gn_lm_free(&lm);
     gn_crows_free(p, n_loaded);
     gn_adapter_free(ad);

@@ -49,6 +49,10 @@ static int dtype_ok(gn_dtype dt) { return (int)dt >= 0 && dt < GN_DTYPE_COUNT; }
 
 const char *gn_dtype_name(gn_dtype dt) { return dtype_ok(dt) ? dtype_info[dt].name : "unknown"; }
 
+const char *gn_dtype_torch_name(gn_dtype dt) {
+    return dt == GN_DTYPE_BF16 ? "bfloat16" : dt == GN_DTYPE_F16 ? "float16" : "float32";
+}
+
 int gn_dtype_block(gn_dtype dt) { return dtype_ok(dt) ? dtype_info[dt].block : 0; }
 
 // Returns 0 for an unknown dtype, a negative n, an n that is not a whole number

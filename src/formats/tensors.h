@@ -60,6 +60,9 @@ gn_status gn_tensor_rows_to_f32(const gn_tensor *t, int64_t row0, int64_t nrows,
 // block size (else returns 0).
 size_t gn_dtype_nbytes(gn_dtype dt, int64_t n);
 int gn_dtype_block(gn_dtype dt);  // elements per block (1 for plain types)
+// torch's name of F32, F16 or BF16 ("float32", "float16", "bfloat16"), as HF's config.json
+// and bnb's quant_state spell it; "float32" for any other dtype.
+const char *gn_dtype_torch_name(gn_dtype dt);
 
 // ---------------------------------------------------------------------------
 // safetensors writer (used by quantize/merge/adapter save): writes tensors in

@@ -1,27 +1,39 @@
 /*
- * apply.c — the LoRA term of a linear, applied unmerged at inference:
- * out += s * (x A^T) B^T, for T rows at once or for one decode row through up to
- * three modules that share their input.
+ * apply.c — the LoRA branch of a linear, applied unmerged: y += s (x A^T) B^T.
+ *
+ * One forward and one backward over T rows (gn_lora_fwd, gn_lora_bwd), which both
+ * inference and the trainer call; the trainer passes its dropout-masked input and
+ * masks the input gradient itself. gn_lora_row_multi is a kernel of the same forward
+ * for one decode row, fused with the 4-bit base rows of up to three modules.
  */
 #include "lora.h"
-#include "../model/llama.h" // gn_linear, GN_N_MODS
+#include "../model/llama.h" // GN_N_MODS, gn_gemm (tensor/kernels.h)
 
-void gn_lora_apply(const gn_lora_mod *lm, const float *inp, float *out, int64_t T, float *tmp, float *tmp2) {
+void gn_lora_fwd(const gn_lora_mod *lm, const float *xin, float *ul, float *y, int64_t T, unsigned gemm) {
     if (!lm->r || T <= 0) return;
-    gn_mat A = {GN_DTYPE_F32, lm->r, lm->in, lm->A, NULL};
-    gn_mat B = {GN_DTYPE_F32, lm->out, lm->r, lm->B, NULL};
-    gn_linear(tmp, inp, &A, T);     // (T, r)
-    gn_linear(tmp2, tmp, &B, T);    // (T, OC)
-    size_t n = (size_t)(T * lm->out);
-    for (size_t i = 0; i < n; i++) out[i] += lm->scale * tmp2[i];
+    const int64_t IC = lm->in, OC = lm->out, r = lm->r;
+    gn_gemm(gemm, 0, 1, T, r, IC, 1.0f, xin, IC, lm->A, IC, 0.0f, ul, r);
+    if (y) gn_gemm(gemm, 0, 1, T, OC, r, lm->scale, ul, r, lm->B, r, 1.0f, y, OC);
+}
+
+void gn_lora_bwd(const gn_lora_mod *lm, const float *xin, const float *ul, const float *dy, float *dA, float *dB,
+                 float *z, float *dx, float dx_beta, int64_t T, unsigned gemm) {
+    if (!lm->r || T <= 0) return;
+    const int64_t IC = lm->in, OC = lm->out, r = lm->r;
+    const float s = lm->scale;
+    gn_gemm(gemm, 1, 0, OC, r, T, s, dy, OC, ul, r, 1.0f, dB, r);                    // dB (OC, r) += s dy^T ul
+    gn_gemm(gemm, 0, 0, T, r, OC, 1.0f, dy, OC, lm->B, r, 0.0f, z, r);               // z (T, r) = dy B
+    gn_gemm(gemm | GN_GEMM_COLS, 1, 0, r, IC, T, s, z, r, xin, IC, 1.0f, dA, IC);    // dA (r, IC) += s z^T xin
+    gn_gemm(gemm, 0, 0, T, IC, r, s, z, r, lm->A, IC, dx_beta, dx, IC);              // dx = s z A + beta dx
 }
 
 // One decode row through the adapters of up to three modules that share their input
-// (q/k/v, gate/up, or one module): out_i += s_i B_i (A_i x) for each, in one parallel
-// region with one barrier between the A and the B products (two gn_matmul calls per
-// module would be two regions each: at 30 layers x 7 modules, hundreds per token).
-// Each output is the same dot products as gn_lora_apply's, in the same order (from the
-// bf16 copies of a bf16 adapter: the same values, half the bytes, sums in another order).
+// (q/k/v, gate/up, or one module): out_i += s_i B_i (A_i x) for each, the forward of
+// gn_lora_fwd as a kernel for T = 1: one parallel region with one barrier between the A
+// and the B products (two sgemm calls per module would be two regions each: at 30 layers
+// x 7 modules, hundreds per token). Its sums are dot products (gn_dot_f32, or from the
+// bf16 copies of a bf16 adapter: the same values, half the bytes), so they may differ
+// from gn_lora_fwd's in the last bit.
 // With base (the modules' 4-bit weights), the same region first computes each thread's
 // share of the base rows, which the barrier then also covers.
 void gn_lora_row_multi(const gn_adapter *ad, int l, const int *ks, int n, const float *in, int64_t IC,

@@ -2,9 +2,9 @@
  * lora.h — PEFT LoRA adapters on a LLaMA model: y = W0 x + s * B (A x), with
  * s = lora_alpha / r (or lora_alpha / sqrt(r) with use_rslora).
  *
- * The adapter structs and the unmerged LoRA term (apply.c); reading and writing
- * adapter files (lora.c); merging into the base (merge.c). Modules are indexed
- * (layer, GN_MOD_*) as model/llama.h lists them.
+ * The adapter structs and the unmerged LoRA term, forward and backward (apply.c);
+ * reading and writing adapter files (lora.c); merging into the base (merge.c).
+ * Modules are indexed (layer, GN_MOD_*) as model/llama.h lists them.
  */
 #ifndef GN_LORA_H
 #define GN_LORA_H
@@ -37,8 +37,17 @@ struct gn_adapter {
     int n_heads, n_kv_heads, head_dim;
 };
 
-// out (T, OC) += s * (inp (T, IC) @ A^T) @ B^T. tmp holds T*r floats, tmp2 T*OC.
-void gn_lora_apply(const gn_lora_mod *lm, const float *inp, float *out, int64_t T, float *tmp, float *tmp2);
+// The LoRA branch of a linear over T rows, for inference and training alike. xin (T, IC) is
+// the branch's input: the linear's input, or the trainer's dropout-masked copy of it.
+//   ul (T, r) = xin A^T;  then, with y: y (T, OC) += s ul B^T
+// gemm: gn_gemm flags (GN_GEMM_BF16: bf16 products, as a bf16 training run's autocast). Does
+// nothing for an unadapted module (r == 0).
+void gn_lora_fwd(const gn_lora_mod *lm, const float *xin, float *ul, float *y, int64_t T, unsigned gemm);
+// Its backward, given dy (T, OC) and the forward's xin and ul; z is (T, r) scratch:
+//   dB (OC, r) += s dy^T ul;  z = dy B;  dA (r, IC) += s z^T xin;  dx (T, IC) = s z A + dx_beta dx
+// (dx_beta 1: added to the base's input gradient; 0: stored, for the trainer to mask).
+void gn_lora_bwd(const gn_lora_mod *lm, const float *xin, const float *ul, const float *dy, float *dA, float *dB,
+                 float *z, float *dx, float dx_beta, int64_t T, unsigned gemm);
 
 // One decode row (T = 1) through the adapters of n <= 3 modules ks[] of layer l that share the
 // input in (IC): outs[i] += s_i B_i (A_i in), in one parallel region. tmp holds the summed ranks.

@@ -43,10 +43,6 @@ static gn_status copy_file(const char *src, const char *dst) {
     return st;
 }
 
-static const char *hf_dtype_name(gn_dtype dt) {
-    return dt == GN_DTYPE_BF16 ? "bfloat16" : dt == GN_DTYPE_F16 ? "float16" : "float32";
-}
-
 static char *config_json(const gn_model *m, gn_dtype dt) {
     const gn_config *c = &m->cfg;
     cJSON *j = NULL;
@@ -91,7 +87,7 @@ static char *config_json(const gn_model *m, gn_dtype dt) {
     int old_name = cJSON_GetObjectItemCaseSensitive(j, "torch_dtype") && !cJSON_GetObjectItemCaseSensitive(j, "dtype");
     cJSON_DeleteItemFromObject(j, "torch_dtype");
     cJSON_DeleteItemFromObject(j, "dtype");
-    cJSON_AddStringToObject(j, old_name ? "torch_dtype" : "dtype", hf_dtype_name(dt));
+    cJSON_AddStringToObject(j, old_name ? "torch_dtype" : "dtype", gn_dtype_torch_name(dt));
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     return s;
@@ -192,27 +188,24 @@ gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const cha
 }
 
 // ----------------------------------------------------------------------------
-// 4-bit folder in the layout transformers + bitsandbytes write (docs/FACTS.md §3)
+// 4-bit folder: the model's tensors in checkpoint order, written in the layout
+// transformers + bitsandbytes use (quant/checkpoint.c)
 
 gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
     if (m->n_q4 == 0) return gn_err(GN_ERR_ARG, "quantize: the model has no 4-bit layers (load it with --4bit)");
-    gn_status mst = gn_mkdir_p(dir);
-    if (mst) return mst;
+    gn_status st = gn_mkdir_p(dir);
+    if (st) return st;
     const gn_config *c = &m->cfg;
-    int cap = 3 + c->n_layers * (2 + 7 * 6);
-    gn_tensor_out *ts = gn_calloc((size_t)cap, sizeof *ts);
-    gn_quant4_export *ex = gn_calloc((size_t)c->n_layers * 7, sizeof *ex);
+    int cap = 3 + c->n_layers * (2 + GN_N_MODS), k = 0;
+    gn_quant4_item *it = gn_calloc((size_t)cap, sizeof *it);
     char **names = gn_calloc((size_t)cap, sizeof(char *));
-    float **bufs = gn_calloc((size_t)cap, sizeof(float *));
-    int k = 0, nex = 0;
-    gn_status st = GN_OK;
     // plain tensors in the model's compute dtype (f32 unless loaded with --dtype bf16)
     gn_dtype pdt = m->wdtype;
     size_t pes = pdt == GN_DTYPE_BF16 ? 2 : 4;
 #define PLAIN(NAME, MAT) do { names[k] = gn_strdup(NAME); \
-        ts[k] = (gn_tensor_out){names[k], pdt, 2, {(MAT)->rows, (MAT)->cols}, (MAT)->data, (size_t)((MAT)->rows * (MAT)->cols) * pes}; k++; } while (0)
+        it[k].t = (gn_tensor_out){names[k], pdt, 2, {(MAT)->rows, (MAT)->cols}, (MAT)->data, (size_t)((MAT)->rows * (MAT)->cols) * pes}; k++; } while (0)
 #define VEC(NAME, PTR) do { names[k] = gn_strdup(NAME); \
-        ts[k] = (gn_tensor_out){names[k], GN_DTYPE_F32, 1, {c->dim}, (PTR), (size_t)c->dim * 4}; k++; } while (0)
+        it[k].t = (gn_tensor_out){names[k], GN_DTYPE_F32, 1, {c->dim}, (PTR), (size_t)c->dim * 4}; k++; } while (0)
     char nm[256];
     PLAIN("model.embed_tokens.weight", &m->embed);
     VEC("model.norm.weight", m->final_norm);
@@ -222,7 +215,7 @@ gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
         snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l); VEC(nm, L->attn_norm);
         snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l); VEC(nm, L->ffn_norm);
         const gn_mat *mats[GN_N_MODS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int mi = 0; mi < GN_N_MODS && !st; mi++) {
+        for (int mi = 0; mi < GN_N_MODS; mi++) {
             snprintf(nm, sizeof nm, "model.layers.%d.%s", l, GN_MOD_PATHS[mi]);
             if (!mats[mi]->q4) { // not quantized: plain weight
                 char wn[300];
@@ -235,9 +228,10 @@ gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
                             "merge to an HF folder first (guanaco merge -m BASE -o DIR) and quantize that");
                 break;
             }
-            if ((st = gn_quant4_export_tensors(mats[mi]->q4, nm, &ex[nex]))) break;
-            for (int i = 0; i < ex[nex].n; i++) ts[k++] = ex[nex].t[i];
-            nex++;
+            names[k] = gn_strdup(nm);
+            it[k].t.name = names[k];
+            it[k].q4 = mats[mi]->q4;
+            k++;
         }
     }
 #undef PLAIN
@@ -245,39 +239,19 @@ gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
     char p[4096];
     if (!st) {
         snprintf(p, sizeof p, "%s/model.safetensors", dir);
-        const char *meta[] = {"format", "pt"};
-        st = gn_safetensors_save(p, ts, k, meta, 1);
+        st = gn_quant4_save_safetensors(p, it, k);
     }
-    if (!st) { // config.json with transformers' quantization_config block
-        char *base = config_json(m, pdt);
-        cJSON *j = cJSON_Parse(base);
+    if (!st) {
+        char *base = config_json(m, pdt), *txt = gn_quant4_hf_config(base, &m->q4[0]);
         free(base);
-        const gn_quant4_state *q = &m->q4[0];
-        cJSON *qc = cJSON_CreateObject();
-        cJSON_AddBoolToObject(qc, "_load_in_4bit", 1);
-        cJSON_AddBoolToObject(qc, "_load_in_8bit", 0);
-        cJSON_AddStringToObject(qc, "bnb_4bit_compute_dtype", q->wdtype == GN_DTYPE_BF16 ? "bfloat16" : q->wdtype == GN_DTYPE_F16 ? "float16" : "float32");
-        cJSON_AddStringToObject(qc, "bnb_4bit_quant_storage", "uint8");
-        cJSON_AddStringToObject(qc, "bnb_4bit_quant_type", q->quant_type == GN_QUANT_FP4 ? "fp4" : "nf4");
-        cJSON_AddBoolToObject(qc, "bnb_4bit_use_double_quant", q->nested);
-        cJSON_AddBoolToObject(qc, "llm_int8_enable_fp32_cpu_offload", 0);
-        cJSON_AddBoolToObject(qc, "llm_int8_has_fp16_weight", 0);
-        cJSON_AddNullToObject(qc, "llm_int8_skip_modules");
-        cJSON_AddRawToObject(qc, "llm_int8_threshold", "6.0"); // a float: transformers checks the type
-        cJSON_AddBoolToObject(qc, "load_in_4bit", 1);
-        cJSON_AddBoolToObject(qc, "load_in_8bit", 0);
-        cJSON_AddStringToObject(qc, "quant_method", "bitsandbytes");
-        cJSON_AddItemToObject(j, "quantization_config", qc);
-        char *txt = cJSON_Print(j);
-        cJSON_Delete(j);
         snprintf(p, sizeof p, "%s/config.json", dir);
-        st = gn_write_file_atomic(p, txt, strlen(txt));
+        st = txt ? gn_write_file_atomic(p, txt, strlen(txt)) : gn_err(GN_ERR_FORMAT, "quantize: config.json does not parse");
         free(txt);
     }
     if (!st) st = copy_side_files(m, dir);
-    for (int i = 0; i < nex; i++) gn_quant4_export_free(&ex[i]);
-    for (int i = 0; i < cap; i++) { free(names[i]); free(bufs[i]); }
-    free(ex); free(names); free(bufs); free(ts);
+    for (int i = 0; i < k; i++) free(names[i]);
+    free(names);
+    free(it);
     return st;
 }
 

@@ -27,13 +27,13 @@
 // Adds each row's LoRA term, grouping consecutive rows that share an adapter
 // (in a batched decode each row may belong to a session with its own adapter).
 static void lora_rows(gn_session *const *rs, int T, int l, int k, const float *in, int64_t IC, float *out, int64_t OC,
-                      float *tmp, float *tmp2) {
+                      float *tmp) {
     for (int t0 = 0; t0 < T;) {
         const gn_adapter *ad = rs[t0]->adapter;
         int t1 = t0 + 1;
         while (t1 < T && rs[t1]->adapter == ad) t1++;
-        if (ad) gn_lora_apply(&ad->mods[(size_t)l * GN_N_MODS + (size_t)k], in + (size_t)t0 * IC, out + (size_t)t0 * OC,
-                              t1 - t0, tmp, tmp2);
+        if (ad) gn_lora_fwd(&ad->mods[(size_t)l * GN_N_MODS + (size_t)k], in + (size_t)t0 * IC, tmp, out + (size_t)t0 * OC,
+                            t1 - t0, 0);
         t0 = t1;
     }
 }
@@ -187,7 +187,7 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
         gn_op_rope_angles(cosb + (size_t)t * half, sinb + (size_t)t * half, m->rope_inv_freq, half, rs[t]->pos + off[t]);
     gn_op_embed(x, &m->embed, ids, T); // x (T, C)
 #define LORA(k, in, IC, out, OC) \
-    do { if (any_lora) lora_rows(rs, T, l, k, in, IC, out, OC, w->lora_tmp, w->lora_tmp2); } while (0)
+    do { if (any_lora) lora_rows(rs, T, l, k, in, IC, out, OC, w->lora_tmp); } while (0)
     // base products, then the adapter terms (one decode row: see linear_lora_row)
 #define BASE_LORA(n, ks, in, IC, wsl, ...)                                                          \
     do {                                                                                           \

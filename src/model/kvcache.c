@@ -73,7 +73,6 @@ void gn_session_free(gn_session *s) {
     free(s->att_part);
     free(s->rope_cs);
     free(s->lora_tmp);
-    free(s->lora_tmp2);
     free(s->logits);
     free(s);
 }
@@ -93,14 +92,8 @@ void gn_session_set_adapter(gn_session *s, const gn_adapter *a) {
     int rmax = 0;
     for (int i = 0; i < a->n_layers * GN_N_MODS; i++) if (a->mods[i].r > rmax) rmax = a->mods[i].r;
     if (rmax > s->lora_rmax) {
-        const gn_config *c = &s->m->cfg;
-        int64_t omax = c->dim;
-        if (c->hidden_dim > omax) omax = c->hidden_dim;
-        if ((int64_t)c->n_heads * c->head_dim > omax) omax = (int64_t)c->n_heads * c->head_dim;
         free(s->lora_tmp);
-        free(s->lora_tmp2);
         s->lora_tmp = fzalloc((size_t)(s->chunk > 3 ? s->chunk : 3) * (size_t)rmax); // >= 3 rows: q/k/v of one decode row
-        s->lora_tmp2 = fzalloc((size_t)s->chunk * (size_t)omax);
         s->lora_rmax = rmax;
     }
 }

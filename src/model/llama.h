@@ -79,7 +79,7 @@ struct gn_session {
     float *logits;           // (logits_cap, V)
     int logits_cap;
     const gn_adapter *adapter; // LoRA applied unmerged, or NULL
-    float *lora_tmp, *lora_tmp2; // (chunk, max r), (chunk, max out features)
+    float *lora_tmp;         // (max(chunk, 3), max r): LoRA hiddens (x A^T) of a chunk
     int lora_rmax;
     void *cuda;              // KV cache and scratch on the GPU (src/cuda/cuda_model.c), or NULL
 };

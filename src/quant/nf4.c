@@ -122,15 +122,6 @@ static inline float src_f32(const void *src, gn_dtype dt, int64_t i) {
     }
 }
 
-static const char *dtype_torch_name(gn_dtype dt) {
-    switch (dt) {
-    case GN_DTYPE_F32: return "float32";
-    case GN_DTYPE_F16: return "float16";
-    case GN_DTYPE_BF16: return "bfloat16";
-    default: return NULL;
-    }
-}
-
 static int dtype_from_torch_name(const char *s, gn_dtype *dt) {
     if (!strcmp(s, "float32") || !strcmp(s, "float")) { *dt = GN_DTYPE_F32; return 1; }
     if (!strcmp(s, "float16") || !strcmp(s, "half")) { *dt = GN_DTYPE_F16; return 1; }
@@ -622,7 +613,7 @@ char *gn_quant4_state_json(const gn_quant4_state *q) {
     gn_buf_puts(&b, q->quant_type == GN_QUANT_NF4 ? "nf4" : "fp4");
     snprintf(t, sizeof t, "\", \"blocksize\": %d, \"dtype\": \"", q->blocksize);
     gn_buf_puts(&b, t);
-    gn_buf_puts(&b, dtype_torch_name(q->dtype) ? dtype_torch_name(q->dtype) : "float32");
+    gn_buf_puts(&b, gn_dtype_torch_name(q->dtype));
     gn_buf_puts(&b, "\", \"shape\": [");
     for (int i = 0; i < q->ndim; i++) {
         snprintf(t, sizeof t, "%s%lld", i ? ", " : "", (long long)q->shape[i]);
@@ -631,7 +622,7 @@ char *gn_quant4_state_json(const gn_quant4_state *q) {
     gn_buf_puts(&b, "]");
     if (q->nested) {
         snprintf(t, sizeof t, ", \"nested_blocksize\": %d, \"nested_dtype\": \"%s\", \"nested_offset\": ",
-                 q->nested_blocksize, dtype_torch_name(q->nested_dtype) ? dtype_torch_name(q->nested_dtype) : "float32");
+                 q->nested_blocksize, gn_dtype_torch_name(q->nested_dtype));
         gn_buf_puts(&b, t);
         py_float_repr((double)q->offset, t, sizeof t);
         gn_buf_puts(&b, t);

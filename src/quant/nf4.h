@@ -189,6 +189,24 @@ typedef struct {
 gn_status gn_quant4_export_tensors(const gn_quant4_state *q, const char *prefix, gn_quant4_export *ex);
 void gn_quant4_export_free(gn_quant4_export *ex);
 
+// ---------------------------------------------------------------------------
+// a whole checkpoint (checkpoint.c): model.safetensors and config.json's
+// quantization_config as transformers + bitsandbytes write them
+
+// One tensor of the checkpoint, in file order: q4 NULL, the plain tensor t as it is;
+// else the 4-bit weight q4 of the Linear named t.name (t's other fields unused).
+typedef struct {
+    gn_tensor_out t;
+    const gn_quant4_state *q4;
+} gn_quant4_item;
+// Writes the items as one safetensors file (metadata format: pt), each 4-bit weight as
+// gn_quant4_export_tensors lists it.
+gn_status gn_quant4_save_safetensors(const char *path, const gn_quant4_item *items, int n);
+// The text of a config.json (config) with transformers' quantization_config block added
+// for weights quantized as q (type, double quantization, compute dtype); malloc'd,
+// NULL when config does not parse.
+char *gn_quant4_hf_config(const char *config, const gn_quant4_state *q);
+
 // Storage cost in bits per element: 8 * (packed + absmax [+ nested_absmax]
 // bytes) / nelem, leaving out the per-tensor constants (code maps, offset,
 // JSON). NF4 + DQ at block 64 on a large tensor: 4 + 8/64 + 32/(64*256) = 4.127.

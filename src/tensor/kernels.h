@@ -63,6 +63,15 @@ void gn_bf16_pack16(uint32_t *pk, int64_t kp0, int j0, __m512i v[16], int np);
 // n floats as bf16 pairs (n odd: a zero pads the last pair)
 void gn_bf16_pairs_row(const float *x, int64_t n, uint32_t *dst);
 
+// C (M, N) = alpha op(A) op(B) + beta C, row-major; ta: A stored (K, M), tb: B stored (N, K);
+// beta 0: C not read. Float32 sgemm, each OpenMP thread on its own stretch of C's rows
+// (GN_GEMM_COLS: of its columns, for a C with few rows), one thread pool as gn_matmul.
+// GN_GEMM_BF16: bf16 products (gn_gemm_bf16) where gn_bf16_gemm_available(), float32
+// otherwise. For the LoRA branch's products (lora/apply.c), forward and backward.
+enum { GN_GEMM_COLS = 1, GN_GEMM_BF16 = 2 };
+void gn_gemm(unsigned flags, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+             const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 // out (T, IC) = dy (T, OC) @ W: the input gradient of a linear layer (no
 // weight gradient). Multithreaded over IC. out must not alias dy.
 void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T);

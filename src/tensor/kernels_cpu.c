@@ -330,6 +330,31 @@ void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
 }
 
 // ----------------------------------------------------------------------------
+// general product: the LoRA branch's small matrices
+
+void gn_gemm(unsigned flags, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+             const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if ((flags & GN_GEMM_BF16) && gn_bf16_gemm_available()) {
+        gn_gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const CBLAS_TRANSPOSE cta = ta ? CblasTrans : CblasNoTrans, ctb = tb ? CblasTrans : CblasNoTrans;
+    const int cols = (flags & GN_GEMM_COLS) != 0;
+    blas_single_thread();
+    #pragma omp parallel if (M * N * K > 65536)
+    {
+        int64_t lo, hi;
+        thread_share(cols ? N : M, &lo, &hi);
+        if (lo < hi && !cols)
+            cblas_sgemm(CblasRowMajor, cta, ctb, (int)(hi - lo), (int)N, (int)K, alpha, A + (ta ? lo : lo * lda), (int)lda,
+                        B, (int)ldb, beta, C + lo * ldc, (int)ldc);
+        else if (lo < hi)
+            cblas_sgemm(CblasRowMajor, cta, ctb, (int)M, (int)(hi - lo), (int)K, alpha, A, (int)lda,
+                        B + (tb ? lo * ldb : lo), (int)ldb, beta, C + lo, (int)ldc);
+    }
+}
+
+// ----------------------------------------------------------------------------
 // elementwise
 
 void gn_rmsnorm(float *out, const float *inp, const float *weight, int64_t T, int64_t C, float eps) {

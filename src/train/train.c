@@ -10,7 +10,9 @@
  *   out = x2 + lin_down(h)
  *   lin(x) = x W^T + s (d(x) A^T) B^T          (W frozen: F32/BF16/NF4)
  * Backward of lin: dx = dy W + s (dy B) A (masked like d), dB += s dy^T (d(x) A^T),
- * dA += s (dy B)^T d(x). The base weights get no gradient.
+ * dA += s (dy B)^T d(x). The base weights get no gradient. The LoRA branch is
+ * gn_lora_fwd/gn_lora_bwd (lora/apply.c, the one inference uses); the dropout
+ * mask is applied here, to its input and to its input gradient.
  *
  * Checkpointing: the forward keeps only each layer's input; the backward
  * recomputes one layer's intermediates before differentiating it (all but the
@@ -26,7 +28,6 @@
 #include "data.h"       // GN_IGNORE_INDEX
 #include "../cuda/cuda_model.h" // --device cuda (stubs in a CPU build)
 
-#include <cblas.h>     // small LoRA products
 #include <errno.h>     // errno
 #include <fcntl.h>     // open
 #include <math.h>      // sqrtf, expf, logf
@@ -34,9 +35,6 @@
 #include <stdlib.h>    // free
 #include <sys/mman.h>  // mmap: paged optimizer state
 #include <unistd.h>    // ftruncate
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 // The head's logits are computed for this many positions at a time: sgemm
 // wants many rows per pass over the (V, C) head, memory wants few (SmolLM2,
@@ -78,12 +76,10 @@ struct gn_trainer {
 // ----------------------------------------------------------------------------
 // helpers
 
-static uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+// splitmix64's output from state z, as a pure function of z (the advanced state is
+// dropped): the trainer's streams step through it, and a dropout mask element hashes
+// its (key, layer, module, index) with it.
+static uint64_t mix64(uint64_t z) { return gn_splitmix64(&z); }
 
 static float unit_from(uint64_t z) { return (float)(z >> 40) / 16777216.0f; } // [0,1)
 
@@ -106,48 +102,10 @@ static gn_lora_mod *mod(gn_trainer *tr, int l, int k) { return &tr->ad->mods[(si
 // the gradient buffer of a module's A (isB = 0) or B (isB = 1)
 static float *grad_of(gn_trainer *tr, const float *param) { return tr->grads + (param - tr->params); }
 
-// This thread's share [*lo, *hi) of n items, in stretches rounded up to 16.
-static void thread_share(int64_t n, int64_t *lo, int64_t *hi) {
-    int nth = 1, ith = 0;
-#ifdef _OPENMP
-    nth = omp_get_num_threads();
-    ith = omp_get_thread_num();
-#endif
-    int64_t per = ((n + nth - 1) / nth + 15) / 16 * 16;
-    *lo = ith * per < n ? ith * per : n;
-    *hi = *lo + per < n ? *lo + per : n;
-}
-
-enum { SPLIT_ROWS, SPLIT_COLS };
-
-// C (M, N) = alpha op(A) op(B) + beta C, row-major, for the LoRA products: each
-// OpenMP thread runs a single-threaded sgemm on its stretch of C's rows or
-// columns (one thread pool, as gn_matmul does for the base weights).
-static void sgemm_mt(int split, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
-                     int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    gn_blas_single_thread();
-    #pragma omp parallel if ((int64_t)M * N * K > 65536)
-    {
-        int64_t lo, hi;
-        thread_share(split == SPLIT_ROWS ? M : N, &lo, &hi);
-        if (lo < hi && split == SPLIT_ROWS)
-            cblas_sgemm(CblasRowMajor, ta, tb, (int)(hi - lo), N, K, alpha, A + (ta == CblasNoTrans ? lo * lda : lo), lda,
-                        B, ldb, beta, C + lo * ldc, ldc);
-        else if (lo < hi)
-            cblas_sgemm(CblasRowMajor, ta, tb, M, (int)(hi - lo), K, alpha, A, lda, B + (tb == CblasNoTrans ? lo : lo * ldb),
-                        ldb, beta, C + lo, ldc);
-    }
-}
-
-// The LoRA products. With bf16 LoRA weights (qlora's --bf16 casts the LoRA modules to bf16
-// and runs them under autocast) they are bf16 products: inputs rounded to bf16, float32 sums,
-// on vdpbf16ps where the CPU has it; float32 sgemm otherwise.
-static void lora_gemm(const gn_trainer *tr, int split, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K,
-                      float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    if (tr->o.bf16_params && gn_bf16_gemm_available())
-        gn_gemm_bf16(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else sgemm_mt(split, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
+// The LoRA products' gn_gemm flags. With bf16 LoRA weights (qlora's --bf16 casts the LoRA
+// modules to bf16 and runs them under autocast) they are bf16 products: inputs rounded to
+// bf16, float32 sums, on vdpbf16ps where the CPU has it; float32 sgemm otherwise.
+static unsigned lora_gemm(const gn_trainer *tr) { return tr->o.bf16_params ? GN_GEMM_BF16 : 0; }
 
 // y += x, n elements
 static void add_inplace(float *y, const float *x, size_t n) {
@@ -373,17 +331,14 @@ static void lin_fwd(gn_trainer *tr, int l, int k, const float *x, float *y, int 
     if (y) gn_linear(y, x, W, T);
     gn_lora_mod *lm = mod(tr, l, k);
     if (!lm->r) return;
-    int64_t IC = lm->in, OC = lm->out, r = lm->r;
     const float *xin = x;
     if (tr->o.lora_dropout > 0 && train) {
         float *xd = tr->xd[k];
         #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < (size_t)T * IC; i++) xd[i] = x[i] * keep_scale(tr, l, k, i);
+        for (size_t i = 0; i < (size_t)T * lm->in; i++) xd[i] = x[i] * keep_scale(tr, l, k, i);
         xin = xd;
     }
-    float *ul = tr->ul[k];
-    lora_gemm(tr, SPLIT_ROWS, CblasNoTrans, CblasTrans, T, (int)r, (int)IC, 1.0f, xin, (int)IC, lm->A, (int)IC, 0.0f, ul, (int)r);
-    if (y) lora_gemm(tr, SPLIT_ROWS, CblasNoTrans, CblasTrans, T, (int)OC, (int)r, lm->scale, ul, (int)r, lm->B, (int)r, 1.0f, y, (int)OC);
+    gn_lora_fwd(lm, xin, tr->ul[k], y, T, lora_gemm(tr));
 }
 
 // dx (T, IC) = dy W + s ((dy B) A) masked; accumulates dA, dB. x: the layer input.
@@ -392,24 +347,15 @@ static void lin_bwd(gn_trainer *tr, int l, int k, const float *x, const float *d
     gn_linear_nn(dx, dy, W, T);
     gn_lora_mod *lm = mod(tr, l, k);
     if (!lm->r) return;
-    int64_t IC = lm->in, OC = lm->out, r = lm->r;
-    const float *xin = (tr->o.lora_dropout > 0) ? tr->xd[k] : x;
+    const float *xin = tr->o.lora_dropout > 0 ? tr->xd[k] : x;
     float *gA = grad_of(tr, lm->A), *gB = grad_of(tr, lm->B);
-    // dB (OC, r) += s dy^T ul
-    lora_gemm(tr, SPLIT_ROWS, CblasTrans, CblasNoTrans, (int)OC, (int)r, T, lm->scale, dy, (int)OC, tr->ul[k], (int)r, 1.0f, gB, (int)r);
-    // z (T, r) = dy B
-    float *z = tr->tmpr;
-    lora_gemm(tr, SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)r, (int)OC, 1.0f, dy, (int)OC, lm->B, (int)r, 0.0f, z, (int)r);
-    // dA (r, IC) += s z^T d(x)
-    lora_gemm(tr, SPLIT_COLS, CblasTrans, CblasNoTrans, (int)r, (int)IC, T, lm->scale, z, (int)r, xin, (int)IC, 1.0f, gA, (int)IC);
-    // dx += s (z A) * mask
-    if (tr->o.lora_dropout > 0) {
+    if (tr->o.lora_dropout > 0) { // dx += (s z A) * mask, z = dy B
         float *t2 = tr->tmp2;
-        lora_gemm(tr, SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)IC, (int)r, lm->scale, z, (int)r, lm->A, (int)IC, 0.0f, t2, (int)IC);
+        gn_lora_bwd(lm, xin, tr->ul[k], dy, gA, gB, tr->tmpr, t2, 0.0f, T, lora_gemm(tr));
         #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < (size_t)T * IC; i++) dx[i] += t2[i] * keep_scale(tr, l, k, i);
+        for (size_t i = 0; i < (size_t)T * lm->in; i++) dx[i] += t2[i] * keep_scale(tr, l, k, i);
     } else {
-        lora_gemm(tr, SPLIT_ROWS, CblasNoTrans, CblasNoTrans, T, (int)IC, (int)r, lm->scale, z, (int)r, lm->A, (int)IC, 1.0f, dx, (int)IC);
+        gn_lora_bwd(lm, xin, tr->ul[k], dy, gA, gB, tr->tmpr, dx, 1.0f, T, lora_gemm(tr));
     }
 }
 
