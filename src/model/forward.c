@@ -204,26 +204,28 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
                      k_down[1] = {GN_MOD_DOWN};
     for (int l = 0; l < c->n_layers; l++) {
         const gn_layer *L = &m->layers[l];
-        gn_op_rmsnorm_fwd(xb, x, L->attn_norm, T, C, c->norm_eps);
+        gn_op_rmsnorm_fwd(xb, x, L->attn_norm, T, C, c->norm_eps); // xb (T, C) = rmsnorm(x)
+        // q (T, NH*hs), k and v (T, NKV*hs) = xb W^T + LoRA
         BASE_LORA(3, k_qkv, xb, C, ((const gn_mat *const[]){&L->wq, &L->wk, &L->wv}), w->q, w->k, w->v);
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
-        for (int t = 0; t < T; t++) {
+        for (int t = 0; t < T; t++) { // rotate q, k at each row's position; k, v into that session's cache
             gn_session *s = rs[t];
             const float *cs = cosb + (size_t)t * half, *sn = sinb + (size_t)t * half;
             gn_op_rope(w->q + (size_t)t * qd, NH, hs, m->n_rot, c->rope_interleaved, cs, sn, 1.0f);
             gn_op_rope(w->k + (size_t)t * kvd, NKV, hs, m->n_rot, c->rope_interleaved, cs, sn, 1.0f);
             gn_kv_cache_store(s, l, s->pos + off[t], w->k + (size_t)t * kvd, w->v + (size_t)t * kvd, hs, NKV);
         }
-        attention(w, rs, off, T, l);
+        attention(w, rs, off, T, l); // att (T, NH*hs): causal softmax over each session's cache
         BASE_LORA(1, k_o, w->att, qd, ((const gn_mat *const[]){&L->wo}), xb);
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
-        for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
+        for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i]; // x += att Wo^T (residual)
         gn_op_rmsnorm_fwd(xb, x, L->ffn_norm, T, C, c->norm_eps);
+        // hb, hb2 (T, HD) = gate and up projections; hb = silu(hb) * hb2; xb (T, C) = hb Wdown^T
         BASE_LORA(2, k_gu, xb, C, ((const gn_mat *const[]){&L->w_gate, &L->w_up}), w->hb, w->hb2);
         gn_op_swiglu_fwd(w->hb, w->hb, w->hb2, (size_t)T * HD, GN_SWIGLU_INPLACE);
         BASE_LORA(1, k_down, w->hb, HD, ((const gn_mat *const[]){&L->w_down}), xb);
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
-        for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i];
+        for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i]; // x += MLP (residual)
     }
 #undef LORA
 #undef BASE_LORA
