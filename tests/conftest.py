@@ -139,3 +139,27 @@ def tiny_models(tmp_path_factory):
     sys.path.insert(0, str(ROOT / "tests" / "ref"))
     import gen_tiny_llama
     return gen_tiny_llama.build_all(_tiny_dir(tmp_path_factory), log=lambda *a: None)
+
+
+def decode_each(model, id_lists, tmp_path, *flags):
+    """Our decode of each id list (`guanaco tokenize --decode-each`): one JSON string a line."""
+    import json
+    p = tmp_path / "ids.txt"
+    p.write_text("".join(" ".join(map(str, ids)) + "\n" for ids in id_lists))
+    out = run_guanaco("tokenize", "-m", model, "--decode-each", p, *flags).stdout
+    return [json.loads(line) for line in out.split("\n")[:-1]]  # not splitlines(): U+2028 is text
+
+
+def save_tiny_llama_with_tokenizer(base):
+    """A random tiny LLaMA (2 layers, width 64, GQA 4/2, seed 0) saved to base with the LLaMA
+    tokenizer.model: the model the finetune and package tests train."""
+    import shutil
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=32000, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                      max_position_embeddings=512, bos_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(base)
+    shutil.copy(DATA / "llama-tokenizer" / "tokenizer.model", base / "tokenizer.model")
+    return base

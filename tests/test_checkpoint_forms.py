@@ -25,7 +25,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import DATA, run_guanaco
+from conftest import DATA, decode_each, run_guanaco
 
 torch = pytest.importorskip("torch")
 spm = pytest.importorskip("sentencepiece")
@@ -65,13 +65,6 @@ def encode_many(model, texts, tmp_path, *flags):
     lines = out.split("\n")
     assert len(lines) == len(texts) + 1, f"expected {len(texts)} lines"
     return [[int(x) for x in line.split()] for line in lines[:-1]]
-
-
-def decode_each(model, id_lists, tmp_path, *flags):
-    p = tmp_path / "ids.txt"
-    p.write_text("".join(" ".join(map(str, ids)) + "\n" for ids in id_lists))
-    out = run_guanaco("tokenize", "-m", model, "--decode-each", p, *flags).stdout
-    return [json.loads(line) for line in out.split("\n")[:-1]]
 
 
 def assert_same(texts, got, want, what):

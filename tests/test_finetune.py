@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, GUANACO, read_text, run_guanaco
+from conftest import DATA, GUANACO, read_text, run_guanaco, save_tiny_llama_with_tokenizer
 
 import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "ref"))
@@ -36,13 +36,7 @@ def tiny(tmp_path_factory):
     """A random tiny LLaMA with the real LLaMA tokenizer, an init adapter with non-zero B, and
     a small oasst1 file."""
     d = tmp_path_factory.mktemp("ft")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=32000, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                      max_position_embeddings=512, bos_token_id=1, eos_token_id=2)
-    base = d / "base"
-    LlamaForCausalLM(cfg).save_pretrained(base)
-    shutil.copy(DATA / "llama-tokenizer" / "tokenizer.model", base / "tokenizer.model")
+    base = save_tiny_llama_with_tokenizer(d / "base")
     torch.manual_seed(1)
     pm = get_peft_model(LlamaForCausalLM.from_pretrained(base),
                         LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=ALL, init_lora_weights=False))

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import DATA, ROOT, run_guanaco
+from conftest import DATA, ROOT, run_guanaco, save_tiny_llama_with_tokenizer
 
 STORIES = DATA / "tiny-llama" / "stories260K.gguf"
 OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
@@ -154,16 +154,8 @@ def test_config_and_tokens(gn, smol):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A random tiny HF LLaMA with the LLaMA tokenizer and six OASST rows (as test_finetune.py)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
     d = tmp_path_factory.mktemp("pkg_ft")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=32000, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                      max_position_embeddings=512, bos_token_id=1, eos_token_id=2)
-    base = d / "base"
-    LlamaForCausalLM(cfg).save_pretrained(base)
-    shutil.copy(DATA / "llama-tokenizer" / "tokenizer.model", base / "tokenizer.model")
+    base = save_tiny_llama_with_tokenizer(d / "base")
     rows = [json.loads(l) for l in gzip.open(OASST, "rt", encoding="utf-8").read().splitlines()[:6]]
     data = d / "data.jsonl"
     data.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows))

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import DATA, open_text, run_guanaco
+from conftest import DATA, decode_each, open_text, run_guanaco
 from native_oracle import isolated, llama_tokenize
 
 SPM_MODEL = DATA / "llama-tokenizer" / "tokenizer.model"
@@ -88,14 +88,6 @@ def roundtrip_many(model, texts, tmp_path, *flags):
     p = write_jsonl(tmp_path / "rt.jsonl", texts)
     out = run_guanaco("tokenize", "-m", model, "-f", p, "--jsonl", "text", "--roundtrip", *flags).stdout
     return [json.loads(line) for line in out.split("\n")[:-1]]  # not splitlines(): U+2028 is text
-
-
-def decode_each(model, id_lists, tmp_path, *flags):
-    """Our decode of each id list."""
-    p = tmp_path / "ids.txt"
-    p.write_text("".join(" ".join(map(str, ids)) + "\n" for ids in id_lists))
-    out = run_guanaco("tokenize", "-m", model, "--decode-each", p, *flags).stdout
-    return [json.loads(line) for line in out.split("\n")[:-1]]
 
 
 def assert_same(texts, got, want, what):
