@@ -710,24 +710,25 @@ static inline int i16_elem(int v, int k) {
 // 0 when some run holds a non-finite value or only values too small to scale
 __attribute__((target("avx2,fma,f16c")))
 static int i16_arrange(const float *x, int64_t C, int16_t *xq, float *sx) {
-    static int idx[64];
-    static int ready;
-    if (!ready) { for (int i = 0; i < 64; i++) idx[i] = i16_elem(i >> 4, i & 15); ready = 1; }
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t g = 0; g < C; g += 64) {
-        __m256 mx = _mm256_setzero_ps();
-        for (int i = 0; i < 64; i += 8) mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(x + g + i), absm));
+        __m256 mx = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+        for (int i = 0; i < 64; i += 8) {
+            const __m256 v = _mm256_loadu_ps(x + g + i);
+            mx = _mm256_max_ps(mx, _mm256_and_ps(v, absm));
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)); // max would drop a NaN
+        }
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-        float m = _mm_cvtss_f32(m4);
-        for (int i = 0; i < 64; i++) if (!(fabsf(x[g + i]) <= FLT_MAX)) return 0; // NaN is lost by max
+        const float m = _mm_cvtss_f32(m4);
+        if (_mm256_movemask_ps(nan) || !(m <= FLT_MAX)) return 0;
         if (m == 0.0f) { memset(xq + g, 0, 64 * sizeof(int16_t)); sx[g / 64] = 0.0f; continue; }
         if (m < 0x1p-60f) return 0;
         const float inv = (float)I16_ONE / m;
         sx[g / 64] = (float)((double)m / ((double)I16_ONE * I16_ONE)); // both factors' scales
         for (int i = 0; i < 64; i++) {
-            int v = _mm_cvtss_si32(_mm_set_ss(x[g + idx[i]] * inv)); // nearest even
+            int v = _mm_cvtss_si32(_mm_set_ss(x[g + i16_elem(i >> 4, i & 15)] * inv)); // nearest even
             xq[g + i] = (int16_t)(v > I16_ONE ? I16_ONE : v < -I16_ONE ? -I16_ONE : v);
         }
     }
