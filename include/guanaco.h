@@ -642,7 +642,8 @@ const float *gn_lm_next_logits(gn_lm *lm, const int32_t *ids, int n);
 // Sum over i in [from, n) of ln p(ids[i] | ids[0..i)), accumulated in double.
 // from >= 1. Also returns the count of scored tokens in *count (may be NULL).
 gn_status gn_lm_loglik(gn_lm *lm, const int32_t *ids, int n, int from, double *ll, int *count);
-// ln softmax(logits)[id] in double precision.
+// ln softmax(logits)[id]: -(the trainer's cross-entropy, gn_op_xent): float32
+// exp(logit - max) summed in double.
 double gn_log_softmax_at(const float *logits, int V, int id);
 
 // ---------------------------------------------------------------------------

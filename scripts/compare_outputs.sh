@@ -11,11 +11,14 @@ set -u
 [ $# -eq 2 ] || { echo "usage: $0 GUANACO_A GUANACO_B" >&2; exit 2; }
 M=${MODEL:-$(bash "$(dirname "$0")/fetch_models.sh")}
 D="$(cd "$(dirname "$0")/.." && pwd)/data/guanaco-demo.jsonl"
+LONG="Summarize the following notes in two sentences. $(for i in $(seq 1 24); do printf 'Note %d: the river rises in spring, the mill turns faster, and the village trades flour for wool. ' "$i"; done)"
 run() { # binary outdir
     local G=$1 O=$2
     for mode in "" "--4bit"; do
         local tag=${mode:-f32}; tag=${tag#--}
         "$G" chat -m "$M" $mode --template guanaco --temp 0 -n 64 -p "Name three colors and explain why the sky is blue." > "$O/chat_$tag.txt" 2>/dev/null
+        # a prompt of a few hundred tokens: several attention row blocks in the prefill
+        "$G" chat -m "$M" $mode --template guanaco --temp 0 -n 32 -p "$LONG" > "$O/chat_long_$tag.txt" 2>/dev/null
         "$G" finetune -m "$M" $mode -d "$D" -o "$O/ft_$tag" --max-steps 4 --gradient-accumulation-steps 2 --lora-r 16 \
             --lora-alpha 32 --learning-rate 1e-3 --save-steps 100 > "$O/ft_$tag.log" 2>&1
         grep -o '"step": [0-9]*, "loss": [^,]*' "$O/ft_$tag/log.jsonl" > "$O/loss_$tag.txt"

@@ -189,7 +189,7 @@ int main(void) {
                 for (int64_t i = 0; i < nr * qs; i++) q[i] = frand() * 2.0f;
                 for (int64_t i = 0; i < n * kvs; i++) { k[i] = frand() * 2.0f; v[i] = frand(); }
                 gn_blas_single_thread();
-                gn_attn_causal_rows(out, os, q, qs, k, v, kvs, nr, pos0, hs, scale, S);
+                gn_attn_causal_rows(out, os, q, qs, k, v, kvs, nr, pos0, hs, scale, S, pos0 + nr);
                 gn_attn_causal_rows_ref(out0, os, q, qs, k, v, kvs, nr, pos0, hs, scale);
                 double worst = 0, worst0 = 0;
                 for (int i = 0; i < nr; i++) {

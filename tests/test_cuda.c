@@ -7,7 +7,7 @@
  * against its host loop.
  *
  * References: nf4.h (dequantization bit for bit; gn_nf4_matmul_ref), kernels.h
- * (gn_rmsnorm, gn_silu_mul, gn_attn_causal_rows_ref), train/attn.h (the
+ * (gn_rmsnorm, gn_silu_mul, gn_attn_causal_rows_ref), model/ops.h (the
  * training attention), and plain scalar loops here that restate train.c's
  * formulas (RMSNorm/SwiGLU backward, LoRA products, cross-entropy, dropout
  * mask, AdamW). Tolerances: exact where the kernel spells out the CPU's
@@ -44,7 +44,7 @@ int main(void) {
 #include "model/llama.h"
 #include "quant/nf4.h"
 #include "tensor/kernels.h"
-#include "train/attn.h"
+#include "model/ops.h"
 
 // ----------------------------------------------------------------------------
 // helpers
@@ -603,8 +603,8 @@ static void test_attention(void) {
         float *dO = rand_f32((size_t)T * qd, 1.0f);
         float *o = malloc(4 * (size_t)T * qd), *P = malloc(4 * NH * TT);
         float *gq = malloc(4 * (size_t)T * qd), *gk = malloc(4 * (size_t)T * kvd), *gv = malloc(4 * (size_t)T * kvd);
-        gn_train_attn_fwd_ref(o, P, q, k, v, T, NH, NKV, hs);
-        gn_train_attn_bwd_ref(gq, gk, gv, P, q, k, v, o, dO, T, NH, NKV, hs);
+        gn_op_attention_fwd_ref(o, P, q, k, v, T, NH, NKV, hs);
+        gn_op_attention_bwd_ref(gq, gk, gv, P, q, k, v, o, dO, T, NH, NKV, hs);
         float *d_q = to_dev(q, (size_t)T * qd), *d_k = to_dev(k, (size_t)T * kvd), *d_v = to_dev(v, (size_t)T * kvd);
         float *d_dO = to_dev(dO, (size_t)T * qd), *d_o = gn_cuda_malloc(4 * (size_t)T * qd, "t");
         float *d_P = gn_cuda_malloc(4 * NH * TT, "t"), *d_s = gn_cuda_malloc(4 * gn_cuda_train_attn_scratch(T), "t");

@@ -1,9 +1,12 @@
 /*
- * test_train_attn.c — the training attention (src/train/attn.c): the blocked
+ * test_train_attn.c — the attention op (src/model/attention.c): the blocked
  * sgemm forward and backward against the scalar per-row references, on awkward
  * shapes: T = 1, 2, 37, 129 (inside one row block, and one past two), head
  * size 8 and 64, GQA groups 1 and 3, on 1 and 2 threads. Output and P buffers
  * start as NaN so a read of anything the fast path did not write shows up.
+ * Then the op as prefill runs it: rows after pos0 earlier positions, without
+ * kept probabilities (thread scratch), against the per-row reference of
+ * tensor/attention.c, with and without kept probabilities.
  */
 #include <math.h>
 #include <stdint.h>
@@ -12,7 +15,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "train/attn.h"
+#include "model/ops.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -55,12 +58,12 @@ static void check_shape(int T, int hs, int NKV, int grp, int nthreads) {
     float *o_ref = nan_buf(nq), *P_ref = nan_buf(nP), *o = nan_buf(nq), *P = nan_buf(nP);
     float *dq_ref = nan_buf(nq), *dk_ref = nan_buf(nkv), *dv_ref = nan_buf(nkv);
     float *dq = nan_buf(nq), *dk = nan_buf(nkv), *dv = nan_buf(nkv);
-    float *scr = nan_buf(gn_train_attn_scratch_size(T, nthreads));
+    float *scr = nan_buf(gn_op_attention_scratch(T, nthreads));
 #ifdef _OPENMP
     omp_set_num_threads(nthreads);
 #endif
-    gn_train_attn_fwd_ref(o_ref, P_ref, q, k, v, T, NH, NKV, hs);
-    gn_train_attn_fwd(o, P, q, k, v, T, NH, NKV, hs);
+    gn_op_attention_fwd_ref(o_ref, P_ref, q, k, v, T, NH, NKV, hs);
+    gn_op_attention_fwd(o, P, q, k, v, T, 0, NH, NKV, hs, NULL, nthreads);
     double eo = rel_err(o, o_ref, nq), eP = 0.0;
     for (int h = 0; h < NH; h++) // the probabilities on and below the diagonal
         for (int t = 0; t < T; t++) {
@@ -70,12 +73,34 @@ static void check_shape(int T, int hs, int NKV, int grp, int nthreads) {
     CHECK(eo < 1e-5, "forward o, T %d hs %d NKV %d grp %d threads %d: rel err %.3g", T, hs, NKV, grp, nthreads, eo);
     CHECK(eP < 1e-5, "forward P, T %d hs %d NKV %d grp %d threads %d: rel err %.3g", T, hs, NKV, grp, nthreads, eP);
     // backward: both from the reference forward's o, P (the fast one consumes its P)
-    gn_train_attn_bwd_ref(dq_ref, dk_ref, dv_ref, P_ref, q, k, v, o_ref, dO, T, NH, NKV, hs);
-    gn_train_attn_bwd(dq, dk, dv, P, q, k, v, o, dO, T, NH, NKV, hs, scr, nthreads);
+    gn_op_attention_bwd_ref(dq_ref, dk_ref, dv_ref, P_ref, q, k, v, o_ref, dO, T, NH, NKV, hs);
+    gn_op_attention_bwd(dq, dk, dv, P, q, k, v, o, dO, T, NH, NKV, hs, scr, nthreads);
     double eq = rel_err(dq, dq_ref, nq), ek = rel_err(dk, dk_ref, nkv), ev = rel_err(dv, dv_ref, nkv);
     CHECK(eq < 1e-4 && ek < 1e-4 && ev < 1e-4, "backward, T %d hs %d NKV %d grp %d threads %d: rel err dq %.3g dk %.3g dv %.3g",
           T, hs, NKV, grp, nthreads, eq, ek, ev);
     float *bufs[] = {q, k, v, dO, o_ref, P_ref, o, P, dq_ref, dk_ref, dv_ref, dq, dk, dv, scr};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+// T query rows at positions pos0.., keys and values of pos0 + T positions.
+static void check_cached(int T, int pos0, int hs, int NKV, int grp, int nthreads) {
+    int NH = NKV * grp, nk = pos0 + T, qd = NH * hs, kvd = NKV * hs;
+    size_t nq = (size_t)T * qd, nkv = (size_t)nk * kvd;
+    float *q = rand_buf(nq, 2.0f), *k = rand_buf(nkv, 2.0f), *v = rand_buf(nkv, 1.0f);
+    float *o = nan_buf(nq), *o_kept = nan_buf(nq), *o_ref = nan_buf(nq), *P = nan_buf((size_t)NH * T * nk);
+    float *scr = nan_buf(gn_op_attention_scratch(nk, nthreads));
+    const float scale = 1.0f / sqrtf((float)hs);
+    for (int h = 0; h < NH; h++)
+        gn_attn_causal_rows_ref(o_ref + (size_t)h * hs, qd, q + (size_t)h * hs, qd, k + (size_t)(h / grp) * hs,
+                                v + (size_t)(h / grp) * hs, kvd, T, pos0, hs, scale);
+    gn_op_attention_fwd(o, NULL, q, k, v, T, pos0, NH, NKV, hs, scr, nthreads);
+    gn_op_attention_fwd(o_kept, P, q, k, v, T, pos0, NH, NKV, hs, NULL, nthreads);
+    double e = rel_err(o, o_ref, nq);
+    CHECK(e < 1e-5, "after %d positions: T %d hs %d NKV %d grp %d threads %d: rel err %.3g", pos0, T, hs, NKV, grp,
+          nthreads, e);
+    double ek = rel_err(o_kept, o_ref, nq);
+    CHECK(ek < 1e-5, "after %d positions, P kept: T %d threads %d: rel err %.3g", pos0, T, nthreads, ek);
+    float *bufs[] = {q, k, v, o, o_kept, o_ref, P, scr};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
@@ -87,5 +112,10 @@ int main(void) {
                 for (size_t c = 0; c < sizeof grps / sizeof grps[0]; c++)
                     check_shape(Ts[a], hss[b], 2, grps[c], nth);
     check_shape(513, 64, 3, 3, 2); // SmolLM2's heads at the benchmark's length
+    const int pos0s[] = {1, 63, 200}, Tcs[] = {1, 5, 64, 131};
+    for (int nth = 1; nth <= 2; nth++)
+        for (size_t a = 0; a < sizeof pos0s / sizeof pos0s[0]; a++)
+            for (size_t b = 0; b < sizeof Tcs / sizeof Tcs[0]; b++) check_cached(Tcs[b], pos0s[a], 64, 2, 3, nth);
+    check_cached(0, 7, 64, 2, 1, 2); // nothing to do
     TEST_REPORT();
 }

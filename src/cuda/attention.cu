@@ -213,7 +213,7 @@ extern "C" void gn_cuda_attention(float *out, const float *q, const float *k_cac
 
 // ---------------------------------------------------------------------------
 // training attention: per head, S = scale q k^T (cuBLAS), causal softmax in
-// place (P kept), o = P v; the backward as attn.h's.
+// place (P kept), o = P v; the backward as ops.h's gn_op_attention_bwd.
 
 // rows of one head's (T, T) scores: softmax over j <= i, zero above the diagonal
 // (one warp per row of the (NH*T, T) stack of heads; row's diagonal is row % T)

@@ -206,7 +206,7 @@ void gn_cuda_attention_decode(float *out, const float *q, const float *k_cache, 
 void gn_cuda_attention_prefill(float *out, const float *q, const float *k_cache, const float *v_cache, int T, int pos0,
                                int NH, int NKV, int hs);
 
-// Training attention (attn.h's layout, one sequence from position 0): o =
+// Training attention (the layout of ops.h's attention op, one sequence from position 0): o =
 // softmax(scale q k^T, causal) v per head, P (NH, T, T) keeps the probabilities
 // (zero above the diagonal). The backward overwrites dq, dk, dv and consumes P.
 // scratch: gn_cuda_train_attn_scratch(T) floats of device memory.

@@ -8,10 +8,13 @@
  */
 #include "eval.h"
 
-#include <math.h>   // exp, log
 #include <stdlib.h> // free
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "../core/common.h" // gn_err, gn_malloc
+#include "../model/ops.h"   // gn_op_xent
 
 void gn_lm_init(gn_lm *lm, const gn_model *m, const gn_adapter *a, int max_seq) {
     memset(lm, 0, sizeof *lm);
@@ -74,11 +77,10 @@ const float *gn_lm_next_logits(gn_lm *lm, const int32_t *ids, int n) {
 }
 
 double gn_log_softmax_at(const float *x, int V, int id) {
-    float mx = x[0];
-    for (int i = 1; i < V; i++) if (x[i] > mx) mx = x[i];
-    double s = 0;
-    for (int i = 0; i < V; i++) s += exp((double)x[i] - mx);
-    return (double)x[id] - mx - log(s);
+    float *work = gn_malloc(sizeof(float) * (size_t)V);
+    double lp = -gn_op_xent(work, x, V, id, 0.0f, 0);
+    free(work);
+    return lp;
 }
 
 gn_status gn_lm_loglik(gn_lm *lm, const int32_t *ids, int n, int from, double *ll, int *count) {
@@ -92,21 +94,32 @@ gn_status gn_lm_loglik(gn_lm *lm, const int32_t *ids, int n, int from, double *l
     double part[CH];
     double total = 0;
     int scored = 0;
+    int nthr = 1;
+#ifdef _OPENMP
+    nthr = omp_get_max_threads();
+#endif
+    float *work = gn_malloc(sizeof(float) * (size_t)lm->V * (size_t)nthr); // one row of exps per thread
     // positions 0..n-2 predict tokens 1..n-1; only predictions of tokens >= from count
     for (int c0 = 0; c0 < n - 1; c0 += CH) {
         int T = n - 1 - c0 < CH ? n - 1 - c0 : CH;
         const float *lg = gn_session_forward(lm->s, ids + c0, T, 1);
-        if (!lg) { gn_session_reset(lm->s); return GN_ERR_ARG; }
-        #pragma omp parallel for schedule(static)
+        if (!lg) { gn_session_reset(lm->s); free(work); return GN_ERR_ARG; }
+        #pragma omp parallel for schedule(static) num_threads(nthr)
         for (int t = 0; t < T; t++) {
-            int tgt = c0 + t + 1;
-            part[t] = tgt >= from ? gn_log_softmax_at(lg + (size_t)t * lm->V, lm->V, ids[tgt]) : 0.0;
+            int tgt = c0 + t + 1, th = 0;
+#ifdef _OPENMP
+            th = omp_get_thread_num();
+#endif
+            // ln p(token) = -(cross-entropy), the trainer's loss op
+            part[t] = tgt >= from ? -gn_op_xent(work + (size_t)th * lm->V, lg + (size_t)t * lm->V, lm->V, ids[tgt], 0.0f, 0)
+                                  : 0.0;
         }
         for (int t = 0; t < T; t++) // in order: the sum does not depend on the thread count
             if (c0 + t + 1 >= from) { total += part[t]; scored++; }
     }
     // the cache now holds ids[0..n-1); a later next_logits call may reuse it
     remember(lm, ids, n - 1);
+    free(work);
     *ll = total;
     if (count) *count = scored;
     return GN_OK;

@@ -58,8 +58,9 @@ static void linear_lora_row(const gn_adapter *ad, int l, const int *ks, int n, c
 
 // Attention of the T rows of forward_rows for layer l, from w->q and the KV
 // caches (this layer's rows already written) into w->att.
-//  - prefill (one session, consecutive positions): blocks of ATT_ROW_BLOCK rows
-//    per head, two sgemm each (gn_attn_causal_rows), spread over the threads;
+//  - prefill (one session, consecutive positions): the attention op
+//    (gn_op_attention_fwd, as in training) over the cache's keys and values
+//    made row-major float32;
 //  - decode (each row its own session, or a single row): each (row, KV head)
 //    scores its group of query heads at once, reading the cache once; when there
 //    are fewer such tasks than threads, the cache is cut into stretches whose
@@ -101,21 +102,7 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
             for (size_t i = 0; i < n; i++) vf[i] = gn_bf16_to_f32(vh[i]);
             vc = vf;
         }
-        const int nb = (T + ATT_ROW_BLOCK - 1) / ATT_ROW_BLOCK;
-        gn_blas_single_thread();
-        // larger blocks (more keys) first: dynamic scheduling then balances the tail
-        #pragma omp parallel for schedule(dynamic, 1) num_threads(w->nthreads)
-        for (int task = 0; task < NH * nb; task++) {
-            int b = nb - 1 - task / NH, h = task % NH, kvh = h / grp;
-            int r0 = b * ATT_ROW_BLOCK, nr = T - r0 < ATT_ROW_BLOCK ? T - r0 : ATT_ROW_BLOCK;
-#ifdef _OPENMP
-            float *S = w->att_scores + (size_t)omp_get_thread_num() * per_thread;
-#else
-            float *S = w->att_scores;
-#endif
-            gn_attn_causal_rows(w->att + (size_t)r0 * qd + (size_t)h * hs, qd, w->q + (size_t)r0 * qd + (size_t)h * hs, qd,
-                                kc + (size_t)kvh * hs, vc + (size_t)kvh * hs, kvd, nr, s->pos + r0, hs, scale, S);
-        }
+        gn_op_attention_fwd(w->att, NULL, w->q, kc, vc, T, s->pos, NH, NKV, hs, w->att_scores, w->nthreads);
         return;
     }
     // decode: stretches per (row, KV head) so that there are enough tasks
@@ -217,15 +204,13 @@ static void forward_rows(gn_session *w, gn_session *const *rs, const int *off, c
         }
         attention(w, rs, off, T, l); // att (T, NH*hs): causal softmax over each session's cache
         BASE_LORA(1, k_o, w->att, qd, ((const gn_mat *const[]){&L->wo}), xb);
-        #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
-        for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i]; // x += att Wo^T (residual)
+        gn_op_residual(x, xb, (size_t)T * C); // x += att Wo^T
         gn_op_rmsnorm_fwd(xb, x, L->ffn_norm, T, C, c->norm_eps);
         // hb, hb2 (T, HD) = gate and up projections; hb = silu(hb) * hb2; xb (T, C) = hb Wdown^T
         BASE_LORA(2, k_gu, xb, C, ((const gn_mat *const[]){&L->w_gate, &L->w_up}), w->hb, w->hb2);
         gn_op_swiglu_fwd(w->hb, w->hb, w->hb2, (size_t)T * HD, GN_SWIGLU_INPLACE);
         BASE_LORA(1, k_down, w->hb, HD, ((const gn_mat *const[]){&L->w_down}), xb);
-        #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (T >= 32)
-        for (size_t i = 0; i < (size_t)T * C; i++) x[i] += xb[i]; // x += MLP (residual)
+        gn_op_residual(x, xb, (size_t)T * C); // x += MLP
     }
 #undef LORA
 #undef BASE_LORA

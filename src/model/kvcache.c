@@ -59,7 +59,7 @@ gn_session *gn_session_new(const gn_model *m, int max_seq) {
     s->rope_cs = gn_calloc(T * (size_t)m->n_rot, sizeof(float));
     s->nthreads = n_threads_max();
     int grp = c->n_heads / c->n_kv_heads;
-    s->att_rows = ATT_ROW_BLOCK > grp ? ATT_ROW_BLOCK : grp;
+    s->att_rows = GN_ATT_RB > grp ? GN_ATT_RB : grp;
     s->att_scores = fzalloc((size_t)s->nthreads * (size_t)s->att_rows * (size_t)max_seq);
     return s;
 }

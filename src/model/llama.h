@@ -53,7 +53,6 @@ struct gn_model {
     void *cuda;              // the weights on the GPU (src/cuda/cuda_model.c, --device cuda), or NULL
 };
 
-#define ATT_ROW_BLOCK 32      // prefill attention: query rows per (head, block) task
 struct gn_session {
     const gn_model *m;
     int max_seq;             // cache capacity in tokens
@@ -71,7 +70,7 @@ struct gn_session {
     int chunk;               // tokens per forward chunk (scratch is sized for it)
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2; // activations for one chunk
     float *att_scores;       // (nthreads, att_rows, max_seq): scores of one attention task per thread
-    int att_rows;            // max(ATT_ROW_BLOCK, query heads per KV head)
+    int att_rows;            // max(GN_ATT_RB, query heads per KV head)
     float *att_part;         // decode partial softmaxes (max, sum, values) of every (row, stretch, head)
     size_t att_part_cap;     // floats in att_part
     float *rope_cs;          // (2, chunk, n_rot/2): cos then sin for the chunk's positions

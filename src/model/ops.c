@@ -146,3 +146,36 @@ void gn_op_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, con
         }
     }
 }
+
+// ----------------------------------------------------------------------------
+// residual
+
+void gn_op_residual(float *y, const float *x, size_t n) {
+    #pragma omp parallel for simd schedule(static) if (n > 16384)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+// ----------------------------------------------------------------------------
+// cross-entropy
+
+double gn_op_xent(float *work, const float *logits, int64_t V, int32_t y, float weight, int grad) {
+    float mx = logits[0];
+    const float ly = logits[y]; // before work (possibly logits) is overwritten
+    #pragma omp simd reduction(max : mx)
+    for (int64_t j = 1; j < V; j++) mx = logits[j] > mx ? logits[j] : mx;
+    int bad = 0; // a NaN (or inf) logit: the vectorized exp would clamp it away
+    #pragma omp simd reduction(| : bad)
+    for (int64_t j = 0; j < V; j++) { work[j] = logits[j] - mx; bad |= work[j] != work[j]; }
+    gn_exp_inplace(work, V); // exp(logit - max)
+    double se = 0.0;
+    #pragma omp simd reduction(+ : se)
+    for (int64_t j = 0; j < V; j++) se += work[j];
+    if (bad) se = NAN; // loss and gradient NaN, as libm's exp gives
+    if (grad) { // d(loss)/d(logits) = softmax - onehot, times the weight
+        float sc = (float)(weight / se);
+        #pragma omp simd
+        for (int64_t j = 0; j < V; j++) work[j] *= sc;
+        work[y] -= weight;
+    }
+    return log(se) + mx - ly;
+}

@@ -554,18 +554,18 @@ void gn_attn_causal_rows_ref(float *out, int64_t ostride, const float *q, int64_
 }
 
 void gn_attn_causal_rows(float *out, int64_t ostride, const float *q, int64_t qstride, const float *k, const float *v,
-                         int64_t kvstride, int nrows, int pos0, int hs, float scale, float *S) {
+                         int64_t kvstride, int nrows, int pos0, int hs, float scale, float *S, int64_t sstride) {
     if (nrows <= 0) return;
     const int n = pos0 + nrows;
     if (hs <= 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nrows, n, hs, scale, q, (int)qstride, k, (int)kvstride, 0.0f, S, n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nrows, n, hs, scale, q, (int)qstride, k, (int)kvstride, 0.0f, S,
+                (int)sstride);
     for (int i = 0; i < nrows; i++) {
-        float *row = S + (int64_t)i * n;
+        float *row = S + (int64_t)i * sstride;
         int valid = pos0 + i + 1;
-        float mx = max_of(row, valid);
-        float sum = exp_sub_sum(row, valid, mx);
-        scale_by(row, valid, 1.0f / sum);
+        gn_softmax(row, valid);
         memset(row + valid, 0, sizeof(float) * (size_t)(n - valid));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nrows, hs, n, 1.0f, S, n, v, (int)kvstride, 0.0f, out, (int)ostride);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nrows, hs, n, 1.0f, S, (int)sstride, v, (int)kvstride, 0.0f,
+                out, (int)ostride);
 }

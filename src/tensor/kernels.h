@@ -136,12 +136,14 @@ void gn_attn_partial_f32t_ref(const float *q, int64_t qstride, int grp, const fl
 // Merges nparts partials of one head (part p's m, l at m[p*part_stride], its o at
 // o + p*part_stride*hs) into the normalized attention output out (hs).
 void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out);
-// Prefill: nrows consecutive query rows of one head; row i is at position
-// pos0 + i and attends to cache positions 0..pos0+i. out rows at stride
-// ostride. S is scratch of nrows * (pos0 + nrows) floats. Uses OpenBLAS sgemm
-// in the calling thread (call gn_blas_single_thread() once before).
+// A block of consecutive query rows of one head (the attention op's task,
+// model/attention.c): row i is at position pos0 + i and attends to positions
+// 0..pos0+i. out rows at stride ostride. S (nrows rows at stride sstride >=
+// pos0 + nrows) receives the probabilities, zero from the diagonal to column
+// pos0 + nrows. Uses OpenBLAS sgemm in the calling thread (call
+// gn_blas_single_thread() once before).
 void gn_attn_causal_rows(float *out, int64_t ostride, const float *q, int64_t qstride, const float *k, const float *v,
-                         int64_t kvstride, int nrows, int pos0, int hs, float scale, float *S);
+                         int64_t kvstride, int nrows, int pos0, int hs, float scale, float *S, int64_t sstride);
 void gn_attn_causal_rows_ref(float *out, int64_t ostride, const float *q, int64_t qstride, const float *k,
                              const float *v, int64_t kvstride, int nrows, int pos0, int hs, float scale);
 

@@ -24,7 +24,6 @@
  * gradient is the mean of micro-batch means (qlora + HF Trainer, docs/FACTS.md §6.5).
  */
 #include "../model/llama.h"
-#include "attn.h"       // causal attention forward/backward
 #include "data.h"       // GN_IGNORE_INDEX
 #include "../cuda/cuda_model.h" // --device cuda (stubs in a CPU build)
 
@@ -106,12 +105,6 @@ static float *grad_of(gn_trainer *tr, const float *param) { return tr->grads + (
 // modules to bf16 and runs them under autocast) they are bf16 products: inputs rounded to
 // bf16, float32 sums, on vdpbf16ps where the CPU has it; float32 sgemm otherwise.
 static unsigned lora_gemm(const gn_trainer *tr) { return tr->o.bf16_params ? GN_GEMM_BF16 : 0; }
-
-// y += x, n elements
-static void add_inplace(float *y, const float *x, size_t n) {
-    #pragma omp parallel for simd schedule(static) if (n > 16384)
-    for (size_t i = 0; i < n; i++) y[i] += x[i];
-}
 
 // ----------------------------------------------------------------------------
 // trainer lifetime
@@ -283,7 +276,7 @@ static void ensure_acts(gn_trainer *tr, int T) {
     tr->tmpr = gn_calloc(Ts * (size_t)(rmax ? rmax : 1), 4);
     tr->logits = gn_calloc(HEAD_CHUNK * (size_t)c->vocab_size, 4);
     tr->att_nthr = gn_get_threads();
-    tr->att_scr = gn_calloc(gn_train_attn_scratch_size(T, tr->att_nthr), 4);
+    tr->att_scr = gn_calloc(gn_op_attention_scratch(T, tr->att_nthr), 4);
     tr->head_rows = gn_calloc(Ts, sizeof(int));
     // what the backward's recompute would make again, kept from the forward (exactly the same
     // values: the recompute is deterministic) when allowed and small enough
@@ -398,13 +391,13 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
     if (reuse) { BACK(tr->kq, tr->q, qd); BACK(tr->kk, tr->k, kvd); BACK(tr->kv, tr->v, kvd); }
     rope_seq(tr, tr->q, NH, qd, T, 1.0f);
     rope_seq(tr, tr->k, NKV, kvd, T, 1.0f);
-    gn_train_attn_fwd(tr->att, tr->P, tr->q, tr->k, tr->v, T, NH, NKV, hs);
+    gn_op_attention_fwd(tr->att, tr->P, tr->q, tr->k, tr->v, T, 0, NH, NKV, hs, NULL, tr->att_nthr);
     if (reuse) {
         lin_fwd(tr, l, GN_MOD_O, tr->att, NULL, T, train);
         BACK(tr->kx2, tr->x2, C);
     } else {
         lin_fwd(tr, l, GN_MOD_O, tr->att, tr->x2, T, train);
-        add_inplace(tr->x2, xin, (size_t)T * C);
+        gn_op_residual(tr->x2, xin, (size_t)T * C);
         if (store) KEEP(tr->kx2, tr->x2, C);
     }
     gn_op_rmsnorm_fwd(tr->xn2, tr->x2, L->ffn_norm, T, C, c->norm_eps);
@@ -416,7 +409,7 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
 #undef BACK
     gn_op_swiglu_fwd(tr->h, tr->g, tr->u, (size_t)T * HD, GN_SWIGLU_KEEP);
     lin_fwd(tr, l, GN_MOD_DOWN, tr->h, xout, T, train);
-    if (xout) add_inplace(xout, tr->x2, (size_t)T * C);
+    if (xout) gn_op_residual(xout, tr->x2, (size_t)T * C);
 }
 
 // Given dout = dL/d(layer output) in tr->dx, leaves dL/d(layer input) in tr->dx.
@@ -432,20 +425,20 @@ static void layer_bwd(gn_trainer *tr, int l, const float *xin, int T) {
     gn_op_swiglu_bwd(tr->dg, tr->du, tr->dh, tr->g, tr->u, (size_t)T * HD);
     lin_bwd(tr, l, GN_MOD_GATE, tr->xn2, tr->dg, tr->dxn, T);
     lin_bwd(tr, l, GN_MOD_UP, tr->xn2, tr->du, tr->tmp, T);
-    add_inplace(tr->dxn, tr->tmp, (size_t)T * C);
+    gn_op_residual(tr->dxn, tr->tmp, (size_t)T * C);
     memcpy(tr->dx2, tr->dx, sizeof(float) * (size_t)T * C); // residual
     gn_op_rmsnorm_bwd(tr->dx2, tr->dxn, tr->x2, L->ffn_norm, T, C, c->norm_eps, 1);
     // attention: x2 = x + o_proj(o)
     lin_bwd(tr, l, GN_MOD_O, tr->att, tr->dx2, tr->dO, T);
-    gn_train_attn_bwd(tr->dq, tr->dk, tr->dv, tr->P, tr->q, tr->k, tr->v, tr->att, tr->dO, T, NH, NKV, hs, tr->att_scr,
-                      tr->att_nthr); // consumes P
+    gn_op_attention_bwd(tr->dq, tr->dk, tr->dv, tr->P, tr->q, tr->k, tr->v, tr->att, tr->dO, T, NH, NKV, hs, tr->att_scr,
+                        tr->att_nthr); // consumes P
     rope_seq(tr, tr->dq, NH, qd, T, -1.0f); // gradients w.r.t. the pre-rotation q, k
     rope_seq(tr, tr->dk, NKV, kvd, T, -1.0f);
     lin_bwd(tr, l, GN_MOD_Q, tr->xn1, tr->dq, tr->dxn, T);
     lin_bwd(tr, l, GN_MOD_K, tr->xn1, tr->dk, tr->tmp, T);
-    add_inplace(tr->dxn, tr->tmp, (size_t)T * C);
+    gn_op_residual(tr->dxn, tr->tmp, (size_t)T * C);
     lin_bwd(tr, l, GN_MOD_V, tr->xn1, tr->dv, tr->tmp, T);
-    add_inplace(tr->dxn, tr->tmp, (size_t)T * C);
+    gn_op_residual(tr->dxn, tr->tmp, (size_t)T * C);
     memcpy(tr->dx, tr->dx2, sizeof(float) * (size_t)T * C);
     gn_op_rmsnorm_bwd(tr->dx, tr->dxn, xin, L->attn_norm, T, C, c->norm_eps, 1);
 }
@@ -507,26 +500,8 @@ gn_status gn_trainer_sequence(gn_trainer *tr, const int32_t *ids, const int32_t 
         double row_loss[HEAD_CHUNK]; // summed in order below, so the total does not depend on the threads
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < n; i++) {
-            int32_t y = labels[rows[i] + 1];
-            float *lg = tr->logits + (size_t)i * V;
-            float mx = lg[0], ly = lg[y];
-            #pragma omp simd reduction(max : mx)
-            for (int j = 1; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
-            int bad = 0; // a NaN (or inf) logit: the vectorized exp would clamp it away
-            #pragma omp simd reduction(| : bad)
-            for (int j = 0; j < V; j++) { lg[j] -= mx; bad |= lg[j] != lg[j]; }
-            gn_exp_inplace(lg, V); // lg = exp(logit - max)
-            double se = 0.0;
-            #pragma omp simd reduction(+ : se)
-            for (int j = 0; j < V; j++) se += lg[j];
-            if (bad) se = NAN; // loss and gradient NaN, as libm's exp gives
-            row_loss[i] = log(se) + mx - ly; // logsumexp - logit of the label
-            if (train) { // d(loss)/d(logits) = softmax - onehot, times the sequence weight
-                float sc = (float)(weight / se);
-                #pragma omp simd
-                for (int j = 0; j < V; j++) lg[j] *= sc;
-                lg[y] -= weight;
-            }
+            float *lg = tr->logits + (size_t)i * V; // becomes d(loss)/d(logits) when training
+            row_loss[i] = gn_op_xent(lg, lg, V, labels[rows[i] + 1], weight, train);
         }
         for (int i = 0; i < n; i++) total += row_loss[i];
         if (train) {

@@ -1,26 +1,32 @@
 /*
- * attn.c — causal self-attention for training as dense per-head products.
+ * attention.c — the attention op of a LLaMA layer (ops.h): causal attention of
+ * a block of consecutive query positions as dense per-head products, and its
+ * backward. The trainer runs it over whole sequences (pos0 = 0, probabilities
+ * kept for the backward); the inference forward over a prefill chunk, keys and
+ * values read from the KV cache (forward.c). One decode row per session takes
+ * the cache's own kernel (tensor/attention.c: tiled keys, split softmax), which
+ * computes the same op.
  *
- * Per head h of KV group g (shapes in attn.h; scale = 1/sqrt(hs)):
+ * Per head h of KV group g (shapes in ops.h; scale = 1/sqrt(hs)):
  *   forward   S_h  = scale Q_h K_g^T (j <= t)     P_h = softmax_rows(S_h)    O_h = P_h V_g
  *   backward  dP_h = dO_h V_g^T                   dV_g = sum_h P_h^T dO_h
  *             dS_h = scale P_h o (dP_h - D_h)      D_h[t] = dO_h[t] . O_h[t]  (= sum_j P dP)
  *             dQ_h = dS_h K_g                      dK_g = sum_h dS_h^T Q_h
  * Q_h is a strided view of q (lda = qd, offset h*hs), K_g of k (ldb = kvd).
  *
- * Causality: rows are cut into blocks of ATT_RB positions; block [r0, r1) only
- * needs columns < r1, so of the upper triangle just the diagonal blocks are
- * computed (their entries above the diagonal are set to 0). dV and dK are cut
- * into the same blocks by *row of dV/dK*, which is a column block of P/dS: the
- * task for KV rows [c0, c1) sums over query rows c0..T-1 of every head of the
- * group, so each output row has one writer and no reduction buffers are needed.
+ * Causality: rows are cut into blocks (GN_ATT_RB or GN_ATT_RB_KEPT positions,
+ * ops.h); block [r0, r1)
+ * only needs keys < pos0 + r1, so of the upper triangle just the diagonal
+ * blocks are computed (their entries above the diagonal are set to 0). dV and
+ * dK are cut into the same blocks by *row of dV/dK*, which is a column block of
+ * P/dS: the task for KV rows [c0, c1) sums over query rows c0..T-1 of every head
+ * of the group, so each output row has one writer and no reduction buffers are
+ * needed.
  *
  * Threads: OpenMP over (head, block) tasks, dynamic, largest first; OpenBLAS
  * runs single-threaded inside them (gn_blas_single_thread), as in kernels_cpu.c.
  */
-#include "attn.h"
-
-#include "../tensor/kernels.h" // gn_softmax, gn_dot_f32, gn_blas_single_thread
+#include "ops.h"
 
 #include <cblas.h>
 #include <math.h>   // sqrtf
@@ -29,43 +35,48 @@
 #include <omp.h>
 #endif
 
-#ifndef ATT_RB
-#define ATT_RB 64 // positions per row block (and per dK/dV block)
-#endif
+static int nblocks(int T, int rb) { return (T + rb - 1) / rb; }
+static int block_end(int b, int T, int rb) { return (b + 1) * rb < T ? (b + 1) * rb : T; }
 
-static int nblocks(int T) { return (T + ATT_RB - 1) / ATT_RB; }
-static int block_end(int b, int T) { return (b + 1) * ATT_RB < T ? (b + 1) * ATT_RB : T; }
+static int team_size(int nthreads) {
+    if (nthreads < 1) nthreads = 1;
+#ifdef _OPENMP
+    if (nthreads > omp_get_max_threads()) nthreads = omp_get_max_threads();
+#endif
+    return nthreads;
+}
+
+size_t gn_op_attention_scratch(int n_keys, int nthreads) {
+    return (size_t)(nthreads > 0 ? nthreads : 1) * GN_ATT_RB_KEPT * (size_t)(n_keys > 0 ? n_keys : 1);
+}
 
 // ----------------------------------------------------------------------------
 // forward
 
-void gn_train_attn_fwd(float *o, float *P, const float *q, const float *k, const float *v, int T, int NH, int NKV,
-                       int hs) {
-    if (T <= 0) return;
-    const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs, nb = nblocks(T);
-    const size_t TT = (size_t)T * (size_t)T;
+void gn_op_attention_fwd(float *o, float *P, const float *q, const float *k, const float *v, int T, int pos0, int NH,
+                         int NKV, int hs, float *scratch, int nthreads) {
+    if (T <= 0 || hs <= 0) return;
+    const int rb = P ? GN_ATT_RB_KEPT : GN_ATT_RB;
+    const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs, nb = nblocks(T, rb), nk = pos0 + T;
     const float scale = 1.0f / sqrtf((float)hs);
     gn_blas_single_thread();
-    #pragma omp parallel for schedule(dynamic, 1)
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(team_size(nthreads))
     for (int task = 0; task < NH * nb; task++) {
         int b = nb - 1 - task / NH, h = task % NH, g = h / grp; // the last (widest) blocks first
-        int r0 = b * ATT_RB, r1 = block_end(b, T), n = r1 - r0;
-        float *S = P + (size_t)h * TT + (size_t)r0 * T; // rows r0..r1-1 of P_h, columns 0..r1-1
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1, hs, scale, q + (size_t)r0 * qd + (size_t)h * hs, qd,
-                    k + (size_t)g * hs, kvd, 0.0f, S, T);
-        for (int i = 0; i < n; i++) {
-            float *row = S + (size_t)i * T;
-            int valid = r0 + i + 1;
-            gn_softmax(row, valid);
-            memset(row + valid, 0, sizeof(float) * (size_t)(r1 - valid));
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, r1, 1.0f, S, T, v + (size_t)g * hs, kvd, 0.0f,
-                    o + (size_t)r0 * qd + (size_t)h * hs, qd);
+        int r0 = b * rb, n = block_end(b, T, rb) - r0;
+        int th = 0;
+#ifdef _OPENMP
+        th = omp_get_thread_num();
+#endif
+        // rows r0.. of P_h (columns 0..pos0+r1-1), or this thread's scratch
+        float *S = P ? P + ((size_t)h * T + (size_t)r0) * (size_t)nk : scratch + (size_t)th * (size_t)rb * (size_t)nk;
+        gn_attn_causal_rows(o + (size_t)r0 * qd + (size_t)h * hs, qd, q + (size_t)r0 * qd + (size_t)h * hs, qd,
+                            k + (size_t)g * hs, v + (size_t)g * hs, kvd, n, pos0 + r0, hs, scale, S, nk);
     }
 }
 
-void gn_train_attn_fwd_ref(float *o, float *P, const float *q, const float *k, const float *v, int T, int NH,
-                           int NKV, int hs) {
+void gn_op_attention_fwd_ref(float *o, float *P, const float *q, const float *k, const float *v, int T, int NH,
+                             int NKV, int hs) {
     const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs;
     const float scale = 1.0f / sqrtf((float)hs);
     for (int h = 0; h < NH; h++)
@@ -92,10 +103,6 @@ void gn_train_attn_fwd_ref(float *o, float *P, const float *q, const float *k, c
 // ----------------------------------------------------------------------------
 // backward
 
-size_t gn_train_attn_scratch_size(int T, int nthreads) {
-    return (size_t)(nthreads > 0 ? nthreads : 1) * ATT_RB * (size_t)(T > 0 ? T : 1);
-}
-
 // out rows [c0, c1) of KV group g = sum over the group's heads h of
 // M_h[c0:T, c0:c1]^T X_h[c0:T]: M is P (for dV, X = dO) or dS (for dK, X = q).
 // M_h's rows c0.. are zero right of the diagonal inside the block, so the
@@ -103,7 +110,7 @@ size_t gn_train_attn_scratch_size(int T, int nthreads) {
 static void kv_block(float *out, const float *M, const float *X, int b, int g, int T, int grp, int hs, int qd,
                      int kvd) {
     const size_t TT = (size_t)T * (size_t)T;
-    int c0 = b * ATT_RB, n = block_end(b, T) - c0;
+    int c0 = b * GN_ATT_RB_KEPT, n = block_end(b, T, GN_ATT_RB_KEPT) - c0;
     for (int j = 0; j < grp; j++) {
         int h = g * grp + j;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hs, T - c0, 1.0f, M + (size_t)h * TT + (size_t)c0 * T + c0,
@@ -112,16 +119,13 @@ static void kv_block(float *out, const float *M, const float *X, int b, int g, i
     }
 }
 
-void gn_train_attn_bwd(float *dq, float *dk, float *dv, float *P, const float *q, const float *k, const float *v,
-                       const float *o, const float *dO, int T, int NH, int NKV, int hs, float *scratch, int nthreads) {
+void gn_op_attention_bwd(float *dq, float *dk, float *dv, float *P, const float *q, const float *k, const float *v,
+                         const float *o, const float *dO, int T, int NH, int NKV, int hs, float *scratch, int nthreads) {
     if (T <= 0) return;
-    const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs, nb = nblocks(T);
+    const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs, nb = nblocks(T, GN_ATT_RB_KEPT);
     const size_t TT = (size_t)T * (size_t)T;
     const float scale = 1.0f / sqrtf((float)hs);
-    if (nthreads < 1) nthreads = 1;
-#ifdef _OPENMP
-    if (nthreads > omp_get_max_threads()) nthreads = omp_get_max_threads();
-#endif
+    nthreads = team_size(nthreads);
     gn_blas_single_thread();
     #pragma omp parallel num_threads(nthreads)
     {
@@ -129,7 +133,7 @@ void gn_train_attn_bwd(float *dq, float *dk, float *dv, float *P, const float *q
 #ifdef _OPENMP
         ith = omp_get_thread_num();
 #endif
-        float *dP = scratch + (size_t)ith * ATT_RB * (size_t)T; // (ATT_RB, r1) of this thread's task
+        float *dP = scratch + (size_t)ith * GN_ATT_RB_KEPT * (size_t)T; // (GN_ATT_RB_KEPT, r1) of this thread's task
         // dV_g, while P is still the probabilities (the widest blocks, b = 0, first)
         #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < NKV * nb; task++) kv_block(dv, P, dO, task / NKV, task % NKV, T, grp, hs, qd, kvd);
@@ -137,7 +141,7 @@ void gn_train_attn_bwd(float *dq, float *dk, float *dv, float *P, const float *q
         #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < NH * nb; task++) {
             int b = nb - 1 - task / NH, h = task % NH, g = h / grp;
-            int r0 = b * ATT_RB, r1 = block_end(b, T), n = r1 - r0;
+            int r0 = b * GN_ATT_RB_KEPT, r1 = block_end(b, T, GN_ATT_RB_KEPT), n = r1 - r0;
             const float *dOh = dO + (size_t)r0 * qd + (size_t)h * hs;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1, hs, 1.0f, dOh, qd, v + (size_t)g * hs, kvd, 0.0f,
                         dP, r1);
@@ -160,8 +164,8 @@ void gn_train_attn_bwd(float *dq, float *dk, float *dv, float *P, const float *q
     }
 }
 
-void gn_train_attn_bwd_ref(float *dq, float *dk, float *dv, const float *P, const float *q, const float *k,
-                           const float *v, const float *o, const float *dO, int T, int NH, int NKV, int hs) {
+void gn_op_attention_bwd_ref(float *dq, float *dk, float *dv, const float *P, const float *q, const float *k,
+                             const float *v, const float *o, const float *dO, int T, int NH, int NKV, int hs) {
     (void)o;
     const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs;
     const float scale = 1.0f / sqrtf((float)hs);
