@@ -10,28 +10,6 @@
 #define DEC_THREADS 128
 #define PRE_ROWS 8          // prefill: query rows (warps) per block
 
-__device__ float attn_block_max(float v, float *sh) {
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = gn_warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    float r = -INFINITY;
-    for (int i = 0; i < nw; i++) r = fmaxf(r, sh[i]);
-    return r;
-}
-
-__device__ float attn_block_sum(float v, float *sh) {
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = gn_warp_sum(v);
-    __syncthreads();
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    float r = 0.0f;
-    for (int i = 0; i < nw; i++) r += sh[i];
-    return r;
-}
-
 // ---------------------------------------------------------------------------
 // decode: block (head h, stretch sp, row t) scores keys [sp*DEC_SPLIT, ...) of
 // row t's n = pos0 + t + 1 keys, and writes the stretch's partial softmax
@@ -66,14 +44,14 @@ attn_decode_partial(float *pm, float *pl, float *po, const float *q, const float
     __syncthreads();
     float mx = -INFINITY;
     for (int j = threadIdx.x; j < len; j += blockDim.x) mx = fmaxf(mx, s_p[j]);
-    mx = attn_block_max(mx, red);
+    mx = gn_block_max(mx, red);
     float sum = 0.0f;
     for (int j = threadIdx.x; j < len; j += blockDim.x) {
         float p = expf(s_p[j] - mx);
         s_p[j] = p;
         sum += p;
     }
-    sum = attn_block_sum(sum, red); // its barriers also publish s_p
+    sum = gn_block_sum(sum, red); // its barriers also publish s_p
     for (int d = threadIdx.x; d < hs; d += blockDim.x) {
         float acc = 0.0f;
         for (int j = 0; j < len; j++) acc = fmaf(s_p[j], vb[(int64_t)(j0 + j) * kvd + d], acc);

@@ -58,6 +58,30 @@ __device__ __forceinline__ float gn_warp_max(float v) {
     return v;
 }
 
+// Block reductions (blockDim.x a multiple of 32, <= 1024): every thread gets the
+// sum / max of v over the block; sh holds one value per warp.
+template <typename V>
+__device__ __forceinline__ V gn_block_sum(V v, V *sh) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads(); // sh may still be read by a previous reduction
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    V r = 0;
+    for (int i = 0; i < nw; i++) r += sh[i];
+    return r;
+}
+__device__ __forceinline__ float gn_block_max(float v, float *sh) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = gn_warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    float r = -INFINITY;
+    for (int i = 0; i < nw; i++) r = fmaxf(r, sh[i]);
+    return r;
+}
+
 // The 4-bit weight's arguments as kernels take them (by value).
 struct Q4Args {
     const uint8_t *packed;

@@ -6,32 +6,6 @@
 #include <math.h>
 
 // ---------------------------------------------------------------------------
-// block reductions (blockDim.x a multiple of 32, <= 1024)
-
-template <typename V>
-__device__ V block_sum(V v, V *sh) {
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads(); // sh may still be read by a previous reduction
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    V r = 0;
-    for (int i = 0; i < nw; i++) r += sh[i];
-    return r;
-}
-
-__device__ float block_max(float v, float *sh) {
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = gn_warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    float r = -INFINITY;
-    for (int i = 0; i < nw; i++) r = fmaxf(r, sh[i]);
-    return r;
-}
-
-// ---------------------------------------------------------------------------
 // RMSNorm: sums in double and each rounding spelled out, as kernels_cpu.c
 
 __global__ void rmsnorm_kernel(float *out, const float *x, const float *w, int C, float eps) {
@@ -40,7 +14,7 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *w, int C
     float *o = out + (int64_t)blockIdx.x * C;
     double ss = 0.0;
     for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)xr[i] * xr[i];
-    ss = block_sum(ss, sh);
+    ss = gn_block_sum(ss, sh);
     float r = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn((float)(ss / (double)C), eps)));
     for (int i = threadIdx.x; i < C; i += blockDim.x) o[i] = __fmul_rn(w[i], __fmul_rn(xr[i], r));
 }
@@ -62,8 +36,8 @@ __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const float *x, c
         ss += (double)xr[i] * xr[i];
         dot += (double)w[i] * dr[i] * xr[i];
     }
-    ss = block_sum(ss, sh);
-    dot = block_sum(dot, sh);
+    ss = gn_block_sum(ss, sh);
+    dot = gn_block_sum(dot, sh);
     float rstd = 1.0f / sqrtf((float)(ss / C) + eps);
     float coef = (float)(dot / C) * rstd * rstd * rstd;
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
@@ -190,7 +164,7 @@ __global__ void sumsq_kernel(double *acc, const float *x, int64_t n) {
     __shared__ double sh[32];
     double s = 0.0;
     GRID_STRIDE(i, n) s += (double)x[i] * x[i];
-    s = block_sum(s, sh);
+    s = gn_block_sum(s, sh);
     if (threadIdx.x == 0) atomicAdd(acc, s);
 }
 
@@ -228,10 +202,10 @@ __global__ void cross_entropy_kernel(float *loss, float *dlogits, const float *l
     const float ly = lg[label]; // read before any thread overwrites the row (dlogits may alias)
     float mx = -INFINITY;
     for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, lg[j]);
-    mx = block_max(mx, shf);
+    mx = gn_block_max(mx, shf);
     double se = 0.0;
     for (int j = threadIdx.x; j < V; j += blockDim.x) se += (double)expf(lg[j] - mx);
-    se = block_sum(se, shd);
+    se = gn_block_sum(se, shd);
     if (threadIdx.x == 0) loss[blockIdx.x] = (float)(log(se) + (double)mx - (double)ly);
     if (dlogits) {
         __syncthreads(); // every thread has read its logits (and ly is in registers) before the row is overwritten

@@ -9,6 +9,20 @@
 #ifdef GN_HAVE_MHD
 #include "server.h"
 
+// Script shared by both pages, after a `for (const f of [...field ids]) {` line: each
+// field keeps its value in localStorage; headers() adds the API key when one is set.
+#define JS_KEPT_FIELDS_AND_HEADERS \
+    "  const v = localStorage.getItem(\"guanaco.\" + f);\n" \
+    "  if (v !== null) $(f).value = v;\n" \
+    "  $(f).addEventListener(\"change\", () => localStorage.setItem(\"guanaco.\" + f, $(f).value));\n" \
+    "}\n" \
+    "function headers() {\n" \
+    "  const h = { \"Content-Type\": \"application/json\" };\n" \
+    "  const k = $(\"api_key\").value.trim();\n" \
+    "  if (k) h[\"Authorization\"] = \"Bearer \" + k;\n" \
+    "  return h;\n" \
+    "}\n"
+
 const char PAGE_CHAT[] =
     "<!doctype html>\n"
     "<html lang=\"en\">\n"
@@ -80,16 +94,7 @@ const char PAGE_CHAT[] =
     "let ctrl = null;      // AbortController of the answer being streamed\n"
     "\n"
     "for (const f of FIELDS) {\n"
-    "  const v = localStorage.getItem(\"guanaco.\" + f);\n"
-    "  if (v !== null) $(f).value = v;\n"
-    "  $(f).addEventListener(\"change\", () => localStorage.setItem(\"guanaco.\" + f, $(f).value));\n"
-    "}\n"
-    "function headers() {\n"
-    "  const h = { \"Content-Type\": \"application/json\" };\n"
-    "  const k = $(\"api_key\").value.trim();\n"
-    "  if (k) h[\"Authorization\"] = \"Bearer \" + k;\n"
-    "  return h;\n"
-    "}\n"
+    JS_KEPT_FIELDS_AND_HEADERS
     "function status(text, bad) { $(\"status\").textContent = text; $(\"status\").className = bad ? \"bad\" : \"\"; }\n"
     "function num(id, lo, hi, dflt) {\n"
     "  const x = parseFloat($(id).value);\n"
@@ -297,16 +302,7 @@ const char PAGE_RATE[] =
     "const $ = (id) => document.getElementById(id);\n"
     "let pair = null;\n"
     "for (const f of [\"reviewer\", \"api_key\"]) {\n"
-    "  const v = localStorage.getItem(\"guanaco.\" + f);\n"
-    "  if (v !== null) $(f).value = v;\n"
-    "  $(f).addEventListener(\"change\", () => localStorage.setItem(\"guanaco.\" + f, $(f).value));\n"
-    "}\n"
-    "function headers() {\n"
-    "  const h = { \"Content-Type\": \"application/json\" };\n"
-    "  const k = $(\"api_key\").value.trim();\n"
-    "  if (k) h[\"Authorization\"] = \"Bearer \" + k;\n"
-    "  return h;\n"
-    "}\n"
+    JS_KEPT_FIELDS_AND_HEADERS
     "function status(t, bad) { $(\"status\").textContent = t; $(\"status\").className = bad ? \"bad\" : \"\"; }\n"
     "function enable(on) { for (const b of [\"pick1\", \"pick2\", \"tie\"]) $(b).disabled = !on; }\n"
     "async function call(url, opts) {\n"
