@@ -18,8 +18,8 @@ for the after build only (e.g. GN_NF4_EXACT_DECODE=1 to compare the same kernels
 
 --sizes 1.1b,7b adds the rows of make bench's random LLaMA shapes (bench cache, made by
 bench/bench_all.py): prefill and decode of the pre-quantized NF4 folder, the `--4bit` load of
-the f16 folder (seconds: lower is better), and with --sized-train a QLoRA step on the NF4
-folder (the demo data, r 64, 2 sequences a step).
+the f16 folder (seconds: lower is better), and for the sizes named in --sized-train a QLoRA step
+on the NF4 folder (the demo data, r 64, 2 sequences a step).
 """
 import time
 import argparse
@@ -94,7 +94,7 @@ def main():
     ap.add_argument("--sizes", default="", help="comma-separated: 1.1b, 7b (bench cache)")
     ap.add_argument("--sized-prompt-tokens", type=int, default=128)
     ap.add_argument("--sized-gen-tokens", type=int, default=16)
-    ap.add_argument("--sized-train", action="store_true", help="also a QLoRA step per size")
+    ap.add_argument("--sized-train", default="", help="comma-separated sizes that also get the QLoRA step row")
     a = ap.parse_args()
     sized = []
     for s in filter(None, a.sizes.split(",")):
@@ -123,13 +123,14 @@ def main():
                 for k, v in train_row(build, a, env).items():
                     res.setdefault((f"4bit {k}", name), []).append(v)
             for s, nf4, f16 in sized:
-                for k, v in gen_row(build, [], a, env, nf4, a.sized_prompt_tokens, a.sized_gen_tokens).items():
+                # --4bit: keep the folder's 4-bit weights (without it they are widened to the compute dtype)
+                for k, v in gen_row(build, ["--4bit"], a, env, nf4, a.sized_prompt_tokens, a.sized_gen_tokens).items():
                     res.setdefault((f"{s} nf4 {k}", name), []).append(v)
                 if os.path.isdir(f16):
                     for k, v in load_row(build, f16, a, env).items():
                         res.setdefault((f"{s} {k}", name), []).append(v)
-                if a.sized_train:
-                    for k, v in train_row(build, a, env, nf4, (), 2).items():
+                if s in a.sized_train.split(","):
+                    for k, v in train_row(build, a, env, nf4, ("--4bit",), 2).items():
                         res.setdefault((f"{s} nf4 {k}", name), []).append(v)
             print(f"  rep {rep + 1}/{a.reps} {name} done", flush=True)
     rows = sorted({r for r, _ in res}, key=lambda r: list(dict.fromkeys(r for r, _ in res)).index(r))
