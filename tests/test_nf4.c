@@ -549,6 +549,51 @@ static void test_decode_b64(void) {
     gn_simd_force(GN_SIMD_AVX512);
 }
 
+// Double-quantized blocks of 64 whose scales cannot be factored out of the integer decode
+// (nested scale times 1e-36 with offset 0: scales near 1e-36, where s * sx would be
+// denormal; an infinite nested scale: inf/NaN), in the middle row of three, each row one
+// nested group: that row must follow the reference's arithmetic (relative 1e-3 of its
+// sum |w x|; NaN where the reference is NaN), the others the integer rule's bound.
+static void test_decode_b64_dq_scales(void) {
+    const int64_t R = 3, C = 16384, n = R * C;
+    float *w = malloc(sizeof(float) * (size_t)n), *x = malloc(sizeof(float) * (size_t)C), *d = malloc(sizeof(float) * (size_t)n);
+    float o[3], r[3];
+    for (int64_t i = 0; i < n; i++) w[i] = frand() * (1.0f + (float)((i / 64) % 5));
+    for (int64_t c = 0; c < C; c++) x[c] = frand();
+    for (int lvl = GN_SIMD_AVX2; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        if ((int)gn_simd_level() != lvl) continue;
+        for (int variant = 0; variant < 2; variant++) {
+            gn_quant4_state q;
+            GN_ASSERT(gn_quantize_4bit(w, GN_DTYPE_F32, n, 64, GN_QUANT_NF4, 1, &q) == GN_OK);
+            GN_ASSERT(gn_quant4_set_shape(&q, 2, (int64_t[]){R, C}) == GN_OK && q.nested_blocksize == 256);
+            q.wdtype = GN_DTYPE_BF16;
+            q.offset = 0.0f;
+            float *nabs = (float *)q.nested_absmax; // the state's own copy
+            nabs[1] = variant == 0 ? nabs[1] * 1e-36f : INFINITY;
+            gn_dequantize_4bit_ref(&q, d);
+            gn_nf4_matmul(o, x, &q, 1);
+            gn_nf4_matmul_ref(r, x, &q, 1);
+            for (int64_t i = 0; i < R; i++) {
+                double sa = 0;
+                for (int64_t c = 0; c < C; c++) sa += fabs((double)d[i * C + c] * x[c]);
+                if (i == 1 && variant == 1) {
+                    CHECK((isnan(o[i]) && isnan(r[i])) || o[i] == r[i], "dq inf scale level %d: %g vs ref %g", lvl, o[i], r[i]);
+                    continue;
+                }
+                double tol = i == 1 ? 1e-3 * sa
+                                    : (double)(C / 8 + 32) * 0x1p-24 * sa * (1 + 0x1p-7) + 0x1p-7 * fabs(r[i]) +
+                                          i16_extra(&q, 1, i, x) * (1 + 0x1p-7) + 1e-30;
+                CHECK(fabs((double)o[i] - r[i]) <= tol, "dq scales level %d variant %d row %lld: %g vs ref %g (tol %g)", lvl,
+                      variant, (long long)i, o[i], r[i], tol);
+            }
+            gn_quant4_free(&q);
+        }
+    }
+    gn_simd_force(GN_SIMD_AVX512);
+    free(w); free(x); free(d);
+}
+
 // The quantizer at every SIMD level gives the same bytes: f32, f16 and bf16 inputs, NF4 and
 // FP4, blocks holding a NaN, an infinity, all zeros or only tiny values, and a partial last
 // block (odd and even lengths), with and without double quantization.
@@ -601,6 +646,7 @@ int main(void) {
     test_roundtrip();
     test_kernels_vs_ref();
     test_decode_b64();
+    test_decode_b64_dq_scales();
     test_matmul_nn();
     test_json();
     test_save_load();

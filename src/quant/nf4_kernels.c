@@ -758,6 +758,71 @@ static float i16_row_exact(const gn_quant4_state *q, int64_t r, const float *xr)
     return s;
 }
 
+// One run of 64 weights (32 packed bytes at pb) against its 64 arranged inputs: the exact
+// int32 sum, as eight lanes of float32.
+__attribute__((target("avx2,fma,f16c")))
+static inline __m256 i16_run(const uint8_t *pb, const int16_t *x, __m256i tl, __m256i th, __m256i m4) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)pb);
+    const __m256i ih = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), il = _mm256_and_si256(v, m4);
+    __m256i lo = _mm256_shuffle_epi8(tl, ih), hi = _mm256_shuffle_epi8(th, ih);
+    __m256i d0 = _mm256_madd_epi16(_mm256_unpacklo_epi8(lo, hi), _mm256_load_si256((const __m256i *)x));
+    __m256i d1 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 16)));
+    lo = _mm256_shuffle_epi8(tl, il);
+    hi = _mm256_shuffle_epi8(th, il);
+    __m256i d2 = _mm256_madd_epi16(_mm256_unpacklo_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 32)));
+    __m256i d3 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 48)));
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(d0, d1), _mm256_add_epi32(d2, d3)));
+}
+
+// 1 when a block scale cannot be factored out: non-finite, or so small (below 2^-30, not
+// zero) that s * sx would leave the normal range. On the bits, without a branch.
+static inline unsigned i16_scale_bad(float s) {
+    uint32_t u;
+    memcpy(&u, &s, 4);
+    u &= 0x7fffffffu;
+    return (u != 0) & ((uint32_t)(u - 0x30800000u) > 0x7f7fffffu - 0x30800000u);
+}
+
+// Blocks of 64 with double quantization (QLoRA's layout), the nested block size a power of
+// two: the scale arithmetic of gn_quant4_scale with the state's fields held in registers,
+// the checks without branches, and two runs per step (the same two accumulators and the
+// same order as the general loop below, so the same sums).
+__attribute__((target("avx2,fma,f16c")))
+static void rows_dot_i16_b64dq_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq,
+                                    const float *sx, const float *xr, float *out, __m256i tl, __m256i th) {
+    const int64_t C = q->cols, ng = C / 64;
+    const int nsh = __builtin_ctzll((unsigned long long)q->nested_blocksize);
+    const uint8_t *qa = q->qabsmax;
+    const float *ncode = q->nested_code, *nabs = q->nested_absmax;
+    const float off = q->offset;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *p = q->packed + (r * C) / 2;
+        const int64_t b0 = (r * C) / 64;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        unsigned bad = 0;
+        int64_t g = 0;
+        for (; g + 1 < ng; g += 2) {
+            const int64_t b = b0 + g;
+            float p0 = ncode[qa[b]] * nabs[b >> nsh], p1 = ncode[qa[b + 1]] * nabs[(b + 1) >> nsh];
+            const float s0 = p0 + off, s1 = p1 + off;
+            bad |= i16_scale_bad(s0) | i16_scale_bad(s1);
+            gn_prefetch_stream(p + g * 32);
+            acc0 = _mm256_fmadd_ps(i16_run(p + g * 32, xq + g * 64, tl, th, m4), _mm256_set1_ps(s0 * sx[g]), acc0);
+            acc1 = _mm256_fmadd_ps(i16_run(p + g * 32 + 32, xq + g * 64 + 64, tl, th, m4), _mm256_set1_ps(s1 * sx[g + 1]),
+                                   acc1);
+        }
+        if (g < ng) {
+            const int64_t b = b0 + g;
+            float p0 = ncode[qa[b]] * nabs[b >> nsh];
+            const float s0 = p0 + off;
+            bad |= i16_scale_bad(s0);
+            acc0 = _mm256_fmadd_ps(i16_run(p + g * 32, xq + g * 64, tl, th, m4), _mm256_set1_ps(s0 * sx[g]), acc0);
+        }
+        out[r] = bad ? i16_row_exact(q, r, xr) : hsum256_nf4(_mm256_add_ps(acc0, acc1));
+    }
+}
+
 __attribute__((target("avx2,fma,f16c")))
 static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq, const float *sx,
                               const float *xr, float *out) {
@@ -769,6 +834,11 @@ static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, 
     }
     const __m256i tl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lo8));
     const __m256i th = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)hi8));
+    const int64_t nbs = q->nested_blocksize;
+    if (bs == 64 && q->nested && nbs > 0 && (nbs & (nbs - 1)) == 0) {
+        rows_dot_i16_b64dq_avx2(q, r0, r1, xq, sx, xr, out, tl, th);
+        return;
+    }
     const __m256i m4 = _mm256_set1_epi8(15);
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *p = q->packed + (r * C) / 2;
