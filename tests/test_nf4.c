@@ -549,10 +549,10 @@ static void test_decode_b64(void) {
     gn_simd_force(GN_SIMD_AVX512);
 }
 
-// Double-quantized blocks of 64 whose scales cannot be factored out of the integer decode
-// (nested scale times 1e-36 with offset 0: scales near 1e-36, where s * sx would be
-// denormal; an infinite nested scale: inf/NaN), in the middle row of three, each row one
-// nested group: that row must follow the reference's arithmetic (relative 1e-3 of its
+// Blocks of 64 whose scales cannot be factored out of the integer decode (scales near
+// 1e-36, where s * sx would be denormal: the nested scale times 1e-36 with offset 0, or
+// the absmax times 1e-37 without double quantization; an infinite scale: inf/NaN), in the middle row
+// of three, each row one nested group: that row must follow the reference's arithmetic (relative 1e-3 of its
 // sum |w x|; NaN where the reference is NaN), the others the integer rule's bound.
 static void test_decode_b64_dq_scales(void) {
     const int64_t R = 3, C = 16384, n = R * C;
@@ -563,21 +563,28 @@ static void test_decode_b64_dq_scales(void) {
     for (int lvl = GN_SIMD_AVX2; lvl <= GN_SIMD_AVX512; lvl++) {
         gn_simd_force((gn_simd)lvl);
         if ((int)gn_simd_level() != lvl) continue;
-        for (int variant = 0; variant < 2; variant++) {
+        for (int variant = 0; variant < 4; variant++) { // 0, 1: double quantization; 2, 3: without
+            const int dq = variant < 2, inf = variant & 1;
             gn_quant4_state q;
-            GN_ASSERT(gn_quantize_4bit(w, GN_DTYPE_F32, n, 64, GN_QUANT_NF4, 1, &q) == GN_OK);
-            GN_ASSERT(gn_quant4_set_shape(&q, 2, (int64_t[]){R, C}) == GN_OK && q.nested_blocksize == 256);
+            GN_ASSERT(gn_quantize_4bit(w, GN_DTYPE_F32, n, 64, GN_QUANT_NF4, dq, &q) == GN_OK);
+            GN_ASSERT(gn_quant4_set_shape(&q, 2, (int64_t[]){R, C}) == GN_OK);
             q.wdtype = GN_DTYPE_BF16;
-            q.offset = 0.0f;
-            float *nabs = (float *)q.nested_absmax; // the state's own copy
-            nabs[1] = variant == 0 ? nabs[1] * 1e-36f : INFINITY;
+            if (dq) { // the state's own copies
+                GN_ASSERT(q.nested_blocksize == 256);
+                q.offset = 0.0f;
+                float *nabs = (float *)q.nested_absmax;
+                nabs[1] = inf ? INFINITY : nabs[1] * 1e-36f;
+            } else {
+                float *am = (float *)q.absmax;
+                for (int64_t b = 256; b < 512; b++) am[b] = inf ? INFINITY : am[b] * 1e-37f;
+            }
             gn_dequantize_4bit_ref(&q, d);
             gn_nf4_matmul(o, x, &q, 1);
             gn_nf4_matmul_ref(r, x, &q, 1);
             for (int64_t i = 0; i < R; i++) {
                 double sa = 0;
                 for (int64_t c = 0; c < C; c++) sa += fabs((double)d[i * C + c] * x[c]);
-                if (i == 1 && variant == 1) {
+                if (i == 1 && inf) {
                     CHECK((isnan(o[i]) && isnan(r[i])) || o[i] == r[i], "dq inf scale level %d: %g vs ref %g", lvl, o[i], r[i]);
                     continue;
                 }

@@ -783,17 +783,17 @@ static inline unsigned i16_scale_bad(float s) {
     return (u != 0) & ((uint32_t)(u - 0x30800000u) > 0x7f7fffffu - 0x30800000u);
 }
 
-// Blocks of 64 with double quantization (QLoRA's layout), the nested block size a power of
-// two: the scale arithmetic of gn_quant4_scale with the state's fields held in registers,
-// the checks without branches, and two runs per step (the same two accumulators and the
-// same order as the general loop below, so the same sums).
+// Blocks of 64, with double quantization (QLoRA's layout; the nested block size a power of
+// two) or without: the scale arithmetic of gn_quant4_scale with the state's fields held in
+// registers, the checks without branches, and two runs per step (the same two accumulators
+// and the same order as the general loop below, so the same sums).
 __attribute__((target("avx2,fma,f16c")))
-static void rows_dot_i16_b64dq_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq,
+static void rows_dot_i16_b64_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq,
                                     const float *sx, const float *xr, float *out, __m256i tl, __m256i th) {
     const int64_t C = q->cols, ng = C / 64;
-    const int nsh = __builtin_ctzll((unsigned long long)q->nested_blocksize);
+    const int dq = q->nested, nsh = dq ? __builtin_ctzll((unsigned long long)q->nested_blocksize) : 0;
     const uint8_t *qa = q->qabsmax;
-    const float *ncode = q->nested_code, *nabs = q->nested_absmax;
+    const float *ncode = q->nested_code, *nabs = q->nested_absmax, *am = q->absmax;
     const float off = q->offset;
     const __m256i m4 = _mm256_set1_epi8(15);
     for (int64_t r = r0; r < r1; r++) {
@@ -804,8 +804,15 @@ static void rows_dot_i16_b64dq_avx2(const gn_quant4_state *q, int64_t r0, int64_
         int64_t g = 0;
         for (; g + 1 < ng; g += 2) {
             const int64_t b = b0 + g;
-            float p0 = ncode[qa[b]] * nabs[b >> nsh], p1 = ncode[qa[b + 1]] * nabs[(b + 1) >> nsh];
-            const float s0 = p0 + off, s1 = p1 + off;
+            float s0, s1;
+            if (dq) {
+                const float p0 = ncode[qa[b]] * nabs[b >> nsh], p1 = ncode[qa[b + 1]] * nabs[(b + 1) >> nsh];
+                s0 = p0 + off;
+                s1 = p1 + off;
+            } else {
+                s0 = am[b];
+                s1 = am[b + 1];
+            }
             bad |= i16_scale_bad(s0) | i16_scale_bad(s1);
             gn_prefetch_stream(p + g * 32);
             acc0 = _mm256_fmadd_ps(i16_run(p + g * 32, xq + g * 64, tl, th, m4), _mm256_set1_ps(s0 * sx[g]), acc0);
@@ -814,8 +821,11 @@ static void rows_dot_i16_b64dq_avx2(const gn_quant4_state *q, int64_t r0, int64_
         }
         if (g < ng) {
             const int64_t b = b0 + g;
-            float p0 = ncode[qa[b]] * nabs[b >> nsh];
-            const float s0 = p0 + off;
+            float s0;
+            if (dq) {
+                const float p0 = ncode[qa[b]] * nabs[b >> nsh];
+                s0 = p0 + off;
+            } else s0 = am[b];
             bad |= i16_scale_bad(s0);
             acc0 = _mm256_fmadd_ps(i16_run(p + g * 32, xq + g * 64, tl, th, m4), _mm256_set1_ps(s0 * sx[g]), acc0);
         }
@@ -835,8 +845,8 @@ static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, 
     const __m256i tl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lo8));
     const __m256i th = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)hi8));
     const int64_t nbs = q->nested_blocksize;
-    if (bs == 64 && q->nested && nbs > 0 && (nbs & (nbs - 1)) == 0) {
-        rows_dot_i16_b64dq_avx2(q, r0, r1, xq, sx, xr, out, tl, th);
+    if (bs == 64 && (!q->nested || (nbs > 0 && (nbs & (nbs - 1)) == 0))) {
+        rows_dot_i16_b64_avx2(q, r0, r1, xq, sx, xr, out, tl, th);
         return;
     }
     const __m256i m4 = _mm256_set1_epi8(15);
