@@ -864,17 +864,7 @@ static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, 
             }
             const uint8_t *pb = p + g * 32;
             if ((g & 1) == 0) gn_prefetch_stream(pb);
-            const __m256i v = _mm256_loadu_si256((const __m256i *)pb);
-            const __m256i ih = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), il = _mm256_and_si256(v, m4);
-            const int16_t *x = xq + g * 64;
-            __m256i lo = _mm256_shuffle_epi8(tl, ih), hi = _mm256_shuffle_epi8(th, ih);
-            __m256i d0 = _mm256_madd_epi16(_mm256_unpacklo_epi8(lo, hi), _mm256_load_si256((const __m256i *)x));
-            __m256i d1 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 16)));
-            lo = _mm256_shuffle_epi8(tl, il);
-            hi = _mm256_shuffle_epi8(th, il);
-            __m256i d2 = _mm256_madd_epi16(_mm256_unpacklo_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 32)));
-            __m256i d3 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 48)));
-            const __m256 f = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(d0, d1), _mm256_add_epi32(d2, d3)));
+            const __m256 f = i16_run(pb, xq + g * 64, tl, th, m4);
             const __m256 sc = _mm256_set1_ps(s * sx[g]);
             if (g & 1) acc1 = _mm256_fmadd_ps(f, sc, acc1);
             else acc0 = _mm256_fmadd_ps(f, sc, acc0);
