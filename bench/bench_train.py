@@ -54,12 +54,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchenv import CACHE, DEFAULT_DATA, DEFAULT_MODEL, HERE, MARK, ROOT, open_text  # noqa: E402  (re-executes first)
+from benchenv import DEFAULT_DATA, DEFAULT_MODEL, HERE, MARK, ROOT, open_text  # noqa: E402  (re-executes first)
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SOURCE_MAX, TARGET_MAX = 16, 512
 
 sys.path.insert(0, HERE)
-from bench_inference import cpu_snapshot, foreign_load, gguf_costs, machine, wait_quiet  # noqa: E402
+from bench_inference import gguf_costs, machine, measure  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -265,22 +265,6 @@ def rates(per_step_s, tokens_per_step):
     return tokens_per_step * len(timed) / sum(timed)
 
 
-def measured(fn, a):
-    """fn() once; with --wait-quiet waits for a quiet machine and retries a disturbed run."""
-    for attempt in range(3):
-        if a.wait_quiet > 0:
-            wait_quiet(a.wait_quiet)
-        s0 = cpu_snapshot()
-        res = fn()
-        fl = foreign_load(s0, cpu_snapshot())
-        if res is None or a.wait_quiet <= 0 or fl["other_cores"] + fl["steal_cores"] < 0.2:
-            break
-        print(f"  retrying: others took {fl['other_cores']:.2f} cores", flush=True)
-    if res is not None:
-        res["noise"] = fl
-    return res
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--peer-export", nargs=2, metavar=("GGUF", "DIR"), help=argparse.SUPPRESS)
@@ -356,18 +340,18 @@ def main():
     a_alt.threads = a.also_threads
     run_alt = a.also_threads > 0 and not a.skip_guanaco
     for r in range(a.reps):  # interleaved: ours rep r, then the peer's (then ours with --also-threads)
-        g = measured(lambda: ours_rep(a, data, r, verbose=(r == 0)), a) if not a.skip_guanaco else None
+        g = measure(lambda: ours_rep(a, data, r, verbose=(r == 0)), a) if not a.skip_guanaco else None
         if g:
             st = [g["stamps"][k] - g["stamps"].get(k - 1, g["t_start"]) for k in range(1, a.steps + 1)]
             g["load_s"] = g["stamps"][0] - g["t_start"] if 0 in g["stamps"] else None
             g["step_s"] = st
             g["tps"] = rates(st, tokens_step)
-        p = measured(lambda: peer_rep(a, ids_path, verbose=(r == 0)), a) if run_p else None
+        p = measure(lambda: peer_rep(a, ids_path, verbose=(r == 0)), a) if run_p else None
         if p:
             p["step_s"] = [s["seconds"] for s in p["steps"]]
             p["tps"] = rates(p["step_s"], tokens_step)
             p["first_loss"] = p["steps"][0]["first_loss"]
-        q = measured(lambda: ours_rep(a_alt, data, r, verbose=False), a) if run_alt else None
+        q = measure(lambda: ours_rep(a_alt, data, r, verbose=False), a) if run_alt else None
         if q:
             st = [q["stamps"][k] - q["stamps"].get(k - 1, q["t_start"]) for k in range(1, a.steps + 1)]
             q["load_s"] = q["stamps"][0] - q["t_start"] if 0 in q["stamps"] else None

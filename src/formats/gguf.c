@@ -40,21 +40,16 @@ static gn_status need(rd *r, size_t n, const char *what) {
     return GN_OK;
 }
 
-static gn_status rd_u32(rd *r, uint32_t *v, const char *what) {
-    gn_status st = need(r, 4, what);
+// n bytes into v (little-endian values on a little-endian host), or an error naming what
+static gn_status rd_bytes(rd *r, void *v, size_t n, const char *what) {
+    gn_status st = need(r, n, what);
     if (st != GN_OK) return st;
-    memcpy(v, r->p + r->pos, 4);
-    r->pos += 4;
+    memcpy(v, r->p + r->pos, n);
+    r->pos += n;
     return GN_OK;
 }
-
-static gn_status rd_u64(rd *r, uint64_t *v, const char *what) {
-    gn_status st = need(r, 8, what);
-    if (st != GN_OK) return st;
-    memcpy(v, r->p + r->pos, 8);
-    r->pos += 8;
-    return GN_OK;
-}
+static gn_status rd_u32(rd *r, uint32_t *v, const char *what) { return rd_bytes(r, v, 4, what); }
+static gn_status rd_u64(rd *r, uint64_t *v, const char *what) { return rd_bytes(r, v, 8, what); }
 
 static gn_status rd_str(rd *r, gguf_str *s, const char *what) {
     uint64_t n;
