@@ -28,6 +28,7 @@
 
 #include "guanaco.h"
 #include "core/common.h"
+#include "formats/tensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -118,6 +119,19 @@ static __attribute__((unused)) void fz_exercise_tokenizer(const gn_tokenizer *to
     int V = gn_tokenizer_vocab_size(tok);
     char buf[64];
     for (int32_t id = 0; id < V && id < 4096; id++) (void)gn_tokenizer_token_bytes(tok, id, buf, (int)sizeof buf);
+}
+
+// Every tensor of a loaded table with at most 2^16 elements through gn_tensor_to_f32, which
+// reads the bytes its header points at; with check_names, each name must be findable.
+static __attribute__((unused)) void fz_convert_small(const gn_tensor_table *tt, int check_names) {
+    for (int i = 0; i < tt->n; i++) {
+        const gn_tensor *t = &tt->t[i];
+        if (t->nelem > (1 << 16)) continue;
+        float *f = gn_malloc(sizeof(float) * (size_t)(t->nelem ? t->nelem : 1));
+        (void)gn_tensor_to_f32(t, f);
+        free(f);
+        if (check_names && !gn_tensor_table_find(tt, t->name)) abort();
+    }
 }
 
 #endif

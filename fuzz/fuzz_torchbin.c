@@ -78,13 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gn_tensor_table tt;
     gn_tensor_table_init(&tt);
     if (gn_torchbin_load(&tt, path) == GN_OK) {
-        for (int i = 0; i < tt.n; i++) {
-            const gn_tensor *t = &tt.t[i];
-            if (t->nelem > (1 << 16)) continue;
-            float *f = gn_malloc(sizeof(float) * (size_t)(t->nelem ? t->nelem : 1));
-            (void)gn_tensor_to_f32(t, f);
-            free(f);
-        }
+        fz_convert_small(&tt, 0);
     }
     gn_tensor_table_free(&tt);
     return 0;

@@ -123,6 +123,7 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
         float *sc = w->att_scores + (size_t)omp_get_thread_num() * per_thread;
 #else
         float *sc = w->att_scores;
+        (void)per_thread;
 #endif
         #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < T * NKV * nparts; task++) {

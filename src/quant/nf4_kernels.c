@@ -1059,6 +1059,7 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     #pragma omp parallel if (work > 32768)
     nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
 #else
+    (void)team; (void)work;
     nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, 0, 1);
 #endif
 }
