@@ -163,21 +163,30 @@ static void fill_state(gn_quant4_state *q, int64_t rows, int64_t cols, int bs, i
     free(w);
 }
 
-// The integer decode rule (nf4_kernels.c: AVX2, one activation row, bf16 compute, blocks
-// of a multiple of 64): against the dequantize-then-multiply reference, each term may be
-// off by its code's 15-bit rounding (0.5/16383 of the block scale), its input's
-// (0.5 m_g/16383, m_g = max |x| over the run of 64 columns) and the reference's own
-// rounding of the weight to bf16 (2^-9 of it). Returns that sum for row r (0 where the
-// rule does not apply, so the caller's bound stays the summation bound).
+// The integer rules (nf4_kernels.c), for a bf16 compute dtype and blocks of a multiple of
+// 64: decode (AVX2, one activation row: codes and inputs as 15-bit integers) and the
+// GEMM (more than 16 rows, AVX2 or AVX-512 without BF16 dot products: 14-bit codes,
+// 13-bit inputs). Against the dequantize-then-multiply reference, each term may be off by
+// its code's rounding (0.5/ONE_W of the block scale), its input's (0.5 m_g/ONE_X, m_g =
+// max |x| over the run of 64 columns) and the reference's own rounding of the weight to
+// bf16 (2^-9 of it). i16_extra returns that sum for row r (0 where no rule applies, so
+// the caller's bound stays the summation bound).
+static int env_on(const char *name) {
+    const char *e = getenv(name);
+    return e && *e && strcmp(e, "0") != 0;
+}
 static int i16_applies(const gn_quant4_state *q, int64_t T) {
-    const char *e = getenv("GN_NF4_EXACT_DECODE");
-    return gn_simd_level() == GN_SIMD_AVX2 && T == 1 && q->wdtype == GN_DTYPE_BF16 && q->blocksize % 64 == 0 &&
-           q->cols % q->blocksize == 0 && !(e && *e && strcmp(e, "0") != 0);
+    if (env_on("GN_NF4_EXACT_DECODE") || q->wdtype != GN_DTYPE_BF16 || q->blocksize % 64 != 0) return 0;
+    const gn_simd l = gn_simd_level();
+    if (T == 1) return l == GN_SIMD_AVX2 && q->cols % q->blocksize == 0;
+    const int bf16dot = l == GN_SIMD_AVX512 && __builtin_cpu_supports("avx512bf16") && !env_on("GN_NF4_NO_BF16DOT");
+    return T > 16 && l != GN_SIMD_SCALAR && !bf16dot && q->cols > 0 && q->cols % 64 == 0;
 }
 
 static double i16_extra(const gn_quant4_state *q, int64_t T, int64_t r, const float *x) {
     if (!i16_applies(q, T)) return 0.0;
     const int64_t C = q->cols;
+    const double ow = T == 1 ? 16383 : 8191, ox = T == 1 ? 16383 : 4095;
     double sum = 0.0, m = 0.0;
     for (int64_t c = 0; c < C; c++) {
         const double xr = fabs((double)gn_bf16_to_f32(gn_f32_to_bf16(x[c])));
@@ -189,7 +198,7 @@ static double i16_extra(const gn_quant4_state *q, int64_t T, int64_t r, const fl
         const uint8_t b = q->packed[e >> 1];
         const double code = fabs((double)q->code[(e & 1) ? (b & 15) : (b >> 4)]);
         const double s = fabs((double)gn_quant4_scale(q, e / q->blocksize));
-        sum += s * ((0.5 / 16383) * (xr + 0.5 * m / 16383) + code * 0.5 * m / 16383 + 0x1p-9 * code * xr);
+        sum += s * ((0.5 / ow) * (xr + 0.5 * m / ox) + code * 0.5 * m / ox + 0x1p-9 * code * xr);
     }
     return sum * (1 + 0x1p-20);
 }
@@ -339,10 +348,128 @@ static void test_kernels_vs_ref(void) {
         gn_nf4_matmul(o3, x3, &q, 20);
         gn_nf4_matmul_ref(r3, x3, &q, 20);
         int ok = 1;
-        for (int i = 0; i < 40; i++) ok &= o3[i] == gn_bf16_to_f32(gn_f32_to_bf16(o3[i])) && fabsf(o3[i] - r3[i]) <= 0x1p-7f * fabsf(r3[i]) + 1e-6f;
-        CHECK(ok, "T=20 (sgemm path): bf16 outputs equal to the reference within one bf16 step");
+        for (int i = 0; i < 40; i++) // (on AVX2: the integer GEMM's rule on top)
+            ok &= o3[i] == gn_bf16_to_f32(gn_f32_to_bf16(o3[i])) &&
+                  fabsf(o3[i] - r3[i]) <= 0x1p-7f * fabsf(r3[i]) + 1e-6f + (float)i16_extra(&q, 20, i % 2, x3 + (i / 2) * 64) * 1.01f;
+        CHECK(ok, "T=20 (GEMM path): bf16 outputs equal to the reference within one bf16 step");
     }
     gn_quant4_free(&q);
+}
+
+// The integer GEMM (more than 16 activation rows, bf16 compute, AVX2 or AVX-512 without
+// BF16 dot products) against the scalar reference under its rule (i16_extra), on shapes
+// that cut its tiles (16 activation rows, 4 and 32 weight rows, 256 columns) anywhere:
+// activation runs of zeros and of a wide range, rows whose block scale is tiny or
+// non-finite (the exact per-row fallback), an input with a NaN (the sgemm fallback), and
+// several matrices of one input.
+static void check_gemm_rule(const gn_quant4_state *q, const float *in, int64_t T, const float *o, const char *what) {
+    const int64_t R = q->rows, C = q->cols;
+    float *w = malloc(sizeof(float) * (size_t)(R * C) + 4);
+    gn_dequantize_4bit_ref(q, w);
+    float *ref = malloc(sizeof(float) * (size_t)(T * R) + 4);
+    gn_nf4_matmul_ref(ref, in, q, T);
+    double worst = 0.0;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t r = 0; r < R; r++) {
+            double sa = 0.0;
+            for (int64_t c = 0; c < C; c++) sa += fabs((double)w[r * C + c] * in[t * C + c]);
+            const double tol = (double)C * 0x1p-22 * sa * (1 + 0x1p-7) + 0x1p-7 * fabs(ref[t * R + r]) +
+                               i16_extra(q, T, r, in + t * C) * (1 + 0x1p-7) + 1e-30;
+            worst = fmax(worst, fabs((double)o[t * R + r] - ref[t * R + r]) / tol);
+        }
+    CHECK(worst <= 1.0, "%s %lldx%lld bs %d T=%lld: error %g of the bound", what, (long long)R, (long long)C,
+          q->blocksize, (long long)T, worst);
+    free(w);
+    free(ref);
+}
+
+static void test_int_gemm(void) {
+    for (int lvl = GN_SIMD_AVX2; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        if ((int)gn_simd_level() != lvl) continue;
+        const int64_t Rs[] = {1, 3, 33, 70}, Cs[] = {64, 320, 576}, Ts[] = {17, 31, 100};
+        const int bss[] = {64, 128, 256};
+        int n = 0;
+        for (size_t ri = 0; ri < 4; ri++)
+            for (size_t ci = 0; ci < 3; ci++)
+                for (size_t bi = 0; bi < 3; bi++, n++) {
+                    const int64_t R = Rs[ri], C = Cs[ci], T = Ts[n % 3];
+                    gn_quant4_state q;
+                    fill_state(&q, R, C, bss[bi], n % 4 == 3 ? GN_QUANT_FP4 : GN_QUANT_NF4, n % 2, GN_DTYPE_BF16);
+                    if (lvl == GN_SIMD_AVX2 && !env_on("GN_NF4_EXACT_DECODE"))
+                        CHECK(i16_applies(&q, T), "the integer rule applies at AVX2 (%lldx%lld)", (long long)R, (long long)C);
+                    float *in = malloc(sizeof(float) * (size_t)(T * C)), *o = malloc(sizeof(float) * (size_t)(T * R));
+                    for (int64_t i = 0; i < T * C; i++) {
+                        const int64_t t = i / C, g = (i % C) / 64;
+                        in[i] = (t + g) % 5 == 1 ? 0.0f                                        // a run of zeros
+                                : (t + g) % 5 == 2 ? frand() * ((i % 64) == 7 ? 300.0f : 1e-3f) // a wide run
+                                                   : frand();
+                    }
+                    gn_nf4_matmul(o, in, &q, T);
+                    check_gemm_rule(&q, in, T, o, "integer GEMM");
+                    free(in);
+                    free(o);
+                    gn_quant4_free(&q);
+                }
+        // row 1: its first block's scale tiny (below 2^-30), row 2: its second's infinite; the
+        // others ordinary. T = 20 activation rows, one of them (row 5) with a NaN.
+        {
+            const int64_t R = 6, C = 192, T = 20;
+            float *w = malloc(sizeof(float) * (size_t)(R * C)), *in = malloc(sizeof(float) * (size_t)(T * C));
+            float *o = malloc(sizeof(float) * (size_t)(T * R)), *ref = malloc(sizeof(float) * (size_t)(T * R));
+            for (int64_t i = 0; i < R * C; i++) w[i] = frand();
+            for (int64_t c = 0; c < 64; c++) w[C + c] *= 1e-12f;
+            for (int64_t i = 0; i < T * C; i++) in[i] = frand();
+            gn_quant4_state q;
+            GN_ASSERT(gn_quantize_4bit(w, GN_DTYPE_F32, R * C, 64, GN_QUANT_NF4, 0, &q) == GN_OK);
+            int64_t shape[2] = {R, C};
+            GN_ASSERT(gn_quant4_set_shape(&q, 2, shape) == GN_OK);
+            q.wdtype = GN_DTYPE_BF16;
+            ((float *)q.absmax)[2 * C / 64 + 1] = INFINITY; // (the state owns its scales)
+            gn_nf4_matmul(o, in, &q, T);
+            gn_nf4_matmul_ref(ref, in, &q, T);
+            int same_nan = 1;
+            double worst = 0.0;
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t r = 0; r < R; r++) {
+                    const float a = o[t * R + r], b = ref[t * R + r];
+                    if (isnan(b) || isinf(b)) { same_nan &= isnan(a) == isnan(b) && (isnan(a) || a == b); continue; }
+                    const double tol = r == 1 ? 1e-36 + 0x1p-7 * fabs(b)
+                                              : 0x1p-6 * fabs(b) + 1e-6 + i16_extra(&q, T, r, in + t * C) * 1.01;
+                    worst = fmax(worst, fabs((double)a - b) / tol);
+                }
+            CHECK(same_nan, "non-finite scale: the same infinite/NaN outputs as the reference");
+            CHECK(worst <= 1.0, "tiny and infinite block scales: error %g of the bound", worst);
+            in[5 * C + 17] = NAN;
+            gn_nf4_matmul(o, in, &q, T);
+            int nan_row = 1;
+            for (int64_t r = 0; r < R; r++) nan_row &= isnan(o[5 * R + r]) != 0;
+            CHECK(nan_row, "a NaN input gives a NaN output row (the sgemm fallback)");
+            free(w); free(in); free(o); free(ref);
+            gn_quant4_free(&q);
+        }
+        // q/k/v of one input: one packed input, one parallel loop over all their rows
+        {
+            const int64_t rows[3] = {17, 1, 40}, C = 256, T = 40;
+            gn_quant4_state qs[3];
+            const gn_quant4_state *qp[3];
+            float *o[3], *in = malloc(sizeof(float) * (size_t)(T * C));
+            for (int64_t i = 0; i < T * C; i++) in[i] = frand();
+            for (int i = 0; i < 3; i++) {
+                fill_state(&qs[i], rows[i], C, 64, i == 1 ? GN_QUANT_FP4 : GN_QUANT_NF4, i != 0, GN_DTYPE_BF16);
+                qp[i] = &qs[i];
+                o[i] = malloc(sizeof(float) * (size_t)(T * rows[i]));
+            }
+            gn_nf4_matmul_multi(o, in, qp, 3, T);
+            for (int i = 0; i < 3; i++) {
+                check_gemm_rule(qp[i], in, T, o[i], "integer GEMM, one of three");
+                free(o[i]);
+                gn_quant4_free(&qs[i]);
+            }
+            free(in);
+        }
+    }
+    gn_simd_force(GN_SIMD_AVX512);
 }
 
 // the input gradient dy @ W in the compute dtype, against its scalar reference, at every level
@@ -652,6 +779,7 @@ int main(void) {
     test_packing();
     test_roundtrip();
     test_kernels_vs_ref();
+    test_int_gemm();
     test_decode_b64();
     test_decode_b64_dq_scales();
     test_matmul_nn();

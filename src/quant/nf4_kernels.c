@@ -1278,6 +1278,274 @@ static void nf4_matmul_rounded(float *out, const float *inp, const gn_quant4_sta
     }
 }
 
+// ----------------------------------------------------------------------------
+// T > 16 on AVX2 with a bf16 compute dtype: an integer GEMM on vpmaddwd, the same idea as
+// the integer decode above (block scales factored out of the sums), at twice the
+// multiply-adds per instruction of f32 FMA (16 per vpmaddwd; the add beside it runs on
+// another port). Weight codes are 14-bit integers round(c * IG_W), each activation run of
+// 64 columns is scaled to 13-bit integers round(x * IG_X / m), m its largest magnitude, so a
+// lane's 64 products of a run stay below 2^31 (64 * 8191 * 4095 < 2^31): a run's sum is
+// exact in int32, then converted and multiplied by the weight's block scale times the run's
+// scale. The rule, against the dequantize-then-multiply reference (which rounds each weight
+// to bf16): per term the code is off by at most 0.5/IG_W, the input by 0.5 m/IG_X, the
+// reference's weight by 2^-9 of itself; tests/test_nf4.c checks the sum of those and the
+// float32 summation bound. GN_NF4_EXACT_DECODE=1 keeps the exact sgemm path.
+//
+// Layout: activations in tiles of IG_MT = 16 rows, [column pair][16 rows][2] (a vector
+// load is 8 rows x 2 columns), with their run scales [run][16 rows]; weights decoded per
+// chunk of IG_RC rows x IG_KC columns into 32-bit code pairs (one broadcast is a row's two
+// columns). The micro-kernel keeps 16 activation rows x IG_NR = 4 weight rows in 8 int32
+// sums and adds each run into a float32 tile of the chunk ([row][T], in L2).
+// Rows with a non-finite or tiny block scale take the reference's arithmetic
+// (i16_row_exact); an input with a non-finite value or a run outside [2^-60, 2^60] (not
+// zero) takes the sgemm path.
+
+#define IG_W 8191
+#define IG_X 4095
+#define IG_MT 16
+#define IG_NR 4
+#define IG_RC 32
+#define IG_KC 256
+
+static int gemm_i16_ok(const gn_quant4_state *w) {
+    if (w->wdtype != GN_DTYPE_BF16 || w->blocksize % 64 != 0 || w->cols <= 0 || w->cols % 64 != 0 ||
+        level_for(w) == GN_SIMD_SCALAR || gemm_bf16_ok(w) || getenv_exact_decode())
+        return 0;
+    for (int i = 0; i < 16; i++)
+        if (!(fabsf(w->code[i]) <= 1.0f)) return 0;
+    return 1;
+}
+
+// One run of 64 inputs as 13-bit integers round(x * inv), nearest even, into q
+__attribute__((target("avx2,fma")))
+static void ig_run_q(const float *x, float inv, int16_t q[64]) {
+    const __m256 vi = _mm256_set1_ps(inv);
+    const __m256i hi = _mm256_set1_epi32(IG_X), lo = _mm256_set1_epi32(-IG_X);
+    for (int i = 0; i < 64; i += 16) {
+        __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vi));
+        __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), vi));
+        a = _mm256_max_epi32(_mm256_min_epi32(a, hi), lo);
+        b = _mm256_max_epi32(_mm256_min_epi32(b, hi), lo);
+        // packs works per 128-bit lane: a0 b0 a1 b1 -> a0 a1 b0 b1
+        _mm256_storeu_si256((__m256i *)(q + i), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xd8));
+    }
+}
+
+// x (T, C, already in the compute dtype) into tiles: xp (Tp/16 tiles of C*16 int16) and
+// sx (Tp/16 tiles of C/64*16 floats), Tp = T rounded up to 16 (the rows past T are zero);
+// 0 when some run cannot be scaled
+static int ig_pack_x(const float *x, int64_t T, int64_t C, int16_t *xp, float *sx) {
+    const int64_t Tp = (T + IG_MT - 1) / IG_MT * IG_MT, ng = C / 64;
+    int ok = 1;
+    #pragma omp parallel for schedule(static) reduction(&& : ok) if (T * C > 65536)
+    for (int64_t t = 0; t < Tp; t++) {
+        // row t is lane t % 16 of its tile: a pair of columns is one 32-bit word, 64 bytes apart
+        uint32_t *xb = (uint32_t *)(void *)(xp + (t / IG_MT) * C * IG_MT) + t % IG_MT;
+        float *sb = sx + (t / IG_MT) * ng * IG_MT + t % IG_MT;
+        for (int64_t g = 0; g < ng; g++) {
+            const float *xr = x + t * C + g * 64;
+            float m = 0.0f;
+            int fin = t < T;
+            if (fin)
+                for (int i = 0; i < 64; i++) {
+                    const float a = fabsf(xr[i]);
+                    fin &= a <= FLT_MAX; // NaN fails too
+                    m = a > m ? a : m;
+                }
+            if (t < T && (!fin || (m != 0.0f && (m < 0x1p-60f || m > 0x1p60f)))) { ok = 0; break; }
+            sb[g * IG_MT] = (float)((double)m / ((double)IG_X * IG_W));
+            int16_t q[64] = {0};
+            if (m > 0.0f) ig_run_q(xr, (float)IG_X / m, q);
+            for (int i = 0; i < 32; i++) {
+                uint32_t v;
+                memcpy(&v, q + 2 * i, 4);
+                xb[(g * 32 + i) * IG_MT] = v;
+            }
+        }
+    }
+    return ok;
+}
+
+// A code table as 14-bit integers round(c * IG_W), split into low-byte and high-byte
+// vpshufb tables
+static void ig_tables(const float *code, uint8_t lo[16], uint8_t hi[16]) {
+    for (int i = 0; i < 16; i++) {
+        const int16_t c = (int16_t)lrintf(code[i] * IG_W);
+        lo[i] = (uint8_t)((uint16_t)c & 0xff);
+        hi[i] = (uint8_t)((uint16_t)c >> 8);
+    }
+}
+
+// n (a multiple of 64) packed codes at p as 16-bit integers in column order, a pair of
+// columns per 32-bit word (the first, a byte's high nibble, in the low half)
+__attribute__((target("avx2")))
+static void ig_codes(const uint8_t *p, int64_t n, const uint8_t lo[16], const uint8_t hi[16], uint32_t *d) {
+    const __m256i tl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lo));
+    const __m256i th = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)hi));
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int64_t k = 0; k < n / 2; k += 32) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(p + k));
+        const __m256i ih = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), il = _mm256_and_si256(v, m4);
+        const __m256i a = _mm256_shuffle_epi8(tl, ih), b = _mm256_shuffle_epi8(th, ih); // first of each pair
+        const __m256i c = _mm256_shuffle_epi8(tl, il), e = _mm256_shuffle_epi8(th, il); // second
+        const __m256i f0 = _mm256_unpacklo_epi8(a, b), f1 = _mm256_unpackhi_epi8(a, b);
+        const __m256i s0 = _mm256_unpacklo_epi8(c, e), s1 = _mm256_unpackhi_epi8(c, e);
+        // per 128-bit lane: bytes 0-3, 4-7 (from the low unpacks), 8-11, 12-15 (from the high)
+        const __m256i p0 = _mm256_unpacklo_epi16(f0, s0), p1 = _mm256_unpackhi_epi16(f0, s0);
+        const __m256i p2 = _mm256_unpacklo_epi16(f1, s1), p3 = _mm256_unpackhi_epi16(f1, s1);
+        _mm256_storeu_si256((__m256i *)(d + k), _mm256_permute2x128_si256(p0, p1, 0x20));
+        _mm256_storeu_si256((__m256i *)(d + k + 8), _mm256_permute2x128_si256(p2, p3, 0x20));
+        _mm256_storeu_si256((__m256i *)(d + k + 16), _mm256_permute2x128_si256(p0, p1, 0x31));
+        _mm256_storeu_si256((__m256i *)(d + k + 24), _mm256_permute2x128_si256(p2, p3, 0x31));
+    }
+}
+
+// c[0..16) += (float)(s0, s1) * (f0, f1) * w: one run's sums, scaled
+__attribute__((target("avx2,fma")))
+static inline void ig_add(float *c, __m256i s0, __m256i s1, __m256 f0, __m256 f1, float w) {
+    const __m256 s = _mm256_set1_ps(w);
+    _mm256_store_ps(c, _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(f0, s), _mm256_load_ps(c)));
+    _mm256_store_ps(c + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(f1, s), _mm256_load_ps(c + 8)));
+}
+
+// 16 activation rows x 4 weight rows over nblk runs: c (4 rows of 16 floats, stride cs) +=
+// the runs' sums times their scales. xa: the tile at the first run; wp: 4 rows of code
+// pairs (stride IG_KC/2); sxa: the runs' scales [run][16]; sw: the weight scales (4 rows,
+// stride IG_KC/64)
+__attribute__((target("avx2,fma")))
+static void ig_tile(const int16_t *xa, const uint32_t *wp, const float *sxa, const float *sw, int nblk, float *c,
+                    int64_t cs) {
+    for (int g = 0; g < nblk; g++) {
+        __m256i s00 = _mm256_setzero_si256(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00,
+                s31 = s00;
+        const int16_t *xg = xa + (int64_t)g * 64 * IG_MT;
+        const uint32_t *w0 = wp + g * 32;
+        // 32 column pairs: two activation vectors, four broadcast code pairs, eight
+        // vpmaddwd + vpaddd (in asm: GCC's allocation copied every sum once per step)
+        const int16_t *xk = xg;
+        const uint32_t *wk = w0;
+        int n = 32;
+        __asm__("1:\n\t"
+                "vmovdqa (%[x]), %%ymm12\n\t"
+                "vmovdqa 32(%[x]), %%ymm13\n\t"
+                "vpbroadcastd (%[w]), %%ymm14\n\t"
+                "vpbroadcastd %c[d1](%[w]), %%ymm15\n\t"
+                "vpmaddwd %%ymm14, %%ymm12, %%ymm8\n\t"
+                "vpmaddwd %%ymm14, %%ymm13, %%ymm9\n\t"
+                "vpmaddwd %%ymm15, %%ymm12, %%ymm10\n\t"
+                "vpmaddwd %%ymm15, %%ymm13, %%ymm11\n\t"
+                "vpaddd %%ymm8, %[s00], %[s00]\n\t"
+                "vpaddd %%ymm9, %[s01], %[s01]\n\t"
+                "vpaddd %%ymm10, %[s10], %[s10]\n\t"
+                "vpaddd %%ymm11, %[s11], %[s11]\n\t"
+                "vpbroadcastd %c[d2](%[w]), %%ymm14\n\t"
+                "vpbroadcastd %c[d3](%[w]), %%ymm15\n\t"
+                "vpmaddwd %%ymm14, %%ymm12, %%ymm8\n\t"
+                "vpmaddwd %%ymm14, %%ymm13, %%ymm9\n\t"
+                "vpmaddwd %%ymm15, %%ymm12, %%ymm10\n\t"
+                "vpmaddwd %%ymm15, %%ymm13, %%ymm11\n\t"
+                "vpaddd %%ymm8, %[s20], %[s20]\n\t"
+                "vpaddd %%ymm9, %[s21], %[s21]\n\t"
+                "vpaddd %%ymm10, %[s30], %[s30]\n\t"
+                "vpaddd %%ymm11, %[s31], %[s31]\n\t"
+                "add $64, %[x]\n\t"
+                "add $4, %[w]\n\t"
+                "dec %[n]\n\t"
+                "jnz 1b"
+                : [s00] "+x"(s00), [s01] "+x"(s01), [s10] "+x"(s10), [s11] "+x"(s11), [s20] "+x"(s20),
+                  [s21] "+x"(s21), [s30] "+x"(s30), [s31] "+x"(s31), [x] "+r"(xk), [w] "+r"(wk), [n] "+r"(n)
+                : [d1] "i"(IG_KC / 2 * 4), [d2] "i"(IG_KC * 4), [d3] "i"(IG_KC / 2 * 12)
+                : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+        const __m256 f0 = _mm256_load_ps(sxa + g * IG_MT), f1 = _mm256_load_ps(sxa + g * IG_MT + 8);
+        ig_add(c, s00, s01, f0, f1, sw[g]);
+        ig_add(c + cs, s10, s11, f0, f1, sw[IG_KC / 64 + g]);
+        ig_add(c + 2 * cs, s20, s21, f0, f1, sw[2 * (IG_KC / 64) + g]);
+        ig_add(c + 3 * cs, s30, s31, f0, f1, sw[3 * (IG_KC / 64) + g]);
+    }
+}
+
+// outs[i] (T, R_i) = x @ W_i^T for the n matrices (same cols), x given as tiles (ig_pack_x)
+// and, for rows with unusable scales, rounded (xr); outputs rounded to bf16
+static void ig_gemm(float **outs, const gn_quant4_state *const *ws, int n, const int16_t *xp, const float *sx,
+                    const float *xr, int64_t T) {
+    const int64_t C = ws[0]->cols, Tp = (T + IG_MT - 1) / IG_MT * IG_MT, ng = C / 64;
+    int64_t start[9], total = 0;
+    GN_ASSERT(n <= 8);
+    uint8_t tabs[8][2][16];
+    for (int i = 0; i < n; i++) {
+        start[i] = total;
+        total += (ws[i]->rows + IG_RC - 1) / IG_RC;
+        ig_tables(ws[i]->code, tabs[i][0], tabs[i][1]);
+    }
+    start[n] = total;
+    #pragma omp parallel if (total > 1)
+    {
+        uint32_t *wb = gn_malloc_aligned(sizeof(uint32_t) * IG_RC * (IG_KC / 2));
+        float *sb = gn_malloc_aligned(sizeof(float) * IG_RC * (IG_KC / 64));
+        float *acc = gn_scratch(GN_SCRATCH_NF4_W, sizeof(float) * (size_t)(IG_RC * Tp));
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = 0; ch < total; ch++) {
+            int i = 0;
+            while (ch >= start[i + 1]) i++;
+            const gn_quant4_state *q = ws[i];
+            const int64_t R = q->rows, r0 = (ch - start[i]) * IG_RC, bs = q->blocksize;
+            const int nr = R - r0 < IG_RC ? (int)(R - r0) : IG_RC;
+            unsigned bad[IG_RC] = {0};
+            memset(acc, 0, sizeof(float) * (size_t)(IG_RC * Tp));
+            for (int64_t k0 = 0; k0 < C; k0 += IG_KC) {
+                const int64_t kc = C - k0 < IG_KC ? C - k0 : IG_KC;
+                for (int j = 0; j < IG_RC; j++) { // this chunk's codes and scales at columns k0..k0+kc
+                    uint32_t *d = wb + j * (IG_KC / 2);
+                    float *s = sb + j * (IG_KC / 64);
+                    if (j >= nr) {
+                        memset(d, 0, sizeof(uint32_t) * (size_t)(kc / 2));
+                        memset(s, 0, sizeof(float) * (size_t)(kc / 64));
+                        continue;
+                    }
+                    const int64_t e0 = (r0 + j) * C + k0;
+                    ig_codes(q->packed + e0 / 2, kc, tabs[i][0], tabs[i][1], d);
+                    for (int64_t g = 0; g < kc / 64; g++) {
+                        const float v = gn_quant4_scale(q, (e0 + g * 64) / bs);
+                        const unsigned b = i16_scale_bad(v);
+                        bad[j] |= b;
+                        s[g] = b ? 0.0f : v;
+                    }
+                }
+                for (int64_t tb = 0; tb < Tp / IG_MT; tb++)
+                    for (int j0 = 0; j0 < nr; j0 += IG_NR)
+                        ig_tile(xp + tb * C * IG_MT + k0 * IG_MT, wb + j0 * (IG_KC / 2), sx + (tb * ng + k0 / 64) * IG_MT,
+                                sb + j0 * (IG_KC / 64), (int)(kc / 64), acc + j0 * Tp + tb * IG_MT, Tp);
+            }
+            round_act(acc, IG_RC * Tp, GN_DTYPE_BF16);
+            float *out = outs[i];
+            for (int64_t t = 0; t < T; t++) {
+                float *o = out + t * R + r0;
+                for (int j = 0; j < nr; j++) o[j] = acc[j * Tp + t];
+            }
+            for (int j = 0; j < nr; j++)
+                if (bad[j])
+                    for (int64_t t = 0; t < T; t++) {
+                        out[t * R + r0 + j] = i16_row_exact(q, r0 + j, xr + t * C);
+                        round_act(out + t * R + r0 + j, 1, GN_DTYPE_BF16);
+                    }
+        }
+        free(wb);
+        free(sb);
+    }
+}
+
+// The n products (gemm_i16_ok each, same cols) of xr (T, C, in the compute dtype): the
+// integer GEMM, or the sgemm path where the input cannot be scaled
+static void nf4_igemm(float **outs, const float *xr, const gn_quant4_state *const *ws, int n, int64_t T) {
+    const int64_t C = ws[0]->cols, Tp = (T + IG_MT - 1) / IG_MT * IG_MT;
+    const size_t nx = (size_t)(Tp * C), ns = (size_t)(Tp * (C / 64));
+    int16_t *xp = gn_scratch(GN_SCRATCH_NF4_X, sizeof(int16_t) * nx + sizeof(float) * ns + 64);
+    float *sx = (float *)(void *)(xp + ((nx + 31) & ~(size_t)31));
+    if (ig_pack_x(xr, T, C, xp, sx)) ig_gemm(outs, ws, n, xp, sx, xr, T);
+    else
+        for (int i = 0; i < n; i++) nf4_matmul_rounded(outs[i], xr, ws[i], T);
+}
+
 // The matrices of gn_nf4_matmul_multi outside the fused kernel's reach: the input
 // rounded to the compute dtype once for all of them (same cols and compute dtype)
 static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T) {
@@ -1296,8 +1564,15 @@ static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_stat
         for (int i = 0; i < n; i++) nf4_gemm_bf16(outs[i], xp, ws[i], T);
         return;
     }
+    int all_i16 = T > NF4_SMALL_T;
+    for (int i = 0; i < n; i++) all_i16 &= gemm_i16_ok(ws[i]);
     float *xr = gn_malloc(sizeof(float) * (size_t)(T * C));
     round_copy(xr, inp, T * C, cdt);
+    if (all_i16) { // one packed input for q/k/v or gate/up, one parallel loop over their rows
+        nf4_igemm(outs, xr, ws, n, T);
+        free(xr);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         if (small_t_ok(ws[i], T, level_for(ws[i]))) gn_nf4_matmul_multi(&outs[i], xr, &ws[i], 1, T); // idempotent rounding
         else nf4_matmul_rounded(outs[i], xr, ws[i], T);
@@ -1319,6 +1594,7 @@ void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64
     }
     float *xr = gn_malloc(sizeof(float) * (size_t)(T * C)); // the input in the compute dtype
     round_copy(xr, inp, T * C, w->wdtype);
-    nf4_matmul_rounded(out, xr, w, T);
+    if (T > NF4_SMALL_T && gemm_i16_ok(w)) nf4_igemm(&out, xr, &w, 1, T);
+    else nf4_matmul_rounded(out, xr, w, T);
     free(xr);
 }
