@@ -16,9 +16,11 @@
  * row into a buffer and use gn_dot_f32. One exception to "bit-identical weights":
  * AVX2 decode in bf16 compute factors the block scale out and multiplies 15-bit
  * integers (rows_dot_i16_avx2, its error rule there; GN_NF4_EXACT_DECODE=1 keeps the
- * exact kernel). T > 1 (prefill): each OpenMP thread
- * dequantizes 64-row tiles into its own buffer and runs a single-threaded
- * OpenBLAS sgemm on them (one thread pool, as gn_matmul does).
+ * exact kernel). T > 16 (prefill, training) with a bf16 compute dtype: on AVX2 (and
+ * AVX-512 without BF16 dot products) an integer GEMM on vpmaddwd (ig_gemm, its rule
+ * there; GN_NF4_EXACT_DECODE=1 keeps the exact path), on AVX512_BF16 a vdpbf16ps GEMM;
+ * elsewhere each OpenMP thread dequantizes 64-row tiles into its own buffer and runs a
+ * single-threaded OpenBLAS sgemm on them (one thread pool, as gn_matmul does).
  */
 #include "nf4.h"
 
