@@ -39,10 +39,13 @@ def put(target, name, data):
 
 
 def _open(path):
-    """A binary file object; a .gz file is read decompressed."""
+    """A binary file object; a .gz or .xz file is read decompressed."""
     if str(path).endswith(".gz"):
         import gzip
         return gzip.open(path, "rb")
+    if str(path).endswith(".xz"):
+        import lzma
+        return lzma.open(path, "rb")
     return open(path, "rb")
 
 
@@ -119,10 +122,9 @@ def seeds_safetensors():
 
 def seeds_gguf():
     for p in [DATA / "llama-cpp-vocab" / "ggml-vocab-llama-spm.gguf", DATA / "llama-cpp-vocab" / "ggml-vocab-gpt-2.gguf.gz",
-              DATA / "tiny-llama" / "stories260K.gguf", DATA / "tiny-llama" / "llama-2-tiny-random.gguf",
-              CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"]:
+              DATA / "tiny-llama" / "stories260K.gguf.xz", CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"]:
         if p.exists():
-            put("gguf", "prefix-" + p.name.removesuffix(".gz"), prefix(p, 16384))  # header + first metadata only
+            put("gguf", "prefix-" + p.name.removesuffix(".gz").removesuffix(".xz"), prefix(p, 16384))  # header + first metadata only
     try:
         import numpy as np
         import gguf

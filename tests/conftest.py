@@ -4,10 +4,15 @@ Everything expected in these tests comes from the reference implementations
 (torch/transformers/sentencepiece/tokenizers/gguf/llama-cpp-python) or from the
 data files in data/ (see data/README.md), never from guanaco's own output.
 """
+import atexit
+import functools
 import gzip
+import lzma
 import os
 import pathlib
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -46,6 +51,26 @@ def guanaco_bin():
 def data_dir():
     assert DATA.is_dir(), f"{DATA} missing (the repository's data/ folder, or $GN_DATA)"
     return DATA
+
+
+@functools.lru_cache(maxsize=None)
+def data_file(rel):
+    """data/REL as a path. A binary file shipped compressed (REL.xz, or REL.gz) is unpacked
+    once per session into a temporary folder, removed at exit (GGUF files are mapped, not
+    streamed, so the program needs the plain bytes)."""
+    plain = DATA / rel
+    if plain.exists():
+        return plain
+    for ext, opener in ((".xz", lzma.open), (".gz", gzip.open)):
+        packed = pathlib.Path(str(plain) + ext)
+        if packed.exists():
+            d = tempfile.mkdtemp(prefix="gn-data-")
+            atexit.register(shutil.rmtree, d, True)
+            out = pathlib.Path(d) / plain.name
+            with opener(packed, "rb") as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            return out
+    raise FileNotFoundError(f"{plain} (nor .xz / .gz beside it)")
 
 
 def read_text(path):

@@ -1,7 +1,7 @@
 """Item 6: bad input gives one clear error line, a non-zero exit and no sanitizer report.
 
 Every case builds a broken copy of a good file (a tiny random model from
-tests/ref/gen_tiny_llama.py, data/tiny-llama/stories260K.gguf, the LLaMA
+tests/ref/gen_tiny_llama.py, data/tiny-llama/stories260K.gguf.xz, the LLaMA
 tokenizer.model, a tokenizer.json made with `tokenizers`) and runs `guanaco info` and
 `guanaco logits` (or `guanaco tokenize` for a tokenizer file) on it under the release build and
 every sanitizer build. Each run must:
@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import DATA, guanaco_variants, run_binary, sanitizer_report
+from conftest import DATA, data_file, guanaco_variants, run_binary, sanitizer_report
 
 MODEL_CMDS = ("info", "logits")
 
@@ -103,7 +103,7 @@ def torch_zip_drop(path, suffix):
 
 def gguf_copy(dst_dir, name):
     dst = dst_dir / f"{name}.gguf"
-    shutil.copyfile(DATA / "tiny-llama" / "stories260K.gguf", dst)
+    shutil.copyfile(data_file("tiny-llama/stories260K.gguf"), dst)
     dst.chmod(0o644)
     return dst
 
@@ -112,7 +112,7 @@ def gguf_layout():
     """Offsets inside stories260K.gguf: (first tensor-info offset, data offset, size, info of
     tensor 0 as (offset of its dtype field, offset of its data-offset field, offset of n_dims))."""
     import gguf
-    src = DATA / "tiny-llama" / "stories260K.gguf"
+    src = data_file("tiny-llama/stories260K.gguf")
     r = gguf.GGUFReader(str(src))
     t0 = r.tensors[0].field
     sizes = [p.nbytes for p in t0.parts]   # name len, name, n_dims, dims, type, offset

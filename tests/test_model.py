@@ -14,7 +14,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from conftest import (run_guanaco, run_binary, sanitizer_builds, sanitizer_report)
+from conftest import (data_file, run_guanaco, run_binary, sanitizer_builds, sanitizer_report)
 from native_oracle import isolated, llama_logits
 
 import sys
@@ -167,7 +167,7 @@ GEN_ARGS = ["--ids", "1", "-n", "200", "--temp", "0", "--no-bos", "--ignore-eos"
 def test_stories260k_greedy_200(guanaco_bin, data_dir):
     want = _stories_expected(data_dir)
     assert len(want) == 200
-    p = run_guanaco("generate", "-m", data_dir / "tiny-llama" / "stories260K.gguf", *GEN_ARGS)
+    p = run_guanaco("generate", "-m", data_file("tiny-llama/stories260K.gguf"), *GEN_ARGS)
     got = _printed_ids(p.stdout)
     first_bad = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
     assert got == want, (f"{len(got)} ids; first difference at step {first_bad}: "
@@ -180,7 +180,7 @@ def test_stories260k_greedy_under_sanitizers(data_dir, build):
     builds = dict(sanitizer_builds())
     if build not in builds:
         pytest.skip("no sanitizer build (make asan / make ubsan)")
-    p = run_binary(builds[build], "generate", "-m", data_dir / "tiny-llama" / "stories260K.gguf", *GEN_ARGS)
+    p = run_binary(builds[build], "generate", "-m", data_file("tiny-llama/stories260K.gguf"), *GEN_ARGS)
     rep = sanitizer_report(p.stderr + p.stdout)
     assert rep is None, f"{build}: {rep}\n{p.stderr[-4000:]}"
     assert p.returncode == 0, p.stderr[-4000:]

@@ -23,9 +23,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import DATA, ROOT, run_guanaco, save_tiny_llama_with_tokenizer
+from conftest import DATA, ROOT, data_file, run_guanaco, save_tiny_llama_with_tokenizer
 
-STORIES = DATA / "tiny-llama" / "stories260K.gguf"
+STORIES = data_file("tiny-llama/stories260K.gguf")
 OASST = DATA / "openassistant-guanaco" / "openassistant_best_replies_eval.jsonl.gz"
 PY = ROOT / "python"
 

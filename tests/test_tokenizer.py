@@ -14,18 +14,15 @@ Every expected id comes from an oracle, never from guanaco:
 Many texts go through one process with the batch modes of `guanaco tokenize`
 (`-f rows.jsonl --jsonl text`, `--roundtrip`, `--decode-each`).
 """
-import functools
-import gzip
 import json
 import pathlib
 import random
 import shutil
-import tempfile
 import time
 
 import pytest
 
-from conftest import DATA, decode_each, open_text, run_guanaco
+from conftest import DATA, data_file, decode_each, open_text, run_guanaco
 from native_oracle import isolated, llama_tokenize
 
 SPM_MODEL = DATA / "llama-tokenizer" / "tokenizer.model"
@@ -101,17 +98,9 @@ def assert_same(texts, got, want, what):
             f"  at position {k}: ours {got[i][k:k + 12]} oracle {want[i][k:k + 12]}")
 
 
-@functools.lru_cache(maxsize=None)
 def vocab_gguf(name):
-    """data/llama-cpp-vocab/ggml-vocab-NAME.gguf; a vocabulary shipped gzipped is unpacked once
-    into a temporary folder (GGUF files are mapped, not streamed)."""
-    plain = VOCAB_DIR / f"ggml-vocab-{name}.gguf"
-    if plain.exists():
-        return plain
-    out = pathlib.Path(tempfile.mkdtemp(prefix="gn-vocab-")) / plain.name
-    with gzip.open(str(plain) + ".gz", "rb") as src, open(out, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    return out
+    """data/llama-cpp-vocab/ggml-vocab-NAME.gguf (unpacked once where it ships gzipped)."""
+    return data_file(f"llama-cpp-vocab/ggml-vocab-{name}.gguf")
 
 
 # ---------------------------------------------------------------------------
@@ -184,13 +173,13 @@ def test_spm_bos_eos_and_special(guanaco_bin, tmp_path, sp):
 
 
 def test_spm_same_through_every_path(guanaco_bin, tmp_path, sp):
-    """tokenizer.model, an HF folder holding it, and the same vocab as GGUF agree with sentencepiece."""
+    """tokenizer.model, an HF folder holding it, and the same vocab as llama.cpp's GGUF agree with sentencepiece."""
     folder = tmp_path / "hf"
     folder.mkdir()
     shutil.copy(SPM_MODEL, folder / "tokenizer.model")
     texts = oasst_rows()[:60] + [t for t in AWKWARD if "\u2581" not in t]
     want = [sp.encode(t) for t in texts]
-    for path in (folder, vocab_gguf("llama-spm"), DATA / "tiny-llama" / "llama-2-tiny-random.gguf"):
+    for path in (folder, vocab_gguf("llama-spm")):
         assert_same(texts, encode_many(path, texts, tmp_path, "--no-bos"), want, str(path))
 
 
