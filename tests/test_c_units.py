@@ -55,6 +55,21 @@ def _id(p):
 CASES = [(d / "tests" / name, level) for d in _builds() for name in SOURCES for level in LEVELS]
 
 
+def _run_unit(binary, label, env):
+    """Runs a C test binary; fails on a nonzero exit or a sanitizer report, quoting FAIL lines."""
+    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
+    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    p = subprocess.run([str(binary)], cwd=ROOT, env=env, capture_output=True, text=True,
+                       errors="replace", timeout=1200)
+    out = p.stdout + p.stderr
+    rep = sanitizer_report(out)
+    fails = [l for l in out.splitlines() if l.startswith("FAIL")]
+    assert rep is None and p.returncode == 0, (
+        f"{_id(binary)} ({label}) exited {p.returncode}" + (f"; sanitizer: {rep}" if rep else "") +
+        (f"\n{len(fails)} FAIL lines, first: " + "\n".join(fails[:20]) if fails else "") +
+        f"\n--- output tail:\n{out[-6000:]}")
+
+
 @pytest.mark.parametrize("binary,level", CASES, ids=[f"{_id(b)}[{lv}]" for b, lv in CASES])
 def test_c_unit(binary, level):
     assert binary.is_file() and os.access(binary, os.X_OK), (
@@ -68,17 +83,7 @@ def test_c_unit(binary, level):
         if level == BEST:
             pytest.skip(f"{level} is this CPU's own level: the [default] case ran it")
         env["GN_SIMD"] = level
-    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
-    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
-    p = subprocess.run([str(binary)], cwd=ROOT, env=env, capture_output=True, text=True,
-                       errors="replace", timeout=1200)
-    out = p.stdout + p.stderr
-    rep = sanitizer_report(out)
-    fails = [l for l in out.splitlines() if l.startswith("FAIL")]
-    assert rep is None and p.returncode == 0, (
-        f"{_id(binary)} (GN_SIMD={level}) exited {p.returncode}" + (f"; sanitizer: {rep}" if rep else "") +
-        (f"\n{len(fails)} FAIL lines, first: " + "\n".join(fails[:20]) if fails else "") +
-        f"\n--- output tail:\n{out[-6000:]}")
+    _run_unit(binary, f"GN_SIMD={level}", env)
 
 
 # test_nf4 once more with GN_NF4_EXACT_DECODE=1: the integer decode and GEMM kernels off, the
@@ -89,14 +94,6 @@ EXACT = [d / "tests" / "test_nf4" for d in _builds()]
 @pytest.mark.parametrize("binary", EXACT, ids=[f"{_id(b)}[exact]" for b in EXACT])
 def test_nf4_exact_paths(binary):
     assert binary.is_file(), f"{_id(binary)} missing: the build did not make it"
-    env = dict(os.environ, GN_NF4_EXACT_DECODE="1", ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
-               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    env = dict(os.environ, GN_NF4_EXACT_DECODE="1")
     env.pop("GN_SIMD", None)
-    p = subprocess.run([str(binary)], cwd=ROOT, env=env, capture_output=True, text=True, errors="replace",
-                       timeout=1200)
-    out = p.stdout + p.stderr
-    rep = sanitizer_report(out)
-    fails = [l for l in out.splitlines() if l.startswith("FAIL")]
-    assert rep is None and p.returncode == 0, (
-        f"{_id(binary)} (GN_NF4_EXACT_DECODE=1) exited {p.returncode}" + (f"; sanitizer: {rep}" if rep else "") +
-        ("\n" + "\n".join(fails[:20]) if fails else "") + f"\n--- output tail:\n{out[-4000:]}")
+    _run_unit(binary, "GN_NF4_EXACT_DECODE=1", env)

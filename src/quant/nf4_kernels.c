@@ -737,12 +737,13 @@ static int i16_arrange(const float *x, int64_t C, int16_t *xq, float *sx) {
     return 1;
 }
 
-// the code table as 16-bit integers split into low-byte and high-byte vpshufb tables
-// (16 bytes, both lanes); 0 when a code's magnitude exceeds 1 (not a normalized table)
-static int i16_tables(const float *code, uint8_t lo[16], uint8_t hi[16]) {
+// the code table as 16-bit integers round(c * one) split into low-byte and high-byte
+// vpshufb tables (16 bytes, both lanes); 0 when a code's magnitude exceeds 1 (not a
+// normalized table). Decode uses one = I16_ONE, the GEMM IG_W.
+static int i16_tables(const float *code, int one, uint8_t lo[16], uint8_t hi[16]) {
     for (int i = 0; i < 16; i++) {
         if (!(fabsf(code[i]) <= 1.0f)) return 0;
-        const int16_t c = (int16_t)lrintf(code[i] * (float)I16_ONE);
+        const int16_t c = (int16_t)lrintf(code[i] * (float)one);
         lo[i] = (uint8_t)((uint16_t)c & 0xff);
         hi[i] = (uint8_t)((uint16_t)c >> 8);
     }
@@ -840,7 +841,7 @@ static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, 
                               const float *xr, float *out) {
     const int64_t C = q->cols, bs = q->blocksize, ng = C / 64, gpb = bs / 64;
     uint8_t lo8[16], hi8[16];
-    if (!i16_tables(q->code, lo8, hi8)) {
+    if (!i16_tables(q->code, I16_ONE, lo8, hi8)) {
         for (int64_t r = r0; r < r1; r++) out[r] = i16_row_exact(q, r, xr);
         return;
     }
@@ -1313,9 +1314,8 @@ static int gemm_i16_ok(const gn_quant4_state *w) {
     if (w->wdtype != GN_DTYPE_BF16 || w->blocksize % 64 != 0 || w->cols <= 0 || w->cols % 64 != 0 ||
         level_for(w) == GN_SIMD_SCALAR || gemm_bf16_ok(w) || getenv_exact_decode())
         return 0;
-    for (int i = 0; i < 16; i++)
-        if (!(fabsf(w->code[i]) <= 1.0f)) return 0;
-    return 1;
+    uint8_t lo[16], hi[16];
+    return i16_tables(w->code, IG_W, lo, hi);
 }
 
 // One run of 64 inputs as 13-bit integers round(x * inv), nearest even, into q
@@ -1366,16 +1366,6 @@ static int ig_pack_x(const float *x, int64_t T, int64_t C, int16_t *xp, float *s
         }
     }
     return ok;
-}
-
-// A code table as 14-bit integers round(c * IG_W), split into low-byte and high-byte
-// vpshufb tables
-static void ig_tables(const float *code, uint8_t lo[16], uint8_t hi[16]) {
-    for (int i = 0; i < 16; i++) {
-        const int16_t c = (int16_t)lrintf(code[i] * IG_W);
-        lo[i] = (uint8_t)((uint16_t)c & 0xff);
-        hi[i] = (uint8_t)((uint16_t)c >> 8);
-    }
 }
 
 // n (a multiple of 64) packed codes at p as 16-bit integers in column order, a pair of
@@ -1477,14 +1467,16 @@ static void ig_gemm(float **outs, const gn_quant4_state *const *ws, int n, const
     for (int i = 0; i < n; i++) {
         start[i] = total;
         total += (ws[i]->rows + IG_RC - 1) / IG_RC;
-        ig_tables(ws[i]->code, tabs[i][0], tabs[i][1]);
+        GN_ASSERT(i16_tables(ws[i]->code, IG_W, tabs[i][0], tabs[i][1])); // gemm_i16_ok checked the table
     }
     start[n] = total;
     #pragma omp parallel if (total > 1)
     {
-        uint32_t *wb = gn_malloc_aligned(sizeof(uint32_t) * IG_RC * (IG_KC / 2));
-        float *sb = gn_malloc_aligned(sizeof(float) * IG_RC * (IG_KC / 64));
-        float *acc = gn_scratch(GN_SCRATCH_NF4_W, sizeof(float) * (size_t)(IG_RC * Tp));
+        // this thread's chunk: sums (IG_RC x Tp), codes, scales, in one scratch buffer
+        float *acc = gn_scratch(GN_SCRATCH_NF4_W, sizeof(float) * (size_t)(IG_RC * Tp) +
+                                                       sizeof(uint32_t) * IG_RC * (IG_KC / 2) + sizeof(float) * IG_RC * (IG_KC / 64));
+        uint32_t *wb = (uint32_t *)(void *)(acc + IG_RC * Tp);
+        float *sb = (float *)(void *)(wb + IG_RC * (IG_KC / 2));
         #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < total; ch++) {
             int i = 0;
@@ -1531,8 +1523,6 @@ static void ig_gemm(float **outs, const gn_quant4_state *const *ws, int n, const
                         round_act(out + t * R + r0 + j, 1, GN_DTYPE_BF16);
                     }
         }
-        free(wb);
-        free(sb);
     }
 }
 
