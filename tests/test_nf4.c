@@ -4,6 +4,7 @@
  * reference on awkward shapes, the quant_state JSON, and a save/load round trip.
  * Byte-exactness against bitsandbytes itself is tests/test_nf4.py's job.
  */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -728,6 +729,88 @@ static void test_decode_b64_dq_scales(void) {
     free(w); free(x); free(d);
 }
 
+// Double quantization with nested groups of other sizes than bitsandbytes' 256 blocks (the
+// integer decode keeps a table of scales per group for powers of two from 128 and takes its
+// general loop below that), rows of 1, 9 and 600 blocks (two rows of 600 span up to six
+// groups of 128, so two of them can want the same table slot), odd row counts (row pairs and
+// a single row), and (variant 1) a first group whose scales cannot be factored out (offset
+// 0, nested scale 1e-36: the rows it touches follow the reference's arithmetic). Two checks:
+// against the reference (the rule's bound, loose for long rows: it sums each term's bf16
+// rounding), and, where the integer rule applies, bit for bit against the same weights
+// without double quantization (absmax = each block's rebuilt scale), which the decode takes
+// through its other loop with the same sums in the same order: a block given a wrong scale
+// shows there, however long the row.
+static void test_decode_b64_nested_sizes(void) {
+    const int64_t Cs[] = {64, 576, 64 * 600}, Rs[] = {1, 4, 5};
+    const int nbss[] = {32, 64, 128, 512};
+    for (int lvl = GN_SIMD_AVX2; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        if ((int)gn_simd_level() != lvl) continue;
+        for (size_t ci = 0; ci < sizeof Cs / sizeof Cs[0]; ci++)
+            for (size_t ri = 0; ri < sizeof Rs / sizeof Rs[0]; ri++)
+                for (size_t ni = 0; ni < sizeof nbss / sizeof nbss[0]; ni++)
+                    for (int variant = 0; variant < 2; variant++) {
+                        const int64_t R = Rs[ri], C = Cs[ci], n = R * C, ng = C / 64;
+                        const int nbs = nbss[ni];
+                        float *w = malloc(sizeof(float) * (size_t)n), *x = malloc(sizeof(float) * (size_t)C),
+                              *d = malloc(sizeof(float) * (size_t)n), *o = malloc(sizeof(float) * (size_t)R),
+                              *o2 = malloc(sizeof(float) * (size_t)R), *r = malloc(sizeof(float) * (size_t)R);
+                        for (int64_t i = 0; i < n; i++) w[i] = frand() * (1.0f + (float)((i / 64) % 5));
+                        for (int64_t c = 0; c < C; c++) x[c] = frand();
+                        gn_quant4_state q;
+                        GN_ASSERT(gn_quantize_4bit(w, GN_DTYPE_F32, n, 64, GN_QUANT_NF4, 1, &q) == GN_OK);
+                        GN_ASSERT(gn_quant4_set_shape(&q, 2, (int64_t[]){R, C}) == GN_OK);
+                        q.wdtype = GN_DTYPE_BF16;
+                        const int64_t nn = (q.nblocks + nbs - 1) / nbs;
+                        float *nabs = malloc(sizeof(float) * (size_t)nn); // ours; the state's own is freed with it
+                        for (int64_t k = 0; k < nn; k++) nabs[k] = 0.5f + 0.125f * (float)(k % 7);
+                        if (variant == 1) {
+                            q.offset = 0.0f;
+                            nabs[0] = 1e-36f;
+                        }
+                        q.nested_absmax = nabs;
+                        q.nested_nblocks = nn;
+                        q.nested_blocksize = nbs;
+                        gn_quant4_state flat = q; // the same block scales, stored
+                        float *am = malloc(sizeof(float) * (size_t)q.nblocks);
+                        for (int64_t b = 0; b < q.nblocks; b++) am[b] = gn_quant4_scale(&q, b);
+                        flat.nested = 0;
+                        flat.absmax = am;
+                        flat.nowned_ = 0;
+                        gn_dequantize_4bit_ref(&q, d);
+                        gn_nf4_matmul(o, x, &q, 1);
+                        gn_nf4_matmul(o2, x, &flat, 1);
+                        gn_nf4_matmul_ref(r, x, &q, 1);
+                        if (i16_applies(&q, 1))
+                            CHECK(memcmp(o, o2, sizeof(float) * (size_t)R) == 0,
+                                  "nested blocks of %d, %lldx%lld, variant %d: not the sums of the same weights stored "
+                                  "without double quantization",
+                                  nbs, (long long)R, (long long)C, variant);
+                        for (int64_t i = 0; i < R; i++) {
+                            double sa = 0;
+                            int bad = 0;
+                            for (int64_t c = 0; c < C; c++) sa += fabs((double)d[i * C + c] * x[c]);
+                            for (int64_t b = i * ng; b < (i + 1) * ng; b++) {
+                                const float s = fabsf(am[b]);
+                                bad |= !(s <= FLT_MAX) || (s != 0.0f && s < 0x1p-30f);
+                            }
+                            const double tol = bad ? 1e-3 * sa + 1e-37
+                                                   : (double)(C / 8 + 32) * 0x1p-24 * sa * (1 + 0x1p-7) +
+                                                         0x1p-7 * fabs(r[i]) + i16_extra(&q, 1, i, x) * (1 + 0x1p-7) + 1e-30;
+                            CHECK(fabs((double)o[i] - r[i]) <= tol,
+                                  "nested blocks of %d, level %d, %lldx%lld, variant %d, row %lld%s: %g vs ref %g (tol %g)",
+                                  nbs, lvl, (long long)R, (long long)C, variant, (long long)i,
+                                  bad ? " (unfactorable scales)" : "", o[i], r[i], tol);
+                        }
+                        free(nabs);
+                        free(am);
+                        gn_quant4_free(&q);
+                        free(w); free(x); free(d); free(o); free(o2); free(r);
+                    }
+    }
+    gn_simd_force(GN_SIMD_AVX512);
+}
+
 // The quantizer at every SIMD level gives the same bytes: f32, f16 and bf16 inputs, NF4 and
 // FP4, blocks holding a NaN, an infinity, all zeros or only tiny values, and a partial last
 // block (odd and even lengths), with and without double quantization.
@@ -782,6 +865,7 @@ int main(void) {
     test_int_gemm();
     test_decode_b64();
     test_decode_b64_dq_scales();
+    test_decode_b64_nested_sizes();
     test_matmul_nn();
     test_json();
     test_save_load();

@@ -786,53 +786,186 @@ static inline unsigned i16_scale_bad(float s) {
     return (u != 0) & ((uint32_t)(u - 0x30800000u) > 0x7f7fffffu - 0x30800000u);
 }
 
-// Blocks of 64, with double quantization (QLoRA's layout; the nested block size a power of
-// two) or without: the scale arithmetic of gn_quant4_scale with the state's fields held in
-// registers, the checks without branches, and two runs per step (the same two accumulators
-// and the same order as the general loop below, so the same sums).
+// The scales of one nested group of blocks (double quantization): tab[c] = ncode[c] * nabs + offset
+// for each 8-bit code c, rounded as gn_quant4_scale rounds them (a product, then a sum). 1 when
+// one of them cannot be factored out (i16_scale_bad), bad8 then marking which; 0 otherwise.
+__attribute__((target("avx2,fma,f16c")))
+static int i16_group_scales(const gn_quant4_state *q, int64_t grp, float *tab, uint8_t *bad8) {
+    const __m256 na = _mm256_set1_ps(q->nested_absmax[grp]), off = _mm256_set1_ps(q->offset);
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), zero = _mm256_setzero_si256();
+    const __m256i tiny = _mm256_set1_epi32(0x30800000), fmax = _mm256_set1_epi32(0x7f7fffff);
+    __m256i any = zero;
+    for (int i = 0; i < 256; i += 8) {
+        const __m256 s = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(q->nested_code + i), na), off);
+        _mm256_store_ps(tab + i, s);
+        const __m256i u = _mm256_and_si256(_mm256_castps_si256(s), absm); // as i16_scale_bad
+        const __m256i small = _mm256_andnot_si256(_mm256_cmpeq_epi32(u, zero), _mm256_cmpgt_epi32(tiny, u));
+        any = _mm256_or_si256(any, _mm256_or_si256(small, _mm256_cmpgt_epi32(u, fmax)));
+    }
+    if (_mm256_testz_si256(any, any)) return 0;
+    for (int i = 0; i < 256; i++) bad8[i] = (uint8_t)i16_scale_bad(tab[i]);
+    return 1;
+}
+
+// One run's product scaled: the run's int32 sum (as float) times its block scale *s times the
+// input run's scale *sx, into acc. Both scales come from memory as broadcasts (loads, no shuffle).
+__attribute__((target("avx2,fma,f16c")))
+static inline __m256 i16_step(const uint8_t *pb, const int16_t *x, const float *s, const float *sx, __m256 acc,
+                              __m256i tl, __m256i th, __m256i m4) {
+    const __m256 sc = _mm256_mul_ps(_mm256_broadcast_ss(s), _mm256_broadcast_ss(sx));
+    return _mm256_fmadd_ps(i16_run(pb, x, tl, th, m4), sc, acc);
+}
+
+// Runs g0..g1 of one row (packed bytes p, block scales sc[g] or, with dq, tab[qg[g]]): even runs
+// into *a0 and odd runs into *a1, two runs a step, so the sums and their order do not depend on
+// where a span starts.
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void i16_span(const uint8_t *p, const int16_t *xq, const float *sx, int64_t g, int64_t g1, int dq,
+                            const uint8_t *qg, const float *sc, __m256 *a0, __m256 *a1, __m256i tl, __m256i th,
+                            __m256i m4) {
+    __m256 acc0 = *a0, acc1 = *a1;
+#define I16_S(h) (dq ? sc + qg[h] : sc + (h))
+    if ((g & 1) && g < g1) {
+        acc1 = i16_step(p + g * 32, xq + g * 64, I16_S(g), sx + g, acc1, tl, th, m4);
+        g++;
+    }
+    for (; g + 1 < g1; g += 2) {
+        gn_prefetch_stream(p + g * 32);
+        acc0 = i16_step(p + g * 32, xq + g * 64, I16_S(g), sx + g, acc0, tl, th, m4);
+        acc1 = i16_step(p + g * 32 + 32, xq + g * 64 + 64, I16_S(g + 1), sx + g + 1, acc1, tl, th, m4);
+    }
+    if (g < g1) acc0 = i16_step(p + g * 32, xq + g * 64, I16_S(g), sx + g, acc0, tl, th, m4);
+#undef I16_S
+    *a0 = acc0;
+    *a1 = acc1;
+}
+
+// 1 when one of the n scales s cannot be factored out (i16_scale_bad)
+__attribute__((target("avx2,fma,f16c")))
+static unsigned i16_scales_bad(const float *s, int64_t n) {
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), zero = _mm256_setzero_si256();
+    const __m256i tiny = _mm256_set1_epi32(0x30800000), fmax = _mm256_set1_epi32(0x7f7fffff);
+    __m256i any = zero;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i u = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(s + i)), absm);
+        const __m256i small = _mm256_andnot_si256(_mm256_cmpeq_epi32(u, zero), _mm256_cmpgt_epi32(tiny, u));
+        any = _mm256_or_si256(any, _mm256_or_si256(small, _mm256_cmpgt_epi32(u, fmax)));
+    }
+    unsigned bad = !_mm256_testz_si256(any, any);
+    for (; i < n; i++) bad |= i16_scale_bad(s[i]);
+    return bad;
+}
+
+// Runs g..g1 of two rows (A and B) against the same inputs: each row as i16_span does it (its
+// accumulators a[0], a[1] and b[0], b[1], the same order), the input runs loaded once for both.
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void i16_span2(const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx, int64_t g,
+                             int64_t g1, int dq, const uint8_t *qa, const uint8_t *qb, const float *sa,
+                             const float *sb, __m256 *a, __m256 *b, __m256i tl, __m256i th, __m256i m4) {
+    __m256 a0 = a[0], a1 = a[1], b0 = b[0], b1 = b[1];
+#define I16_SA(h) (dq ? sa + qa[h] : sa + (h))
+#define I16_SB(h) (dq ? sb + qb[h] : sb + (h))
+    if ((g & 1) && g < g1) {
+        a1 = i16_step(pa + g * 32, xq + g * 64, I16_SA(g), sx + g, a1, tl, th, m4);
+        b1 = i16_step(pb + g * 32, xq + g * 64, I16_SB(g), sx + g, b1, tl, th, m4);
+        g++;
+    }
+    for (; g + 1 < g1; g += 2) {
+        gn_prefetch_stream(pa + g * 32);
+        gn_prefetch_stream(pb + g * 32);
+        a0 = i16_step(pa + g * 32, xq + g * 64, I16_SA(g), sx + g, a0, tl, th, m4);
+        b0 = i16_step(pb + g * 32, xq + g * 64, I16_SB(g), sx + g, b0, tl, th, m4);
+        a1 = i16_step(pa + g * 32 + 32, xq + g * 64 + 64, I16_SA(g + 1), sx + g + 1, a1, tl, th, m4);
+        b1 = i16_step(pb + g * 32 + 32, xq + g * 64 + 64, I16_SB(g + 1), sx + g + 1, b1, tl, th, m4);
+    }
+    if (g < g1) {
+        a0 = i16_step(pa + g * 32, xq + g * 64, I16_SA(g), sx + g, a0, tl, th, m4);
+        b0 = i16_step(pb + g * 32, xq + g * 64, I16_SB(g), sx + g, b0, tl, th, m4);
+    }
+#undef I16_SA
+#undef I16_SB
+    a[0] = a0, a[1] = a1, b[0] = b0, b[1] = b1;
+}
+
+// The scale tables of the nested groups a thread is in (at most three at a time for rows of up
+// to 256 blocks), direct-mapped by group number
+typedef struct {
+    float tab[4][256];
+    uint8_t bad8[4][256];
+    int64_t grp[4];
+    int bad[4];
+} i16_gcache;
+
+__attribute__((target("avx2,fma,f16c")))
+static const float *i16_gtab(const gn_quant4_state *q, i16_gcache *c, int64_t grp, const uint8_t **bad8) {
+    const int k = (int)(grp & 3);
+    if (c->grp[k] != grp) {
+        c->bad[k] = i16_group_scales(q, grp, c->tab[k], c->bad8[k]);
+        c->grp[k] = grp;
+    }
+    *bad8 = c->bad[k] ? c->bad8[k] : NULL;
+    return c->tab[k];
+}
+
+// Blocks of 64 (QLoRA's layout), with double quantization when the nested block size is a
+// power of two of at least 128 blocks (bitsandbytes uses 256), or without. The scale of a
+// block comes from a table of the nested group's 256 possible scales (built once per group,
+// checked once per group), so a run costs its vector work plus two broadcasts, a product and a
+// byte load. Rows go in pairs that share each load of the inputs (a row of 11008 inputs is
+// 22 KB of them: L1 holds them for one pass, not for one pass a row while the weights stream
+// through). Each row sums as the general loop below does (two accumulators, even and odd
+// runs, in order), so the same sums.
 __attribute__((target("avx2,fma,f16c")))
 static void rows_dot_i16_b64_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq,
-                                    const float *sx, const float *xr, float *out, __m256i tl, __m256i th) {
+                                  const float *sx, const float *xr, float *out, __m256i tl, __m256i th) {
     const int64_t C = q->cols, ng = C / 64;
     const int dq = q->nested, nsh = dq ? __builtin_ctzll((unsigned long long)q->nested_blocksize) : 0;
-    const uint8_t *qa = q->qabsmax;
-    const float *ncode = q->nested_code, *nabs = q->nested_absmax, *am = q->absmax;
-    const float off = q->offset;
     const __m256i m4 = _mm256_set1_epi8(15);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *p = q->packed + (r * C) / 2;
-        const int64_t b0 = (r * C) / 64;
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        unsigned bad = 0;
-        int64_t g = 0;
-        for (; g + 1 < ng; g += 2) {
-            const int64_t b = b0 + g;
-            float s0, s1;
-            if (dq) {
-                const float p0 = ncode[qa[b]] * nabs[b >> nsh], p1 = ncode[qa[b + 1]] * nabs[(b + 1) >> nsh];
-                s0 = p0 + off;
-                s1 = p1 + off;
-            } else {
-                s0 = am[b];
-                s1 = am[b + 1];
+    i16_gcache gc __attribute__((aligned(32)));
+    for (int k = 0; k < 4; k++) gc.grp[k] = -1;
+    for (int64_t r = r0; r < r1; r += 2) {
+        const int two = r + 1 < r1;
+        const uint8_t *pa = q->packed + (r * C) / 2, *pb = two ? pa + C / 2 : pa;
+        const int64_t ba = r * ng, bb = ba + (two ? ng : 0);
+        __m256 a[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, b[2] = {a[0], a[1]};
+        unsigned bada = 0, badb = 0;
+        if (!dq) {
+            bada = i16_scales_bad(q->absmax + ba, ng);
+            if (two) {
+                badb = i16_scales_bad(q->absmax + bb, ng);
+                i16_span2(pa, pb, xq, sx, 0, ng, 0, NULL, NULL, q->absmax + ba, q->absmax + bb, a, b, tl, th, m4);
+            } else i16_span(pa, xq, sx, 0, ng, 0, NULL, q->absmax + ba, &a[0], &a[1], tl, th, m4);
+        } else {
+            const uint8_t *qa = q->qabsmax + ba, *qb = q->qabsmax + bb;
+            for (int64_t g = 0; g < ng;) {
+                const int64_t ga = (ba + g) >> nsh, gb = (bb + g) >> nsh;
+                int64_t end = ((ga + 1) << nsh) - ba;
+                if (((gb + 1) << nsh) - bb < end) end = ((gb + 1) << nsh) - bb;
+                if (end > ng) end = ng;
+                const uint8_t *bad8;
+                const float *ta = i16_gtab(q, &gc, ga, &bad8);
+                if (bad8)
+                    for (int64_t h = g; h < end; h++) bada |= bad8[qa[h]];
+                if (!two) {
+                    i16_span(pa, xq, sx, g, end, 1, qa, ta, &a[0], &a[1], tl, th, m4);
+                } else if (gb != ga && ((gb - ga) & 3) == 0) { // one slot: one row, then the other
+                    i16_span(pa, xq, sx, g, end, 1, qa, ta, &a[0], &a[1], tl, th, m4);
+                    const float *tb = i16_gtab(q, &gc, gb, &bad8);
+                    if (bad8)
+                        for (int64_t h = g; h < end; h++) badb |= bad8[qb[h]];
+                    i16_span(pb, xq, sx, g, end, 1, qb, tb, &b[0], &b[1], tl, th, m4);
+                } else {
+                    const float *tb = i16_gtab(q, &gc, gb, &bad8);
+                    if (bad8)
+                        for (int64_t h = g; h < end; h++) badb |= bad8[qb[h]];
+                    i16_span2(pa, pb, xq, sx, g, end, 1, qa, qb, ta, tb, a, b, tl, th, m4);
+                }
+                g = end;
             }
-            bad |= i16_scale_bad(s0) | i16_scale_bad(s1);
-            gn_prefetch_stream(p + g * 32);
-            acc0 = _mm256_fmadd_ps(i16_run(p + g * 32, xq + g * 64, tl, th, m4), _mm256_set1_ps(s0 * sx[g]), acc0);
-            acc1 = _mm256_fmadd_ps(i16_run(p + g * 32 + 32, xq + g * 64 + 64, tl, th, m4), _mm256_set1_ps(s1 * sx[g + 1]),
-                                   acc1);
         }
-        if (g < ng) {
-            const int64_t b = b0 + g;
-            float s0;
-            if (dq) {
-                const float p0 = ncode[qa[b]] * nabs[b >> nsh];
-                s0 = p0 + off;
-            } else s0 = am[b];
-            bad |= i16_scale_bad(s0);
-            acc0 = _mm256_fmadd_ps(i16_run(p + g * 32, xq + g * 64, tl, th, m4), _mm256_set1_ps(s0 * sx[g]), acc0);
-        }
-        out[r] = bad ? i16_row_exact(q, r, xr) : hsum256_nf4(_mm256_add_ps(acc0, acc1));
+        out[r] = bada ? i16_row_exact(q, r, xr) : hsum256_nf4(_mm256_add_ps(a[0], a[1]));
+        if (two) out[r + 1] = badb ? i16_row_exact(q, r + 1, xr) : hsum256_nf4(_mm256_add_ps(b[0], b[1]));
     }
 }
 
@@ -848,7 +981,7 @@ static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, 
     const __m256i tl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lo8));
     const __m256i th = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)hi8));
     const int64_t nbs = q->nested_blocksize;
-    if (bs == 64 && (!q->nested || (nbs > 0 && (nbs & (nbs - 1)) == 0))) {
+    if (bs == 64 && (!q->nested || (nbs >= 128 && (nbs & (nbs - 1)) == 0))) {
         rows_dot_i16_b64_avx2(q, r0, r1, xq, sx, xr, out, tl, th);
         return;
     }
