@@ -786,21 +786,26 @@ static inline unsigned i16_scale_bad(float s) {
     return (u != 0) & ((uint32_t)(u - 0x30800000u) > 0x7f7fffffu - 0x30800000u);
 }
 
+// i16_scale_bad on eight scales at once: all ones in the lanes whose scale cannot be factored out
+__attribute__((target("avx2,fma,f16c")))
+static inline __m256i i16_scale_bad8(__m256 s) {
+    const __m256i u = _mm256_and_si256(_mm256_castps_si256(s), _mm256_set1_epi32(0x7fffffff));
+    const __m256i small = _mm256_andnot_si256(_mm256_cmpeq_epi32(u, _mm256_setzero_si256()),
+                                              _mm256_cmpgt_epi32(_mm256_set1_epi32(0x30800000), u));
+    return _mm256_or_si256(small, _mm256_cmpgt_epi32(u, _mm256_set1_epi32(0x7f7fffff)));
+}
+
 // The scales of one nested group of blocks (double quantization): tab[c] = ncode[c] * nabs + offset
 // for each 8-bit code c, rounded as gn_quant4_scale rounds them (a product, then a sum). 1 when
 // one of them cannot be factored out (i16_scale_bad), bad8 then marking which; 0 otherwise.
 __attribute__((target("avx2,fma,f16c")))
 static int i16_group_scales(const gn_quant4_state *q, int64_t grp, float *tab, uint8_t *bad8) {
     const __m256 na = _mm256_set1_ps(q->nested_absmax[grp]), off = _mm256_set1_ps(q->offset);
-    const __m256i absm = _mm256_set1_epi32(0x7fffffff), zero = _mm256_setzero_si256();
-    const __m256i tiny = _mm256_set1_epi32(0x30800000), fmax = _mm256_set1_epi32(0x7f7fffff);
-    __m256i any = zero;
+    __m256i any = _mm256_setzero_si256();
     for (int i = 0; i < 256; i += 8) {
         const __m256 s = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(q->nested_code + i), na), off);
         _mm256_store_ps(tab + i, s);
-        const __m256i u = _mm256_and_si256(_mm256_castps_si256(s), absm); // as i16_scale_bad
-        const __m256i small = _mm256_andnot_si256(_mm256_cmpeq_epi32(u, zero), _mm256_cmpgt_epi32(tiny, u));
-        any = _mm256_or_si256(any, _mm256_or_si256(small, _mm256_cmpgt_epi32(u, fmax)));
+        any = _mm256_or_si256(any, i16_scale_bad8(s));
     }
     if (_mm256_testz_si256(any, any)) return 0;
     for (int i = 0; i < 256; i++) bad8[i] = (uint8_t)i16_scale_bad(tab[i]);
@@ -816,7 +821,7 @@ static inline __m256 i16_step(const uint8_t *pb, const int16_t *x, const float *
     return _mm256_fmadd_ps(i16_run(pb, x, tl, th, m4), sc, acc);
 }
 
-// Runs g0..g1 of one row (packed bytes p, block scales sc[g] or, with dq, tab[qg[g]]): even runs
+// Runs g..g1-1 of one row (packed bytes p, block scales sc[g] or, with dq, sc[qg[g]]): even runs
 // into *a0 and odd runs into *a1, two runs a step, so the sums and their order do not depend on
 // where a span starts.
 __attribute__((target("avx2,fma,f16c"), always_inline))
@@ -843,21 +848,15 @@ static inline void i16_span(const uint8_t *p, const int16_t *xq, const float *sx
 // 1 when one of the n scales s cannot be factored out (i16_scale_bad)
 __attribute__((target("avx2,fma,f16c")))
 static unsigned i16_scales_bad(const float *s, int64_t n) {
-    const __m256i absm = _mm256_set1_epi32(0x7fffffff), zero = _mm256_setzero_si256();
-    const __m256i tiny = _mm256_set1_epi32(0x30800000), fmax = _mm256_set1_epi32(0x7f7fffff);
-    __m256i any = zero;
+    __m256i any = _mm256_setzero_si256();
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256i u = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(s + i)), absm);
-        const __m256i small = _mm256_andnot_si256(_mm256_cmpeq_epi32(u, zero), _mm256_cmpgt_epi32(tiny, u));
-        any = _mm256_or_si256(any, _mm256_or_si256(small, _mm256_cmpgt_epi32(u, fmax)));
-    }
+    for (; i + 8 <= n; i += 8) any = _mm256_or_si256(any, i16_scale_bad8(_mm256_loadu_ps(s + i)));
     unsigned bad = !_mm256_testz_si256(any, any);
     for (; i < n; i++) bad |= i16_scale_bad(s[i]);
     return bad;
 }
 
-// Runs g..g1 of two rows (A and B) against the same inputs: each row as i16_span does it (its
+// Runs g..g1-1 of two rows (A and B) against the same inputs: each row as i16_span does it (its
 // accumulators a[0], a[1] and b[0], b[1], the same order), the input runs loaded once for both.
 __attribute__((target("avx2,fma,f16c"), always_inline))
 static inline void i16_span2(const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx, int64_t g,
