@@ -31,7 +31,8 @@ Flags: --quick (prompt 128, 8 decoded tokens, 1 rep, training 1 x 1 sequence, 1 
 --skip-train (no D), --skip-peer (no llama.cpp, no PyTorch: ratios against them are n/a;
 row 4's peer is ours and still runs), --wait-quiet S (passed to every sub-script),
 --reps N (A and B, default 3), --scaling-reps N (C, default 2), --grad-accum / --steps
-(D, default 4 / 3), -t (default 2), --verbose.
+(D, default 4 / 3), -t (default 2), --sized-train-peer (the PyTorch peer in the 1.1B training
+section as well: over 50 minutes a step on 2 cores), --verbose.
 
 Benchmarks never fail on a number: the exit status is non-zero only when a sub-script
 failed to run. Figures taken on a busy machine are noisy; each section's "others took up
@@ -421,6 +422,9 @@ def main():
     ap.add_argument("--sized-gen-tokens", type=int, default=None, help="decoded tokens of the sized rows (default 32)")
     ap.add_argument("--sized-train-steps", type=int, default=None,
                     help="1.1B training steps of 1 sequence, the first a warm-up (default 2; quick 1)")
+    ap.add_argument("--sized-train-peer", action="store_true",
+                    help="run the PyTorch + PEFT + bitsandbytes peer in the 1.1B training section too (off by "
+                         "default: it took over 50 minutes a step on 2 Zen 3 cores; bench/RESULTS.md)")
     ap.add_argument("--sized-sections", default="ITL",
                     help="which sections of the sized rows run: I (inference), T (training), L (7B load); "
                          "the others keep their last JSON for --table-only")
@@ -608,7 +612,7 @@ def main():
         if runT and not a.skip_train and (os.path.exists(nf4) or TABLE_ONLY):
             dT = os.path.join(sub, f"train-{size}")
             fresh(os.path.join(dT, "bench_train.json"))
-            peer = size == "1.1b" and not a.skip_peer
+            peer = size == "1.1b" and not a.skip_peer and a.sized_train_peer
             cmd = [PY, os.path.join(HERE, "bench_train.py"), "-m", nf4, "--ours-4bit", "", "--costs-gguf", q4s,
                    "--hf", f16, "--grad-accum", "1", "--steps", str(a.sized_train_steps if peer else 1),
                    "--reps", "1", "--peak-gflops", str(a.peak_gflops), "-t", T, "--out", dT,
