@@ -896,14 +896,18 @@ typedef struct {
     int bad[4];
 } i16_gcache;
 
+// The scale table of group grp (built when not cached), with *bad or-ed with the flags of the
+// scales that the runs g..g1-1 of a row (their codes qg[g..g1-1]) use
 __attribute__((target("avx2,fma,f16c")))
-static const float *i16_gtab(const gn_quant4_state *q, i16_gcache *c, int64_t grp, const uint8_t **bad8) {
+static const float *i16_gtab(const gn_quant4_state *q, i16_gcache *c, int64_t grp, const uint8_t *qg, int64_t g,
+                             int64_t g1, unsigned *bad) {
     const int k = (int)(grp & 3);
     if (c->grp[k] != grp) {
         c->bad[k] = i16_group_scales(q, grp, c->tab[k], c->bad8[k]);
         c->grp[k] = grp;
     }
-    *bad8 = c->bad[k] ? c->bad8[k] : NULL;
+    if (c->bad[k])
+        for (int64_t h = g; h < g1; h++) *bad |= c->bad8[k][qg[h]];
     return c->tab[k];
 }
 
@@ -942,22 +946,15 @@ static void rows_dot_i16_b64_avx2(const gn_quant4_state *q, int64_t r0, int64_t 
                 int64_t end = ((ga + 1) << nsh) - ba;
                 if (((gb + 1) << nsh) - bb < end) end = ((gb + 1) << nsh) - bb;
                 if (end > ng) end = ng;
-                const uint8_t *bad8;
-                const float *ta = i16_gtab(q, &gc, ga, &bad8);
-                if (bad8)
-                    for (int64_t h = g; h < end; h++) bada |= bad8[qa[h]];
+                const float *ta = i16_gtab(q, &gc, ga, qa, g, end, &bada);
                 if (!two) {
                     i16_span(pa, xq, sx, g, end, 1, qa, ta, &a[0], &a[1], tl, th, m4);
                 } else if (gb != ga && ((gb - ga) & 3) == 0) { // one slot: one row, then the other
                     i16_span(pa, xq, sx, g, end, 1, qa, ta, &a[0], &a[1], tl, th, m4);
-                    const float *tb = i16_gtab(q, &gc, gb, &bad8);
-                    if (bad8)
-                        for (int64_t h = g; h < end; h++) badb |= bad8[qb[h]];
+                    const float *tb = i16_gtab(q, &gc, gb, qb, g, end, &badb);
                     i16_span(pb, xq, sx, g, end, 1, qb, tb, &b[0], &b[1], tl, th, m4);
                 } else {
-                    const float *tb = i16_gtab(q, &gc, gb, &bad8);
-                    if (bad8)
-                        for (int64_t h = g; h < end; h++) badb |= bad8[qb[h]];
+                    const float *tb = i16_gtab(q, &gc, gb, qb, g, end, &badb);
                     i16_span2(pa, pb, xq, sx, g, end, 1, qa, qb, ta, tb, a, b, tl, th, m4);
                 }
                 g = end;
@@ -1417,9 +1414,10 @@ static void nf4_matmul_rounded(float *out, const float *inp, const gn_quant4_sta
 // T > 16 on AVX2 with a bf16 compute dtype: an integer GEMM on vpmaddwd, the same idea as
 // the integer decode above (block scales factored out of the sums): 16 multiply-adds per
 // vpmaddwd against FMA's 8, at the same issue rate; with the vpaddd beside each one, about
-// 1.6x sgemm's ceiling on Zen 3 (measured: ~1.35x a whole product). Weight codes are 14-bit integers round(c * IG_W), each activation run of
-// 64 columns is scaled to 13-bit integers round(x * IG_X / m), m its largest magnitude, so a
-// lane's 64 products of a run stay below 2^31 (64 * 8191 * 4095 < 2^31): a run's sum is
+// 1.6x sgemm's ceiling on Zen 3 (measured: ~1.35x a whole product). Weight codes are 14-bit
+// integers round(c * IG_W), each activation run of 64 columns is scaled to 13-bit integers
+// round(x * IG_X / m), m its largest magnitude, so a lane's 64 products of a run stay below
+// 2^31 (64 * 8191 * 4095 < 2^31): a run's sum is
 // exact in int32, then converted and multiplied by the weight's block scale times the run's
 // scale. The rule, against the dequantize-then-multiply reference (which rounds each weight
 // to bf16): per term the code is off by at most 0.5/IG_W, the input by 0.5 m/IG_X, the
@@ -1599,7 +1597,8 @@ static void ig_gemm(float **outs, const gn_quant4_state *const *ws, int n, const
     for (int i = 0; i < n; i++) {
         start[i] = total;
         total += (ws[i]->rows + IG_RC - 1) / IG_RC;
-        GN_ASSERT(i16_tables(ws[i]->code, IG_W, tabs[i][0], tabs[i][1])); // gemm_i16_ok checked the table
+        const int ok = i16_tables(ws[i]->code, IG_W, tabs[i][0], tabs[i][1]);
+        GN_ASSERT(ok); // gemm_i16_ok checked the table
     }
     start[n] = total;
     #pragma omp parallel if (total > 1)
