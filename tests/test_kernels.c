@@ -93,6 +93,81 @@ static void test_silu_mul(void) {
     gn_simd_force(GN_SIMD_AVX512);
 }
 
+// Q8_0 matrices (ggml's blocks: f16 scale, 32 int8 codes; a GGUF's embedding kept as the
+// file has it): rows widened, the row dot, gn_matmul (decode rows and widened tiles for
+// sgemm) and gn_matmul_nn against plain double loops over the widened values, at every
+// SIMD level. Scales include f16 subnormals and zero, codes the full -128..127.
+static void fill_q8_0(uint8_t *blk, int64_t nblocks) {
+    for (int64_t b = 0; b < nblocks; b++, blk += GN_Q8_0_BYTES) {
+        uint64_t r = (uint64_t)(frand() * 1e6f + 2e6f);
+        float d = r % 13 == 0 ? 0.0f : r % 17 == 0 ? 3e-7f : 1e-3f + (float)(r % 1000) * 1e-5f;
+        uint16_t h = gn_f32_to_f16(d);
+        blk[0] = (uint8_t)(h & 0xff);
+        blk[1] = (uint8_t)(h >> 8);
+        for (int j = 0; j < GN_Q8_0_BLOCK; j++) blk[2 + j] = (uint8_t)(int)(frand() * 127.9f) ^ (j == 5 ? 0x80 : 0);
+    }
+}
+
+static void test_q8_0(void) {
+    const int64_t shapes[][3] = {{1, 1, 32}, {1, 17, 96}, {3, 5, 32}, {8, 33, 160}, {9, 70, 576}, {1, 0, 64}, {0, 3, 32},
+                                 {2, 7, 0}, {13, 129, 1024}, {3, 600, 4096}};
+    for (int lvl = GN_SIMD_SCALAR; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        gn_simd got = gn_simd_level();
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+            int64_t T = shapes[k][0], OC = shapes[k][1], IC = shapes[k][2], nb = IC / GN_Q8_0_BLOCK;
+            uint8_t *wq = malloc((size_t)(OC * nb * GN_Q8_0_BYTES) + 1);
+            fill_q8_0(wq, OC * nb);
+            float *wf = malloc(sizeof(float) * (size_t)(OC * IC + 1)), *in = malloc(sizeof(float) * (size_t)(T * IC + 1));
+            float *o1 = calloc((size_t)(T * OC + 1), 4), *o0 = calloc((size_t)(T * OC + 1), 4);
+            for (int64_t i = 0; i < T * IC; i++) in[i] = frand();
+            gn_mat m = {GN_DTYPE_Q8_0, OC, IC, wq, NULL};
+            // the widened rows, against the block layout read here byte by byte
+            gn_mat_rows_f32(&m, 0, OC, wf);
+            int bad = 0;
+            for (int64_t o = 0; o < OC; o++)
+                for (int64_t i = 0; i < IC; i++) {
+                    const uint8_t *blk = wq + (o * nb + i / 32) * GN_Q8_0_BYTES;
+                    float want = (float)(int8_t)blk[2 + i % 32] * gn_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
+                    bad += wf[o * IC + i] != want;
+                }
+            CHECK(bad == 0, "q8_0 rows OC=%lld IC=%lld: %d values wrong", (long long)OC, (long long)IC, bad);
+            for (int64_t o = 0; o < OC && T > 0; o++) {
+                float d1 = gn_dot_q8_0_f32(gn_q8_0_row(&m, o), in, IC), d0 = gn_dot_q8_0_f32_ref(gn_q8_0_row(&m, o), in, IC);
+                if (!close_enough(d1, d0, 1e-5f * (float)(IC + 1))) {
+                    CHECK(0, "dot_q8_0 level %d IC=%lld row %lld: %g vs ref %g", got, (long long)IC, (long long)o, d1, d0);
+                    break;
+                }
+            }
+            gn_matmul(o1, in, &m, T);
+            gn_matmul_ref(o0, in, &m, T);
+            float md = 0, mdr = 0;
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t o = 0; o < OC; o++) {
+                    double ref = 0;
+                    for (int64_t i = 0; i < IC; i++) ref += (double)wf[o * IC + i] * in[t * IC + i];
+                    md = fmaxf(md, fabsf(o1[t * OC + o] - (float)ref));
+                    mdr = fmaxf(mdr, fabsf(o0[t * OC + o] - (float)ref));
+                }
+            CHECK(md <= 1e-5f * (float)(IC + 1) && mdr <= 1e-6f, "matmul q8_0 level %d T=%lld OC=%lld IC=%lld maxdiff %g (ref %g)",
+                  got, (long long)T, (long long)OC, (long long)IC, md, mdr);
+            float *dy = malloc(sizeof(float) * (size_t)(T * OC + 1)), *dx = calloc((size_t)(T * IC + 1), 4);
+            for (int64_t i = 0; i < T * OC; i++) dy[i] = frand();
+            gn_matmul_nn(dx, dy, &m, T);
+            float mdn = 0;
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t i = 0; i < IC; i++) {
+                    double ref = 0;
+                    for (int64_t o = 0; o < OC; o++) ref += (double)dy[t * OC + o] * wf[o * IC + i];
+                    mdn = fmaxf(mdn, fabsf(dx[t * IC + i] - (float)ref));
+                }
+            CHECK(mdn <= 1e-5f * (float)(OC + 1), "matmul_nn q8_0 T=%lld OC=%lld IC=%lld maxdiff %g", (long long)T, (long long)OC,
+                  (long long)IC, mdn);
+            free(wq); free(wf); free(in); free(o1); free(o0); free(dy); free(dx);
+        }
+    }
+}
+
 int main(void) {
     const int64_t sizes[] = {0, 1, 2, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 129, 576, 1000};
     const int ns = (int)(sizeof sizes / sizeof sizes[0]);
@@ -164,5 +239,6 @@ int main(void) {
     gn_softmax(sm, 0); // empty: no-op
     test_gemm_bf16();
     test_silu_mul();
+    test_q8_0();
     TEST_REPORT();
 }

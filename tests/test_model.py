@@ -229,3 +229,32 @@ def test_smollm2_chat_capital_of_france(guanaco_bin, smollm2_gguf):
     p = run_guanaco("chat", "-m", smollm2_gguf, "-p", "What is the capital of France?", "-n", "48",
                     "--temp", "0")
     assert "Paris" in p.stdout, f"answer without 'Paris':\n{p.stdout[-2000:]}\nstderr:\n{p.stderr[-2000:]}"
+
+
+# A GGUF's Q8_0 embedding (SmolLM2's, tied to the head) stays in its blocks: the exact
+# float32 values, products summed per block then scaled. Against transformers reading the
+# same file (from_pretrained with gguf_file: every tensor dequantized to float32), with
+# random token ids, the full pass (head as tiles widened for sgemm) and one token at a
+# time (the Q8_0 row kernel) must agree as the tiny float32 models do (REL_TOL).
+SMOL_RAND_N = 40
+
+
+def _transformers_gguf_logits(path, ids):
+    import torch
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    m = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
+                                             dtype=torch.float32)
+    with torch.no_grad():
+        return m(torch.tensor([ids])).logits[0].float().numpy()
+
+
+def test_smollm2_q8_0_table_vs_transformers(guanaco_bin, smollm2_gguf, tmp_path):
+    ids = [int(i) for i in np.random.RandomState(7).randint(0, 49152, SMOL_RAND_N)]
+    want = isolated(_transformers_gguf_logits, str(smollm2_gguf), ids)
+    info = run_guanaco("info", "-m", smollm2_gguf).stdout
+    assert "embedding: q8_0 (tied head)" in info, info
+    full = guanaco_logits(tmp_path, smollm2_gguf, ids, name="full.npy")
+    compare(full, want, REL_TOL, "SmolLM2 GGUF full pass vs transformers")
+    step = guanaco_logits(tmp_path, smollm2_gguf, ids, "--kv-step", name="step.npy")
+    compare(step, want, REL_TOL, "SmolLM2 GGUF --kv-step vs transformers")

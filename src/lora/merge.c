@@ -191,6 +191,18 @@ gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const cha
 // 4-bit folder: the model's tensors in checkpoint order, written in the layout
 // transformers + bitsandbytes use (quant/checkpoint.c)
 
+// w (F32, BF16 or Q8_0) as a new buffer of dtype dt (F32 or BF16)
+static void *widen(const gn_mat *w, gn_dtype dt) {
+    size_t n = (size_t)(w->rows * w->cols);
+    float *f = gn_malloc(sizeof(float) * n);
+    mat_to_f32(w, f);
+    if (dt == GN_DTYPE_F32) return f;
+    uint16_t *h = gn_malloc(2 * n);
+    for (size_t i = 0; i < n; i++) h[i] = gn_f32_to_bf16(f[i]);
+    free(f);
+    return h;
+}
+
 gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
     if (m->n_q4 == 0) return gn_err(GN_ERR_ARG, "quantize: the model has no 4-bit layers (load it with --4bit)");
     gn_status st = gn_mkdir_p(dir);
@@ -202,8 +214,11 @@ gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
     // plain tensors in the model's compute dtype (f32 unless loaded with --dtype bf16)
     gn_dtype pdt = m->wdtype;
     size_t pes = pdt == GN_DTYPE_BF16 ? 2 : 4;
-#define PLAIN(NAME, MAT) do { names[k] = gn_strdup(NAME); \
-        it[k].t = (gn_tensor_out){names[k], pdt, 2, {(MAT)->rows, (MAT)->cols}, (MAT)->data, (size_t)((MAT)->rows * (MAT)->cols) * pes}; k++; } while (0)
+    // a matrix in another dtype (a GGUF's Q8_0 embedding) is widened to pdt into a buffer of its own
+    void **widened = gn_calloc((size_t)cap, sizeof(void *));
+#define PLAIN(NAME, MAT) do { names[k] = gn_strdup(NAME); const void *d_ = (MAT)->data; \
+        if ((MAT)->dtype != pdt) d_ = widened[k] = widen(MAT, pdt); \
+        it[k].t = (gn_tensor_out){names[k], pdt, 2, {(MAT)->rows, (MAT)->cols}, d_, (size_t)((MAT)->rows * (MAT)->cols) * pes}; k++; } while (0)
 #define VEC(NAME, PTR) do { names[k] = gn_strdup(NAME); \
         it[k].t = (gn_tensor_out){names[k], GN_DTYPE_F32, 1, {c->dim}, (PTR), (size_t)c->dim * 4}; k++; } while (0)
     char nm[256];
@@ -249,7 +264,8 @@ gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
         free(txt);
     }
     if (!st) st = copy_side_files(m, dir);
-    for (int i = 0; i < k; i++) free(names[i]);
+    for (int i = 0; i < k; i++) { free(names[i]); free(widened[i]); }
+    free(widened);
     free(names);
     free(it);
     return st;

@@ -14,7 +14,7 @@
 #include <dirent.h>      // opendir: listing a model folder
 #include <math.h>        // powf, cosf, sinf, sqrtf
 #include <stdio.h>       // snprintf
-#include <stdlib.h>      // free
+#include <stdlib.h>      // free, getenv
 #include <sys/stat.h>    // stat
 
 #include "../tokenizer/tokenizer.h" // gn_tokenizer_from_gguf
@@ -432,11 +432,19 @@ static gn_status tensor_to_bf16(const gn_tensor *t, uint16_t *dst) {
 }
 
 // A matrix in the model's compute dtype: in place when possible, else converted.
+// A GGUF's Q8_0 matrix (SmolLM2's embedding and tied head) stays as the file has
+// it: its values are exact in float32, where widening to bf16 would round them and
+// double the bytes a token reads.
 static gn_status make_mat(gn_model *m, const gn_tensor *t, gn_mat *out) {
     out->rows = t->shape[0];
     out->cols = t->shape[1];
     out->dtype = m->wdtype;
     size_t n = (size_t)t->nelem;
+    if (t->dtype == GN_DTYPE_Q8_0 && out->cols % GN_Q8_0_BLOCK == 0 && !getenv("GN_WIDEN_Q8_0")) {
+        out->dtype = GN_DTYPE_Q8_0;
+        out->data = t->data;
+        return GN_OK;
+    }
     if (t->dtype == m->wdtype && aligned_for(t->data, m->wdtype == GN_DTYPE_F32 ? 4 : 2)) {
         out->data = t->data;
         return GN_OK;
@@ -696,6 +704,11 @@ static gn_status init_rope(gn_model *m) {
 // ----------------------------------------------------------------------------
 // load / free
 
+static size_t mat_bytes(const gn_mat *w, size_t es) {
+    size_t n = (size_t)(w->rows * w->cols);
+    return w->dtype == GN_DTYPE_Q8_0 ? n / GN_Q8_0_BLOCK * GN_Q8_0_BYTES : n * es;
+}
+
 static void count_params(gn_model *m) {
     const gn_config *c = &m->cfg;
     int64_t C = c->dim, HD = c->hidden_dim, V = c->vocab_size;
@@ -704,7 +717,8 @@ static void count_params(gn_model *m) {
     int64_t mats = V * C * (c->tie_embeddings ? 1 : 2);
     m->n_params = mats + C + per_layer * c->n_layers;
     // resident weight bytes: what the forward pass reads
-    size_t es = m->wdtype == GN_DTYPE_BF16 ? 2 : 4, b = (size_t)mats * es + (size_t)(C + 2 * C * c->n_layers) * 4;
+    size_t es = m->wdtype == GN_DTYPE_BF16 ? 2 : 4, b = (size_t)(C + 2 * C * c->n_layers) * 4;
+    b += mat_bytes(&m->embed, es) + (c->tie_embeddings ? 0 : mat_bytes(&m->lm_head, es));
     for (int l = 0; l < c->n_layers; l++) {
         const gn_layer *L = &m->layers[l];
         const gn_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
@@ -712,7 +726,7 @@ static void count_params(gn_model *m) {
             if (ms[k]->q4) {
                 const gn_quant4_state *q = ms[k]->q4;
                 b += (size_t)((q->nelem + 1) / 2) + (size_t)q->nblocks * (q->nested ? 1 : 4) + (size_t)q->nested_nblocks * 4;
-            } else b += (size_t)(ms[k]->rows * ms[k]->cols) * es;
+            } else b += mat_bytes(ms[k], es);
         }
     }
     m->weight_bytes = b;
@@ -823,6 +837,9 @@ char *gn_model_describe(const gn_model *m) {
         if (count[d]) { OUT("%s%s: %lld", first ? "" : ", ", gn_dtype_name((gn_dtype)d), (long long)count[d]); first = 0; }
     OUT(")\nfile tensor bytes: %zu\nparameters: %lld\ncompute weights: %s, %zu bytes\n", bytes, (long long)m->n_params,
         gn_dtype_name(m->wdtype), m->weight_bytes);
+    OUT("embedding: %s (%s head", gn_dtype_name(m->embed.dtype), c->tie_embeddings ? "tied" : "untied");
+    if (!c->tie_embeddings) OUT(": %s", m->lm_head.q4 ? "4-bit" : gn_dtype_name(m->lm_head.dtype));
+    OUT(")\n");
     if (m->n_q4 > 0) {
         const gn_quant4_state *q = &m->q4[0];
         double bits = 0, n = 0;

@@ -4,8 +4,9 @@
  * RMSNorm, SiLU-gate and softmax.
  *
  * The matmul takes two routes: with T > 1 and f32 weights it calls OpenBLAS
- * sgemm (prefill); otherwise (decode, or bf16 weights) each thread takes a
- * block of output rows and runs the dispatched dot product against every token.
+ * sgemm (prefill); bf16 and Q8_0 weights with T >= 8 are widened to f32 a tile of
+ * rows at a time for sgemm; otherwise (decode) each thread takes a block of output
+ * rows and runs the dispatched dot product against every token.
  */
 #include "kernels.h"
 
@@ -68,6 +69,19 @@ float gn_dot_bf16_f32_ref(const uint16_t *w, const float *x, int64_t n) {
     return s;
 }
 
+// ggml's Q8_0 block: a little-endian f16 scale d, then 32 int8 codes; value = code * d,
+// exact in float32 (an 8-bit times an 11-bit significand). The reference sums in double.
+static inline float q8_0_scale(const uint8_t *blk) { return gn_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8)); }
+
+float gn_dot_q8_0_f32_ref(const uint8_t *w, const float *x, int64_t n) {
+    double s = 0.0;
+    for (int64_t b = 0; b < n / GN_Q8_0_BLOCK; b++, w += GN_Q8_0_BYTES) {
+        float d = q8_0_scale(w);
+        for (int j = 0; j < GN_Q8_0_BLOCK; j++) s += (double)((float)(int8_t)w[2 + j] * d) * x[b * GN_Q8_0_BLOCK + j];
+    }
+    return (float)s;
+}
+
 // ----------------------------------------------------------------------------
 // AVX2 + FMA
 
@@ -114,6 +128,36 @@ static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) {
     float s = hsum256(_mm256_add_ps(s0, s1));
     for (; i < n; i++) s += gn_bf16_to_f32(w[i]) * x[i];
     return s;
+}
+
+// Q8_0: per block the 32 codes times x in float32, then one multiply by the block's
+// scale (F16C converts it). Two blocks a step, one accumulator each.
+__attribute__((target("avx2,fma")))
+static __m256 q8_0_block_avx2(const uint8_t *blk, const float *x) {
+    const uint8_t *q = blk + 2;
+#define Q8X8(o) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + (o)))))
+    __m256 p0 = _mm256_mul_ps(Q8X8(0), _mm256_loadu_ps(x));
+    __m256 p1 = _mm256_mul_ps(Q8X8(8), _mm256_loadu_ps(x + 8));
+    p0 = _mm256_fmadd_ps(Q8X8(16), _mm256_loadu_ps(x + 16), p0);
+    p1 = _mm256_fmadd_ps(Q8X8(24), _mm256_loadu_ps(x + 24), p1);
+#undef Q8X8
+    return _mm256_add_ps(p0, p1);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static float dot_q8_0_avx2(const uint8_t *w, const float *x, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t nb = n / GN_Q8_0_BLOCK, b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * GN_Q8_0_BYTES, x += 2 * GN_Q8_0_BLOCK) {
+        gn_prefetch_stream(w);
+        gn_prefetch_stream(w + 64);
+        __m256 d0 = _mm256_set1_ps(_cvtsh_ss((unsigned short)(w[0] | w[1] << 8)));
+        __m256 d1 = _mm256_set1_ps(_cvtsh_ss((unsigned short)(w[GN_Q8_0_BYTES] | w[GN_Q8_0_BYTES + 1] << 8)));
+        s0 = _mm256_fmadd_ps(q8_0_block_avx2(w, x), d0, s0);
+        s1 = _mm256_fmadd_ps(q8_0_block_avx2(w + GN_Q8_0_BYTES, x + GN_Q8_0_BLOCK), d1, s1);
+    }
+    if (b < nb) s0 = _mm256_fmadd_ps(q8_0_block_avx2(w, x), _mm256_set1_ps(_cvtsh_ss((unsigned short)(w[0] | w[1] << 8))), s0);
+    return hsum256(_mm256_add_ps(s0, s1));
 }
 
 // ----------------------------------------------------------------------------
@@ -179,6 +223,19 @@ float gn_dot_bf16_f32(const uint16_t *w, const float *x, int64_t n) {
     }
 }
 
+// F16C comes with every AVX2 CPU we know of, but is asked for all the same
+static int have_f16c(void) {
+    static int v = -1;
+    if (v < 0) { __builtin_cpu_init(); v = __builtin_cpu_supports("f16c") ? 1 : 0; }
+    return v;
+}
+
+float gn_dot_q8_0_f32(const uint8_t *w, const float *x, int64_t n) {
+    // the AVX2 kernel serves the AVX-512 level too: a row is memory-bound at 8.5 bits a weight
+    if (gn_simd_level() >= GN_SIMD_AVX2 && have_f16c()) return dot_q8_0_avx2(w, x, n);
+    return gn_dot_q8_0_f32_ref(w, x, n);
+}
+
 // ----------------------------------------------------------------------------
 // matmul: out (T, OC) = inp (T, IC) @ W^T
 
@@ -210,8 +267,12 @@ void gn_matmul_ref(float *out, const float *inp, const gn_mat *w, int64_t T) {
         for (int64_t o = 0; o < OC; o++) {
             double s = 0.0;
             for (int64_t i = 0; i < IC; i++) {
-                float wv = w->dtype == GN_DTYPE_BF16 ? gn_bf16_to_f32(((const uint16_t *)w->data)[o * IC + i])
-                                                     : ((const float *)w->data)[o * IC + i];
+                float wv;
+                if (w->dtype == GN_DTYPE_BF16) wv = gn_bf16_to_f32(((const uint16_t *)w->data)[o * IC + i]);
+                else if (w->dtype == GN_DTYPE_Q8_0) {
+                    const uint8_t *blk = gn_q8_0_row(w, o) + i / GN_Q8_0_BLOCK * GN_Q8_0_BYTES;
+                    wv = (float)(int8_t)blk[2 + i % GN_Q8_0_BLOCK] * q8_0_scale(blk);
+                } else wv = ((const float *)w->data)[o * IC + i];
                 s += (double)wv * inp[t * IC + i];
             }
             out[t * OC + o] = (float)s;
@@ -237,9 +298,10 @@ void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T) {
         }
         return;
     }
-    GN_ASSERT(w->dtype == GN_DTYPE_F32 || w->dtype == GN_DTYPE_BF16);
-    int bf = w->dtype == GN_DTYPE_BF16;
-    if (bf && T >= 8) {
+    GN_ASSERT(w->dtype == GN_DTYPE_F32 || w->dtype == GN_DTYPE_BF16 || w->dtype == GN_DTYPE_Q8_0);
+    GN_ASSERT(w->dtype != GN_DTYPE_Q8_0 || IC % GN_Q8_0_BLOCK == 0);
+    int bf = w->dtype == GN_DTYPE_BF16, q8 = w->dtype == GN_DTYPE_Q8_0;
+    if ((bf || q8) && T >= 8) {
         // many tokens: convert 64-row tiles of W to f32 (per thread) and run sgemm on them
         blas_single_thread();
         const int64_t RB = 64;
@@ -265,8 +327,9 @@ void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T) {
         int64_t o1 = (b + 1) * 16 < OC ? (b + 1) * 16 : OC;
         for (int64_t o = b * 16; o < o1; o++) {
             for (int64_t t = 0; t < T; t++) {
-                float s = bf ? gn_dot_bf16_f32((const uint16_t *)w->data + o * IC, inp + t * IC, IC)
-                             : gn_dot_f32((const float *)w->data + o * IC, inp + t * IC, IC);
+                float s = bf   ? gn_dot_bf16_f32((const uint16_t *)w->data + o * IC, inp + t * IC, IC)
+                          : q8 ? gn_dot_q8_0_f32(gn_q8_0_row(w, o), inp + t * IC, IC)
+                               : gn_dot_f32((const float *)w->data + o * IC, inp + t * IC, IC);
                 out[t * OC + o] = s;
             }
         }
@@ -283,8 +346,18 @@ void gn_mat_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
     } else if (w->dtype == GN_DTYPE_BF16) {
         const uint16_t *src = (const uint16_t *)w->data + r0 * IC;
         for (int64_t i = 0; i < n * IC; i++) dst[i] = gn_bf16_to_f32(src[i]);
+    } else if (w->dtype == GN_DTYPE_Q8_0) {
+        GN_ASSERT(IC % GN_Q8_0_BLOCK == 0);
+        for (int64_t r = 0; r < n; r++) {
+            const uint8_t *blk = gn_q8_0_row(w, r0 + r);
+            float *o = dst + r * IC;
+            for (int64_t b = 0; b < IC / GN_Q8_0_BLOCK; b++, blk += GN_Q8_0_BYTES, o += GN_Q8_0_BLOCK) {
+                float d = q8_0_scale(blk);
+                for (int j = 0; j < GN_Q8_0_BLOCK; j++) o[j] = (float)(int8_t)blk[2 + j] * d;
+            }
+        }
     } else {
-        GN_ASSERT(!"gn_mat_rows_f32: F32 or BF16 weights only");
+        GN_ASSERT(!"gn_mat_rows_f32: F32, BF16 or Q8_0 weights only");
     }
 }
 
