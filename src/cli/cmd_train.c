@@ -130,7 +130,7 @@ static const char FINETUNE_HELP[] =
     "                                 inputs (float32 sums), LoRA weights kept bf16-rounded; f32: all f32\n"
     "  --gradient-checkpointing auto|true|false   recompute each layer's intermediates in the backward\n"
     "                                 (true, as qlora.py) or keep them from the forward (false); auto (default):\n"
-    "                                 keep them when they take at most 1 GiB. Same results either way\n"
+    "                                 keep them when they take at most 512 MiB. Same results either way\n"
     "  --seed S (42)  --resume  -t N (threads)  -v\n"
     "  --device cpu|cuda              where the forward and backward run (cuda: a make CUDA=1 build)\n"
     "  --host-adamw                   --device cuda: AdamW in the host loop instead of the GPU kernel (same bits;\n"

@@ -66,6 +66,7 @@ struct gn_trainer {
     // gradients of activations
     float *dx, *dx2, *dxn, *dq, *dk, *dv, *dO, *dh, *dg, *du, *tmp, *tmp2, *tmpr;
     float *logits;         // (HEAD_CHUNK, V)
+    uint16_t *head_b16;    // a Q8_0 head widened to bf16 once, for the bf16 GEMM (bf16 runs on AVX512_BF16)
     float *att_scr;        // attention backward scratch for att_nthr threads
     int att_nthr;
     float *rope_cs;        // (Tcap, 2, n_rot/2): cos, then sin, of each position's angles
@@ -153,6 +154,17 @@ gn_status gn_trainer_new(gn_trainer **out, const gn_model *m, const gn_train_opt
     gn_trainer *tr = gn_calloc(1, sizeof *tr);
     tr->m = m;
     tr->o = *o;
+    if (o->bf16_params && m->lm_head.dtype == GN_DTYPE_Q8_0 && gn_bf16_gemm_available()) {
+        // the products autocast runs in bf16 take the head in bf16, as a bf16-widened table gave it
+        const gn_mat *W = &m->lm_head;
+        float *row = gn_malloc(sizeof(float) * (size_t)W->cols);
+        tr->head_b16 = gn_malloc(sizeof(uint16_t) * (size_t)(W->rows * W->cols));
+        for (int64_t r = 0; r < W->rows; r++) {
+            gn_mat_rows_f32(W, r, 1, row);
+            for (int64_t i = 0; i < W->cols; i++) tr->head_b16[r * W->cols + i] = gn_f32_to_bf16(row[i]);
+        }
+        free(row);
+    }
     tr->rng = mix64(o->seed ^ 0x5eedull);
     gn_adapter *a = gn_calloc(1, sizeof *a);
     tr->ad = a;
@@ -245,6 +257,7 @@ void gn_trainer_free(gn_trainer *tr) {
     else free(tr->adam_m);
     free(tr->params);
     free(tr->grads);
+    free(tr->head_b16);
     gn_adapter_free(tr->ad);
     free(tr);
 }
@@ -279,9 +292,11 @@ static void ensure_acts(gn_trainer *tr, int T) {
     tr->att_scr = gn_calloc(gn_op_attention_scratch(T, tr->att_nthr), 4);
     tr->head_rows = gn_calloc(Ts, sizeof(int));
     // what the backward's recompute would make again, kept from the forward (exactly the same
-    // values: the recompute is deterministic) when allowed and small enough
+    // values: the recompute is deterministic) when allowed and small enough. auto's budget is
+    // 512 MiB: SmolLM2's 30 layers x 513 positions (283 MB) are kept, a 1.1B's 22 layers x 513
+    // (715 MB, a third of its whole step's peak) are recomputed, as qlora.py always does
     size_t keep_bytes = sizeof(float) * L * Ts * (qd + 2 * kvd + C + 2 * HD);
-    tr->keep = tr->o.checkpointing == 2 || (tr->o.checkpointing == 0 && keep_bytes <= ((size_t)1 << 30));
+    tr->keep = tr->o.checkpointing == 2 || (tr->o.checkpointing == 0 && keep_bytes <= ((size_t)1 << 29));
     if (tr->keep) {
         tr->kq = gn_malloc(sizeof(float) * L * Ts * qd);
         tr->kk = gn_malloc(sizeof(float) * L * Ts * kvd);
@@ -448,9 +463,10 @@ static void layer_bwd(gn_trainer *tr, int l, const float *xin, int T) {
 static void head_product(const gn_trainer *tr, float *out, const float *in, int n, int nn) {
     const gn_mat *W = &tr->m->lm_head;
     const int64_t V = W->rows, C = W->cols;
-    if (tr->o.bf16_params && W->dtype == GN_DTYPE_BF16 && gn_bf16_gemm_available()) {
-        if (nn) gn_gemm_bf16_b16(0, 0, n, C, V, 1.0f, in, V, (const uint16_t *)W->data, C, 0.0f, out, C);
-        else gn_gemm_bf16_b16(0, 1, n, V, C, 1.0f, in, C, (const uint16_t *)W->data, C, 0.0f, out, V);
+    const uint16_t *Wb = tr->head_b16 ? tr->head_b16 : W->dtype == GN_DTYPE_BF16 ? (const uint16_t *)W->data : NULL;
+    if (tr->o.bf16_params && Wb && gn_bf16_gemm_available()) {
+        if (nn) gn_gemm_bf16_b16(0, 0, n, C, V, 1.0f, in, V, Wb, C, 0.0f, out, C);
+        else gn_gemm_bf16_b16(0, 1, n, V, C, 1.0f, in, C, Wb, C, 0.0f, out, V);
     } else if (nn) gn_linear_nn(out, in, W, n);
     else gn_linear(out, in, W, n);
 }
