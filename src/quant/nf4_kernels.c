@@ -1094,14 +1094,15 @@ static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
 
 static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T);
 
-// Row blocks [bl0, bl1) of the n matrices' blocks laid end to end: the kernel run once per
-// matrix in it, so the b64 kernel rebuilds the scales of many rows per batch instead of 16
-// rows per call. A row's sum does not depend on the stretch it is computed in.
+// Thread th of nth: one contiguous stretch of the row blocks (as a static schedule would),
+// the kernel run once per matrix in it, so the b64 kernel rebuilds the scales of many rows
+// per batch instead of 16 rows per call.
 static void nf4_multi_part(float **outs, const gn_quant4_state *const *ws, int n, int64_t T, const float *xd,
-                           const int64_t *start, int bf, int x64, int i16, gn_simd lvl, gn_dtype cdt,
-                           int64_t bl0, int64_t bl1) {
+                           const int64_t *start, int64_t total, int bf, int x64, int i16, gn_simd lvl, gn_dtype cdt,
+                           int64_t th, int64_t nth) {
     const int64_t C = ws[0]->cols, RB = 16;
     const uint16_t *xh = (const uint16_t *)xd;
+    const int64_t bl0 = total * th / nth, bl1 = total * (th + 1) / nth;
     for (int i = 0; i < n; i++) {
         const int64_t s0 = bl0 > start[i] ? bl0 : start[i], s1 = bl1 < start[i + 1] ? bl1 : start[i + 1];
         if (s0 >= s1) continue;
@@ -1119,23 +1120,6 @@ static void nf4_multi_part(float **outs, const gn_quant4_state *const *ws, int n
                 for (int t = 0; t < nt; t++) round_act(outs[i] + (t0 + t) * R + r0, r1 - r0, cdt);
         }
     }
-}
-
-// Called by every thread of a parallel region: the row blocks in NF4_CHUNKS stretches per
-// thread, handed out as threads ask, so a thread the host slows down takes fewer of them
-// instead of holding the others at the next barrier. No barrier at the end.
-#define NF4_CHUNKS 4
-static void nf4_multi_share(float **outs, const gn_quant4_state *const *ws, int n, int64_t T, const float *xd,
-                            const int64_t *start, int64_t total, int bf, int x64, int i16, gn_simd lvl, gn_dtype cdt) {
-#ifdef _OPENMP
-    const int64_t nth = omp_get_num_threads();
-#else
-    const int64_t nth = 1;
-#endif
-    const int64_t nch = nth == 1 ? 1 : nth * NF4_CHUNKS < total ? nth * NF4_CHUNKS : total;
-    #pragma omp for schedule(dynamic, 1) nowait
-    for (int64_t ch = 0; ch < nch; ch++)
-        nf4_multi_part(outs, ws, n, T, xd, start, bf, x64, i16, lvl, cdt, total * ch / nch, total * (ch + 1) / nch);
 }
 
 // team: called by every thread of the enclosing parallel region, each doing its share
@@ -1199,13 +1183,17 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     GN_ASSERT(n <= 8);
     for (int i = 0; i < n; i++) { start[i] = total; total += (ws[i]->rows + RB - 1) / RB; work += ws[i]->rows * C * T; }
     start[n] = total;
+#ifdef _OPENMP
     if (team) {
-        nf4_multi_share(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt);
+        nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
         return;
     }
     #pragma omp parallel if (work > 32768)
-    nf4_multi_share(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt);
-    (void)work;
+    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
+#else
+    (void)team; (void)work;
+    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, 0, 1);
+#endif
 }
 
 void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T) {
