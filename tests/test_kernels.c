@@ -93,6 +93,26 @@ static void test_silu_mul(void) {
     gn_simd_force(GN_SIMD_AVX512);
 }
 
+// max |gn_matmul_nn(dy, W) - dy @ W| over random dy (T, OC), the reference a double triple loop
+// over W's values as gn_mat_rows_f32 widens them
+static float matmul_nn_maxdiff(const gn_mat *m, int64_t T) {
+    const int64_t OC = m->rows, IC = m->cols;
+    float *wf = malloc(sizeof(float) * (size_t)(OC * IC + 1));
+    float *dy = malloc(sizeof(float) * (size_t)(T * OC + 1)), *dx = calloc((size_t)(T * IC + 1), 4);
+    gn_mat_rows_f32(m, 0, OC, wf);
+    for (int64_t i = 0; i < T * OC; i++) dy[i] = frand();
+    gn_matmul_nn(dx, dy, m, T);
+    float mdn = 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < IC; i++) {
+            double ref = 0;
+            for (int64_t o = 0; o < OC; o++) ref += (double)dy[t * OC + o] * wf[o * IC + i];
+            mdn = fmaxf(mdn, fabsf(dx[t * IC + i] - (float)ref));
+        }
+    free(wf); free(dy); free(dx);
+    return mdn;
+}
+
 // Q8_0 matrices (ggml's blocks: f16 scale, 32 int8 codes; a GGUF's embedding kept as the
 // file has it): rows widened, the row dot, gn_matmul (decode rows and widened tiles for
 // sgemm) and gn_matmul_nn against plain double loops over the widened values, at every
@@ -151,19 +171,10 @@ static void test_q8_0(void) {
                 }
             CHECK(md <= 1e-5f * (float)(IC + 1) && mdr <= 1e-6f, "matmul q8_0 level %d T=%lld OC=%lld IC=%lld maxdiff %g (ref %g)",
                   got, (long long)T, (long long)OC, (long long)IC, md, mdr);
-            float *dy = malloc(sizeof(float) * (size_t)(T * OC + 1)), *dx = calloc((size_t)(T * IC + 1), 4);
-            for (int64_t i = 0; i < T * OC; i++) dy[i] = frand();
-            gn_matmul_nn(dx, dy, &m, T);
-            float mdn = 0;
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t i = 0; i < IC; i++) {
-                    double ref = 0;
-                    for (int64_t o = 0; o < OC; o++) ref += (double)dy[t * OC + o] * wf[o * IC + i];
-                    mdn = fmaxf(mdn, fabsf(dx[t * IC + i] - (float)ref));
-                }
+            float mdn = matmul_nn_maxdiff(&m, T);
             CHECK(mdn <= 1e-5f * (float)(OC + 1), "matmul_nn q8_0 T=%lld OC=%lld IC=%lld maxdiff %g", (long long)T, (long long)OC,
                   (long long)IC, mdn);
-            free(wq); free(wf); free(in); free(o1); free(o0); free(dy); free(dx);
+            free(wq); free(wf); free(in); free(o1); free(o0);
         }
     }
 }
@@ -205,19 +216,9 @@ int main(void) {
                 CHECK(md <= 1e-4f * (float)(IC + 1), "matmul %s level %d T=%lld OC=%lld IC=%lld maxdiff %g", bf ? "bf16" : "f32",
                       got, (long long)T, (long long)OC, (long long)IC, md);
                 // input gradient dx (T, IC) = dy (T, OC) @ W against a plain triple loop
-                float *dy = malloc(sizeof(float) * (size_t)(T * OC + 1)), *dx = calloc((size_t)(T * IC + 1), 4);
-                for (int64_t i = 0; i < T * OC; i++) dy[i] = frand();
-                gn_matmul_nn(dx, dy, &m, T);
-                float mdn = 0;
-                for (int64_t t = 0; t < T; t++)
-                    for (int64_t i = 0; i < IC; i++) {
-                        double ref = 0;
-                        for (int64_t o = 0; o < OC; o++) ref += (double)dy[t * OC + o] * (bf ? gn_bf16_to_f32(wb[o * IC + i]) : wf[o * IC + i]);
-                        mdn = fmaxf(mdn, fabsf(dx[t * IC + i] - (float)ref));
-                    }
+                float mdn = matmul_nn_maxdiff(&m, T);
                 CHECK(mdn <= 1e-4f * (float)(OC + 1), "matmul_nn %s T=%lld OC=%lld IC=%lld maxdiff %g", bf ? "bf16" : "f32",
                       (long long)T, (long long)OC, (long long)IC, mdn);
-                free(dy); free(dx);
             }
             free(in); free(wf); free(o1); free(o0); free(wb);
         }
