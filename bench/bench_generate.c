@@ -271,16 +271,16 @@ int main(int argc, char **argv) {
     model_size ms = count_params(cfg, bpp);
     char *desc = gn_model_describe(m);
     double resident = resident_weight_bytes(desc);
-    if (q4) { // packed weights: the model's own count
-        if (resident <= 0) {
-            fprintf(stderr, "bench_generate: no 'resident weight bytes:' line in "
-                            "gn_model_describe; cannot size the 4-bit weights\n");
-            return 1;
-        }
+    if (q4 && resident <= 0) {
+        fprintf(stderr, "bench_generate: no 'resident weight bytes:' line in "
+                        "gn_model_describe; cannot size the 4-bit weights\n");
+        return 1;
+    }
+    if (resident > 0) { // the model's own count: packed 4-bit layers, a GGUF's Q8_0 matrices kept
         // resident counts the embedding table; decode reads one row of it (all of it only as
-        // a tied head, which resident already holds once)
-        const char *cw = strstr(desc, "compute weights: ");
-        const double es = cw && !strncmp(cw + 17, "bf16", 4) ? 2.0 : 4.0;
+        // a tied head, which resident already holds once). Bytes a weight of the table:
+        const char *emb = strstr(desc, "embedding: ");
+        const double es = !emb ? bpp : !strncmp(emb + 11, "q8_0", 4) ? 34.0 / 32.0 : !strncmp(emb + 11, "bf16", 4) ? 2.0 : 4.0;
         ms.bytes_token = resident + es * cfg->dim - (cfg->tie_embeddings ? 0.0 : es * (double)V * cfg->dim);
     }
     double ad_bytes = 0, ad_params = ad ? adapter_params(adapter_path, &ad_bytes) : 0;
@@ -311,7 +311,7 @@ int main(int argc, char **argv) {
     printf("params %.1fM, matmul params %.1fM%s, weight bytes per decoded token %.1f MB "
            "(%s%s)\n",
            ms.params / 1e6, ms.matmul_params / 1e6, ad ? " (incl. adapter)" : "",
-           ms.bytes_token / 1e6, q4 ? "the model's resident weight bytes less the embedding table but one row" : "counted from config",
+           ms.bytes_token / 1e6, resident > 0 ? "the model's resident weight bytes less the embedding table but one row" : "counted from config",
            ad ? " + adapter" : "");
     if (resident > 0 && !q4)
         printf("(model reports %.1f MB resident weight bytes; counted %.1f MB)\n",
