@@ -280,7 +280,11 @@ int main(int argc, char **argv) {
         // resident counts the embedding table; decode reads one row of it (all of it only as
         // a tied head, which resident already holds once). Bytes a weight of the table:
         const char *emb = strstr(desc, "embedding: ");
-        const double es = !emb ? bpp : !strncmp(emb + 11, "q8_0", 4) ? 34.0 / 32.0 : !strncmp(emb + 11, "bf16", 4) ? 2.0 : 4.0;
+        const double es = !emb                             ? bpp
+                          : !strncmp(emb + 11, "q8_0", 4) ? 34.0 / 32.0
+                          : !strncmp(emb + 11, "q4_1", 4) ? 20.0 / 32.0
+                          : !strncmp(emb + 11, "q4_0", 4) ? 18.0 / 32.0
+                          : !strncmp(emb + 11, "bf16", 4) ? 2.0 : 4.0;
         ms.bytes_token = resident + es * cfg->dim - (cfg->tie_embeddings ? 0.0 : es * (double)V * cfg->dim);
     }
     double ad_bytes = 0, ad_params = ad ? adapter_params(adapter_path, &ad_bytes) : 0;

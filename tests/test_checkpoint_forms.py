@@ -11,8 +11,9 @@ by transformers 5:
   bytelevel         a byte-level BPE tokenizer.json (GPT-2 style);
   spm-model         tokenizer.model only;
   gguf              the same weights and vocabulary in one GGUF file;
-  gguf-q8_0         a tied model whose matrices are all ggml Q8_0 blocks (as llama.cpp's Q8_0
-                    files are; guanaco keeps them so), its HF twin holding the same values.
+  gguf-q8_0, -q4_0, -q4_1   models whose matrices are all ggml blocks of that type (as
+                    llama.cpp's files of those types are; guanaco keeps them so), their HF twins
+                    holding the same values (q8_0 tied, the others untied).
 Each must give AutoTokenizer's ids on an awkward corpus (and the `tokenizers` decode), the
 logits of LlamaForCausalLM, and survive one `finetune` step. The configs use today's
 spellings: dtype, explicit head_dim != hidden/heads, rope_parameters (default, linear,
@@ -160,19 +161,23 @@ FORMS = {
     "spm-model": dict(rope="linear", tie=True),
     "gguf": dict(rope="default", tie=False),
     "gguf-q8_0": dict(rope="default", tie=True),
+    "gguf-q4_0": dict(rope="default", tie=False),  # _write_gguf writes no RoPE scaling
+    "gguf-q4_1": dict(rope="default", tie=False),
 }
+QTYPES = {"gguf-q8_0": "Q8_0", "gguf-q4_0": "Q4_0", "gguf-q4_1": "Q4_1"}
 
 
-def _q8_0_roundtrip(d):
-    """Every matrix of the HF folder d replaced by its Q8_0 values (gguf-py's quantize then
-    dequantize), so that the GGUF written from it holds exactly the folder's values."""
+def _ggml_roundtrip(d, qtype):
+    """Every matrix of the HF folder d replaced by its values in ggml blocks of qtype (gguf-py's
+    quantize then dequantize), so that the GGUF written from it holds the folder's values."""
+    qt = gguf.GGMLQuantizationType[qtype]
     m = LlamaForCausalLM.from_pretrained(d).eval()
     with torch.no_grad():
         for _, p in m.named_parameters():
             if p.dim() == 2:
                 a = p.detach().float().numpy()
-                q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0)
-                p.copy_(torch.from_numpy(gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(a.shape)))
+                q = gguf.quants.quantize(a, qt)
+                p.copy_(torch.from_numpy(gguf.quants.dequantize(q, qt).reshape(a.shape)))
     m.save_pretrained(d)
 
 
@@ -188,9 +193,9 @@ def _save_model(d, vocab, rope, tie, seed):
     return m
 
 
-def _write_gguf(hf_dir, spm_file, path, q8=False):
-    """The HF model's weights and the SentencePiece vocabulary as a llama GGUF (f32; q8: the
-    matrices as Q8_0 blocks, and no output.weight when the model is tied)."""
+def _write_gguf(hf_dir, spm_file, path, qtype=None):
+    """The HF model's weights and the SentencePiece vocabulary as a llama GGUF (f32; qtype: the
+    matrices as ggml blocks of that type, and no output.weight when the model is tied)."""
     cfg = json.loads((hf_dir / "config.json").read_text())
     sd = LlamaForCausalLM.from_pretrained(hf_dir).state_dict()
     sp = spm.SentencePieceProcessor(model_file=str(spm_file))
@@ -221,15 +226,16 @@ def _write_gguf(hf_dir, spm_file, path, q8=False):
 
     def put(name, t):
         a = t.detach().float().numpy().copy()
-        if q8 and a.ndim == 2:
-            q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0)
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        if qtype and a.ndim == 2:
+            qt = gguf.GGMLQuantizationType[qtype]
+            q = gguf.quants.quantize(a, qt)
+            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qt)
         else:
             w.add_tensor(name, a)
 
     put("token_embd.weight", sd["model.embed_tokens.weight"])
     put("output_norm.weight", sd["model.norm.weight"])
-    if not (q8 and cfg.get("tie_word_embeddings")):
+    if not (qtype and cfg.get("tie_word_embeddings")):
         put("output.weight", sd["lm_head.weight"])
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
@@ -283,11 +289,11 @@ def forms(spm_file, tmp_path_factory):
         _save_model(d, len(tok), spec["rope"], spec["tie"], seed=k)
         path = d
         if name.startswith("gguf"):
-            if name == "gguf-q8_0":
-                _q8_0_roundtrip(d)
+            if name in QTYPES:
+                _ggml_roundtrip(d, QTYPES[name])
             path = root / f"{name}-file" / "model.gguf"
             path.parent.mkdir()
-            _write_gguf(d, spm_file, path, q8=name == "gguf-q8_0")
+            _write_gguf(d, spm_file, path, qtype=QTYPES.get(name))
         out[name] = {"path": path, "hf": d, "tok": tok, "spec": spec}
     return out
 
@@ -302,7 +308,7 @@ def test_ids_equal_autotokenizer(forms, form, tmp_path):
     want = [f["tok"](t, add_special_tokens=False).input_ids for t in texts]
     got = encode_many(f["path"], texts, tmp_path, "--no-bos", "--special")
     assert_same(texts, got, want, f"{form}: ids without special tokens")
-    if form in ("spm-model", "gguf", "gguf-q8_0"):
+    if form in ("spm-model", "gguf") or form in QTYPES:
         # AutoTokenizer reads a bare tokenizer.model without adding BOS; guanaco adds it, as
         # sentencepiece / llama.cpp do; the ids after it are the same
         want = [[1] + w for w in want]
@@ -401,8 +407,10 @@ def test_logits_equal_transformers(forms, form, tmp_path):
     with torch.no_grad():
         ref = LlamaForCausalLM.from_pretrained(f["hf"]).eval()(torch.tensor([ids])).logits[0].numpy()
     compare(logits_of(tmp_path, f["path"], ids), ref, form)
-    if form == "gguf-q8_0":  # the matrices kept as Q8_0: the row kernel of decode too
-        assert "embedding: q8_0 (tied head)" in run_guanaco("info", "-m", f["path"]).stdout
+    if form in QTYPES:  # the matrices kept in their blocks: the row kernel of decode too
+        qt = QTYPES[form].lower()
+        want = f"embedding: {qt} (tied head)" if f["spec"]["tie"] else f"embedding: {qt} (untied head: {qt})"
+        assert want in run_guanaco("info", "-m", f["path"]).stdout
         out = tmp_path / "step.npy"
         run_guanaco("logits", "-m", f["path"], "--ids", " ".join(map(str, ids)), "-o", out, "--kv-step")
         compare(np.load(out), ref, form + " --kv-step")

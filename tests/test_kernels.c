@@ -113,49 +113,70 @@ static float matmul_nn_maxdiff(const gn_mat *m, int64_t T) {
     return mdn;
 }
 
-// Q8_0 matrices (ggml's blocks: f16 scale, 32 int8 codes; a GGUF's embedding kept as the
-// file has it): rows widened, the row dot, gn_matmul (decode rows and widened tiles for
-// sgemm) and gn_matmul_nn against plain double loops over the widened values, at every
-// SIMD level. Scales include f16 subnormals and zero, codes the full -128..127.
-static void fill_q8_0(uint8_t *blk, int64_t nblocks) {
-    for (int64_t b = 0; b < nblocks; b++, blk += GN_Q8_0_BYTES) {
+// ggml's block matrices (Q4_0, Q4_1, Q8_0: a GGUF's matrices kept as the file has them): rows
+// widened (against a decode written here from ggml's definitions), the row dot, gn_matmul
+// (decode rows and widened tiles for sgemm) and gn_matmul_nn against plain double loops over
+// the values, at every SIMD level. Scales include f16 subnormals and zero (Q4_1's offsets
+// negative too), codes every value of their range.
+static void put_f16(uint8_t *p, float v) {
+    uint16_t h = gn_f32_to_f16(v);
+    p[0] = (uint8_t)(h & 0xff);
+    p[1] = (uint8_t)(h >> 8);
+}
+
+static float f16_at(const uint8_t *p) { return gn_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+
+static void fill_blocks(gn_dtype dt, uint8_t *blk, int64_t nblocks) {
+    const int bb = gn_blocks_bytes(dt);
+    for (int64_t b = 0; b < nblocks; b++, blk += bb) {
         uint64_t r = (uint64_t)(frand() * 1e6f + 2e6f);
         float d = r % 13 == 0 ? 0.0f : r % 17 == 0 ? 3e-7f : 1e-3f + (float)(r % 1000) * 1e-5f;
-        uint16_t h = gn_f32_to_f16(d);
-        blk[0] = (uint8_t)(h & 0xff);
-        blk[1] = (uint8_t)(h >> 8);
-        for (int j = 0; j < GN_Q8_0_BLOCK; j++) blk[2 + j] = (uint8_t)(int)(frand() * 127.9f) ^ (j == 5 ? 0x80 : 0);
+        put_f16(blk, d);
+        int q0 = 2;
+        if (dt == GN_DTYPE_Q4_1) { put_f16(blk + 2, frand() * 0.02f); q0 = 4; }
+        for (int j = 0; j < bb - q0; j++) blk[q0 + j] = (uint8_t)(int)((frand() + 1.0f) * 127.9f) ^ (j == 5 ? 0x80 : 0);
     }
 }
 
-static void test_q8_0(void) {
+// weight i of a row of blocks, as ggml's dequantize_row_* computes it
+static float block_value(gn_dtype dt, const uint8_t *row, int64_t i) {
+    const uint8_t *b = row + i / 32 * gn_blocks_bytes(dt);
+    const int j = (int)(i % 32);
+    const float d = f16_at(b);
+    if (dt == GN_DTYPE_Q8_0) return (float)(int8_t)b[2 + j] * d;
+    const uint8_t byte = b[(dt == GN_DTYPE_Q4_1 ? 4 : 2) + j % 16];
+    const int q = j < 16 ? byte & 15 : byte >> 4;
+    if (dt == GN_DTYPE_Q4_0) return (float)(q - 8) * d;
+    return (float)q * d + f16_at(b + 2);
+}
+
+static void test_blocks(void) {
     const int64_t shapes[][3] = {{1, 1, 32}, {1, 17, 96}, {3, 5, 32}, {8, 33, 160}, {9, 70, 576}, {1, 0, 64}, {0, 3, 32},
                                  {2, 7, 0}, {13, 129, 1024}, {3, 600, 4096}};
+    const gn_dtype types[] = {GN_DTYPE_Q4_0, GN_DTYPE_Q4_1, GN_DTYPE_Q8_0};
     for (int lvl = GN_SIMD_SCALAR; lvl <= GN_SIMD_AVX512; lvl++) {
         gn_simd_force((gn_simd)lvl);
         gn_simd got = gn_simd_level();
+        for (size_t ti = 0; ti < 3; ti++)
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
-            int64_t T = shapes[k][0], OC = shapes[k][1], IC = shapes[k][2], nb = IC / GN_Q8_0_BLOCK;
-            uint8_t *wq = malloc((size_t)(OC * nb * GN_Q8_0_BYTES) + 1);
-            fill_q8_0(wq, OC * nb);
+            const gn_dtype dt = types[ti];
+            const char *nm = gn_dtype_name(dt);
+            int64_t T = shapes[k][0], OC = shapes[k][1], IC = shapes[k][2], nb = IC / 32;
+            uint8_t *wq = malloc((size_t)(OC * nb * gn_blocks_bytes(dt)) + 1);
+            fill_blocks(dt, wq, OC * nb);
             float *wf = malloc(sizeof(float) * (size_t)(OC * IC + 1)), *in = malloc(sizeof(float) * (size_t)(T * IC + 1));
             float *o1 = calloc((size_t)(T * OC + 1), 4), *o0 = calloc((size_t)(T * OC + 1), 4);
             for (int64_t i = 0; i < T * IC; i++) in[i] = frand();
-            gn_mat m = {GN_DTYPE_Q8_0, OC, IC, wq, NULL};
-            // the widened rows, against the block layout read here byte by byte
+            gn_mat m = {dt, OC, IC, wq, NULL};
             gn_mat_rows_f32(&m, 0, OC, wf);
             int bad = 0;
             for (int64_t o = 0; o < OC; o++)
-                for (int64_t i = 0; i < IC; i++) {
-                    const uint8_t *blk = wq + (o * nb + i / 32) * GN_Q8_0_BYTES;
-                    float want = (float)(int8_t)blk[2 + i % 32] * gn_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8));
-                    bad += wf[o * IC + i] != want;
-                }
-            CHECK(bad == 0, "q8_0 rows OC=%lld IC=%lld: %d values wrong", (long long)OC, (long long)IC, bad);
+                for (int64_t i = 0; i < IC; i++) bad += wf[o * IC + i] != block_value(dt, gn_blocks_row(&m, o), i);
+            CHECK(bad == 0, "%s rows OC=%lld IC=%lld: %d values wrong", nm, (long long)OC, (long long)IC, bad);
             for (int64_t o = 0; o < OC && T > 0; o++) {
-                float d1 = gn_dot_q8_0_f32(gn_q8_0_row(&m, o), in, IC), d0 = gn_dot_q8_0_f32_ref(gn_q8_0_row(&m, o), in, IC);
+                float d1 = gn_dot_blocks_f32(dt, gn_blocks_row(&m, o), in, IC), d0 = gn_dot_blocks_f32_ref(dt, gn_blocks_row(&m, o), in, IC);
                 if (!close_enough(d1, d0, 1e-5f * (float)(IC + 1))) {
-                    CHECK(0, "dot_q8_0 level %d IC=%lld row %lld: %g vs ref %g", got, (long long)IC, (long long)o, d1, d0);
+                    CHECK(0, "dot %s level %d IC=%lld row %lld: %g vs ref %g", nm, got, (long long)IC, (long long)o, d1, d0);
                     break;
                 }
             }
@@ -169,11 +190,11 @@ static void test_q8_0(void) {
                     md = fmaxf(md, fabsf(o1[t * OC + o] - (float)ref));
                     mdr = fmaxf(mdr, fabsf(o0[t * OC + o] - (float)ref));
                 }
-            CHECK(md <= 1e-5f * (float)(IC + 1) && mdr <= 1e-6f, "matmul q8_0 level %d T=%lld OC=%lld IC=%lld maxdiff %g (ref %g)",
-                  got, (long long)T, (long long)OC, (long long)IC, md, mdr);
+            CHECK(md <= 1e-5f * (float)(IC + 1) && mdr <= 1e-6f, "matmul %s level %d T=%lld OC=%lld IC=%lld maxdiff %g (ref %g)",
+                  nm, got, (long long)T, (long long)OC, (long long)IC, md, mdr);
             float mdn = matmul_nn_maxdiff(&m, T);
-            CHECK(mdn <= 1e-5f * (float)(OC + 1), "matmul_nn q8_0 T=%lld OC=%lld IC=%lld maxdiff %g", (long long)T, (long long)OC,
-                  (long long)IC, mdn);
+            CHECK(mdn <= 1e-5f * (float)(OC + 1), "matmul_nn %s T=%lld OC=%lld IC=%lld maxdiff %g", nm, (long long)T,
+                  (long long)OC, (long long)IC, mdn);
             free(wq); free(wf); free(in); free(o1); free(o0);
         }
     }
@@ -240,6 +261,6 @@ int main(void) {
     gn_softmax(sm, 0); // empty: no-op
     test_gemm_bf16();
     test_silu_mul();
-    test_q8_0();
+    test_blocks();
     TEST_REPORT();
 }

@@ -102,7 +102,7 @@ static void up_q4(cu_model *cm, const gn_quant4_state *q, gn_cuda_q4 *d, gn_stat
 
 static void up_mat(cu_model *cm, const gn_mat *w, gn_cuda_mat *d, gn_status *st) {
     if (*st) return;
-    if (w->dtype == GN_DTYPE_Q8_0) { // a GGUF's Q8_0 embedding: widened to bf16 for the card's kernels
+    if (gn_blocks_bytes(w->dtype)) { // a GGUF's Q4_0/Q4_1/Q8_0 matrix: widened to bf16 for the card's kernels
         size_t n = (size_t)(w->rows * w->cols);
         float *f = gn_malloc(sizeof(float) * (size_t)w->cols);
         uint16_t *h = gn_malloc(2 * n);

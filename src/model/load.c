@@ -432,16 +432,17 @@ static gn_status tensor_to_bf16(const gn_tensor *t, uint16_t *dst) {
 }
 
 // A matrix in the model's compute dtype: in place when possible, else converted.
-// A GGUF's Q8_0 matrix (SmolLM2's embedding and tied head) stays as the file has
-// it: its values are exact in float32, where widening to bf16 would round them and
-// double the bytes a token reads.
+// A GGUF's Q4_0, Q4_1 or Q8_0 matrix (SmolLM2's Q8_0 embedding and tied head, the
+// layers of a llama.cpp Q4/Q8 file loaded without --4bit) stays as the file has it:
+// its products take each weight's value as ggml's dequantizer gives it, where
+// widening would round them (bf16) or read 2-7x the bytes a token.
 static gn_status make_mat(gn_model *m, const gn_tensor *t, gn_mat *out) {
     out->rows = t->shape[0];
     out->cols = t->shape[1];
     out->dtype = m->wdtype;
     size_t n = (size_t)t->nelem;
-    if (t->dtype == GN_DTYPE_Q8_0 && out->cols % GN_Q8_0_BLOCK == 0 && !getenv("GN_WIDEN_Q8_0")) {
-        out->dtype = GN_DTYPE_Q8_0;
+    if (gn_blocks_bytes(t->dtype) && out->cols % GN_QBLOCK == 0 && !getenv("GN_WIDEN_GGML")) {
+        out->dtype = t->dtype;
         out->data = t->data;
         return GN_OK;
     }
@@ -706,7 +707,7 @@ static gn_status init_rope(gn_model *m) {
 
 static size_t mat_bytes(const gn_mat *w, size_t es) {
     size_t n = (size_t)(w->rows * w->cols);
-    return w->dtype == GN_DTYPE_Q8_0 ? n / GN_Q8_0_BLOCK * GN_Q8_0_BYTES : n * es;
+    return gn_blocks_bytes(w->dtype) ? n / GN_QBLOCK * (size_t)gn_blocks_bytes(w->dtype) : n * es;
 }
 
 static void count_params(gn_model *m) {

@@ -18,8 +18,8 @@ typedef enum { GN_SIMD_SCALAR = 0, GN_SIMD_AVX2 = 1, GN_SIMD_AVX512 = 2 } gn_sim
 gn_simd gn_simd_level(void);          // chosen once: CPU support, lowered by GN_SIMD env
 void gn_simd_force(gn_simd level);    // for tests: pick a path (clamped to what the CPU has)
 
-// A weight matrix (OC, IC) in F32, BF16 or Q8_0 (ggml's blocks of 32 along a row:
-// IC % 32 == 0; a GGUF's embedding table kept as the file has it), row-major; or
+// A weight matrix (OC, IC) in F32, BF16, or Q4_0 / Q4_1 / Q8_0 (ggml's blocks of 32 along a
+// row: IC % 32 == 0; a GGUF's matrices kept as the file has them), row-major; or
 // 4-bit (dtype GN_DTYPE_NF4/GN_DTYPE_FP4) with `q4` pointing at its quantization state.
 typedef struct {
     gn_dtype dtype;
@@ -33,14 +33,17 @@ float gn_dot_f32(const float *a, const float *b, int64_t n);
 float gn_dot_f32_ref(const float *a, const float *b, int64_t n);
 float gn_dot_bf16_f32(const uint16_t *w, const float *x, int64_t n);   // w bf16, x f32
 float gn_dot_bf16_f32_ref(const uint16_t *w, const float *x, int64_t n);
-// w: n/32 Q8_0 blocks (34 bytes: f16 scale, 32 int8 codes), n % 32 == 0
-#define GN_Q8_0_BLOCK 32
-#define GN_Q8_0_BYTES 34
-float gn_dot_q8_0_f32(const uint8_t *w, const float *x, int64_t n);
-float gn_dot_q8_0_f32_ref(const uint8_t *w, const float *x, int64_t n); // dequantize exactly, double sum
-static inline const uint8_t *gn_q8_0_row(const gn_mat *w, int64_t r) {
-    return (const uint8_t *)w->data + r * (w->cols / GN_Q8_0_BLOCK) * GN_Q8_0_BYTES;
+// ggml's blocks of 32 weights along a row (Q4_0, Q4_1, Q8_0: a GGUF's matrices kept as the
+// file has them): bytes a block (0 for other dtypes); row r of w; the dot of n = 32k weights
+// at w with x, each weight's value as ggml's dequantizer computes it (_ref: those values
+// times x summed in double; the kernel factors the block scale and offset out of the sums)
+#define GN_QBLOCK 32
+int gn_blocks_bytes(gn_dtype dt);
+static inline const uint8_t *gn_blocks_row(const gn_mat *w, int64_t r) {
+    return (const uint8_t *)w->data + r * (w->cols / GN_QBLOCK) * gn_blocks_bytes(w->dtype);
 }
+float gn_dot_blocks_f32(gn_dtype dt, const uint8_t *w, const float *x, int64_t n);
+float gn_dot_blocks_f32_ref(gn_dtype dt, const uint8_t *w, const float *x, int64_t n);
 
 // out (T, OC) = inp (T, IC) @ W^T. Multithreaded. out must not alias inp.
 void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T);
@@ -84,7 +87,7 @@ void gn_gemm(unsigned flags, int ta, int tb, int64_t M, int64_t N, int64_t K, fl
 // out (T, IC) = dy (T, OC) @ W: the input gradient of a linear layer (no
 // weight gradient). Multithreaded over IC. out must not alias dy.
 void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T);
-// Rows [r0, r0+n) of an F32, BF16 or Q8_0 W as float32 into dst (n, IC). 4-bit weights
+// Rows [r0, r0+n) of an F32, BF16 or ggml-block W as float32 into dst (n, IC). 4-bit weights
 // live a layer up: gn_linear_rows_f32 (model/llama.h).
 void gn_mat_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst);
 

@@ -4,7 +4,7 @@
  * RMSNorm, SiLU-gate and softmax.
  *
  * The matmul takes two routes: with T > 1 and f32 weights it calls OpenBLAS
- * sgemm (prefill); bf16 and Q8_0 weights with T >= 8 are widened to f32 a tile of
+ * sgemm (prefill); bf16 and ggml-block weights with T >= 8 are widened to f32 a tile of
  * rows at a time for sgemm; otherwise (decode) each thread takes a block of output
  * rows and runs the dispatched dot product against every token.
  */
@@ -69,15 +69,37 @@ float gn_dot_bf16_f32_ref(const uint16_t *w, const float *x, int64_t n) {
     return s;
 }
 
-// ggml's Q8_0 block: a little-endian f16 scale d, then 32 int8 codes; value = code * d,
-// exact in float32 (an 8-bit times an 11-bit significand). The reference sums in double.
-static inline float q8_0_scale(const uint8_t *blk) { return gn_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8)); }
+// ggml's blocks of 32 weights along a row, each value computed as ggml's dequantizer does:
+//   Q4_0: f16 d, 16 bytes of nibbles (low nibbles weights 0-15, high 16-31); (q - 8) * d
+//   Q4_1: f16 d, f16 m, 16 bytes of nibbles;                                   q * d + m
+//   Q8_0: f16 d, 32 int8 codes;                                                q * d
+// The reference dequantizes so and sums in double.
+static inline float blk_f16(const uint8_t *p) { return gn_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
 
-float gn_dot_q8_0_f32_ref(const uint8_t *w, const float *x, int64_t n) {
+int gn_blocks_bytes(gn_dtype dt) {
+    return dt == GN_DTYPE_Q4_0 ? 18 : dt == GN_DTYPE_Q4_1 ? 20 : dt == GN_DTYPE_Q8_0 ? 34 : 0;
+}
+
+// one block's 32 values into y
+static void block_f32(gn_dtype dt, const uint8_t *b, float *y) {
+    const float d = blk_f16(b);
+    if (dt == GN_DTYPE_Q8_0) {
+        for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)b[2 + j] * d;
+    } else if (dt == GN_DTYPE_Q4_0) {
+        for (int j = 0; j < 16; j++) { y[j] = (float)((b[2 + j] & 15) - 8) * d; y[j + 16] = (float)((b[2 + j] >> 4) - 8) * d; }
+    } else {
+        const float m = blk_f16(b + 2);
+        for (int j = 0; j < 16; j++) { y[j] = (float)(b[4 + j] & 15) * d + m; y[j + 16] = (float)(b[4 + j] >> 4) * d + m; }
+    }
+}
+
+float gn_dot_blocks_f32_ref(gn_dtype dt, const uint8_t *w, const float *x, int64_t n) {
+    const int bb = gn_blocks_bytes(dt);
     double s = 0.0;
-    for (int64_t b = 0; b < n / GN_Q8_0_BLOCK; b++, w += GN_Q8_0_BYTES) {
-        float d = q8_0_scale(w);
-        for (int j = 0; j < GN_Q8_0_BLOCK; j++) s += (double)((float)(int8_t)w[2 + j] * d) * x[b * GN_Q8_0_BLOCK + j];
+    float y[GN_QBLOCK];
+    for (int64_t b = 0; b < n / GN_QBLOCK; b++, w += bb) {
+        block_f32(dt, w, y);
+        for (int j = 0; j < GN_QBLOCK; j++) s += (double)y[j] * x[b * GN_QBLOCK + j];
     }
     return (float)s;
 }
@@ -130,11 +152,11 @@ static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) {
     return s;
 }
 
-// Q8_0: per block the 32 codes times x in float32, then one multiply by the block's
-// scale (F16C converts it). Two blocks a step, one accumulator each.
-__attribute__((target("avx2,fma")))
-static __m256 q8_0_block_avx2(const uint8_t *blk, const float *x) {
-    const uint8_t *q = blk + 2;
+// ggml blocks: per block the 32 codes times x in float32, then one multiply by the block's
+// scale d (F16C converts it); Q4_0 and Q4_1 add their offset (-8d, m) times the sum of the
+// block's inputs. Two blocks a step, one accumulator each.
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 q8_0_codes_x(const uint8_t *q, const float *x) {
 #define Q8X8(o) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + (o)))))
     __m256 p0 = _mm256_mul_ps(Q8X8(0), _mm256_loadu_ps(x));
     __m256 p1 = _mm256_mul_ps(Q8X8(8), _mm256_loadu_ps(x + 8));
@@ -144,20 +166,89 @@ static __m256 q8_0_block_avx2(const uint8_t *blk, const float *x) {
     return _mm256_add_ps(p0, p1);
 }
 
-__attribute__((target("avx2,fma,f16c")))
-static float dot_q8_0_avx2(const uint8_t *w, const float *x, int64_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t nb = n / GN_Q8_0_BLOCK, b = 0;
-    for (; b + 2 <= nb; b += 2, w += 2 * GN_Q8_0_BYTES, x += 2 * GN_Q8_0_BLOCK) {
+// the 32 nibbles at q (unsigned 0..15) times x, and the sum of x into *xs
+__attribute__((target("avx2,fma"), always_inline))
+static inline __m256 q4_codes_x(const uint8_t *q, const float *x, __m256 *xs) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)q), m4 = _mm_set1_epi8(15);
+    const __m128i lo = _mm_and_si128(v, m4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+#define Q4X8(r) _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(r))
+    const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16),
+                 x3 = _mm256_loadu_ps(x + 24);
+    __m256 p0 = _mm256_mul_ps(Q4X8(lo), x0);
+    __m256 p1 = _mm256_mul_ps(Q4X8(_mm_srli_si128(lo, 8)), x1);
+    p0 = _mm256_fmadd_ps(Q4X8(hi), x2, p0);
+    p1 = _mm256_fmadd_ps(Q4X8(_mm_srli_si128(hi, 8)), x3, p1);
+#undef Q4X8
+    *xs = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
+    return _mm256_add_ps(p0, p1);
+}
+
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline float f16c(const uint8_t *p) { return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8)); }
+
+// one block into the accumulators: s += codes.x * d, o += x * offset
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void block_step_avx2(gn_dtype dt, const uint8_t *b, const float *x, __m256 *s, __m256 *o) {
+    const __m256 d = _mm256_set1_ps(f16c(b));
+    if (dt == GN_DTYPE_Q8_0) { *s = _mm256_fmadd_ps(q8_0_codes_x(b + 2, x), d, *s); return; }
+    __m256 xs;
+    const int q41 = dt == GN_DTYPE_Q4_1;
+    *s = _mm256_fmadd_ps(q4_codes_x(b + (q41 ? 4 : 2), x, &xs), d, *s);
+    *o = _mm256_fmadd_ps(xs, q41 ? _mm256_set1_ps(f16c(b + 2)) : _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)), *o);
+}
+
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline float dot_blocks_avx2_t(gn_dtype dt, const uint8_t *w, const float *x, int64_t n) {
+    const int bb = dt == GN_DTYPE_Q4_0 ? 18 : dt == GN_DTYPE_Q4_1 ? 20 : 34;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), o0 = s0, o1 = s0;
+    const int64_t nb = n / GN_QBLOCK;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * bb, x += 2 * GN_QBLOCK) {
         gn_prefetch_stream(w);
         gn_prefetch_stream(w + 64);
-        __m256 d0 = _mm256_set1_ps(_cvtsh_ss((unsigned short)(w[0] | w[1] << 8)));
-        __m256 d1 = _mm256_set1_ps(_cvtsh_ss((unsigned short)(w[GN_Q8_0_BYTES] | w[GN_Q8_0_BYTES + 1] << 8)));
-        s0 = _mm256_fmadd_ps(q8_0_block_avx2(w, x), d0, s0);
-        s1 = _mm256_fmadd_ps(q8_0_block_avx2(w + GN_Q8_0_BYTES, x + GN_Q8_0_BLOCK), d1, s1);
+        block_step_avx2(dt, w, x, &s0, &o0);
+        block_step_avx2(dt, w + bb, x + GN_QBLOCK, &s1, &o1);
     }
-    if (b < nb) s0 = _mm256_fmadd_ps(q8_0_block_avx2(w, x), _mm256_set1_ps(_cvtsh_ss((unsigned short)(w[0] | w[1] << 8))), s0);
-    return hsum256(_mm256_add_ps(s0, s1));
+    if (b < nb) block_step_avx2(dt, w, x, &s0, &o0);
+    return hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(o0, o1)));
+}
+
+// nb blocks at b widened to y, each value as block_f32 gives it (products then sums, no FMA:
+// the same bits)
+__attribute__((target("avx2,fma,f16c")))
+static void blocks_f32_avx2(gn_dtype dt, const uint8_t *b, int64_t nb, float *y) {
+    const int bb = gn_blocks_bytes(dt);
+    const __m128i m4 = _mm_set1_epi8(15);
+    for (int64_t k = 0; k < nb; k++, b += bb, y += GN_QBLOCK) {
+        const __m256 d = _mm256_set1_ps(f16c(b));
+        if (dt == GN_DTYPE_Q8_0) {
+            for (int j = 0; j < 32; j += 8)
+                _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                          _mm_loadl_epi64((const __m128i *)(b + 2 + j)))), d));
+            continue;
+        }
+        const int q41 = dt == GN_DTYPE_Q4_1;
+        const __m128i v = _mm_loadu_si128((const __m128i *)(b + (q41 ? 4 : 2)));
+        __m128i lo = _mm_and_si128(v, m4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+        if (!q41) { lo = _mm_sub_epi8(lo, _mm_set1_epi8(8)); hi = _mm_sub_epi8(hi, _mm_set1_epi8(8)); }
+        const __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        const __m256 m = _mm256_set1_ps(q41 ? f16c(b + 2) : 0.0f);
+        for (int j = 0; j < 4; j++) {
+            __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part[j]));
+            q = _mm256_mul_ps(q, d);
+            _mm256_storeu_ps(y + 8 * j, q41 ? _mm256_add_ps(q, m) : q);
+        }
+    }
+}
+
+// one copy per type, so the type's branches fold away
+__attribute__((target("avx2,fma,f16c")))
+static float dot_blocks_avx2(gn_dtype dt, const uint8_t *w, const float *x, int64_t n) {
+    switch (dt) {
+    case GN_DTYPE_Q8_0: return dot_blocks_avx2_t(GN_DTYPE_Q8_0, w, x, n);
+    case GN_DTYPE_Q4_0: return dot_blocks_avx2_t(GN_DTYPE_Q4_0, w, x, n);
+    default: return dot_blocks_avx2_t(GN_DTYPE_Q4_1, w, x, n);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -230,10 +321,11 @@ static int have_f16c(void) {
     return v;
 }
 
-float gn_dot_q8_0_f32(const uint8_t *w, const float *x, int64_t n) {
-    // the AVX2 kernel serves the AVX-512 level too: a row is memory-bound at 8.5 bits a weight
-    if (gn_simd_level() >= GN_SIMD_AVX2 && have_f16c()) return dot_q8_0_avx2(w, x, n);
-    return gn_dot_q8_0_f32_ref(w, x, n);
+float gn_dot_blocks_f32(gn_dtype dt, const uint8_t *w, const float *x, int64_t n) {
+    GN_ASSERT(gn_blocks_bytes(dt) > 0 && n % GN_QBLOCK == 0);
+    // the AVX2 kernel serves the AVX-512 level too: a row is read at 4.5-8.5 bits a weight
+    if (gn_simd_level() >= GN_SIMD_AVX2 && have_f16c()) return dot_blocks_avx2(dt, w, x, n);
+    return gn_dot_blocks_f32_ref(dt, w, x, n);
 }
 
 // ----------------------------------------------------------------------------
@@ -269,9 +361,10 @@ void gn_matmul_ref(float *out, const float *inp, const gn_mat *w, int64_t T) {
             for (int64_t i = 0; i < IC; i++) {
                 float wv;
                 if (w->dtype == GN_DTYPE_BF16) wv = gn_bf16_to_f32(((const uint16_t *)w->data)[o * IC + i]);
-                else if (w->dtype == GN_DTYPE_Q8_0) {
-                    const uint8_t *blk = gn_q8_0_row(w, o) + i / GN_Q8_0_BLOCK * GN_Q8_0_BYTES;
-                    wv = (float)(int8_t)blk[2 + i % GN_Q8_0_BLOCK] * q8_0_scale(blk);
+                else if (gn_blocks_bytes(w->dtype)) {
+                    float y[GN_QBLOCK];
+                    block_f32(w->dtype, gn_blocks_row(w, o) + i / GN_QBLOCK * gn_blocks_bytes(w->dtype), y);
+                    wv = y[i % GN_QBLOCK];
                 } else wv = ((const float *)w->data)[o * IC + i];
                 s += (double)wv * inp[t * IC + i];
             }
@@ -298,10 +391,10 @@ void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T) {
         }
         return;
     }
-    GN_ASSERT(w->dtype == GN_DTYPE_F32 || w->dtype == GN_DTYPE_BF16 || w->dtype == GN_DTYPE_Q8_0);
-    GN_ASSERT(w->dtype != GN_DTYPE_Q8_0 || IC % GN_Q8_0_BLOCK == 0);
-    int bf = w->dtype == GN_DTYPE_BF16, q8 = w->dtype == GN_DTYPE_Q8_0;
-    if ((bf || q8) && T >= 8) {
+    const int bf = w->dtype == GN_DTYPE_BF16, blocks = gn_blocks_bytes(w->dtype) > 0;
+    GN_ASSERT(w->dtype == GN_DTYPE_F32 || bf || blocks);
+    GN_ASSERT(!blocks || IC % GN_QBLOCK == 0);
+    if ((bf || blocks) && T >= 8) {
         // many tokens: convert 64-row tiles of W to f32 (per thread) and run sgemm on them
         blas_single_thread();
         const int64_t RB = 64;
@@ -327,9 +420,9 @@ void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T) {
         int64_t o1 = (b + 1) * 16 < OC ? (b + 1) * 16 : OC;
         for (int64_t o = b * 16; o < o1; o++) {
             for (int64_t t = 0; t < T; t++) {
-                float s = bf   ? gn_dot_bf16_f32((const uint16_t *)w->data + o * IC, inp + t * IC, IC)
-                          : q8 ? gn_dot_q8_0_f32(gn_q8_0_row(w, o), inp + t * IC, IC)
-                               : gn_dot_f32((const float *)w->data + o * IC, inp + t * IC, IC);
+                float s = bf       ? gn_dot_bf16_f32((const uint16_t *)w->data + o * IC, inp + t * IC, IC)
+                          : blocks ? gn_dot_blocks_f32(w->dtype, gn_blocks_row(w, o), inp + t * IC, IC)
+                                   : gn_dot_f32((const float *)w->data + o * IC, inp + t * IC, IC);
                 out[t * OC + o] = s;
             }
         }
@@ -346,18 +439,17 @@ void gn_mat_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
     } else if (w->dtype == GN_DTYPE_BF16) {
         const uint16_t *src = (const uint16_t *)w->data + r0 * IC;
         for (int64_t i = 0; i < n * IC; i++) dst[i] = gn_bf16_to_f32(src[i]);
-    } else if (w->dtype == GN_DTYPE_Q8_0) {
-        GN_ASSERT(IC % GN_Q8_0_BLOCK == 0);
+    } else if (gn_blocks_bytes(w->dtype)) {
+        GN_ASSERT(IC % GN_QBLOCK == 0);
+        const int bb = gn_blocks_bytes(w->dtype), vec = gn_simd_level() >= GN_SIMD_AVX2 && have_f16c();
         for (int64_t r = 0; r < n; r++) {
-            const uint8_t *blk = gn_q8_0_row(w, r0 + r);
-            float *o = dst + r * IC;
-            for (int64_t b = 0; b < IC / GN_Q8_0_BLOCK; b++, blk += GN_Q8_0_BYTES, o += GN_Q8_0_BLOCK) {
-                float d = q8_0_scale(blk);
-                for (int j = 0; j < GN_Q8_0_BLOCK; j++) o[j] = (float)(int8_t)blk[2 + j] * d;
-            }
+            const uint8_t *blk = gn_blocks_row(w, r0 + r);
+            if (vec) blocks_f32_avx2(w->dtype, blk, IC / GN_QBLOCK, dst + r * IC);
+            else
+                for (int64_t b = 0; b < IC / GN_QBLOCK; b++) block_f32(w->dtype, blk + b * bb, dst + r * IC + b * GN_QBLOCK);
         }
     } else {
-        GN_ASSERT(!"gn_mat_rows_f32: F32, BF16 or Q8_0 weights only");
+        GN_ASSERT(!"gn_mat_rows_f32: F32, BF16, Q4_0, Q4_1 or Q8_0 weights only");
     }
 }
 

@@ -66,7 +66,7 @@ struct gn_trainer {
     // gradients of activations
     float *dx, *dx2, *dxn, *dq, *dk, *dv, *dO, *dh, *dg, *du, *tmp, *tmp2, *tmpr;
     float *logits;         // (HEAD_CHUNK, V)
-    uint16_t *head_b16;    // a Q8_0 head widened to bf16 once, for the bf16 GEMM (bf16 runs on AVX512_BF16)
+    uint16_t *head_b16;    // a ggml-block head widened to bf16 once, for the bf16 GEMM (bf16 runs on AVX512_BF16)
     float *att_scr;        // attention backward scratch for att_nthr threads
     int att_nthr;
     float *rope_cs;        // (Tcap, 2, n_rot/2): cos, then sin, of each position's angles
@@ -154,7 +154,7 @@ gn_status gn_trainer_new(gn_trainer **out, const gn_model *m, const gn_train_opt
     gn_trainer *tr = gn_calloc(1, sizeof *tr);
     tr->m = m;
     tr->o = *o;
-    if (o->bf16_params && m->lm_head.dtype == GN_DTYPE_Q8_0 && gn_bf16_gemm_available()) {
+    if (o->bf16_params && gn_blocks_bytes(m->lm_head.dtype) && gn_bf16_gemm_available()) {
         // the products autocast runs in bf16 take the head in bf16, as a bf16-widened table gave it
         const gn_mat *W = &m->lm_head;
         float *row = gn_malloc(sizeof(float) * (size_t)W->cols);
