@@ -191,7 +191,7 @@ gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const cha
 // 4-bit folder: the model's tensors in checkpoint order, written in the layout
 // transformers + bitsandbytes use (quant/checkpoint.c)
 
-// w (F32, BF16 or Q8_0) as a new buffer of dtype dt (F32 or BF16)
+// w (any dtype gn_mat_rows_f32 reads) as a new buffer of dtype dt (F32 or BF16)
 static void *widen(const gn_mat *w, gn_dtype dt) {
     size_t n = (size_t)(w->rows * w->cols);
     float *f = gn_malloc(sizeof(float) * n);
@@ -214,7 +214,7 @@ gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
     // plain tensors in the model's compute dtype (f32 unless loaded with --dtype bf16)
     gn_dtype pdt = m->wdtype;
     size_t pes = pdt == GN_DTYPE_BF16 ? 2 : 4;
-    // a matrix in another dtype (a GGUF's Q8_0 embedding) is widened to pdt into a buffer of its own
+    // a matrix in another dtype (a GGUF's Q8_0 embedding, kept in its blocks) is widened to pdt into a buffer of its own
     void **widened = gn_calloc((size_t)cap, sizeof(void *));
 #define PLAIN(NAME, MAT) do { names[k] = gn_strdup(NAME); const void *d_ = (MAT)->data; \
         if ((MAT)->dtype != pdt) d_ = widened[k] = widen(MAT, pdt); \

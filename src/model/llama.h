@@ -34,8 +34,8 @@ struct gn_model {
     char *source;            // "safetensors", "pytorch-bin" or "gguf"
     gn_tensor_table tt;      // HF files (mapped)
     gn_gguf *gguf;           // GGUF file (mapped), or NULL
-    gn_dtype wdtype;         // dtype of the matrices we compute with (F32 or BF16; a GGUF's Q8_0 ones stay Q8_0)
-    gn_mat embed;            // (V, C) token embedding table (F32, BF16, or Q8_0 as a GGUF holds it)
+    gn_dtype wdtype;         // dtype of the matrices we compute with (F32 or BF16; a GGUF's Q4_0/Q4_1/Q8_0 ones stay so)
+    gn_mat embed;            // (V, C) token embedding table (F32, BF16, or Q4_0/Q4_1/Q8_0 as a GGUF holds it)
     gn_mat lm_head;          // (V, C); same data as embed when tied
     const float *final_norm; // (C)
     gn_layer *layers;        // (L)

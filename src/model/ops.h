@@ -37,7 +37,7 @@ void gn_linear_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst);
 void gn_linear3(float *o1, const gn_mat *w1, float *o2, const gn_mat *w2, float *o3, const gn_mat *w3,
                 const float *inp, int64_t T);
 
-// x (T, C) = the rows ids[0..T) of the embedding table e (V, C), F32, BF16 or Q8_0, as float32.
+// x (T, C) = the rows ids[0..T) of the embedding table e (V, C), F32, BF16 or ggml blocks, as float32.
 void gn_op_embed(float *x, const gn_mat *e, const int32_t *ids, int T);
 
 // y (T, C) = x / sqrt(mean(x^2) + eps) * w, w (C).
