@@ -173,6 +173,11 @@ static void test_blocks(void) {
             for (int64_t o = 0; o < OC; o++)
                 for (int64_t i = 0; i < IC; i++) bad += wf[o * IC + i] != block_value(dt, gn_blocks_row(&m, o), i);
             CHECK(bad == 0, "%s rows OC=%lld IC=%lld: %d values wrong", nm, (long long)OC, (long long)IC, bad);
+            uint16_t *wh = gn_mat_to_bf16(&m);
+            int badh = 0;
+            for (int64_t i = 0; i < OC * IC; i++) badh += wh[i] != gn_f32_to_bf16(wf[i]);
+            free(wh);
+            CHECK(badh == 0, "%s to bf16 OC=%lld IC=%lld: %d values wrong", nm, (long long)OC, (long long)IC, badh);
             for (int64_t o = 0; o < OC && T > 0; o++) {
                 float d1 = gn_dot_blocks_f32(dt, gn_blocks_row(&m, o), in, IC), d0 = gn_dot_blocks_f32_ref(dt, gn_blocks_row(&m, o), in, IC);
                 if (!close_enough(d1, d0, 1e-5f * (float)(IC + 1))) {

@@ -103,14 +103,8 @@ static void up_q4(cu_model *cm, const gn_quant4_state *q, gn_cuda_q4 *d, gn_stat
 static void up_mat(cu_model *cm, const gn_mat *w, gn_cuda_mat *d, gn_status *st) {
     if (*st) return;
     if (gn_blocks_bytes(w->dtype)) { // a GGUF's Q4_0/Q4_1/Q8_0 matrix: widened to bf16 for the card's kernels
-        size_t n = (size_t)(w->rows * w->cols);
-        float *f = gn_malloc(sizeof(float) * (size_t)w->cols);
-        uint16_t *h = gn_malloc(2 * n);
-        for (int64_t r = 0; r < w->rows; r++) {
-            gn_mat_rows_f32(w, r, 1, f);
-            for (int64_t i = 0; i < w->cols; i++) h[(size_t)r * (size_t)w->cols + (size_t)i] = gn_f32_to_bf16(f[i]);
-        }
-        free(f);
+        const size_t n = (size_t)(w->rows * w->cols);
+        uint16_t *h = gn_mat_to_bf16(w);
         d->dtype = GN_DTYPE_BF16;
         d->rows = w->rows;
         d->cols = w->cols;

@@ -193,14 +193,10 @@ gn_status gn_model_save_merged(const gn_model *m, const gn_adapter *a, const cha
 
 // w (any dtype gn_mat_rows_f32 reads) as a new buffer of dtype dt (F32 or BF16)
 static void *widen(const gn_mat *w, gn_dtype dt) {
-    size_t n = (size_t)(w->rows * w->cols);
-    float *f = gn_malloc(sizeof(float) * n);
+    if (dt == GN_DTYPE_BF16) return gn_mat_to_bf16(w);
+    float *f = gn_malloc(sizeof(float) * (size_t)(w->rows * w->cols));
     mat_to_f32(w, f);
-    if (dt == GN_DTYPE_F32) return f;
-    uint16_t *h = gn_malloc(2 * n);
-    for (size_t i = 0; i < n; i++) h[i] = gn_f32_to_bf16(f[i]);
-    free(f);
-    return h;
+    return f;
 }
 
 gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {

@@ -90,6 +90,8 @@ void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T);
 // Rows [r0, r0+n) of an F32, BF16 or ggml-block W as float32 into dst (n, IC). 4-bit weights
 // live a layer up: gn_linear_rows_f32 (model/llama.h).
 void gn_mat_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst);
+// The whole of such a W rounded to bf16, in a new buffer (the caller frees it).
+uint16_t *gn_mat_to_bf16(const gn_mat *w);
 
 // out (T, C) = inp * rsqrt(mean(inp^2) + eps) * weight (C). out may alias inp.
 void gn_rmsnorm(float *out, const float *inp, const float *weight, int64_t T, int64_t C, float eps);

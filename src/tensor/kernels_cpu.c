@@ -453,6 +453,18 @@ void gn_mat_rows_f32(const gn_mat *w, int64_t r0, int64_t n, float *dst) {
     }
 }
 
+uint16_t *gn_mat_to_bf16(const gn_mat *w) {
+    const int64_t IC = w->cols;
+    uint16_t *h = gn_malloc(sizeof(uint16_t) * (size_t)(w->rows * IC));
+    float *row = gn_malloc(sizeof(float) * (size_t)(IC > 0 ? IC : 1));
+    for (int64_t r = 0; r < w->rows; r++) {
+        gn_mat_rows_f32(w, r, 1, row);
+        for (int64_t i = 0; i < IC; i++) h[r * IC + i] = gn_f32_to_bf16(row[i]);
+    }
+    free(row);
+    return h;
+}
+
 void gn_matmul_nn(float *out, const float *dy, const gn_mat *w, int64_t T) {
     int64_t OC = w->rows, IC = w->cols;
     if (T <= 0 || IC <= 0) return;

@@ -156,14 +156,7 @@ gn_status gn_trainer_new(gn_trainer **out, const gn_model *m, const gn_train_opt
     tr->o = *o;
     if (o->bf16_params && gn_blocks_bytes(m->lm_head.dtype) && gn_bf16_gemm_available()) {
         // the products autocast runs in bf16 take the head in bf16, as a bf16-widened table gave it
-        const gn_mat *W = &m->lm_head;
-        float *row = gn_malloc(sizeof(float) * (size_t)W->cols);
-        tr->head_b16 = gn_malloc(sizeof(uint16_t) * (size_t)(W->rows * W->cols));
-        for (int64_t r = 0; r < W->rows; r++) {
-            gn_mat_rows_f32(W, r, 1, row);
-            for (int64_t i = 0; i < W->cols; i++) tr->head_b16[r * W->cols + i] = gn_f32_to_bf16(row[i]);
-        }
-        free(row);
+        tr->head_b16 = gn_mat_to_bf16(&m->lm_head);
     }
     tr->rng = mix64(o->seed ^ 0x5eedull);
     gn_adapter *a = gn_calloc(1, sizeof *a);
