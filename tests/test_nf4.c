@@ -476,7 +476,11 @@ static void test_int_gemm(void) {
 // the input gradient dy @ W in the compute dtype, against its scalar reference, at every level
 // (AVX512_BF16: the vdpbf16ps GEMM; elsewhere sgemm on dequantized rows), awkward shapes
 static void test_matmul_nn(void) {
-    const int64_t shapes[][2] = {{1, 64}, {3, 100}, {33, 128}, {17, 64}, {65, 96}, {2, 4160}, {2051, 64}};
+    // the last three: bf16 with double quantization and C % 64 == 0, where AVX512_BF16 packs the
+    // GEMM's panels straight from the codes (odd R: the last pair of rows half zero; 1500 blocks:
+    // six nested groups)
+    const int64_t shapes[][2] = {{1, 64}, {3, 100}, {33, 128}, {17, 64}, {65, 96}, {2, 4160}, {2051, 64},
+                                 {7, 192}, {300, 320}, {33, 4096}};
     const int64_t Ts[] = {1, 7, 8, 9, 40};
     const gn_dtype wdts[] = {GN_DTYPE_BF16, GN_DTYPE_F32, GN_DTYPE_F16};
     for (int lvl = GN_SIMD_SCALAR; lvl <= GN_SIMD_AVX512; lvl++) {
@@ -484,7 +488,8 @@ static void test_matmul_nn(void) {
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             const int64_t R = shapes[si][0], C = shapes[si][1];
             gn_quant4_state q;
-            fill_state(&q, R, C, 64, GN_QUANT_NF4, (int)(si % 2), wdts[si % 3]);
+            if (si >= 7) fill_state(&q, R, C, 64, GN_QUANT_NF4, 1, GN_DTYPE_BF16);
+            else fill_state(&q, R, C, 64, GN_QUANT_NF4, (int)(si % 2), wdts[si % 3]);
             float *d = malloc(sizeof(float) * (size_t)(R * C));
             gn_dequantize_4bit(&q, d);
             for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {

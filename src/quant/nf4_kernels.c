@@ -1087,6 +1087,13 @@ static int getenv_exact_decode(void) {
     return v;
 }
 
+// GN_NF4_NN_COPY=1: the input gradient's GEMM through a bf16 copy of W (the path before the panel packer)
+static int getenv_nn_copy(void) {
+    static int v = -1;
+    if (v < 0) { const char *e = getenv("GN_NF4_NN_COPY"); v = e && *e && strcmp(e, "0") != 0; }
+    return v;
+}
+
 static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
     return T >= 1 && T <= NF4_SMALL_T && lvl != GN_SIMD_SCALAR && w->cols > 0 && w->cols % w->blocksize == 0 &&
            w->blocksize % 32 == 0 && w->cols <= INT_MAX / 16;
@@ -1282,13 +1289,52 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
     }
 }
 
+// 32 weights of row r of w from column n0 (one block: blocksize % 32 == 0, C % blocksize == 0)
+// as 32 bf16 words in column order: the block's table bf16(code[i] * s) (vcvtne2ps2bf16: RNE as
+// gn_f32_to_bf16, NaN quieted; a denormal product flushed, which vdpbf16ps reads as zero
+// anyway) looked up by one vpermw; each byte's high nibble (the even column) in the low word
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static inline __m512i nn_row32(const gn_quant4_state *w, __m512 code, int64_t r, int64_t n0) {
+    const int64_t e = r * w->cols + n0;
+    const __m512 v = _mm512_mul_ps(code, _mm512_set1_ps(gn_quant4_scale(w, e / w->blocksize)));
+    const __m512i tab = (__m512i)_mm512_cvtne2ps_pbh(v, v);
+    const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w->packed + e / 2)));
+    const __m512i idx = _mm512_or_si512(_mm512_srli_epi32(d, 4), _mm512_slli_epi32(_mm512_and_si512(d, _mm512_set1_epi32(15)), 16));
+    return _mm512_permutexvar_epi16(idx, tab);
+}
+
+// The panel packer of gn_gemm_bf16_packed for B = W (R, C): pair kp of column j is (W[k0 + 2kp][n0 + j],
+// W[k0 + 2kp + 1][n0 + j]), straight from the 4-bit codes (no bf16 copy of W)
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void nn_pack(const void *ctx, uint32_t *pk, int64_t n0, int nr, int64_t k0, int64_t kc) {
+    const gn_quant4_state *w = ctx;
+    const __m512 code = _mm512_loadu_ps(w->code);
+    const __m512i lo = _mm512_setr_epi32(0x200000, 0x210001, 0x220002, 0x230003, 0x240004, 0x250005, 0x260006, 0x270007,
+                                         0x280008, 0x290009, 0x2a000a, 0x2b000b, 0x2c000c, 0x2d000d, 0x2e000e, 0x2f000f);
+    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    const __mmask32 cols = nr >= 32 ? 0xffffffffu : (__mmask32)((1u << nr) - 1); // nr == 32 here (C % 32 == 0)
+    for (int64_t kp = 0; kp < kc / 2; kp++) {
+        const int64_t ra = k0 + 2 * kp, rb = ra + 1;
+        const __m512i a = ra < w->rows ? _mm512_maskz_mov_epi16(cols, nn_row32(w, code, ra, n0)) : _mm512_setzero_si512();
+        const __m512i b = rb < w->rows ? _mm512_maskz_mov_epi16(cols, nn_row32(w, code, rb, n0)) : _mm512_setzero_si512();
+        _mm512_store_si512(pk + kp * GN_BF16_NR, _mm512_permutex2var_epi16(a, lo, b));
+        _mm512_store_si512(pk + kp * GN_BF16_NR + 16, _mm512_permutex2var_epi16(a, hi, b));
+    }
+}
+
 // out (T, C) = dy (T, R) @ W, W (R, C) the dequantized bf16 weight: the input gradient of
-// the product above, through gn_gemm_bf16_b16 on a bf16 copy of W (its panels pair W's
-// rows k, k+1, as this product's k runs over them); rounded to bf16 at the end (bnb's
-// backward returns the compute dtype)
+// the product above, on gn_gemm_bf16's kernel with W's panels (pairs of rows k, k+1, as this
+// product's k runs over them) dequantized straight from the codes where a row's 32-column
+// pieces each lie in one block (C % blocksize == 0), else through a bf16 copy of W; rounded
+// to bf16 at the end (bnb's backward returns the compute dtype)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void nf4_gemm_nn_bf16(float *out, const float *dy, const gn_quant4_state *w, int64_t T) {
     const int64_t R = w->rows, C = w->cols, Cs = (C + 31) & ~(int64_t)31; // row stride of the copy
+    if (C % w->blocksize == 0 && w->blocksize % 32 == 0 && !getenv_nn_copy()) {
+        gn_gemm_bf16_packed(0, T, C, R, 1.0f, dy, R, nn_pack, w, 0.0f, out, C);
+        round_act(out, T * C, GN_DTYPE_BF16);
+        return;
+    }
     uint16_t *wb = gn_scratch(GN_SCRATCH_NF4_W, sizeof(uint16_t) * (size_t)(R * Cs));
     #pragma omp parallel
     {

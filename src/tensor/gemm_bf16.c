@@ -117,7 +117,8 @@ void gn_bf16_pairs_row(const float *x, int64_t n, uint32_t *dst) {
 // ta: A is stored (K, M); tb: B is stored (N, K). beta == 0: C is not read.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                 const float *B, const uint16_t *Bh, int64_t ldb, float beta, float *C, int64_t ldc) {
+                 const float *B, const uint16_t *Bh, int64_t ldb, gn_bf16_packer pack, const void *pctx, float beta,
+                 float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         for (int64_t i = 0; i < M; i++)
@@ -168,7 +169,9 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
                 const int nr = N - n0 < NR ? (int)(N - n0) : NR;
                 const int64_t kc = 2 * KP - k0 < KC ? 2 * KP - k0 : KC; // even
                 const int64_t kreal = K - k0 < kc ? K - k0 : kc;
-                if (tb) { // B stored (N, K): column n of op(B) is row n of B, pairs contiguous
+                if (pack) { // the caller's own B (a 4-bit weight dequantized straight into the panel)
+                    pack(pctx, pk, n0, nr, k0, kc);
+                } else if (tb) { // B stored (N, K): column n of op(B) is row n of B, pairs contiguous
                     for (int j0 = 0; j0 < NR; j0 += 16)
                         for (int64_t k = 0; k < kc; k += 32) {
                             __m512i v[16];
@@ -226,12 +229,17 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
 
 void gn_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    gemm(ta, tb, M, N, K, alpha, A, lda, B, NULL, ldb, beta, C, ldc);
+    gemm(ta, tb, M, N, K, alpha, A, lda, B, NULL, ldb, NULL, NULL, beta, C, ldc);
 }
 
 void gn_gemm_bf16_b16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                       const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    gemm(ta, tb, M, N, K, alpha, A, lda, NULL, B, ldb, beta, C, ldc);
+    gemm(ta, tb, M, N, K, alpha, A, lda, NULL, B, ldb, NULL, NULL, beta, C, ldc);
+}
+
+void gn_gemm_bf16_packed(int ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                         gn_bf16_packer pack, const void *ctx, float beta, float *C, int64_t ldc) {
+    gemm(ta, 0, M, N, K, alpha, A, lda, NULL, NULL, 0, pack, ctx, beta, C, ldc);
 }
 
 void gn_gemm_bf16_ref(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,

@@ -61,6 +61,13 @@ void gn_gemm_bf16_ref(int ta, int tb, int64_t M, int64_t N, int64_t K, float alp
 // The same with B already bf16 (a bf16 weight matrix), read as it is stored.
 void gn_gemm_bf16_b16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                       const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc);
+// The same with B (K, N) made by the caller, one panel at a time: pack(ctx, pk, n0, nr, k0, kc)
+// fills pk[kp * 32 + j] (kp < kc / 2, j < 32) with the bf16 pair (B[k0 + 2kp][n0 + j],
+// B[k0 + 2kp + 1][n0 + j]), zeros past K and past column n0 + nr (kc even; called from
+// several threads at once, each with its own pk). For B that is a 4-bit weight.
+typedef void (*gn_bf16_packer)(const void *ctx, uint32_t *pk, int64_t n0, int nr, int64_t k0, int64_t kc);
+void gn_gemm_bf16_packed(int ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                         gn_bf16_packer pack, const void *ctx, float beta, float *C, int64_t ldc);
 // The pieces, for other packers (nf4_kernels.c): an 8 x 32 tile of C from A as bf16
 // pairs (row i, pair k at a[i*sm + k*sk]) and a panel pk[k][32] of B pairs; first:
 // C = alpha acc + beta C, else C += alpha acc. nr <= 32 columns, mr <= 8 rows stored.
