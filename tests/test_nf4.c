@@ -627,8 +627,8 @@ static void test_torch_mean(void) {
 }
 
 // Decode with 64-element blocks and a bf16 compute dtype (the QLoRA default; on
-// AVX512_BF16 a kernel of its own: two rows at a time, DQ scales rebuilt 16 at a time
-// by a vector lookup, batches of rows, long rows in runs). Awkward row counts, rows
+// AVX512_BF16 a kernel of its own: DQ scales looked up per block from per-group tables,
+// rows longer than a group in batches whose scales are rebuilt 16 at a time, in runs). Awkward row counts, rows
 // whose blocks cross the 256-block nested groups, rows past 1024 blocks, zero blocks,
 // and tiny-scale rows (the careful kernel takes their batch), against the reference.
 static void test_decode_b64(void) {
