@@ -36,6 +36,15 @@
 
 #include "../tensor/kernels.h"
 
+// A behaviour switch from the environment, read once: set and not "0"
+static int env_switch(const char *name, int *cache) {
+    if (*cache < 0) {
+        const char *e = getenv(name);
+        *cache = e && *e && strcmp(e, "0") != 0;
+    }
+    return *cache;
+}
+
 // ----------------------------------------------------------------------------
 // scalar
 
@@ -406,7 +415,7 @@ static void rows_dot_bf16w(const gn_quant4_state *q, int64_t r0, int64_t r1, con
 // per page defeat the prefetcher). With DQ a block's scale is float32(float32(nested_code[qabsmax]
 // * nested_absmax) + offset) (no FMA: bnb rounds the product): the 256 possible scales of each
 // nested group are built once (b64_gtab) and a block's scale is a byte load and a load from that
-// table inside the row loop (b64_row_dq), on the load ports beside the vector work (12% less time
+// table inside the row loop (b64_row), on the load ports beside the vector work (12% less time
 // per 64 weights than the pass below on Zen 4). Rows of more blocks than a nested group, and
 // GN_NF4_B64_BATCH=1, rebuild the scales of a batch of rows first, 16 at a time, the 256-entry
 // lookup done by eight two-register permutes and a tree of blends (a scalar loop there took 40%
@@ -487,31 +496,9 @@ static inline __m512i b64_table(__m512 code, float am) {
         A1 = _mm512_dpbf16_ps(A1, (__m512bh)_mm512_permutexvar_epi16(v_, t_), (__m512bh)_mm512_loadu_si512((x) + 32)); \
     } while (0)
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-static inline float b64_row(const uint8_t *pa, const uint16_t *xh, const float *am, int n, __m512 code) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        gn_prefetch_stream(pa + 32 * i);
-        gn_prefetch_stream(pa + 32 * i + 64);
-        B64_ONE(a0, a1, pa + 32 * i, am[i], xh + 64 * i);
-        B64_ONE(a2, a3, pa + 32 * i + 32, am[i + 1], xh + 64 * i + 64);
-        B64_ONE(a4, a5, pa + 32 * i + 64, am[i + 2], xh + 64 * i + 128);
-        B64_ONE(a6, a7, pa + 32 * i + 96, am[i + 3], xh + 64 * i + 192);
-    }
-    for (; i < n; i++) B64_ONE(a0, a1, pa + 32 * i, am[i], xh + 64 * i);
-    a0 = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-    a4 = _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7));
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a4));
-}
-
 // GN_NF4_B64_BATCH=1: decode's double-quant scales rebuilt a batch at a time (b64_scales) instead of
 // looked up per block from the group tables
-static int getenv_b64_batch(void) {
-    static int v = -1;
-    if (v < 0) { const char *e = getenv("GN_NF4_B64_BATCH"); v = e && *e && strcmp(e, "0") != 0; }
-    return v;
-}
+static int getenv_b64_batch(void) { static int v = -1; return env_switch("GN_NF4_B64_BATCH", &v); }
 
 // With double quantization, the scales of one nested group: tab[c] = float32(float32(ncode[c] *
 // nabs) + offset) for each 8-bit code c (the rounding of gn_quant4_scale and b64_scales), and
@@ -539,15 +526,16 @@ static const float *b64_gtab(const gn_quant4_state *q, b64_gcache *c, int64_t gr
     return c->tab[k];
 }
 
-// b64_row with the scales looked up per block from the group tables (blocks before sp: t0, from
-// sp: t1) by their 8-bit codes qa: a byte load and a broadcast from memory per block, beside the
-// vector work, instead of a separate pass (b64_scales, 10% of a decode). The same sums in the same
-// order as b64_row on the same scales.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-static inline float b64_row_dq(const uint8_t *pa, const uint16_t *xh, const uint8_t *qa, const float *t0,
-                               const float *t1, int sp, int n, __m512 code) {
+// One row of n blocks: block i's scale is t0[i] (by_code 0: the scales given in order), or (1) looked
+// up by its 8-bit code qa[i] from the group tables (blocks before sp: t0, from sp: t1): a byte load and a
+// broadcast from memory per block, beside the vector work, instead of a separate pass
+// (b64_scales, 10% of a decode). The same sums in the same order either way. by_code is a constant
+// at each call (always_inline): a test of qa inside the loop cost 10% of the kernel's time.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline))
+static inline float b64_row(const uint8_t *pa, const uint16_t *xh, int by_code, const uint8_t *qa, const float *t0,
+                            const float *t1, int sp, int n, __m512 code) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-#define B64_S(i) ((i) < sp ? t0 : t1)[qa[i]]
+#define B64_S(i) (by_code ? ((i) < sp ? t0 : t1)[qa[i]] : t0[i])
     int i = 0;
     for (; i + 4 <= n; i += 4) {
         gn_prefetch_stream(pa + 32 * i);
@@ -593,7 +581,7 @@ static void rows_dot_bf16w_b64(const gn_quant4_state *q, int64_t r0, int64_t r1,
                 }
                 ok = m == 0;
             }
-            if (ok) out[r] = b64_row_dq(q->packed + r * (C / 2), xh, qa, t0, t1, sp, (int)nb, code);
+            if (ok) out[r] = b64_row(q->packed + r * (C / 2), xh, 1, qa, t0, t1, sp, (int)nb, code);
             else rows_dot_bf16w(q, r, r + 1, xh, 1, out, 0);
         }
         return;
@@ -604,7 +592,7 @@ static void rows_dot_bf16w_b64(const gn_quant4_state *q, int64_t r0, int64_t r1,
         for (int64_t r = r0; r < r1;) {
             const int64_t nr = r1 - r < per ? r1 - r : per;
             if (b64_scales(q, r * nb, (int)(nr * nb), am))
-                for (int64_t k = 0; k < nr; k++) out[r + k] = b64_row(q->packed + (r + k) * (C / 2), xh, am + k * nb, (int)nb, code);
+                for (int64_t k = 0; k < nr; k++) out[r + k] = b64_row(q->packed + (r + k) * (C / 2), xh, 0, NULL, am + k * nb, NULL, 0, (int)nb, code);
             else rows_dot_bf16w(q, r, r + nr, xh, 1, out, 0); // rare: these rows the careful way
             r += nr;
         }
@@ -617,7 +605,7 @@ static void rows_dot_bf16w_b64(const gn_quant4_state *q, int64_t r0, int64_t r1,
         for (int64_t b = 0; b < nb && ok; b += B64_AM) {
             const int n = nb - b < B64_AM ? (int)(nb - b) : B64_AM;
             ok = b64_scales(q, r * nb + b, n, am);
-            if (ok) sum += b64_row(p + 32 * b, xh + 64 * b, am, n, code);
+            if (ok) sum += b64_row(p + 32 * b, xh + 64 * b, 0, NULL, am, NULL, 0, n, code);
         }
         if (ok) out[r] = sum;
         else rows_dot_bf16w(q, r, r + 1, xh, 1, out, 0);
@@ -1157,30 +1145,14 @@ static void blas_single_thread(void) {
 #define NF4_SMALL_T 16 // up to this many rows: fused kernel; above: dequantized tiles + sgemm
 
 // GN_NF4_NO_BF16DOT=1: keep the f32 table kernel even where AVX512_BF16 exists (tests, comparisons)
-static int getenv_nobf16(void) {
-    static int v = -1;
-    if (v < 0) { const char *e = getenv("GN_NF4_NO_BF16DOT"); v = e && *e && strcmp(e, "0") != 0; }
-    return v;
-}
+static int getenv_nobf16(void) { static int v = -1; return env_switch("GN_NF4_NO_BF16DOT", &v); }
 
-static int getenv_nob64x(void) {
-    static int v = -1;
-    if (v < 0) { const char *e = getenv("GN_NF4_NO_B64X"); v = e && *e && strcmp(e, "0") != 0; }
-    return v;
-}
+static int getenv_nob64x(void) { static int v = -1; return env_switch("GN_NF4_NO_B64X", &v); }
 
-static int getenv_exact_decode(void) {
-    static int v = -1;
-    if (v < 0) { const char *e = getenv("GN_NF4_EXACT_DECODE"); v = e && *e && strcmp(e, "0") != 0; }
-    return v;
-}
+static int getenv_exact_decode(void) { static int v = -1; return env_switch("GN_NF4_EXACT_DECODE", &v); }
 
 // GN_NF4_NN_COPY=1: the input gradient's GEMM through a bf16 copy of W (the path before the panel packer)
-static int getenv_nn_copy(void) {
-    static int v = -1;
-    if (v < 0) { const char *e = getenv("GN_NF4_NN_COPY"); v = e && *e && strcmp(e, "0") != 0; }
-    return v;
-}
+static int getenv_nn_copy(void) { static int v = -1; return env_switch("GN_NF4_NN_COPY", &v); }
 
 static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
     return T >= 1 && T <= NF4_SMALL_T && lvl != GN_SIMD_SCALAR && w->cols > 0 && w->cols % w->blocksize == 0 &&
