@@ -6,6 +6,7 @@
  */
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -473,6 +474,45 @@ static void test_int_gemm(void) {
     gn_simd_force(GN_SIMD_AVX512);
 }
 
+// Decode rows shared out by a counter (several stretches a thread): the outputs do not depend on
+// the number of threads, nor on whether the product opens its own team or runs in the caller's
+// (gn_nf4_matmul_multi_team); each matrix equals its own single-matrix product bit for bit
+static void test_multi_split(void) {
+    const int64_t rows[3] = {300, 1, 523}, C = 320;
+    for (int lvl = GN_SIMD_AVX2; lvl <= GN_SIMD_AVX512; lvl++) {
+        gn_simd_force((gn_simd)lvl);
+        if (gn_simd_level() != (gn_simd)lvl) continue;
+        gn_quant4_state qs[3];
+        const gn_quant4_state *qp[3];
+        float *in = malloc(sizeof(float) * (size_t)C), *o1[3], *o3[3], *ot[3], *os[3];
+        for (int64_t i = 0; i < C; i++) in[i] = frand();
+        for (int i = 0; i < 3; i++) {
+            fill_state(&qs[i], rows[i], C, 64, i == 1 ? GN_QUANT_FP4 : GN_QUANT_NF4, i != 1, GN_DTYPE_BF16);
+            qp[i] = &qs[i];
+            o1[i] = calloc((size_t)rows[i], sizeof(float)); o3[i] = calloc((size_t)rows[i], sizeof(float));
+            ot[i] = calloc((size_t)rows[i], sizeof(float)); os[i] = calloc((size_t)rows[i], sizeof(float));
+        }
+        int nthr = omp_get_max_threads();
+        omp_set_num_threads(1);
+        gn_nf4_matmul_multi(o1, in, qp, 3, 1);
+        for (int i = 0; i < 3; i++) gn_nf4_matmul(os[i], in, qp[i], 1);
+        omp_set_num_threads(3);
+        gn_nf4_matmul_multi(o3, in, qp, 3, 1);
+        int64_t next = 0;
+        #pragma omp parallel
+        gn_nf4_matmul_multi_team(ot, in, qp, 3, 1, &next);
+        omp_set_num_threads(nthr);
+        int same = 1;
+        for (int i = 0; i < 3; i++)
+            for (int64_t r = 0; r < rows[i]; r++)
+                same &= o1[i][r] == o3[i][r] && o1[i][r] == ot[i][r] && o1[i][r] == os[i][r];
+        CHECK(same, "level %d: decode rows shared by a counter equal one thread's and the single products bit for bit", lvl);
+        for (int i = 0; i < 3; i++) { free(o1[i]); free(o3[i]); free(ot[i]); free(os[i]); gn_quant4_free(&qs[i]); }
+        free(in);
+    }
+    gn_simd_force(GN_SIMD_AVX512);
+}
+
 // the input gradient dy @ W in the compute dtype, against its scalar reference, at every level
 // (AVX512_BF16: the vdpbf16ps GEMM; elsewhere sgemm on dequantized rows), awkward shapes
 static void test_matmul_nn(void) {
@@ -872,6 +912,7 @@ int main(void) {
     test_decode_b64_dq_scales();
     test_decode_b64_nested_sizes();
     test_matmul_nn();
+    test_multi_split();
     test_json();
     test_save_load();
     test_torch_mean();

@@ -49,9 +49,10 @@ void gn_lora_row_multi(const gn_adapter *ad, int l, const int *ks, int n, const 
         if (base) gn_nf4_matmul_multi((float **)outs, in, base, n, 1);
         return;
     }
+    int64_t next = 0; // the base rows' shared counter
     #pragma omp parallel if (base || IC * a0[n] > 32768)
     {
-        if (base) gn_nf4_matmul_multi_team((float **)outs, in, base, n, 1); // this thread's rows, no barrier
+        if (base) gn_nf4_matmul_multi_team((float **)outs, in, base, n, 1, &next); // rows taken in stretches, no barrier
         #pragma omp for schedule(static) nowait
         for (int64_t j = 0; j < a0[n]; j++) {
             int i = 0;

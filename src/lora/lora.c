@@ -327,17 +327,20 @@ gn_status gn_adapter_save(const gn_adapter *a, const char *dir, gn_dtype dtype, 
                     gn_gguf_permute_qk(unperm, m == GN_MOD_Q ? a->n_heads : a->n_kv_heads, a->head_dim, lm->r, 0);
                     src = unperm;
                 }
-                void *buf;
-                if (dtype == GN_DTYPE_F32) { buf = gn_malloc(ne * 4); memcpy(buf, src, ne * 4); }
-                else {
+                void *buf = NULL; // owned here (freed below); f32 straight from the adapter needs no copy
+                const void *data;
+                if (dtype == GN_DTYPE_F32) {
+                    buf = unperm, unperm = NULL;
+                    data = buf ? buf : src;
+                } else {
                     uint16_t *h = gn_malloc(ne * 2);
                     for (size_t i = 0; i < ne; i++) h[i] = dtype == GN_DTYPE_BF16 ? gn_f32_to_bf16(src[i]) : gn_f32_to_f16(src[i]);
-                    buf = h;
+                    data = buf = h;
                 }
                 free(unperm);
                 names[k] = gn_strdup(nm);
                 bufs[k] = buf;
-                ts[k] = (gn_tensor_out){names[k], dtype, 2, {rows, cols}, buf, ne * (dtype == GN_DTYPE_F32 ? 4 : 2)};
+                ts[k] = (gn_tensor_out){names[k], dtype, 2, {rows, cols}, data, ne * (dtype == GN_DTYPE_F32 ? 4 : 2)};
                 k++;
             }
         }

@@ -136,9 +136,11 @@ gn_status gn_dequantize_4bit_to(const gn_quant4_state *q, gn_dtype out_dtype, vo
 // Several matrices with the same input (q/k/v, gate/up): outs[i] (T, rows_i) =
 // inp (T, cols) @ W_i^T, n <= 8, in one parallel loop when the fused kernel applies.
 void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T);
-// The same called by every thread of an enclosing OpenMP parallel region: each computes
-// its share of the rows (outputs complete after the caller's barrier).
-void gn_nf4_matmul_multi_team(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T);
+// The same called by every thread of an enclosing OpenMP parallel region: the threads take
+// stretches of the rows from *next, a counter shared by the team and zero when it starts
+// (NULL: each thread one fixed share); outputs complete after the caller's barrier.
+void gn_nf4_matmul_multi_team(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T,
+                              int64_t *next);
 void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64_t T);
 // Scalar reference: same roundings of weights, inputs and outputs, double accumulation.
 void gn_nf4_matmul_ref(float *out, const float *inp, const gn_quant4_state *w, int64_t T);

@@ -1161,15 +1161,13 @@ static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
 
 static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T);
 
-// Thread th of nth: one contiguous stretch of the row blocks (as a static schedule would),
-// the kernel run once per matrix in it, so the b64 kernel rebuilds the scales of many rows
-// per batch instead of 16 rows per call.
-static void nf4_multi_part(float **outs, const gn_quant4_state *const *ws, int n, int64_t T, const float *xd,
-                           const int64_t *start, int64_t total, int bf, int x64, int i16, gn_simd lvl, gn_dtype cdt,
-                           int64_t th, int64_t nth) {
+// Row blocks [b0, b1) of the n matrices (block b of matrix i at start[i] + b), the kernel
+// run once per matrix in them, so the b64 kernel walks many rows per call.
+static void nf4_multi_range(float **outs, const gn_quant4_state *const *ws, int n, int64_t T, const float *xd,
+                            const int64_t *start, int bf, int x64, int i16, gn_simd lvl, gn_dtype cdt, int64_t bl0,
+                            int64_t bl1) {
     const int64_t C = ws[0]->cols, RB = 16;
     const uint16_t *xh = (const uint16_t *)xd;
-    const int64_t bl0 = total * th / nth, bl1 = total * (th + 1) / nth;
     for (int i = 0; i < n; i++) {
         const int64_t s0 = bl0 > start[i] ? bl0 : start[i], s1 = bl1 < start[i + 1] ? bl1 : start[i + 1];
         if (s0 >= s1) continue;
@@ -1189,9 +1187,40 @@ static void nf4_multi_part(float **outs, const gn_quant4_state *const *ws, int n
     }
 }
 
+// GN_NF4_STATIC_SPLIT=1: each thread one fixed share of the row blocks (before the shared counter)
+static int getenv_static_split(void) { static int v = -1; return env_switch("GN_NF4_STATIC_SPLIT", &v); }
+
+// Thread th of nth takes stretches of the row blocks from the shared counter *next (zero when the
+// team starts) until none is left: a core that runs slower (another tenant, a busier memory
+// channel) takes fewer stretches instead of making the other wait at the barrier (the static
+// halves left one of two cores idle 10% of a decode). Eight stretches a thread, each many rows
+// (a 2048-row matrix: 16 blocks of 16 rows), so the counter is touched a few dozen times a
+// product. Each row's result does not depend on which thread made it. next NULL: one fixed
+// contiguous share a thread.
+static void nf4_multi_part(float **outs, const gn_quant4_state *const *ws, int n, int64_t T, const float *xd,
+                           const int64_t *start, int64_t total, int bf, int x64, int i16, gn_simd lvl, gn_dtype cdt,
+                           int64_t th, int64_t nth, int64_t *next) {
+    if (!next || nth == 1 || getenv_static_split()) {
+        nf4_multi_range(outs, ws, n, T, xd, start, bf, x64, i16, lvl, cdt, total * th / nth, total * (th + 1) / nth);
+        return;
+    }
+    // guided: a stretch is a quarter of what is left over the threads, at least one block, so the
+    // last stretches are short and the threads finish together
+    int64_t b0 = __atomic_load_n(next, __ATOMIC_RELAXED);
+    for (;;) {
+        if (b0 >= total) break;
+        int64_t ch = (total - b0) / (4 * nth);
+        if (ch < 1) ch = 1;
+        if (!__atomic_compare_exchange_n(next, &b0, b0 + ch, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) continue; // b0 reloaded
+        nf4_multi_range(outs, ws, n, T, xd, start, bf, x64, i16, lvl, cdt, b0, b0 + ch < total ? b0 + ch : total);
+        b0 = __atomic_load_n(next, __ATOMIC_RELAXED);
+    }
+}
+
 // team: called by every thread of the enclosing parallel region, each doing its share
 // (no barrier at the end); else opens its own region.
-static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T, int team) {
+static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T, int team,
+                      int64_t *next) {
     if (n <= 0 || T <= 0) return;
     gn_simd lvl = level_for(ws[0]);
     const int64_t C = ws[0]->cols;
@@ -1252,23 +1281,27 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     start[n] = total;
 #ifdef _OPENMP
     if (team) {
-        nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
+        nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, omp_get_thread_num(), omp_get_num_threads(),
+                       next);
         return;
     }
+    int64_t shared_next = 0;
     #pragma omp parallel if (work > 32768)
-    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, omp_get_thread_num(), omp_get_num_threads());
+    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, omp_get_thread_num(), omp_get_num_threads(),
+                   &shared_next);
 #else
-    (void)team; (void)work;
-    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, 0, 1);
+    (void)team; (void)work; (void)next;
+    nf4_multi_part(outs, ws, n, T, xd, start, total, bf, x64, i16, lvl, cdt, 0, 1, NULL);
 #endif
 }
 
 void gn_nf4_matmul_multi(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T) {
-    nf4_multi(outs, inp, ws, n, T, 0);
+    nf4_multi(outs, inp, ws, n, T, 0, NULL);
 }
 
-void gn_nf4_matmul_multi_team(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T) {
-    nf4_multi(outs, inp, ws, n, T, 1);
+void gn_nf4_matmul_multi_team(float **outs, const float *inp, const gn_quant4_state *const *ws, int n, int64_t T,
+                              int64_t *next) {
+    nf4_multi(outs, inp, ws, n, T, 1, next);
 }
 
 

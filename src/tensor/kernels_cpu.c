@@ -413,9 +413,12 @@ void gn_matmul(float *out, const float *inp, const gn_mat *w, int64_t T) {
         }
         return;
     }
-    // rows in blocks of 16 so each thread streams a contiguous stretch of W
+    // rows in blocks of 16, taken by the threads in guided stretches (each streams contiguous
+    // rows of W; a slower core takes fewer stretches instead of the other waiting for it at the
+    // end, as a static split did: decode's head, SmolLM2's tied embedding); a row's sum does not
+    // depend on the thread that makes it
     int64_t nblk = (OC + 15) / 16;
-    #pragma omp parallel for schedule(static) if (OC * IC * T > 32768)
+    #pragma omp parallel for schedule(guided) if (OC * IC * T > 32768)
     for (int64_t b = 0; b < nblk; b++) {
         int64_t o1 = (b + 1) * 16 < OC ? (b + 1) * 16 : OC;
         for (int64_t o = b * 16; o < o1; o++) {
