@@ -280,10 +280,10 @@ typedef struct {
     uint64_t seed;
     int bf16_params;       // keep LoRA params bf16-rounded after each update (qlora: no fp32 master)
     int checkpointing;     // 0 (default): keep each layer's forward intermediates for the backward when
-                           // they take at most 512 MiB; else, with 4-bit gate/up products in bf16, keep
-                           // only their outputs (exact bf16 values) when those fit; else recompute them
-                           // (gradient checkpointing). 1: always recompute; 2: always keep all;
-                           // 3: keep the gate/up outputs only (where they are bf16 values)
+                           // they take at most 512 MiB; else, with 4-bit q/k/v/gate/up products in bf16,
+                           // keep only their outputs (exact bf16 values) when those fit; else recompute
+                           // them (gradient checkpointing). 1: always recompute; 2: always keep all;
+                           // 3: keep those products' outputs only (where they are bf16 values)
     const char *state_path;// file for the AdamW state (mmap, "paged"); NULL = memory
     int host_adamw;        // --device cuda: AdamW in the host loop, not the GPU kernel (same bits; for checks)
 } gn_train_opts;

@@ -175,7 +175,7 @@ int main(void) {
     }
     // kept activations (checkpointing 2) against recomputed ones (1): the very same loss and
     // gradients, bit for bit, with and without LoRA dropout, f32 and bf16 runs; variants 3 and 4
-    // keep only the gate/up base outputs as bf16 (checkpointing 3, bf16 compute: exact values)
+    // keep only the q/k/v/gate/up base outputs as bf16 (checkpointing 3, bf16 compute: exact values)
     for (int variant = 0; variant < 5; variant++) {
         gn_load_opts lo = {.weight_dtype = GN_DTYPE_NF4, .compute_dtype = variant >= 2 ? GN_DTYPE_BF16 : GN_DTYPE_F32};
         gn_model *mk = NULL;

@@ -61,9 +61,10 @@ struct gn_trainer {
     float *xn1, *q, *k, *v, *P, *att, *x2, *xn2, *g, *u, *h; // one layer, recomputed
     int keep;              // the forward keeps what the backward would recompute (opts.checkpointing)
     float *kq, *kk, *kv, *kx2, *kg, *ku; // (L, T, dim) each when keep: q/k/v before RoPE, x2, gate, up
-    int keep_gu;           // keep only the gate and up base products' outputs, as the bf16 values they are
-    uint16_t *kgu;         // (L, 2, T, HD) when keep_gu: gate, then up, base outputs (before the LoRA terms)
-    unsigned char *kgu_ok; // (L) the layer's kept outputs were all exact bf16 values (else it recomputes them)
+    int keep16;            // keep only the q/k/v, gate and up base products' outputs, as the bf16 values they are
+    uint16_t *k16;         // (L, T, qd + 2 kvd + 2 HD) when keep16: per layer q, k, v, gate, up (T rows each),
+                           // the base products' outputs before the LoRA terms
+    unsigned char *k16_ok; // (L) the layer's kept outputs were all exact bf16 values (else it recomputes them)
     float *xd[GN_N_MODS];  // dropout-masked LoRA inputs (or NULL when dropout == 0)
     float *ul[GN_N_MODS];  // (T, r) LoRA hidden per module
     // gradients of activations
@@ -242,12 +243,12 @@ static void free_acts(gn_trainer *tr) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
     for (int k = 0; k < GN_N_MODS; k++) { free(tr->xd[k]); free(tr->ul[k]); tr->xd[k] = tr->ul[k] = NULL; }
     free(tr->head_rows);
-    free(tr->kgu);
-    free(tr->kgu_ok);
+    free(tr->k16);
+    free(tr->k16_ok);
     tr->head_rows = NULL;
-    tr->kgu = NULL;
-    tr->kgu_ok = NULL;
-    tr->keep_gu = 0;
+    tr->k16 = NULL;
+    tr->k16_ok = NULL;
+    tr->keep16 = 0;
     tr->Tcap = 0;
 }
 
@@ -295,24 +296,24 @@ static void ensure_acts(gn_trainer *tr, int T) {
     // what the backward's recompute would make again, kept from the forward (exactly the same
     // values: the recompute is deterministic) when allowed and small enough. auto's budget is
     // 512 MiB: SmolLM2's 30 layers x 513 positions (283 MB) are kept whole. Where that is too
-    // much, auto keeps the outputs of the gate and up base products alone when they fit: with
+    // much, auto keeps the outputs of the q/k/v, gate and up base products when they fit: with
     // a bf16 compute dtype a 4-bit product's outputs are bf16 values, so 2 bytes hold each one
-    // exactly, and they are two thirds of what the recompute multiplies (a 1.1B's 22 layers x
-    // 513: 254 MB instead of 715, the recompute 68% shorter); a 7B's (723 MB) are recomputed,
-    // as qlora.py always does. checkpointing 3 asks for that keep whatever its size (tests).
+    // exactly, and they are all the recompute multiplies but o_proj (a 1.1B's 22 layers x 513:
+    // 323 MB instead of 715, the recompute's products 88% shorter); a 7B's (1.1 GB) are
+    // recomputed, as qlora.py always does. checkpointing 3 asks for that keep whatever its size.
     const size_t budget = (size_t)1 << 29;
-    size_t keep_bytes = sizeof(float) * L * Ts * (qd + 2 * kvd + C + 2 * HD), gu_bytes = 2 * L * Ts * 2 * HD;
+    size_t keep_bytes = sizeof(float) * L * Ts * (qd + 2 * kvd + C + 2 * HD), k16_bytes = 2 * L * Ts * (qd + 2 * kvd + 2 * HD);
     tr->keep = tr->o.checkpointing == 2 || (tr->o.checkpointing == 0 && keep_bytes <= budget);
-    int gu16 = 1; // every gate and up product rounds its outputs to bf16
+    int all16 = 1; // every q/k/v, gate and up product rounds its outputs to bf16
     for (int l = 0; l < c->n_layers; l++)
-        for (int k = GN_MOD_GATE; k <= GN_MOD_UP; k++) {
+        for (int k = GN_MOD_Q; k <= GN_MOD_UP; k++) {
             const gn_quant4_state *q4 = layer_mat(&tr->m->layers[l], k)->q4;
-            gu16 &= q4 != NULL && q4->wdtype == GN_DTYPE_BF16;
+            all16 &= k == GN_MOD_O || (q4 != NULL && q4->wdtype == GN_DTYPE_BF16);
         }
-    tr->keep_gu = !tr->keep && gu16 && (tr->o.checkpointing == 3 || (tr->o.checkpointing == 0 && gu_bytes <= budget));
-    if (tr->keep_gu) {
-        tr->kgu = gn_malloc(gu_bytes);
-        tr->kgu_ok = gn_calloc(L, 1);
+    tr->keep16 = !tr->keep && all16 && (tr->o.checkpointing == 3 || (tr->o.checkpointing == 0 && k16_bytes <= budget));
+    if (tr->keep16) {
+        tr->k16 = gn_malloc(k16_bytes);
+        tr->k16_ok = gn_calloc(L, 1);
     }
     if (tr->keep) {
         tr->kq = gn_malloc(sizeof(float) * L * Ts * qd);
@@ -348,7 +349,7 @@ static float keep_scale(const gn_trainer *tr, int l, int k, size_t i) {
     return unit_from(z) < p ? 0.0f : 1.0f / (1.0f - p);
 }
 
-// The kept bf16 outputs of a base product (keep_gu): n values of y copied to kept as their top 16
+// The kept bf16 outputs of a base product (keep16): n values of y copied to kept as their top 16
 // bits; returns 0 when one of them is not a bf16 value (its low bits not zero: then the layer
 // recomputes instead of reading them back)
 static int keep16(uint16_t *kept, const float *y, size_t n) {
@@ -370,7 +371,7 @@ static void unkeep16(float *y, const uint16_t *kept, size_t n) {
 
 // y (T, OC) = x W^T + s (d(x) A^T) B^T. With y NULL only the LoRA hidden
 // d(x) A^T (and the dropout mask) is made: all the backward needs of a module
-// whose output it does not need. kept (keep_gu, gate and up): the base product's
+// whose output it does not need. kept (keep16: q, k, v, gate, up): the base product's
 // outputs are kept there in the forward (store; *ok cleared unless all were exact)
 // and read back instead of multiplying again in the recompute (!store).
 static void lin_fwd_kept(gn_trainer *tr, int l, int k, const float *x, float *y, int T, int train, uint16_t *kept,
@@ -447,10 +448,28 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
     const size_t lT = (size_t)l * T;
 #define KEEP(buf, dst, dim) memcpy((buf) + lT * (dim), (dst), sizeof(float) * (size_t)T * (dim))
 #define BACK(buf, dst, dim) memcpy((dst), (buf) + lT * (dim), sizeof(float) * (size_t)T * (dim))
+    // keep16: the forward keeps the base outputs of q/k/v, gate and up as bf16, the recompute reads
+    // them back (a layer whose outputs were not all bf16 values multiplies again: st)
+    const int k16 = tr->keep16 && train;
+    uint16_t *kq16 = NULL, *kk16 = NULL, *kv16 = NULL, *kg16 = NULL, *ku16 = NULL;
+    unsigned char *ok = NULL;
+    if (k16) {
+        kq16 = tr->k16 + lT * (size_t)(qd + 2 * kvd + 2 * HD), kk16 = kq16 + (size_t)T * qd;
+        kv16 = kk16 + (size_t)T * kvd, kg16 = kv16 + (size_t)T * kvd, ku16 = kg16 + (size_t)T * HD;
+        ok = tr->k16_ok + l;
+        if (xout) *ok = 1;
+    }
+    const int st = xout || (k16 && !*ok), use16 = k16 && !(st && !xout);
     gn_op_rmsnorm_fwd(tr->xn1, xin, L->attn_norm, T, C, c->norm_eps);
-    lin_fwd(tr, l, GN_MOD_Q, tr->xn1, reuse ? NULL : tr->q, T, train);
-    lin_fwd(tr, l, GN_MOD_K, tr->xn1, reuse ? NULL : tr->k, T, train);
-    lin_fwd(tr, l, GN_MOD_V, tr->xn1, reuse ? NULL : tr->v, T, train);
+    if (k16) {
+        lin_fwd_kept(tr, l, GN_MOD_Q, tr->xn1, tr->q, T, train, use16 ? kq16 : NULL, st, ok);
+        lin_fwd_kept(tr, l, GN_MOD_K, tr->xn1, tr->k, T, train, use16 ? kk16 : NULL, st, ok);
+        lin_fwd_kept(tr, l, GN_MOD_V, tr->xn1, tr->v, T, train, use16 ? kv16 : NULL, st, ok);
+    } else {
+        lin_fwd(tr, l, GN_MOD_Q, tr->xn1, reuse ? NULL : tr->q, T, train);
+        lin_fwd(tr, l, GN_MOD_K, tr->xn1, reuse ? NULL : tr->k, T, train);
+        lin_fwd(tr, l, GN_MOD_V, tr->xn1, reuse ? NULL : tr->v, T, train);
+    }
     if (store) { KEEP(tr->kq, tr->q, qd); KEEP(tr->kk, tr->k, kvd); KEEP(tr->kv, tr->v, kvd); }
     if (reuse) { BACK(tr->kq, tr->q, qd); BACK(tr->kk, tr->k, kvd); BACK(tr->kv, tr->v, kvd); }
     rope_seq(tr, tr->q, NH, qd, T, 1.0f);
@@ -465,13 +484,9 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
         if (store) KEEP(tr->kx2, tr->x2, C);
     }
     gn_op_rmsnorm_fwd(tr->xn2, tr->x2, L->ffn_norm, T, C, c->norm_eps);
-    if (tr->keep_gu && train) { // the forward keeps the base outputs of gate and up, the recompute reads them
-        uint16_t *kg = tr->kgu + lT * 2 * HD, *ku = kg + (size_t)T * HD;
-        unsigned char *ok = tr->kgu_ok + l;
-        if (xout) *ok = 1;
-        const int st = xout || !*ok; // a layer whose outputs were not all bf16 values multiplies again
-        lin_fwd_kept(tr, l, GN_MOD_GATE, tr->xn2, tr->g, T, train, st && !xout ? NULL : kg, st, ok);
-        lin_fwd_kept(tr, l, GN_MOD_UP, tr->xn2, tr->u, T, train, st && !xout ? NULL : ku, st, ok);
+    if (k16) {
+        lin_fwd_kept(tr, l, GN_MOD_GATE, tr->xn2, tr->g, T, train, use16 ? kg16 : NULL, st, ok);
+        lin_fwd_kept(tr, l, GN_MOD_UP, tr->xn2, tr->u, T, train, use16 ? ku16 : NULL, st, ok);
     } else {
         lin_fwd(tr, l, GN_MOD_GATE, tr->xn2, reuse ? NULL : tr->g, T, train);
         lin_fwd(tr, l, GN_MOD_UP, tr->xn2, reuse ? NULL : tr->u, T, train);
