@@ -61,7 +61,8 @@ struct gn_trainer {
     float *xn1, *q, *k, *v, *P, *att, *x2, *xn2, *g, *u, *h; // one layer, recomputed
     int keep;              // the forward keeps what the backward would recompute (opts.checkpointing)
     float *kq, *kk, *kv, *kx2, *kg, *ku; // (L, T, dim) each when keep: q/k/v before RoPE, x2, gate, up
-    int keep16;            // keep only the q/k/v, gate and up base products' outputs, as the bf16 values they are
+    int keep16;            // keep only the q/k/v, gate and up base products' outputs, as the bf16 values they
+                           // are, of the first keep16 layers (0: none)
     uint16_t *k16;         // (L, T, qd + 2 kvd + 2 HD) when keep16: per layer q, k, v, gate, up (T rows each),
                            // the base products' outputs before the LoRA terms
     unsigned char *k16_ok; // (L) the layer's kept outputs were all exact bf16 values (else it recomputes them)
@@ -299,10 +300,11 @@ static void ensure_acts(gn_trainer *tr, int T) {
     // much, auto keeps the outputs of the q/k/v, gate and up base products when they fit: with
     // a bf16 compute dtype a 4-bit product's outputs are bf16 values, so 2 bytes hold each one
     // exactly, and they are all the recompute multiplies but o_proj (a 1.1B's 22 layers x 513:
-    // 323 MB instead of 715, the recompute's products 88% shorter); a 7B's (1.1 GB) are
-    // recomputed, as qlora.py always does. checkpointing 3 asks for that keep whatever its size.
-    const size_t budget = (size_t)1 << 29;
-    size_t keep_bytes = sizeof(float) * L * Ts * (qd + 2 * kvd + C + 2 * HD), k16_bytes = 2 * L * Ts * (qd + 2 * kvd + 2 * HD);
+    // 323 MB instead of 715, the recompute's products 88% shorter); of a 7B's 32 layers (35 MB
+    // each) the first 15 are kept and the others recomputed, as qlora.py always does.
+    // checkpointing 3 asks for that keep of every layer whatever its size.
+    const size_t budget = (size_t)1 << 29, layer16 = 2 * Ts * (qd + 2 * kvd + 2 * HD);
+    size_t keep_bytes = sizeof(float) * L * Ts * (qd + 2 * kvd + C + 2 * HD);
     tr->keep = tr->o.checkpointing == 2 || (tr->o.checkpointing == 0 && keep_bytes <= budget);
     int all16 = 1; // every q/k/v, gate and up product rounds its outputs to bf16
     for (int l = 0; l < c->n_layers; l++)
@@ -310,9 +312,13 @@ static void ensure_acts(gn_trainer *tr, int T) {
             const gn_quant4_state *q4 = layer_mat(&tr->m->layers[l], k)->q4;
             all16 &= k == GN_MOD_O || (q4 != NULL && q4->wdtype == GN_DTYPE_BF16);
         }
-    tr->keep16 = !tr->keep && all16 && (tr->o.checkpointing == 3 || (tr->o.checkpointing == 0 && k16_bytes <= budget));
+    const size_t fit = budget / layer16;
+    tr->keep16 = tr->keep || !all16         ? 0
+                 : tr->o.checkpointing == 3 ? (int)L
+                 : tr->o.checkpointing == 0 ? (int)(fit < L ? fit : L)
+                                            : 0;
     if (tr->keep16) {
-        tr->k16 = gn_malloc(k16_bytes);
+        tr->k16 = gn_malloc(layer16 * (size_t)tr->keep16);
         tr->k16_ok = gn_calloc(L, 1);
     }
     if (tr->keep) {
@@ -450,7 +456,7 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
 #define BACK(buf, dst, dim) memcpy((dst), (buf) + lT * (dim), sizeof(float) * (size_t)T * (dim))
     // keep16: the forward keeps the base outputs of q/k/v, gate and up as bf16, the recompute reads
     // them back (a layer whose outputs were not all bf16 values multiplies again: st)
-    const int k16 = tr->keep16 && train;
+    const int k16 = l < tr->keep16 && train;
     uint16_t *kq16 = NULL, *kk16 = NULL, *kv16 = NULL, *kg16 = NULL, *ku16 = NULL;
     unsigned char *ok = NULL;
     if (k16) {
