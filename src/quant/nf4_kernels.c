@@ -1343,8 +1343,8 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
     const int64_t npan = (R + BG_NR - 1) / BG_NR;
     #pragma omp parallel
     {
-        uint32_t *pk = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(BG_KC / 2) * BG_NR);
-        float *rows = gn_malloc_aligned(sizeof(float) * 16 * (size_t)BG_KC); // 16 dequantized rows
+        uint32_t *pk = gn_scratch(GN_SCRATCH_PANEL, sizeof(uint32_t) * (size_t)(BG_KC / 2) * BG_NR); // kept per thread
+        float *rows = gn_scratch(GN_SCRATCH_ROWS, sizeof(float) * 16 * (size_t)BG_KC); // 16 dequantized rows
         #pragma omp for schedule(dynamic, 1)
         for (int64_t pn = 0; pn < npan; pn++) {
             const int64_t r0 = pn * BG_NR;
@@ -1377,8 +1377,6 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
             }
             for (int64_t t = 0; t < T; t++) round_act(out + t * R + r0, nr, GN_DTYPE_BF16);
         }
-        free(pk);
-        free(rows);
     }
 }
 

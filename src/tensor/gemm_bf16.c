@@ -160,7 +160,9 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
     // K = 49152, the head's input gradient, 900 MB of A traffic for a 50 MB operand)
     #pragma omp parallel if (M * N * K > 65536)
     {
-        uint32_t *pk = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(KC / 2) * NR);
+        // each thread's panel, kept between calls (a 128 KiB malloc per call was an mmap, its page
+        // faults and a munmap each time: LoRA's small products make a thousand calls a sequence)
+        uint32_t *pk = gn_scratch(GN_SCRATCH_PANEL, sizeof(uint32_t) * (size_t)(KC / 2) * NR);
         for (int64_t k0 = 0; k0 < 2 * KP; k0 += KC) {
             #pragma omp for schedule(dynamic, 1)
             for (int64_t task = 0; task < ntask; task++) {
@@ -223,7 +225,6 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
                 }
             }
         }
-        free(pk);
     }
 }
 
