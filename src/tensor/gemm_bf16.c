@@ -42,6 +42,13 @@ void gn_bf16_kernel(const uint32_t *a, int64_t sm, int64_t sk, int mr, const uin
     const uint32_t *ar[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) ar[i] = a + (i < mr ? i : mr - 1) * sm; // extra rows repeat the last
+    // the tile of C this call reads and writes at the end, asked for now: its rows lie a row
+    // stride apart (tens of KiB), each line a miss the k loop can hide (LoRA's products have
+    // 32 k pairs a tile: waiting for C made them half as fast)
+    for (int i = 0; i < mr; i++) {
+        __builtin_prefetch(c + i * ldc, 1, 3);
+        if (nr > 16) __builtin_prefetch(c + i * ldc + 16, 1, 3);
+    }
     for (int64_t k = 0; k < kp; k++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(pk + k * NR), b1 = (__m512bh)_mm512_loadu_si512(pk + k * NR + 16);
 #pragma GCC unroll 8
