@@ -69,7 +69,7 @@ struct gn_trainer {
     float *xd[GN_N_MODS];  // dropout-masked LoRA inputs (or NULL when dropout == 0)
     float *ul[GN_N_MODS];  // (T, r) LoRA hidden per module
     // gradients of activations
-    float *dx, *dx2, *dxn, *dq, *dk, *dv, *dO, *dh, *dg, *du, *tmp, *tmp2, *tmpr;
+    float *dx, *dx2, *dxn, *dq, *dk, *dv, *dO, *dg, *du, *tmp, *tmp2, *tmpr; // tmp2: dropout only
     float *logits;         // (HEAD_CHUNK, V)
     uint16_t *head_b16;    // a ggml-block head widened to bf16 once, for the bf16 GEMM (bf16 runs on AVX512_BF16)
     float *att_scr;        // attention backward scratch for att_nthr threads
@@ -239,7 +239,7 @@ gn_status gn_trainer_new(gn_trainer **out, const gn_model *m, const gn_train_opt
 static void free_acts(gn_trainer *tr) {
     float **bufs[] = {&tr->xs, &tr->xn1, &tr->q, &tr->k, &tr->v, &tr->P, &tr->att, &tr->x2, &tr->xn2, &tr->g, &tr->u, &tr->h,
                       &tr->kq, &tr->kk, &tr->kv, &tr->kx2, &tr->kg, &tr->ku,
-                      &tr->dx, &tr->dx2, &tr->dxn, &tr->dq, &tr->dk, &tr->dv, &tr->dO, &tr->dh, &tr->dg, &tr->du,
+                      &tr->dx, &tr->dx2, &tr->dxn, &tr->dq, &tr->dk, &tr->dv, &tr->dO, &tr->dg, &tr->du,
                       &tr->tmp, &tr->tmp2, &tr->tmpr, &tr->logits, &tr->att_scr, &tr->rope_cs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
     for (int k = 0; k < GN_N_MODS; k++) { free(tr->xd[k]); free(tr->ul[k]); tr->xd[k] = tr->ul[k] = NULL; }
@@ -286,9 +286,9 @@ static void ensure_acts(gn_trainer *tr, int T) {
     tr->g = gn_calloc(Ts * HD, 4); tr->u = gn_calloc(Ts * HD, 4); tr->h = gn_calloc(Ts * HD, 4);
     tr->dx = gn_calloc(Ts * C, 4); tr->dx2 = gn_calloc(Ts * C, 4); tr->dxn = gn_calloc(Ts * C, 4);
     tr->dq = gn_calloc(Ts * qd, 4); tr->dk = gn_calloc(Ts * kvd, 4); tr->dv = gn_calloc(Ts * kvd, 4);
-    tr->dO = gn_calloc(Ts * qd, 4); tr->dh = gn_calloc(Ts * HD, 4); tr->dg = gn_calloc(Ts * HD, 4); tr->du = gn_calloc(Ts * HD, 4);
+    tr->dO = gn_calloc(Ts * qd, 4); tr->dg = gn_calloc(Ts * HD, 4); tr->du = gn_calloc(Ts * HD, 4);
     tr->tmp = gn_calloc(Ts * big, 4);
-    tr->tmp2 = gn_calloc(Ts * big, 4);
+    if (tr->o.lora_dropout > 0) tr->tmp2 = gn_calloc(Ts * big, 4);
     tr->tmpr = gn_calloc(Ts * (size_t)(rmax ? rmax : 1), 4);
     tr->logits = gn_calloc(HEAD_CHUNK * (size_t)c->vocab_size, 4);
     tr->att_nthr = gn_get_threads();
@@ -515,8 +515,9 @@ static void layer_bwd(gn_trainer *tr, int l, const float *xin, int T) {
     int C = c->dim, HD = c->hidden_dim, NH = c->n_heads, NKV = c->n_kv_heads, hs = c->head_dim;
     int qd = NH * hs, kvd = NKV * hs;
     // MLP: out = x2 + down(h)
-    lin_bwd(tr, l, GN_MOD_DOWN, tr->h, tr->dx, tr->dh, T);
-    gn_op_swiglu_bwd(tr->dg, tr->du, tr->dh, tr->g, tr->u, (size_t)T * HD);
+    float *dh = tr->tmp; // dL/dh lives in tmp until the up projection's backward reuses it
+    lin_bwd(tr, l, GN_MOD_DOWN, tr->h, tr->dx, dh, T);
+    gn_op_swiglu_bwd(tr->dg, tr->du, dh, tr->g, tr->u, (size_t)T * HD);
     lin_bwd(tr, l, GN_MOD_GATE, tr->xn2, tr->dg, tr->dxn, T);
     lin_bwd(tr, l, GN_MOD_UP, tr->xn2, tr->du, tr->tmp, T);
     gn_op_residual(tr->dxn, tr->tmp, (size_t)T * C);
