@@ -1247,17 +1247,11 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     // ... and before it the integer kernel (GN_NF4_EXACT_DECODE=1: the byte-table kernel, whose
     // weights are the reference's bit for bit)
     int i16 = x64 && !getenv_exact_decode();
-    // the arranged activations: a per-thread buffer that only grows (no allocation per token;
-    // in a team each thread arranges its own copy)
-    static _Thread_local float *xbuf;
-    static _Thread_local size_t xcap;
+    // the arranged activations: a per-thread scratch buffer that only grows (no allocation per
+    // token; in a team each thread arranges its own copy; freed when its thread ends, as a pool
+    // thread does when the team shrinks); 64-byte aligned: no split cache-line loads
     const size_t need = (size_t)(T * C) + (size_t)(i16 ? C / 2 + C / 64 : 0); // i16: xr, then xq, then sx
-    if (need > xcap) {
-        free(xbuf);
-        xcap = need > 4096 ? need : 4096;
-        xbuf = gn_malloc_aligned(sizeof(float) * xcap); // 64-byte rows: no split cache-line loads
-    }
-    float *xd = xbuf;
+    float *xd = gn_scratch(GN_SCRATCH_DECODE, sizeof(float) * (need > 4096 ? need : 4096));
     uint16_t *xh = (uint16_t *)xd; // bf16 activations reuse the same bytes
     if (i16) { // the input rounded, then scaled to integers; back to the byte-table kernel if it cannot be
         memcpy(xd, inp, sizeof(float) * (size_t)C);
