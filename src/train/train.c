@@ -358,7 +358,7 @@ static float keep_scale(const gn_trainer *tr, int l, int k, size_t i) {
 // The kept bf16 outputs of a base product (keep16): n values of y copied to kept as their top 16
 // bits; returns 0 when one of them is not a bf16 value (its low bits not zero: then the layer
 // recomputes instead of reading them back)
-static int keep16(uint16_t *kept, const float *y, size_t n) {
+static int bf16_store(uint16_t *kept, const float *y, size_t n) {
     unsigned bad = 0;
     #pragma omp parallel for schedule(static) reduction(| : bad)
     for (size_t i = 0; i < n; i++) {
@@ -370,7 +370,7 @@ static int keep16(uint16_t *kept, const float *y, size_t n) {
     return bad == 0;
 }
 
-static void unkeep16(float *y, const uint16_t *kept, size_t n) {
+static void bf16_load(float *y, const uint16_t *kept, size_t n) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = gn_bf16_to_f32(kept[i]);
 }
@@ -384,10 +384,10 @@ static void lin_fwd_kept(gn_trainer *tr, int l, int k, const float *x, float *y,
                          int store, unsigned char *ok) {
     const gn_mat *W = layer_mat(&tr->m->layers[l], k);
     const size_t n = (size_t)T * (size_t)W->rows;
-    if (y && kept && !store) unkeep16(y, kept, n);
+    if (y && kept && !store) bf16_load(y, kept, n);
     else if (y) {
         gn_linear(y, x, W, T);
-        if (kept && !keep16(kept, y, n)) *ok = 0;
+        if (kept && !bf16_store(kept, y, n)) *ok = 0;
     }
     gn_lora_mod *lm = mod(tr, l, k);
     if (!lm->r) return;
@@ -455,7 +455,8 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
 #define KEEP(buf, dst, dim) memcpy((buf) + lT * (dim), (dst), sizeof(float) * (size_t)T * (dim))
 #define BACK(buf, dst, dim) memcpy((dst), (buf) + lT * (dim), sizeof(float) * (size_t)T * (dim))
     // keep16: the forward keeps the base outputs of q/k/v, gate and up as bf16, the recompute reads
-    // them back (a layer whose outputs were not all bf16 values multiplies again: st)
+    // them back (use16; a layer whose outputs were not all bf16 values multiplies again). Exclusive
+    // with keep, so lin_fwd_kept with no kept buffer is the plain lin_fwd of the keep/recompute paths.
     const int k16 = l < tr->keep16 && train;
     uint16_t *kq16 = NULL, *kk16 = NULL, *kv16 = NULL, *kg16 = NULL, *ku16 = NULL;
     unsigned char *ok = NULL;
@@ -465,17 +466,11 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
         ok = tr->k16_ok + l;
         if (xout) *ok = 1;
     }
-    const int st = xout || (k16 && !*ok), use16 = k16 && !(st && !xout);
+    const int use16 = k16 && (xout || *ok), st = xout != NULL;
     gn_op_rmsnorm_fwd(tr->xn1, xin, L->attn_norm, T, C, c->norm_eps);
-    if (k16) {
-        lin_fwd_kept(tr, l, GN_MOD_Q, tr->xn1, tr->q, T, train, use16 ? kq16 : NULL, st, ok);
-        lin_fwd_kept(tr, l, GN_MOD_K, tr->xn1, tr->k, T, train, use16 ? kk16 : NULL, st, ok);
-        lin_fwd_kept(tr, l, GN_MOD_V, tr->xn1, tr->v, T, train, use16 ? kv16 : NULL, st, ok);
-    } else {
-        lin_fwd(tr, l, GN_MOD_Q, tr->xn1, reuse ? NULL : tr->q, T, train);
-        lin_fwd(tr, l, GN_MOD_K, tr->xn1, reuse ? NULL : tr->k, T, train);
-        lin_fwd(tr, l, GN_MOD_V, tr->xn1, reuse ? NULL : tr->v, T, train);
-    }
+    lin_fwd_kept(tr, l, GN_MOD_Q, tr->xn1, reuse ? NULL : tr->q, T, train, use16 ? kq16 : NULL, st, ok);
+    lin_fwd_kept(tr, l, GN_MOD_K, tr->xn1, reuse ? NULL : tr->k, T, train, use16 ? kk16 : NULL, st, ok);
+    lin_fwd_kept(tr, l, GN_MOD_V, tr->xn1, reuse ? NULL : tr->v, T, train, use16 ? kv16 : NULL, st, ok);
     if (store) { KEEP(tr->kq, tr->q, qd); KEEP(tr->kk, tr->k, kvd); KEEP(tr->kv, tr->v, kvd); }
     if (reuse) { BACK(tr->kq, tr->q, qd); BACK(tr->kk, tr->k, kvd); BACK(tr->kv, tr->v, kvd); }
     rope_seq(tr, tr->q, NH, qd, T, 1.0f);
@@ -490,13 +485,8 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
         if (store) KEEP(tr->kx2, tr->x2, C);
     }
     gn_op_rmsnorm_fwd(tr->xn2, tr->x2, L->ffn_norm, T, C, c->norm_eps);
-    if (k16) {
-        lin_fwd_kept(tr, l, GN_MOD_GATE, tr->xn2, tr->g, T, train, use16 ? kg16 : NULL, st, ok);
-        lin_fwd_kept(tr, l, GN_MOD_UP, tr->xn2, tr->u, T, train, use16 ? ku16 : NULL, st, ok);
-    } else {
-        lin_fwd(tr, l, GN_MOD_GATE, tr->xn2, reuse ? NULL : tr->g, T, train);
-        lin_fwd(tr, l, GN_MOD_UP, tr->xn2, reuse ? NULL : tr->u, T, train);
-    }
+    lin_fwd_kept(tr, l, GN_MOD_GATE, tr->xn2, reuse ? NULL : tr->g, T, train, use16 ? kg16 : NULL, st, ok);
+    lin_fwd_kept(tr, l, GN_MOD_UP, tr->xn2, reuse ? NULL : tr->u, T, train, use16 ? ku16 : NULL, st, ok);
     if (store) { KEEP(tr->kg, tr->g, HD); KEEP(tr->ku, tr->u, HD); }
     if (reuse) { BACK(tr->kg, tr->g, HD); BACK(tr->ku, tr->u, HD); }
 #undef KEEP
