@@ -165,42 +165,60 @@ static void fill_state(gn_quant4_state *q, int64_t rows, int64_t cols, int bs, i
     free(w);
 }
 
-// The integer rules (nf4_kernels.c), for a bf16 compute dtype and blocks of a multiple of
-// 64: decode (AVX2, one activation row: codes and inputs as 15-bit integers) and the
-// GEMM (more than 16 rows, AVX2 or AVX-512 without BF16 dot products: 14-bit codes,
-// 13-bit inputs). Against the dequantize-then-multiply reference, each term may be off by
-// its code's rounding (0.5/ONE_W of the block scale), its input's (0.5 m_g/ONE_X, m_g =
-// max |x| over the run of 64 columns) and the reference's own rounding of the weight to
-// bf16 (2^-9 of it). i16_extra returns that sum for row r (0 where no rule applies, so
-// the caller's bound stays the summation bound).
+// The rules of the decode and GEMM kernels that do not take the reference's rounded weights
+// (nf4_kernels.c), for a bf16 compute dtype:
+// - the integer rules, blocks of a multiple of 64: decode (AVX2, one activation row: codes
+//   and inputs as 15-bit integers) and the GEMM (more than 16 rows, AVX2 or AVX-512 without
+//   BF16 dot products: 14-bit codes, 13-bit inputs). Against the dequantize-then-multiply
+//   reference, each term may be off by its code's rounding (0.5/ONE_W of the block scale), its
+//   input's (0.5 m_g/ONE_X, m_g = max |x| over the run of 64 columns) and the reference's own
+//   rounding of the weight to bf16 (2^-9 of it).
+// - the factored decode (AVX512_BF16, one activation row, blocks of exactly 64): weights
+//   bf16(code) * s instead of bf16(code * s), inputs rounded to bf16 as the reference's; each
+//   term off by |bf16(code) s - bf16(code s)| |x|.
+// rule_extra returns that sum for row r (0 where no rule applies, so the caller's bound stays
+// the summation bound).
 static int env_on(const char *name) {
     const char *e = getenv(name);
     return e && *e && strcmp(e, "0") != 0;
+}
+static int bf16dot_on(void) {
+    return gn_simd_level() == GN_SIMD_AVX512 && __builtin_cpu_supports("avx512bf16") && !env_on("GN_NF4_NO_BF16DOT");
+}
+static int b64f_applies(const gn_quant4_state *q, int64_t T) {
+    return T == 1 && !env_on("GN_NF4_EXACT_DECODE") && q->wdtype == GN_DTYPE_BF16 && q->blocksize == 64 &&
+           q->cols > 0 && q->cols % 64 == 0 && bf16dot_on();
 }
 static int i16_applies(const gn_quant4_state *q, int64_t T) {
     if (env_on("GN_NF4_EXACT_DECODE") || q->wdtype != GN_DTYPE_BF16 || q->blocksize % 64 != 0) return 0;
     const gn_simd l = gn_simd_level();
     if (T == 1) return l == GN_SIMD_AVX2 && q->cols % q->blocksize == 0;
-    const int bf16dot = l == GN_SIMD_AVX512 && __builtin_cpu_supports("avx512bf16") && !env_on("GN_NF4_NO_BF16DOT");
-    return T > 16 && l != GN_SIMD_SCALAR && !bf16dot && q->cols > 0 && q->cols % 64 == 0;
+    return T > 16 && l != GN_SIMD_SCALAR && !bf16dot_on() && q->cols > 0 && q->cols % 64 == 0;
 }
+static int rule_applies(const gn_quant4_state *q, int64_t T) { return i16_applies(q, T) || b64f_applies(q, T); }
 
-static double i16_extra(const gn_quant4_state *q, int64_t T, int64_t r, const float *x) {
-    if (!i16_applies(q, T)) return 0.0;
+static double rule_extra(const gn_quant4_state *q, int64_t T, int64_t r, const float *x) {
+    const int f = b64f_applies(q, T);
+    if (!f && !i16_applies(q, T)) return 0.0;
     const int64_t C = q->cols;
     const double ow = T == 1 ? 16383 : 8191, ox = T == 1 ? 16383 : 4095;
     double sum = 0.0, m = 0.0;
     for (int64_t c = 0; c < C; c++) {
         const double xr = fabs((double)gn_bf16_to_f32(gn_f32_to_bf16(x[c])));
+        const int64_t e = r * C + c;
+        const uint8_t b = q->packed[e >> 1];
+        const float code = q->code[(e & 1) ? (b & 15) : (b >> 4)], sf = gn_quant4_scale(q, e / q->blocksize);
+        if (f) { // the factored decode: exact difference of the two weights
+            const double ours = (double)gn_bf16_to_f32(gn_f32_to_bf16(code)) * sf;
+            sum += fabs(ours - (double)gn_bf16_to_f32(gn_f32_to_bf16(code * sf))) * xr;
+            continue;
+        }
         if (c % 64 == 0) {
             m = 0.0;
             for (int64_t k = c; k < c + 64; k++) m = fmax(m, fabs((double)gn_bf16_to_f32(gn_f32_to_bf16(x[k]))));
         }
-        const int64_t e = r * C + c;
-        const uint8_t b = q->packed[e >> 1];
-        const double code = fabs((double)q->code[(e & 1) ? (b & 15) : (b >> 4)]);
-        const double s = fabs((double)gn_quant4_scale(q, e / q->blocksize));
-        sum += s * ((0.5 / ow) * (xr + 0.5 * m / ox) + code * 0.5 * m / ox + 0x1p-9 * code * xr);
+        const double s = fabs((double)sf), ac = fabs((double)code);
+        sum += s * ((0.5 / ow) * (xr + 0.5 * m / ox) + ac * 0.5 * m / ox + 0x1p-9 * ac * xr);
     }
     return sum * (1 + 0x1p-20);
 }
@@ -249,7 +267,7 @@ static void test_kernels_vs_ref(void) {
                             // to neighbouring values, one unit in the last place apart
                             double ulp = q.wdtype == GN_DTYPE_BF16 ? 0x1p-7 : q.wdtype == GN_DTYPE_F16 ? 0x1p-10 : 0;
                             float tol = (float)((double)C * 0x1p-22 * sa * (1 + ulp) + ulp * fabs(o0[t * R + r]) +
-                                                i16_extra(&q, T, r, in + t * C) * (1 + ulp)) + 1e-30f;
+                                                rule_extra(&q, T, r, in + t * C) * (1 + ulp)) + 1e-30f;
                             worst = fmaxf(worst, err / tol);
                         }
                     CHECK(worst <= 1.0f, "matmul level %d %lldx%lld bs %d wdtype %s T=%lld: error %g of bound",
@@ -279,8 +297,8 @@ static void test_kernels_vs_ref(void) {
                 float mx = 1e-30f;
                 for (int64_t k = 0; k < T * rows[i]; k++) mx = fmaxf(mx, fabsf(r[k]));
                 for (int64_t k = 0; k < T * rows[i]; k++) {
-                    if (i16_applies(qp[i], T)) { // the integer decode rule, and one bf16 step of the output
-                        const double tol = i16_extra(qp[i], T, k, in) * (1 + 0x1p-7) + 0x1p-7 * fabs(r[k]) + 1e-30;
+                    if (rule_applies(qp[i], T)) { // the decode rule, and one bf16 step of the output
+                        const double tol = rule_extra(qp[i], T, k, in) * (1 + 0x1p-7) + 0x1p-7 * fabs(r[k]) + 1e-30;
                         worst_i16 = fmaxf(worst_i16, (float)(fabs(o[i][k] - r[k]) / tol));
                     } else worst = fmaxf(worst, fabsf(o[i][k] - r[k]) / mx);
                 }
@@ -325,16 +343,29 @@ static void test_kernels_vs_ref(void) {
     gn_nf4_matmul_ref(o, x, &q, 1);
     gn_dequantize_4bit(&q, d);
     CHECK(o[1] == gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5])), "weights rounded to bf16 in matmul");
+    // the fused kernels: one row (T = 1) and two rows (the table kernel, reference weights); with
+    // the factored decode (AVX512_BF16) one row is bf16(code) * s, within its rule
+    float x2r[128], o2r[4];
+    memcpy(x2r, x, sizeof x), memcpy(x2r + 64, x, sizeof x);
+    gn_nf4_matmul(o2r, x2r, &q, 2);
+    CHECK(o2r[1] == gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5])) && o2r[3] == o2r[1], "weights rounded to bf16 in fused matmul (T=2)");
     gn_nf4_matmul(o, x, &q, 1);
-    CHECK(o[1] == gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5])), "weights rounded to bf16 in fused matmul");
+    if (b64f_applies(&q, 1))
+        CHECK(fabs(o[1] - gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5]))) <= rule_extra(&q, 1, 1, x) + 0x1p-7 * fabs(o2r[1]),
+              "fused decode within the factored rule: %g vs %g", o[1], o2r[1]);
+    else CHECK(o[1] == gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5])), "weights rounded to bf16 in fused matmul");
     // inputs and outputs in the compute dtype too (bnb's Linear4bit): 1 + 2^-10 is 1 in bf16, so
     // the product is exactly the bf16 weight; a sum that is not a bf16 value comes back rounded
     x[5] = 1.0f + 0x1p-10f;
+    memcpy(x2r, x, sizeof x), memcpy(x2r + 64, x, sizeof x);
     for (int path = 0; path < 2; path++) {
-        if (path) gn_nf4_matmul(o, x, &q, 1);
+        if (path) gn_nf4_matmul(o2r, x2r, &q, 2), o[1] = o2r[1];
         else gn_nf4_matmul_ref(o, x, &q, 1);
         CHECK(o[1] == gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5])), "input rounded to bf16 (%s)", path ? "fused" : "ref");
     }
+    gn_nf4_matmul(o, x, &q, 1); // one row: the same bf16 input as the reference's
+    CHECK(fabs(o[1] - gn_bf16_to_f32(gn_f32_to_bf16(d[64 + 5]))) <= rule_extra(&q, 1, 1, x) + 0x1p-7 * fabs(o2r[1]),
+          "input rounded to bf16 (decode): %g vs %g", o[1], o2r[1]);
     float x2[128];
     for (int i = 0; i < 128; i++) x2[i] = frand();
     for (int64_t T = 1; T <= 2; T++) { // T=1: fused; T=2 of 64 columns: also fused; then the sgemm path (T=20)
@@ -352,7 +383,7 @@ static void test_kernels_vs_ref(void) {
         int ok = 1;
         for (int i = 0; i < 40; i++) // (on AVX2: the integer GEMM's rule on top)
             ok &= o3[i] == gn_bf16_to_f32(gn_f32_to_bf16(o3[i])) &&
-                  fabsf(o3[i] - r3[i]) <= 0x1p-7f * fabsf(r3[i]) + 1e-6f + (float)i16_extra(&q, 20, i % 2, x3 + (i / 2) * 64) * 1.01f;
+                  fabsf(o3[i] - r3[i]) <= 0x1p-7f * fabsf(r3[i]) + 1e-6f + (float)rule_extra(&q, 20, i % 2, x3 + (i / 2) * 64) * 1.01f;
         CHECK(ok, "T=20 (GEMM path): bf16 outputs equal to the reference within one bf16 step");
     }
     gn_quant4_free(&q);
@@ -376,7 +407,7 @@ static void check_gemm_rule(const gn_quant4_state *q, const float *in, int64_t T
             double sa = 0.0;
             for (int64_t c = 0; c < C; c++) sa += fabs((double)w[r * C + c] * in[t * C + c]);
             const double tol = (double)C * 0x1p-22 * sa * (1 + 0x1p-7) + 0x1p-7 * fabs(ref[t * R + r]) +
-                               i16_extra(q, T, r, in + t * C) * (1 + 0x1p-7) + 1e-30;
+                               rule_extra(q, T, r, in + t * C) * (1 + 0x1p-7) + 1e-30;
             worst = fmax(worst, fabs((double)o[t * R + r] - ref[t * R + r]) / tol);
         }
     CHECK(worst <= 1.0, "%s %lldx%lld bs %d T=%lld: error %g of the bound", what, (long long)R, (long long)C,
@@ -437,7 +468,7 @@ static void test_int_gemm(void) {
                     const float a = o[t * R + r], b = ref[t * R + r];
                     if (isnan(b) || isinf(b)) { same_nan &= isnan(a) == isnan(b) && (isnan(a) || a == b); continue; }
                     const double tol = r == 1 ? 1e-36 + 0x1p-7 * fabs(b)
-                                              : 0x1p-6 * fabs(b) + 1e-6 + i16_extra(&q, T, r, in + t * C) * 1.01;
+                                              : 0x1p-6 * fabs(b) + 1e-6 + rule_extra(&q, T, r, in + t * C) * 1.01;
                     worst = fmax(worst, fabs((double)a - b) / tol);
                 }
             CHECK(same_nan, "non-finite scale: the same infinite/NaN outputs as the reference");
@@ -709,7 +740,7 @@ static void test_decode_b64(void) {
                         // rounded output; weights below 1.2e-38 count as zero in vdpbf16ps (the tiny
                         // row): an absolute 1e-36 there
                         float tol = (float)((double)(C / 8 + 32) * 0x1p-24 * sa * (1 + 0x1p-7) + 0x1p-7 * fabs(r[i]) +
-                                            i16_extra(&q, 1, i, x) * (1 + 0x1p-7)) +
+                                            rule_extra(&q, 1, i, x) * (1 + 0x1p-7)) +
                                     (i == tiny ? 1e-36f : 1e-30f);
                         worst = fmaxf(worst, fabsf(o[i] - r[i]) / tol);
                     }
@@ -763,7 +794,7 @@ static void test_decode_b64_dq_scales(void) {
                 }
                 double tol = i == 1 ? 1e-3 * sa
                                     : (double)(C / 8 + 32) * 0x1p-24 * sa * (1 + 0x1p-7) + 0x1p-7 * fabs(r[i]) +
-                                          i16_extra(&q, 1, i, x) * (1 + 0x1p-7) + 1e-30;
+                                          rule_extra(&q, 1, i, x) * (1 + 0x1p-7) + 1e-30;
                 CHECK(fabs((double)o[i] - r[i]) <= tol, "dq scales level %d variant %d row %lld: %g vs ref %g (tol %g)", lvl,
                       variant, (long long)i, o[i], r[i], tol);
             }
@@ -826,7 +857,7 @@ static void test_decode_b64_nested_sizes(void) {
                         gn_nf4_matmul(o, x, &q, 1);
                         gn_nf4_matmul(o2, x, &flat, 1);
                         gn_nf4_matmul_ref(r, x, &q, 1);
-                        if (i16_applies(&q, 1))
+                        if (rule_applies(&q, 1))
                             CHECK(memcmp(o, o2, sizeof(float) * (size_t)R) == 0,
                                   "nested blocks of %d, %lldx%lld, variant %d: not the sums of the same weights stored "
                                   "without double quantization",
@@ -841,7 +872,7 @@ static void test_decode_b64_nested_sizes(void) {
                             }
                             const double tol = bad ? 1e-3 * sa + 1e-37
                                                    : (double)(C / 8 + 32) * 0x1p-24 * sa * (1 + 0x1p-7) +
-                                                         0x1p-7 * fabs(r[i]) + i16_extra(&q, 1, i, x) * (1 + 0x1p-7) + 1e-30;
+                                                         0x1p-7 * fabs(r[i]) + rule_extra(&q, 1, i, x) * (1 + 0x1p-7) + 1e-30;
                             CHECK(fabs((double)o[i] - r[i]) <= tol,
                                   "nested blocks of %d, level %d, %lldx%lld, variant %d, row %lld%s: %g vs ref %g (tol %g)",
                                   nbs, lvl, (long long)R, (long long)C, variant, (long long)i,

@@ -612,6 +612,181 @@ static void rows_dot_bf16w_b64(const gn_quant4_state *q, int64_t r0, int64_t r1,
     }
 }
 
+// Decode on AVX512_BF16 with blocks of 64 (the default unless GN_NF4_EXACT_DECODE=1): the block
+// scale factored out of the block's sum, so no weight table is built per block:
+//   out[r] = sum_b  s_b * sum_{i in b} bf16(code[q_i]) * x_i        (x rounded to bf16)
+// The 16 codes are one constant bf16 table (vpermw, entries 16-31 repeat 0-15), one 64-byte load
+// holds two blocks (128 weights), read as 32 words: vpermw of the word itself, and of it shifted
+// right by 4, 8 and 12, looks up four nibbles of every word (elements 4w+1, 4w, 4w+3, 4w+2 of
+// the two blocks), each against its own arranged run of 32 inputs (b64f_arrange); lanes 0-7 of
+// the vdpbf16ps sums are the first block, 8-15 the second, so one FMA with the two scales
+// (blended) adds both. Per 128 weights: 1 load, 3 shifts, 4 vpermw, 4 vdpbf16ps, 1 blend, 1 FMA,
+// where the per-block table kernel (rows_dot_bf16w_b64) spends 2 zero-extends, 2 shifts, 4 vpermw,
+// 4 vdpbf16ps and 2 table builds (multiply + two-source convert). Zen 4 runs about 1.3 of
+// these 512-bit ops a cycle (vpermw and vdpbf16ps one each, sharing a pipe); one core of the
+// table kernel makes 14-18 GB/s of packed weights from L2, this one 1.1-1.15x that (the packed
+// line loaded once: gcc otherwise folds the load into each shift). From memory the two are
+// alike on the noisy 2-core hosts measured; on Intel cores, where 512-bit shuffles have one
+// port, the shuffles per block drop from 4 (zero-extend, 2 vpermw, convert) to 2.
+// The rule against the dequantize-then-multiply reference (weights bf16(code * s)): each term
+// differs by |bf16(code) * s - bf16(code * s)| * |x| (the code's rounding to bf16 scaled, and the
+// reference's own rounding of the weight: each at most 2^-9 of the weight), plus the float32
+// sums; test_nf4.c checks that bound. Scales outside [1e-36, 3e38] (not zero) or NaN: the row
+// takes b64f_row_exact, the reference's weights.
+
+// x (C, a multiple of 64, rounded to bf16 by vcvtne2ps2bf16 as bf16_deinterleave64 does) into
+// runs of 128 (the last one zero-padded when C / 64 is odd): vector k (0..3) of a run holds, in
+// word w, element 4w + {1, 0, 3, 2}[k]; (C + 127) / 128 * 128 words
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void b64f_arrange(const float *x, int64_t C, uint16_t *xf) {
+    static const int off[4] = {1, 0, 3, 2};
+    uint16_t ix[4][32];
+    for (int k = 0; k < 4; k++)
+        for (int w = 0; w < 32; w++) ix[k][w] = (uint16_t)((w % 16 < 8 ? 0 : 32) + 4 * (w % 8) + off[k]);
+    for (int64_t g = 0; g < C; g += 128) {
+        __m512i n[4];
+        for (int v = 0; v < 4; v++) {
+            const int64_t e = g + 32 * v;
+            n[v] = e < C ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + e + 16), _mm512_loadu_ps(x + e)) : _mm512_setzero_si512();
+        }
+        for (int k = 0; k < 4; k++) { // words 0-15 from n[0], n[1]; 16-31 from n[2], n[3]
+            const __m512i idx = _mm512_loadu_si512(ix[k]);
+            const __m512i lo = _mm512_permutex2var_epi16(n[0], idx, n[1]), hi = _mm512_permutex2var_epi16(n[2], idx, n[3]);
+            _mm512_storeu_si512(xf + g + 32 * k, _mm512_mask_blend_epi16(0xffff0000u, lo, hi));
+        }
+    }
+}
+
+// one row the reference's way (weights bf16(code * s)) from the arranged inputs
+static float b64f_row_exact(const gn_quant4_state *q, int64_t r, const uint16_t *xf) {
+    static const int kof[4] = {1, 0, 3, 2}; // element offset 0..3 -> vector k
+    const int64_t C = q->cols;
+    float s = 0.0f;
+    for (int64_t c = 0; c < C; c++) {
+        const int64_t e = r * C + c, m = c % 128;
+        const float x = gn_bf16_to_f32(xf[c - m + 32 * kof[m % 4] + m / 4]);
+        s += round_w(q->code[nibble(q->packed, e)] * gn_quant4_scale(q, e / q->blocksize), GN_DTYPE_BF16) * x;
+    }
+    return s;
+}
+
+// two blocks: 64 packed bytes at p, scales sa, sb, the run's arranged inputs at x, into ACC
+#define B64F_PAIR(ACC, p, sa, sb, x)                                                                               \
+    do {                                                                                                          \
+        __m512i v_ = _mm512_loadu_si512(p);                                                                       \
+        __asm__("" : "+v"(v_)); /* one load: gcc would fold it into each shift, four loads of the same line */    \
+        __m512 t_ = _mm512_dpbf16_ps(_mm512_setzero_ps(), (__m512bh)_mm512_permutexvar_epi16(v_, tab),            \
+                                     (__m512bh)_mm512_loadu_si512(x));                                            \
+        t_ = _mm512_dpbf16_ps(t_, (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v_, 4), tab),              \
+                              (__m512bh)_mm512_loadu_si512((x) + 32));                                            \
+        t_ = _mm512_dpbf16_ps(t_, (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v_, 8), tab),              \
+                              (__m512bh)_mm512_loadu_si512((x) + 64));                                            \
+        t_ = _mm512_dpbf16_ps(t_, (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v_, 12), tab),             \
+                              (__m512bh)_mm512_loadu_si512((x) + 96));                                            \
+        ACC = _mm512_fmadd_ps(t_, _mm512_mask_mov_ps(_mm512_set1_ps(sa), 0xff00, _mm512_set1_ps(sb)), ACC);       \
+    } while (0)
+
+// One row of n blocks, scales as for b64_row (by_code: looked up by qa[i] in t0 before sp, t1 from
+// sp; else t0[i]); xf the arranged inputs
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline))
+static inline float b64f_row(const uint8_t *pa, const uint16_t *xf, int by_code, const uint8_t *qa, const float *t0,
+                             const float *t1, int sp, int n, __m512i tab) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+#define B64F_S(i) (by_code ? ((i) < sp ? t0 : t1)[qa[i]] : t0[i])
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        gn_prefetch_stream(pa + 32 * i);
+        gn_prefetch_stream(pa + 32 * i + 64);
+        gn_prefetch_stream(pa + 32 * i + 128);
+        gn_prefetch_stream(pa + 32 * i + 192);
+        B64F_PAIR(a0, pa + 32 * i, B64F_S(i), B64F_S(i + 1), xf + 64 * i);
+        B64F_PAIR(a1, pa + 32 * i + 64, B64F_S(i + 2), B64F_S(i + 3), xf + 64 * i + 128);
+        B64F_PAIR(a2, pa + 32 * i + 128, B64F_S(i + 4), B64F_S(i + 5), xf + 64 * i + 256);
+        B64F_PAIR(a3, pa + 32 * i + 192, B64F_S(i + 6), B64F_S(i + 7), xf + 64 * i + 384);
+    }
+    for (; i + 2 <= n; i += 2) B64F_PAIR(a0, pa + 32 * i, B64F_S(i), B64F_S(i + 1), xf + 64 * i);
+    if (i < n) { // an odd block: its 32 bytes in the low half, zeros above (code 0 against zero padding)
+        const __m512i v_ = _mm512_maskz_loadu_epi8((__mmask64)0xffffffffu, pa + 32 * i);
+        const uint16_t *x = xf + 64 * i;
+        __m512 t_ = _mm512_dpbf16_ps(_mm512_setzero_ps(), (__m512bh)_mm512_permutexvar_epi16(v_, tab), (__m512bh)_mm512_loadu_si512(x));
+        t_ = _mm512_dpbf16_ps(t_, (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v_, 4), tab), (__m512bh)_mm512_loadu_si512(x + 32));
+        t_ = _mm512_dpbf16_ps(t_, (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v_, 8), tab), (__m512bh)_mm512_loadu_si512(x + 64));
+        t_ = _mm512_dpbf16_ps(t_, (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v_, 12), tab), (__m512bh)_mm512_loadu_si512(x + 96));
+        a1 = _mm512_fmadd_ps(t_, _mm512_set1_ps(B64F_S(i)), a1);
+    }
+#undef B64F_S
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+// the scales of n blocks at am: is one of them one the factored kernel would not take (b64_inexact)?
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static int b64f_bad(const float *am, int64_t n) {
+    __mmask16 m = 0;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        m |= b64_inexact(_mm512_maskz_loadu_ps(k, am + i), k);
+    }
+    return m != 0;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void rows_dot_b64f(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *xf, float *out) {
+    const int64_t C = q->cols, nb = C / 64;
+    uint16_t tb[32];
+    for (int i = 0; i < 32; i++) tb[i] = gn_f32_to_bf16(q->code[i & 15]);
+    const __m512i tab = _mm512_loadu_si512(tb);
+    if (q->nested && (q->nested_blocksize & (q->nested_blocksize - 1)) != 0) { // never written by bnb
+        for (int64_t r = r0; r < r1; r++) out[r] = b64f_row_exact(q, r, xf);
+        return;
+    }
+    if (q->nested && nb <= q->nested_blocksize && !getenv_b64_batch()) { // a row in at most two groups
+        const int sh = __builtin_ctz((unsigned)q->nested_blocksize);
+        b64_gcache gc;
+        gc.grp[0] = gc.grp[1] = -1;
+        for (int64_t r = r0; r < r1; r++) {
+            const int64_t b0 = r * nb, g0 = b0 >> sh, g1 = (b0 + nb - 1) >> sh;
+            int bad0, bad1 = 0;
+            const float *t0 = b64_gtab(q, &gc, g0, &bad0), *t1 = g1 != g0 ? b64_gtab(q, &gc, g1, &bad1) : t0;
+            const int sp = (int)((g1 << sh) - b0) < nb ? (int)((g1 << sh) - b0) : (int)nb;
+            const uint8_t *qa = q->qabsmax + b0;
+            int ok = 1;
+            if (bad0 | bad1) { // rare: does this row use one of those scales?
+                for (int64_t i = 0; i < nb && ok; i++) {
+                    const float v = (i < sp ? t0 : t1)[qa[i]];
+                    ok = !b64f_bad(&v, 1);
+                }
+            }
+            out[r] = ok ? b64f_row(q->packed + r * (C / 2), xf, 1, qa, t0, t1, sp, (int)nb, tab) : b64f_row_exact(q, r, xf);
+        }
+        return;
+    }
+    float am[B64_AM];
+    if (nb <= B64_AM) { // whole rows: one batch of scales for up to B64_AM / nb rows
+        const int64_t per = B64_AM / nb;
+        for (int64_t r = r0; r < r1;) {
+            const int64_t nr = r1 - r < per ? r1 - r : per;
+            const int ok = b64_scales(q, r * nb, (int)(nr * nb), am);
+            for (int64_t k = 0; k < nr; k++)
+                out[r + k] = ok || !b64f_bad(am + k * nb, nb)
+                                 ? b64f_row(q->packed + (r + k) * (C / 2), xf, 0, NULL, am + k * nb, NULL, 0, (int)nb, tab)
+                                 : b64f_row_exact(q, r + k, xf);
+            r += nr;
+        }
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) { // very long rows: runs of B64_AM blocks (even: runs start on a pair)
+        const uint8_t *p = q->packed + r * (C / 2);
+        float sum = 0;
+        int ok = 1;
+        for (int64_t b = 0; b < nb && ok; b += B64_AM) {
+            const int n = nb - b < B64_AM ? (int)(nb - b) : B64_AM;
+            ok = b64_scales(q, r * nb + b, n, am);
+            if (ok) sum += b64f_row(p + 32 * b, xf + 64 * b, 0, NULL, am, NULL, 0, n, tab);
+        }
+        out[r] = ok ? sum : b64f_row_exact(q, r, xf);
+    }
+}
+
 // AVX2: 8 weights per vector; the 16-entry table is two 8-entry registers
 // (low and high half) chosen by bit 3 of the code. Activations deinterleaved
 // as for AVX-512 (runs of 32: 16 evens then 16 odds); 8 packed bytes feed 8
@@ -1175,7 +1350,8 @@ static void nf4_multi_range(float **outs, const gn_quant4_state *const *ws, int 
         const int64_t R = w->rows, r0 = (s0 - start[i]) * RB, r1 = (s1 - start[i]) * RB < R ? (s1 - start[i]) * RB : R;
         for (int64_t t0 = 0; t0 < T; t0 += 8) {
             int nt = T - t0 < 8 ? (int)(T - t0) : 8;
-            if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
+            if (bf == 2) rows_dot_b64f(w, r0, r1, xh, outs[i]); // T == 1
+            else if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
             else if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
             else if (i16) rows_dot_i16_avx2(w, r0, r1, (const int16_t *)(xd + C), xd + C + C / 2, xd, outs[i]);
             else if (x64) rows_dot_b64x_avx2(w, r0, r1, xd, outs[i]);
@@ -1241,6 +1417,11 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     // parallel loop, so q/k/v or gate/up cost one fork/join, not n
     int bf = lvl == GN_SIMD_AVX512 && have_bf16_dot() && !getenv_nobf16();
     for (int i = 0; i < n; i++) bf &= ws[i]->wdtype == GN_DTYPE_BF16 && ws[i]->blocksize % 64 == 0;
+    // one row, all blocks of 64: the factored kernel (rows_dot_b64f; GN_NF4_EXACT_DECODE=1: the table kernel)
+    if (bf && T == 1 && !getenv_exact_decode()) {
+        bf = 2;
+        for (int i = 0; i < n; i++) bf = ws[i]->blocksize == 64 ? bf : 1;
+    }
     // AVX2 decode with bf16 weights and 64-multiple blocks: the byte-table kernel (GN_NF4_NO_B64X=1: the table kernel)
     int x64 = lvl == GN_SIMD_AVX2 && T == 1 && !getenv_nob64x();
     for (int i = 0; i < n; i++) x64 &= ws[i]->wdtype == GN_DTYPE_BF16 && ws[i]->blocksize % 64 == 0;
@@ -1258,7 +1439,8 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
         round_act(xd, C, cdt);
         i16 = i16_arrange(xd, C, (int16_t *)(xd + C), xd + C + C / 2);
     }
-    if (bf) for (int64_t t = 0; t < T; t++) bf16_deinterleave64(inp + t * C, C, xh + t * C);
+    if (bf == 2) b64f_arrange(inp, C, xh); // (C + 127) / 128 * 128 words: within the C floats
+    else if (bf) for (int64_t t = 0; t < T; t++) bf16_deinterleave64(inp + t * C, C, xh + t * C);
     else if (i16) ; // arranged above
     else if (x64) {
         b64x_arrange(inp, C, xd);
