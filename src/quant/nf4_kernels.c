@@ -1507,8 +1507,38 @@ static uint32_t *bf16_pairs(const float *x, int64_t T, int64_t C) {
     return xp;
 }
 
+// GN_NF4_GEMM_ROWS=1: the GEMM's panels through float32 rows (the path before nn_row32 was used there)
+static int getenv_gemm_rows(void) { static int v = -1; return env_switch("GN_NF4_GEMM_ROWS", &v); }
+
 static int gemm_bf16_ok(const gn_quant4_state *w) {
     return w->wdtype == GN_DTYPE_BF16 && level_for(w) == GN_SIMD_AVX512 && have_bf16_dot() && !getenv_nobf16();
+}
+
+// 32 weights of row r of w from column n0 (one block: blocksize % 32 == 0, C % blocksize == 0)
+// as 32 bf16 words in column order: the block's table bf16(code[i] * s) (vcvtne2ps2bf16: RNE as
+// gn_f32_to_bf16, NaN quieted; a denormal product flushed, which vdpbf16ps reads as zero
+// anyway) looked up by one vpermw; each byte's high nibble (the even column) in the low word
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static inline __m512i nn_row32(const gn_quant4_state *w, __m512 code, int64_t r, int64_t n0) {
+    const int64_t e = r * w->cols + n0;
+    const __m512 v = _mm512_mul_ps(code, _mm512_set1_ps(gn_quant4_scale(w, e / w->blocksize)));
+    const __m512i tab = (__m512i)_mm512_cvtne2ps_pbh(v, v);
+    const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w->packed + e / 2)));
+    const __m512i idx = _mm512_or_si512(_mm512_srli_epi32(d, 4), _mm512_slli_epi32(_mm512_and_si512(d, _mm512_set1_epi32(15)), 16));
+    return _mm512_permutexvar_epi16(idx, tab);
+}
+
+// 64 weights of row r from column n0 (one block: blocksize % 64 == 0, C % blocksize == 0) as
+// nn_row32 gives them, columns n0..n0+31 in *lo and n0+32..n0+63 in *hi: one table for both
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static inline void nn_row64(const gn_quant4_state *w, __m512 code, int64_t r, int64_t n0, __m512i *lo, __m512i *hi) {
+    const int64_t e = r * w->cols + n0;
+    const __m512 v = _mm512_mul_ps(code, _mm512_set1_ps(gn_quant4_scale(w, e / w->blocksize)));
+    const __m512i tab = (__m512i)_mm512_cvtne2ps_pbh(v, v), m15 = _mm512_set1_epi32(15);
+    const __m512i d0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w->packed + e / 2)));
+    const __m512i d1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w->packed + e / 2 + 16)));
+    *lo = _mm512_permutexvar_epi16(_mm512_or_si512(_mm512_srli_epi32(d0, 4), _mm512_slli_epi32(_mm512_and_si512(d0, m15), 16)), tab);
+    *hi = _mm512_permutexvar_epi16(_mm512_or_si512(_mm512_srli_epi32(d1, 4), _mm512_slli_epi32(_mm512_and_si512(d1, m15), 16)), tab);
 }
 
 // out (T, R) = x @ W^T with x given as bf16 pairs (bf16_pairs), rounded to bf16 at the end
@@ -1516,6 +1546,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state *w, int64_t T) {
     const int64_t R = w->rows, C = w->cols, Cp = (C + 1) & ~(int64_t)1, KP = Cp / 2;
     const int64_t npan = (R + BG_NR - 1) / BG_NR;
+    const int direct = C % w->blocksize == 0 && w->blocksize % 32 == 0 && !getenv_gemm_rows();
+    const __m512 code = _mm512_loadu_ps(w->code);
     #pragma omp parallel
     {
         uint32_t *pk = gn_scratch(GN_SCRATCH_PANEL, sizeof(uint32_t) * (size_t)(BG_KC / 2) * BG_NR); // kept per thread
@@ -1527,7 +1559,30 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
             for (int64_t k0 = 0; k0 < Cp; k0 += BG_KC) {
                 const int64_t kc = Cp - k0 < BG_KC ? Cp - k0 : BG_KC, kreal = C - k0 < kc ? C - k0 : kc;
                 const int64_t k32 = (kc + 31) & ~(int64_t)31;
-                // 16 rows at a time: dequantized (bf16 values), then 16 x 16 pair blocks transposed into pk
+                // 16 rows at a time: dequantized (bf16 values), then 16 x 16 pair blocks transposed into pk;
+                // where every 32 columns lie in one block, straight from the codes as bf16 words (nn_row32:
+                // the same values; 10% of a 7B prefill went to the float32 rows and their conversion)
+                if (direct) {
+                    for (int j0 = 0; j0 < BG_NR; j0 += 16) {
+                        int64_t k = 0;
+                        if (w->blocksize % 64 == 0) // a table per block of 64, not per 32 weights
+                            for (; k + 64 <= kreal; k += 64) {
+                                __m512i v[16], u[16];
+                                for (int j = 0; j < 16; j++) {
+                                    if (j0 + j < nr) nn_row64(w, code, r0 + j0 + j, k0 + k, &v[j], &u[j]);
+                                    else v[j] = u[j] = _mm512_setzero_si512();
+                                }
+                                gn_bf16_pack16(pk, k / 2, j0, v, 16);
+                                gn_bf16_pack16(pk, k / 2 + 16, j0, u, 16);
+                            }
+                        for (; k < kreal; k += 32) { // kreal, like C, a multiple of 32
+                            __m512i v[16];
+                            for (int j = 0; j < 16; j++)
+                                v[j] = j0 + j < nr ? nn_row32(w, code, r0 + j0 + j, k0 + k) : _mm512_setzero_si512();
+                            gn_bf16_pack16(pk, k / 2, j0, v, 16);
+                        }
+                    }
+                } else
                 for (int j0 = 0; j0 < BG_NR; j0 += 16) {
                     for (int j = 0; j < 16; j++) {
                         float *rj = rows + (size_t)j * BG_KC;
@@ -1553,20 +1608,6 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
             for (int64_t t = 0; t < T; t++) round_act(out + t * R + r0, nr, GN_DTYPE_BF16);
         }
     }
-}
-
-// 32 weights of row r of w from column n0 (one block: blocksize % 32 == 0, C % blocksize == 0)
-// as 32 bf16 words in column order: the block's table bf16(code[i] * s) (vcvtne2ps2bf16: RNE as
-// gn_f32_to_bf16, NaN quieted; a denormal product flushed, which vdpbf16ps reads as zero
-// anyway) looked up by one vpermw; each byte's high nibble (the even column) in the low word
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-static inline __m512i nn_row32(const gn_quant4_state *w, __m512 code, int64_t r, int64_t n0) {
-    const int64_t e = r * w->cols + n0;
-    const __m512 v = _mm512_mul_ps(code, _mm512_set1_ps(gn_quant4_scale(w, e / w->blocksize)));
-    const __m512i tab = (__m512i)_mm512_cvtne2ps_pbh(v, v);
-    const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w->packed + e / 2)));
-    const __m512i idx = _mm512_or_si512(_mm512_srli_epi32(d, 4), _mm512_slli_epi32(_mm512_and_si512(d, _mm512_set1_epi32(15)), 16));
-    return _mm512_permutexvar_epi16(idx, tab);
 }
 
 // The panel packer of gn_gemm_bf16_packed for B = W (R, C): pair kp of column j is (W[k0 + 2kp][n0 + j],
