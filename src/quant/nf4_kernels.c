@@ -552,12 +552,38 @@ static inline float b64_row(const uint8_t *pa, const uint16_t *xh, int by_code, 
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a4));
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-static void rows_dot_bf16w_b64(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *xh, float *out) {
+// the scales of n blocks at am: is one of them one b64_table would not round exactly (b64_inexact)?
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static int b64_any_inexact(const float *am, int64_t n) {
+    __mmask16 m = 0;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        m |= b64_inexact(_mm512_maskz_loadu_ps(k, am + i), k);
+    }
+    return m != 0;
+}
+
+// A decode kernel for rows of blocks of 64 (the table kernel b64_row or the factored b64f_row):
+// its row in both forms (scales looked up by code in the group tables, or given in order), and
+// the careful way for a row holding a scale outside what those take (b64_inexact); k is the
+// kernel's constant (the code table)
+typedef struct {
+    float (*by_code)(const uint8_t *pa, const uint16_t *x, const uint8_t *qa, const float *t0, const float *t1, int sp,
+                     int n, const void *k);
+    float (*listed)(const uint8_t *pa, const uint16_t *x, const float *am, int n, const void *k);
+    void (*careful)(const gn_quant4_state *q, int64_t r, const uint16_t *x, float *out); // out[r]
+    const void *k;
+} b64_kernel;
+
+// Rows [r0, r1) of q (blocks of 64) against the arranged input x through kernel kn: with double
+// quantization and rows of at most a nested group, each block's scale looked up by its code in
+// the group tables (b64_gtab) inside the row loop; else a batch of scales rebuilt first
+// (b64_scales: whole rows, or runs of B64_AM blocks of a very long row)
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void b64_walk(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *x, float *out, const b64_kernel *kn) {
     const int64_t C = q->cols, nb = C / 64;
-    const __m512 code = _mm512_loadu_ps(q->code);
-    if (q->nested && (q->nested_blocksize & (q->nested_blocksize - 1)) != 0) {
-        rows_dot_bf16w(q, r0, r1, xh, 1, out, 0); // nested blocks not a power of two: never written by bnb
+    if (q->nested && (q->nested_blocksize & (q->nested_blocksize - 1)) != 0) { // never written by bnb
+        for (int64_t r = r0; r < r1; r++) kn->careful(q, r, x, out);
         return;
     }
     if (q->nested && nb <= q->nested_blocksize && !getenv_b64_batch()) { // a row in at most two groups
@@ -571,18 +597,10 @@ static void rows_dot_bf16w_b64(const gn_quant4_state *q, int64_t r0, int64_t r1,
             const int sp = (int)((g1 << sh) - b0) < nb ? (int)((g1 << sh) - b0) : (int)nb;
             const uint8_t *qa = q->qabsmax + b0;
             int ok = 1;
-            if (bad0 | bad1) { // rare: does this row use one of the scales b64_table would not round exactly?
-                __mmask16 m = 0;
-                for (int64_t i = 0; i < nb; i += 16) {
-                    const __mmask16 k = nb - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nb - i)) - 1);
-                    float v[16];
-                    for (int j = 0; j < 16; j++) v[j] = i + j < nb ? (i + j < sp ? t0 : t1)[qa[i + j]] : 0.0f;
-                    m |= b64_inexact(_mm512_loadu_ps(v), k);
-                }
-                ok = m == 0;
-            }
-            if (ok) out[r] = b64_row(q->packed + r * (C / 2), xh, 1, qa, t0, t1, sp, (int)nb, code);
-            else rows_dot_bf16w(q, r, r + 1, xh, 1, out, 0);
+            for (int64_t i = 0; (bad0 | bad1) && i < nb && ok; i++) // rare: does this row use one of those scales?
+                ok = !b64_any_inexact(&(i < sp ? t0 : t1)[qa[i]], 1);
+            if (ok) out[r] = kn->by_code(q->packed + r * (C / 2), x, qa, t0, t1, sp, (int)nb, kn->k);
+            else kn->careful(q, r, x, out);
         }
         return;
     }
@@ -591,25 +609,46 @@ static void rows_dot_bf16w_b64(const gn_quant4_state *q, int64_t r0, int64_t r1,
         const int64_t per = B64_AM / nb;
         for (int64_t r = r0; r < r1;) {
             const int64_t nr = r1 - r < per ? r1 - r : per;
-            if (b64_scales(q, r * nb, (int)(nr * nb), am))
-                for (int64_t k = 0; k < nr; k++) out[r + k] = b64_row(q->packed + (r + k) * (C / 2), xh, 0, NULL, am + k * nb, NULL, 0, (int)nb, code);
-            else rows_dot_bf16w(q, r, r + nr, xh, 1, out, 0); // rare: these rows the careful way
+            const int ok = b64_scales(q, r * nb, (int)(nr * nb), am);
+            for (int64_t k = 0; k < nr; k++) {
+                if (ok || !b64_any_inexact(am + k * nb, nb))
+                    out[r + k] = kn->listed(q->packed + (r + k) * (C / 2), x, am + k * nb, (int)nb, kn->k);
+                else kn->careful(q, r + k, x, out); // rare: this row the careful way
+            }
             r += nr;
         }
         return;
     }
-    for (int64_t r = r0; r < r1; r++) { // very long rows: runs of blocks
+    for (int64_t r = r0; r < r1; r++) { // very long rows: runs of B64_AM blocks (even: a run starts on a pair)
         const uint8_t *p = q->packed + r * (C / 2);
         float sum = 0;
         int ok = 1;
         for (int64_t b = 0; b < nb && ok; b += B64_AM) {
             const int n = nb - b < B64_AM ? (int)(nb - b) : B64_AM;
             ok = b64_scales(q, r * nb + b, n, am);
-            if (ok) sum += b64_row(p + 32 * b, xh + 64 * b, 0, NULL, am, NULL, 0, n, code);
+            if (ok) sum += kn->listed(p + 32 * b, x + 64 * b, am, n, kn->k);
         }
         if (ok) out[r] = sum;
-        else rows_dot_bf16w(q, r, r + 1, xh, 1, out, 0);
+        else kn->careful(q, r, x, out);
     }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static float b64_row_code(const uint8_t *pa, const uint16_t *x, const uint8_t *qa, const float *t0, const float *t1, int sp,
+                          int n, const void *k) {
+    return b64_row(pa, x, 1, qa, t0, t1, sp, n, _mm512_loadu_ps(k));
+}
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static float b64_row_listed(const uint8_t *pa, const uint16_t *x, const float *am, int n, const void *k) {
+    return b64_row(pa, x, 0, NULL, am, NULL, 0, n, _mm512_loadu_ps(k));
+}
+static void b64_row_careful(const gn_quant4_state *q, int64_t r, const uint16_t *x, float *out) {
+    rows_dot_bf16w(q, r, r + 1, x, 1, out, 0); // the exact scalar rounding of tiny, huge or NaN scales
+}
+
+static void rows_dot_bf16w_b64(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *xh, float *out) {
+    const b64_kernel kn = {b64_row_code, b64_row_listed, b64_row_careful, q->code};
+    b64_walk(q, r0, r1, xh, out, &kn);
 }
 
 // Decode on AVX512_BF16 with blocks of 64 (the default unless GN_NF4_EXACT_DECODE=1): the block
@@ -718,73 +757,24 @@ static inline float b64f_row(const uint8_t *pa, const uint16_t *xf, int by_code,
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-// the scales of n blocks at am: is one of them one the factored kernel would not take (b64_inexact)?
-__attribute__((target("avx512f,avx512bw,avx512vl")))
-static int b64f_bad(const float *am, int64_t n) {
-    __mmask16 m = 0;
-    for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        m |= b64_inexact(_mm512_maskz_loadu_ps(k, am + i), k);
-    }
-    return m != 0;
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static float b64f_row_code(const uint8_t *pa, const uint16_t *x, const uint8_t *qa, const float *t0, const float *t1, int sp,
+                           int n, const void *k) {
+    return b64f_row(pa, x, 1, qa, t0, t1, sp, n, _mm512_loadu_si512(k));
+}
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static float b64f_row_listed(const uint8_t *pa, const uint16_t *x, const float *am, int n, const void *k) {
+    return b64f_row(pa, x, 0, NULL, am, NULL, 0, n, _mm512_loadu_si512(k));
+}
+static void b64f_row_careful(const gn_quant4_state *q, int64_t r, const uint16_t *x, float *out) {
+    out[r] = b64f_row_exact(q, r, x);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void rows_dot_b64f(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *xf, float *out) {
-    const int64_t C = q->cols, nb = C / 64;
-    uint16_t tb[32];
+    uint16_t tb[32]; // the 16 codes as bf16, twice (vpermw may see bit 4 set)
     for (int i = 0; i < 32; i++) tb[i] = gn_f32_to_bf16(q->code[i & 15]);
-    const __m512i tab = _mm512_loadu_si512(tb);
-    if (q->nested && (q->nested_blocksize & (q->nested_blocksize - 1)) != 0) { // never written by bnb
-        for (int64_t r = r0; r < r1; r++) out[r] = b64f_row_exact(q, r, xf);
-        return;
-    }
-    if (q->nested && nb <= q->nested_blocksize && !getenv_b64_batch()) { // a row in at most two groups
-        const int sh = __builtin_ctz((unsigned)q->nested_blocksize);
-        b64_gcache gc;
-        gc.grp[0] = gc.grp[1] = -1;
-        for (int64_t r = r0; r < r1; r++) {
-            const int64_t b0 = r * nb, g0 = b0 >> sh, g1 = (b0 + nb - 1) >> sh;
-            int bad0, bad1 = 0;
-            const float *t0 = b64_gtab(q, &gc, g0, &bad0), *t1 = g1 != g0 ? b64_gtab(q, &gc, g1, &bad1) : t0;
-            const int sp = (int)((g1 << sh) - b0) < nb ? (int)((g1 << sh) - b0) : (int)nb;
-            const uint8_t *qa = q->qabsmax + b0;
-            int ok = 1;
-            if (bad0 | bad1) { // rare: does this row use one of those scales?
-                for (int64_t i = 0; i < nb && ok; i++) {
-                    const float v = (i < sp ? t0 : t1)[qa[i]];
-                    ok = !b64f_bad(&v, 1);
-                }
-            }
-            out[r] = ok ? b64f_row(q->packed + r * (C / 2), xf, 1, qa, t0, t1, sp, (int)nb, tab) : b64f_row_exact(q, r, xf);
-        }
-        return;
-    }
-    float am[B64_AM];
-    if (nb <= B64_AM) { // whole rows: one batch of scales for up to B64_AM / nb rows
-        const int64_t per = B64_AM / nb;
-        for (int64_t r = r0; r < r1;) {
-            const int64_t nr = r1 - r < per ? r1 - r : per;
-            const int ok = b64_scales(q, r * nb, (int)(nr * nb), am);
-            for (int64_t k = 0; k < nr; k++)
-                out[r + k] = ok || !b64f_bad(am + k * nb, nb)
-                                 ? b64f_row(q->packed + (r + k) * (C / 2), xf, 0, NULL, am + k * nb, NULL, 0, (int)nb, tab)
-                                 : b64f_row_exact(q, r + k, xf);
-            r += nr;
-        }
-        return;
-    }
-    for (int64_t r = r0; r < r1; r++) { // very long rows: runs of B64_AM blocks (even: runs start on a pair)
-        const uint8_t *p = q->packed + r * (C / 2);
-        float sum = 0;
-        int ok = 1;
-        for (int64_t b = 0; b < nb && ok; b += B64_AM) {
-            const int n = nb - b < B64_AM ? (int)(nb - b) : B64_AM;
-            ok = b64_scales(q, r * nb + b, n, am);
-            if (ok) sum += b64f_row(p + 32 * b, xf + 64 * b, 0, NULL, am, NULL, 0, n, tab);
-        }
-        out[r] = ok ? sum : b64f_row_exact(q, r, xf);
-    }
+    const b64_kernel kn = {b64f_row_code, b64f_row_listed, b64f_row_careful, tb};
+    b64_walk(q, r0, r1, xf, out, &kn);
 }
 
 // AVX2: 8 weights per vector; the 16-entry table is two 8-entry registers
