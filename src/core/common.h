@@ -40,7 +40,7 @@ void *gn_malloc_aligned(size_t n); // 64-byte aligned (cache line, one AVX-512 r
 // until this thread asks for the same slot again; freed when the thread exits. (A fresh
 // allocation per call of the 50 MB the head's gradient needs page-faulted it in again
 // every sequence.)
-enum { GN_SCRATCH_GEMM_A, GN_SCRATCH_NF4_X, GN_SCRATCH_NF4_W, GN_SCRATCH_PANEL, GN_SCRATCH_ROWS, GN_SCRATCH_DECODE, GN_SCRATCH_SLOTS };
+enum { GN_SCRATCH_GEMM_A, GN_SCRATCH_GEMM_B, GN_SCRATCH_NF4_X, GN_SCRATCH_NF4_W, GN_SCRATCH_PANEL, GN_SCRATCH_ROWS, GN_SCRATCH_DECODE, GN_SCRATCH_SLOTS };
 void *gn_scratch(int slot, size_t n);
 
 // Logging through the settable sink (default stderr). The library never prints

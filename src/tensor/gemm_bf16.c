@@ -120,6 +120,67 @@ void gn_bf16_pairs_row(const float *x, int64_t n, uint32_t *dst) {
     if (n & 1) d[n] = 0;
 }
 
+// The panel of op(B) from column n0 (nr of NR columns) and k0 (kc, even; kreal of them inside K)
+// into pk as [kp][NR] pairs; pack: the caller's own packer
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void pack_b_panel(int tb, int64_t K, const float *B, const uint16_t *Bh, int64_t ldb, gn_bf16_packer pack,
+                         const void *pctx, int64_t n0, int nr, int64_t k0, int64_t kc, int64_t kreal, uint32_t *pk) {
+    if (pack) { // the caller's own B (a 4-bit weight dequantized straight into the panel)
+        pack(pctx, pk, n0, nr, k0, kc);
+    } else if (tb) { // B stored (N, K): column n of op(B) is row n of B, pairs contiguous
+        for (int j0 = 0; j0 < NR; j0 += 16)
+            for (int64_t k = 0; k < kc; k += 32) {
+                __m512i v[16];
+                const int64_t left = kreal - k; // values of the row left in this block
+                for (int j = 0; j < 16; j++) {
+                    if (j0 + j >= nr || left <= 0) { v[j] = _mm512_setzero_si512(); continue; }
+                    if (Bh) {
+                        __mmask32 mw = left >= 32 ? 0xffffffffu : (__mmask32)((1ull << left) - 1);
+                        v[j] = _mm512_maskz_loadu_epi16(mw, Bh + (n0 + j0 + j) * ldb + k0 + k);
+                    } else {
+                        const float *src = B + (n0 + j0 + j) * ldb + k0 + k;
+                        __mmask16 ma = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+                        __mmask16 mb = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+                        v[j] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mb, src + 16), _mm512_maskz_loadu_ps(ma, src));
+                    }
+                }
+                int64_t np = kc / 2 - k / 2 < 16 ? kc / 2 - k / 2 : 16;
+                gn_bf16_pack16(pk, k / 2, j0, v, (int)np);
+            }
+    } else { // B stored (K, N): rows k and k+1 interleaved
+        for (int64_t kp = 0; kp < kc / 2; kp++) {
+            const int64_t k = k0 + 2 * kp;
+            if (Bh) { // bf16 rows k, k+1: zero-extend and interleave
+                const uint16_t *h0 = Bh + k * ldb + n0, *h1 = k + 1 < K ? h0 + ldb : NULL;
+                for (int h = 0; h < 2; h++) {
+                    int cnt = nr - 16 * h;
+                    __mmask16 msk = cnt >= 16 ? 0xffff : cnt <= 0 ? 0 : (__mmask16)((1u << cnt) - 1);
+                    __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(msk, h0 + 16 * h));
+                    __m512i hi = h1 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(msk, h1 + 16 * h)) : _mm512_setzero_si512();
+                    _mm512_store_si512(pk + kp * NR + 16 * h, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+                }
+                continue;
+            }
+            const float *r0 = B + k * ldb + n0, *r1 = k + 1 < K ? r0 + ldb : NULL;
+            for (int h = 0; h < 2; h++) {
+                int cnt = nr - 16 * h;
+                __mmask16 msk = cnt >= 16 ? 0xffff : cnt <= 0 ? 0 : (__mmask16)((1u << cnt) - 1);
+                __m512i v = k >= K ? _mm512_setzero_si512()
+                            : r1 ? pairs16(r0 + 16 * h, r1 + 16 * h, msk)
+                                 : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + 16 * h)));
+                _mm512_store_si512(pk + kp * NR + 16 * h, v);
+            }
+        }
+    }
+}
+
+// GN_GEMM_SMALL_K_OFF=1: small-K products take the panel tasks too (the path before the row walk)
+static int getenv_small_k_off(void) {
+    static int v = -1;
+    if (v < 0) { const char *e = getenv("GN_GEMM_SMALL_K_OFF"); v = e && *e && strcmp(e, "0") != 0; }
+    return v;
+}
+
 // C (M, N) = alpha op(A) op(B) + beta C, row-major; op(A) is (M, K), op(B) is (K, N).
 // ta: A is stored (K, M); tb: B is stored (N, K). beta == 0: C is not read.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
@@ -152,6 +213,32 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
             }
         }
     }
+    // Small K (LoRA's products through its rank: y += s (x A^T) B^T, dx += s z A), all of op(B)
+    // packed once (at most 768 KiB: in L2), then each task one block of MR rows across all the
+    // panels, so C is walked row by row. In panels of 32 columns down the rows, each tile of C
+    // was 8 rows 8 KiB or more apart and K = 64 left the kernel no time to hide their misses:
+    // 513 x 2048 x 64 took 5.2 ms with C out of cache, 0.64 in it. Same tiles, same sums.
+    const int64_t npb = (N + NR - 1) / NR;
+    if (!pack && K <= 128 && npb * KP * NR * 4 <= (768 << 10) && M >= 4 * MR && !getenv_small_k_off()) {
+        uint32_t *bp = gn_scratch(GN_SCRATCH_GEMM_B, sizeof(uint32_t) * (size_t)(npb * KP * NR)); // shared
+        #pragma omp parallel if (M * N * K > 65536)
+        {
+            #pragma omp for schedule(static)
+            for (int64_t pn = 0; pn < npb; pn++) {
+                const int nr = N - pn * NR < NR ? (int)(N - pn * NR) : NR;
+                pack_b_panel(tb, K, B, Bh, ldb, NULL, NULL, pn * NR, nr, 0, 2 * KP, K, bp + pn * KP * NR);
+            }
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t i0 = 0; i0 < M; i0 += MR) {
+                const int mr = M - i0 < MR ? (int)(M - i0) : MR;
+                for (int64_t pn = 0; pn < npb; pn++) {
+                    const int nr = N - pn * NR < NR ? (int)(N - pn * NR) : NR;
+                    gn_bf16_kernel(ap + i0 * sm, sm, sk, mr, bp + pn * KP * NR, KP, C + i0 * ldc + pn * NR, ldc, nr, alpha, beta, 1);
+                }
+            }
+        }
+        return;
+    }
     // tasks: (panel of 32 columns, stretch of rows); each packs its B panel, k in blocks of KC
     // row stretches of about 256 (A's pairs of a stretch stay in L2), as many as M / 256 rounded
     // to nearest: 513 rows (a sequence) make two stretches, not 256 + 256 + 1 (each stretch packs
@@ -178,53 +265,7 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
                 const int nr = N - n0 < NR ? (int)(N - n0) : NR;
                 const int64_t kc = 2 * KP - k0 < KC ? 2 * KP - k0 : KC; // even
                 const int64_t kreal = K - k0 < kc ? K - k0 : kc;
-                if (pack) { // the caller's own B (a 4-bit weight dequantized straight into the panel)
-                    pack(pctx, pk, n0, nr, k0, kc);
-                } else if (tb) { // B stored (N, K): column n of op(B) is row n of B, pairs contiguous
-                    for (int j0 = 0; j0 < NR; j0 += 16)
-                        for (int64_t k = 0; k < kc; k += 32) {
-                            __m512i v[16];
-                            const int64_t left = kreal - k; // values of the row left in this block
-                            for (int j = 0; j < 16; j++) {
-                                if (j0 + j >= nr || left <= 0) { v[j] = _mm512_setzero_si512(); continue; }
-                                if (Bh) {
-                                    __mmask32 mw = left >= 32 ? 0xffffffffu : (__mmask32)((1ull << left) - 1);
-                                    v[j] = _mm512_maskz_loadu_epi16(mw, Bh + (n0 + j0 + j) * ldb + k0 + k);
-                                } else {
-                                    const float *src = B + (n0 + j0 + j) * ldb + k0 + k;
-                                    __mmask16 ma = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
-                                    __mmask16 mb = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
-                                    v[j] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mb, src + 16), _mm512_maskz_loadu_ps(ma, src));
-                                }
-                            }
-                            int64_t np = kc / 2 - k / 2 < 16 ? kc / 2 - k / 2 : 16;
-                            gn_bf16_pack16(pk, k / 2, j0, v, (int)np);
-                        }
-                } else { // B stored (K, N): rows k and k+1 interleaved
-                    for (int64_t kp = 0; kp < kc / 2; kp++) {
-                        const int64_t k = k0 + 2 * kp;
-                        if (Bh) { // bf16 rows k, k+1: zero-extend and interleave
-                            const uint16_t *h0 = Bh + k * ldb + n0, *h1 = k + 1 < K ? h0 + ldb : NULL;
-                            for (int h = 0; h < 2; h++) {
-                                int cnt = nr - 16 * h;
-                                __mmask16 msk = cnt >= 16 ? 0xffff : cnt <= 0 ? 0 : (__mmask16)((1u << cnt) - 1);
-                                __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(msk, h0 + 16 * h));
-                                __m512i hi = h1 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(msk, h1 + 16 * h)) : _mm512_setzero_si512();
-                                _mm512_store_si512(pk + kp * NR + 16 * h, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-                            }
-                            continue;
-                        }
-                        const float *r0 = B + k * ldb + n0, *r1 = k + 1 < K ? r0 + ldb : NULL;
-                        for (int h = 0; h < 2; h++) {
-                            int cnt = nr - 16 * h;
-                            __mmask16 msk = cnt >= 16 ? 0xffff : cnt <= 0 ? 0 : (__mmask16)((1u << cnt) - 1);
-                            __m512i v = k >= K ? _mm512_setzero_si512()
-                                        : r1 ? pairs16(r0 + 16 * h, r1 + 16 * h, msk)
-                                             : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + 16 * h)));
-                            _mm512_store_si512(pk + kp * NR + 16 * h, v);
-                        }
-                    }
-                }
+                pack_b_panel(tb, K, B, Bh, ldb, pack, pctx, n0, nr, k0, kc, kreal, pk);
                 for (int64_t i0 = m0; i0 < m1; i0 += MR) {
                     int mr = m1 - i0 < MR ? (int)(m1 - i0) : MR;
                     gn_bf16_kernel(ap + i0 * sm + (k0 / 2) * sk, sm, sk, mr, pk, kc / 2, C + i0 * ldc + n0, ldc, nr, alpha,
