@@ -72,6 +72,14 @@ void *gn_malloc(size_t n) {
     advise_huge(p, n);
     return p;
 }
+int gn_env_switch(const char *name, int *cache) {
+    if (*cache < 0) {
+        const char *e = getenv(name);
+        *cache = e && *e && strcmp(e, "0") != 0;
+    }
+    return *cache;
+}
+
 void *gn_malloc_aligned(size_t n) {
     void *p = NULL;
     if (posix_memalign(&p, 64, n ? n : 1)) oom(n);

@@ -35,6 +35,9 @@ void gn_abort(const char *file, int line, const char *expr);
 // Allocation that never returns NULL (gn_malloc, gn_calloc, gn_realloc, gn_strdup and
 // gn_strndup: guanaco.h): out of memory goes to the OOM handler.
 void *gn_malloc_aligned(size_t n); // 64-byte aligned (cache line, one AVX-512 register); free() it
+
+// A behaviour switch from the environment, read once into *cache (start it at -1): set and not "0"
+int gn_env_switch(const char *name, int *cache);
 // Per-thread work buffers that only grow, for kernels called many times a step: slot s
 // of the calling thread, at least n bytes, 64-byte aligned, contents undefined, valid
 // until this thread asks for the same slot again; freed when the thread exits. (A fresh

@@ -36,15 +36,6 @@
 
 #include "../tensor/kernels.h"
 
-// A behaviour switch from the environment, read once: set and not "0"
-static int env_switch(const char *name, int *cache) {
-    if (*cache < 0) {
-        const char *e = getenv(name);
-        *cache = e && *e && strcmp(e, "0") != 0;
-    }
-    return *cache;
-}
-
 // ----------------------------------------------------------------------------
 // scalar
 
@@ -498,7 +489,7 @@ static inline __m512i b64_table(__m512 code, float am) {
 
 // GN_NF4_B64_BATCH=1: decode's double-quant scales rebuilt a batch at a time (b64_scales) instead of
 // looked up per block from the group tables
-static int getenv_b64_batch(void) { static int v = -1; return env_switch("GN_NF4_B64_BATCH", &v); }
+static int getenv_b64_batch(void) { static int v = -1; return gn_env_switch("GN_NF4_B64_BATCH", &v); }
 
 // With double quantization, the scales of one nested group: tab[c] = float32(float32(ncode[c] *
 // nabs) + offset) for each 8-bit code c (the rounding of gn_quant4_scale and b64_scales), and
@@ -1310,14 +1301,14 @@ static void blas_single_thread(void) {
 #define NF4_SMALL_T 16 // up to this many rows: fused kernel; above: dequantized tiles + sgemm
 
 // GN_NF4_NO_BF16DOT=1: keep the f32 table kernel even where AVX512_BF16 exists (tests, comparisons)
-static int getenv_nobf16(void) { static int v = -1; return env_switch("GN_NF4_NO_BF16DOT", &v); }
+static int getenv_nobf16(void) { static int v = -1; return gn_env_switch("GN_NF4_NO_BF16DOT", &v); }
 
-static int getenv_nob64x(void) { static int v = -1; return env_switch("GN_NF4_NO_B64X", &v); }
+static int getenv_nob64x(void) { static int v = -1; return gn_env_switch("GN_NF4_NO_B64X", &v); }
 
-static int getenv_exact_decode(void) { static int v = -1; return env_switch("GN_NF4_EXACT_DECODE", &v); }
+static int getenv_exact_decode(void) { static int v = -1; return gn_env_switch("GN_NF4_EXACT_DECODE", &v); }
 
 // GN_NF4_NN_COPY=1: the input gradient's GEMM through a bf16 copy of W (the path before the panel packer)
-static int getenv_nn_copy(void) { static int v = -1; return env_switch("GN_NF4_NN_COPY", &v); }
+static int getenv_nn_copy(void) { static int v = -1; return gn_env_switch("GN_NF4_NN_COPY", &v); }
 
 static int small_t_ok(const gn_quant4_state *w, int64_t T, gn_simd lvl) {
     return T >= 1 && T <= NF4_SMALL_T && lvl != GN_SIMD_SCALAR && w->cols > 0 && w->cols % w->blocksize == 0 &&
@@ -1354,7 +1345,7 @@ static void nf4_multi_range(float **outs, const gn_quant4_state *const *ws, int 
 }
 
 // GN_NF4_STATIC_SPLIT=1: each thread one fixed share of the row blocks (before the shared counter)
-static int getenv_static_split(void) { static int v = -1; return env_switch("GN_NF4_STATIC_SPLIT", &v); }
+static int getenv_static_split(void) { static int v = -1; return gn_env_switch("GN_NF4_STATIC_SPLIT", &v); }
 
 // Thread th of nth takes stretches of the row blocks from the shared counter *next (zero when the
 // team starts) until none is left: a core that runs slower (another tenant, a busier memory
@@ -1498,7 +1489,7 @@ static uint32_t *bf16_pairs(const float *x, int64_t T, int64_t C) {
 }
 
 // GN_NF4_GEMM_ROWS=1: the GEMM's panels through float32 rows (the path before nn_row32 was used there)
-static int getenv_gemm_rows(void) { static int v = -1; return env_switch("GN_NF4_GEMM_ROWS", &v); }
+static int getenv_gemm_rows(void) { static int v = -1; return gn_env_switch("GN_NF4_GEMM_ROWS", &v); }
 
 static int gemm_bf16_ok(const gn_quant4_state *w) {
     return w->wdtype == GN_DTYPE_BF16 && level_for(w) == GN_SIMD_AVX512 && have_bf16_dot() && !getenv_nobf16();
@@ -1551,7 +1542,7 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
                 const int64_t k32 = (kc + 31) & ~(int64_t)31;
                 // 16 rows at a time: dequantized (bf16 values), then 16 x 16 pair blocks transposed into pk;
                 // where every 32 columns lie in one block, straight from the codes as bf16 words (nn_row32:
-                // the same values; 10% of a 7B prefill went to the float32 rows and their conversion)
+                // the same values; 10% of a 7B prefill on 2 Zen 4 cores went to the float32 rows and their conversion)
                 if (direct) {
                     for (int j0 = 0; j0 < BG_NR; j0 += 16) {
                         int64_t k = 0;
