@@ -24,6 +24,31 @@ DATA = pathlib.Path(os.environ.get("GN_DATA", ROOT / "data")).resolve()
 CACHE = pathlib.Path(os.environ.get("GN_CACHE", pathlib.Path.home() / ".cache" / "guanaco"))
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_flags():
+    """The flags line of /proc/cpuinfo, as a set."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def other_bf16_paths():
+    """(label, env) for the bf16 product path this CPU does not pick by itself: on a CPU with AMX
+    the AVX512_BF16 kernels (GN_SIMD=avx512); on one with AVX512_BF16 and no AMX the AMX path
+    emulated (GN_AMX_EMULATE=1: its layouts and loops, each tile instruction done in C)."""
+    f = cpu_flags()
+    if "avx512_bf16" not in f:
+        return []
+    if {"amx_tile", "amx_bf16"} <= f:
+        return [("GN_SIMD=avx512", {"GN_SIMD": "avx512"})]
+    return [("AMX emulated", {"GN_AMX_EMULATE": "1"})]
+
+
 def run_guanaco(*args, check=True, input=None, timeout=600, env=None):
     """Runs build/guanaco with args; returns CompletedProcess (text mode)."""
     cmd = [str(GUANACO)] + [str(a) for a in args]

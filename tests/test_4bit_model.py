@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GUANACO, run_guanaco
+from conftest import GUANACO, other_bf16_paths, run_guanaco
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "ref"))
 from q4ref import flat_dequantize  # noqa: E402
@@ -64,9 +64,9 @@ def dense_reference(qdir, base, ids):
         return dense(torch.tensor([ids])).logits[0].numpy()
 
 
-def ours(tmp_path, model, ids, *extra):
+def ours(tmp_path, model, ids, *extra, env=None):
     out = tmp_path / "o.npy"
-    run_guanaco("logits", "-m", model, "--ids", ids_arg(ids), "-o", out, *extra)
+    run_guanaco("logits", "-m", model, "--ids", ids_arg(ids), "-o", out, *extra, env=env)
     return np.load(out)
 
 
@@ -197,3 +197,5 @@ def test_bf16_compute_checkpoint_matches_transformers_bnb(tmp_path, base):
         with torch.no_grad():
             ref = m(torch.tensor([ids])).logits[0].float().numpy()
         check(ours(tmp_path, qdir, ids), ref, f"bf16 compute, T={T}", tol=2e-2)
+        for what, env in other_bf16_paths():  # the prefill GEMM on the path this CPU does not pick
+            check(ours(tmp_path, qdir, ids, env=env), ref, f"bf16 compute, T={T}, {what}", tol=2e-2)

@@ -5,10 +5,15 @@ Runs build/tests/test_* and, when present, build-asan/tests/test_* and build-ubs
 sanitizer report ('runtime error', AddressSanitizer, LeakSanitizer). A binary that a build
 should have made but did not is a failure, not a skip: the list comes from tests/test_*.c.
 
-Each binary runs at every SIMD level the library dispatches to (GN_SIMD=scalar|avx2|avx512
-lowers the level it picks, src/tensor/kernels_cpu.c) and once with no GN_SIMD (the CPU's best),
-so the scalar and AVX2 kernels are exercised on an AVX-512 machine too. A level this CPU lacks
-is skipped with the reason, and so is the level the CPU picks anyway (the default case ran it).
+Each binary runs at every SIMD level the library dispatches to (GN_SIMD=scalar|avx2|avx512|amx
+lowers the level it picks, src/tensor/kernels_cpu.c; amx is AVX-512 with the bf16 products on AMX
+tiles, src/tensor/gemm_bf16.c) and once with no GN_SIMD (the CPU's best), so the scalar and AVX2
+kernels are exercised on an AVX-512 machine too. A level this CPU lacks is skipped with the
+reason, and so is the level the CPU picks anyway (the default case ran it).
+
+On an AVX512_BF16 CPU without AMX, the binaries with bf16 products run once more with
+GN_AMX_EMULATE=1: the AMX path's tile layouts, loops and edges with each tile instruction done in
+C, checked by the same scalar references (a CPU with AMX runs the real tiles in [default]).
 """
 import os
 import subprocess
@@ -34,9 +39,10 @@ def _cpu_flags():
 FLAGS = _cpu_flags()
 # what the library's dispatch asks of the CPU for each level (kernels_cpu.c, detect())
 LEVEL_NEEDS = {"scalar": set(), "avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512bw", "avx512vl"}}
-LEVELS = ["default", "scalar", "avx2", "avx512"]
+LEVEL_NEEDS["amx"] = LEVEL_NEEDS["avx512"] | {"avx512_bf16", "amx_tile", "amx_bf16"}
+LEVELS = ["default", "scalar", "avx2", "avx512", "amx"]
 # the level the library picks here with no GN_SIMD: the [default] case already runs it
-BEST = [lv for lv in ("scalar", "avx2", "avx512") if LEVEL_NEEDS[lv] <= FLAGS][-1]
+BEST = [lv for lv in ("scalar", "avx2", "avx512", "amx") if LEVEL_NEEDS[lv] <= FLAGS][-1]
 
 
 def _builds():
@@ -97,3 +103,20 @@ def test_nf4_exact_paths(binary):
     env = dict(os.environ, GN_NF4_EXACT_DECODE="1")
     env.pop("GN_SIMD", None)
     _run_unit(binary, "GN_NF4_EXACT_DECODE=1", env)
+
+
+# the AMX path emulated (GN_AMX_EMULATE=1) where the CPU has AVX512_BF16 but no tiles: the binaries
+# whose products reach gn_gemm_bf16 / the 4-bit GEMM
+EMULATED = [d / "tests" / name for d in _builds() for name in ("test_kernels", "test_nf4", "test_train", "test_train_attn")]
+
+
+@pytest.mark.parametrize("binary", EMULATED, ids=[f"{_id(b)}[amx-emulated]" for b in EMULATED])
+def test_amx_paths_emulated(binary):
+    assert binary.is_file(), f"{_id(binary)} missing: the build did not make it"
+    if "avx512_bf16" not in FLAGS or not LEVEL_NEEDS["avx512"] <= FLAGS:
+        pytest.skip("this CPU lacks AVX512_BF16: the AMX path's packers need it, no AMX path to emulate")
+    if LEVEL_NEEDS["amx"] <= FLAGS:
+        pytest.skip("this CPU has AMX: [default] ran the real tiles")
+    env = dict(os.environ, GN_AMX_EMULATE="1")
+    env.pop("GN_SIMD", None)
+    _run_unit(binary, "GN_AMX_EMULATE=1", env)

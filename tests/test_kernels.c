@@ -21,9 +21,10 @@ static int close_enough(float a, float b, float tol) { return fabsf(a - b) <= to
 // 2048 block, rows past one 256 stretch, columns not a multiple of 32), alpha and beta
 static void test_gemm_bf16(void) {
     if (!gn_bf16_gemm_available()) { printf("SKIP: gemm_bf16 (no AVX512_BF16)\n"); return; }
-    // the last three: small K with 32 rows or more (all of op(B) packed once, row blocks across it)
+    // {513, 200, 64} .. {33, 31, 128}: small K with 32 rows or more (all of op(B) packed once, row blocks
+    // across it); {20, 33, 2100}: k past one block with 16 rows or more (AMX: a second k block of tiles)
     const int64_t sz[][3] = {{1, 1, 1}, {7, 33, 5}, {8, 32, 64}, {9, 65, 100}, {300, 17, 129}, {3, 40, 2051}, {64, 576, 512},
-                             {513, 200, 64}, {37, 65, 7}, {33, 31, 128}};
+                             {513, 200, 64}, {37, 65, 7}, {33, 31, 128}, {20, 33, 2100}};
     const float ab[][2] = {{1.0f, 0.0f}, {0.25f, 1.0f}, {-2.0f, 0.5f}};
     for (size_t z = 0; z < sizeof sz / sizeof sz[0]; z++)
         for (int ta = 0; ta < 2; ta++)

@@ -1529,6 +1529,13 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
     const int64_t npan = (R + BG_NR - 1) / BG_NR;
     const int direct = C % w->blocksize == 0 && w->blocksize % 32 == 0 && !getenv_gemm_rows();
     const __m512 code = _mm512_loadu_ps(w->code);
+    // AMX: the inputs as tiles once (each panel's blocks of 32 rows then run on tdpbf16ps)
+    const int64_t nkt = (KP + 15) / 16;
+    uint32_t *at = NULL;
+    if (gn_amx_mode()) {
+        at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((T + 15) / 16 * nkt * 256));
+        gn_bf16_amx_pack_a(xp, KP, T, KP, at);
+    }
     #pragma omp parallel
     {
         uint32_t *pk = gn_scratch(GN_SCRATCH_PANEL, sizeof(uint32_t) * (size_t)(BG_KC / 2) * BG_NR); // kept per thread
@@ -1581,6 +1588,13 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
                         gn_bf16_pack16(pk, k / 2, j0, v, (int)np);
                     }
                 }
+                if (at) {
+                    const int64_t kp = kc / 2, kp16 = (kp + 15) & ~(int64_t)15; // the tiles read whole 16s of pairs
+                    memset(pk + kp * BG_NR, 0, sizeof(uint32_t) * (size_t)((kp16 - kp) * BG_NR));
+                    for (int64_t t0 = 0; t0 < T; t0 += 32)
+                        gn_bf16_amx_block(at, nkt, t0, k0 / 2, T - t0 < 32 ? (int)(T - t0) : 32, pk, kp, out + t0 * R + r0, R, nr,
+                                          1.0f, 0.0f, k0 == 0);
+                } else
                 for (int64_t t0 = 0; t0 < T; t0 += BG_MR) {
                     int mr = T - t0 < BG_MR ? (int)(T - t0) : BG_MR;
                     gn_bf16_kernel(xp + t0 * KP + k0 / 2, KP, 1, mr, pk, kc / 2, out + t0 * R + r0, R, nr, 1.0f, 0.0f, k0 == 0);

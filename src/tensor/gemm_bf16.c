@@ -16,9 +16,12 @@
  */
 #include "kernels.h"
 
+#include <cpuid.h>     // __get_cpuid_count: AMX
 #include <immintrin.h>
-#include <stdlib.h> // getenv
-#include <string.h> // memset
+#include <stdlib.h>    // getenv
+#include <string.h>    // memset
+#include <sys/syscall.h> // SYS_arch_prctl: the tile state
+#include <unistd.h>    // syscall
 
 int gn_bf16_gemm_available(void) {
     static int have = -1;
@@ -109,6 +112,153 @@ static inline __m512i pairs16(const float *p, const float *q, __mmask16 m) {
     return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
 }
 
+// ----------------------------------------------------------------------------
+// AMX tiles. The same operands as the kernel above: A as bf16 pairs along k (packed into
+// 16 x 16-pair tiles, gn_bf16_amx_pack_a), B as the panel [kp][32] pairs, which is already
+// the layout tdpbf16ps wants of its second operand (a tile row is one k pair of 16 columns).
+// A 32 x 32 block of C takes four accumulator tiles (0-3), two A tiles (4, 5) and two B
+// tiles (6, 7): all eight. Every tile is 16 rows x 64 bytes, one configuration for all, loaded
+// once per thread. Sums are float32 as in vdpbf16ps (products exact, inputs' denormals read
+// as zero), in another order.
+
+static int amx_mode = -1;
+static __thread int amx_configured; // this thread has loaded the tile configuration
+
+// Linux gives a process the tile data state only when asked (arch_prctl ARCH_REQ_XCOMP_PERM
+// for XFEATURE_XTILEDATA); before that a tile instruction faults
+static int amx_hardware(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22))) return 0; // AMX-TILE, AMX-BF16
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; // OSXSAVE: XCR0 readable
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return 0; // XTILECFG and XTILEDATA enabled by the OS
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+}
+
+int gn_amx_mode(void) {
+    if (amx_mode < 0) {
+        static int emu_env = -1;
+        const char *s = getenv("GN_SIMD");
+        int allowed = !s || !*s || !strcmp(s, "amx");
+        amx_mode = !allowed ? 0 : amx_hardware() ? 1 : gn_env_switch("GN_AMX_EMULATE", &emu_env) ? 2 : 0;
+    }
+    return amx_mode && gn_bf16_gemm_available() ? amx_mode : 0;
+}
+
+void gn_bf16_amx_pack_a(const uint32_t *a, int64_t sm, int64_t M, int64_t KP, uint32_t *at) {
+    const int64_t nmt = (M + 15) / 16, nkt = (KP + 15) / 16;
+    #pragma omp parallel for schedule(static) if (M * KP > 65536)
+    for (int64_t it = 0; it < nmt; it++)
+        for (int64_t kt = 0; kt < nkt; kt++) {
+            uint32_t *t = at + (it * nkt + kt) * 256;
+            const int64_t kn = KP - kt * 16 < 16 ? KP - kt * 16 : 16;
+            for (int r = 0; r < 16; r++) {
+                const int64_t i = it * 16 + r;
+                if (i >= M) { memset(t + r * 16, 0, 64); continue; }
+                memcpy(t + r * 16, a + i * sm + kt * 16, sizeof(uint32_t) * (size_t)kn);
+                if (kn < 16) memset(t + r * 16 + kn, 0, sizeof(uint32_t) * (size_t)(16 - kn));
+            }
+        }
+}
+
+// The emulated tile file: each instruction as the ISA reference describes it (rows of 64 bytes;
+// tdpbf16ps: for each row m, k pair and column n, c[m][n] += a[m][2k] b[k][2n], then
+// += a[m][2k+1] b[k][2n+1], inputs' denormals as zero, float32 sums)
+static __thread uint8_t emu_tile[8][16][64];
+
+static void emu_load(int t, const void *base, int64_t stride) {
+    for (int r = 0; r < 16; r++) memcpy(emu_tile[t][r], (const uint8_t *)base + r * stride, 64);
+}
+static void emu_store(int t, void *base, int64_t stride) {
+    for (int r = 0; r < 16; r++) memcpy((uint8_t *)base + r * stride, emu_tile[t][r], 64);
+}
+static float emu_bf16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    if ((h & 0x7f80) == 0) h &= 0x8000; // a denormal reads as zero
+    return gn_bf16_to_f32(h);
+}
+static void emu_dp(int tc, int ta, int tb) {
+    for (int m = 0; m < 16; m++)
+        for (int k = 0; k < 16; k++)
+            for (int n = 0; n < 16; n++) {
+                float s;
+                memcpy(&s, emu_tile[tc][m] + 4 * n, 4);
+                s += emu_bf16(emu_tile[ta][m] + 4 * k) * emu_bf16(emu_tile[tb][k] + 4 * n);
+                s += emu_bf16(emu_tile[ta][m] + 4 * k + 2) * emu_bf16(emu_tile[tb][k] + 4 * n + 2);
+                memcpy(emu_tile[tc][m] + 4 * n, &s, 4);
+            }
+}
+
+// every tile 16 rows of 64 bytes (palette 1)
+static const struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; }
+    amx_cfg __attribute__((aligned(64))) = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+_Static_assert(sizeof amx_cfg == 64, "ldtilecfg reads 64 bytes: palette, start row, 14 reserved, 16 x colsb, 16 x rows");
+
+#define AMX_ZERO(t) do { if (emu) memset(emu_tile[t], 0, 1024); else _tile_zero(t); } while (0)
+#define AMX_LOAD(t, p, s) do { if (emu) emu_load(t, p, s); else _tile_loadd(t, p, s); } while (0)
+#define AMX_STORE(t, p, s) do { if (emu) emu_store(t, p, s); else _tile_stored(t, p, s); } while (0)
+#define AMX_DP(c, a, b) do { if (emu) emu_dp(c, a, b); else _tile_dpbf16ps(c, a, b); } while (0)
+
+// acc (32 x 32 floats) = rows of tiles a (and a + astep when two) times nk k tiles of the panel
+__attribute__((target("amx-tile,amx-bf16"), always_inline))
+static inline void amx_tiles(int emu, const uint32_t *a, int64_t astep, int two, const uint32_t *pk, int64_t nk, float *acc) {
+    if (!emu && !amx_configured) { _tile_loadconfig(&amx_cfg); amx_configured = 1; }
+    __asm__ volatile("" ::: "memory"); // the tile loads read memory the compiler does not see them read
+    AMX_ZERO(0); AMX_ZERO(1); AMX_ZERO(2); AMX_ZERO(3);
+    for (int64_t kt = 0; kt < nk; kt++) {
+        AMX_LOAD(4, a + kt * 256, 64);
+        AMX_LOAD(6, pk + kt * 16 * NR, 4 * NR);
+        AMX_LOAD(7, pk + kt * 16 * NR + 16, 4 * NR);
+        AMX_DP(0, 4, 6);
+        AMX_DP(1, 4, 7);
+        if (two) {
+            AMX_LOAD(5, a + astep + kt * 256, 64);
+            AMX_DP(2, 5, 6);
+            AMX_DP(3, 5, 7);
+        }
+    }
+    AMX_STORE(0, acc, 4 * 32);
+    AMX_STORE(1, acc + 16, 4 * 32);
+    if (two) {
+        AMX_STORE(2, acc + 16 * 32, 4 * 32);
+        AMX_STORE(3, acc + 16 * 32 + 16, 4 * 32);
+    }
+    __asm__ volatile("" ::: "memory"); // ... and write memory it does not see written
+}
+__attribute__((target("amx-tile,amx-bf16"), noinline))
+static void amx_tiles_hw(const uint32_t *a, int64_t astep, int two, const uint32_t *pk, int64_t nk, float *acc) {
+    amx_tiles(0, a, astep, two, pk, nk, acc);
+}
+__attribute__((target("amx-tile,amx-bf16"), noinline))
+static void amx_tiles_emu(const uint32_t *a, int64_t astep, int two, const uint32_t *pk, int64_t nk, float *acc) {
+    amx_tiles(1, a, astep, two, pk, nk, acc);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0, int mr, const uint32_t *pk, int64_t kp,
+                       float *c, int64_t ldc, int nr, float alpha, float beta, int first) {
+    float acc[32 * 32] __attribute__((aligned(64)));
+    const uint32_t *a = at + ((i0 / 16) * nkt + kp0 / 16) * 256;
+    const int64_t nk = (kp + 15) / 16;
+    if (gn_amx_mode() == 2) amx_tiles_emu(a, nkt * 256, mr > 16, pk, nk, acc);
+    else amx_tiles_hw(a, nkt * 256, mr > 16, pk, nk, acc);
+    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int i = 0; i < mr; i++) {
+        float *o = c + i * ldc;
+        for (int h = 0; h < 2; h++) {
+            __mmask16 m = h ? m1 : m0;
+            __m512 v = _mm512_mul_ps(_mm512_load_ps(acc + i * 32 + 16 * h), va);
+            if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, o + 16 * h));
+            else if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, o + 16 * h), v);
+            _mm512_mask_storeu_ps(o + 16 * h, m, v);
+        }
+    }
+}
+
 // Row r of a row-major (rows, n) float matrix as n/2 bf16 pairs (n odd: a zero pads)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 void gn_bf16_pairs_row(const float *x, int64_t n, uint32_t *dst) {
@@ -190,9 +340,26 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
         return;
     }
     const int64_t KP = (K + 1) / 2;
+    // AMX (A stored (M, K), 16 rows or more): A's pairs straight into tiles, blocks of 32 rows
+    const int amx = !ta && M >= 16 && gn_amx_mode();
+    const int64_t nkt = (KP + 15) / 16, KPB = amx ? nkt * 16 : KP; // pairs a small-K panel holds
+    uint32_t *at = NULL, *ap = NULL;
+    int64_t sm = 0, sk = 0;
+    if (amx) {
+        at = gn_scratch(GN_SCRATCH_GEMM_A, sizeof(uint32_t) * (size_t)((M + 15) / 16 * nkt * 256));
+        #pragma omp parallel if (M * K > 65536)
+        {
+            uint32_t *row = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)(nkt * 16));
+            #pragma omp for schedule(static)
+            for (int64_t m = 0; m < (M + 15) / 16 * 16; m++) {
+                if (m < M) gn_bf16_pairs_row(A + m * lda, K, row);
+                memset(row + (m < M ? KP : 0), 0, sizeof(uint32_t) * (size_t)(nkt * 16 - (m < M ? KP : 0)));
+                for (int64_t kt = 0; kt < nkt; kt++) memcpy(at + ((m / 16) * nkt + kt) * 256 + (m % 16) * 16, row + kt * 16, 64);
+            }
+        }
+    } else {
     // A as pairs along k: [m][kp] (A stored (M, K)) or [kp][m] (A stored (K, M))
-    uint32_t *ap = gn_scratch(GN_SCRATCH_GEMM_A, sizeof(uint32_t) * (size_t)(M * KP));
-    int64_t sm, sk;
+    ap = gn_scratch(GN_SCRATCH_GEMM_A, sizeof(uint32_t) * (size_t)(M * KP));
     if (!ta) {
         sm = KP, sk = 1;
         #pragma omp parallel for schedule(static) if (M * K > 65536)
@@ -209,6 +376,7 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
             }
         }
     }
+    }
     // Small K (LoRA's products through its rank: y += s (x A^T) B^T, dx += s z A), all of op(B)
     // packed once (at most 768 KiB: in L2), then each task one block of MR rows across all the
     // panels, so C is walked row by row. In panels of 32 columns down the rows, each tile of C
@@ -216,21 +384,24 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
     // 513 x 2048 x 64 took 5.2 ms with C out of cache, 0.64 in it (2 Zen 4 cores; 0.58 both ways
     // now). Same tiles, same sums.
     const int64_t npb = (N + NR - 1) / NR;
-    if (!pack && K <= 128 && npb * KP * NR * 4 <= (768 << 10) && M >= 4 * MR && !getenv_small_k_off()) {
-        uint32_t *bp = gn_scratch(GN_SCRATCH_GEMM_B, sizeof(uint32_t) * (size_t)(npb * KP * NR)); // shared
+    if (!pack && K <= 128 && npb * KPB * NR * 4 <= (768 << 10) && M >= 4 * MR && !getenv_small_k_off()) {
+        uint32_t *bp = gn_scratch(GN_SCRATCH_GEMM_B, sizeof(uint32_t) * (size_t)(npb * KPB * NR)); // shared
+        const int mb = amx ? 32 : MR;
         #pragma omp parallel if (M * N * K > 65536)
         {
             #pragma omp for schedule(static)
             for (int64_t pn = 0; pn < npb; pn++) {
                 const int nr = N - pn * NR < NR ? (int)(N - pn * NR) : NR;
-                pack_b_panel(tb, K, B, Bh, ldb, NULL, NULL, pn * NR, nr, 0, 2 * KP, K, bp + pn * KP * NR);
+                pack_b_panel(tb, K, B, Bh, ldb, NULL, NULL, pn * NR, nr, 0, 2 * KP, K, bp + pn * KPB * NR);
+                memset(bp + (pn * KPB + KP) * NR, 0, sizeof(uint32_t) * (size_t)((KPB - KP) * NR)); // AMX reads them
             }
             #pragma omp for schedule(dynamic, 1)
-            for (int64_t i0 = 0; i0 < M; i0 += MR) {
-                const int mr = M - i0 < MR ? (int)(M - i0) : MR;
+            for (int64_t i0 = 0; i0 < M; i0 += mb) {
+                const int mr = M - i0 < mb ? (int)(M - i0) : mb;
                 for (int64_t pn = 0; pn < npb; pn++) {
                     const int nr = N - pn * NR < NR ? (int)(N - pn * NR) : NR;
-                    gn_bf16_kernel(ap + i0 * sm, sm, sk, mr, bp + pn * KP * NR, KP, C + i0 * ldc + pn * NR, ldc, nr, alpha, beta, 1);
+                    if (amx) gn_bf16_amx_block(at, nkt, i0, 0, mr, bp + pn * KPB * NR, KP, C + i0 * ldc + pn * NR, ldc, nr, alpha, beta, 1);
+                    else gn_bf16_kernel(ap + i0 * sm, sm, sk, mr, bp + pn * KP * NR, KP, C + i0 * ldc + pn * NR, ldc, nr, alpha, beta, 1);
                 }
             }
         }
@@ -243,7 +414,8 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
     enum { KC = 2048, MC0 = 256 };
     int64_t nmc0 = (M + MC0 / 2) / MC0;
     if (nmc0 < 1) nmc0 = 1;
-    const int64_t MC = ((M + nmc0 - 1) / nmc0 + MR - 1) / MR * MR;
+    const int mb = amx ? 32 : MR; // rows a kernel call takes
+    const int64_t MC = ((M + nmc0 - 1) / nmc0 + mb - 1) / mb * mb;
     const int64_t npan = (N + NR - 1) / NR, nmc = (M + MC - 1) / MC, ntask = npan * nmc;
     // k blocks outermost (every thread walks them; the loop over tasks ends in a barrier, so a
     // tile's k blocks are added in order): a stretch's block of A stays in cache while the
@@ -263,6 +435,14 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
                 const int64_t kc = 2 * KP - k0 < KC ? 2 * KP - k0 : KC; // even
                 const int64_t kreal = K - k0 < kc ? K - k0 : kc;
                 pack_b_panel(tb, K, B, Bh, ldb, pack, pctx, n0, nr, k0, kc, kreal, pk);
+                if (amx) {
+                    const int64_t kp = kc / 2, kp16 = (kp + 15) & ~(int64_t)15; // the tiles read whole 16s of pairs
+                    memset(pk + kp * NR, 0, sizeof(uint32_t) * (size_t)((kp16 - kp) * NR));
+                    for (int64_t i0 = m0; i0 < m1; i0 += 32)
+                        gn_bf16_amx_block(at, nkt, i0, k0 / 2, m1 - i0 < 32 ? (int)(m1 - i0) : 32, pk, kp, C + i0 * ldc + n0, ldc, nr,
+                                          alpha, beta, k0 == 0);
+                    continue;
+                }
                 for (int64_t i0 = m0; i0 < m1; i0 += MR) {
                     int mr = m1 - i0 < MR ? (int)(m1 - i0) : MR;
                     gn_bf16_kernel(ap + i0 * sm + (k0 / 2) * sk, sm, sk, mr, pk, kc / 2, C + i0 * ldc + n0, ldc, nr, alpha,

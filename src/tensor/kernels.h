@@ -79,6 +79,21 @@ void gn_bf16_kernel(const uint32_t *a, int64_t sm, int64_t sk, int mr, const uin
 // j < 16; stores the first np pairs as pk[(kp0 + c) * 32 + j0 + j] (a transpose in
 // registers). For AVX512_BF16 callers.
 void gn_bf16_pack16(uint32_t *pk, int64_t kp0, int j0, __m512i v[16], int np);
+// AMX (Intel Sapphire Rapids and later): the same products on tiles (tdpbf16ps: 16 x 16 sums of
+// 16 x 16 pairs a tile multiply). gn_amx_mode(): 0 off; 1 tiles (the CPU has AMX-TILE and
+// AMX-BF16, the OS gave this process the tile state, AVX512_BF16 is on, and GN_SIMD is unset or
+// "amx"); 2 emulated (GN_AMX_EMULATE=1 on a CPU without AMX: the same layouts and loops with each
+// tile instruction done in C, so the tests check the AMX path's addressing on any AVX512_BF16 CPU).
+int gn_amx_mode(void);
+// A as tiles: pairs row i, pair k at a[i * sm + k] -> at, row tiles of 16 rows by k tiles of 16
+// pairs (each 1 KiB, rows 64 bytes apart), tile (it, kt) at at + (it * nkt + kt) * 256, zeros past
+// M and KP; nkt = (KP + 15) / 16. at holds ((M + 15) / 16) * nkt * 256 words.
+void gn_bf16_amx_pack_a(const uint32_t *a, int64_t sm, int64_t M, int64_t KP, uint32_t *at);
+// An up to 32 x 32 block of C from A's tiles (row i0, a multiple of 16; pair kp0, a multiple of
+// 16) and a panel pk[kp][32] whose rows kp .. (kp + 15) / 16 * 16 - 1 are zeros (they are read);
+// first, alpha, beta as gn_bf16_kernel; mr <= 32 rows, nr <= 32 columns stored.
+void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0, int mr, const uint32_t *pk, int64_t kp,
+                       float *c, int64_t ldc, int nr, float alpha, float beta, int first);
 // n floats as bf16 pairs (n odd: a zero pads the last pair)
 void gn_bf16_pairs_row(const float *x, int64_t n, uint32_t *dst);
 

@@ -30,7 +30,7 @@ static gn_simd detect(void) {
         gn_simd want = best;
         if (!strcmp(e, "scalar")) want = GN_SIMD_SCALAR;
         else if (!strcmp(e, "avx2")) want = GN_SIMD_AVX2;
-        else if (!strcmp(e, "avx512")) want = GN_SIMD_AVX512;
+        else if (!strcmp(e, "avx512") || !strcmp(e, "amx")) want = GN_SIMD_AVX512; // amx: the tiles too (gn_amx_mode)
         if (want < best) best = want;
     }
     return best;
@@ -48,7 +48,7 @@ void gn_simd_force(gn_simd level) {
 
 const char *gn_simd_name(void) {
     switch (gn_simd_level()) {
-    case GN_SIMD_AVX512: return "avx512";
+    case GN_SIMD_AVX512: return gn_amx_mode() == 1 ? "avx512+amx" : gn_amx_mode() == 2 ? "avx512+amx(emulated)" : "avx512";
     case GN_SIMD_AVX2: return "avx2";
     default: return "scalar";
     }
