@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GUANACO, other_bf16_paths, run_guanaco
+from conftest import GUANACO, cpu_flags, other_bf16_paths, run_guanaco
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "ref"))
 from q4ref import flat_dequantize  # noqa: E402
@@ -199,3 +199,28 @@ def test_bf16_compute_checkpoint_matches_transformers_bnb(tmp_path, base):
         check(ours(tmp_path, qdir, ids), ref, f"bf16 compute, T={T}", tol=2e-2)
         for what, env in other_bf16_paths():  # the prefill GEMM on the path this CPU does not pick
             check(ours(tmp_path, qdir, ids, env=env), ref, f"bf16 compute, T={T}, {what}", tol=2e-2)
+
+
+def test_kernels_line_names_the_bf16_product_path(base):
+    """`guanaco info` names the path the bf16 products take. On a CPU with AMX it must be the tiles
+    (the library checks them on a product with a known result at start-up and falls back, with a
+    warning, where they give a wrong one: this fails then); GN_SIMD=avx512 keeps AVX512_BF16; on
+    an AVX512_BF16 CPU without AMX, GN_AMX_EMULATE=1 names the emulated tiles."""
+    f = cpu_flags()
+
+    def kernels(env=None):
+        p = run_guanaco("info", "-m", base, env=env)
+        line = [l for l in p.stdout.splitlines() if l.startswith("kernels: ")]
+        assert len(line) == 1, p.stdout
+        assert "AMX" not in p.stderr, p.stderr
+        return line[0].split(": ", 1)[1]
+
+    if not {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= f:
+        pytest.skip("no AVX512_BF16 here: no bf16 product path to name")
+    assert kernels({"GN_SIMD": "avx512"}) == "avx512"
+    if {"amx_tile", "amx_bf16"} <= f:
+        assert kernels() == "avx512+amx"
+        assert kernels({"GN_SIMD": "amx"}) == "avx512+amx"
+    else:
+        assert kernels() == "avx512"
+        assert kernels({"GN_AMX_EMULATE": "1"}) == "avx512+amx(emulated)"

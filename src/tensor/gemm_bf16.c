@@ -136,12 +136,21 @@ static int amx_hardware(void) {
     return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
 }
 
+static int amx_selfcheck(void);
+
 int gn_amx_mode(void) {
     if (amx_mode < 0) {
         static int emu_env = -1;
         const char *s = getenv("GN_SIMD");
-        int allowed = !s || !*s || !strcmp(s, "amx");
-        amx_mode = !allowed ? 0 : amx_hardware() ? 1 : gn_env_switch("GN_AMX_EMULATE", &emu_env) ? 2 : 0;
+        int allowed = (!s || !*s || !strcmp(s, "amx")) && gn_bf16_gemm_available();
+        int mode = !allowed ? 0 : amx_hardware() ? 1 : gn_env_switch("GN_AMX_EMULATE", &emu_env) ? 2 : 0;
+        amx_mode = mode; // the self-check runs the path it checks
+        if (mode && !amx_selfcheck()) {
+            gn_log(GN_LOG_WARN, "AMX tiles gave a wrong product in the start-up check; the bf16 products stay on "
+                                "AVX512_BF16 (GN_SIMD=avx512 does that without the check)");
+            mode = 0;
+        }
+        amx_mode = mode;
     }
     return amx_mode && gn_bf16_gemm_available() ? amx_mode : 0;
 }
@@ -257,6 +266,35 @@ void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0,
             _mm512_mask_storeu_ps(o + 16 * h, m, v);
         }
     }
+}
+
+// A 32 x 32 product of 48 k pairs through the tiles (two k tiles, the second half zeros) against
+// exact integer sums: small integers, so every order of the float32 sums gives the same result
+static int amx_selfcheck(void) {
+    uint32_t a[32 * 48], at[2 * 3 * 256], pk[48 * NR];
+    float c[32 * 32];
+    for (int i = 0; i < 32; i++)
+        for (int k = 0; k < 48; k++) {
+            float lo = (float)((i * 7 + k * 3) % 5 - 2), hi = (float)((i * 3 + k * 5) % 7 - 3);
+            a[i * 48 + k] = gn_f32_to_bf16(lo) | (uint32_t)gn_f32_to_bf16(hi) << 16;
+        }
+    for (int k = 0; k < 48; k++)
+        for (int n = 0; n < NR; n++) {
+            float lo = k < 40 ? (float)((k * 5 + n * 11) % 7 - 3) : 0.0f, hi = k < 40 ? (float)((k + n * 3) % 5 - 2) : 0.0f;
+            pk[k * NR + n] = gn_f32_to_bf16(lo) | (uint32_t)gn_f32_to_bf16(hi) << 16;
+        }
+    gn_bf16_amx_pack_a(a, 48, 32, 48, at);
+    for (int i = 0; i < 32 * 32; i++) c[i] = 1.0f;
+    gn_bf16_amx_block(at, 3, 0, 0, 32, pk, 40, c, 32, 32, 1.0f, 1.0f, 1); // c = acc + c
+    for (int i = 0; i < 32; i++)
+        for (int n = 0; n < 32; n++) {
+            float want = 1.0f;
+            for (int k = 0; k < 40; k++)
+                want += gn_bf16_to_f32((uint16_t)a[i * 48 + k]) * gn_bf16_to_f32((uint16_t)pk[k * NR + n]) +
+                        gn_bf16_to_f32((uint16_t)(a[i * 48 + k] >> 16)) * gn_bf16_to_f32((uint16_t)(pk[k * NR + n] >> 16));
+            if (c[i * 32 + n] != want) return 0;
+        }
+    return 1;
 }
 
 // Row r of a row-major (rows, n) float matrix as n/2 bf16 pairs (n odd: a zero pads)
