@@ -117,12 +117,10 @@ static inline __m512i pairs16(const float *p, const float *q, __mmask16 m) {
 // 16 x 16-pair tiles, gn_bf16_amx_pack_a), B as the panel [kp][32] pairs, which is already
 // the layout tdpbf16ps wants of its second operand (a tile row is one k pair of 16 columns).
 // A 32 x 32 block of C takes four accumulator tiles (0-3), two A tiles (4, 5) and two B
-// tiles (6, 7): all eight. Every tile is 16 rows x 64 bytes, one configuration for all, loaded
-// once per thread. Sums are float32 as in vdpbf16ps (products exact, inputs' denormals read
-// as zero), in another order.
+// tiles (6, 7): all eight. Every tile is 16 rows x 64 bytes, one configuration for all. Sums
+// are float32 as in vdpbf16ps (products exact, inputs' denormals read as zero), in another order.
 
 static int amx_mode = -1;
-static __thread int amx_configured; // this thread has loaded the tile configuration
 
 // Linux gives a process the tile data state only when asked (arch_prctl ARCH_REQ_XCOMP_PERM
 // for XFEATURE_XTILEDATA); before that a tile instruction faults
@@ -213,7 +211,9 @@ _Static_assert(sizeof amx_cfg == 64, "ldtilecfg reads 64 bytes: palette, start r
 // acc (32 x 32 floats) = rows of tiles a (and a + astep when two) times nk k tiles of the panel
 __attribute__((target("amx-tile,amx-bf16"), always_inline))
 static inline void amx_tiles(int emu, const uint32_t *a, int64_t astep, int two, const uint32_t *pk, int64_t nk, float *acc) {
-    if (!emu && !amx_configured) { _tile_loadconfig(&amx_cfg); amx_configured = 1; }
+    // the configuration each call (tens of cycles against thousands): other code in this thread
+    // (oneDNN inside a PyTorch loaded beside the Python package) may have loaded its own
+    if (!emu) _tile_loadconfig(&amx_cfg);
     __asm__ volatile("" ::: "memory"); // the tile loads read memory the compiler does not see them read
     AMX_ZERO(0); AMX_ZERO(1); AMX_ZERO(2); AMX_ZERO(3);
     for (int64_t kt = 0; kt < nk; kt++) {
