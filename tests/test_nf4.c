@@ -224,7 +224,8 @@ static double rule_extra(const gn_quant4_state *q, int64_t T, int64_t r, const f
 }
 
 static void test_kernels_vs_ref(void) {
-    const int64_t shapes[][2] = {{1, 1}, {1, 63}, {3, 100}, {7, 200}, {5, 4160}, {17, 64}, {33, 128}, {2, 4096}};
+    // 1100 rows: 35 panels of 32, the last partial (on AMX, tasks of 2 panels with 2 threads, the last one alone)
+    const int64_t shapes[][2] = {{1, 1}, {1, 63}, {3, 100}, {7, 200}, {5, 4160}, {17, 64}, {33, 128}, {2, 4096}, {1100, 96}};
     const int bss[] = {32, 64, 128};
     const int64_t Ts[] = {0, 1, 3, 9, 16, 17, 41}; // 1..16: fused table kernel (tiles of 8 rows); 17, 41: sgemm tiles
     // or, bf16 on AVX512_BF16, the vdpbf16ps GEMM (8-row blocks: 17 and 41 leave 1 row over)
@@ -331,7 +332,11 @@ static void test_kernels_vs_ref(void) {
         // vdpbf16ps treats denormal inputs and outputs as zero: weights below 1.2e-38 count as 0
         // there (documented in nf4_kernels.c); other paths give the exact tiny sum
         CHECK(fabsf(o[0] - r[0]) <= 1e-36f, "tiny-scale row: %g vs ref %g", o[0], r[0]);
-        CHECK(fabsf(o[1] - r[1]) <= 1e-5f * (fabsf(r[1]) + 1.0f), "ordinary row beside it: %g vs ref %g", o[1], r[1]);
+        // (where the factored decode rule applies: its bound, and the two sums may round to
+        // neighbouring bf16 outputs, one step apart)
+        const double rule = rule_extra(&q, 1, 1, x), step = rule > 0.0 ? 0x1p-7 * fabs((double)r[1]) : 0.0;
+        CHECK(fabsf(o[1] - r[1]) <= 1e-5f * (fabsf(r[1]) + 1.0f) + rule + step, "ordinary row beside it: %g vs ref %g",
+              o[1], r[1]);
         gn_quant4_free(&q);
     }
     gn_simd_force(GN_SIMD_AVX512);  // back to the best this CPU has

@@ -1522,7 +1522,62 @@ static inline void nn_row64(const gn_quant4_state *w, __m512 code, int64_t r, in
     *hi = _mm512_permutexvar_epi16(_mm512_or_si512(_mm512_srli_epi32(d1, 4), _mm512_slli_epi32(_mm512_and_si512(d1, m15), 16)), tab);
 }
 
-// out (T, R) = x @ W^T with x given as bf16 pairs (bf16_pairs), rounded to bf16 at the end
+// The panel of weight rows r0 .. r0 + nr - 1 (nr <= 32), columns k0 .. k0 + kc - 1 (kreal of them
+// inside C) as bf16 pairs pk[kp][32]. 16 rows at a time: dequantized (bf16 values), then 16 x 16
+// pair blocks transposed into pk; where every 32 columns lie in one block (direct), straight from
+// the codes as bf16 words (nn_row32: the same values; 10% of a 7B prefill on 2 Zen 4 cores went to
+// the float32 rows and their conversion). rows: 16 x BG_KC floats of scratch.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void nf4_fill_panel(const gn_quant4_state *w, __m512 code, int direct, int64_t r0, int nr, int64_t k0, int64_t kc,
+                           int64_t kreal, uint32_t *pk, float *rows) {
+    const int64_t C = w->cols, k32 = (kc + 31) & ~(int64_t)31;
+    if (direct) {
+        for (int j0 = 0; j0 < BG_NR; j0 += 16) {
+            int64_t k = 0;
+            if (w->blocksize % 64 == 0) // a table per block of 64, not per 32 weights
+                for (; k + 64 <= kreal; k += 64) {
+                    __m512i v[16], u[16];
+                    for (int j = 0; j < 16; j++) {
+                        if (j0 + j < nr) nn_row64(w, code, r0 + j0 + j, k0 + k, &v[j], &u[j]);
+                        else v[j] = u[j] = _mm512_setzero_si512();
+                    }
+                    gn_bf16_pack16(pk, k / 2, j0, v, 16);
+                    gn_bf16_pack16(pk, k / 2 + 16, j0, u, 16);
+                }
+            for (; k < kreal; k += 32) { // kreal, like C, a multiple of 32
+                __m512i v[16];
+                for (int j = 0; j < 16; j++)
+                    v[j] = j0 + j < nr ? nn_row32(w, code, r0 + j0 + j, k0 + k) : _mm512_setzero_si512();
+                gn_bf16_pack16(pk, k / 2, j0, v, 16);
+            }
+        }
+        return;
+    }
+    for (int j0 = 0; j0 < BG_NR; j0 += 16) {
+        for (int j = 0; j < 16; j++) {
+            float *rj = rows + (size_t)j * BG_KC;
+            if (j0 + j < nr) deq_range(w, (r0 + j0 + j) * C + k0, kreal, rj, GN_DTYPE_BF16);
+            else memset(rj, 0, sizeof(float) * (size_t)kreal);
+            for (int64_t k = kreal; k < k32; k++) rj[k] = 0.0f;
+        }
+        for (int64_t k = 0; k < k32; k += 32) {
+            __m512i v[16];
+            for (int j = 0; j < 16; j++) {
+                const float *rj = rows + (size_t)j * BG_KC + k;
+                v[j] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(rj + 16), _mm512_load_ps(rj));
+            }
+            int64_t np = kc / 2 - k / 2 < 16 ? kc / 2 - k / 2 : 16;
+            gn_bf16_pack16(pk, k / 2, j0, v, (int)np);
+        }
+    }
+}
+
+// out (T, R) = x @ W^T with x given as bf16 pairs (bf16_pairs), rounded to bf16 at the end.
+// A task takes G panels of 32 weight rows: G = 1 on AVX512_BF16 (the activations of all T rows
+// stream past each panel, broadcast 32 bits at a time); on AMX up to 4 (the tiles go through a
+// panel several times faster, and a block of 32 rows of activation tiles, 128 KiB at k 2048,
+// then serves 4 panels from L2 instead of coming again from L3 for each), fewer where that
+// leaves less than 8 tasks a thread
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state *w, int64_t T) {
     const int64_t R = w->rows, C = w->cols, Cp = (C + 1) & ~(int64_t)1, KP = Cp / 2;
@@ -1532,75 +1587,48 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
     // AMX: the inputs as tiles once (each panel's blocks of 32 rows then run on tdpbf16ps)
     const int64_t nkt = (KP + 15) / 16;
     uint32_t *at = NULL;
+    int G = 1;
     if (gn_amx_mode()) {
         at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((T + 15) / 16 * nkt * 256));
         gn_bf16_amx_pack_a(xp, KP, T, KP, at);
+        const int64_t g = npan / (8 * (int64_t)gn_get_threads());
+        G = g > 4 ? 4 : g < 1 ? 1 : (int)g;
     }
+    const int64_t ntask = (npan + G - 1) / G;
     #pragma omp parallel
     {
-        uint32_t *pk = gn_scratch(GN_SCRATCH_PANEL, sizeof(uint32_t) * (size_t)(BG_KC / 2) * BG_NR); // kept per thread
+        uint32_t *pk = gn_scratch(GN_SCRATCH_PANEL, sizeof(uint32_t) * (size_t)G * (BG_KC / 2) * BG_NR); // kept per thread
         float *rows = gn_scratch(GN_SCRATCH_ROWS, sizeof(float) * 16 * (size_t)BG_KC); // 16 dequantized rows
         #pragma omp for schedule(dynamic, 1)
-        for (int64_t pn = 0; pn < npan; pn++) {
-            const int64_t r0 = pn * BG_NR;
-            const int nr = R - r0 < BG_NR ? (int)(R - r0) : BG_NR;
+        for (int64_t task = 0; task < ntask; task++) {
+            const int64_t p0 = task * G, np = npan - p0 < G ? npan - p0 : G;
             for (int64_t k0 = 0; k0 < Cp; k0 += BG_KC) {
                 const int64_t kc = Cp - k0 < BG_KC ? Cp - k0 : BG_KC, kreal = C - k0 < kc ? C - k0 : kc;
-                const int64_t k32 = (kc + 31) & ~(int64_t)31;
-                // 16 rows at a time: dequantized (bf16 values), then 16 x 16 pair blocks transposed into pk;
-                // where every 32 columns lie in one block, straight from the codes as bf16 words (nn_row32:
-                // the same values; 10% of a 7B prefill on 2 Zen 4 cores went to the float32 rows and their conversion)
-                if (direct) {
-                    for (int j0 = 0; j0 < BG_NR; j0 += 16) {
-                        int64_t k = 0;
-                        if (w->blocksize % 64 == 0) // a table per block of 64, not per 32 weights
-                            for (; k + 64 <= kreal; k += 64) {
-                                __m512i v[16], u[16];
-                                for (int j = 0; j < 16; j++) {
-                                    if (j0 + j < nr) nn_row64(w, code, r0 + j0 + j, k0 + k, &v[j], &u[j]);
-                                    else v[j] = u[j] = _mm512_setzero_si512();
-                                }
-                                gn_bf16_pack16(pk, k / 2, j0, v, 16);
-                                gn_bf16_pack16(pk, k / 2 + 16, j0, u, 16);
-                            }
-                        for (; k < kreal; k += 32) { // kreal, like C, a multiple of 32
-                            __m512i v[16];
-                            for (int j = 0; j < 16; j++)
-                                v[j] = j0 + j < nr ? nn_row32(w, code, r0 + j0 + j, k0 + k) : _mm512_setzero_si512();
-                            gn_bf16_pack16(pk, k / 2, j0, v, 16);
-                        }
-                    }
-                } else
-                for (int j0 = 0; j0 < BG_NR; j0 += 16) {
-                    for (int j = 0; j < 16; j++) {
-                        float *rj = rows + (size_t)j * BG_KC;
-                        if (j0 + j < nr) deq_range(w, (r0 + j0 + j) * C + k0, kreal, rj, GN_DTYPE_BF16);
-                        else memset(rj, 0, sizeof(float) * (size_t)kreal);
-                        for (int64_t k = kreal; k < k32; k++) rj[k] = 0.0f;
-                    }
-                    for (int64_t k = 0; k < k32; k += 32) {
-                        __m512i v[16];
-                        for (int j = 0; j < 16; j++) {
-                            const float *rj = rows + (size_t)j * BG_KC + k;
-                            v[j] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(rj + 16), _mm512_load_ps(rj));
-                        }
-                        int64_t np = kc / 2 - k / 2 < 16 ? kc / 2 - k / 2 : 16;
-                        gn_bf16_pack16(pk, k / 2, j0, v, (int)np);
-                    }
+                const int64_t kp = kc / 2, kp16 = (kp + 15) & ~(int64_t)15; // the tiles read whole 16s of pairs
+                for (int64_t g = 0; g < np; g++) {
+                    const int64_t r0 = (p0 + g) * BG_NR;
+                    uint32_t *pg = pk + g * (BG_KC / 2) * BG_NR;
+                    nf4_fill_panel(w, code, direct, r0, R - r0 < BG_NR ? (int)(R - r0) : BG_NR, k0, kc, kreal, pg, rows);
+                    if (at) memset(pg + kp * BG_NR, 0, sizeof(uint32_t) * (size_t)((kp16 - kp) * BG_NR));
                 }
                 if (at) {
-                    const int64_t kp = kc / 2, kp16 = (kp + 15) & ~(int64_t)15; // the tiles read whole 16s of pairs
-                    memset(pk + kp * BG_NR, 0, sizeof(uint32_t) * (size_t)((kp16 - kp) * BG_NR));
                     for (int64_t t0 = 0; t0 < T; t0 += 32)
-                        gn_bf16_amx_block(at, nkt, t0, k0 / 2, T - t0 < 32 ? (int)(T - t0) : 32, pk, kp, out + t0 * R + r0, R, nr,
-                                          1.0f, 0.0f, k0 == 0);
-                } else
+                        for (int64_t g = 0; g < np; g++) {
+                            const int64_t r0 = (p0 + g) * BG_NR;
+                            gn_bf16_amx_block(at, nkt, t0, k0 / 2, T - t0 < 32 ? (int)(T - t0) : 32, pk + g * (BG_KC / 2) * BG_NR,
+                                              kp, out + t0 * R + r0, R, R - r0 < BG_NR ? (int)(R - r0) : BG_NR, 1.0f, 0.0f, k0 == 0);
+                        }
+                    continue;
+                }
+                const int64_t r0 = p0 * BG_NR;
+                const int nr = R - r0 < BG_NR ? (int)(R - r0) : BG_NR;
                 for (int64_t t0 = 0; t0 < T; t0 += BG_MR) {
                     int mr = T - t0 < BG_MR ? (int)(T - t0) : BG_MR;
                     gn_bf16_kernel(xp + t0 * KP + k0 / 2, KP, 1, mr, pk, kc / 2, out + t0 * R + r0, R, nr, 1.0f, 0.0f, k0 == 0);
                 }
             }
-            for (int64_t t = 0; t < T; t++) round_act(out + t * R + r0, nr, GN_DTYPE_BF16);
+            const int64_t r0 = p0 * BG_NR, nrows = R - r0 < np * BG_NR ? R - r0 : np * BG_NR;
+            for (int64_t t = 0; t < T; t++) round_act(out + t * R + r0, nrows, GN_DTYPE_BF16);
         }
     }
 }
