@@ -1577,7 +1577,7 @@ static void nf4_fill_panel(const gn_quant4_state *w, __m512 code, int direct, in
 // stream past each panel, broadcast 32 bits at a time); on AMX up to 4 (the tiles go through a
 // panel several times faster, and a block of 32 rows of activation tiles, 128 KiB at k 2048,
 // then serves 4 panels from L2 instead of coming again from L3 for each), fewer where that
-// leaves less than 8 tasks a thread
+// leaves less than 8 tasks a thread or the panels (128 KiB each) would take more than half of L2
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state *w, int64_t T) {
     const int64_t R = w->rows, C = w->cols, Cp = (C + 1) & ~(int64_t)1, KP = Cp / 2;
@@ -1591,8 +1591,9 @@ static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state 
     if (gn_amx_mode()) {
         at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((T + 15) / 16 * nkt * 256));
         gn_bf16_amx_pack_a(xp, KP, T, KP, at);
-        const int64_t g = npan / (8 * (int64_t)gn_get_threads());
-        G = g > 4 ? 4 : g < 1 ? 1 : (int)g;
+        const int64_t g = npan / (8 * (int64_t)gn_get_threads()), gl2 = gn_cpu_l2_bytes() / (256 << 10); // panels of 128 KiB
+        const int64_t gmax = gl2 < 1 ? 1 : gl2 > 4 ? 4 : gl2;
+        G = g > gmax ? (int)gmax : g < 1 ? 1 : (int)g;
     }
     const int64_t ntask = (npan + G - 1) / G;
     #pragma omp parallel

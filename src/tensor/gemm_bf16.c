@@ -422,7 +422,8 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
     // 513 x 2048 x 64 took 5.2 ms with C out of cache, 0.64 in it (2 Zen 4 cores; 0.58 both ways
     // now). Same tiles, same sums.
     const int64_t npb = (N + NR - 1) / NR;
-    if (!pack && K <= 128 && npb * KPB * NR * 4 <= (768 << 10) && M >= 4 * MR && !getenv_small_k_off()) {
+    const int64_t small_max = gn_cpu_l2_bytes() * 3 / 4 > (768 << 10) ? gn_cpu_l2_bytes() * 3 / 4 : (768 << 10);
+    if (!pack && K <= 128 && npb * KPB * NR * 4 <= small_max && M >= 4 * MR && !getenv_small_k_off()) {
         uint32_t *bp = gn_scratch(GN_SCRATCH_GEMM_B, sizeof(uint32_t) * (size_t)(npb * KPB * NR)); // shared
         const int mb = amx ? 32 : MR;
         #pragma omp parallel if (M * N * K > 65536)
@@ -449,7 +450,9 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
     // row stretches of about 256 (A's pairs of a stretch stay in L2), as many as M / 256 rounded
     // to nearest: 513 rows (a sequence) make two stretches, not 256 + 256 + 1 (each stretch packs
     // its own copy of every B panel, so a one-row stretch cost as much packing as a full one)
-    enum { KC = 2048, MC0 = 256 };
+    // (256 rows of 2048 k: 1 MiB; with a larger L2, as many rows as fill it, up to 1024)
+    enum { KC = 2048 };
+    const int64_t l2rows = gn_cpu_l2_bytes() / (KC * 2), MC0 = l2rows < 256 ? 256 : l2rows > 1024 ? 1024 : l2rows;
     int64_t nmc0 = (M + MC0 / 2) / MC0;
     if (nmc0 < 1) nmc0 = 1;
     const int mb = amx ? 32 : MR; // rows a kernel call takes

@@ -16,6 +16,7 @@
 
 typedef enum { GN_SIMD_SCALAR = 0, GN_SIMD_AVX2 = 1, GN_SIMD_AVX512 = 2 } gn_simd;
 gn_simd gn_simd_level(void);          // chosen once: CPU support, lowered by GN_SIMD env
+int64_t gn_cpu_l2_bytes(void);       // one core's L2 (CPUID through sysconf; 1 MiB if unknown)
 void gn_simd_force(gn_simd level);    // for tests: pick a path (clamped to what the CPU has)
 
 // A weight matrix (OC, IC) in F32, BF16, or Q4_0 / Q4_1 / Q8_0 (ggml's blocks of 32 along a

@@ -12,6 +12,7 @@
 
 #include <math.h>      // sqrtf, expf
 #include <stdlib.h>    // getenv
+#include <unistd.h>    // sysconf: cache sizes
 #include <cblas.h>     // cblas_sgemm (OpenBLAS)
 #include <immintrin.h> // AVX2 / AVX-512 intrinsics (used only inside target() functions)
 
@@ -44,6 +45,17 @@ gn_simd gn_simd_level(void) {
 void gn_simd_force(gn_simd level) {
     gn_simd cpu = detect();
     simd_level = (int)(level < cpu ? level : cpu);
+}
+
+// The L2 cache of one core (sysconf: glibc reads it from CPUID), 1 MiB where unknown; the
+// blockings below it (gemm_bf16.c, nf4_kernels.c) size what they keep in L2 from it
+int64_t gn_cpu_l2_bytes(void) {
+    static int64_t l2 = -1;
+    if (l2 < 0) {
+        long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        l2 = v >= (64 << 10) && v <= (64L << 20) ? v : (1 << 20);
+    }
+    return l2;
 }
 
 const char *gn_simd_name(void) {
