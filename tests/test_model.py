@@ -63,11 +63,11 @@ def compare(got, ref, rel_tol, what):
     return float(diff.max())
 
 
-def guanaco_logits(tmp_path, model, ids, *extra, binary=None, name="out.npy"):
+def guanaco_logits(tmp_path, model, ids, *extra, binary=None, name="out.npy", env=None):
     out = tmp_path / name
     args = ["logits", "-m", model, "--ids", ids_arg(ids), "-o", out, *extra]
     if binary is None:
-        run_guanaco(*args)
+        run_guanaco(*args, env=env)
     else:
         p = run_binary(binary, *args)
         rep = sanitizer_report(p.stderr + p.stdout)
@@ -100,6 +100,17 @@ def test_kv_cache_steps_match_full_pass(tiny_models, guanaco_bin, tmp_path, cfg,
     full = guanaco_logits(tmp_path, model, ids, name="full.npy")
     compare(step, ref_logits(tiny_models, cfg, T), REL_TOL, f"{cfg} --kv-step T={T} vs transformers")
     compare(step, full, REL_TOL, f"{cfg} --kv-step vs full pass T={T}")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 32])
+def test_prefill_in_chunks(tiny_models, guanaco_bin, tmp_path, chunk):
+    """A prompt longer than one prefill chunk (512 tokens by default; GN_PREFILL_CHUNK sets it)
+    goes through the model in pieces, each attending to the cache the earlier ones left: the
+    same logits as transformers' one pass, with chunks of 1, 7 (a last piece of 3) and 32."""
+    cfg = "gqa_headdim_linear"
+    c = tiny_models["configs"][cfg]
+    got = guanaco_logits(tmp_path, c["formats"]["safetensors"], c["ids"]["80"], env={"GN_PREFILL_CHUNK": str(chunk)})
+    compare(got, ref_logits(tiny_models, cfg, 80), REL_TOL, f"{cfg} T=80 in chunks of {chunk}")
 
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])

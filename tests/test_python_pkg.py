@@ -103,7 +103,7 @@ def test_logits_equal_cli_bit_for_bit(gn, smol, smollm2_gguf, tmp_path):
         assert bits_equal(ours, np.load(tmp_path / "s.npy"))
         assert bits_equal(m.logits(np.array(ids, dtype=np.int64)), ours)
         assert m.tokenize("Once upon a time") == ids[:5]
-        # longer than one 256-token prefill chunk (the package sizes its session to the tokens)
+        # a longer prompt (the package sizes its session to the tokens)
         long_ids = np.random.default_rng(0).integers(3, 512, 300)
         run_guanaco("logits", "-m", STORIES, "--ids", " ".join(map(str, long_ids)), "-o", tmp_path / "l.npy")
         assert bits_equal(m.logits(long_ids), np.load(tmp_path / "l.npy"))
