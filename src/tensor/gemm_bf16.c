@@ -17,6 +17,7 @@
 #include "kernels.h"
 
 #include <cpuid.h>     // __get_cpuid_count: AMX
+#include <pthread.h>   // pthread_once: AMX start-up
 #include <immintrin.h>
 #include <stdlib.h>    // getenv
 #include <string.h>    // memset
@@ -134,22 +135,24 @@ static int amx_hardware(void) {
     return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
 }
 
-static int amx_selfcheck(void);
+static int amx_selfcheck(int mode);
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_init(void) {
+    static int emu_env = -1;
+    const char *s = getenv("GN_SIMD");
+    int allowed = (!s || !*s || !strcmp(s, "amx")) && gn_bf16_gemm_available();
+    int mode = !allowed ? 0 : amx_hardware() ? 1 : gn_env_switch("GN_AMX_EMULATE", &emu_env) ? 2 : 0;
+    if (mode && !amx_selfcheck(mode)) {
+        gn_log(GN_LOG_WARN, "AMX tiles gave a wrong product in the start-up check; the bf16 products stay on "
+                            "AVX512_BF16 (GN_SIMD=avx512 does that without the check)");
+        mode = 0;
+    }
+    amx_mode = mode;
+}
 
 int gn_amx_mode(void) {
-    if (amx_mode < 0) {
-        static int emu_env = -1;
-        const char *s = getenv("GN_SIMD");
-        int allowed = (!s || !*s || !strcmp(s, "amx")) && gn_bf16_gemm_available();
-        int mode = !allowed ? 0 : amx_hardware() ? 1 : gn_env_switch("GN_AMX_EMULATE", &emu_env) ? 2 : 0;
-        amx_mode = mode; // the self-check runs the path it checks
-        if (mode && !amx_selfcheck()) {
-            gn_log(GN_LOG_WARN, "AMX tiles gave a wrong product in the start-up check; the bf16 products stay on "
-                                "AVX512_BF16 (GN_SIMD=avx512 does that without the check)");
-            mode = 0;
-        }
-        amx_mode = mode;
-    }
+    pthread_once(&amx_once, amx_init);
     return amx_mode && gn_bf16_gemm_available() ? amx_mode : 0;
 }
 
@@ -245,13 +248,14 @@ static void amx_tiles_emu(const uint32_t *a, int64_t astep, int two, const uint3
     amx_tiles(1, a, astep, two, pk, nk, acc);
 }
 
+// gn_bf16_amx_block on the tiles of mode (1 hardware, 2 emulated)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0, int mr, const uint32_t *pk, int64_t kp,
-                       float *c, int64_t ldc, int nr, float alpha, float beta, int first) {
+static void amx_block(int mode, const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0, int mr, const uint32_t *pk,
+                      int64_t kp, float *c, int64_t ldc, int nr, float alpha, float beta, int first) {
     float acc[32 * 32] __attribute__((aligned(64)));
     const uint32_t *a = at + ((i0 / 16) * nkt + kp0 / 16) * 256;
     const int64_t nk = (kp + 15) / 16;
-    if (gn_amx_mode() == 2) amx_tiles_emu(a, nkt * 256, mr > 16, pk, nk, acc);
+    if (mode == 2) amx_tiles_emu(a, nkt * 256, mr > 16, pk, nk, acc);
     else amx_tiles_hw(a, nkt * 256, mr > 16, pk, nk, acc);
     const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
     const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
@@ -268,9 +272,14 @@ void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0,
     }
 }
 
+void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0, int mr, const uint32_t *pk, int64_t kp,
+                       float *c, int64_t ldc, int nr, float alpha, float beta, int first) {
+    amx_block(amx_mode, at, nkt, i0, kp0, mr, pk, kp, c, ldc, nr, alpha, beta, first);
+}
+
 // A 32 x 32 product of 48 k pairs through the tiles (two k tiles, the second half zeros) against
 // exact integer sums: small integers, so every order of the float32 sums gives the same result
-static int amx_selfcheck(void) {
+static int amx_selfcheck(int mode) {
     uint32_t a[32 * 48], at[2 * 3 * 256], pk[48 * NR];
     float c[32 * 32];
     for (int i = 0; i < 32; i++)
@@ -285,7 +294,7 @@ static int amx_selfcheck(void) {
         }
     gn_bf16_amx_pack_a(a, 48, 32, 48, at);
     for (int i = 0; i < 32 * 32; i++) c[i] = 1.0f;
-    gn_bf16_amx_block(at, 3, 0, 0, 32, pk, 40, c, 32, 32, 1.0f, 1.0f, 1); // c = acc + c
+    amx_block(mode, at, 3, 0, 0, 32, pk, 40, c, 32, 32, 1.0f, 1.0f, 1); // c = acc + c
     for (int i = 0; i < 32; i++)
         for (int n = 0; n < 32; n++) {
             float want = 1.0f;

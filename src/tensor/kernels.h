@@ -92,7 +92,8 @@ int gn_amx_mode(void);
 void gn_bf16_amx_pack_a(const uint32_t *a, int64_t sm, int64_t M, int64_t KP, uint32_t *at);
 // An up to 32 x 32 block of C from A's tiles (row i0, a multiple of 16; pair kp0, a multiple of
 // 16) and a panel pk[kp][32] whose rows kp .. (kp + 15) / 16 * 16 - 1 are zeros (they are read);
-// first, alpha, beta as gn_bf16_kernel; mr <= 32 rows, nr <= 32 columns stored.
+// first, alpha, beta as gn_bf16_kernel; mr <= 32 rows, nr <= 32 columns stored. Only where
+// gn_amx_mode() has returned nonzero.
 void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0, int mr, const uint32_t *pk, int64_t kp,
                        float *c, int64_t ldc, int nr, float alpha, float beta, int first);
 // n floats as bf16 pairs (n odd: a zero pads the last pair)
