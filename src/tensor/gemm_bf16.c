@@ -79,9 +79,11 @@ void gn_bf16_kernel(const uint32_t *a, int64_t sm, int64_t sk, int mr, const uin
 
 // Panel packing for B stored (N, K): v[j] holds 16 k-pairs of column n0 + j0 + j (j < 16);
 // they go to pk[(kp0 + c) * 32 + j0 + j] for c < np — a 16 x 16 transpose of 32-bit words
-// in registers (unpack within 128-bit lanes, then 128-bit lanes across registers).
+// in registers.
+// 16 vectors of 16 words, v[j][c], stored transposed: word c of row j goes to dst[c * stride + j],
+// rows c < np (unpack within 128-bit lanes, then 128-bit lanes across registers)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-void gn_bf16_pack16(uint32_t *pk, int64_t kp0, int j0, __m512i v[16], int np) {
+static inline void transpose16_store(uint32_t *dst, int64_t stride, __m512i v[16], int np) {
     __m512i t[16];
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
@@ -100,9 +102,13 @@ void gn_bf16_pack16(uint32_t *pk, int64_t kp0, int j0, __m512i v[16], int np) {
                         _mm512_shuffle_i32x4(s1, s3, 0x88), _mm512_shuffle_i32x4(s1, s3, 0xDD)};
         for (int L = 0; L < 4; L++) {
             int c = 4 * L + j;
-            if (c < np) _mm512_storeu_si512(pk + (kp0 + c) * NR + j0, o[L]);
+            if (c < np) _mm512_storeu_si512(dst + c * stride, o[L]);
         }
     }
+}
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void gn_bf16_pack16(uint32_t *pk, int64_t kp0, int j0, __m512i v[16], int np) {
+    transpose16_store(pk + kp0 * NR + j0, NR, v, np);
 }
 
 // 16 floats at p and 16 at q as bf16 pairs (p[i], q[i]) in 32-bit lanes
@@ -154,6 +160,24 @@ static void amx_init(void) {
 int gn_amx_mode(void) {
     pthread_once(&amx_once, amx_init);
     return amx_mode && gn_bf16_gemm_available() ? amx_mode : 0;
+}
+
+// the same from A's pairs stored [kp][m] (a[kp * M + i]: A stored (K, M)), 16 x 16 transposes
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void amx_pack_a_t(const uint32_t *a, int64_t M, int64_t KP, uint32_t *at) {
+    const int64_t nmt = (M + 15) / 16, nkt = (KP + 15) / 16;
+    #pragma omp parallel for schedule(static) if (M * KP > 65536)
+    for (int64_t it = 0; it < nmt; it++) {
+        const __mmask16 mm = M - it * 16 >= 16 ? 0xffff : (__mmask16)((1u << (M - it * 16)) - 1);
+        for (int64_t kt = 0; kt < nkt; kt++) {
+            __m512i v[16];
+            for (int c = 0; c < 16; c++) {
+                const int64_t kp = kt * 16 + c;
+                v[c] = kp < KP ? _mm512_maskz_loadu_epi32(mm, a + kp * M + it * 16) : _mm512_setzero_si512();
+            }
+            transpose16_store(at + (it * nkt + kt) * 256, 16, v, 16);
+        }
+    }
 }
 
 void gn_bf16_amx_pack_a(const uint32_t *a, int64_t sm, int64_t M, int64_t KP, uint32_t *at) {
@@ -387,12 +411,13 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
         return;
     }
     const int64_t KP = (K + 1) / 2;
-    // AMX (A stored (M, K), 16 rows or more): A's pairs straight into tiles, blocks of 32 rows
-    const int amx = !ta && M >= 16 && gn_amx_mode();
+    // AMX (16 rows or more), blocks of 32 rows: A stored (M, K) goes straight into tiles, A stored
+    // (K, M) through its pairs [kp][m] and 16 x 16 transposes
+    const int amx = M >= 16 && gn_amx_mode();
     const int64_t nkt = (KP + 15) / 16, KPB = amx ? nkt * 16 : KP; // pairs a small-K panel holds
     uint32_t *at = NULL, *ap = NULL;
     int64_t sm = 0, sk = 0;
-    if (amx) {
+    if (amx && !ta) {
         at = gn_scratch(GN_SCRATCH_GEMM_A, sizeof(uint32_t) * (size_t)((M + 15) / 16 * nkt * 256));
         #pragma omp parallel if (M * K > 65536)
         {
@@ -421,6 +446,10 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
                 __m512i v = r1 ? pairs16(r0 + m, r1 + m, msk) : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + m)));
                 _mm512_mask_storeu_epi32(ap + kp * M + m, msk, v);
             }
+        }
+        if (amx) {
+            at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((M + 15) / 16 * nkt * 256));
+            amx_pack_a_t(ap, M, KP, at);
         }
     }
     }
