@@ -77,9 +77,6 @@ void gn_bf16_kernel(const uint32_t *a, int64_t sm, int64_t sk, int mr, const uin
     }
 }
 
-// Panel packing for B stored (N, K): v[j] holds 16 k-pairs of column n0 + j0 + j (j < 16);
-// they go to pk[(kp0 + c) * 32 + j0 + j] for c < np — a 16 x 16 transpose of 32-bit words
-// in registers.
 // 16 vectors of 16 words, v[j][c], stored transposed: word c of row j goes to dst[c * stride + j],
 // rows c < np (unpack within 128-bit lanes, then 128-bit lanes across registers)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
@@ -106,6 +103,9 @@ static inline void transpose16_store(uint32_t *dst, int64_t stride, __m512i v[16
         }
     }
 }
+// Panel packing for B stored (N, K): v[j] holds 16 k-pairs of column n0 + j0 + j (j < 16);
+// they go to pk[(kp0 + c) * 32 + j0 + j] for c < np — a 16 x 16 transpose of 32-bit words
+// in registers.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 void gn_bf16_pack16(uint32_t *pk, int64_t kp0, int j0, __m512i v[16], int np) {
     transpose16_store(pk + kp0 * NR + j0, NR, v, np);
@@ -430,28 +430,28 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
             }
         }
     } else {
-    // A as pairs along k: [m][kp] (A stored (M, K)) or [kp][m] (A stored (K, M))
-    ap = gn_scratch(GN_SCRATCH_GEMM_A, sizeof(uint32_t) * (size_t)(M * KP));
-    if (!ta) {
-        sm = KP, sk = 1;
-        #pragma omp parallel for schedule(static) if (M * K > 65536)
-        for (int64_t m = 0; m < M; m++) gn_bf16_pairs_row(A + m * lda, K, ap + m * KP);
-    } else {
-        sm = 1, sk = M;
-        #pragma omp parallel for schedule(static) if (M * K > 65536)
-        for (int64_t kp = 0; kp < KP; kp++) {
-            const float *r0 = A + 2 * kp * lda, *r1 = 2 * kp + 1 < K ? r0 + lda : NULL;
-            for (int64_t m = 0; m < M; m += 16) {
-                __mmask16 msk = M - m >= 16 ? 0xffff : (__mmask16)((1u << (M - m)) - 1);
-                __m512i v = r1 ? pairs16(r0 + m, r1 + m, msk) : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + m)));
-                _mm512_mask_storeu_epi32(ap + kp * M + m, msk, v);
+        // A as pairs along k: [m][kp] (A stored (M, K)) or [kp][m] (A stored (K, M))
+        ap = gn_scratch(GN_SCRATCH_GEMM_A, sizeof(uint32_t) * (size_t)(M * KP));
+        if (!ta) {
+            sm = KP, sk = 1;
+            #pragma omp parallel for schedule(static) if (M * K > 65536)
+            for (int64_t m = 0; m < M; m++) gn_bf16_pairs_row(A + m * lda, K, ap + m * KP);
+        } else {
+            sm = 1, sk = M;
+            #pragma omp parallel for schedule(static) if (M * K > 65536)
+            for (int64_t kp = 0; kp < KP; kp++) {
+                const float *r0 = A + 2 * kp * lda, *r1 = 2 * kp + 1 < K ? r0 + lda : NULL;
+                for (int64_t m = 0; m < M; m += 16) {
+                    __mmask16 msk = M - m >= 16 ? 0xffff : (__mmask16)((1u << (M - m)) - 1);
+                    __m512i v = r1 ? pairs16(r0 + m, r1 + m, msk) : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + m)));
+                    _mm512_mask_storeu_epi32(ap + kp * M + m, msk, v);
+                }
+            }
+            if (amx) {
+                at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((M + 15) / 16 * nkt * 256));
+                amx_pack_a_t(ap, M, KP, at);
             }
         }
-        if (amx) {
-            at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((M + 15) / 16 * nkt * 256));
-            amx_pack_a_t(ap, M, KP, at);
-        }
-    }
     }
     // Small K (LoRA's products through its rank: y += s (x A^T) B^T, dx += s z A), all of op(B)
     // packed once (at most 768 KiB: in L2), then each task one block of MR rows across all the
