@@ -157,6 +157,20 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def bf16_share(a, share_f32):
+    """A share of the f32 FMA peak restated against the bf16 products' peaks the probe measured
+    (the prefill and training products run in bf16): '; x% of the bf16 dot peak ...'."""
+    if share_f32 is None:
+        return ""
+    fl = share_f32 * a.peak_gflops
+    out = ""
+    if getattr(a, "bf16_gflops", 0):
+        out += f"; {100 * fl / a.bf16_gflops:.1f}% of the {a.bf16_gflops:g} GFLOP/s bf16 dot peak"
+    if getattr(a, "amx_gflops", 0):
+        out += f"; {100 * fl / a.amx_gflops:.1f}% of the {a.amx_gflops:g} GFLOP/s AMX bf16 peak"
+    return out
+
+
 def inf_row(j, key):
     """(ours, peer, ratio, ours share, ours limit, peer share, peer limit) of a bench_inference
     JSON row: key 'prefill' or 'decode'."""
@@ -186,7 +200,7 @@ def build_rows(a, jA, jB, jC, jD, jE):
     g, l, rt, gs, gl, ls, ll = inf_row(jA, "prefill")
     add("2", f"prefill {N} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.5", g, l, rt, pct(gs, gl),
         verdict([("ratio", rt, ">=", 1.5)]) if jA else "not run",
-        note=f"share of the {a.peak_gflops:g} GFLOP/s f32 FMA peak; llama.cpp: {pct(ls, ll)}")
+        note=f"share of the {a.peak_gflops:g} GFLOP/s f32 FMA peak{bf16_share(a, gs)}; llama.cpp: {pct(ls, ll)}")
     # 3: training
     if jD:
         seq, acc, st = jD["seq_tokens"], jD["grad_accum"], jD["steps"]
@@ -197,7 +211,7 @@ def build_rows(a, jA, jB, jC, jD, jE):
             "ratio ≥ 2, share ≥ 40%", g, p, rt, pct(ratio(g, lim), lim),
             verdict([("ratio", rt, ">=", 2.0), ("share", ratio(g, lim), ">=", 0.40)]),
             note=f"share = 6 × {jD['params'] / 1e6:.1f}M params × tok/s ÷ {jD['peak_gflops']:g} GFLOP/s"
-                 + (f"; peer: {pct(ratio(p, lim), lim)}" if p else ""))
+                 + bf16_share(a, ratio(g, lim)) + (f"; peer: {pct(ratio(p, lim), lim)}" if p else ""))
         gr, pr = jD["guanaco_rss_mb"], jD["peer_rss_mb"]
         rt = ratio(gr, pr)
         add("3b", "QLoRA train peak RSS MB (same runs)", "ratio ≤ 0.5", gr, pr, rt, "—",
@@ -268,7 +282,7 @@ def sized_rows(a, size, jI, jT, jL):
         note=f"{S}: llama.cpp {pct(ls, ll)} of its own bytes per token")
     g, l, rt, gs, gl, ls, ll = inf_row(jI, "prefill")
     add(f"7-{size}", f"{S} prefill {N} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.5", g, l, rt, pct(gs, gl),
-        verdict([("ratio", rt, ">=", 1.5)]) if jI else "not run")
+        verdict([("ratio", rt, ">=", 1.5)]) if jI else "not run", note=bf16_share(a, gs).lstrip("; "))
     if jT:
         gt, pt, lim = jT["guanaco_tps"], jT["peer_tps"], jT["limit_tps"]
         gr, pr = jT["guanaco_rss_mb"], jT["peer_rss_mb"]
@@ -277,7 +291,8 @@ def sized_rows(a, size, jI, jT, jL):
         if pt:
             rt = ratio(gt, pt)
             add(f"8-{size}", f"{S} QLoRA train tok/s, NF4 r64 ({what}) vs PyTorch+PEFT+bnb", "ratio ≥ 2", gt, pt, rt,
-                pct(ratio(gt, lim), lim), verdict([("ratio", rt, ">=", 2.0)]))
+                pct(ratio(gt, lim), lim), verdict([("ratio", rt, ">=", 2.0)]),
+                note=bf16_share(a, ratio(gt, lim)).lstrip("; "))
             rt = ratio(gr, pr)
             add(f"8b-{size}", f"{S} QLoRA train peak RSS MB (same runs)", "ratio ≤ 0.5", gr, pr, rt, "—",
                 verdict([("ratio", rt, "<=", 0.5)]), spec=".0f")
@@ -500,9 +515,14 @@ def main():
     if a.peak_gflops is None:
         a.peak_gflops = round(jP["peak_gflops"], 0) if jP else 515.0
         measured.append("FMA peak " + ("measured" if jP else "515 GFLOP/s assumed (no probe)"))
+    # the bf16 products' own limits where the probe measured them (AVX512_BF16 dot products, AMX tiles)
+    a.bf16_gflops = round(jP.get("bf16_gflops", 0.0), 0) if jP else 0.0
+    a.amx_gflops = round(jP.get("amx_gflops", 0.0), 0) if jP else 0.0
     a.limits_note = (f"limits: read bandwidth {a.bw_gbs:g} GB/s, f32 FMA peak {a.peak_gflops:g} GFLOP/s with {T} threads"
                      + (f" ({', '.join(measured)} by build/bench/probe_machine, {jP['simd']} vectors, this run)"
-                        if jP and measured else " (given)"))
+                        if jP and measured else " (given)")
+                     + (f"; bf16 dot peak {a.bf16_gflops:g} GFLOP/s" if a.bf16_gflops else "")
+                     + (f"; AMX bf16 peak {a.amx_gflops:g} GFLOP/s" if a.amx_gflops else ""))
     print(a.limits_note, flush=True)
     common = ["-m", a.model, "--prompt-tokens", str(a.prompt_tokens), "--gen-tokens", str(a.gen_tokens),
               "--peak-gflops", str(a.peak_gflops), "--bw-gbs", str(a.bw_gbs), "--out", sub]

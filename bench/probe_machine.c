@@ -5,6 +5,10 @@
  *                   AVX-512 loads, 4 independent sums), best of 5 passes: bytes / time
  *   f32 FMA peak    T threads each run 12 independent chains of vector FMAs (registers
  *                   only) for 200 M lane-FMAs: 2 FLOPs per lane-FMA / time, best of 3
+ *   bf16 dot peak   (AVX512_BF16) the same with vdpbf16ps: 4 FLOPs per lane (two products and
+ *                   their sums), the limit of the bf16 products (prefill, training) there
+ *   AMX bf16 peak   (AMX tiles in use) four independent tdpbf16ps on resident tiles per round:
+ *                   2 x 16 x 16 x 32 FLOPs each
  *
  * Both use the widest vector this CPU has (the GN_SIMD level the kernels chose, printed),
  * so on an AVX2-only CPU the peak is the 8-lane FMA peak. The limits are yardsticks for the
@@ -98,6 +102,19 @@ __attribute__((target("avx2,fma"))) static float fma_avx2(long iters) {
     return t[0] + t[7];
 }
 
+__attribute__((target("avx512f,avx512bf16"))) static float dot_bf16(long iters) {
+    __m512 acc[CHAINS];
+    const __m512bh m = (__m512bh)_mm512_set1_epi16(0x3f80), k = (__m512bh)_mm512_set1_epi16(0x3380); // 1, 6e-8
+    for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < iters; it++) {
+        #pragma GCC unroll 16
+        for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_dpbf16_ps(acc[i], m, k);
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < CHAINS; i++) s = _mm512_add_ps(s, acc[i]);
+    return _mm512_reduce_add_ps(s);
+}
+
 static float fma_scalar(long iters) {
     float acc[CHAINS];
     for (int i = 0; i < CHAINS; i++) acc[i] = (float)i;
@@ -156,12 +173,37 @@ int main(int argc, char **argv) {
         sink += s;
         if (fl > best_fl) best_fl = fl;
     }
+    double best_bf = 0, best_amx = 0;
+    if (gn_bf16_gemm_available()) {
+        const long bi = 200000000L / CHAINS / 16;
+        for (int pass = 0; pass < 3; pass++) {
+            double t0 = now_s();
+            float s = 0;
+            #pragma omp parallel reduction(+ : s)
+            s += dot_bf16(bi);
+            double dt = now_s() - t0, fl = 4.0 * (double)bi * CHAINS * 16 * nth / dt / 1e9;
+            sink += s;
+            if (fl > best_bf) best_bf = fl;
+        }
+    }
+    if (gn_amx_mode() == 1) {
+        const long rounds = 2000000L;
+        for (int pass = 0; pass < 3; pass++) {
+            double t0 = now_s();
+            #pragma omp parallel
+            gn_bf16_amx_spin(rounds);
+            double dt = now_s() - t0, fl = 4.0 * 2.0 * 16 * 16 * 32 * (double)rounds * nth / dt / 1e9;
+            if (fl > best_amx) best_amx = fl;
+        }
+    }
     (void)sink;
     printf("probe: %d threads, %s kernels (%d f32 lanes)\n", nth, gn_simd_name(), lanes);
     printf("read bandwidth   %.1f GB/s   (%ld MiB buffer, best of 5)\n", best_bw, mib);
     printf("f32 FMA peak     %.1f GFLOP/s (%d chains of %d-lane FMAs per thread, best of 3)\n", best_fl, CHAINS, lanes);
+    if (best_bf > 0) printf("bf16 dot peak    %.1f GFLOP/s (%d chains of vdpbf16ps per thread, best of 3)\n", best_bf, CHAINS);
+    if (best_amx > 0) printf("AMX bf16 peak    %.1f GFLOP/s (4 tdpbf16ps on resident tiles a round, best of 3)\n", best_amx);
     if (json)
-        printf("{\"threads\": %d, \"simd\": \"%s\", \"lanes\": %d, \"bw_gbs\": %.2f, \"peak_gflops\": %.2f}\n", nth,
-               gn_simd_name(), lanes, best_bw, best_fl);
+        printf("{\"threads\": %d, \"simd\": \"%s\", \"lanes\": %d, \"bw_gbs\": %.2f, \"peak_gflops\": %.2f, "
+               "\"bf16_gflops\": %.2f, \"amx_gflops\": %.2f}\n", nth, gn_simd_name(), lanes, best_bw, best_fl, best_bf, best_amx);
     return 0;
 }

@@ -301,6 +301,22 @@ void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0,
     amx_block(amx_mode, at, nkt, i0, kp0, mr, pk, kp, c, ldc, nr, alpha, beta, first);
 }
 
+// For the machine probe (bench/probe_machine.c): n rounds of four tdpbf16ps on tiles loaded
+// once (no memory traffic), 4 x 16 x 16 x 32 multiply-adds a round; the hardware tiles only
+__attribute__((target("amx-tile,amx-bf16")))
+void gn_bf16_amx_spin(int64_t n) {
+    static const uint32_t ones[256] __attribute__((aligned(64))) = {0}; // zeros: the sums stay finite
+    _tile_loadconfig(&amx_cfg);
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    _tile_loadd(4, ones, 64); _tile_loadd(5, ones, 64); _tile_loadd(6, ones, 64); _tile_loadd(7, ones, 64);
+    for (int64_t i = 0; i < n; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+}
+
 // A 32 x 32 product of 48 k pairs through the tiles (two k tiles, the second half zeros) against
 // exact integer sums: small integers, so every order of the float32 sums gives the same result
 static int amx_selfcheck(int mode) {

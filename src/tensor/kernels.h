@@ -96,6 +96,9 @@ void gn_bf16_amx_pack_a(const uint32_t *a, int64_t sm, int64_t M, int64_t KP, ui
 // gn_amx_mode() has returned nonzero.
 void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0, int mr, const uint32_t *pk, int64_t kp,
                        float *c, int64_t ldc, int nr, float alpha, float beta, int first);
+// n rounds of four tile products on tiles loaded once (the probe of the AMX bf16 peak: 4 x 16 x 16
+// x 32 multiply-adds a round); only where gn_amx_mode() is 1
+void gn_bf16_amx_spin(int64_t n);
 // n floats as bf16 pairs (n odd: a zero pads the last pair)
 void gn_bf16_pairs_row(const float *x, int64_t n, uint32_t *dst);
 
