@@ -37,6 +37,22 @@ int gn_bf16_gemm_available(void) {
 #define NR GN_BF16_NR
 #define MR GN_BF16_MR
 
+// One row of a C tile from its sums lo (columns 0-15) and hi (16-31), nr columns stored: first:
+// alpha sum + beta C (C not read where beta is 0), else C += alpha sum
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static inline void store_c_row(float *o, __m512 lo, __m512 hi, int nr, float alpha, float beta, int first) {
+    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int h = 0; h < 2; h++) {
+        const __mmask16 m = h ? m1 : m0;
+        __m512 v = _mm512_mul_ps(h ? hi : lo, va);
+        if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, o + 16 * h));
+        else if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, o + 16 * h), v);
+        _mm512_mask_storeu_ps(o + 16 * h, m, v);
+    }
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 void gn_bf16_kernel(const uint32_t *a, int64_t sm, int64_t sk, int mr, const uint32_t *pk, int64_t kp, float *c,
                     int64_t ldc, int nr, float alpha, float beta, int first) {
@@ -62,19 +78,7 @@ void gn_bf16_kernel(const uint32_t *a, int64_t sm, int64_t sk, int mr, const uin
             acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, b1);
         }
     }
-    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    for (int i = 0; i < mr; i++) {
-        float *o = c + i * ldc;
-        for (int h = 0; h < 2; h++) {
-            __mmask16 m = h ? m1 : m0;
-            __m512 v = _mm512_mul_ps(acc[i][h], va);
-            if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, o + 16 * h));
-            else if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, o + 16 * h), v);
-            _mm512_mask_storeu_ps(o + 16 * h, m, v);
-        }
-    }
+    for (int i = 0; i < mr; i++) store_c_row(c + i * ldc, acc[i][0], acc[i][1], nr, alpha, beta, first);
 }
 
 // 16 vectors of 16 words, v[j][c], stored transposed: word c of row j goes to dst[c * stride + j],
@@ -281,19 +285,8 @@ static void amx_block(int mode, const uint32_t *at, int64_t nkt, int64_t i0, int
     const int64_t nk = (kp + 15) / 16;
     if (mode == 2) amx_tiles_emu(a, nkt * 256, mr > 16, pk, nk, acc);
     else amx_tiles_hw(a, nkt * 256, mr > 16, pk, nk, acc);
-    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    for (int i = 0; i < mr; i++) {
-        float *o = c + i * ldc;
-        for (int h = 0; h < 2; h++) {
-            __mmask16 m = h ? m1 : m0;
-            __m512 v = _mm512_mul_ps(_mm512_load_ps(acc + i * 32 + 16 * h), va);
-            if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, o + 16 * h));
-            else if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, o + 16 * h), v);
-            _mm512_mask_storeu_ps(o + 16 * h, m, v);
-        }
-    }
+    for (int i = 0; i < mr; i++)
+        store_c_row(c + i * ldc, _mm512_load_ps(acc + i * 32), _mm512_load_ps(acc + i * 32 + 16), nr, alpha, beta, first);
 }
 
 void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0, int mr, const uint32_t *pk, int64_t kp,
