@@ -265,6 +265,7 @@ static inline void amx_tiles(int emu, const uint32_t *a, int64_t astep, int two,
         AMX_STORE(2, acc + 16 * 32, 4 * 32);
         AMX_STORE(3, acc + 16 * 32 + 16, 4 * 32);
     }
+    if (!emu) _tile_release(); // tiles not in use between calls: nothing of them for a context switch to save
     __asm__ volatile("" ::: "memory"); // ... and write memory it does not see written
 }
 __attribute__((target("amx-tile,amx-bf16"), noinline))
@@ -308,6 +309,7 @@ void gn_bf16_amx_spin(int64_t n) {
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
+    _tile_release();
 }
 
 // A 32 x 32 product of 48 k pairs through the tiles (two k tiles, the second half zeros) against
