@@ -20,23 +20,12 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD, ROOT, sanitizer_builds, sanitizer_report
+from conftest import BUILD, ROOT, cpu_flags, sanitizer_builds, sanitizer_report
 
 SOURCES = sorted(p.stem for p in (ROOT / "tests").glob("test_*.c"))
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-FLAGS = _cpu_flags()
+FLAGS = set(cpu_flags())
 # what the library's dispatch asks of the CPU for each level (kernels_cpu.c, detect())
 LEVEL_NEEDS = {"scalar": set(), "avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512bw", "avx512vl"}}
 LEVEL_NEEDS["amx"] = LEVEL_NEEDS["avx512"] | {"avx512_bf16", "amx_tile", "amx_bf16"}
