@@ -37,8 +37,8 @@ static float *fzalloc(size_t n) { return zalloc64(n * sizeof(float)); }
 // chunk, so a 512-token prompt in one chunk unpacks them once, not twice (with chunks of 256 a
 // 7B prefill on 2 Zen 4 cores spent ~8% of its time unpacking; 512: 1.1B prefill +4%, 7B +1.5%
 // in interleaved pairs); the activations of a chunk (float32, ~90 MB at 7B shapes) are what it
-// costs. GN_PREFILL_CHUNK=N (1..4096) sets it (the
-// tests cross chunk boundaries with short prompts that way).
+// costs. GN_PREFILL_CHUNK=N (1..4096) sets it (the tests cross chunk boundaries with short
+// prompts that way).
 static int prefill_chunk(void) {
     static int n = 0;
     if (!n) {

@@ -1572,25 +1572,32 @@ static void nf4_fill_panel(const gn_quant4_state *w, __m512 code, int direct, in
     }
 }
 
-// out (T, R) = x @ W^T with x given as bf16 pairs (bf16_pairs), rounded to bf16 at the end.
+// AMX: the bf16 pairs of x (T, C) as tiles (gn_bf16_amx_pack_a), made once for all the products
+// of one input (q/k/v, gate/up); NULL where the tiles are not in use. Valid until the next call.
+static const uint32_t *amx_inputs(const uint32_t *xp, int64_t T, int64_t C) {
+    if (!gn_amx_mode()) return NULL;
+    const int64_t KP = (C + 1) / 2, nkt = (KP + 15) / 16;
+    uint32_t *at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((T + 15) / 16 * nkt * 256));
+    gn_bf16_amx_pack_a(xp, KP, T, KP, at);
+    return at;
+}
+
+// out (T, R) = x @ W^T with x given as bf16 pairs (bf16_pairs) and, on AMX, as tiles (amx_inputs),
+// rounded to bf16 at the end.
 // A task takes G panels of 32 weight rows: G = 1 on AVX512_BF16 (the activations of all T rows
 // stream past each panel, broadcast 32 bits at a time); on AMX up to 4 (the tiles go through a
 // panel several times faster, and a block of 32 rows of activation tiles, 128 KiB at k 2048,
 // then serves 4 panels from L2 instead of coming again from L3 for each), fewer where that
 // leaves less than 8 tasks a thread or the panels (128 KiB each) would take more than half of L2
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-static void nf4_gemm_bf16(float *out, const uint32_t *xp, const gn_quant4_state *w, int64_t T) {
+static void nf4_gemm_bf16(float *out, const uint32_t *xp, const uint32_t *at, const gn_quant4_state *w, int64_t T) {
     const int64_t R = w->rows, C = w->cols, Cp = (C + 1) & ~(int64_t)1, KP = Cp / 2;
     const int64_t npan = (R + BG_NR - 1) / BG_NR;
     const int direct = C % w->blocksize == 0 && w->blocksize % 32 == 0 && !getenv_gemm_rows();
     const __m512 code = _mm512_loadu_ps(w->code);
-    // AMX: the inputs as tiles once (each panel's blocks of 32 rows then run on tdpbf16ps)
     const int64_t nkt = (KP + 15) / 16;
-    uint32_t *at = NULL;
     int G = 1;
-    if (gn_amx_mode()) {
-        at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((T + 15) / 16 * nkt * 256));
-        gn_bf16_amx_pack_a(xp, KP, T, KP, at);
+    if (at) {
         const int64_t g = npan / (8 * (int64_t)gn_get_threads()), gl2 = gn_cpu_l2_bytes() / (256 << 10); // panels of 128 KiB
         const int64_t gmax = gl2 < 1 ? 1 : gl2 > 4 ? 4 : gl2;
         G = g > gmax ? (int)gmax : g < 1 ? 1 : (int)g;
@@ -1763,7 +1770,7 @@ static void nf4_matmul_rounded(float *out, const float *inp, const gn_quant4_sta
     }
     if (gemm_bf16_ok(w)) {
         uint32_t *xp = bf16_pairs(inp, T, C);
-        nf4_gemm_bf16(out, xp, w, T);
+        nf4_gemm_bf16(out, xp, amx_inputs(xp, T, C), w, T);
         return;
     }
     // T > 1: each thread dequantizes 64-row tiles of W to f32 and runs a
@@ -2061,7 +2068,8 @@ static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_stat
     for (int i = 0; i < n; i++) all_gemm &= gemm_bf16_ok(ws[i]) && !small_t_ok(ws[i], T, level_for(ws[i]));
     if (all_gemm) { // the bf16 pairs are the rounded input: made once for q/k/v or gate/up
         uint32_t *xp = bf16_pairs(inp, T, C);
-        for (int i = 0; i < n; i++) nf4_gemm_bf16(outs[i], xp, ws[i], T);
+        const uint32_t *at = amx_inputs(xp, T, C);
+        for (int i = 0; i < n; i++) nf4_gemm_bf16(outs[i], xp, at, ws[i], T);
         return;
     }
     int all_i16 = T > NF4_SMALL_T;
@@ -2089,7 +2097,7 @@ void gn_nf4_matmul(float *out, const float *inp, const gn_quant4_state *w, int64
     if (w->wdtype == GN_DTYPE_F32) { nf4_matmul_rounded(out, inp, w, T); return; }
     if (T > 1 && gemm_bf16_ok(w)) { // the bf16 pairs are the rounded input
         uint32_t *xp = bf16_pairs(inp, T, C);
-        nf4_gemm_bf16(out, xp, w, T);
+        nf4_gemm_bf16(out, xp, amx_inputs(xp, T, C), w, T);
         return;
     }
     float *xr = gn_malloc(sizeof(float) * (size_t)(T * C)); // the input in the compute dtype

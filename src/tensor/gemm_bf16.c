@@ -422,8 +422,9 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
         return;
     }
     const int64_t KP = (K + 1) / 2;
-    // AMX (16 rows or more), blocks of 32 rows: A stored (M, K) goes straight into tiles, A stored
-    // (K, M) through its pairs [kp][m] and 16 x 16 transposes
+    // AMX (16 rows or more), blocks of 32 rows: A stored (M, K) goes straight into tiles a row at a
+    // time (no pairs copy beside them: the head's input gradient has K = the vocabulary, 50 MB of
+    // pairs), A stored (K, M) through its pairs [kp][m] and 16 x 16 transposes
     const int amx = M >= 16 && gn_amx_mode();
     const int64_t nkt = (KP + 15) / 16, KPB = amx ? nkt * 16 : KP; // pairs a small-K panel holds
     uint32_t *at = NULL, *ap = NULL;
