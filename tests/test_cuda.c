@@ -603,8 +603,8 @@ static void test_attention(void) {
         float *dO = rand_f32((size_t)T * qd, 1.0f);
         float *o = malloc(4 * (size_t)T * qd), *P = malloc(4 * NH * TT);
         float *gq = malloc(4 * (size_t)T * qd), *gk = malloc(4 * (size_t)T * kvd), *gv = malloc(4 * (size_t)T * kvd);
-        gn_op_attention_fwd_ref(o, P, q, k, v, T, NH, NKV, hs);
-        gn_op_attention_bwd_ref(gq, gk, gv, P, q, k, v, o, dO, T, NH, NKV, hs);
+        gn_op_attention_fwd_ref(o, P, q, k, v, T, NH, NKV, hs, 0);
+        gn_op_attention_bwd_ref(gq, gk, gv, P, q, k, v, o, dO, T, NH, NKV, hs, 0);
         float *d_q = to_dev(q, (size_t)T * qd), *d_k = to_dev(k, (size_t)T * kvd), *d_v = to_dev(v, (size_t)T * kvd);
         float *d_dO = to_dev(dO, (size_t)T * qd), *d_o = gn_cuda_malloc(4 * (size_t)T * qd, "t");
         float *d_P = gn_cuda_malloc(4 * NH * TT, "t"), *d_s = gn_cuda_malloc(4 * gn_cuda_train_attn_scratch(T), "t");

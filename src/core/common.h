@@ -43,7 +43,7 @@ int gn_env_switch(const char *name, int *cache);
 // until this thread asks for the same slot again; freed when the thread exits. (A fresh
 // allocation per call of the 50 MB the head's gradient needs page-faulted it in again
 // every sequence.)
-enum { GN_SCRATCH_GEMM_A, GN_SCRATCH_GEMM_B, GN_SCRATCH_NF4_X, GN_SCRATCH_NF4_W, GN_SCRATCH_PANEL, GN_SCRATCH_ROWS, GN_SCRATCH_DECODE, GN_SCRATCH_AMX_A, GN_SCRATCH_SLOTS };
+enum { GN_SCRATCH_GEMM_A, GN_SCRATCH_GEMM_B, GN_SCRATCH_NF4_X, GN_SCRATCH_NF4_W, GN_SCRATCH_PANEL, GN_SCRATCH_ROWS, GN_SCRATCH_DECODE, GN_SCRATCH_AMX_A, GN_SCRATCH_ATT, GN_SCRATCH_SLOTS };
 void *gn_scratch(int slot, size_t n);
 
 // Logging through the settable sink (default stderr). The library never prints

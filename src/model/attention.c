@@ -25,6 +25,12 @@
  *
  * Threads: OpenMP over (head, block) tasks, dynamic, largest first; OpenBLAS
  * runs single-threaded inside them (gn_blas_single_thread), as in kernels_cpu.c.
+ *
+ * bf16 (a bf16 training run, as qlora's autocast runs attention): every product takes
+ * bf16 inputs and float32 sums (gn_gemm_bf16_panels: vdpbf16ps, AMX tiles), the softmax
+ * and D stay float32. The operand every task of a group or head shares (K_g, V_g in
+ * both layouts, dO_h, Q_h) is packed once per call into panels, so a task converts only
+ * its own block of rows. Where the CPU has no bf16 products the float32 path runs.
  */
 #include "ops.h"
 
@@ -34,6 +40,12 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+// GN_ATT_F32=1: the float32 products in a bf16 run too (the path before the bf16 one)
+static int bf16_on(int bf16) {
+    static int off = -1;
+    return bf16 && gn_bf16_gemm_available() && !gn_env_switch("GN_ATT_F32", &off);
+}
 
 static int nblocks(int T, int rb) { return (T + rb - 1) / rb; }
 static int block_end(int b, int T, int rb) { return (b + 1) * rb < T ? (b + 1) * rb : T; }
@@ -53,12 +65,54 @@ size_t gn_op_attention_scratch(int n_keys, int nthreads) {
 // ----------------------------------------------------------------------------
 // forward
 
+// rows [pos0, pos0 + nrows) of one head, as gn_attn_causal_rows but with bf16 products against
+// the group's packed keys kp (op(B) = K^T: hs x nkeys) and values vp (nkeys x hs)
+static void causal_rows_bf16(float *out, int64_t ostride, const float *q, int64_t qstride, const uint32_t *kp,
+                             const uint32_t *vp, int nkeys, int nrows, int pos0, int hs, float scale, float *S,
+                             int64_t sstride) {
+    const int n = pos0 + nrows;
+    gn_gemm_bf16_panels(0, nrows, n, hs, scale, q, qstride, kp, hs, 0, 0.0f, S, sstride);
+    for (int i = 0; i < nrows; i++) {
+        float *row = S + (int64_t)i * sstride;
+        const int valid = pos0 + i + 1;
+        gn_softmax(row, valid);
+        memset(row + valid, 0, sizeof(float) * (size_t)(n - valid));
+    }
+    gn_gemm_bf16_panels(0, nrows, hs, n, 1.0f, S, sstride, vp, nkeys, 0, 0.0f, out, ostride);
+}
+
 void gn_op_attention_fwd(float *o, float *P, const float *q, const float *k, const float *v, int T, int pos0, int NH,
-                         int NKV, int hs, float *scratch, int nthreads) {
+                         int NKV, int hs, float *scratch, int nthreads, int bf16) {
     if (T <= 0 || hs <= 0) return;
     const int rb = P ? GN_ATT_RB_KEPT : GN_ATT_RB;
     const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs, nb = nblocks(T, rb), nk = pos0 + T;
     const float scale = 1.0f / sqrtf((float)hs);
+    if (bf16_on(bf16)) {
+        const int64_t wk = gn_bf16_panels_words(nk, hs), wv = gn_bf16_panels_words(hs, nk);
+        uint32_t *pan = gn_scratch(GN_SCRATCH_ATT, sizeof(uint32_t) * (size_t)(NKV * (wk + wv)));
+        #pragma omp parallel num_threads(team_size(nthreads))
+        {
+            #pragma omp for schedule(dynamic, 1)
+            for (int t = 0; t < 2 * NKV; t++) { // K_g^T and V_g of each group
+                const int g = t / 2;
+                if (t % 2 == 0) gn_bf16_pack_panels(1, nk, hs, k + (size_t)g * hs, kvd, pan + g * wk);
+                else gn_bf16_pack_panels(0, hs, nk, v + (size_t)g * hs, kvd, pan + NKV * wk + g * wv);
+            }
+            #pragma omp for schedule(dynamic, 1)
+            for (int task = 0; task < NH * nb; task++) {
+                int b = nb - 1 - task / NH, h = task % NH, g = h / grp;
+                int r0 = b * rb, n = block_end(b, T, rb) - r0;
+                int th = 0;
+#ifdef _OPENMP
+                th = omp_get_thread_num();
+#endif
+                float *S = P ? P + ((size_t)h * T + (size_t)r0) * (size_t)nk : scratch + (size_t)th * (size_t)rb * (size_t)nk;
+                causal_rows_bf16(o + (size_t)r0 * qd + (size_t)h * hs, qd, q + (size_t)r0 * qd + (size_t)h * hs, qd,
+                                 pan + g * wk, pan + NKV * wk + g * wv, nk, n, pos0 + r0, hs, scale, S, nk);
+            }
+        }
+        return;
+    }
     gn_blas_single_thread();
     #pragma omp parallel for schedule(dynamic, 1) num_threads(team_size(nthreads))
     for (int task = 0; task < NH * nb; task++) {
@@ -75,8 +129,11 @@ void gn_op_attention_fwd(float *o, float *P, const float *q, const float *k, con
     }
 }
 
+// a product's input as the op reads it: rounded to bf16 in a bf16 run
+static double in16(float x, int bf16) { return bf16 ? (double)gn_bf16_to_f32(gn_f32_to_bf16(x)) : (double)x; }
+
 void gn_op_attention_fwd_ref(float *o, float *P, const float *q, const float *k, const float *v, int T, int NH,
-                             int NKV, int hs) {
+                             int NKV, int hs, int bf16) {
     const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs;
     const float scale = 1.0f / sqrtf((float)hs);
     for (int h = 0; h < NH; h++)
@@ -87,14 +144,14 @@ void gn_op_attention_fwd_ref(float *o, float *P, const float *q, const float *k,
             for (int j = 0; j <= t; j++) {
                 const float *kv = k + (size_t)j * kvd + (size_t)g * hs;
                 double s = 0.0;
-                for (int i = 0; i < hs; i++) s += (double)qv[i] * kv[i];
+                for (int i = 0; i < hs; i++) s += in16(qv[i], bf16) * in16(kv[i], bf16);
                 p[j] = (float)s * scale;
             }
             gn_softmax_ref(p, t + 1);
             float *ov = o + (size_t)t * qd + (size_t)h * hs;
             for (int i = 0; i < hs; i++) {
                 double s = 0.0;
-                for (int j = 0; j <= t; j++) s += (double)p[j] * v[(size_t)j * kvd + (size_t)g * hs + (size_t)i];
+                for (int j = 0; j <= t; j++) s += in16(p[j], bf16) * in16(v[(size_t)j * kvd + (size_t)g * hs + (size_t)i], bf16);
                 ov[i] = (float)s;
             }
         }
@@ -119,13 +176,87 @@ static void kv_block(float *out, const float *M, const float *X, int b, int g, i
     }
 }
 
+// kv_block with bf16 products: X_h's rows packed (xp + h * wx: op(B) = X_h, T x hs)
+static void kv_block_bf16(float *out, const float *M, const uint32_t *xp, int64_t wx, int b, int g, int T, int grp,
+                          int hs, int kvd) {
+    const size_t TT = (size_t)T * (size_t)T;
+    int c0 = b * GN_ATT_RB_KEPT, n = block_end(b, T, GN_ATT_RB_KEPT) - c0;
+    for (int j = 0; j < grp; j++) {
+        int h = g * grp + j;
+        gn_gemm_bf16_panels(1, n, hs, T - c0, 1.0f, M + (size_t)h * TT + (size_t)c0 * T + c0, T, xp + h * wx, T, c0,
+                            j ? 1.0f : 0.0f, out + (size_t)c0 * kvd + (size_t)g * hs, kvd);
+    }
+}
+
+// the score gradients of rows [r0, r0 + n) of head h in place of their probabilities S (row
+// stride T), from dP (row stride r1 = r0 + n)
+static void scores_grad(float *S, const float *dP, const float *dOh, const float *o, int r0, int n, int T, int h, int hs,
+                        int qd, float scale) {
+    const int r1 = r0 + n;
+    for (int i = 0; i < n; i++) {
+        int t = r0 + i;
+        float D = gn_dot_f32(dOh + (size_t)i * qd, o + (size_t)t * qd + (size_t)h * hs, hs);
+        float *p = S + (size_t)i * T;
+        const float *dp = dP + (size_t)i * r1;
+        #pragma omp simd
+        for (int j = 0; j <= t; j++) p[j] = p[j] * (dp[j] - D) * scale;
+        memset(p + t + 1, 0, sizeof(float) * (size_t)(r1 - t - 1));
+    }
+}
+
+static void attention_bwd_bf16(float *dq, float *dk, float *dv, float *P, const float *q, const float *k,
+                               const float *v, const float *o, const float *dO, int T, int NH, int NKV, int hs,
+                               float *scratch, int nthreads) {
+    const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs, nb = nblocks(T, GN_ATT_RB_KEPT);
+    const size_t TT = (size_t)T * (size_t)T;
+    const float scale = 1.0f / sqrtf((float)hs);
+    // panels: K_g (T x hs) and V_g^T (hs x T) of each group, dO_h and Q_h (T x hs) of each head
+    const int64_t wn = gn_bf16_panels_words(hs, T), wt = gn_bf16_panels_words(T, hs);
+    uint32_t *pan = gn_scratch(GN_SCRATCH_ATT, sizeof(uint32_t) * (size_t)(NKV * (wn + wt) + 2 * NH * wn));
+    uint32_t *kn = pan, *vt = kn + NKV * wn, *don = vt + NKV * wt, *qn = don + NH * wn;
+    #pragma omp parallel num_threads(nthreads)
+    {
+        int ith = 0;
+#ifdef _OPENMP
+        ith = omp_get_thread_num();
+#endif
+        float *dP = scratch + (size_t)ith * GN_ATT_RB_KEPT * (size_t)T;
+        #pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < 2 * NKV + 2 * NH; t++) {
+            if (t < NKV) gn_bf16_pack_panels(0, hs, T, k + (size_t)t * hs, kvd, kn + t * wn);
+            else if (t < 2 * NKV) gn_bf16_pack_panels(1, T, hs, v + (size_t)(t - NKV) * hs, kvd, vt + (t - NKV) * wt);
+            else if (t < 2 * NKV + NH) gn_bf16_pack_panels(0, hs, T, dO + (size_t)(t - 2 * NKV) * hs, qd, don + (t - 2 * NKV) * wn);
+            else gn_bf16_pack_panels(0, hs, T, q + (size_t)(t - 2 * NKV - NH) * hs, qd, qn + (t - 2 * NKV - NH) * wn);
+        }
+        #pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < NKV * nb; task++) kv_block_bf16(dv, P, don, wn, task / NKV, task % NKV, T, grp, hs, kvd);
+        #pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < NH * nb; task++) {
+            int b = nb - 1 - task / NH, h = task % NH, g = h / grp;
+            int r0 = b * GN_ATT_RB_KEPT, r1 = block_end(b, T, GN_ATT_RB_KEPT), n = r1 - r0;
+            const float *dOh = dO + (size_t)r0 * qd + (size_t)h * hs;
+            gn_gemm_bf16_panels(0, n, r1, hs, 1.0f, dOh, qd, vt + g * wt, hs, 0, 0.0f, dP, r1);
+            float *S = P + (size_t)h * TT + (size_t)r0 * T;
+            scores_grad(S, dP, dOh, o, r0, n, T, h, hs, qd, scale);
+            gn_gemm_bf16_panels(0, n, hs, r1, 1.0f, S, T, kn + g * wn, T, 0, 0.0f, dq + (size_t)r0 * qd + (size_t)h * hs, qd);
+        }
+        #pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < NKV * nb; task++) kv_block_bf16(dk, P, qn, wn, task / NKV, task % NKV, T, grp, hs, kvd);
+    }
+}
+
 void gn_op_attention_bwd(float *dq, float *dk, float *dv, float *P, const float *q, const float *k, const float *v,
-                         const float *o, const float *dO, int T, int NH, int NKV, int hs, float *scratch, int nthreads) {
+                         const float *o, const float *dO, int T, int NH, int NKV, int hs, float *scratch, int nthreads,
+                         int bf16) {
     if (T <= 0) return;
     const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs, nb = nblocks(T, GN_ATT_RB_KEPT);
     const size_t TT = (size_t)T * (size_t)T;
     const float scale = 1.0f / sqrtf((float)hs);
     nthreads = team_size(nthreads);
+    if (bf16_on(bf16)) {
+        attention_bwd_bf16(dq, dk, dv, P, q, k, v, o, dO, T, NH, NKV, hs, scratch, nthreads);
+        return;
+    }
     gn_blas_single_thread();
     #pragma omp parallel num_threads(nthreads)
     {
@@ -146,15 +277,7 @@ void gn_op_attention_bwd(float *dq, float *dk, float *dv, float *P, const float 
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1, hs, 1.0f, dOh, qd, v + (size_t)g * hs, kvd, 0.0f,
                         dP, r1);
             float *S = P + (size_t)h * TT + (size_t)r0 * T;
-            for (int i = 0; i < n; i++) {
-                int t = r0 + i;
-                float D = gn_dot_f32(dOh + (size_t)i * qd, o + (size_t)t * qd + (size_t)h * hs, hs);
-                float *p = S + (size_t)i * T;
-                const float *dp = dP + (size_t)i * r1;
-                #pragma omp simd
-                for (int j = 0; j <= t; j++) p[j] = p[j] * (dp[j] - D) * scale;
-                memset(p + t + 1, 0, sizeof(float) * (size_t)(r1 - t - 1));
-            }
+            scores_grad(S, dP, dOh, o, r0, n, T, h, hs, qd, scale);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, r1, 1.0f, S, T, k + (size_t)g * hs, kvd, 0.0f,
                         dq + (size_t)r0 * qd + (size_t)h * hs, qd);
         }
@@ -165,8 +288,7 @@ void gn_op_attention_bwd(float *dq, float *dk, float *dv, float *P, const float 
 }
 
 void gn_op_attention_bwd_ref(float *dq, float *dk, float *dv, const float *P, const float *q, const float *k,
-                             const float *v, const float *o, const float *dO, int T, int NH, int NKV, int hs) {
-    (void)o;
+                             const float *v, const float *o, const float *dO, int T, int NH, int NKV, int hs, int bf16) {
     const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs;
     const float scale = 1.0f / sqrtf((float)hs);
     memset(dq, 0, sizeof(float) * (size_t)T * qd);
@@ -179,23 +301,24 @@ void gn_op_attention_bwd_ref(float *dq, float *dk, float *dv, const float *P, co
             const float *dov = dO + (size_t)t * qd + (size_t)h * hs;
             const float *qv = q + (size_t)t * qd + (size_t)h * hs;
             float *dqv = dq + (size_t)t * qd + (size_t)h * hs;
-            double sum = 0.0; // sum_j p_j dp_j
-            for (int j = 0; j <= t; j++) {
+            double sum = 0.0; // sum_j p_j dp_j; bf16: dO . o, as the op takes it (float32 sums)
+            for (int j = 0; j <= t && !bf16; j++) {
                 const float *vv = v + (size_t)j * kvd + (size_t)g * hs;
                 double dp = 0.0;
                 for (int i = 0; i < hs; i++) dp += (double)dov[i] * vv[i];
                 sum += p[j] * dp;
             }
+            for (int i = 0; i < hs && bf16; i++) sum += (double)dov[i] * o[(size_t)t * qd + (size_t)h * hs + (size_t)i];
             for (int j = 0; j <= t; j++) {
                 const float *vv = v + (size_t)j * kvd + (size_t)g * hs, *kv = k + (size_t)j * kvd + (size_t)g * hs;
                 float *dvv = dv + (size_t)j * kvd + (size_t)g * hs, *dkv = dk + (size_t)j * kvd + (size_t)g * hs;
                 double dp = 0.0;
-                for (int i = 0; i < hs; i++) dp += (double)dov[i] * vv[i];
+                for (int i = 0; i < hs; i++) dp += in16(dov[i], bf16) * in16(vv[i], bf16);
                 float ds = (float)(p[j] * (dp - sum)) * scale;
                 for (int i = 0; i < hs; i++) {
-                    dvv[i] += p[j] * dov[i];
-                    dqv[i] += ds * kv[i];
-                    dkv[i] += ds * qv[i];
+                    dvv[i] += (float)(in16(p[j], bf16) * in16(dov[i], bf16));
+                    dqv[i] += (float)(in16(ds, bf16) * in16(kv[i], bf16));
+                    dkv[i] += (float)(in16(ds, bf16) * in16(qv[i], bf16));
                 }
             }
         }

@@ -102,7 +102,7 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
             for (size_t i = 0; i < n; i++) vf[i] = gn_bf16_to_f32(vh[i]);
             vc = vf;
         }
-        gn_op_attention_fwd(w->att, NULL, w->q, kc, vc, T, s->pos, NH, NKV, hs, w->att_scores, w->nthreads);
+        gn_op_attention_fwd(w->att, NULL, w->q, kc, vc, T, s->pos, NH, NKV, hs, w->att_scores, w->nthreads, 0);
         return;
     }
     // decode: stretches per (row, KV head) so that there are enough tasks

@@ -67,18 +67,23 @@ void gn_op_rope(float *vec, int n_heads, int hs, int n_rot, int interleaved, con
 #define GN_ATT_RB 32
 #define GN_ATT_RB_KEPT 64
 size_t gn_op_attention_scratch(int n_keys, int nthreads);
+// bf16: products with bf16 inputs and float32 sums where gn_bf16_gemm_available() (a bf16
+// training run), softmax float32.
 void gn_op_attention_fwd(float *o, float *P, const float *q, const float *k, const float *v, int T, int pos0, int NH,
-                         int NKV, int hs, float *scratch, int nthreads);
+                         int NKV, int hs, float *scratch, int nthreads, int bf16);
 // Its backward over a whole sequence (pos0 = 0): from dO = dL/do and the forward's q,
 // k, v, o, P, overwrites dq, dk, dv. P is consumed (overwritten with the score
 // gradients); scratch: gn_op_attention_scratch(T, nthreads) floats.
 void gn_op_attention_bwd(float *dq, float *dk, float *dv, float *P, const float *q, const float *k, const float *v,
-                         const float *o, const float *dO, int T, int NH, int NKV, int hs, float *scratch, int nthreads);
-// Plain per-row loops (double sums) that the two above are tested against; pos0 = 0.
+                         const float *o, const float *dO, int T, int NH, int NKV, int hs, float *scratch, int nthreads,
+                         int bf16);
+// Plain per-row loops (double sums) that the two above are tested against; pos0 = 0. bf16:
+// each product's inputs rounded to bf16, and the backward's D = dO . o (the bf16 op's), not
+// sum_j p_j dP_j (equal in exact arithmetic, not once P and V are rounded).
 void gn_op_attention_fwd_ref(float *o, float *P, const float *q, const float *k, const float *v, int T, int NH,
-                             int NKV, int hs);
+                             int NKV, int hs, int bf16);
 void gn_op_attention_bwd_ref(float *dq, float *dk, float *dv, const float *P, const float *q, const float *k,
-                             const float *v, const float *o, const float *dO, int T, int NH, int NKV, int hs);
+                             const float *v, const float *o, const float *dO, int T, int NH, int NKV, int hs, int bf16);
 
 // SwiGLU: h = silu(g) * u over n elements. Two ways that round differently in the last bit
 // (the exp of the fused kernel vs gn_exp_inplace), each kept as it was:

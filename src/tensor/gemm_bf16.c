@@ -559,6 +559,77 @@ void gn_gemm_bf16_packed(int ta, int64_t M, int64_t N, int64_t K, float alpha, c
     gemm(ta, 0, M, N, K, alpha, A, lda, NULL, NULL, 0, pack, ctx, beta, C, ldc);
 }
 
+// ----------------------------------------------------------------------------
+// Products against one op(B) packed once (attention: a KV group's keys and values serve every
+// head of the group and every row block). Panel pn of 32 columns at bp + pn * kpb * 32, kpb =
+// op(B)'s k pairs rounded up to 16, zeros past K and past N (the tiles read whole 16s of pairs).
+
+static int64_t panel_kp(int64_t K) { return ((K + 1) / 2 + 15) / 16 * 16; }
+
+int64_t gn_bf16_panels_words(int64_t N, int64_t K) { return (N + NR - 1) / NR * panel_kp(K) * NR; }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void gn_bf16_pack_panels(int tb, int64_t N, int64_t K, const float *B, int64_t ldb, uint32_t *bp) {
+    const int64_t KP = (K + 1) / 2, KPB = panel_kp(K);
+    for (int64_t pn = 0; pn < (N + NR - 1) / NR; pn++) {
+        const int nr = N - pn * NR < NR ? (int)(N - pn * NR) : NR;
+        uint32_t *pk = bp + pn * KPB * NR;
+        pack_b_panel(tb, K, B, NULL, ldb, NULL, NULL, pn * NR, nr, 0, 2 * KP, K, pk);
+        memset(pk + KP * NR, 0, sizeof(uint32_t) * (size_t)((KPB - KP) * NR));
+    }
+}
+
+// C (M, N) = alpha op(A) (M, K) times rows [k0, k0 + K) and columns [0, N) of the panels bp of an
+// op(B) with bK rows + beta C; one thread (no OpenMP inside: it runs in its caller's tasks).
+// k0 a multiple of 32; k0 + K <= bK. A's pairs past K are zeros, so B's rows past k0 + K never count
+// (finite values there, as attention's are).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void gn_gemm_bf16_panels(int ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                         const uint32_t *bp, int64_t bK, int64_t k0, float beta, float *C, int64_t ldc) {
+    GN_ASSERT(k0 % 32 == 0 && k0 + K <= bK);
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    const int64_t KP = (K + 1) / 2, KPB = panel_kp(bK), nkt = (KP + 15) / 16;
+    const int amx = M >= 16 && gn_amx_mode();
+    uint32_t *ap = gn_scratch(GN_SCRATCH_GEMM_A, sizeof(uint32_t) * (size_t)(M * KP));
+    int64_t sm, sk;
+    if (!ta) {
+        sm = KP, sk = 1;
+        for (int64_t m = 0; m < M; m++) gn_bf16_pairs_row(A + m * lda, K, ap + m * KP);
+    } else {
+        sm = 1, sk = M;
+        for (int64_t kp = 0; kp < KP; kp++) {
+            const float *r0 = A + 2 * kp * lda, *r1 = 2 * kp + 1 < K ? r0 + lda : NULL;
+            for (int64_t m = 0; m < M; m += 16) {
+                const __mmask16 msk = M - m >= 16 ? 0xffff : (__mmask16)((1u << (M - m)) - 1);
+                const __m512i v = r1 ? pairs16(r0 + m, r1 + m, msk)
+                                     : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + m)));
+                _mm512_mask_storeu_epi32(ap + kp * M + m, msk, v);
+            }
+        }
+    }
+    uint32_t *at = NULL;
+    if (amx) {
+        at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((M + 15) / 16 * nkt * 256));
+        if (!ta) gn_bf16_amx_pack_a(ap, KP, M, KP, at);
+        else amx_pack_a_t(ap, M, KP, at);
+    }
+    const int mb = amx ? 32 : MR;
+    for (int64_t i0 = 0; i0 < M; i0 += mb) {
+        const int mr = M - i0 < mb ? (int)(M - i0) : mb;
+        for (int64_t pn = 0; pn < (N + NR - 1) / NR; pn++) {
+            const int nr = N - pn * NR < NR ? (int)(N - pn * NR) : NR;
+            const uint32_t *pk = bp + pn * KPB * NR + (k0 / 2) * NR;
+            if (amx) gn_bf16_amx_block(at, nkt, i0, 0, mr, pk, KP, C + i0 * ldc + pn * NR, ldc, nr, alpha, beta, 1);
+            else gn_bf16_kernel(ap + i0 * sm, sm, sk, mr, pk, KP, C + i0 * ldc + pn * NR, ldc, nr, alpha, beta, 1);
+        }
+    }
+}
+
 void gn_gemm_bf16_ref(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     for (int64_t i = 0; i < M; i++)

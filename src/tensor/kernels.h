@@ -99,6 +99,15 @@ void gn_bf16_amx_block(const uint32_t *at, int64_t nkt, int64_t i0, int64_t kp0,
 // n rounds of four tile products on tiles loaded once (the probe of the AMX bf16 peak: 4 x 16 x 16
 // x 32 multiply-adds a round); only where gn_amx_mode() is 1
 void gn_bf16_amx_spin(int64_t n);
+// Products against one op(B) (K, N) packed once and used many times (attention's keys and
+// values): gn_bf16_panels_words(N, K) 32-bit words (64-byte aligned) filled by
+// gn_bf16_pack_panels (tb: B stored (N, K)); gn_gemm_bf16_panels then computes C (M, N) = alpha
+// op(A) (M, K) B[k0 : k0 + K, 0 : N] + beta C on the calling thread alone (k0 a multiple of 32,
+// k0 + K <= bK, N at most the packed N; AMX tiles where gn_amx_mode() and M >= 16).
+int64_t gn_bf16_panels_words(int64_t N, int64_t K);
+void gn_bf16_pack_panels(int tb, int64_t N, int64_t K, const float *B, int64_t ldb, uint32_t *bp);
+void gn_gemm_bf16_panels(int ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                         const uint32_t *bp, int64_t bK, int64_t k0, float beta, float *C, int64_t ldc);
 // n floats as bf16 pairs (n odd: a zero pads the last pair)
 void gn_bf16_pairs_row(const float *x, int64_t n, uint32_t *dst);
 

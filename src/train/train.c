@@ -475,7 +475,7 @@ static void layer_fwd(gn_trainer *tr, int l, const float *xin, float *xout, int 
     if (reuse) { BACK(tr->kq, tr->q, qd); BACK(tr->kk, tr->k, kvd); BACK(tr->kv, tr->v, kvd); }
     rope_seq(tr, tr->q, NH, qd, T, 1.0f);
     rope_seq(tr, tr->k, NKV, kvd, T, 1.0f);
-    gn_op_attention_fwd(tr->att, tr->P, tr->q, tr->k, tr->v, T, 0, NH, NKV, hs, NULL, tr->att_nthr);
+    gn_op_attention_fwd(tr->att, tr->P, tr->q, tr->k, tr->v, T, 0, NH, NKV, hs, NULL, tr->att_nthr, tr->o.bf16_params);
     if (reuse) {
         lin_fwd(tr, l, GN_MOD_O, tr->att, NULL, T, train);
         BACK(tr->kx2, tr->x2, C);
@@ -516,7 +516,7 @@ static void layer_bwd(gn_trainer *tr, int l, const float *xin, int T) {
     // attention: x2 = x + o_proj(o)
     lin_bwd(tr, l, GN_MOD_O, tr->att, tr->dx2, tr->dO, T);
     gn_op_attention_bwd(tr->dq, tr->dk, tr->dv, tr->P, tr->q, tr->k, tr->v, tr->att, tr->dO, T, NH, NKV, hs, tr->att_scr,
-                        tr->att_nthr); // consumes P
+                        tr->att_nthr, tr->o.bf16_params); // consumes P
     rope_seq(tr, tr->dq, NH, qd, T, -1.0f); // gradients w.r.t. the pre-rotation q, k
     rope_seq(tr, tr->dk, NKV, kvd, T, -1.0f);
     lin_bwd(tr, l, GN_MOD_Q, tr->xn1, tr->dq, tr->dxn, T);
