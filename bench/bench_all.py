@@ -11,6 +11,8 @@ writing its JSON under --out/bench_all/, and reads the figures from those JSON f
   A  bench_inference.py --guanaco-args "--4bit" --peer-model Q4_0.gguf      (rows 1, 2)
      ours NF4 + double quant vs llama.cpp on a Q4_0 file made once by make_q4_0.py
      (cached in ~/.cache/guanaco/bench/)
+  A2 the same with --guanaco-args "--4bit --4bit-head" --skip-llama          (row 1h, extra)
+     lm_head in NF4 + double quant too (bnb's llm_int8_skip_modules=[]), against A's peer figure
   B  bench_inference.py --guanaco-args "--4bit -a LORA" --peer-guanaco-args "--4bit"   (row 4)
      an unmerged r 64 adapter on all seven modules, bf16 as qlora --bf16 saves it
      (make_lora_adapter.py --dtype bf16, cached) vs none
@@ -181,7 +183,7 @@ def inf_row(j, key):
             r["llama_cpp_share"], r["llama_cpp_limit"])
 
 
-def build_rows(a, jA, jB, jC, jD, jE):
+def build_rows(a, jA, jB, jC, jD, jE, jAh=None):
     rows = []
 
     def add(rid, name, target, ours, peer, rat, share, met, note="", spec=".1f", ratio_spec=".2f"):
@@ -197,6 +199,8 @@ def build_rows(a, jA, jB, jC, jD, jE):
     add("1", f"decode {M} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.3, share ≥ 70%", g, l, rt,
         pct(gs, gl), verdict([("ratio", rt, ">=", 1.3), ("share", gs, ">=", 0.70)]) if jA else "not run",
         note=f"share = weight bytes/token × tok/s ÷ {a.bw_gbs:g} GB/s; llama.cpp: {pct(ls, ll)}")
+    if jAh:
+        head4_row(add, "1h", f"decode {M} tok/s", jAh, jA, "ratio ≥ 1.3 (extra row)", 1.3)
     g, l, rt, gs, gl, ls, ll = inf_row(jA, "prefill")
     add("2", f"prefill {N} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.5", g, l, rt, pct(gs, gl),
         verdict([("ratio", rt, ">=", 1.5)]) if jA else "not run",
@@ -261,7 +265,18 @@ def build_rows(a, jA, jB, jC, jD, jE):
     return rows
 
 
-def sized_rows(a, size, jI, jT, jL):
+def head4_row(add, rid, what, jH, jI, target, bound):
+    """decode with lm_head in 4-bit too (--4bit-head), against the peer of the plain run jI"""
+    g, _, _, gs, gl, _, _ = inf_row(jH, "decode")
+    l = inf_row(jI, "decode")[1]
+    rt = ratio(g, l)
+    add(rid, f"{what} with --4bit-head (lm_head NF4+DQ too) vs llama.cpp Q4_0", target, g, l, rt, pct(gs, gl),
+        verdict([("ratio", rt, ">=", bound)]) if g and l else "not run",
+        note="llama.cpp's Q4_0 files hold their head in Q6_K; ours bitsandbytes' NF4 + double quant "
+             "(llm_int8_skip_modules=[]); peer figure from the plain row's run")
+
+
+def sized_rows(a, size, jI, jT, jL, jH=None):
     """Rows of one random LLaMA-shaped model (bench/make_sized_models.py): decode and prefill vs
     llama.cpp Q4_0, QLoRA training (vs the peer at 1.1B; seconds and peak RSS at 7B), the
     --4bit load vs bitsandbytes' quantize_4bit."""
@@ -280,6 +295,8 @@ def sized_rows(a, size, jI, jT, jL):
     add(f"6-{size}", f"{S} decode {M} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.1, share ≥ 70%", g, l, rt,
         pct(gs, gl), verdict([("ratio", rt, ">=", 1.1), ("share", gs, ">=", 0.70)]) if jI else "not run",
         note=f"{S}: llama.cpp {pct(ls, ll)} of its own bytes per token")
+    if jH:
+        head4_row(add, f"6h-{size}", f"{S} decode {M} tok/s", jH, jI, "ratio ≥ 1.1 (extra row)", 1.1)
     g, l, rt, gs, gl, ls, ll = inf_row(jI, "prefill")
     add(f"7-{size}", f"{S} prefill {N} tok/s, NF4+DQ vs llama.cpp Q4_0", "ratio ≥ 1.5", g, l, rt, pct(gs, gl),
         verdict([("ratio", rt, ">=", 1.5)]) if jI else "not run", note=bf16_share(a, gs).lstrip("; "))
@@ -441,7 +458,8 @@ def main():
                     help="run the PyTorch + PEFT + bitsandbytes peer in the 1.1B training section too (off by "
                          "default: it took over 50 minutes a step on 2 Zen 3 cores; bench/RESULTS.md)")
     ap.add_argument("--sized-sections", default="ITL",
-                    help="which sections of the sized rows run: I (inference), T (training), L (7B load); "
+                    help="which sections of the sized rows run: I (inference, with its --4bit-head rerun: "
+                         "rows 6h), T (training), L (7B load); "
                          "the others keep their last JSON for --table-only")
     ap.add_argument("--peer-load-layers", type=int, default=4,
                     help="7B load row: bitsandbytes quantizes the first N layers, scaled to all (0: all)")
@@ -563,6 +581,14 @@ def main():
         run_section("A: decode/prefill, guanaco NF4+DQ vs llama.cpp Q4_0 (rows 1, 2)", cmd,
                     os.path.join(sub, "A-nf4-vs-q4_0.log"), a.verbose)
     jA = load_json(jA_path)
+    # A2: the same with lm_head (SmolLM2: a 4-bit copy of its tied table) in 4-bit too
+    jAh_path = os.path.join(sub, "bench_inference-nf4-head4.json")
+    if smol:
+        fresh(jAh_path)
+        run_section("A2: decode/prefill with --4bit-head (row 1h)",
+                    inf + common + ["-t", T, "--reps", str(a.reps), "--guanaco-args", "--4bit --4bit-head", "--skip-llama",
+                                    "--tag", "nf4-head4"], os.path.join(sub, "A2-nf4-head4.log"), a.verbose)
+    jAh = load_json(jAh_path)
 
     # -- B: adapter vs none ----------------------------------------------------
     jB_path = os.path.join(sub, "bench_inference-lora-r64.json")
@@ -605,7 +631,7 @@ def main():
         jE = jD if jD and jD.get("guanaco_alt_tps") else None
 
     # -- the sized rows: random TinyLlama-1.1B / LLaMA-7B shapes -----------------------
-    sized = {}
+    sized, heads = {}, {}
     for size in sizes:
         mk = [PY, os.path.join(HERE, "make_sized_models.py"), size, "--bench-dir", a.bench_dir, "-t", T]
         sd = os.path.join(a.bench_dir, f"llama-{size}")
@@ -629,6 +655,15 @@ def main():
             run_section(f"I-{size}: decode/prefill, guanaco NF4+DQ vs llama.cpp Q4_0 ({size})", cmd,
                         os.path.join(sub, f"I-{size}.log"), a.verbose)
             jI = load_json(jI_path)
+            # the same with lm_head in 4-bit too (--4bit-head), against the peer figure just measured
+            fresh(os.path.join(sub, f"bench_inference-{size}-head4.json"))
+            cmd = (inf + ["-m", nf4, "--peer-model", q4s, "--skip-llama", "--prompt-tokens", str(a.prompt_tokens),
+                          "--gen-tokens", str(a.sized_gen_tokens), "--peak-gflops", str(a.peak_gflops),
+                          "--bw-gbs", str(a.bw_gbs), "--out", sub, "-t", T, "--reps", "1",
+                          "--guanaco-args", "--4bit --4bit-head", "--tag", f"{size}-head4"])
+            run_section(f"H-{size}: decode/prefill with --4bit-head ({size})", cmd, os.path.join(sub, f"H-{size}.log"),
+                        a.verbose)
+        heads[size] = load_json(os.path.join(sub, f"bench_inference-{size}-head4.json"))
         if runT and not a.skip_train and (os.path.exists(nf4) or TABLE_ONLY):
             dT = os.path.join(sub, f"train-{size}")
             fresh(os.path.join(dT, "bench_train.json"))
@@ -659,13 +694,13 @@ def main():
         sized[size] = (jI, jT, jL)
 
     if a.skip_smol and not TABLE_ONLY:  # not run now: no figures from an older run in this table
-        jA = jB = jC = jD = jE = None
+        jA = jB = jC = jD = jE = jAh = None
 
     # -- the table ------------------------------------------------------------------
     total = time.monotonic() - T0
-    rows = build_rows(a, jA, jB, jC, jD, jE)
+    rows = build_rows(a, jA, jB, jC, jD, jE, jAh)
     for size in sizes:
-        rows += sized_rows(a, size, *sized[size])
+        rows += sized_rows(a, size, *sized[size], jH=heads.get(size))
     table = markdown(rows)
     noise = {}
     for name, j in (("A", jA), ("B", jB), ("C", jC), ("D", jD)) + tuple(

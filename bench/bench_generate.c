@@ -66,6 +66,7 @@ static void error_usage(void) {
             "  --reps R              timed repetitions, median reported (default 3)\n"
             "  --bf16                load weights as bf16 (default f32)\n"
             "  --4bit                quantize linear layers to NF4 + double quant at load (bf16 compute)\n"
+            "  --4bit-head           with --4bit: lm_head too (bnb's llm_int8_skip_modules=[])\n"
             "  -a ADAPTER_DIR        apply this PEFT LoRA adapter unmerged\n"
             "  --peak-gflops X       prefill limit, GFLOP/s (default %.0f)\n"
             "  --bw-gbs X            decode limit, GB/s (default %.0f)\n"
@@ -238,7 +239,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--4bit")) {
             opts.weight_dtype = GN_DTYPE_NF4;     // double quant: no_double_quant = 0
             opts.compute_dtype = GN_DTYPE_COUNT; // auto: bf16, as the CLI's --4bit
-        } else if (!strcmp(a, "-a") && has) adapter_path = argv[++i];
+        } else if (!strcmp(a, "--4bit-head")) opts.quant_head = 1;
+        else if (!strcmp(a, "-a") && has) adapter_path = argv[++i];
         else if (!strcmp(a, "--json")) json = 1;
         else {
             fprintf(stderr, "bench_generate: unknown or incomplete flag '%s'\n", a);

@@ -198,6 +198,9 @@ typedef struct {
                             // GN_DTYPE_COUNT = auto: a checkpoint's bnb_4bit_compute_dtype, else BF16
     int device;             // GN_DEVICE_CPU (0, default) or GN_DEVICE_CUDA: weights uploaded to the GPU at
                             // load, forward passes (and finetune steps) run there (needs make CUDA=1)
+    int quant_head;         // 4-bit: quantize lm_head too, as transformers does with llm_int8_skip_modules=[]
+                            // (a tied head becomes a 4-bit copy of the embedding table, which stays as it
+                            // is). A checkpoint whose lm_head is stored 4-bit loads that way regardless.
 } gn_load_opts;
 
 enum { GN_DEVICE_CPU = 0, GN_DEVICE_CUDA = 1 };

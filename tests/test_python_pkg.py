@@ -115,6 +115,19 @@ def test_logits_equal_cli_bit_for_bit(gn, smol, smollm2_gguf, tmp_path):
     assert smol.detokenize([int(q[-1].argmax())]) == " Paris"
 
 
+def test_4bit_head_equals_cli(gn, smol, smollm2_gguf, tmp_path):
+    """llm_int8_skip_modules=[] (BitsAndBytesConfig's way to quantize lm_head) is the CLI's
+    --4bit-head: the same logits bit for bit; SmolLM2's head is its tied table, so a 4-bit copy."""
+    text = "The capital of France is"
+    run_guanaco("logits", "-m", smollm2_gguf, "--4bit", "--4bit-head", "-p", text, "-o", tmp_path / "h.npy")
+    with gn.Model(smollm2_gguf, load_in_4bit=True, llm_int8_skip_modules=[]) as m:
+        h = m.logits(m.tokenize(text))
+    assert bits_equal(h, np.load(tmp_path / "h.npy"))
+    assert not bits_equal(h, smol.logits(smol.tokenize(text)))  # the head's rounding shows
+    with pytest.raises(gn.GuanacoArgumentError, match="llm_int8_skip_modules"):
+        gn.Model(smollm2_gguf, load_in_4bit=True, llm_int8_skip_modules=["q_proj"])
+
+
 def test_generate_and_chat_equal_cli_with_the_same_seed(gn, smol, smollm2_gguf):
     flags = ["-n", "40", "--temp", "0.8", "--top-p", "0.9", "--top-k", "40", "--repeat-penalty", "1.1", "--seed", "1234"]
     cli = run_guanaco("generate", "-m", STORIES, "-p", "Once upon a time", *flags).stdout

@@ -145,8 +145,14 @@ def _device(device):
     return d.value
 
 
-def _load_opts(load_in_4bit, quant_type, double_quant, compute_dtype, device, dtype="float32", blocksize=0):
+def _load_opts(load_in_4bit, quant_type, double_quant, compute_dtype, device, dtype="float32", blocksize=0,
+               skip_modules=None):
     lo = _B.gn_load_opts()
+    if skip_modules is not None:  # transformers: an explicit list replaces the default skip of lm_head
+        names = list(skip_modules) if isinstance(skip_modules, (list, tuple)) else None
+        if names is None or any(n != "lm_head" for n in names):
+            raise GuanacoArgumentError("llm_int8_skip_modules: %r (expected [] or [\"lm_head\"])" % (skip_modules,))
+        lo.quant_head = 0 if names else 1
     if load_in_4bit:
         lo.weight_dtype = _choice(quant_type, "bnb_4bit_quant_type", _QUANT)
     else:
@@ -212,18 +218,21 @@ class Model:
     transformers' BitsAndBytesConfig (the CLI's --4bit, --quant-type, --no-double-quant,
     --compute-dtype); dtype is the weight dtype without 4-bit ("float32" or "bfloat16", the
     CLI's --dtype); adapter is a PEFT folder applied unmerged (-a); n_ctx the context (-c);
-    device "cpu" or "cuda" (a CUDA=1 build).
+    device "cpu" or "cuda" (a CUDA=1 build). llm_int8_skip_modules=[] quantizes lm_head too
+    (as in BitsAndBytesConfig; the CLI's --4bit-head); None or ["lm_head"] keeps it dense.
     """
 
     def __init__(self, path, load_in_4bit=False, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                 compute_dtype="bfloat16", adapter=None, n_threads=None, n_ctx=None, device="cpu", dtype="float32"):
+                 compute_dtype="bfloat16", adapter=None, n_threads=None, n_ctx=None, device="cpu", dtype="float32",
+                 llm_int8_skip_modules=None):
         self._h = None
         self._lock = threading.RLock()
         path = _path(path, "path")
         if n_ctx is not None:
             n_ctx = _int(n_ctx, "n_ctx", 1, 1 << 24)
         self.n_ctx = n_ctx
-        lo = _load_opts(load_in_4bit, bnb_4bit_quant_type, bnb_4bit_use_double_quant, compute_dtype, device, dtype)
+        lo = _load_opts(load_in_4bit, bnb_4bit_quant_type, bnb_4bit_use_double_quant, compute_dtype, device, dtype,
+                        skip_modules=llm_int8_skip_modules)
         _set_threads(n_threads)
         ptr = ctypes.c_void_p()
         _check(_L.gn_model_load(ctypes.byref(ptr), _b(path), ctypes.byref(lo)))

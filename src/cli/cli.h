@@ -49,6 +49,7 @@ typedef struct {
     int threads, ctx, verbose;
     gn_dtype dtype;           // --dtype (F32)
     int four_bit, no_double_quant, blocksize; // --4bit and its settings
+    int quant_head;           // --4bit-head
     gn_dtype quant_type;      // --quant-type (NF4)
     gn_dtype compute_dtype;   // --compute-dtype; GN_DTYPE_COUNT = auto (a checkpoint's own, else bf16)
     int device;               // --device cpu|cuda (GN_DEVICE_*)

@@ -35,6 +35,7 @@ static const char USAGE[] =
     "      --dtype f32|bf16     weight dtype (default f32)\n"
     "      --4bit               quantize the linear layers on load (NF4, double quantization, block 64,\n"
     "                           bf16 compute: transformers' load_in_4bit as QLoRA uses it)\n"
+    "      --4bit-head          with --4bit: lm_head in 4-bit too (bnb's llm_int8_skip_modules=[])\n"
     "      --quant-type nf4|fp4 --no-double-quant --blocksize N --compute-dtype bf16|f32   4-bit settings\n"
     "      --device cpu|cuda    where the forward pass runs (default cpu; cuda needs a make CUDA=1 build)\n"
     "      --template NAME      chat format: auto (default: the model's own, else guanaco), guanaco,\n"

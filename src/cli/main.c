@@ -454,8 +454,10 @@ int cmd_quantize(int argc, char **argv) {
     opts o;
     int r = parse_args(&o, argc, argv,
                        "usage: guanaco quantize -m IN -o OUT_DIR [--quant-type nf4|fp4] [--no-double-quant] [--blocksize N]\n"
+                       "                        [--4bit-head]\n"
                        "Writes a 4-bit model folder (bitsandbytes layout + quantization_config) that guanaco and\n"
-                       "transformers both load. Embeddings, norms and lm_head keep their dtype.",
+                       "transformers both load. Embeddings, norms and lm_head keep their dtype (--4bit-head: lm_head\n"
+                       "4-bit too, llm_int8_skip_modules=[] in its quantization_config).",
                        "  -o, --output DIR         folder to write (created)\n", 0);
     if (r >= 0) return r;
     if (!o.out) return cli_fail("quantize: -o/--output is required"), 2;

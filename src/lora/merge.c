@@ -82,6 +82,8 @@ static char *config_json(const gn_model *m, gn_dtype dt) {
         if (c->eos_id >= 0) cJSON_AddNumberToObject(j, "eos_token_id", c->eos_id);
         if (c->pad_id >= 0) cJSON_AddNumberToObject(j, "pad_token_id", c->pad_id);
     }
+    cJSON_DeleteItemFromObject(j, "tie_word_embeddings"); // a head made 4-bit from the tied table is its own now
+    cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
     cJSON_DeleteItemFromObject(j, "quantization_config");
     // the base's spelling: transformers >= 4.56 writes "dtype", older "torch_dtype"
     int old_name = cJSON_GetObjectItemCaseSensitive(j, "torch_dtype") && !cJSON_GetObjectItemCaseSensitive(j, "dtype");
@@ -220,7 +222,12 @@ gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
     char nm[256];
     PLAIN("model.embed_tokens.weight", &m->embed);
     VEC("model.norm.weight", m->final_norm);
-    if (!c->tie_embeddings) PLAIN("lm_head.weight", &m->lm_head);
+    if (!c->tie_embeddings && m->lm_head.q4) { // transformers + bnb with llm_int8_skip_modules=[]
+        names[k] = gn_strdup("lm_head");
+        it[k].t.name = names[k];
+        it[k].q4 = m->lm_head.q4;
+        k++;
+    } else if (!c->tie_embeddings) PLAIN("lm_head.weight", &m->lm_head);
     for (int l = 0; l < c->n_layers && !st; l++) {
         const gn_layer *L = &m->layers[l];
         snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l); VEC(nm, L->attn_norm);
@@ -253,7 +260,7 @@ gn_status gn_model_save_4bit(const gn_model *m, const char *dir) {
         st = gn_quant4_save_safetensors(p, it, k);
     }
     if (!st) {
-        char *base = config_json(m, pdt), *txt = gn_quant4_hf_config(base, &m->q4[0]);
+        char *base = config_json(m, pdt), *txt = gn_quant4_hf_config(base, &m->q4[0], m->lm_head.q4 != NULL);
         free(base);
         snprintf(p, sizeof p, "%s/config.json", dir);
         st = txt ? gn_write_file_atomic(p, txt, strlen(txt)) : gn_err(GN_ERR_FORMAT, "quantize: config.json does not parse");

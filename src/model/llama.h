@@ -48,6 +48,7 @@ struct gn_model {
     gn_tokenizer *tok;       // may be NULL
     gn_quant4_state *q4;     // (n_q4) 4-bit linear weights, or NULL
     int n_q4;
+    int head_copy;           // lm_head is a 4-bit copy of the tied embedding table (--4bit-head)
     gn_load_opts opts;       // as loaded
     gn_dtype file_compute_dtype; // quantization_config.bnb_4bit_compute_dtype of a 4-bit checkpoint (F32 if none)
     void *cuda;              // the weights on the GPU (src/cuda/cuda_model.c, --device cuda), or NULL

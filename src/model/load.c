@@ -551,8 +551,26 @@ static gn_status bind_weights(gn_model *m, const gn_tensor_table *tt, const name
     }
     if ((st = find_checked(m, tt, ns->embed, V, C, &t)) || (st = make_mat(m, t, &m->embed))) return st;
     if ((st = find_checked(m, tt, ns->norm, C, 0, &t)) || (st = make_vec(m, t, &m->final_norm))) return st;
+    m->q4 = gn_calloc((size_t)c->n_layers * 7 + 1, sizeof(gn_quant4_state)); // the layers', and a 4-bit head
+    m->n_q4 = 0;
     const gn_tensor *head = gn_tensor_table_find(tt, ns->head);
-    if (head && !(m->gguf == NULL && c->tie_embeddings)) {
+    const int four = m->opts.weight_dtype == GN_DTYPE_NF4 || m->opts.weight_dtype == GN_DTYPE_FP4;
+    const char *hpre = ns == &HF_NAMES ? "lm_head" : "output";
+    if (m->opts.quant_head && !four)
+        return gn_err(GN_ERR_ARG, "%s: a 4-bit head (--4bit-head) needs the 4-bit layers too (--4bit)", m->path);
+    if (gn_quant4_present(tt, hpre) || (m->opts.quant_head && four)) {
+        // a head stored 4-bit (transformers + bnb with llm_int8_skip_modules=[]), or quantized
+        // here from the head, or from the embedding table where the two are tied (the table
+        // stays as it is for the lookups: the head becomes a matrix of its own)
+        t = NULL;
+        if (!gn_quant4_present(tt, hpre)) {
+            const int own = head && !(m->gguf == NULL && c->tie_embeddings);
+            if ((st = find_checked(m, tt, own ? ns->head : ns->embed, V, C, &t))) return st;
+        }
+        if ((st = make_q4(m, tt, hpre, t, V, C, &m->lm_head))) return st;
+        m->head_copy = t && !(head && !(m->gguf == NULL && c->tie_embeddings));
+        m->cfg.tie_embeddings = 0;
+    } else if (head && !(m->gguf == NULL && c->tie_embeddings)) {
         if ((st = find_checked(m, tt, ns->head, V, C, &t)) || (st = make_mat(m, t, &m->lm_head))) return st;
         m->cfg.tie_embeddings = 0;
     } else {
@@ -563,8 +581,6 @@ static gn_status bind_weights(gn_model *m, const gn_tensor_table *tt, const name
         m->cfg.tie_embeddings = 1;
     }
     m->layers = gn_calloc((size_t)c->n_layers, sizeof(gn_layer));
-    m->q4 = gn_calloc((size_t)c->n_layers * 7, sizeof(gn_quant4_state));
-    m->n_q4 = 0;
     char name[160];
     for (int l = 0; l < c->n_layers; l++) {
         gn_layer *L = &m->layers[l];
@@ -710,24 +726,27 @@ static size_t mat_bytes(const gn_mat *w, size_t es) {
     return gn_blocks_bytes(w->dtype) ? n / GN_QBLOCK * (size_t)gn_blocks_bytes(w->dtype) : n * es;
 }
 
+static size_t q4_or_mat_bytes(const gn_mat *w, size_t es) {
+    const gn_quant4_state *q = w->q4;
+    if (!q) return mat_bytes(w, es);
+    return (size_t)((q->nelem + 1) / 2) + (size_t)q->nblocks * (q->nested ? 1 : 4) + (size_t)q->nested_nblocks * 4;
+}
+
 static void count_params(gn_model *m) {
     const gn_config *c = &m->cfg;
     int64_t C = c->dim, HD = c->hidden_dim, V = c->vocab_size;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KVD = (int64_t)c->n_kv_heads * c->head_dim;
     int64_t per_layer = 2 * C + 2 * QD * C + 2 * KVD * C + 3 * HD * C;
-    int64_t mats = V * C * (c->tie_embeddings ? 1 : 2);
+    int64_t mats = V * C * (c->tie_embeddings || m->head_copy ? 1 : 2); // the model's own, not a copy
     m->n_params = mats + C + per_layer * c->n_layers;
     // resident weight bytes: what the forward pass reads
     size_t es = m->wdtype == GN_DTYPE_BF16 ? 2 : 4, b = (size_t)(C + 2 * C * c->n_layers) * 4;
-    b += mat_bytes(&m->embed, es) + (c->tie_embeddings ? 0 : mat_bytes(&m->lm_head, es));
+    b += mat_bytes(&m->embed, es) + (c->tie_embeddings ? 0 : q4_or_mat_bytes(&m->lm_head, es));
     for (int l = 0; l < c->n_layers; l++) {
         const gn_layer *L = &m->layers[l];
         const gn_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (int k = 0; k < 7; k++) {
-            if (ms[k]->q4) {
-                const gn_quant4_state *q = ms[k]->q4;
-                b += (size_t)((q->nelem + 1) / 2) + (size_t)q->nblocks * (q->nested ? 1 : 4) + (size_t)q->nested_nblocks * 4;
-            } else b += mat_bytes(ms[k], es);
+            b += q4_or_mat_bytes(ms[k], es);
         }
     }
     m->weight_bytes = b;

@@ -33,7 +33,7 @@ gn_status gn_quant4_save_safetensors(const char *path, const gn_quant4_item *ite
     return st;
 }
 
-char *gn_quant4_hf_config(const char *config, const gn_quant4_state *q) {
+char *gn_quant4_hf_config(const char *config, const gn_quant4_state *q, int head4) {
     cJSON *j = cJSON_Parse(config);
     if (!j) return NULL;
     cJSON *qc = cJSON_CreateObject();
@@ -45,7 +45,8 @@ char *gn_quant4_hf_config(const char *config, const gn_quant4_state *q) {
     cJSON_AddBoolToObject(qc, "bnb_4bit_use_double_quant", q->nested);
     cJSON_AddBoolToObject(qc, "llm_int8_enable_fp32_cpu_offload", 0);
     cJSON_AddBoolToObject(qc, "llm_int8_has_fp16_weight", 0);
-    cJSON_AddNullToObject(qc, "llm_int8_skip_modules");
+    if (head4) cJSON_AddArrayToObject(qc, "llm_int8_skip_modules"); // [] : lm_head quantized too
+    else cJSON_AddNullToObject(qc, "llm_int8_skip_modules");
     cJSON_AddRawToObject(qc, "llm_int8_threshold", "6.0"); // a float: transformers checks the type
     cJSON_AddBoolToObject(qc, "load_in_4bit", 1);
     cJSON_AddBoolToObject(qc, "load_in_8bit", 0);

@@ -205,9 +205,9 @@ typedef struct {
 // gn_quant4_export_tensors lists it.
 gn_status gn_quant4_save_safetensors(const char *path, const gn_quant4_item *items, int n);
 // The text of a config.json (config) with transformers' quantization_config block added
-// for weights quantized as q (type, double quantization, compute dtype); malloc'd,
-// NULL when config does not parse.
-char *gn_quant4_hf_config(const char *config, const gn_quant4_state *q);
+// for weights quantized as q (type, double quantization, compute dtype); head4: lm_head is
+// 4-bit too (llm_int8_skip_modules [] instead of null); malloc'd, NULL when config does not parse.
+char *gn_quant4_hf_config(const char *config, const gn_quant4_state *q, int head4);
 
 // Storage cost in bits per element: 8 * (packed + absmax [+ nested_absmax]
 // bytes) / nelem, leaving out the per-tensor constants (code maps, offset,
