@@ -260,7 +260,7 @@ def build_rows(a, jA, jB, jC, jD, jE, jAh=None):
         verdict([("ratio", rt, ">=", 1.8)]) if jD and jE else
         ("skipped (--skip-train)" if a.skip_train else "not run"),
         note="peer = ours with 1 thread")
-    order = {"1": 0, "2": 1, "3": 2, "3b": 3, "4": 4, "5a": 5, "5b": 6, "5c": 7}
+    order = {"1": 0, "1h": 0.5, "2": 1, "3": 2, "3b": 3, "4": 4, "5a": 5, "5b": 6, "5c": 7}
     rows.sort(key=lambda r: order[r["row"]])
     return rows
 
