@@ -184,3 +184,18 @@ def test_4bit_head_needs_4bit(tmp_path, base):
     p = run_guanaco("logits", "-m", base, "--ids", "1 2 3", "-o", tmp_path / "o.npy", "--4bit-head", check=False)
     assert p.returncode != 0 and "--4bit-head" in p.stderr and "--4bit" in p.stderr, p.stderr
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_merge_keeps_or_makes_the_4bit_head(tmp_path, base):
+    """merge --dtype nf4 --4bit-head writes the head 4-bit (as quantize does); a plain merge of a
+    4-bit-head checkpoint writes the head dequantized: both reproduce the 4-bit head's logits."""
+    qdir = tmp_path / "q"
+    LlamaForCausalLM.from_pretrained(base, device_map="cpu", quantization_config=bnb_config()).save_pretrained(qdir)
+    ids = list(np.random.default_rng(6).integers(0, V, 20))
+    ref = logits_of(dense_of(qdir, base), ids)
+    run_guanaco("merge", "-m", qdir, "-o", tmp_path / "f32", "--dtype", "f32")
+    assert "lm_head.weight" in load_file(tmp_path / "f32" / "model.safetensors")
+    check(ours(tmp_path, tmp_path / "f32", ids), ref, "plain merge of a 4-bit-head checkpoint")
+    run_guanaco("merge", "-m", base, "-o", tmp_path / "n4", "--dtype", "nf4", "--4bit-head", "--compute-dtype", "f32")
+    assert "lm_head.weight.absmax" in load_file(tmp_path / "n4" / "model.safetensors")
+    check(ours(tmp_path, tmp_path / "n4", ids), ref, "merge --dtype nf4 --4bit-head")

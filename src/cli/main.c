@@ -496,7 +496,7 @@ int cmd_merge(int argc, char **argv) {
                        "  -o, --output PATH        folder (safetensors) or file (gguf) to write\n"
                        "      --format F           safetensors (default) or gguf\n"
                        "      --dtype D            f32, f16 (default), bf16, nf4 (safetensors, bitsandbytes layout;\n"
-                       "                           --quant-type/--no-double-quant/--blocksize apply) or q8_0 (gguf)\n", 0);
+                       "                           --quant-type/--no-double-quant/--blocksize/--4bit-head apply) or q8_0 (gguf)\n", 0);
     free(rest);
     if (r >= 0) return r;
     if (!o.out) return cli_fail("merge: -o/--output is required"), 2;
@@ -512,6 +512,8 @@ int cmd_merge(int argc, char **argv) {
     if (!gguf && strcmp(format, "safetensors")) return cli_fail("merge: --format '%s' (expected safetensors or gguf)", format), 2;
     if (!gguf && dt == GN_DTYPE_Q8_0) return cli_fail("merge: q8_0 is a GGUF type (use --format gguf)"), 2;
     if (gguf && dt == GN_DTYPE_BF16) return cli_fail("merge: for gguf use --dtype f32, f16 or q8_0"), 2;
+    const int quant_head = o.mo.quant_head; // with --dtype nf4: for the requantized output (the fold is in f32)
+    if (dt == GN_DTYPE_NF4 && !o.mo.four_bit) o.mo.quant_head = 0;
     gn_model *m = load(&o);
     if (!m) return 1;
     int rc = 0;
@@ -521,7 +523,7 @@ int cmd_merge(int argc, char **argv) {
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.f32-tmp", o.out);
         gn_load_opts lo = {.weight_dtype = o.mo.quant_type, .no_double_quant = o.mo.no_double_quant, .blocksize = o.mo.blocksize,
-                           .compute_dtype = o.mo.compute_dtype};
+                           .compute_dtype = o.mo.compute_dtype, .quant_head = quant_head};
         gn_model *mq = NULL;
         if (gn_model_save_merged(m, g_adapter, tmp, GN_DTYPE_F32) || gn_model_load(&mq, tmp, &lo) || gn_model_save_4bit(mq, o.out))
             rc = cli_fail_lib();
