@@ -66,6 +66,50 @@ static void test_gemm_bf16(void) {
             }
 }
 
+// products against panels packed once (attention's): a corner of op(B) (rows k0 .. k0+K, the
+// first N columns) against the scalar reference on that corner, every transposition, awkward
+// sizes (one row, empty, odd K, N past a panel, k0 past a tile of pairs), alpha and beta
+static void test_gemm_bf16_panels(void) {
+    if (!gn_bf16_gemm_available()) { printf("SKIP: gemm_bf16_panels (no AVX512_BF16)\n"); return; }
+    // {M, N, K, k0, bN, bK}: the product's shape, the packed op(B)'s (bN x bK... as K x N: bK rows, bN columns)
+    const int64_t sz[][6] = {{1, 1, 1, 0, 1, 1}, {0, 5, 3, 0, 7, 9}, {3, 0, 3, 0, 7, 9}, {5, 7, 0, 0, 9, 4},
+                             {7, 33, 5, 32, 40, 40}, {16, 31, 64, 0, 64, 64}, {33, 70, 129, 64, 100, 200},
+                             {64, 513, 64, 0, 513, 64}, {64, 64, 513, 0, 64, 513}, {50, 64, 449, 64, 64, 513}};
+    for (size_t z = 0; z < sizeof sz / sizeof sz[0]; z++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const int64_t M = sz[z][0], N = sz[z][1], K = sz[z][2], k0 = sz[z][3], bN = sz[z][4], bK = sz[z][5];
+                const float alpha = z % 2 ? 0.5f : 1.0f, beta = z % 3 ? 0.0f : -1.5f;
+                const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? bK : bN) + 2, ldc = N + 1;
+                const int64_t na = (ta ? K : M) * lda + 1, nb = (tb ? bN : bK) * ldb + 1;
+                float *A = malloc(sizeof(float) * (size_t)na), *B = malloc(sizeof(float) * (size_t)nb);
+                float *C0 = malloc(sizeof(float) * (size_t)(M * ldc + 1)), *C1 = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+                for (int64_t i = 0; i < na; i++) A[i] = frand();
+                for (int64_t i = 0; i < nb; i++) B[i] = frand();
+                for (int64_t i = 0; i < M * ldc; i++) C0[i] = C1[i] = frand();
+                uint32_t *bp = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(gn_bf16_panels_words(bN, bK) + 1));
+                gn_bf16_pack_panels(tb, bN, bK, B, ldb, bp);
+                // the reference on the corner: B's rows from k0 (tb: columns from k0 of B stored (N, K))
+                gn_gemm_bf16_ref(ta, tb, M, N, K, alpha, A, lda, tb ? B + k0 : B + k0 * ldb, ldb, beta, C0, ldc);
+                gn_gemm_bf16_panels(ta, M, N, K, alpha, A, lda, bp, bK, k0, beta, C1, ldc);
+                float worst = 0;
+                int pad_ok = 1;
+                for (int64_t i = 0; i < M; i++) {
+                    for (int64_t j = 0; j < N; j++) {
+                        double sa = 0;
+                        for (int64_t k = 0; k < K; k++)
+                            sa += fabs((double)(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k0 + k] : B[(k0 + k) * ldb + j]));
+                        double tol = (double)(K + 4) * 0x1p-23 * (fabs(alpha) * sa * 1.01 + fabs(beta) * 2.0) + 1e-30;
+                        worst = fmaxf(worst, (float)(fabs((double)C1[i * ldc + j] - C0[i * ldc + j]) / tol));
+                    }
+                    for (int64_t j = N; j < ldc; j++) pad_ok &= C1[i * ldc + j] == C0[i * ldc + j];
+                }
+                CHECK(worst <= 1.0f && pad_ok, "gemm_bf16_panels ta %d tb %d M %lld N %lld K %lld k0 %lld: error %g of bound%s", ta, tb,
+                      (long long)M, (long long)N, (long long)K, (long long)k0, worst, pad_ok ? "" : ", wrote past N");
+                free(A); free(B); free(C0); free(C1); free(bp);
+            }
+}
+
 // silu(x) * y through the vectorized exp against expf, across the range (overflowing exp too),
 // at every SIMD level, on lengths with tails and one long enough to be split across threads
 static void test_silu_mul(void) {
@@ -268,6 +312,7 @@ int main(void) {
     CHECK(fabsf(tot - 1) < 1e-6f && sm[4] > 0.999f, "softmax sums to %g", tot);
     gn_softmax(sm, 0); // empty: no-op
     test_gemm_bf16();
+    test_gemm_bf16_panels();
     test_silu_mul();
     test_blocks();
     TEST_REPORT();
