@@ -9,8 +9,6 @@ shared parameter), so its oracle is the same model untied: lm_head a copy of the
 quantized by bnb; guanaco quantizes that copy and keeps the table for the lookups.
 """
 import json
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -18,10 +16,8 @@ import torch
 
 from conftest import run_guanaco
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "ref"))
-from q4ref import flat_dequantize  # noqa: E402
-
 bnb = pytest.importorskip("bitsandbytes")
+from test_4bit_model import dense_model  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
@@ -49,19 +45,9 @@ def bnb_config(compute=torch.float32):
 
 
 def dense_of(qdir, base):
-    """transformers with every 4-bit weight of qdir (head included) replaced by bnb's dequantization."""
-    q = LlamaForCausalLM.from_pretrained(qdir, device_map="cpu")
-    assert type(q.lm_head).__name__ == "Linear4bit"
-    dense = LlamaForCausalLM.from_pretrained(base).eval()
-    sd = dense.state_dict()
-    n = 0
-    for name, mod in q.named_modules():
-        if isinstance(mod, bnb.nn.Linear4bit):
-            sd[name + ".weight"] = flat_dequantize(mod.weight.data, mod.weight.quant_state).float()
-            n += 1
-    assert n == 2 * 7 + 1
-    dense.load_state_dict(sd)
-    return dense
+    """transformers with every 4-bit weight of qdir, the head included, as bnb dequantizes it"""
+    assert type(LlamaForCausalLM.from_pretrained(qdir, device_map="cpu").lm_head).__name__ == "Linear4bit"
+    return dense_model(qdir, base, n_4bit=2 * 7 + 1)
 
 
 def logits_of(model, ids):

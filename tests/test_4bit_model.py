@@ -48,8 +48,9 @@ def base(tmp_path_factory):
     return d
 
 
-def dense_reference(qdir, base, ids):
-    """transformers on bnb's dequantized weights of the 4-bit checkpoint at qdir."""
+def dense_model(qdir, base, n_4bit=14):
+    """transformers with every 4-bit weight of the checkpoint at qdir (n_4bit of them) replaced by
+    bnb's dequantization of it, the rest from base."""
     q = LlamaForCausalLM.from_pretrained(qdir, device_map="cpu")
     dense = LlamaForCausalLM.from_pretrained(base).eval()
     sd = dense.state_dict()
@@ -58,10 +59,15 @@ def dense_reference(qdir, base, ids):
         if isinstance(mod, bnb.nn.Linear4bit):
             sd[name + ".weight"] = flat_dequantize(mod.weight.data, mod.weight.quant_state).float()
             n += 1
-    assert n == 14
+    assert n == n_4bit
     dense.load_state_dict(sd)
+    return dense
+
+
+def dense_reference(qdir, base, ids):
+    """transformers on bnb's dequantized weights of the 4-bit checkpoint at qdir."""
     with torch.no_grad():
-        return dense(torch.tensor([ids])).logits[0].numpy()
+        return dense_model(qdir, base)(torch.tensor([ids])).logits[0].numpy()
 
 
 def ours(tmp_path, model, ids, *extra, env=None):

@@ -17,6 +17,26 @@ static float frand(void) {
 
 static int close_enough(float a, float b, float tol) { return fabsf(a - b) <= tol * (1.0f + fabsf(b)); }
 
+// C1 against the reference's C0 (M x N of ldc) for C = alpha op(A) op(B) + beta C: the largest error
+// as a share of its bound (float32 sums in another order, alpha and beta applied with one more
+// rounding each); *pad_ok: the columns past N untouched
+static float gemm_err(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, const float *C1, const float *C0, int64_t ldc, int *pad_ok) {
+    float worst = 0;
+    *pad_ok = 1;
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double sa = 0;
+            for (int64_t k = 0; k < K; k++)
+                sa += fabs((double)(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]));
+            double tol = (double)(K + 4) * 0x1p-23 * (fabs(alpha) * sa * 1.01 + fabs(beta) * 2.0) + 1e-30;
+            worst = fmaxf(worst, (float)(fabs((double)C1[i * ldc + j] - C0[i * ldc + j]) / tol));
+        }
+        for (int64_t j = N; j < ldc; j++) *pad_ok &= C1[i * ldc + j] == C0[i * ldc + j];
+    }
+    return worst;
+}
+
 // the bf16 GEMM against its scalar reference: every transposition, awkward sizes (k past one
 // 2048 block, rows past one 256 stretch, columns not a multiple of 32), alpha and beta
 static void test_gemm_bf16(void) {
@@ -47,19 +67,8 @@ static void test_gemm_bf16(void) {
                 CHECK(!memcmp(C1, C2, sizeof(float) * (size_t)(M * ldc)), "gemm_bf16 with B stored as bf16 = with B f32 (ta %d tb %d, %lldx%lldx%lld)",
                       ta, tb, (long long)M, (long long)N, (long long)K);
                 free(C2); free(Bh);
-                float worst = 0;
-                int pad_ok = 1;
-                for (int64_t i = 0; i < M; i++) {
-                    for (int64_t j = 0; j < N; j++) {
-                        double sa = 0;
-                        for (int64_t k = 0; k < K; k++)
-                            sa += fabs((double)(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]));
-                        // float32 sums in another order, alpha and beta applied with one more rounding each
-                        double tol = (double)(K + 4) * 0x1p-23 * (fabs(alpha) * sa * 1.01 + fabs(beta) * 2.0) + 1e-30;
-                        worst = fmaxf(worst, (float)(fabs((double)C1[i * ldc + j] - C0[i * ldc + j]) / tol));
-                    }
-                    for (int64_t j = N; j < ldc; j++) pad_ok &= C1[i * ldc + j] == C0[i * ldc + j]; // untouched
-                }
+                int pad_ok;
+                float worst = gemm_err(ta, tb, M, N, K, alpha, beta, A, lda, B, ldb, C1, C0, ldc, &pad_ok);
                 CHECK(worst <= 1.0f && pad_ok, "gemm_bf16 ta %d tb %d M %lld N %lld K %lld: error %g of bound%s", ta, tb,
                       (long long)M, (long long)N, (long long)K, worst, pad_ok ? "" : ", wrote past N");
                 free(A); free(B); free(C0); free(C1);
@@ -90,20 +99,11 @@ static void test_gemm_bf16_panels(void) {
                 uint32_t *bp = gn_malloc_aligned(sizeof(uint32_t) * (size_t)(gn_bf16_panels_words(bN, bK) + 1));
                 gn_bf16_pack_panels(tb, bN, bK, B, ldb, bp);
                 // the reference on the corner: B's rows from k0 (tb: columns from k0 of B stored (N, K))
-                gn_gemm_bf16_ref(ta, tb, M, N, K, alpha, A, lda, tb ? B + k0 : B + k0 * ldb, ldb, beta, C0, ldc);
+                const float *Bc = tb ? B + k0 : B + k0 * ldb;
+                gn_gemm_bf16_ref(ta, tb, M, N, K, alpha, A, lda, Bc, ldb, beta, C0, ldc);
                 gn_gemm_bf16_panels(ta, M, N, K, alpha, A, lda, bp, bK, k0, beta, C1, ldc);
-                float worst = 0;
-                int pad_ok = 1;
-                for (int64_t i = 0; i < M; i++) {
-                    for (int64_t j = 0; j < N; j++) {
-                        double sa = 0;
-                        for (int64_t k = 0; k < K; k++)
-                            sa += fabs((double)(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k0 + k] : B[(k0 + k) * ldb + j]));
-                        double tol = (double)(K + 4) * 0x1p-23 * (fabs(alpha) * sa * 1.01 + fabs(beta) * 2.0) + 1e-30;
-                        worst = fmaxf(worst, (float)(fabs((double)C1[i * ldc + j] - C0[i * ldc + j]) / tol));
-                    }
-                    for (int64_t j = N; j < ldc; j++) pad_ok &= C1[i * ldc + j] == C0[i * ldc + j];
-                }
+                int pad_ok;
+                float worst = gemm_err(ta, tb, M, N, K, alpha, beta, A, lda, Bc, ldb, C1, C0, ldc, &pad_ok);
                 CHECK(worst <= 1.0f && pad_ok, "gemm_bf16_panels ta %d tb %d M %lld N %lld K %lld k0 %lld: error %g of bound%s", ta, tb,
                       (long long)M, (long long)N, (long long)K, (long long)k0, worst, pad_ok ? "" : ", wrote past N");
                 free(A); free(B); free(C0); free(C1); free(bp);

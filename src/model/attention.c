@@ -87,45 +87,38 @@ void gn_op_attention_fwd(float *o, float *P, const float *q, const float *k, con
     const int rb = P ? GN_ATT_RB_KEPT : GN_ATT_RB;
     const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs, nb = nblocks(T, rb), nk = pos0 + T;
     const float scale = 1.0f / sqrtf((float)hs);
-    if (bf16_on(bf16)) {
-        const int64_t wk = gn_bf16_panels_words(nk, hs), wv = gn_bf16_panels_words(hs, nk);
-        uint32_t *pan = gn_scratch(GN_SCRATCH_ATT, sizeof(uint32_t) * (size_t)(NKV * (wk + wv)));
-        #pragma omp parallel num_threads(team_size(nthreads))
-        {
+    const int b16 = bf16_on(bf16);
+    int64_t wk = 0, wv = 0;
+    uint32_t *pan = NULL; // bf16: K_g^T and V_g of each group as panels, packed once for all their heads' tasks
+    if (b16) {
+        wk = gn_bf16_panels_words(nk, hs), wv = gn_bf16_panels_words(hs, nk);
+        pan = gn_scratch(GN_SCRATCH_ATT, sizeof(uint32_t) * (size_t)(NKV * (wk + wv)));
+    } else gn_blas_single_thread();
+    #pragma omp parallel num_threads(team_size(nthreads))
+    {
+        if (b16) {
             #pragma omp for schedule(dynamic, 1)
-            for (int t = 0; t < 2 * NKV; t++) { // K_g^T and V_g of each group
+            for (int t = 0; t < 2 * NKV; t++) {
                 const int g = t / 2;
                 if (t % 2 == 0) gn_bf16_pack_panels(1, nk, hs, k + (size_t)g * hs, kvd, pan + g * wk);
                 else gn_bf16_pack_panels(0, hs, nk, v + (size_t)g * hs, kvd, pan + NKV * wk + g * wv);
             }
-            #pragma omp for schedule(dynamic, 1)
-            for (int task = 0; task < NH * nb; task++) {
-                int b = nb - 1 - task / NH, h = task % NH, g = h / grp;
-                int r0 = b * rb, n = block_end(b, T, rb) - r0;
-                int th = 0;
-#ifdef _OPENMP
-                th = omp_get_thread_num();
-#endif
-                float *S = P ? P + ((size_t)h * T + (size_t)r0) * (size_t)nk : scratch + (size_t)th * (size_t)rb * (size_t)nk;
-                causal_rows_bf16(o + (size_t)r0 * qd + (size_t)h * hs, qd, q + (size_t)r0 * qd + (size_t)h * hs, qd,
-                                 pan + g * wk, pan + NKV * wk + g * wv, nk, n, pos0 + r0, hs, scale, S, nk);
-            }
         }
-        return;
-    }
-    gn_blas_single_thread();
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(team_size(nthreads))
-    for (int task = 0; task < NH * nb; task++) {
-        int b = nb - 1 - task / NH, h = task % NH, g = h / grp; // the last (widest) blocks first
-        int r0 = b * rb, n = block_end(b, T, rb) - r0;
-        int th = 0;
+        #pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < NH * nb; task++) {
+            int b = nb - 1 - task / NH, h = task % NH, g = h / grp; // the last (widest) blocks first
+            int r0 = b * rb, n = block_end(b, T, rb) - r0;
+            int th = 0;
 #ifdef _OPENMP
-        th = omp_get_thread_num();
+            th = omp_get_thread_num();
 #endif
-        // rows r0.. of P_h (columns 0..pos0+r1-1), or this thread's scratch
-        float *S = P ? P + ((size_t)h * T + (size_t)r0) * (size_t)nk : scratch + (size_t)th * (size_t)rb * (size_t)nk;
-        gn_attn_causal_rows(o + (size_t)r0 * qd + (size_t)h * hs, qd, q + (size_t)r0 * qd + (size_t)h * hs, qd,
-                            k + (size_t)g * hs, v + (size_t)g * hs, kvd, n, pos0 + r0, hs, scale, S, nk);
+            // rows r0.. of P_h (columns 0..pos0+r1-1), or this thread's scratch
+            float *S = P ? P + ((size_t)h * T + (size_t)r0) * (size_t)nk : scratch + (size_t)th * (size_t)rb * (size_t)nk;
+            float *oh = o + (size_t)r0 * qd + (size_t)h * hs;
+            const float *qh = q + (size_t)r0 * qd + (size_t)h * hs;
+            if (b16) causal_rows_bf16(oh, qd, qh, qd, pan + g * wk, pan + NKV * wk + g * wv, nk, n, pos0 + r0, hs, scale, S, nk);
+            else gn_attn_causal_rows(oh, qd, qh, qd, k + (size_t)g * hs, v + (size_t)g * hs, kvd, n, pos0 + r0, hs, scale, S, nk);
+        }
     }
 }
 
