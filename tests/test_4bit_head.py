@@ -77,6 +77,12 @@ def test_transformers_checkpoint_with_4bit_head(tmp_path, base):
     check(ours(tmp_path, qdir, ids[:12], "--kv-step"), ref[:12], "the same, one token at a time (decode's head product)")
     # quantized on load from the plain folder: the same weights, so the same logits
     check(ours(tmp_path, base, ids, "--4bit", "--4bit-head", "--compute-dtype", "f32"), ref, "--4bit --4bit-head")
+    # a 4-bit checkpoint with a 16-bit head: --4bit-head quantizes its head on load (no --4bit needed)
+    q16 = tmp_path / "q16"
+    LlamaForCausalLM.from_pretrained(base, device_map="cpu", quantization_config=BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32)).save_pretrained(q16)
+    check(ours(tmp_path, q16, ids, "--4bit-head"), ref, "a 4-bit checkpoint's head quantized on load")
     info = run_guanaco("info", "-m", qdir).stdout
     assert "untied head: 4-bit" in info, info
     # without the flag the head stays dense: the logits differ by the head's rounding

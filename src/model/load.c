@@ -469,6 +469,11 @@ static gn_status make_mat(gn_model *m, const gn_tensor *t, gn_mat *out) {
 // A 4-bit linear weight: from a pre-quantized HF checkpoint (prefix.weight.
 // quant_state.*) or quantized here from the file's values, as bnb's
 // quantize_4bit does on the flattened tensor.
+// a transformers + bitsandbytes 4-bit checkpoint (its first layer's q_proj stored 4-bit)
+static int checkpoint_4bit(const gn_tensor_table *tt) {
+    return gn_quant4_present(tt, "model.layers.0.self_attn.q_proj") || gn_quant4_present(tt, "blk.0.attn_q");
+}
+
 static gn_status make_q4(gn_model *m, const gn_tensor_table *tt, const char *prefix, const gn_tensor *t, int64_t rows,
                          int64_t cols, gn_mat *out) {
     gn_quant4_state *q = &m->q4[m->n_q4];
@@ -497,8 +502,8 @@ static gn_status make_q4(gn_model *m, const gn_tensor_table *tt, const char *pre
         if ((st = gn_quant4_set_shape(q, 2, shape))) return st;
     }
     gn_dtype cd = m->opts.compute_dtype;
-    if (cd != GN_DTYPE_F32 && cd != GN_DTYPE_BF16 && cd != GN_DTYPE_F16) // auto
-        cd = gn_quant4_present(tt, prefix) ? m->file_compute_dtype : GN_DTYPE_BF16;
+    if (cd != GN_DTYPE_F32 && cd != GN_DTYPE_BF16 && cd != GN_DTYPE_F16) // auto: a checkpoint's own (its head quantized here too)
+        cd = gn_quant4_present(tt, prefix) || checkpoint_4bit(tt) ? m->file_compute_dtype : GN_DTYPE_BF16;
     q->wdtype = cd;
     *out = (gn_mat){q->quant_type == GN_QUANT_FP4 ? GN_DTYPE_FP4 : GN_DTYPE_NF4, rows, cols, NULL, q};
     return GN_OK;
@@ -554,7 +559,7 @@ static gn_status bind_weights(gn_model *m, const gn_tensor_table *tt, const name
     m->q4 = gn_calloc((size_t)c->n_layers * 7 + 1, sizeof(gn_quant4_state)); // the layers', and a 4-bit head
     m->n_q4 = 0;
     const gn_tensor *head = gn_tensor_table_find(tt, ns->head);
-    const int four = m->opts.weight_dtype == GN_DTYPE_NF4 || m->opts.weight_dtype == GN_DTYPE_FP4;
+    const int four = m->opts.weight_dtype == GN_DTYPE_NF4 || m->opts.weight_dtype == GN_DTYPE_FP4 || checkpoint_4bit(tt);
     const char *hpre = ns == &HF_NAMES ? "lm_head" : "output";
     if (m->opts.quant_head && !four)
         return gn_err(GN_ERR_ARG, "%s: a 4-bit head (--4bit-head) needs the 4-bit layers too (--4bit)", m->path);
