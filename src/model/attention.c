@@ -156,28 +156,19 @@ void gn_op_attention_fwd_ref(float *o, float *P, const float *q, const float *k,
 // out rows [c0, c1) of KV group g = sum over the group's heads h of
 // M_h[c0:T, c0:c1]^T X_h[c0:T]: M is P (for dV, X = dO) or dS (for dK, X = q).
 // M_h's rows c0.. are zero right of the diagonal inside the block, so the
-// product over rows c0..T-1 is the whole causal sum.
-static void kv_block(float *out, const float *M, const float *X, int b, int g, int T, int grp, int hs, int qd,
-                     int kvd) {
+// product over rows c0..T-1 is the whole causal sum. xp: X_h packed (xp + h * wx, op(B) =
+// X_h, T x hs) for bf16 products; NULL: float32 sgemm on X.
+static void kv_block(float *out, const float *M, const float *X, const uint32_t *xp, int64_t wx, int b, int g, int T,
+                     int grp, int hs, int qd, int kvd) {
     const size_t TT = (size_t)T * (size_t)T;
     int c0 = b * GN_ATT_RB_KEPT, n = block_end(b, T, GN_ATT_RB_KEPT) - c0;
     for (int j = 0; j < grp; j++) {
         int h = g * grp + j;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hs, T - c0, 1.0f, M + (size_t)h * TT + (size_t)c0 * T + c0,
-                    T, X + (size_t)c0 * qd + (size_t)h * hs, qd, j ? 1.0f : 0.0f, out + (size_t)c0 * kvd + (size_t)g * hs,
-                    kvd);
-    }
-}
-
-// kv_block with bf16 products: X_h's rows packed (xp + h * wx: op(B) = X_h, T x hs)
-static void kv_block_bf16(float *out, const float *M, const uint32_t *xp, int64_t wx, int b, int g, int T, int grp,
-                          int hs, int kvd) {
-    const size_t TT = (size_t)T * (size_t)T;
-    int c0 = b * GN_ATT_RB_KEPT, n = block_end(b, T, GN_ATT_RB_KEPT) - c0;
-    for (int j = 0; j < grp; j++) {
-        int h = g * grp + j;
-        gn_gemm_bf16_panels(1, n, hs, T - c0, 1.0f, M + (size_t)h * TT + (size_t)c0 * T + c0, T, xp + h * wx, T, c0,
-                            j ? 1.0f : 0.0f, out + (size_t)c0 * kvd + (size_t)g * hs, kvd);
+        const float *Mh = M + (size_t)h * TT + (size_t)c0 * T + c0;
+        float *o = out + (size_t)c0 * kvd + (size_t)g * hs;
+        if (xp) gn_gemm_bf16_panels(1, n, hs, T - c0, 1.0f, Mh, T, xp + h * wx, T, c0, j ? 1.0f : 0.0f, o, kvd);
+        else cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hs, T - c0, 1.0f, Mh, T, X + (size_t)c0 * qd + (size_t)h * hs,
+                         qd, j ? 1.0f : 0.0f, o, kvd);
     }
 }
 
@@ -197,47 +188,6 @@ static void scores_grad(float *S, const float *dP, const float *dOh, const float
     }
 }
 
-static void attention_bwd_bf16(float *dq, float *dk, float *dv, float *P, const float *q, const float *k,
-                               const float *v, const float *o, const float *dO, int T, int NH, int NKV, int hs,
-                               float *scratch, int nthreads) {
-    const int grp = NH / NKV, qd = NH * hs, kvd = NKV * hs, nb = nblocks(T, GN_ATT_RB_KEPT);
-    const size_t TT = (size_t)T * (size_t)T;
-    const float scale = 1.0f / sqrtf((float)hs);
-    // panels: K_g (T x hs) and V_g^T (hs x T) of each group, dO_h and Q_h (T x hs) of each head
-    const int64_t wn = gn_bf16_panels_words(hs, T), wt = gn_bf16_panels_words(T, hs);
-    uint32_t *pan = gn_scratch(GN_SCRATCH_ATT, sizeof(uint32_t) * (size_t)(NKV * (wn + wt) + 2 * NH * wn));
-    uint32_t *kn = pan, *vt = kn + NKV * wn, *don = vt + NKV * wt, *qn = don + NH * wn;
-    #pragma omp parallel num_threads(nthreads)
-    {
-        int ith = 0;
-#ifdef _OPENMP
-        ith = omp_get_thread_num();
-#endif
-        float *dP = scratch + (size_t)ith * GN_ATT_RB_KEPT * (size_t)T;
-        #pragma omp for schedule(dynamic, 1)
-        for (int t = 0; t < 2 * NKV + 2 * NH; t++) {
-            if (t < NKV) gn_bf16_pack_panels(0, hs, T, k + (size_t)t * hs, kvd, kn + t * wn);
-            else if (t < 2 * NKV) gn_bf16_pack_panels(1, T, hs, v + (size_t)(t - NKV) * hs, kvd, vt + (t - NKV) * wt);
-            else if (t < 2 * NKV + NH) gn_bf16_pack_panels(0, hs, T, dO + (size_t)(t - 2 * NKV) * hs, qd, don + (t - 2 * NKV) * wn);
-            else gn_bf16_pack_panels(0, hs, T, q + (size_t)(t - 2 * NKV - NH) * hs, qd, qn + (t - 2 * NKV - NH) * wn);
-        }
-        #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < NKV * nb; task++) kv_block_bf16(dv, P, don, wn, task / NKV, task % NKV, T, grp, hs, kvd);
-        #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < NH * nb; task++) {
-            int b = nb - 1 - task / NH, h = task % NH, g = h / grp;
-            int r0 = b * GN_ATT_RB_KEPT, r1 = block_end(b, T, GN_ATT_RB_KEPT), n = r1 - r0;
-            const float *dOh = dO + (size_t)r0 * qd + (size_t)h * hs;
-            gn_gemm_bf16_panels(0, n, r1, hs, 1.0f, dOh, qd, vt + g * wt, hs, 0, 0.0f, dP, r1);
-            float *S = P + (size_t)h * TT + (size_t)r0 * T;
-            scores_grad(S, dP, dOh, o, r0, n, T, h, hs, qd, scale);
-            gn_gemm_bf16_panels(0, n, hs, r1, 1.0f, S, T, kn + g * wn, T, 0, 0.0f, dq + (size_t)r0 * qd + (size_t)h * hs, qd);
-        }
-        #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < NKV * nb; task++) kv_block_bf16(dk, P, qn, wn, task / NKV, task % NKV, T, grp, hs, kvd);
-    }
-}
-
 void gn_op_attention_bwd(float *dq, float *dk, float *dv, float *P, const float *q, const float *k, const float *v,
                          const float *o, const float *dO, int T, int NH, int NKV, int hs, float *scratch, int nthreads,
                          int bf16) {
@@ -246,11 +196,14 @@ void gn_op_attention_bwd(float *dq, float *dk, float *dv, float *P, const float 
     const size_t TT = (size_t)T * (size_t)T;
     const float scale = 1.0f / sqrtf((float)hs);
     nthreads = team_size(nthreads);
-    if (bf16_on(bf16)) {
-        attention_bwd_bf16(dq, dk, dv, P, q, k, v, o, dO, T, NH, NKV, hs, scratch, nthreads);
-        return;
-    }
-    gn_blas_single_thread();
+    const int b16 = bf16_on(bf16);
+    // bf16: panels of K_g (T x hs) and V_g^T (hs x T) of each group, dO_h and Q_h (T x hs) of each head
+    const int64_t wn = b16 ? gn_bf16_panels_words(hs, T) : 0, wt = b16 ? gn_bf16_panels_words(T, hs) : 0;
+    uint32_t *kn = NULL, *vt = NULL, *don = NULL, *qn = NULL;
+    if (b16) {
+        kn = gn_scratch(GN_SCRATCH_ATT, sizeof(uint32_t) * (size_t)(NKV * (wn + wt) + 2 * NH * wn));
+        vt = kn + NKV * wn, don = vt + NKV * wt, qn = don + NH * wn;
+    } else gn_blas_single_thread();
     #pragma omp parallel num_threads(nthreads)
     {
         int ith = 0;
@@ -258,25 +211,36 @@ void gn_op_attention_bwd(float *dq, float *dk, float *dv, float *P, const float 
         ith = omp_get_thread_num();
 #endif
         float *dP = scratch + (size_t)ith * GN_ATT_RB_KEPT * (size_t)T; // (GN_ATT_RB_KEPT, r1) of this thread's task
+        if (b16) {
+            #pragma omp for schedule(dynamic, 1)
+            for (int t = 0; t < 2 * NKV + 2 * NH; t++) {
+                if (t < NKV) gn_bf16_pack_panels(0, hs, T, k + (size_t)t * hs, kvd, kn + t * wn);
+                else if (t < 2 * NKV) gn_bf16_pack_panels(1, T, hs, v + (size_t)(t - NKV) * hs, kvd, vt + (t - NKV) * wt);
+                else if (t < 2 * NKV + NH) gn_bf16_pack_panels(0, hs, T, dO + (size_t)(t - 2 * NKV) * hs, qd, don + (t - 2 * NKV) * wn);
+                else gn_bf16_pack_panels(0, hs, T, q + (size_t)(t - 2 * NKV - NH) * hs, qd, qn + (t - 2 * NKV - NH) * wn);
+            }
+        }
         // dV_g, while P is still the probabilities (the widest blocks, b = 0, first)
         #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < NKV * nb; task++) kv_block(dv, P, dO, task / NKV, task % NKV, T, grp, hs, qd, kvd);
+        for (int task = 0; task < NKV * nb; task++) kv_block(dv, P, dO, don, wn, task / NKV, task % NKV, T, grp, hs, qd, kvd);
         // dS_h over P_h, and dQ_h, one row block per task
         #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < NH * nb; task++) {
             int b = nb - 1 - task / NH, h = task % NH, g = h / grp;
             int r0 = b * GN_ATT_RB_KEPT, r1 = block_end(b, T, GN_ATT_RB_KEPT), n = r1 - r0;
             const float *dOh = dO + (size_t)r0 * qd + (size_t)h * hs;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1, hs, 1.0f, dOh, qd, v + (size_t)g * hs, kvd, 0.0f,
-                        dP, r1);
-            float *S = P + (size_t)h * TT + (size_t)r0 * T;
+            float *S = P + (size_t)h * TT + (size_t)r0 * T, *dqh = dq + (size_t)r0 * qd + (size_t)h * hs;
+            if (b16) gn_gemm_bf16_panels(0, n, r1, hs, 1.0f, dOh, qd, vt + g * wt, hs, 0, 0.0f, dP, r1);
+            else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1, hs, 1.0f, dOh, qd, v + (size_t)g * hs, kvd, 0.0f,
+                             dP, r1);
             scores_grad(S, dP, dOh, o, r0, n, T, h, hs, qd, scale);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, r1, 1.0f, S, T, k + (size_t)g * hs, kvd, 0.0f,
-                        dq + (size_t)r0 * qd + (size_t)h * hs, qd);
+            if (b16) gn_gemm_bf16_panels(0, n, hs, r1, 1.0f, S, T, kn + g * wn, T, 0, 0.0f, dqh, qd);
+            else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, r1, 1.0f, S, T, k + (size_t)g * hs, kvd, 0.0f,
+                             dqh, qd);
         }
         // dK_g from the score gradients now in P
         #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < NKV * nb; task++) kv_block(dk, P, q, task / NKV, task % NKV, T, grp, hs, qd, kvd);
+        for (int task = 0; task < NKV * nb; task++) kv_block(dk, P, q, qn, wn, task / NKV, task % NKV, T, grp, hs, qd, kvd);
     }
 }
 
