@@ -406,6 +406,37 @@ static void pack_b_panel(int tb, int64_t K, const float *B, const uint16_t *Bh, 
     }
 }
 
+// A (M x K of op(A)) as bf16 pairs along k into ap: [m][kp] (A stored (M, K); *sm = KP, *sk = 1) or
+// [kp][m] (A stored (K, M); *sm = 1, *sk = M); threads where par and the work is large enough
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void a_pairs(int ta, int64_t M, int64_t K, const float *A, int64_t lda, uint32_t *ap, int64_t *sm, int64_t *sk,
+                    int par) {
+    const int64_t KP = (K + 1) / 2;
+    if (!ta) {
+        *sm = KP, *sk = 1;
+        #pragma omp parallel for schedule(static) if (par && M * K > 65536)
+        for (int64_t m = 0; m < M; m++) gn_bf16_pairs_row(A + m * lda, K, ap + m * KP);
+        return;
+    }
+    *sm = 1, *sk = M;
+    #pragma omp parallel for schedule(static) if (par && M * K > 65536)
+    for (int64_t kp = 0; kp < KP; kp++) {
+        const float *r0 = A + 2 * kp * lda, *r1 = 2 * kp + 1 < K ? r0 + lda : NULL;
+        for (int64_t m = 0; m < M; m += 16) {
+            const __mmask16 msk = M - m >= 16 ? 0xffff : (__mmask16)((1u << (M - m)) - 1);
+            const __m512i v = r1 ? pairs16(r0 + m, r1 + m, msk)
+                                 : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + m)));
+            _mm512_mask_storeu_epi32(ap + kp * M + m, msk, v);
+        }
+    }
+}
+
+// C = beta C (beta 0: zeros, C not read): a product with K = 0
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+}
+
 // GN_GEMM_SMALL_K_OFF=1: small-K products take the panel tasks too (the path before the row walk)
 static int getenv_small_k_off(void) { static int v = -1; return gn_env_switch("GN_GEMM_SMALL_K_OFF", &v); }
 
@@ -416,11 +447,7 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
                  const float *B, const uint16_t *Bh, int64_t ldb, gn_bf16_packer pack, const void *pctx, float beta,
                  float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        for (int64_t i = 0; i < M; i++)
-            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-        return;
-    }
+    if (K <= 0) { scale_c(M, N, beta, C, ldc); return; }
     const int64_t KP = (K + 1) / 2;
     // AMX (16 rows or more), blocks of 32 rows: A stored (M, K) goes straight into tiles a row at a
     // time (no pairs copy beside them: the head's input gradient has K = the vocabulary, 50 MB of
@@ -444,25 +471,10 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, c
     } else {
         // A as pairs along k: [m][kp] (A stored (M, K)) or [kp][m] (A stored (K, M))
         ap = gn_scratch(GN_SCRATCH_GEMM_A, sizeof(uint32_t) * (size_t)(M * KP));
-        if (!ta) {
-            sm = KP, sk = 1;
-            #pragma omp parallel for schedule(static) if (M * K > 65536)
-            for (int64_t m = 0; m < M; m++) gn_bf16_pairs_row(A + m * lda, K, ap + m * KP);
-        } else {
-            sm = 1, sk = M;
-            #pragma omp parallel for schedule(static) if (M * K > 65536)
-            for (int64_t kp = 0; kp < KP; kp++) {
-                const float *r0 = A + 2 * kp * lda, *r1 = 2 * kp + 1 < K ? r0 + lda : NULL;
-                for (int64_t m = 0; m < M; m += 16) {
-                    __mmask16 msk = M - m >= 16 ? 0xffff : (__mmask16)((1u << (M - m)) - 1);
-                    __m512i v = r1 ? pairs16(r0 + m, r1 + m, msk) : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + m)));
-                    _mm512_mask_storeu_epi32(ap + kp * M + m, msk, v);
-                }
-            }
-            if (amx) {
-                at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((M + 15) / 16 * nkt * 256));
-                amx_pack_a_t(ap, M, KP, at);
-            }
+        a_pairs(ta, M, K, A, lda, ap, &sm, &sk, 1);
+        if (amx) { // here ta: A stored (K, M) (the other way went straight into tiles above)
+            at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((M + 15) / 16 * nkt * 256));
+            amx_pack_a_t(ap, M, KP, at);
         }
     }
     // Small K (LoRA's products through its rank: y += s (x A^T) B^T, dx += s z A), all of op(B)
@@ -588,30 +600,12 @@ void gn_gemm_bf16_panels(int ta, int64_t M, int64_t N, int64_t K, float alpha, c
                          const uint32_t *bp, int64_t bK, int64_t k0, float beta, float *C, int64_t ldc) {
     GN_ASSERT(k0 % 32 == 0 && k0 + K <= bK);
     if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        for (int64_t i = 0; i < M; i++)
-            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-        return;
-    }
+    if (K <= 0) { scale_c(M, N, beta, C, ldc); return; }
     const int64_t KP = (K + 1) / 2, KPB = panel_kp(bK), nkt = (KP + 15) / 16;
     const int amx = M >= 16 && gn_amx_mode();
     uint32_t *ap = gn_scratch(GN_SCRATCH_GEMM_A, sizeof(uint32_t) * (size_t)(M * KP));
     int64_t sm, sk;
-    if (!ta) {
-        sm = KP, sk = 1;
-        for (int64_t m = 0; m < M; m++) gn_bf16_pairs_row(A + m * lda, K, ap + m * KP);
-    } else {
-        sm = 1, sk = M;
-        for (int64_t kp = 0; kp < KP; kp++) {
-            const float *r0 = A + 2 * kp * lda, *r1 = 2 * kp + 1 < K ? r0 + lda : NULL;
-            for (int64_t m = 0; m < M; m += 16) {
-                const __mmask16 msk = M - m >= 16 ? 0xffff : (__mmask16)((1u << (M - m)) - 1);
-                const __m512i v = r1 ? pairs16(r0 + m, r1 + m, msk)
-                                     : _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(msk, r0 + m)));
-                _mm512_mask_storeu_epi32(ap + kp * M + m, msk, v);
-            }
-        }
-    }
+    a_pairs(ta, M, K, A, lda, ap, &sm, &sk, 0);
     uint32_t *at = NULL;
     if (amx) {
         at = gn_scratch(GN_SCRATCH_AMX_A, sizeof(uint32_t) * (size_t)((M + 15) / 16 * nkt * 256));
