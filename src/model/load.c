@@ -559,6 +559,7 @@ static gn_status bind_weights(gn_model *m, const gn_tensor_table *tt, const name
     m->q4 = gn_calloc((size_t)c->n_layers * 7 + 1, sizeof(gn_quant4_state)); // the layers', and a 4-bit head
     m->n_q4 = 0;
     const gn_tensor *head = gn_tensor_table_find(tt, ns->head);
+    const int own = head && !(m->gguf == NULL && c->tie_embeddings); // a head of its own (an HF tied config ignores one)
     const int four = m->opts.weight_dtype == GN_DTYPE_NF4 || m->opts.weight_dtype == GN_DTYPE_FP4 || checkpoint_4bit(tt);
     const char *hpre = ns == &HF_NAMES ? "lm_head" : "output";
     if (m->opts.quant_head && !four)
@@ -568,14 +569,11 @@ static gn_status bind_weights(gn_model *m, const gn_tensor_table *tt, const name
         // here from the head, or from the embedding table where the two are tied (the table
         // stays as it is for the lookups: the head becomes a matrix of its own)
         t = NULL;
-        if (!gn_quant4_present(tt, hpre)) {
-            const int own = head && !(m->gguf == NULL && c->tie_embeddings);
-            if ((st = find_checked(m, tt, own ? ns->head : ns->embed, V, C, &t))) return st;
-        }
+        if (!gn_quant4_present(tt, hpre) && (st = find_checked(m, tt, own ? ns->head : ns->embed, V, C, &t))) return st;
         if ((st = make_q4(m, tt, hpre, t, V, C, &m->lm_head))) return st;
-        m->head_copy = t && !(head && !(m->gguf == NULL && c->tie_embeddings));
+        m->head_copy = t && !own;
         m->cfg.tie_embeddings = 0;
-    } else if (head && !(m->gguf == NULL && c->tie_embeddings)) {
+    } else if (own) {
         if ((st = find_checked(m, tt, ns->head, V, C, &t)) || (st = make_mat(m, t, &m->lm_head))) return st;
         m->cfg.tie_embeddings = 0;
     } else {
