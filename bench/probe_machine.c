@@ -76,16 +76,20 @@ static float sum_any(const float *p, size_t n, gn_simd l) {
 // FMA peak: 12 chains (covers latency 4 x 2 pipes, and 4 x 3)
 
 #define CHAINS 12
+// CHAINS independent 16-lane accumulators, each updated by STEP (acc[i] from acc[i], m, k) iters
+// times, kept in registers (the loop unrolled), then summed so the work is not dead
+#define CHAINS_512(STEP)                                                                   \
+    for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_set1_ps((float)i);                   \
+    for (long it = 0; it < iters; it++) {                                                  \
+        _Pragma("GCC unroll 16") for (int i = 0; i < CHAINS; i++) acc[i] = STEP;           \
+    }                                                                                      \
+    __m512 s = acc[0];                                                                     \
+    for (int i = 1; i < CHAINS; i++) s = _mm512_add_ps(s, acc[i]);                         \
+    return _mm512_reduce_add_ps(s)
+
 __attribute__((target("avx512f"))) static float fma_avx512(long iters) {
     __m512 acc[CHAINS], m = _mm512_set1_ps(0.999999f), k = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_set1_ps((float)i);
-    for (long it = 0; it < iters; it++) {
-        #pragma GCC unroll 16
-        for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_fmadd_ps(acc[i], m, k);
-    }
-    __m512 s = acc[0];
-    for (int i = 1; i < CHAINS; i++) s = _mm512_add_ps(s, acc[i]);
-    return _mm512_reduce_add_ps(s);
+    CHAINS_512(_mm512_fmadd_ps(acc[i], m, k));
 }
 
 __attribute__((target("avx2,fma"))) static float fma_avx2(long iters) {
@@ -105,14 +109,7 @@ __attribute__((target("avx2,fma"))) static float fma_avx2(long iters) {
 __attribute__((target("avx512f,avx512bf16"))) static float dot_bf16(long iters) {
     __m512 acc[CHAINS];
     const __m512bh m = (__m512bh)_mm512_set1_epi16(0x3f80), k = (__m512bh)_mm512_set1_epi16(0x3380); // 1, 6e-8
-    for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_set1_ps((float)i);
-    for (long it = 0; it < iters; it++) {
-        #pragma GCC unroll 16
-        for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_dpbf16_ps(acc[i], m, k);
-    }
-    __m512 s = acc[0];
-    for (int i = 1; i < CHAINS; i++) s = _mm512_add_ps(s, acc[i]);
-    return _mm512_reduce_add_ps(s);
+    CHAINS_512(_mm512_dpbf16_ps(acc[i], m, k));
 }
 
 static float fma_scalar(long iters) {
