@@ -529,8 +529,8 @@ static inline float b64_row(const uint8_t *pa, const uint16_t *xh, int by_code, 
 #define B64_S(i) (by_code ? ((i) < sp ? t0 : t1)[qa[i]] : t0[i])
     int i = 0;
     for (; i + 4 <= n; i += 4) {
-        gn_prefetch_stream(pa + 32 * i);
-        gn_prefetch_stream(pa + 32 * i + 64);
+        gn_prefetch_row(pa + 32 * i, 64 * n);
+        gn_prefetch_row(pa + 32 * i + 64, 64 * n);
         B64_ONE(a0, a1, pa + 32 * i, B64_S(i), xh + 64 * i);
         B64_ONE(a2, a3, pa + 32 * i + 32, B64_S(i + 1), xh + 64 * i + 64);
         B64_ONE(a4, a5, pa + 32 * i + 64, B64_S(i + 2), xh + 64 * i + 128);
@@ -725,10 +725,10 @@ static inline float b64f_row(const uint8_t *pa, const uint16_t *xf, int by_code,
 #define B64F_S(i) (by_code ? ((i) < sp ? t0 : t1)[qa[i]] : t0[i])
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        gn_prefetch_stream(pa + 32 * i);
-        gn_prefetch_stream(pa + 32 * i + 64);
-        gn_prefetch_stream(pa + 32 * i + 128);
-        gn_prefetch_stream(pa + 32 * i + 192);
+        gn_prefetch_row(pa + 32 * i, 64 * n);
+        gn_prefetch_row(pa + 32 * i + 64, 64 * n);
+        gn_prefetch_row(pa + 32 * i + 128, 64 * n);
+        gn_prefetch_row(pa + 32 * i + 192, 64 * n);
         B64F_PAIR(a0, pa + 32 * i, B64F_S(i), B64F_S(i + 1), xf + 64 * i);
         B64F_PAIR(a1, pa + 32 * i + 64, B64F_S(i + 2), B64F_S(i + 3), xf + 64 * i + 128);
         B64F_PAIR(a2, pa + 32 * i + 128, B64F_S(i + 4), B64F_S(i + 5), xf + 64 * i + 256);

@@ -295,7 +295,7 @@ static float dot_bf16_avx512(const uint16_t *w, const float *x, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        gn_prefetch_stream(w + i);
+        gn_prefetch_row(w + i, n);
         s0 = _mm512_fmadd_ps(bf16x16_avx512(0xffff, w + i), _mm512_loadu_ps(x + i), s0);
         s1 = _mm512_fmadd_ps(bf16x16_avx512(0xffff, w + i + 16), _mm512_loadu_ps(x + i + 16), s1);
     }
