@@ -735,6 +735,21 @@ static void test_decode_b64(void) {
                     gn_dequantize_4bit_ref(&q, d);
                     gn_nf4_matmul(o, x, &q, 1);
                     gn_nf4_matmul_ref(r, x, &q, 1);
+#ifdef _OPENMP
+                    { // a row's sum does not depend on the thread that made it
+                        float *o1 = malloc(sizeof(float) * (size_t)R);
+                        const int nth = omp_get_max_threads();
+                        for (int th = 1; th <= 3; th += 2) {
+                            omp_set_num_threads(th);
+                            gn_nf4_matmul(o1, x, &q, 1);
+                            CHECK(memcmp(o, o1, sizeof(float) * (size_t)R) == 0,
+                                  "decode b64 level %d %lldx%lld: %d threads give other bits", lvl, (long long)R,
+                                  (long long)C, th);
+                        }
+                        omp_set_num_threads(nth);
+                        free(o1);
+                    }
+#endif
                     float worst = 0;
                     for (int64_t i = 0; i < R; i++) {
                         double sa = 0;
