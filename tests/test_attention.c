@@ -50,20 +50,20 @@ static float partial_diff(int grp, int hs, const float *m, const float *l, const
     return d;
 }
 
-// A tiled kernel (bf16 or float32 keys kt, values v) from position 0 and from a later whole
-// tile: against the row-major float32 reference on the same values (kr, vr), and its own
-// scalar reference, which must equal that one bit for bit.
+// A tiled kernel (bf16 or float32 keys kt, values v, both in tiles ts apart) from position 0
+// and from a later whole tile: against the row-major float32 reference on the same values
+// (kr, vr, rows kvs apart), and its own scalar reference, which must equal that one bit for bit.
 static void check_tiled(int bf, int got, const float *q, int64_t qs, int grp, const void *kt, int64_t ts, const void *v,
                         const float *kr, const float *vr, int64_t kvs, int n, int hs, float scale, float *sc) {
     for (int j0 = 0; j0 < n; j0 += j0 ? n : 2 * GN_KT) {
         const int nn = n - j0;
         float m[8], l[8], o[8 * 128], m0[8], l0[8], o0[8 * 128], m1[8], l1[8], o1[8 * 128];
         if (bf) {
-            gn_attn_partial_bf16(q, qs, grp, kt, ts, v, kvs, j0, nn, hs, scale, sc, m, l, o);
-            gn_attn_partial_bf16_ref(q, qs, grp, kt, ts, v, kvs, j0, nn, hs, scale, sc, m1, l1, o1);
+            gn_attn_partial_bf16(q, qs, grp, kt, ts, v, ts, j0, nn, hs, scale, sc, m, l, o);
+            gn_attn_partial_bf16_ref(q, qs, grp, kt, ts, v, ts, j0, nn, hs, scale, sc, m1, l1, o1);
         } else {
-            gn_attn_partial_f32t(q, qs, grp, kt, ts, v, kvs, j0, nn, hs, scale, sc, m, l, o);
-            gn_attn_partial_f32t_ref(q, qs, grp, kt, ts, v, kvs, j0, nn, hs, scale, sc, m1, l1, o1);
+            gn_attn_partial_f32t(q, qs, grp, kt, ts, v, ts, j0, nn, hs, scale, sc, m, l, o);
+            gn_attn_partial_f32t_ref(q, qs, grp, kt, ts, v, ts, j0, nn, hs, scale, sc, m1, l1, o1);
         }
         gn_attn_partial_ref(q, qs, grp, kr + (int64_t)j0 * kvs, vr + (int64_t)j0 * kvs, kvs, nn, hs, scale, sc, m0, l0, o0);
         const float mb = partial_diff(grp, hs, m, l, o, m0, l0, o0), mr = partial_diff(grp, hs, m1, l1, o1, m0, l0, o0);
@@ -125,13 +125,19 @@ int main(void) {
                     for (int j = 0; j < n; j++)
                         for (int d = 0; d < hs; d++) kf[gn_kt_at_f32(j, 1, d, hs, ts)] = k[(int64_t)j * kvs + d];
                     const float *ktf = kf + gn_kt_at_f32(0, 1, 0, hs, ts);
+                    // its values tiled the same way (gn_vt_at), head 1 of 2, the other head's part poisoned
+                    float *vf = malloc(sizeof(float) * (size_t)(ntl * ts + 1));
+                    for (int64_t i = 0; i < ntl * ts + 1; i++) vf[i] = NAN;
+                    for (int j = 0; j < n; j++)
+                        for (int d = 0; d < hs; d++) vf[gn_vt_at(j, 1, d, hs, ts)] = v[(int64_t)j * kvs + d];
+                    const float *vtf = vf + gn_vt_at(0, 1, 0, hs, ts);
                     // whole range in one part, and split in 3 stretches of whole tiles, merged
                     for (int parts = 1; parts <= 3; parts += 2) {
                         float pm[3 * 8], pl[3 * 8], po[3 * 8 * 128];
                         for (int p = 0; p < parts; p++) {
                             int j0 = (int)(ntl * p / parts) * GN_KT, j1 = (int)(ntl * (p + 1) / parts) * GN_KT;
                             if (j1 > n) j1 = n;
-                            gn_attn_partial_f32t(q, qs, grp, ktf, ts, v, kvs, j0, j1 > j0 ? j1 - j0 : 0, hs, scale, sc, m, l, o);
+                            gn_attn_partial_f32t(q, qs, grp, ktf, ts, vtf, ts, j0, j1 > j0 ? j1 - j0 : 0, hs, scale, sc, m, l, o);
                             for (int g = 0; g < grp; g++) {
                                 // layout the merge expects: part stride grp heads
                                 pm[p * grp + g] = m[g];
@@ -158,23 +164,28 @@ int main(void) {
                             vh[i] = gn_f32_to_bf16(v[i]);
                             kr[i] = gn_bf16_to_f32(gn_f32_to_bf16(k[i])); vr[i] = gn_bf16_to_f32(vh[i]);
                         }
+                        uint16_t *vth = malloc(sizeof(uint16_t) * (size_t)(ntl * ts + 1));
+                        for (int64_t i = 0; i < ntl * ts + 1; i++) vth[i] = 0x7fc1; // NaN: never read
                         for (int j = 0; j < n; j++)
-                            for (int d = 0; d < hs; d++) kh[gn_kt_at(j, 1, d, hs, ts)] = gn_f32_to_bf16(k[(int64_t)j * kvs + d]);
-                        const uint16_t *kt = kh + gn_kt_at(0, 1, 0, hs, ts);
-                        check_tiled(1, got, q, qs, grp, kt, ts, vh, kr, vr, kvs, n, hs, scale, sc);
+                            for (int d = 0; d < hs; d++) {
+                                kh[gn_kt_at(j, 1, d, hs, ts)] = gn_f32_to_bf16(k[(int64_t)j * kvs + d]);
+                                vth[gn_vt_at(j, 1, d, hs, ts)] = vh[(int64_t)j * kvs + d];
+                            }
+                        const uint16_t *kt = kh + gn_kt_at(0, 1, 0, hs, ts), *vt = vth + gn_vt_at(0, 1, 0, hs, ts);
+                        check_tiled(1, got, q, qs, grp, kt, ts, vt, kr, vr, kvs, n, hs, scale, sc);
                         // the float32 tiled kernel unmerged against the row-major reference, and its own
-                        check_tiled(0, got, q, qs, grp, ktf, ts, v, k, v, kvs, n, hs, scale, sc);
+                        check_tiled(0, got, q, qs, grp, ktf, ts, vtf, k, v, kvs, n, hs, scale, sc);
                         // an empty stretch
-                        gn_attn_partial_bf16(q, qs, grp, kt, ts, vh, kvs, 0, 0, hs, scale, sc, m, l, o);
+                        gn_attn_partial_bf16(q, qs, grp, kt, ts, vt, ts, 0, 0, hs, scale, sc, m, l, o);
                         float e = 0;
                         for (int g = 0; g < grp; g++) {
                             e = fmaxf(e, l[g] == 0.0f && m[g] == -INFINITY ? 0.0f : 1.0f);
                             for (int i = 0; i < hs; i++) e = fmaxf(e, fabsf(o[g * hs + i]));
                         }
                         CHECK(e == 0.0f, "attn_partial_bf16 of no positions (hs=%d grp=%d)", hs, grp);
-                        free(kh); free(vh); free(kr); free(vr);
+                        free(kh); free(vh); free(vth); free(kr); free(vr);
                     }
-                    free(q); free(k); free(v); free(sc); free(kf);
+                    free(q); free(k); free(v); free(sc); free(kf); free(vf);
                 }
         // prefill rows: nrows query rows at positions pos0.. of one head, strided
         const int rows[][2] = {{1, 0}, {1, 5}, {2, 0}, {7, 3}, {33, 0}, {32, 31}, {5, 100}};

@@ -75,10 +75,10 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
     for (int t = 0; t < T && prefill; t++) prefill = rs[t] == rs[0] && off[t] == t;
     if (prefill) {
         gn_session *s = rs[0];
-        // this layer's keys so far out of their tiles (and bf16 values widened) as row-major
-        // float32, for the sgemm of each row block
+        // this layer's keys and values so far out of their tiles as row-major float32, for the
+        // sgemm of each row block
         const size_t n = (size_t)(s->pos + T) * (size_t)kvd, lay = (size_t)l * s->kv_seq * kvd;
-        const size_t need = s->kv_bf16 ? 2 * n : n;
+        const size_t need = 2 * n;
         if (need > s->kv_f32_cap) {
             free(s->kv_f32);
             s->kv_f32 = gn_malloc_aligned(need * sizeof(float));
@@ -94,15 +94,17 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
                     kf[(size_t)j * kvd + (size_t)h * hs + (size_t)d] =
                         bf ? gn_bf16_to_f32(((const uint16_t *)s->k_cache)[src]) : ((const float *)s->k_cache)[src];
                 }
-        const float *kc = kf, *vc = (const float *)s->v_cache + lay;
-        if (bf) {
-            float *vf = s->kv_f32 + n;
-            const uint16_t *vh = (const uint16_t *)s->v_cache + lay;
-            #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (n > 65536)
-            for (size_t i = 0; i < n; i++) vf[i] = gn_bf16_to_f32(vh[i]);
-            vc = vf;
-        }
-        gn_op_attention_fwd(w->att, NULL, w->q, kc, vc, T, s->pos, NH, NKV, hs, w->att_scores, w->nthreads, 0);
+        float *vf = s->kv_f32 + n;
+        #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (n > 65536)
+        for (int j = 0; j < np; j++)
+            for (int h = 0; h < NKV; h++) { // a head's hs values are one run in either dtype
+                const size_t src = lay + value_at(j, h, 0, hs, kvd);
+                float *dst = vf + (size_t)j * kvd + (size_t)h * hs;
+                if (bf)
+                    for (int d = 0; d < hs; d++) dst[d] = gn_bf16_to_f32(((const uint16_t *)s->v_cache)[src + d]);
+                else memcpy(dst, (const float *)s->v_cache + src, sizeof(float) * (size_t)hs);
+            }
+        gn_op_attention_fwd(w->att, NULL, w->q, kf, vf, T, s->pos, NH, NKV, hs, w->att_scores, w->nthreads, 0);
         return;
     }
     // decode: stretches per (row, KV head) so that there are enough tasks
@@ -134,16 +136,16 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
             const int j0 = (int)((int64_t)nt * p / nparts) * GN_KT, j1e = (int)((int64_t)nt * (p + 1) / nparts) * GN_KT;
             const int j1 = j1e < n ? j1e : n;
             const size_t lay = (size_t)l * s->kv_seq * kvd, k0 = lay + key_at(s, 0, kvh, 0, hs, kvd),
-                         v0 = lay + (size_t)kvh * hs;
+                         v0 = lay + value_at(0, kvh, 0, hs, kvd);
             const int64_t ts = (int64_t)GN_KT * kvd;
             size_t at = ((size_t)t * nparts + (size_t)p) * NH + (size_t)kvh * grp;
             const float *qg = w->q + (size_t)t * qd + (size_t)kvh * grp * hs;
             const int nn = j1 > j0 ? j1 - j0 : 0;
             if (s->kv_bf16)
                 gn_attn_partial_bf16(qg, hs, grp, (const uint16_t *)s->k_cache + k0, ts, (const uint16_t *)s->v_cache + v0,
-                                     kvd, j0, nn, hs, scale, sc, M + at, Lsum + at, O + at * hs);
+                                     ts, j0, nn, hs, scale, sc, M + at, Lsum + at, O + at * hs);
             else
-                gn_attn_partial_f32t(qg, hs, grp, (const float *)s->k_cache + k0, ts, (const float *)s->v_cache + v0, kvd,
+                gn_attn_partial_f32t(qg, hs, grp, (const float *)s->k_cache + k0, ts, (const float *)s->v_cache + v0, ts,
                                      j0, nn, hs, scale, sc, M + at, Lsum + at, O + at * hs);
         }
         #pragma omp for schedule(static)

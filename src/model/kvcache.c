@@ -117,18 +117,20 @@ void gn_session_set_adapter(gn_session *s, const gn_adapter *a) {
 // ----------------------------------------------------------------------------
 // cache layout
 
-// Writes position j of layer l: keys into their tiles, values row-major; a bf16 cache rounds
-// to nearest even (v is a bf16 value already unless an adapter added to it).
+// Writes position j of layer l: keys and values into their tiles; a bf16 cache rounds to
+// nearest even (v is a bf16 value already unless an adapter added to it).
 void gn_kv_cache_store(gn_session *s, int l, int j, const float *k, const float *v, int hs, int nkv) {
     const int kvd = nkv * hs;
-    const size_t lay = (size_t)l * s->kv_seq * kvd, at = lay + (size_t)j * kvd;
-    for (int h = 0; h < nkv; h++)
+    const size_t lay = (size_t)l * s->kv_seq * kvd;
+    for (int h = 0; h < nkv; h++) {
         for (int d = 0; d < hs; d++) {
             const size_t i = lay + key_at(s, j, h, d, hs, kvd);
             if (s->kv_bf16) ((uint16_t *)s->k_cache)[i] = gn_f32_to_bf16(k[h * hs + d]);
             else ((float *)s->k_cache)[i] = k[h * hs + d];
         }
-    if (s->kv_bf16)
-        for (int i = 0; i < kvd; i++) ((uint16_t *)s->v_cache)[at + i] = gn_f32_to_bf16(v[i]);
-    else memcpy((float *)s->v_cache + at, v, sizeof(float) * (size_t)kvd);
+        const size_t at = lay + value_at(j, h, 0, hs, kvd); // this head's hs values are one run
+        if (s->kv_bf16)
+            for (int d = 0; d < hs; d++) ((uint16_t *)s->v_cache)[at + d] = gn_f32_to_bf16(v[h * hs + d]);
+        else memcpy((float *)s->v_cache + at, v + h * hs, sizeof(float) * (size_t)hs);
+    }
 }

@@ -209,9 +209,9 @@ void gn_silu_mul(float *x, const float *y, int64_t n) {
 // ----------------------------------------------------------------------------
 // decode: partial softmax of a group of heads over a stretch of the cache
 
-// The scalar references: one body, keys row-major float32 (lay 0), tiled bf16 (1) or tiled
-// float32 (2), values row-major of the same dtype (so the tiled ones equal, bit for bit, the
-// row-major one on the same values).
+// The scalar references: one body, keys and values row-major float32 (lay 0), tiled bf16 (1)
+// or tiled float32 (2), the values tiled of the same dtype, vs their tile stride (so the tiled
+// ones equal, bit for bit, the row-major one on the same values).
 static inline float k_get(const void *k, int64_t ks, int64_t j, int64_t i, int hs, int lay) {
     if (lay == 0) return ((const float *)k)[j * ks + i];
     if (lay == 1) return gn_bf16_to_f32(((const uint16_t *)k)[gn_kt_at(j, 0, i, hs, ks)]);
@@ -235,7 +235,7 @@ static void partial_ref(const float *q, int64_t qstride, int grp, const void *k,
         for (int j = 0; j < n; j++) {
             float p = expf(s[j] - mx);
             sum += p;
-            const int64_t vj = (int64_t)(j0 + j) * vs;
+            const int64_t vj = lay == 0 ? (int64_t)(j0 + j) * vs : gn_vt_at(j0 + j, 0, 0, hs, vs);
             for (int i = 0; i < hs; i++)
                 og[i] += p * (lay == 1 ? gn_bf16_to_f32(((const uint16_t *)v)[vj + i]) : ((const float *)v)[vj + i]);
         }
@@ -250,15 +250,15 @@ void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *
 }
 
 void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
-                              const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc,
+                              const uint16_t *v, int64_t vtile_stride, int j0, int n, int hs, float scale, float *sc,
                               float *m, float *l, float *o) {
-    partial_ref(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o, 1);
+    partial_ref(q, qstride, grp, kt, tile_stride, v, vtile_stride, j0, n, hs, scale, sc, m, l, o, 1);
 }
 
 void gn_attn_partial_f32t_ref(const float *q, int64_t qstride, int grp, const float *kt, int64_t tile_stride,
-                              const float *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
+                              const float *v, int64_t vtile_stride, int j0, int n, int hs, float scale, float *sc, float *m,
                               float *l, float *o) {
-    partial_ref(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o, 2);
+    partial_ref(q, qstride, grp, kt, tile_stride, v, vtile_stride, j0, n, hs, scale, sc, m, l, o, 2);
 }
 
 // ----------------------------------------------------------------------------
@@ -274,11 +274,9 @@ void gn_attn_partial_f32t_ref(const float *q, int64_t qstride, int grp, const fl
 // instantiation.
 
 #define KT_AHEAD 2  // key tiles ahead
-// The scores loop also fetches the value rows of the tile KT_AHEAD ahead: 16 rows of hs
-// values of es bytes are 16*es*hs bytes, the lines the key loop visits one per step
-// (hs/2 steps for bf16, hs for float32: 32*hs resp. 64*hs bytes of lines), so line i
-// is byte 64*i of those rows laid end to end.
-#define V_LINE(i, hs, vs, es) ((int64_t)(64 * (i)) / ((es) * (hs)) * (vs) + (int64_t)(64 * (i)) % ((es) * (hs)) / (es))
+// The scores loop also fetches the values of the tile KT_AHEAD ahead: this head's 16 rows of
+// hs values of es bytes, 16*es*hs contiguous bytes, the lines the key loop visits one per step
+// (hs/2 steps for bf16, hs for float32: 32*hs resp. 64*hs bytes of lines): line i at byte 64*i.
 
 // The first KT_AHEAD tiles' keys and values, asked for all at once before the loops
 // (else each of their lines is a miss in turn).
@@ -287,10 +285,10 @@ static inline void prefetch_first_tiles(const void *kt, int64_t ts, const void *
     const int es = bf ? 2 : 4, steps = bf ? hs / 2 : hs;
     for (int t = 0; t < KT_AHEAD && t * GN_KT < n; t++) {
         const char *kp = (const char *)kt + ((int64_t)(j0 / GN_KT + t) * ts) * es;
-        const char *vt = (const char *)v + ((int64_t)(j0 + t * GN_KT) * vs) * es;
+        const char *vt = (const char *)v + ((int64_t)(j0 / GN_KT + t) * vs) * es;
         for (int i = 0; i < steps; i++) {
             _mm_prefetch(kp + 64 * i, _MM_HINT_T0);
-            _mm_prefetch(vt + V_LINE(i, hs, vs, es) * es, _MM_HINT_T0);
+            _mm_prefetch(vt + 64 * i, _MM_HINT_T0);
         }
     }
 }
@@ -303,7 +301,7 @@ static inline void scores_t_avx512(const float *q, int64_t qstride, const void *
     prefetch_first_tiles(kt, ts, v, vs, j0, n, hs, bf);
     for (int t = 0; t * GN_KT < n; t++) {
         const char *kp = (const char *)kt + ((int64_t)(j0 / GN_KT + t) * ts) * es;
-        const char *vt = (const char *)v + ((int64_t)(j0 + (t + KT_AHEAD) * GN_KT) * vs) * es;
+        const char *vt = (const char *)v + ((int64_t)(j0 / GN_KT + t + KT_AHEAD) * vs) * es;
         __m512 e[4], od[4];
 #pragma GCC unroll 4
         for (int g = 0; g < NG; g++) e[g] = od[g] = _mm512_setzero_ps();
@@ -311,15 +309,15 @@ static inline void scores_t_avx512(const float *q, int64_t qstride, const void *
             __m512 lo, hi;
             if (bf) {
                 _mm_prefetch(kp + KT_AHEAD * ts * es + 64 * dp, _MM_HINT_T0);
-                _mm_prefetch(vt + V_LINE(dp, hs, vs, es) * es, _MM_HINT_T0);
+                _mm_prefetch(vt + 64 * dp, _MM_HINT_T0);
                 const __m512i x = _mm512_loadu_si512(kp + 64 * dp);
                 lo = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
                 hi = _mm512_castsi512_ps(_mm512_and_si512(x, himask));
             } else {
                 _mm_prefetch(kp + KT_AHEAD * ts * es + 128 * dp, _MM_HINT_T0);
                 _mm_prefetch(kp + KT_AHEAD * ts * es + 128 * dp + 64, _MM_HINT_T0);
-                _mm_prefetch(vt + V_LINE(2 * dp, hs, vs, es) * es, _MM_HINT_T0);
-                _mm_prefetch(vt + V_LINE(2 * dp + 1, hs, vs, es) * es, _MM_HINT_T0);
+                _mm_prefetch(vt + 128 * dp, _MM_HINT_T0);
+                _mm_prefetch(vt + 128 * dp + 64, _MM_HINT_T0);
                 lo = _mm512_loadu_ps((const float *)(kp + 128 * dp));
                 hi = _mm512_loadu_ps((const float *)(kp + 128 * dp + 64));
             }
@@ -347,7 +345,8 @@ static inline __m512 v_load16(const void *v, int64_t i, const int bf) {
     return _mm512_loadu_ps((const float *)v + i);
 }
 
-// values for NG heads, NC chunks of 16 dims starting at dim c0 (weights in sc, g*n apart)
+// values for NG heads, NC chunks of 16 dims starting at dim c0 (weights in sc, g*n apart); v the
+// stretch's first value tile, tiles vs elements apart
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
 static inline void values_avx512(const float *sc, int n, const void *v, int64_t vs, int c0, int hs, float *o,
                                  const int NG, const int NC, const int bf) {
@@ -357,7 +356,7 @@ static inline void values_avx512(const float *sc, int n, const void *v, int64_t 
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) acc[g][c] = _mm512_setzero_ps();
     for (int j = 0; j < n; j++) {
-        const int64_t vj = (int64_t)j * vs + c0;
+        const int64_t vj = (int64_t)(j / GN_KT) * vs + (int64_t)(j % GN_KT) * hs + c0; // v at this stretch's first tile
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) {
             const __m512 x = v_load16(v, vj + 16 * c, bf);
@@ -381,7 +380,7 @@ static inline void partial_t_avx512_ng(const float *q, int64_t qstride, const vo
         m[g] = n ? max_avx512(s, n) : -INFINITY;
         l[g] = n ? exp_sub_sum_avx512(s, n, m[g]) : 0.0f;
     }
-    const void *v0 = (const char *)v + ((int64_t)j0 * vs) * (bf ? 2 : 4);
+    const void *v0 = (const char *)v + ((int64_t)(j0 / GN_KT) * vs) * (bf ? 2 : 4);
     int c0 = 0;
     for (; c0 + 64 <= hs; c0 += 64) values_avx512(sc, n, v0, vs, c0, hs, o, NG, 4, bf);
     for (; c0 < hs; c0 += 16) values_avx512(sc, n, v0, vs, c0, hs, o, NG, 1, bf);
@@ -419,14 +418,14 @@ static inline void partial_t_avx2_ng(const float *q, int64_t qstride, const void
     prefetch_first_tiles(kt, ts, v, vs, j0, n, hs, bf);
     for (int t = 0; t * GN_KT < n; t++) {
         const char *kp = (const char *)kt + ((int64_t)(j0 / GN_KT + t) * ts) * es;
-        const char *vt = (const char *)v + ((int64_t)(j0 + (t + KT_AHEAD) * GN_KT) * vs) * es;
+        const char *vt = (const char *)v + ((int64_t)(j0 / GN_KT + t + KT_AHEAD) * vs) * es;
         __m256 e[2][2], od[2][2];
 #pragma GCC unroll 4
         for (int g = 0; g < NG; g++) e[g][0] = e[g][1] = od[g][0] = od[g][1] = _mm256_setzero_ps();
         for (int dp = 0; dp < hs / 2; dp++) {
             for (int r = 0; r < es / 2; r++) { // the key lines of this step (one bf16 pair row, two float32 rows)
                 _mm_prefetch(kp + KT_AHEAD * ts * es + 64 * ((es / 2) * dp + r), _MM_HINT_T0);
-                _mm_prefetch(vt + V_LINE((es / 2) * dp + r, hs, vs, es) * es, _MM_HINT_T0);
+                _mm_prefetch(vt + 64 * ((es / 2) * dp + r), _MM_HINT_T0);
             }
 #pragma GCC unroll 4
             for (int h = 0; h < 2; h++) {
@@ -470,7 +469,7 @@ static inline void partial_t_avx2_ng(const float *q, int64_t qstride, const void
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) acc[g][c] = _mm256_setzero_ps();
         for (int j = 0; j < n; j++) {
-            const int64_t vj = (int64_t)(j0 + j) * vs + c0;
+            const int64_t vj = gn_vt_at(j0 + j, 0, c0, hs, vs);
 #pragma GCC unroll 4
             for (int c = 0; c < nc; c++) {
                 const __m256 x = bf ? _mm256_castsi256_ps(_mm256_slli_epi32(
@@ -512,15 +511,15 @@ static void partial_t_any(const float *q, int64_t qstride, int grp, const void *
 }
 
 void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
-                          const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
+                          const uint16_t *v, int64_t vtile_stride, int j0, int n, int hs, float scale, float *sc, float *m,
                           float *l, float *o) {
-    partial_t_any(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o, 1);
+    partial_t_any(q, qstride, grp, kt, tile_stride, v, vtile_stride, j0, n, hs, scale, sc, m, l, o, 1);
 }
 
 void gn_attn_partial_f32t(const float *q, int64_t qstride, int grp, const float *kt, int64_t tile_stride,
-                          const float *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
+                          const float *v, int64_t vtile_stride, int j0, int n, int hs, float scale, float *sc, float *m,
                           float *l, float *o) {
-    partial_t_any(q, qstride, grp, kt, tile_stride, v, vstride, j0, n, hs, scale, sc, m, l, o, 0);
+    partial_t_any(q, qstride, grp, kt, tile_stride, v, vtile_stride, j0, n, hs, scale, sc, m, l, o, 0);
 }
 
 void gn_attn_merge(int nparts, const float *m, const float *l, const float *o, int64_t part_stride, int hs, float *out) {

@@ -159,17 +159,23 @@ void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *
 // 64-byte load holds one pair of dims of 16 positions and the scores of 16 positions
 // need no horizontal sums. gn_kt_at gives the place of (position j, KV head h, dim d)
 // in a layer whose tiles are tile_stride elements apart (GN_KT * NKV * hs when dense).
-// Here kt is this KV head's tile 0 (gn_kt_at(0, h, 0, ...)), v its value row 0 (row j
-// at v + j*vstride), and the stretch is positions j0..j0+n-1 with j0 a multiple of GN_KT.
+// The values are tiled too, each KV head's part of a tile its GN_KT rows of hs dims (gn_vt_at),
+// so the values of a tile are one contiguous run per head (rows of 256 bytes, 8 KiB apart when
+// 32 KV heads share a row, were read at half the speed). Here kt is this KV head's key tile 0
+// (gn_kt_at(0, h, 0, ...)), v its value tile 0 (gn_vt_at(0, h, 0, ...)), value tiles
+// vtile_stride elements apart, and the stretch is positions j0..j0+n-1 with j0 a multiple of GN_KT.
 #define GN_KT 16
 static inline int64_t gn_kt_at(int64_t j, int64_t h, int64_t d, int64_t hs, int64_t tile_stride) {
     return (j / GN_KT) * tile_stride + h * GN_KT * hs + (d / 2) * (2 * GN_KT) + (j % GN_KT) * 2 + (d & 1);
 }
+static inline int64_t gn_vt_at(int64_t j, int64_t h, int64_t d, int64_t hs, int64_t tile_stride) {
+    return (j / GN_KT) * tile_stride + h * GN_KT * hs + (j % GN_KT) * hs + d;
+}
 void gn_attn_partial_bf16(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
-                          const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
+                          const uint16_t *v, int64_t vtile_stride, int j0, int n, int hs, float scale, float *sc, float *m,
                           float *l, float *o);
 void gn_attn_partial_bf16_ref(const float *q, int64_t qstride, int grp, const uint16_t *kt, int64_t tile_stride,
-                              const uint16_t *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc,
+                              const uint16_t *v, int64_t vtile_stride, int j0, int n, int hs, float scale, float *sc,
                               float *m, float *l, float *o);
 // The same for a float32 cache (the decode path's): its keys tiled with one dim per
 // 64-byte row of 16 positions (pairs of rows as the bf16 layout's pairs of dims), the
@@ -178,10 +184,10 @@ static inline int64_t gn_kt_at_f32(int64_t j, int64_t h, int64_t d, int64_t hs, 
     return (j / GN_KT) * tile_stride + h * GN_KT * hs + d * GN_KT + j % GN_KT;
 }
 void gn_attn_partial_f32t(const float *q, int64_t qstride, int grp, const float *kt, int64_t tile_stride,
-                          const float *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc, float *m,
+                          const float *v, int64_t vtile_stride, int j0, int n, int hs, float scale, float *sc, float *m,
                           float *l, float *o);
 void gn_attn_partial_f32t_ref(const float *q, int64_t qstride, int grp, const float *kt, int64_t tile_stride,
-                              const float *v, int64_t vstride, int j0, int n, int hs, float scale, float *sc,
+                              const float *v, int64_t vtile_stride, int j0, int n, int hs, float scale, float *sc,
                               float *m, float *l, float *o);
 // Merges nparts partials of one head (part p's m, l at m[p*part_stride], its o at
 // o + p*part_stride*hs) into the normalized attention output out (hs).
