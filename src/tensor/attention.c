@@ -270,7 +270,9 @@ void gn_attn_partial_f32t_ref(const float *q, int64_t qstride, int grp, const fl
 // Values: each row of V read once for all the heads, its (widened) chunks times each
 // head's weight. The scores loop prefetches the keys and the values of the tile KT_AHEAD
 // ahead (the cache comes from memory: the weights read since the last token have pushed it
-// out of the caches), so the values loop reads from cache. `bf` is a constant in each
+// out of the caches), so the values loop reads from cache. Into L2 (prefetcht1): asked into
+// L1, the lines in flight were fewer (Zen 4, a 7B layer's 32 heads x 512 positions from
+// memory: 9.8 -> 13.3 GB/s on one core, 19.7 -> 21.5 on two). `bf` is a constant in each
 // instantiation.
 
 #define KT_AHEAD 2  // key tiles ahead
@@ -287,8 +289,8 @@ static inline void prefetch_first_tiles(const void *kt, int64_t ts, const void *
         const char *kp = (const char *)kt + ((int64_t)(j0 / GN_KT + t) * ts) * es;
         const char *vt = (const char *)v + ((int64_t)(j0 / GN_KT + t) * vs) * es;
         for (int i = 0; i < steps; i++) {
-            _mm_prefetch(kp + 64 * i, _MM_HINT_T0);
-            _mm_prefetch(vt + 64 * i, _MM_HINT_T0);
+            _mm_prefetch(kp + 64 * i, _MM_HINT_T1);
+            _mm_prefetch(vt + 64 * i, _MM_HINT_T1);
         }
     }
 }
@@ -308,16 +310,16 @@ static inline void scores_t_avx512(const float *q, int64_t qstride, const void *
         for (int dp = 0; dp < hs / 2; dp++) { // one pair of dims a step
             __m512 lo, hi;
             if (bf) {
-                _mm_prefetch(kp + KT_AHEAD * ts * es + 64 * dp, _MM_HINT_T0);
-                _mm_prefetch(vt + 64 * dp, _MM_HINT_T0);
+                _mm_prefetch(kp + KT_AHEAD * ts * es + 64 * dp, _MM_HINT_T1);
+                _mm_prefetch(vt + 64 * dp, _MM_HINT_T1);
                 const __m512i x = _mm512_loadu_si512(kp + 64 * dp);
                 lo = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
                 hi = _mm512_castsi512_ps(_mm512_and_si512(x, himask));
             } else {
-                _mm_prefetch(kp + KT_AHEAD * ts * es + 128 * dp, _MM_HINT_T0);
-                _mm_prefetch(kp + KT_AHEAD * ts * es + 128 * dp + 64, _MM_HINT_T0);
-                _mm_prefetch(vt + 128 * dp, _MM_HINT_T0);
-                _mm_prefetch(vt + 128 * dp + 64, _MM_HINT_T0);
+                _mm_prefetch(kp + KT_AHEAD * ts * es + 128 * dp, _MM_HINT_T1);
+                _mm_prefetch(kp + KT_AHEAD * ts * es + 128 * dp + 64, _MM_HINT_T1);
+                _mm_prefetch(vt + 128 * dp, _MM_HINT_T1);
+                _mm_prefetch(vt + 128 * dp + 64, _MM_HINT_T1);
                 lo = _mm512_loadu_ps((const float *)(kp + 128 * dp));
                 hi = _mm512_loadu_ps((const float *)(kp + 128 * dp + 64));
             }
@@ -424,8 +426,8 @@ static inline void partial_t_avx2_ng(const float *q, int64_t qstride, const void
         for (int g = 0; g < NG; g++) e[g][0] = e[g][1] = od[g][0] = od[g][1] = _mm256_setzero_ps();
         for (int dp = 0; dp < hs / 2; dp++) {
             for (int r = 0; r < es / 2; r++) { // the key lines of this step (one bf16 pair row, two float32 rows)
-                _mm_prefetch(kp + KT_AHEAD * ts * es + 64 * ((es / 2) * dp + r), _MM_HINT_T0);
-                _mm_prefetch(vt + 64 * ((es / 2) * dp + r), _MM_HINT_T0);
+                _mm_prefetch(kp + KT_AHEAD * ts * es + 64 * ((es / 2) * dp + r), _MM_HINT_T1);
+                _mm_prefetch(vt + 64 * ((es / 2) * dp + r), _MM_HINT_T1);
             }
 #pragma GCC unroll 4
             for (int h = 0; h < 2; h++) {
