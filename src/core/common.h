@@ -67,9 +67,7 @@ void gn_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 // SmolLM2 (576, 1536) took 20% longer so and keeps the non-temporal hint. 11008-column rows
 // gain the most: their inputs (22 KiB as bf16) do not fit in a 32 KiB L1 beside 4 KiB of lines
 // fetched ahead. The bf16 head's rows take the same rule (7B: 2% more).
-#ifndef GN_STREAM_L2_COLS
 #define GN_STREAM_L2_COLS 2048
-#endif
 #define gn_prefetch_stream_l2(p) __builtin_prefetch((const char *)(p) + GN_STREAM_AHEAD, 0, 2)
 // the one or the other by a row's length in columns
 #define gn_prefetch_row(p, cols) \
