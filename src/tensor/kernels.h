@@ -160,8 +160,8 @@ void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *
 // need no horizontal sums. gn_kt_at gives the place of (position j, KV head h, dim d)
 // in a layer whose tiles are tile_stride elements apart (GN_KT * NKV * hs when dense).
 // The values are tiled too, each KV head's part of a tile its GN_KT rows of hs dims (gn_vt_at),
-// so the values of a tile are one contiguous run per head (rows of 256 bytes, 8 KiB apart when
-// 32 KV heads share a row, were read at half the speed). Here kt is this KV head's key tile 0
+// so the values of a tile are one contiguous run per head (not a head's 256 bytes of each
+// position, 8 KiB apart at 7B shapes). Here kt is this KV head's key tile 0
 // (gn_kt_at(0, h, 0, ...)), v its value tile 0 (gn_vt_at(0, h, 0, ...)), value tiles
 // vtile_stride elements apart, and the stretch is positions j0..j0+n-1 with j0 a multiple of GN_KT.
 #define GN_KT 16
