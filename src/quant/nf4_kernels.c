@@ -495,23 +495,52 @@ static int getenv_b64_batch(void) { static int v = -1; return gn_env_switch("GN_
 // With double quantization, the scales of one nested group: tab[c] = float32(float32(ncode[c] *
 // nabs) + offset) for each 8-bit code c (the rounding of gn_quant4_scale and b64_scales), and
 // whether one of them is one b64_table would not round exactly (b64_inexact)
+// code_ok: the nested codes are all finite, at most 1 in magnitude, and zero or at least 2^-30
+// (b64_code_ok; bitsandbytes' dynamic map is, its smallest nonzero entry near 1e-7)
 typedef struct {
     float tab[2][256];
     int64_t grp[2];
     int inexact[2];
+    int code_ok;
 } b64_gcache;
 
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static int b64_code_ok(const float *code) {
+    __mmask16 bad = 0;
+    for (int i = 0; i < 256; i += 16) {
+        const __m512 a = _mm512_abs_ps(_mm512_loadu_ps(code + i));
+        bad |= _mm512_cmp_ps_mask(a, _mm512_set1_ps(1.0f), _CMP_NLE_UQ) | // above 1, or NaN
+               (_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_NEQ_UQ) &
+                _mm512_cmp_ps_mask(a, _mm512_set1_ps(0x1p-30f), _CMP_NGE_UQ));
+    }
+    return bad == 0;
+}
+
+// x in [2^-60, 2^60] in magnitude (not NaN)
+static inline int b64_plain(float x) { return fabsf(x) >= 0x1p-60f && fabsf(x) <= 0x1p60f; }
+
+// With such codes, a group scale na and an offset off both plain (off may be zero), no scale of
+// the group is one b64_inexact flags, so the table is built without that test (4 of its 9
+// operations): the product p = code * na is zero or within [2^-90, 2^60] in magnitude, p + off
+// at most 2^61, and when it is not zero at least 2^-113 (p alone when off is zero; else the sum
+// of two floats of at least 2^-90 is zero or a multiple of the smaller one's unit in the last
+// place, 2^-113 at least), above the 1e-36 where the test starts.
 __attribute__((target("avx512f,avx512bw,avx512vl")))
 static const float *b64_gtab(const gn_quant4_state *q, b64_gcache *c, int64_t grp, int *inexact) {
     const int k = (int)(grp & 1);
     if (c->grp[k] != grp) {
-        const __m512 na = _mm512_set1_ps(q->nested_absmax[grp]), off = _mm512_set1_ps(q->offset);
+        const float nas = q->nested_absmax[grp];
+        const __m512 na = _mm512_set1_ps(nas), off = _mm512_set1_ps(q->offset);
         __mmask16 bad = 0;
-        for (int i = 0; i < 256; i += 16) {
-            const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(q->nested_code + i), na), off);
-            _mm512_storeu_ps(c->tab[k] + i, v);
-            bad |= b64_inexact(v, 0xffff);
-        }
+        if (c->code_ok && b64_plain(nas) && (q->offset == 0.0f || b64_plain(q->offset)))
+            for (int i = 0; i < 256; i += 16)
+                _mm512_storeu_ps(c->tab[k] + i, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(q->nested_code + i), na), off));
+        else
+            for (int i = 0; i < 256; i += 16) {
+                const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(q->nested_code + i), na), off);
+                _mm512_storeu_ps(c->tab[k] + i, v);
+                bad |= b64_inexact(v, 0xffff);
+            }
         c->grp[k] = grp, c->inexact[k] = bad != 0;
     }
     *inexact = c->inexact[k];
@@ -582,6 +611,7 @@ static void b64_walk(const gn_quant4_state *q, int64_t r0, int64_t r1, const uin
         const int sh = __builtin_ctz((unsigned)q->nested_blocksize);
         b64_gcache gc;
         gc.grp[0] = gc.grp[1] = -1;
+        gc.code_ok = b64_code_ok(q->nested_code);
         for (int64_t r = r0; r < r1; r++) {
             const int64_t b0 = r * nb, g0 = b0 >> sh, g1 = (b0 + nb - 1) >> sh;
             int bad0, bad1 = 0;
