@@ -84,25 +84,18 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
             s->kv_f32 = gn_malloc_aligned(need * sizeof(float));
             s->kv_f32_cap = need;
         }
-        float *kf = s->kv_f32;
+        float *kf = s->kv_f32, *vf = s->kv_f32 + n;
         const int np = s->pos + T, bf = s->kv_bf16;
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (n > 65536)
         for (int j = 0; j < np; j++)
-            for (int h = 0; h < NKV; h++)
-                for (int d = 0; d < hs; d++) {
-                    const size_t src = lay + key_at(s, j, h, d, hs, kvd);
-                    kf[(size_t)j * kvd + (size_t)h * hs + (size_t)d] =
-                        bf ? gn_bf16_to_f32(((const uint16_t *)s->k_cache)[src]) : ((const float *)s->k_cache)[src];
+            for (int h = 0; h < NKV; h++) {
+                const size_t row = (size_t)j * kvd + (size_t)h * hs, vsrc = lay + value_at(j, h, 0, hs, kvd);
+                for (int d = 0; d < hs; d++) { // a head's hs values are one run in either dtype
+                    const size_t ksrc = lay + key_at(s, j, h, d, hs, kvd);
+                    kf[row + d] = bf ? gn_bf16_to_f32(((const uint16_t *)s->k_cache)[ksrc]) : ((const float *)s->k_cache)[ksrc];
+                    vf[row + d] = bf ? gn_bf16_to_f32(((const uint16_t *)s->v_cache)[vsrc + d])
+                                     : ((const float *)s->v_cache)[vsrc + d];
                 }
-        float *vf = s->kv_f32 + n;
-        #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (n > 65536)
-        for (int j = 0; j < np; j++)
-            for (int h = 0; h < NKV; h++) { // a head's hs values are one run in either dtype
-                const size_t src = lay + value_at(j, h, 0, hs, kvd);
-                float *dst = vf + (size_t)j * kvd + (size_t)h * hs;
-                if (bf)
-                    for (int d = 0; d < hs; d++) dst[d] = gn_bf16_to_f32(((const uint16_t *)s->v_cache)[src + d]);
-                else memcpy(dst, (const float *)s->v_cache + src, sizeof(float) * (size_t)hs);
             }
         gn_op_attention_fwd(w->att, NULL, w->q, kf, vf, T, s->pos, NH, NKV, hs, w->att_scores, w->nthreads, 0);
         return;

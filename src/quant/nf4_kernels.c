@@ -531,16 +531,13 @@ static const float *b64_gtab(const gn_quant4_state *q, b64_gcache *c, int64_t gr
     if (c->grp[k] != grp) {
         const float nas = q->nested_absmax[grp];
         const __m512 na = _mm512_set1_ps(nas), off = _mm512_set1_ps(q->offset);
+        const int plain = c->code_ok && b64_plain(nas) && (q->offset == 0.0f || b64_plain(q->offset));
         __mmask16 bad = 0;
-        if (c->code_ok && b64_plain(nas) && (q->offset == 0.0f || b64_plain(q->offset)))
-            for (int i = 0; i < 256; i += 16)
-                _mm512_storeu_ps(c->tab[k] + i, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(q->nested_code + i), na), off));
-        else
-            for (int i = 0; i < 256; i += 16) {
-                const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(q->nested_code + i), na), off);
-                _mm512_storeu_ps(c->tab[k] + i, v);
-                bad |= b64_inexact(v, 0xffff);
-            }
+        for (int i = 0; i < 256; i += 16) {
+            const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(q->nested_code + i), na), off);
+            _mm512_storeu_ps(c->tab[k] + i, v);
+            if (!plain) bad |= b64_inexact(v, 0xffff);
+        }
         c->grp[k] = grp, c->inexact[k] = bad != 0;
     }
     *inexact = c->inexact[k];
