@@ -466,14 +466,14 @@ static gn_status make_mat(gn_model *m, const gn_tensor *t, gn_mat *out) {
     return gn_tensor_to_f32(t, f);
 }
 
-// A 4-bit linear weight: from a pre-quantized HF checkpoint (prefix.weight.
-// quant_state.*) or quantized here from the file's values, as bnb's
-// quantize_4bit does on the flattened tensor.
 // a transformers + bitsandbytes 4-bit checkpoint (its first layer's q_proj stored 4-bit)
 static int checkpoint_4bit(const gn_tensor_table *tt) {
     return gn_quant4_present(tt, "model.layers.0.self_attn.q_proj") || gn_quant4_present(tt, "blk.0.attn_q");
 }
 
+// A 4-bit linear weight: from a pre-quantized HF checkpoint (prefix.weight.
+// quant_state.*) or quantized here from the file's values, as bnb's
+// quantize_4bit does on the flattened tensor.
 static gn_status make_q4(gn_model *m, const gn_tensor_table *tt, const char *prefix, const gn_tensor *t, int64_t rows,
                          int64_t cols, gn_mat *out) {
     gn_quant4_state *q = &m->q4[m->n_q4];
