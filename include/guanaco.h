@@ -190,7 +190,9 @@ typedef struct gn_model gn_model;
 typedef struct {
     gn_dtype weight_dtype;  // F32 (default) or BF16 for every weight; NF4 or FP4: quantize the
                             // linear layers (q,k,v,o,gate,up,down; not embeddings, norms, lm_head)
-                            // on load, as transformers' load_in_4bit does
+                            // on load, as transformers' load_in_4bit does; GN_DTYPE_COUNT = auto:
+                            // F32, but a pre-quantized 4-bit checkpoint whose embedding and head are
+                            // stored bf16 and compute in bf16 keeps them bf16 (as --4bit does)
     int no_double_quant;    // 4-bit: keep the absmax scales in f32 (default: double quantization)
     int blocksize;          // 4-bit: elements per absmax block (0 = 64)
     gn_dtype compute_dtype; // 4-bit: dtype each dequantized weight is rounded to before the product,

@@ -207,6 +207,30 @@ def test_bf16_compute_checkpoint_matches_transformers_bnb(tmp_path, base):
             check(ours(tmp_path, qdir, ids, env=env), ref, f"bf16 compute, T={T}, {what}", tol=2e-2)
 
 
+def test_bf16_stored_checkpoint_keeps_its_bf16_head(tmp_path, base):
+    """A pre-quantized checkpoint stored in bf16 with bf16 compute (transformers' dtype=bfloat16,
+    and `guanaco quantize` on an f16/bf16 folder): transformers reloads its embedding and head in
+    bf16 (dtype "auto"), and so does guanaco without --dtype: the same bf16 products on both
+    sides, and half the head's bytes per decoded token. An explicit --dtype f32 widens them."""
+    qdir = tmp_path / "q"
+    LlamaForCausalLM.from_pretrained(base, device_map="cpu", dtype=torch.bfloat16, quantization_config=BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16)).save_pretrained(qdir)
+    m = LlamaForCausalLM.from_pretrained(qdir, device_map="cpu")
+    assert m.lm_head.weight.dtype == torch.bfloat16 and m.model.embed_tokens.weight.dtype == torch.bfloat16
+    info = {d: run_guanaco("info", "-m", qdir, *a).stdout for d, a in (("auto", ()), ("f32", ("--dtype", "f32")))}
+    assert "embedding: bf16 (untied head: bf16)" in info["auto"], info["auto"]
+    assert "embedding: f32 (untied head: f32)" in info["f32"], info["f32"]
+    bytes_of = {d: int(re.search(r"resident weight bytes: (\d+)", t).group(1)) for d, t in info.items()}
+    assert bytes_of["f32"] - bytes_of["auto"] == 2 * 2 * 300 * 128, bytes_of  # two 300 x 128 tables, 2 B less each
+    for T in (1, 33):
+        ids = list(np.random.default_rng(T + 7).integers(0, 300, T))
+        with torch.no_grad():
+            ref = m(torch.tensor([ids])).logits[0].float().numpy()
+        check(ours(tmp_path, qdir, ids), ref, f"bf16 checkpoint, T={T}", tol=2e-2)
+        check(ours(tmp_path, qdir, ids, "--dtype", "f32"), ref, f"bf16 checkpoint --dtype f32, T={T}", tol=2e-2)
+
+
 def test_kernels_line_names_the_bf16_product_path(base):
     """`guanaco info` names the path the bf16 products take. On a CPU with AMX it must be the tiles
     (the library checks them on a product with a known result at start-up and falls back, with a

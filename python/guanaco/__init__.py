@@ -145,7 +145,7 @@ def _device(device):
     return d.value
 
 
-def _load_opts(load_in_4bit, quant_type, double_quant, compute_dtype, device, dtype="float32", blocksize=0,
+def _load_opts(load_in_4bit, quant_type, double_quant, compute_dtype, device, dtype="auto", blocksize=0,
                skip_modules=None):
     lo = _B.gn_load_opts()
     if skip_modules is not None:  # transformers: an explicit list replaces the default skip of lm_head
@@ -155,8 +155,9 @@ def _load_opts(load_in_4bit, quant_type, double_quant, compute_dtype, device, dt
         lo.quant_head = 0 if names else 1
     if load_in_4bit:
         lo.weight_dtype = _choice(quant_type, "bnb_4bit_quant_type", _QUANT)
-    else:
-        lo.weight_dtype = _choice(_dtype_name(dtype), "dtype", {k: v for k, v in _DTYPES.items() if v != _B.GN_DTYPE_F16})
+    else:  # auto: f32, but a pre-quantized bf16 checkpoint's embedding and head stay bf16
+        lo.weight_dtype = _choice(_dtype_name(dtype), "dtype", dict(
+            {k: v for k, v in _DTYPES.items() if v != _B.GN_DTYPE_F16}, auto=_B.GN_DTYPE_COUNT))
     lo.no_double_quant = 0 if double_quant else 1
     lo.blocksize = _int(blocksize, "blocksize", 0, 4096)
     if lo.blocksize & (lo.blocksize - 1):
@@ -216,14 +217,15 @@ class Model:
 
     load_in_4bit / bnb_4bit_quant_type / bnb_4bit_use_double_quant / compute_dtype follow
     transformers' BitsAndBytesConfig (the CLI's --4bit, --quant-type, --no-double-quant,
-    --compute-dtype); dtype is the weight dtype without 4-bit ("float32" or "bfloat16", the
-    CLI's --dtype); adapter is a PEFT folder applied unmerged (-a); n_ctx the context (-c);
+    --compute-dtype); dtype is the weight dtype without 4-bit ("float32", "bfloat16", or "auto",
+    the CLI's default: float32, but a pre-quantized checkpoint stored and computing in bf16 keeps
+    its embedding and head in bf16); adapter is a PEFT folder applied unmerged (-a); n_ctx the context (-c);
     device "cpu" or "cuda" (a CUDA=1 build). llm_int8_skip_modules=[] quantizes lm_head too
     (as in BitsAndBytesConfig; the CLI's --4bit-head); None or ["lm_head"] keeps it dense.
     """
 
     def __init__(self, path, load_in_4bit=False, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                 compute_dtype="bfloat16", adapter=None, n_threads=None, n_ctx=None, device="cpu", dtype="float32",
+                 compute_dtype="bfloat16", adapter=None, n_threads=None, n_ctx=None, device="cpu", dtype="auto",
                  llm_int8_skip_modules=None):
         self._h = None
         self._lock = threading.RLock()

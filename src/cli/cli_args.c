@@ -60,7 +60,7 @@ int cli_u64(const char *flag, const char *v, uint64_t *out) {
 void cli_model_init(cli_model *o, unsigned accept) {
     memset(o, 0, sizeof *o);
     o->accept = accept;
-    o->dtype = GN_DTYPE_F32;
+    o->dtype = GN_DTYPE_COUNT; // auto: f32, a pre-quantized bf16 checkpoint's embedding and head bf16
     o->quant_type = GN_DTYPE_NF4;
     o->compute_dtype = GN_DTYPE_COUNT; // auto: a 4-bit checkpoint's own, else bf16
     o->device = GN_DEVICE_CPU;
@@ -71,7 +71,8 @@ const char CLI_MODEL_HELP[] =
     "                           file inside one, or a .gguf file (required)\n"
     "  -a, --adapter DIR        PEFT LoRA adapter folder, applied unmerged\n"
     "  -t, --threads N          threads (default: all cores)\n"
-    "      --dtype f32|bf16     weight dtype to compute with (default f32; activations are f32)\n"
+    "      --dtype f32|bf16     weight dtype to compute with (default f32, but a 4-bit checkpoint with\n"
+    "                           bf16 compute keeps its bf16 embedding and head; activations are f32)\n"
     "      --4bit               quantize the linear layers on load (NF4, double quantization, block 64,\n"
     "                           bf16 compute: transformers' load_in_4bit as QLoRA uses it)\n"
     "      --quant-type nf4|fp4 --no-double-quant --blocksize N --compute-dtype bf16|f32   4-bit settings\n"

@@ -553,6 +553,16 @@ static gn_status bind_weights(gn_model *m, const gn_tensor_table *tt, const name
             cd = gn_quant4_present(tt, pre) ? m->file_compute_dtype : GN_DTYPE_BF16;
         }
         if (cd == GN_DTYPE_BF16) m->wdtype = GN_DTYPE_BF16;
+    } else if (m->opts.weight_dtype == GN_DTYPE_COUNT && checkpoint_4bit(tt)) {
+        // auto on a pre-quantized checkpoint: its embedding and head in the file's dtype, as
+        // transformers loads them (dtype "auto"); bf16 where the file stores them in bf16 and
+        // its products compute in bf16 (`guanaco quantize`'s default), so the folder runs as
+        // --4bit on its source does, else f32
+        gn_dtype cd = m->opts.compute_dtype;
+        if (cd != GN_DTYPE_F32 && cd != GN_DTYPE_BF16 && cd != GN_DTYPE_F16) cd = m->file_compute_dtype;
+        const gn_tensor *e = gn_tensor_table_find(tt, ns->embed), *h = gn_tensor_table_find(tt, ns->head);
+        if (cd == GN_DTYPE_BF16 && e && e->dtype == GN_DTYPE_BF16 && (!h || h->dtype == GN_DTYPE_BF16))
+            m->wdtype = GN_DTYPE_BF16;
     }
     if ((st = find_checked(m, tt, ns->embed, V, C, &t)) || (st = make_mat(m, t, &m->embed))) return st;
     if ((st = find_checked(m, tt, ns->norm, C, 0, &t)) || (st = make_vec(m, t, &m->final_norm))) return st;
