@@ -67,6 +67,7 @@ static void error_usage(void) {
             "  --bf16                load weights as bf16 (default f32)\n"
             "  --4bit                quantize linear layers to NF4 + double quant at load (bf16 compute)\n"
             "  --4bit-head           with --4bit: lm_head too (bnb's llm_int8_skip_modules=[])\n"
+            "  --mmap                weights in place from the file mapping (the CLI's --mmap)\n"
             "  -a ADAPTER_DIR        apply this PEFT LoRA adapter unmerged\n"
             "  --peak-gflops X       prefill limit, GFLOP/s (default %.0f)\n"
             "  --bw-gbs X            decode limit, GB/s (default %.0f)\n"
@@ -240,6 +241,7 @@ int main(int argc, char **argv) {
             opts.weight_dtype = GN_DTYPE_NF4;     // double quant: no_double_quant = 0
             opts.compute_dtype = GN_DTYPE_COUNT; // auto: bf16, as the CLI's --4bit
         } else if (!strcmp(a, "--4bit-head")) opts.quant_head = 1;
+        else if (!strcmp(a, "--mmap")) opts.mmap_weights = 1;
         else if (!strcmp(a, "-a") && has) adapter_path = argv[++i];
         else if (!strcmp(a, "--json")) json = 1;
         else {

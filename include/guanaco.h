@@ -203,6 +203,10 @@ typedef struct {
     int quant_head;         // 4-bit: quantize lm_head too, as transformers does with llm_int8_skip_modules=[]
                             // (a tied head becomes a 4-bit copy of the embedding table, which stays as it
                             // is). A checkpoint whose lm_head is stored 4-bit loads that way regardless.
+    int mmap_weights;       // 1: the linear layers and head stay in the file mapping where the file holds
+                            // them as used (faster load, page cache shared between processes; decode
+                            // reads them through 4 KiB pages, slower). 0 (default): copied into memory
+                            // advised for huge pages (when THP is on and they take at most half of MemAvailable)
 } gn_load_opts;
 
 enum { GN_DEVICE_CPU = 0, GN_DEVICE_CUDA = 1 };

@@ -231,6 +231,47 @@ def test_bf16_stored_checkpoint_keeps_its_bf16_head(tmp_path, base):
         check(ours(tmp_path, qdir, ids, "--dtype", "f32"), ref, f"bf16 checkpoint --dtype f32, T={T}", tol=2e-2)
 
 
+def test_weights_copied_out_of_the_mapping(tmp_path, base, smollm2_gguf):
+    """By default the streamed weights a file holds as used (a pre-quantized checkpoint's packed
+    codes, 8-bit and nested scales and dense head; a GGUF's block-quantized layers and tied table)
+    are copied out of the file mapping into memory advised for huge pages; --mmap leaves them
+    there. The bytes copied are those tensors' bytes in the file (each rounded up to 64, as the
+    copy aligns them; the float32 nested scales are read into memory at load anyway), counted
+    here from the safetensors file itself; logits bit for bit the same
+    both ways, and the peak RSS of the copy does not hold the mapping's pages as well."""
+    qdir = tmp_path / "q"
+    LlamaForCausalLM.from_pretrained(base, device_map="cpu", quantization_config=BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16)).save_pretrained(qdir)
+    from safetensors import safe_open
+    want = 0
+    with safe_open(str(qdir / "model.safetensors"), "pt") as f:
+        for k in f.keys():
+            if re.search(r"_proj\.weight(\.absmax)?$", k) or k == "lm_head.weight":
+                t = f.get_tensor(k)
+                want += (t.numel() * t.element_size() + 63) // 64 * 64
+    copied = {}
+    for what, extra in (("copy", ()), ("mmap", ("--mmap",))):
+        info = run_guanaco("info", "-m", qdir, *extra).stdout
+        copied[what] = int(re.search(r"copied out of the file mapping: (\d+) bytes", info).group(1))
+    assert copied == {"copy": want, "mmap": 0}, (copied, want)
+    ids = list(np.random.default_rng(5).integers(0, 300, 21))
+    for model, extra in ((qdir, ()), (smollm2_gguf, ()), (smollm2_gguf, ("--4bit",))):
+        a, b = ours(tmp_path, model, ids, *extra), ours(tmp_path, model, ids, *extra, "--mmap")
+        assert np.array_equal(a, b), (model, extra)
+
+    def peak_rss(*extra):
+        proc = subprocess.run(["/usr/bin/time", "-v", str(GUANACO), "chat", "-m", str(smollm2_gguf), *extra, "-p", "Hi",
+                               "-n", "4", "--temp", "0", "-c", "256"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1)) * 1024
+
+    info = run_guanaco("info", "-m", smollm2_gguf).stdout
+    n = int(re.search(r"copied out of the file mapping: (\d+) bytes", info).group(1))
+    assert n > 50e6, info  # SmolLM2's Q4_1 layers and its tied table
+    assert peak_rss() < peak_rss("--mmap") + 0.25 * n
+
+
 def test_kernels_line_names_the_bf16_product_path(base):
     """`guanaco info` names the path the bf16 products take. On a CPU with AMX it must be the tiles
     (the library checks them on a product with a known result at start-up and falls back, with a

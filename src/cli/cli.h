@@ -50,6 +50,7 @@ typedef struct {
     gn_dtype dtype;           // --dtype (F32)
     int four_bit, no_double_quant, blocksize; // --4bit and its settings
     int quant_head;           // --4bit-head
+    int mmap_weights;         // --mmap
     gn_dtype quant_type;      // --quant-type (NF4)
     gn_dtype compute_dtype;   // --compute-dtype; GN_DTYPE_COUNT = auto (a checkpoint's own, else bf16)
     int device;               // --device cpu|cuda (GN_DEVICE_*)

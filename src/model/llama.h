@@ -44,6 +44,7 @@ struct gn_model {
     void **owned;            // buffers converted at load (freed with the model)
     int nowned;
     size_t weight_bytes;     // bytes of all weights as computed with
+    size_t pinned_bytes;     // bytes of them copied out of the file mapping at load (load.c: pin_weights)
     int64_t n_params;
     gn_tokenizer *tok;       // may be NULL
     gn_quant4_state *q4;     // (n_q4) 4-bit linear weights, or NULL
