@@ -128,6 +128,20 @@ def test_4bit_head_equals_cli(gn, smol, smollm2_gguf, tmp_path):
         gn.Model(smollm2_gguf, load_in_4bit=True, llm_int8_skip_modules=["q_proj"])
 
 
+def test_use_mmap_is_the_cli_mmap(gn, smol, smollm2_gguf):
+    """use_mmap=True (llama-cpp-python's name) leaves the weights in the file mapping, as the
+    CLI's --mmap: nothing copied, the same logits bit for bit."""
+    text = "The capital of France is"
+    with gn.Model(smollm2_gguf, load_in_4bit=True, use_mmap=True) as m:
+        assert "copied out of the file mapping: 0 bytes" in m.describe()
+        assert bits_equal(m.logits(m.tokenize(text)), smol.logits(smol.tokenize(text)))
+    cli = run_guanaco("info", "-m", smollm2_gguf, "--4bit").stdout
+    assert re.search(r"copied out of the file mapping: [1-9]\d* bytes", cli) and re.search(
+        r"copied out of the file mapping: [1-9]\d* bytes", smol.describe())
+    with pytest.raises(gn.GuanacoArgumentError, match="use_mmap"):
+        gn.Model(smollm2_gguf, use_mmap="yes")
+
+
 def test_generate_and_chat_equal_cli_with_the_same_seed(gn, smol, smollm2_gguf):
     flags = ["-n", "40", "--temp", "0.8", "--top-p", "0.9", "--top-k", "40", "--repeat-penalty", "1.1", "--seed", "1234"]
     cli = run_guanaco("generate", "-m", STORIES, "-p", "Once upon a time", *flags).stdout

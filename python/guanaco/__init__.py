@@ -222,11 +222,13 @@ class Model:
     its embedding and head in bf16); adapter is a PEFT folder applied unmerged (-a); n_ctx the context (-c);
     device "cpu" or "cuda" (a CUDA=1 build). llm_int8_skip_modules=[] quantizes lm_head too
     (as in BitsAndBytesConfig; the CLI's --4bit-head); None or ["lm_head"] keeps it dense.
+    use_mmap=True reads the weights in place from the mapped file (the CLI's --mmap); by default
+    those decode streams are copied into memory advised for huge pages (faster decode).
     """
 
     def __init__(self, path, load_in_4bit=False, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                  compute_dtype="bfloat16", adapter=None, n_threads=None, n_ctx=None, device="cpu", dtype="auto",
-                 llm_int8_skip_modules=None):
+                 llm_int8_skip_modules=None, use_mmap=False):
         self._h = None
         self._lock = threading.RLock()
         path = _path(path, "path")
@@ -235,6 +237,9 @@ class Model:
         self.n_ctx = n_ctx
         lo = _load_opts(load_in_4bit, bnb_4bit_quant_type, bnb_4bit_use_double_quant, compute_dtype, device, dtype,
                         skip_modules=llm_int8_skip_modules)
+        if not isinstance(use_mmap, bool):
+            raise GuanacoArgumentError("use_mmap: expected True or False, got %s" % type(use_mmap).__name__)
+        lo.mmap_weights = int(use_mmap)
         _set_threads(n_threads)
         ptr = ctypes.c_void_p()
         _check(_L.gn_model_load(ctypes.byref(ptr), _b(path), ctypes.byref(lo)))

@@ -4,9 +4,10 @@
  * in their compute dtype (or 4-bit) and the tokenizer. The forward pass is in
  * forward.c, the KV cache and sessions in kvcache.c.
  *
- * Weights are used in place from the file mapping when the file already holds
+ * Weights are bound in place in the file mapping when the file already holds
  * the compute dtype (f32, or bf16 with --dtype bf16); otherwise converted once
- * at load (f16, bf16 -> f32; GGUF block quants dequantized as ggml does).
+ * at load (f16, bf16 -> f32; GGUF block quants dequantized as ggml does). Those
+ * that decode streams are then copied out of the mapping (pin_weights).
  */
 #include "llama.h"
 
