@@ -288,7 +288,8 @@ int cmd_convert_adapter(int argc, char **argv) {
     gn_model *m = NULL;
     gn_adapter *a = NULL;
     int rc = 0;
-    if (gn_model_load(&m, model, NULL) || gn_adapter_load(&a, m, adapter, NULL) || gn_adapter_save(a, out, dt, model)) rc = cli_fail_lib();
+    const gn_load_opts lo = {.mmap_weights = 1}; // the shapes are all it needs
+    if (gn_model_load(&m, model, &lo) || gn_adapter_load(&a, m, adapter, NULL) || gn_adapter_save(a, out, dt, model)) rc = cli_fail_lib();
     gn_adapter_free(a);
     gn_model_free(m);
     return rc;

@@ -462,6 +462,7 @@ int cmd_quantize(int argc, char **argv) {
     if (r >= 0) return r;
     if (!o.out) return cli_fail("quantize: -o/--output is required"), 2;
     o.mo.four_bit = 1;
+    o.mo.mmap_weights = 1; // each weight read once: no copy out of the mapping
     gn_model *m = load(&o);
     if (!m) return 1;
     int rc = 0;
@@ -514,6 +515,7 @@ int cmd_merge(int argc, char **argv) {
     if (gguf && dt == GN_DTYPE_BF16) return cli_fail("merge: for gguf use --dtype f32, f16 or q8_0"), 2;
     const int quant_head = o.mo.quant_head; // with --dtype nf4: for the requantized output (the fold is in f32)
     if (dt == GN_DTYPE_NF4 && !o.mo.four_bit) o.mo.quant_head = 0;
+    o.mo.mmap_weights = 1; // each weight read once: no copy out of the mapping
     gn_model *m = load(&o);
     if (!m) return 1;
     int rc = 0;
@@ -523,7 +525,7 @@ int cmd_merge(int argc, char **argv) {
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.f32-tmp", o.out);
         gn_load_opts lo = {.weight_dtype = o.mo.quant_type, .no_double_quant = o.mo.no_double_quant, .blocksize = o.mo.blocksize,
-                           .compute_dtype = o.mo.compute_dtype, .quant_head = quant_head};
+                           .compute_dtype = o.mo.compute_dtype, .quant_head = quant_head, .mmap_weights = 1};
         gn_model *mq = NULL;
         if (gn_model_save_merged(m, g_adapter, tmp, GN_DTYPE_F32) || gn_model_load(&mq, tmp, &lo) || gn_model_save_4bit(mq, o.out))
             rc = cli_fail_lib();
