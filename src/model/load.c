@@ -13,13 +13,13 @@
 
 #include <cjson/cJSON.h> // config.json, *.index.json
 #include <dirent.h>      // opendir: listing a model folder
+#include <errno.h>       // EINTR
+#include <fcntl.h>       // open
 #include <math.h>        // powf, cosf, sinf, sqrtf
 #include <stdio.h>       // snprintf
 #include <stdlib.h>      // free, getenv
 #include <sys/mman.h>    // madvise: the mapping's pages behind the copied weights
 #include <sys/stat.h>    // stat
-#include <errno.h>
-#include <fcntl.h>       // open
 #include <unistd.h>      // sysconf, pread
 
 #include "../tokenizer/tokenizer.h" // gn_tokenizer_from_gguf
@@ -775,9 +775,9 @@ static void count_params(gn_model *m) {
 //
 // Decode reads every linear layer and the head once a token. Used in place, a mapped file's
 // weights sit in 4 KiB page-cache pages: a TLB miss each 4 KiB, and the hardware prefetchers
-// stop at every page's end (a pre-quantized 1.1B folder decoded 13% slower, 26.2 against 22.9
-// ms a token on Zen 4, than the same weights quantized at load into memory advised for 2 MiB
-// pages). So the bytes of those matrices that lie in a mapping are copied into one anonymous
+// stop at every page's end (Zen 4, 2 threads, pre-quantized folders: 1.1B 26.2 ms a token in
+// place, 21.9 copied; 7B 128-137 against 114-118). So the bytes of those matrices that lie in
+// a mapping are copied into one anonymous
 // buffer advised for huge pages, and the mapping's pages behind them are dropped from this
 // process (the page cache keeps them: re-reading a PROT_READ private mapping refaults the
 // file). Not done with gn_load_opts.mmap_weights (--mmap), when transparent huge pages are
