@@ -310,6 +310,7 @@ gn_status gn_mmap_open(gn_mmap *m, const char *path) {
     if (fstat(fd, &st) != 0) { close(fd); return gn_err(GN_ERR_IO, "%s: cannot stat: %s", path, strerror(errno)); }
     if (S_ISDIR(st.st_mode)) { close(fd); return gn_err(GN_ERR_IO, "%s: is a directory, expected a file", path); }
     m->size = (size_t)st.st_size;
+    m->dev = (uint64_t)st.st_dev, m->ino = (uint64_t)st.st_ino;
     if (m->size > 0) {
         void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) { close(fd); return gn_err(GN_ERR_IO, "%s: mmap failed: %s", path, strerror(errno)); }

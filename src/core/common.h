@@ -116,6 +116,7 @@ typedef struct {
     const uint8_t *data;
     size_t size;
     char *path;  // owned copy, for error messages
+    uint64_t dev, ino; // the file mapped (a later open of path may find another one)
 } gn_mmap;
 gn_status gn_mmap_open(gn_mmap *m, const char *path);
 void gn_mmap_close(gn_mmap *m);

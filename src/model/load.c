@@ -894,7 +894,8 @@ static void pin_weights(gn_model *m) {
         dst += (sp[i].bytes + 63) & ~(size_t)63;
     }
     // read from the file (no page faults on the mapping's side), both cores at once; a span
-    // pread cannot read (a file changed under us) is copied from the mapping instead
+    // pread cannot read (the path replaced or the file cut since it was mapped) is copied from
+    // the mapping instead
     #pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < n; i++) {
         const uint8_t *src;
@@ -902,6 +903,11 @@ static void pin_weights(gn_model *m) {
         const uint8_t *base = sp[i].map->data;
         size_t done = 0;
         int fd = open(sp[i].map->path, O_RDONLY);
+        struct stat st;
+        if (fd >= 0 && (fstat(fd, &st) || (uint64_t)st.st_dev != sp[i].map->dev || (uint64_t)st.st_ino != sp[i].map->ino)) {
+            close(fd); // the path names another file now (replaced since it was mapped)
+            fd = -1;
+        }
         while (fd >= 0 && done < sp[i].bytes) {
             ssize_t r = pread(fd, sp[i].dst + done, sp[i].bytes - done, (off_t)(src - base) + (off_t)done);
             if (r < 0 && errno == EINTR) continue;
