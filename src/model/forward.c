@@ -89,9 +89,9 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
         #pragma omp parallel for schedule(static) num_threads(w->nthreads) if (n > 65536)
         for (int j = 0; j < np; j++)
             for (int h = 0; h < NKV; h++) {
-                const size_t row = (size_t)j * kvd + (size_t)h * hs, vsrc = lay + value_at(j, h, 0, hs, kvd);
+                const size_t row = (size_t)j * kvd + (size_t)h * hs, vsrc = lay + value_at(s, j, h, 0, hs);
                 for (int d = 0; d < hs; d++) { // a head's hs values are one run in either dtype
-                    const size_t ksrc = lay + key_at(s, j, h, d, hs, kvd);
+                    const size_t ksrc = lay + key_at(s, j, h, d, hs);
                     kf[row + d] = bf ? gn_bf16_to_f32(((const uint16_t *)s->k_cache)[ksrc]) : ((const float *)s->k_cache)[ksrc];
                     vf[row + d] = bf ? gn_bf16_to_f32(((const uint16_t *)s->v_cache)[vsrc + d])
                                      : ((const float *)s->v_cache)[vsrc + d];
@@ -128,9 +128,9 @@ static void attention(gn_session *w, gn_session *const *rs, const int *off, int 
             const int n = s->pos + off[t] + 1, nt = (n + GN_KT - 1) / GN_KT;
             const int j0 = (int)((int64_t)nt * p / nparts) * GN_KT, j1e = (int)((int64_t)nt * (p + 1) / nparts) * GN_KT;
             const int j1 = j1e < n ? j1e : n;
-            const size_t lay = (size_t)l * s->kv_seq * kvd, k0 = lay + key_at(s, 0, kvh, 0, hs, kvd),
-                         v0 = lay + value_at(0, kvh, 0, hs, kvd);
-            const int64_t ts = (int64_t)GN_KT * kvd;
+            const size_t lay = (size_t)l * s->kv_seq * kvd, k0 = lay + key_at(s, 0, kvh, 0, hs),
+                         v0 = lay + value_at(s, 0, kvh, 0, hs);
+            const int64_t ts = gn_kv_tile_stride(hs);
             size_t at = ((size_t)t * nparts + (size_t)p) * NH + (size_t)kvh * grp;
             const float *qg = w->q + (size_t)t * qd + (size_t)kvh * grp * hs;
             const int nn = j1 > j0 ? j1 - j0 : 0;

@@ -124,11 +124,11 @@ void gn_kv_cache_store(gn_session *s, int l, int j, const float *k, const float 
     const size_t lay = (size_t)l * s->kv_seq * kvd;
     for (int h = 0; h < nkv; h++) {
         for (int d = 0; d < hs; d++) {
-            const size_t i = lay + key_at(s, j, h, d, hs, kvd);
+            const size_t i = lay + key_at(s, j, h, d, hs);
             if (s->kv_bf16) ((uint16_t *)s->k_cache)[i] = gn_f32_to_bf16(k[h * hs + d]);
             else ((float *)s->k_cache)[i] = k[h * hs + d];
         }
-        const size_t at = lay + value_at(j, h, 0, hs, kvd); // this head's hs values are one run
+        const size_t at = lay + value_at(s, j, h, 0, hs); // this head's hs values are one run
         if (s->kv_bf16)
             for (int d = 0; d < hs; d++) ((uint16_t *)s->v_cache)[at + d] = gn_f32_to_bf16(v[h * hs + d]);
         else memcpy((float *)s->v_cache + at, v + h * hs, sizeof(float) * (size_t)hs);
