@@ -47,7 +47,7 @@ typedef struct {
     unsigned accept;
     const char *model, *adapter;
     int threads, ctx, verbose;
-    gn_dtype dtype;           // --dtype (F32)
+    gn_dtype dtype;           // --dtype (GN_DTYPE_COUNT = auto: F32, a bf16 4-bit checkpoint's embedding and head BF16)
     int four_bit, no_double_quant, blocksize; // --4bit and its settings
     int quant_head;           // --4bit-head
     int mmap_weights;         // --mmap

@@ -60,8 +60,8 @@ struct gn_session {
     int max_seq;             // cache capacity in tokens
     int pos;                 // tokens in the cache
     int kv_seq;              // positions per layer in the caches: max_seq rounded up to GN_KT
-    void *k_cache;           // (L, kv_seq, NKV*hs): float, or bf16 bit patterns when kv_bf16
-    void *v_cache;           // (L, kv_seq, NKV*hs)
+    void *k_cache;           // (L, NKV, kv_seq, hs), tiled (kvcache.h): float, or bf16 bit patterns when kv_bf16
+    void *v_cache;           // (L, NKV, kv_seq, hs), tiled
     int kv_bf16;             // the cache holds bf16: 4-bit layers with a bf16 compute dtype, where
                              // k and v come out of their products in bf16 already (half the bytes
                              // decode reads per token; keys rounded after RoPE, as a bf16 model's are);
