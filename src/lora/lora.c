@@ -125,6 +125,36 @@ static void bf16_if_exact(const float *src, int64_t n, uint16_t **dst) {
     *dst = h;
 }
 
+// The bf16 copies decode streams every token, moved into one buffer in the order decode reads
+// them: a module's copies are a few hundred KiB each, malloc'd one by one into 4 KiB pages (a
+// TLB miss each 4 KiB); one buffer of 4 MiB or more is advised for 2 MiB pages (gn_malloc).
+// SmolLM2 with a 38 MB r 64 bf16 adapter, 512-token context: 8.8 -> 8.3 ms a token (Zen 4).
+static void pack_bf16(gn_adapter *a) {
+    const int n = a->n_layers * GN_N_MODS;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const gn_lora_mod *lm = &a->mods[i];
+        if (!lm->A16) continue;
+        total += ((size_t)lm->r * (size_t)lm->in * 2 + 63) & ~(size_t)63;
+        total += ((size_t)lm->out * (size_t)lm->r * 2 + 63) & ~(size_t)63;
+    }
+    if (!total) return;
+    uint8_t *arena = gn_malloc_aligned(total), *p = arena;
+    for (int i = 0; i < n; i++) {
+        gn_lora_mod *lm = &a->mods[i];
+        if (!lm->A16) continue;
+        uint16_t **mats[2] = {&lm->A16, &lm->B16};
+        const size_t bytes[2] = {(size_t)lm->r * (size_t)lm->in * 2, (size_t)lm->out * (size_t)lm->r * 2};
+        for (int k = 0; k < 2; k++) {
+            memcpy(p, *mats[k], bytes[k]);
+            free(*mats[k]);
+            *mats[k] = (uint16_t *)p;
+            p += (bytes[k] + 63) & ~(size_t)63;
+        }
+    }
+    a->bf16_arena = arena;
+}
+
 // A bf16 adapter (every A and B value a bf16) keeps bf16 copies for decode (lora_row_multi):
 // half the bytes read per token; the f32 arrays stay for everything else.
 static void keep_bf16(gn_lora_mod *lm) {
@@ -262,6 +292,7 @@ gn_status gn_adapter_load(gn_adapter **out, const gn_model *m, const char *path,
                 if (lm->r) gn_gguf_permute_qk(lm->B, k == GN_MOD_Q ? c->n_heads : c->n_kv_heads, c->head_dim, lm->r, 1);
             }
     for (int i = 0; i < a->n_layers * GN_N_MODS; i++) keep_bf16(&a->mods[i]);
+    pack_bf16(a);
     gn_tensor_table_free(&tt);
     cJSON_Delete(j);
     *out = a;
@@ -279,9 +310,12 @@ void gn_adapter_free(gn_adapter *a) {
         for (int i = 0; i < a->n_layers * GN_N_MODS; i++) {
             free(a->mods[i].A);
             free(a->mods[i].B);
-            free(a->mods[i].A16);
-            free(a->mods[i].B16);
+            if (!a->bf16_arena) {
+                free(a->mods[i].A16);
+                free(a->mods[i].B16);
+            }
         }
+    free(a->bf16_arena);
     free(a->mods);
     free(a->path);
     free(a->name);

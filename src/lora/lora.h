@@ -35,6 +35,7 @@ struct gn_adapter {
     int borrowed;        // A/B point into a trainer's buffer: not freed with the adapter
     int interleaved;     // q/k lora_B rows are in GGUF (interleaved) order; files hold HF order
     int n_heads, n_kv_heads, head_dim;
+    void *bf16_arena;    // the modules' A16/B16, when packed into one buffer (pack_bf16), else NULL
 };
 
 // The LoRA branch of a linear over T rows, for inference and training alike. xin (T, IC) is
