@@ -819,7 +819,20 @@ typedef struct {
     size_t bytes;
     const gn_mmap *map;
     uint8_t *dst; // where it goes
+    int fd;       // the mapped file, opened once per mapping (-1: copy from the mapping)
 } pin_span;
+
+// the file a mapping was made of, opened again for pread; -1 when the path names another
+// file now (replaced since it was mapped) or cannot be opened
+static int open_mapped(const gn_mmap *map) {
+    int fd = open(map->path, O_RDONLY);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) || (uint64_t)st.st_dev != map->dev || (uint64_t)st.st_ino != map->ino)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
 
 
 static int thp_enabled(void) {
@@ -847,7 +860,7 @@ static void pin_add(const gn_model *m, pin_span *sp, int *n, void *slot, size_t 
     const void *p;
     memcpy(&p, slot, sizeof p);
     const gn_mmap *map = p && bytes ? mapping_of(m, p) : NULL;
-    if (map) sp[(*n)++] = (pin_span){slot, bytes, map, NULL};
+    if (map) sp[(*n)++] = (pin_span){slot, bytes, map, NULL, -1};
 }
 
 static void pin_mat(const gn_model *m, pin_span *sp, int *n, gn_mat *w) {
@@ -892,6 +905,9 @@ static void pin_weights(gn_model *m) {
     for (int i = 0; i < n; i++) {
         sp[i].dst = dst;
         dst += (sp[i].bytes + 63) & ~(size_t)63;
+        int j = 0; // the file of this span's mapping: opened at its first span, shared by the rest
+        while (j < i && sp[j].map != sp[i].map) j++;
+        sp[i].fd = j < i ? sp[j].fd : open_mapped(sp[i].map);
     }
     // read from the file (no page faults on the mapping's side), both cores at once; a span
     // pread cannot read (the path replaced or the file cut since it was mapped) is copied from
@@ -900,25 +916,22 @@ static void pin_weights(gn_model *m) {
     for (int i = 0; i < n; i++) {
         const uint8_t *src;
         memcpy(&src, sp[i].slot, sizeof src);
-        const uint8_t *base = sp[i].map->data;
         size_t done = 0;
-        int fd = open(sp[i].map->path, O_RDONLY);
-        struct stat st;
-        if (fd >= 0 && (fstat(fd, &st) || (uint64_t)st.st_dev != sp[i].map->dev || (uint64_t)st.st_ino != sp[i].map->ino)) {
-            close(fd); // the path names another file now (replaced since it was mapped)
-            fd = -1;
-        }
-        while (fd >= 0 && done < sp[i].bytes) {
-            ssize_t r = pread(fd, sp[i].dst + done, sp[i].bytes - done, (off_t)(src - base) + (off_t)done);
+        while (sp[i].fd >= 0 && done < sp[i].bytes) {
+            ssize_t r = pread(sp[i].fd, sp[i].dst + done, sp[i].bytes - done, (off_t)(src - sp[i].map->data) + (off_t)done);
             if (r < 0 && errno == EINTR) continue;
             if (r <= 0) break;
             done += (size_t)r;
         }
-        if (fd >= 0) close(fd);
         if (done < sp[i].bytes) memcpy(sp[i].dst + done, src + done, sp[i].bytes - done);
         drop_mapped(m, src, sp[i].bytes);
     }
-    for (int i = 0; i < n; i++) memcpy(sp[i].slot, &sp[i].dst, sizeof sp[i].dst);
+    for (int i = 0; i < n; i++) {
+        memcpy(sp[i].slot, &sp[i].dst, sizeof sp[i].dst);
+        int first = 1; // each file closed once
+        for (int j = 0; j < i && first; j++) first = sp[j].fd != sp[i].fd;
+        if (first && sp[i].fd >= 0) close(sp[i].fd);
+    }
     if (tied) m->embed.data = m->lm_head.data;
     free(sp);
 }
