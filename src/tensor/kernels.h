@@ -158,7 +158,8 @@ void gn_attn_partial_ref(const float *q, int64_t qstride, int grp, const float *
 // a tile each KV head's hs dims as hs/2 rows of (GN_KT positions x 2 dims), so one
 // 64-byte load holds one pair of dims of 16 positions and the scores of 16 positions
 // need no horizontal sums. gn_kt_at gives the place of (position j, KV head h, dim d)
-// in a layer whose tiles are tile_stride elements apart (GN_KT * NKV * hs when dense).
+// in a layer whose tiles are tile_stride elements apart (GN_KT * NKV * hs with the heads'
+// tiles interleaved; the model's cache passes each head's run on its own: model/kvcache.h).
 // The values are tiled too, each KV head's part of a tile its GN_KT rows of hs dims (gn_vt_at),
 // so the values of a tile are one contiguous run per head (not a head's 256 bytes of each
 // position, 8 KiB apart at 7B shapes). Here kt is this KV head's key tile 0
