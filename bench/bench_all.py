@@ -452,6 +452,10 @@ def main():
                     help="random LLaMA-shaped models for the sized rows (bench/make_sized_models.py): "
                          "comma list of 1.1b, 7b; 'none' for the SmolLM2 rows only")
     ap.add_argument("--sized-gen-tokens", type=int, default=None, help="decoded tokens of the sized rows (default 32)")
+    ap.add_argument("--sized-reps", default=None,
+                    help="interleaved repetitions of the sized rows' section I, medians: one number, or "
+                         "SIZE=N,SIZE=N (default 1.1b=3,7b=2; quick 1). One repetition swung the 1.1B decode "
+                         "ratio between 0.93 and 1.29 on one host within an hour (bench/RESULTS.md)")
     ap.add_argument("--sized-train-steps", type=int, default=None,
                     help="1.1B training steps of 1 sequence, the first a warm-up (default 2; quick 1)")
     ap.add_argument("--sized-train-peer", action="store_true",
@@ -483,6 +487,18 @@ def main():
     a.sized_gen_tokens = a.sized_gen_tokens or (4 if q else 32)
     a.sized_train_steps = a.sized_train_steps or (1 if q else 2)
     sizes = [x for x in a.sizes.split(",") if x and x != "none"]
+    sized_reps = {"1.1b": 1, "7b": 1} if q else {"1.1b": 3, "7b": 2}
+    if a.sized_reps:
+        for part in a.sized_reps.split(","):
+            k, _, v = part.rpartition("=")
+            try:
+                n = int(v)
+            except ValueError:
+                n = 0
+            if n < 1 or (k and k not in ("1.1b", "7b")):
+                ap.error(f"--sized-reps: '{part}' is not N or SIZE=N (SIZE 1.1b or 7b, N >= 1)")
+            for z in ([k] if k else list(sized_reps)):
+                sized_reps[z] = n
 
     command = shlex.join([rel(PY) if PY.startswith(ROOT) else PY, rel(os.path.abspath(sys.argv[0]))]
                          + sys.argv[1:])
@@ -647,7 +663,7 @@ def main():
         if runI and (os.path.exists(q4s) or TABLE_ONLY):
             cmd = (inf + ["-m", nf4, "--peer-model", q4s, "--prompt-tokens", str(a.prompt_tokens),
                           "--gen-tokens", str(a.sized_gen_tokens), "--peak-gflops", str(a.peak_gflops),
-                          "--bw-gbs", str(a.bw_gbs), "--out", sub, "-t", T, "--reps", "1",
+                          "--bw-gbs", str(a.bw_gbs), "--out", sub, "-t", T, "--reps", str(sized_reps[size]),
                           "--guanaco-args", "--4bit", "--tag", size]
                    + (["--wait-quiet", str(a.wait_quiet)] if a.wait_quiet > 0 else [])
                    + (["--skip-llama"] if a.skip_peer else [])
@@ -711,7 +727,10 @@ def main():
             f"- CPU: {cpu} ({os.cpu_count()} cores), {a.threads} threads; model {os.path.basename(a.model)}",
             f"- command: `{command}`" + ("  (quick: short runs, not for the record)" if q else ""),
             "- settings: " + settings_line(a, jA, jC, jD)
-            + (f"; sized rows {', '.join(sizes)}: 1 repetition, decode {a.sized_gen_tokens} tokens" if sizes else ""),
+            + (f"; sized rows {', '.join(sizes)}: "
+               + ", ".join(f"{z} {n} interleaved repetition{'s (medians)' if n > 1 else ''}"
+                           for z in sizes for n in [(sized[z][0] or {}).get("reps", sized_reps[z])])
+               + f" (--4bit-head rows 1), decode {a.sized_gen_tokens} tokens" if sizes else ""),
             f"- {a.limits_note}",
             "- ISA paths: " + isa_paths(jA, jP, sized),
             f"- {env_note}", ""]

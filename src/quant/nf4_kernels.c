@@ -597,8 +597,8 @@ typedef struct {
 // quantization and rows of at most a nested group, each block's scale looked up by its code in
 // the group tables (b64_gtab) inside the row loop; else a batch of scales rebuilt first
 // (b64_scales: whole rows, or runs of B64_AM blocks of a very long row)
-__attribute__((target("avx512f,avx512bw,avx512vl")))
-static void b64_walk(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *x, float *out, const b64_kernel *kn) {
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline void b64_walk(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *x, float *out, const b64_kernel *kn) {
     const int64_t C = q->cols, nb = C / 64;
     if (q->nested && (q->nested_blocksize & (q->nested_blocksize - 1)) != 0) { // never written by bnb
         for (int64_t r = r0; r < r1; r++) kn->careful(q, r, x, out);
@@ -665,6 +665,7 @@ static void b64_row_careful(const gn_quant4_state *q, int64_t r, const uint16_t 
     rows_dot_bf16w(q, r, r + 1, x, 1, out, 0); // the exact scalar rounding of tiny, huge or NaN scales
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void rows_dot_bf16w_b64(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *xh, float *out) {
     const b64_kernel kn = {b64_row_code, b64_row_listed, b64_row_careful, q->code};
     b64_walk(q, r0, r1, xh, out, &kn);
@@ -789,6 +790,7 @@ static void b64f_row_careful(const gn_quant4_state *q, int64_t r, const uint16_t
     out[r] = b64f_row_exact(q, r, x);
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 static void rows_dot_b64f(const gn_quant4_state *q, int64_t r0, int64_t r1, const uint16_t *xf, float *out) {
     uint16_t tb[32]; // the 16 codes as bf16, twice (vpermw may see bit 4 set)
     for (int i = 0; i < 32; i++) tb[i] = gn_f32_to_bf16(q->code[i & 15]);
