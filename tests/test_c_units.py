@@ -11,6 +11,9 @@ tiles, src/tensor/gemm_bf16.c) and once with no GN_SIMD (the CPU's best), so the
 kernels are exercised on an AVX-512 machine too. A level this CPU lacks is skipped with the
 reason, and so is the level the CPU picks anyway (the default case ran it).
 
+test_nf4 runs once more with GN_NF4_EXACT_DECODE=1 (the exact paths) and, on an AVX-512 CPU,
+with GN_NF4_NO_BF16DOT=1 (the paths of an AVX-512 CPU without BF16 dot products).
+
 On an AVX512_BF16 CPU without AMX, the binaries with bf16 products run once more with
 GN_AMX_EMULATE=1: the AMX path's tile layouts, loops and edges with each tile instruction done in
 C, checked by the same scalar references (a CPU with AMX runs the real tiles in [default]).
@@ -92,6 +95,22 @@ def test_nf4_exact_paths(binary):
     env = dict(os.environ, GN_NF4_EXACT_DECODE="1")
     env.pop("GN_SIMD", None)
     _run_unit(binary, "GN_NF4_EXACT_DECODE=1", env)
+
+
+# test_nf4 as on an AVX-512 CPU without BF16 dot products (Skylake-SP to Ice Lake): with
+# GN_NF4_NO_BF16DOT=1 decode takes the integer kernel's 512-bit form and the GEMMs the integer
+# path, checked against the reference under their rules and bit for bit against the AVX2 kernel
+NOBF16 = [d / "tests" / "test_nf4" for d in _builds()]
+
+
+@pytest.mark.parametrize("binary", NOBF16, ids=[f"{_id(b)}[no-bf16-dot]" for b in NOBF16])
+def test_nf4_avx512_without_bf16(binary):
+    assert binary.is_file(), f"{_id(binary)} missing: the build did not make it"
+    if not LEVEL_NEEDS["avx512"] <= FLAGS:
+        pytest.skip("this CPU lacks AVX-512: no 512-bit integer decode to run")
+    env = dict(os.environ, GN_NF4_NO_BF16DOT="1")
+    env.pop("GN_SIMD", None)
+    _run_unit(binary, "GN_NF4_NO_BF16DOT=1", env)
 
 
 # the AMX path emulated (GN_AMX_EMULATE=1) where the CPU has AVX512_BF16 but no tiles: the binaries

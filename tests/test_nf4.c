@@ -192,7 +192,7 @@ static int b64f_applies(const gn_quant4_state *q, int64_t T) {
 static int i16_applies(const gn_quant4_state *q, int64_t T) {
     if (env_on("GN_NF4_EXACT_DECODE") || q->wdtype != GN_DTYPE_BF16 || q->blocksize % 64 != 0) return 0;
     const gn_simd l = gn_simd_level();
-    if (T == 1) return l == GN_SIMD_AVX2 && q->cols % q->blocksize == 0;
+    if (T == 1) return (l == GN_SIMD_AVX2 || (l == GN_SIMD_AVX512 && !bf16dot_on())) && q->cols % q->blocksize == 0;
     return T > 16 && l != GN_SIMD_SCALAR && !bf16dot_on() && q->cols > 0 && q->cols % 64 == 0;
 }
 static int rule_applies(const gn_quant4_state *q, int64_t T) { return i16_applies(q, T) || b64f_applies(q, T); }
@@ -952,6 +952,56 @@ static void test_quantize_levels(void) {
     gn_simd_force(GN_SIMD_AVX512);
 }
 
+// AVX-512 without BF16 dot products (GN_NF4_NO_BF16DOT=1 stands in for such a CPU here): the
+// integer decode's 512-bit form (two runs a vector) must give the AVX2 integer decode's bits:
+// the same products, sums and FMAs a lane. Odd and even run counts (a run without its
+// partner at a row's end), rows crossing nested groups on odd runs (a span starting on an odd
+// run), double quantization with groups of 256 and 128 or none, a single row and odd row
+// counts (row pairs), inputs with an all-zero run; one row in 4-bit FP4.
+static void test_decode_i16_avx512_bits(void) {
+    gn_simd_force(GN_SIMD_AVX512);
+    const int on = (int)gn_simd_level() == GN_SIMD_AVX512 && !bf16dot_on() && !env_on("GN_NF4_EXACT_DECODE");
+    gn_simd_force(GN_SIMD_AVX2);
+    if (!on || (int)gn_simd_level() != GN_SIMD_AVX2) {
+        printf("  (AVX-512 integer decode: not on this CPU / settings; GN_NF4_NO_BF16DOT=1 runs it)\n");
+        return;
+    }
+    const int64_t Cs[] = {64, 128, 192, 576, 704, 64 * 37}, Rs[] = {1, 2, 3, 17};
+    for (size_t ci = 0; ci < sizeof Cs / sizeof Cs[0]; ci++)
+        for (size_t ri = 0; ri < sizeof Rs / sizeof Rs[0]; ri++)
+            for (int dq = 0; dq < 3; dq++)
+                for (int qt = 0; qt < 2; qt++) {
+                    const int64_t R = Rs[ri], C = Cs[ci], n = R * C;
+                    float *w = malloc(sizeof(float) * (size_t)n), *x = malloc(sizeof(float) * (size_t)C),
+                          *o2 = malloc(sizeof(float) * (size_t)R), *o5 = malloc(sizeof(float) * (size_t)R);
+                    for (int64_t i = 0; i < n; i++) w[i] = frand() * (1.0f + (float)((i / 64) % 5));
+                    for (int64_t c = 0; c < C; c++) x[c] = (C > 128 && c >= 64 && c < 128) ? 0.0f : frand() * 3.0f;
+                    gn_quant4_state q;
+                    GN_ASSERT(gn_quantize_4bit(w, GN_DTYPE_F32, n, 64, qt ? GN_QUANT_FP4 : GN_QUANT_NF4, dq > 0, &q) == GN_OK);
+                    GN_ASSERT(gn_quant4_set_shape(&q, 2, (int64_t[]){R, C}) == GN_OK);
+                    q.wdtype = GN_DTYPE_BF16;
+                    float *nabs = NULL;
+                    if (dq == 2) { // nested groups of 128 blocks (our scales; the state's own freed with it)
+                        const int64_t nn = (q.nblocks + 127) / 128;
+                        nabs = malloc(sizeof(float) * (size_t)nn);
+                        for (int64_t k = 0; k < nn; k++) nabs[k] = 0.5f + 0.125f * (float)(k % 7);
+                        q.nested_absmax = nabs;
+                        q.nested_nblocks = nn;
+                        q.nested_blocksize = 128;
+                    }
+                    gn_simd_force(GN_SIMD_AVX2);
+                    gn_nf4_matmul(o2, x, &q, 1);
+                    gn_simd_force(GN_SIMD_AVX512);
+                    gn_nf4_matmul(o5, x, &q, 1);
+                    CHECK(memcmp(o2, o5, sizeof(float) * (size_t)R) == 0,
+                          "AVX-512 integer decode %lldx%lld dq %d %s: not the AVX2 kernel's bits (row 0: %.9g vs %.9g)",
+                          (long long)R, (long long)C, dq, qt ? "fp4" : "nf4", o5[0], o2[0]);
+                    gn_quant4_free(&q);
+                    free(nabs); free(w); free(x); free(o2); free(o5);
+                }
+    gn_simd_force(GN_SIMD_AVX512);
+}
+
 int main(void) {
     test_tables();
     test_quantize_levels();
@@ -962,6 +1012,7 @@ int main(void) {
     test_decode_b64();
     test_decode_b64_dq_scales();
     test_decode_b64_nested_sizes();
+    test_decode_i16_avx512_bits();
     test_matmul_nn();
     test_multi_split();
     test_json();

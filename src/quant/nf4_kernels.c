@@ -16,7 +16,8 @@
  * row into a buffer and use gn_dot_f32. One exception to "bit-identical weights":
  * AVX2 decode in bf16 compute factors the block scale out and multiplies 15-bit
  * integers (rows_dot_i16_avx2, its error rule there; GN_NF4_EXACT_DECODE=1 keeps the
- * exact kernel). T > 16 (prefill, training) with a bf16 compute dtype: on AVX2 (and
+ * exact kernel), and so does AVX-512 without BF16 dot products (rows_dot_i16_avx512:
+ * the AVX2 kernel's bits, two runs a vector; GN_NF4_NO_BF16DOT=1 takes it on any AVX-512). T > 16 (prefill, training) with a bf16 compute dtype: on AVX2 (and
  * AVX-512 without BF16 dot products) an integer GEMM on vpmaddwd (ig_gemm, its rule
  * there; GN_NF4_EXACT_DECODE=1 keeps the exact path), on AVX512_BF16 a vdpbf16ps GEMM;
  * elsewhere each OpenMP thread dequantizes 64-row tiles into its own buffer and runs a
@@ -970,10 +971,21 @@ static inline int i16_elem(int v, int k) {
     return 2 * (16 * lane + 8 * U + m) + S;
 }
 
-// xq (C, arranged) and sx (C / 64) from x (already rounded to the compute dtype);
-// 0 when some run holds a non-finite value or only values too small to scale
+// Where word i (0..63) of run j's arrangement goes: the AVX2 kernel's runs one after another,
+// or (pairs, the AVX-512 kernel) runs 2p and 2p+1 in one block of 128 words, their vectors
+// interleaved by halves: vector v of run j at 32 v + 16 (j & 1) (a 512-bit vector of the pair
+// is the two runs' 256-bit vectors side by side)
+static inline int64_t i16_pos(int64_t j, int i, int pairs) {
+    return pairs ? (j >> 1) * 128 + 32 * (i >> 4) + 16 * (j & 1) + (i & 15) : 64 * j + i;
+}
+
+// xq (C words arranged, or with pairs (C / 64 + 1) / 2 * 128: a lone last run's partner is
+// zeros) and sx (C / 64) from x (already rounded to the compute dtype); 0 when some run holds
+// a non-finite value or only values too small to scale
 __attribute__((target("avx2,fma,f16c")))
-static int i16_arrange(const float *x, int64_t C, int16_t *xq, float *sx) {
+static int i16_arrange(const float *x, int64_t C, int16_t *xq, float *sx, int pairs) {
+    if (pairs && (C / 64) % 2) // the lone last run's partner halves
+        for (int v = 0; v < 4; v++) memset(xq + (C / 64 / 2) * 128 + 32 * v + 16, 0, 16 * sizeof(int16_t));
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t g = 0; g < C; g += 64) {
         __m256 mx = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
@@ -987,13 +999,17 @@ static int i16_arrange(const float *x, int64_t C, int16_t *xq, float *sx) {
         m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
         const float m = _mm_cvtss_f32(m4);
         if (_mm256_movemask_ps(nan) || !(m <= FLT_MAX)) return 0;
-        if (m == 0.0f) { memset(xq + g, 0, 64 * sizeof(int16_t)); sx[g / 64] = 0.0f; continue; }
+        if (m == 0.0f) {
+            for (int i = 0; i < 64; i++) xq[i16_pos(g / 64, i, pairs)] = 0;
+            sx[g / 64] = 0.0f;
+            continue;
+        }
         if (m < 0x1p-60f) return 0;
         const float inv = (float)I16_ONE / m;
         sx[g / 64] = (float)((double)m / ((double)I16_ONE * I16_ONE)); // both factors' scales
         for (int i = 0; i < 64; i++) {
             int v = _mm_cvtss_si32(_mm_set_ss(x[g + i16_elem(i >> 4, i & 15)] * inv)); // nearest even
-            xq[g + i] = (int16_t)(v > I16_ONE ? I16_ONE : v < -I16_ONE ? -I16_ONE : v);
+            xq[i16_pos(g / 64, i, pairs)] = (int16_t)(v > I16_ONE ? I16_ONE : v < -I16_ONE ? -I16_ONE : v);
         }
     }
     return 1;
@@ -1025,18 +1041,24 @@ static float i16_row_exact(const gn_quant4_state *q, int64_t r, const float *xr)
 
 // One run of 64 weights (32 packed bytes at pb) against its 64 arranged inputs: the exact
 // int32 sum, as eight lanes of float32.
-__attribute__((target("avx2,fma,f16c")))
-static inline __m256 i16_run(const uint8_t *pb, const int16_t *x, __m256i tl, __m256i th, __m256i m4) {
+// The input's four 16-word vectors at x, x + st, x + 2 st, x + 3 st (st 16: the AVX2 layout;
+// 32: one run of an AVX-512 pair, i16_pos).
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256 i16_run_st(const uint8_t *pb, const int16_t *x, __m256i tl, __m256i th, __m256i m4, const int st) {
     const __m256i v = _mm256_loadu_si256((const __m256i *)pb);
     const __m256i ih = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), il = _mm256_and_si256(v, m4);
     __m256i lo = _mm256_shuffle_epi8(tl, ih), hi = _mm256_shuffle_epi8(th, ih);
     __m256i d0 = _mm256_madd_epi16(_mm256_unpacklo_epi8(lo, hi), _mm256_load_si256((const __m256i *)x));
-    __m256i d1 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 16)));
+    __m256i d1 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + st)));
     lo = _mm256_shuffle_epi8(tl, il);
     hi = _mm256_shuffle_epi8(th, il);
-    __m256i d2 = _mm256_madd_epi16(_mm256_unpacklo_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 32)));
-    __m256i d3 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 48)));
+    __m256i d2 = _mm256_madd_epi16(_mm256_unpacklo_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 2 * st)));
+    __m256i d3 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, hi), _mm256_load_si256((const __m256i *)(x + 3 * st)));
     return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(d0, d1), _mm256_add_epi32(d2, d3)));
+}
+__attribute__((target("avx2,fma,f16c")))
+static inline __m256 i16_run(const uint8_t *pb, const int16_t *x, __m256i tl, __m256i th, __m256i m4) {
+    return i16_run_st(pb, x, tl, th, m4, 16);
 }
 
 // 1 when a block scale cannot be factored out: non-finite, or so small (below 2^-30, not
@@ -1267,6 +1289,164 @@ static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, 
     }
 }
 
+// AVX-512 without BF16 dot products (Skylake-SP to Ice Lake; AVX2 code otherwise): the same
+// integer decode, two runs a 512-bit vector (i16_arrange's pairs): the even run in the low
+// half, the odd run in the high half, so the AVX2 kernel's two accumulators of a row (even and
+// odd runs) are the halves of one register, and every lane's products, int32 sums, scale
+// products and FMAs are the AVX2 kernel's in the same order: the same bits, the same rule.
+// A run without its partner (a span starting on an odd run, or ending on an even one) takes
+// the AVX2 run on its half.
+#define I16_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"), always_inline))
+
+I16_512 static inline __m512 i16_run2(const uint8_t *pb, const int16_t *x, __m512i tl, __m512i th, __m512i m4) {
+    const __m512i v = _mm512_loadu_si512(pb);
+    const __m512i ih = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), il = _mm512_and_si512(v, m4);
+    __m512i lo = _mm512_shuffle_epi8(tl, ih), hi = _mm512_shuffle_epi8(th, ih);
+    __m512i d0 = _mm512_madd_epi16(_mm512_unpacklo_epi8(lo, hi), _mm512_load_si512(x));
+    __m512i d1 = _mm512_madd_epi16(_mm512_unpackhi_epi8(lo, hi), _mm512_load_si512(x + 32));
+    lo = _mm512_shuffle_epi8(tl, il);
+    hi = _mm512_shuffle_epi8(th, il);
+    __m512i d2 = _mm512_madd_epi16(_mm512_unpacklo_epi8(lo, hi), _mm512_load_si512(x + 64));
+    __m512i d3 = _mm512_madd_epi16(_mm512_unpackhi_epi8(lo, hi), _mm512_load_si512(x + 96));
+    return _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_add_epi32(d0, d1), _mm512_add_epi32(d2, d3)));
+}
+
+// runs g and g + 1 of a row into acc: scales *sa, *sb (blocks) times sx[0], sx[1] (inputs)
+I16_512 static inline __m512 i16_step2(const uint8_t *p, int64_t g, const int16_t *xq, const float *sa, const float *sb,
+                                       const float *sx, __m512 acc, __m512i tl, __m512i th, __m512i m4) {
+    const __m512 s = _mm512_mask_broadcastss_ps(_mm512_set1_ps(*sa), 0xff00, _mm_load_ss(sb));
+    const __m512 x = _mm512_mask_broadcastss_ps(_mm512_set1_ps(sx[0]), 0xff00, _mm_load_ss(sx + 1));
+    return _mm512_fmadd_ps(i16_run2(p + g * 32, xq + (g >> 1) * 128, tl, th, m4), _mm512_mul_ps(s, x), acc);
+}
+
+// run g alone into its half of acc (the high half for an odd run)
+I16_512 static inline __m512 i16_lone(const uint8_t *p, int64_t g, const int16_t *xq, const float *s, const float *sx,
+                                      __m512 acc, __m512i tl, __m512i th, __m512i m4) {
+    const int hi = (int)(g & 1);
+    const __m256 f = i16_run_st(p + g * 32, xq + (g >> 1) * 128 + 16 * hi, _mm512_castsi512_si256(tl),
+                                _mm512_castsi512_si256(th), _mm512_castsi512_si256(m4), 32);
+    const __m256 sc = _mm256_mul_ps(_mm256_broadcast_ss(s), _mm256_broadcast_ss(sx));
+    const __m512d a = _mm512_castps_pd(acc);
+    const __m256 h = _mm256_castpd_ps(hi ? _mm512_extractf64x4_pd(a, 1) : _mm512_castpd512_pd256(a));
+    const __m256d r = _mm256_castps_pd(_mm256_fmadd_ps(f, sc, h));
+    return _mm512_castpd_ps(hi ? _mm512_insertf64x4(a, r, 1) : _mm512_insertf64x4(a, r, 0));
+}
+
+// i16_span on one 512-bit accumulator
+I16_512 static inline __m512 i16_span512(const uint8_t *p, const int16_t *xq, const float *sx, int64_t g, int64_t g1,
+                                         int dq, const uint8_t *qg, const float *sc, __m512 acc, __m512i tl,
+                                         __m512i th, __m512i m4) {
+#define I16_S(h) (dq ? sc + qg[h] : sc + (h))
+    if ((g & 1) && g < g1) {
+        acc = i16_lone(p, g, xq, I16_S(g), sx + g, acc, tl, th, m4);
+        g++;
+    }
+    for (; g + 1 < g1; g += 2) {
+        gn_prefetch_stream(p + g * 32);
+        acc = i16_step2(p, g, xq, I16_S(g), I16_S(g + 1), sx + g, acc, tl, th, m4);
+    }
+    if (g < g1) acc = i16_lone(p, g, xq, I16_S(g), sx + g, acc, tl, th, m4);
+#undef I16_S
+    return acc;
+}
+
+// i16_span2 on two 512-bit accumulators (rows A and B)
+I16_512 static inline void i16_span2_512(const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx,
+                                         int64_t g, int64_t g1, int dq, const uint8_t *qa, const uint8_t *qb,
+                                         const float *sa, const float *sb, __m512 *a, __m512 *b, __m512i tl,
+                                         __m512i th, __m512i m4) {
+#define I16_SA(h) (dq ? sa + qa[h] : sa + (h))
+#define I16_SB(h) (dq ? sb + qb[h] : sb + (h))
+    __m512 a0 = *a, b0 = *b;
+    if ((g & 1) && g < g1) {
+        a0 = i16_lone(pa, g, xq, I16_SA(g), sx + g, a0, tl, th, m4);
+        b0 = i16_lone(pb, g, xq, I16_SB(g), sx + g, b0, tl, th, m4);
+        g++;
+    }
+    for (; g + 1 < g1; g += 2) {
+        gn_prefetch_stream(pa + g * 32);
+        gn_prefetch_stream(pb + g * 32);
+        a0 = i16_step2(pa, g, xq, I16_SA(g), I16_SA(g + 1), sx + g, a0, tl, th, m4);
+        b0 = i16_step2(pb, g, xq, I16_SB(g), I16_SB(g + 1), sx + g, b0, tl, th, m4);
+    }
+    if (g < g1) {
+        a0 = i16_lone(pa, g, xq, I16_SA(g), sx + g, a0, tl, th, m4);
+        b0 = i16_lone(pb, g, xq, I16_SB(g), sx + g, b0, tl, th, m4);
+    }
+#undef I16_SA
+#undef I16_SB
+    *a = a0, *b = b0;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static float i16_hsum512(__m512 v) { // the AVX2 kernel's final sum: even + odd accumulators, then hsum256_nf4
+    return hsum256_nf4(_mm256_add_ps(_mm512_castps512_ps256(v),
+                                     _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+
+// rows_dot_i16_b64_avx2 with i16_arrange's pairs (blocks of 64; no double quantization, or
+// nested groups of a power of two of at least 128 blocks: i16_b64_ok)
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static void rows_dot_i16_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq, const float *sx,
+                                const float *xr, float *out) {
+    const int64_t C = q->cols, ng = C / 64;
+    uint8_t lo8[16], hi8[16];
+    if (!i16_tables(q->code, I16_ONE, lo8, hi8)) {
+        for (int64_t r = r0; r < r1; r++) out[r] = i16_row_exact(q, r, xr);
+        return;
+    }
+    const __m512i tl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lo8));
+    const __m512i th = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hi8));
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const int dq = q->nested, nsh = dq ? __builtin_ctzll((unsigned long long)q->nested_blocksize) : 0;
+    i16_gcache gc __attribute__((aligned(32)));
+    for (int k = 0; k < 4; k++) gc.grp[k] = -1;
+    for (int64_t r = r0; r < r1; r += 2) {
+        const int two = r + 1 < r1;
+        const uint8_t *pa = q->packed + (r * C) / 2, *pb = two ? pa + C / 2 : pa;
+        const int64_t ba = r * ng, bb = ba + (two ? ng : 0);
+        __m512 a = _mm512_setzero_ps(), b = a;
+        unsigned bada = 0, badb = 0;
+        if (!dq) {
+            bada = i16_scales_bad(q->absmax + ba, ng);
+            if (two) {
+                badb = i16_scales_bad(q->absmax + bb, ng);
+                i16_span2_512(pa, pb, xq, sx, 0, ng, 0, NULL, NULL, q->absmax + ba, q->absmax + bb, &a, &b, tl, th, m4);
+            } else a = i16_span512(pa, xq, sx, 0, ng, 0, NULL, q->absmax + ba, a, tl, th, m4);
+        } else {
+            const uint8_t *qa = q->qabsmax + ba, *qb = q->qabsmax + bb;
+            for (int64_t g = 0; g < ng;) {
+                const int64_t ga = (ba + g) >> nsh, gb = (bb + g) >> nsh;
+                int64_t end = ((ga + 1) << nsh) - ba;
+                if (((gb + 1) << nsh) - bb < end) end = ((gb + 1) << nsh) - bb;
+                if (end > ng) end = ng;
+                const float *ta = i16_gtab(q, &gc, ga, qa, g, end, &bada);
+                if (!two) {
+                    a = i16_span512(pa, xq, sx, g, end, 1, qa, ta, a, tl, th, m4);
+                } else if (gb != ga && ((gb - ga) & 3) == 0) { // one slot: one row, then the other
+                    a = i16_span512(pa, xq, sx, g, end, 1, qa, ta, a, tl, th, m4);
+                    const float *tb = i16_gtab(q, &gc, gb, qb, g, end, &badb);
+                    b = i16_span512(pb, xq, sx, g, end, 1, qb, tb, b, tl, th, m4);
+                } else {
+                    const float *tb = i16_gtab(q, &gc, gb, qb, g, end, &badb);
+                    i16_span2_512(pa, pb, xq, sx, g, end, 1, qa, qb, ta, tb, &a, &b, tl, th, m4);
+                }
+                g = end;
+            }
+        }
+        out[r] = bada ? i16_row_exact(q, r, xr) : i16_hsum512(a);
+        if (two) out[r + 1] = badb ? i16_row_exact(q, r + 1, xr) : i16_hsum512(b);
+    }
+}
+#undef I16_512
+
+// the layouts rows_dot_i16_avx512 takes: blocks of 64, nested groups (if any) a power of two of
+// at least 128 blocks (the AVX2 kernel's fast case; bitsandbytes writes 256)
+static int i16_b64_ok(const gn_quant4_state *q) {
+    const int64_t nbs = q->nested_blocksize;
+    return q->blocksize == 64 && (!q->nested || (nbs >= 128 && (nbs & (nbs - 1)) == 0));
+}
+
 // ----------------------------------------------------------------------------
 // dispatched dequantization
 
@@ -1352,7 +1532,7 @@ static void nf4_matmul_each(float **outs, const float *inp, const gn_quant4_stat
 static void nf4_multi_range(float **outs, const gn_quant4_state *const *ws, int n, int64_t T, const float *xd,
                             const int64_t *start, int bf, int x64, int i16, gn_simd lvl, gn_dtype cdt, int64_t bl0,
                             int64_t bl1) {
-    const int64_t C = ws[0]->cols, RB = 16;
+    const int64_t C = ws[0]->cols, RB = 16, xq_f = (C / 64 + 1) / 2 * 64; // xq_f as nf4_multi: xq's room in floats
     const uint16_t *xh = (const uint16_t *)xd;
     for (int i = 0; i < n; i++) {
         const int64_t s0 = bl0 > start[i] ? bl0 : start[i], s1 = bl1 < start[i + 1] ? bl1 : start[i + 1];
@@ -1364,7 +1544,8 @@ static void nf4_multi_range(float **outs, const gn_quant4_state *const *ws, int 
             if (bf == 2) rows_dot_b64f(w, r0, r1, xh, outs[i]); // T == 1
             else if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
             else if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
-            else if (i16) rows_dot_i16_avx2(w, r0, r1, (const int16_t *)(xd + C), xd + C + C / 2, xd, outs[i]);
+            else if (i16 == 2) rows_dot_i16_avx512(w, r0, r1, (const int16_t *)(xd + C), xd + C + xq_f, xd, outs[i]);
+            else if (i16) rows_dot_i16_avx2(w, r0, r1, (const int16_t *)(xd + C), xd + C + xq_f, xd, outs[i]);
             else if (x64) rows_dot_b64x_avx2(w, r0, r1, xd, outs[i]);
             else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
             else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
@@ -1433,22 +1614,29 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
         bf = 2;
         for (int i = 0; i < n; i++) bf = ws[i]->blocksize == 64 ? bf : 1;
     }
-    // AVX2 decode with bf16 weights and 64-multiple blocks: the byte-table kernel (GN_NF4_NO_B64X=1: the table kernel)
-    int x64 = lvl == GN_SIMD_AVX2 && T == 1 && !getenv_nob64x();
+    // AVX2 decode with bf16 weights and 64-multiple blocks (and AVX-512 without BF16 dot
+    // products): the byte-table kernel (GN_NF4_NO_B64X=1: the table kernel)
+    int x64 = (lvl == GN_SIMD_AVX2 || (lvl == GN_SIMD_AVX512 && !bf)) && T == 1 && !getenv_nob64x();
     for (int i = 0; i < n; i++) x64 &= ws[i]->wdtype == GN_DTYPE_BF16 && ws[i]->blocksize % 64 == 0;
     // ... and before it the integer kernel (GN_NF4_EXACT_DECODE=1: the byte-table kernel, whose
-    // weights are the reference's bit for bit)
+    // weights are the reference's bit for bit); i16 2: its AVX-512 form (rows_dot_i16_avx512)
     int i16 = x64 && !getenv_exact_decode();
+    if (i16 && lvl == GN_SIMD_AVX512) {
+        i16 = 2;
+        for (int i = 0; i < n; i++) i16 = i16_b64_ok(ws[i]) ? i16 : 1;
+    }
     // the arranged activations: a per-thread scratch buffer that only grows (no allocation per
     // token; in a team each thread arranges its own copy; freed when its thread ends, as a pool
     // thread does when the team shrinks); 64-byte aligned: no split cache-line loads
-    const size_t need = (size_t)(T * C) + (size_t)(i16 ? C / 2 + C / 64 : 0); // i16: xr, then xq, then sx
+    // i16: xr (C floats), then xq (C words, or (C / 64 + 1) / 2 * 128 with pairs), then sx (C / 64)
+    const int64_t xq_f = (C / 64 + 1) / 2 * 64; // xq's room in floats, for both layouts
+    const size_t need = (size_t)(T * C) + (size_t)(i16 ? xq_f + C / 64 : 0);
     float *xd = gn_scratch(GN_SCRATCH_DECODE, sizeof(float) * (need > 4096 ? need : 4096));
     uint16_t *xh = (uint16_t *)xd; // bf16 activations reuse the same bytes
     if (i16) { // the input rounded, then scaled to integers; back to the byte-table kernel if it cannot be
         memcpy(xd, inp, sizeof(float) * (size_t)C);
         round_act(xd, C, cdt);
-        i16 = i16_arrange(xd, C, (int16_t *)(xd + C), xd + C + C / 2);
+        i16 = i16_arrange(xd, C, (int16_t *)(xd + C), xd + C + xq_f, i16 == 2) ? i16 : 0;
     }
     if (bf == 2) b64f_arrange(inp, C, xh); // (C + 127) / 128 * 128 words: within the C floats
     else if (bf) for (int64_t t = 0; t < T; t++) bf16_deinterleave64(inp + t * C, C, xh + t * C);
