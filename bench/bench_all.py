@@ -33,8 +33,9 @@ Flags: --quick (prompt 128, 8 decoded tokens, 1 rep, training 1 x 1 sequence, 1 
 --skip-train (no D), --skip-peer (no llama.cpp, no PyTorch: ratios against them are n/a;
 row 4's peer is ours and still runs), --wait-quiet S (passed to every sub-script),
 --reps N (A and B, default 3), --scaling-reps N (C, default 2), --grad-accum / --steps
-(D, default 4 / 3), -t (default 2), --sized-train-peer (the PyTorch peer in the 1.1B training
-section as well: over 50 minutes a step on 2 cores), --verbose.
+(D, default 4 / 3), -t (default 2), --sized-train-peer on|off|auto (the PyTorch peer in the 1.1B
+training section as well; auto: on where the CPU has AVX512_BF16, where it took under 2 minutes
+a run on 2 Zen 4 cores, off elsewhere: over 50 minutes a step on 2 Zen 3 cores), --verbose.
 
 Benchmarks never fail on a number: the exit status is non-zero only when a sub-script
 failed to run. Figures taken on a busy machine are noisy; each section's "others took up
@@ -111,6 +112,18 @@ def fresh(path):
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+def cpu_has(flag):
+    """whether /proc/cpuinfo lists flag for this CPU"""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return flag in line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return False
 
 
 def machine():
@@ -458,9 +471,10 @@ def main():
                          "ratio between 0.93 and 1.29 on one host within an hour (bench/RESULTS.md)")
     ap.add_argument("--sized-train-steps", type=int, default=None,
                     help="1.1B training steps of 1 sequence, the first a warm-up (default 2; quick 1)")
-    ap.add_argument("--sized-train-peer", action="store_true",
-                    help="run the PyTorch + PEFT + bitsandbytes peer in the 1.1B training section too (off by "
-                         "default: it took over 50 minutes a step on 2 Zen 3 cores; bench/RESULTS.md)")
+    ap.add_argument("--sized-train-peer", nargs="?", const="on", default="auto", choices=("on", "off", "auto"),
+                    help="run the PyTorch + PEFT + bitsandbytes peer in the 1.1B training section too: on, off, or "
+                         "auto (default: on where the CPU has AVX512_BF16, about 2 minutes a run on 2 Zen 4 cores; "
+                         "off elsewhere: over 50 minutes a step on 2 Zen 3 cores, bench/RESULTS.md)")
     ap.add_argument("--sized-sections", default="ITL",
                     help="which sections of the sized rows run: I (inference, with its --4bit-head rerun: "
                          "rows 6h), T (training), L (7B load); "
@@ -487,6 +501,7 @@ def main():
     a.sized_gen_tokens = a.sized_gen_tokens or (4 if q else 32)
     a.sized_train_steps = a.sized_train_steps or (1 if q else 2)
     sizes = [x for x in a.sizes.split(",") if x and x != "none"]
+    sized_train_peer = a.sized_train_peer == "on" or (a.sized_train_peer == "auto" and cpu_has("avx512_bf16"))
     sized_reps = {"1.1b": 1, "7b": 1} if q else {"1.1b": 3, "7b": 2}
     if a.sized_reps:
         for part in a.sized_reps.split(","):
@@ -683,7 +698,7 @@ def main():
         if runT and not a.skip_train and (os.path.exists(nf4) or TABLE_ONLY):
             dT = os.path.join(sub, f"train-{size}")
             fresh(os.path.join(dT, "bench_train.json"))
-            peer = size == "1.1b" and not a.skip_peer and a.sized_train_peer
+            peer = size == "1.1b" and not a.skip_peer and sized_train_peer
             cmd = [PY, os.path.join(HERE, "bench_train.py"), "-m", nf4, "--ours-4bit", "", "--costs-gguf", q4s,
                    "--hf", f16, "--grad-accum", "1", "--steps", str(a.sized_train_steps if peer else 1),
                    "--reps", "1", "--peak-gflops", str(a.peak_gflops), "-t", T, "--out", dT,

@@ -17,7 +17,8 @@
  * AVX2 decode in bf16 compute factors the block scale out and multiplies 15-bit
  * integers (rows_dot_i16_avx2, its error rule there; GN_NF4_EXACT_DECODE=1 keeps the
  * exact kernel), and so does AVX-512 without BF16 dot products (rows_dot_i16_avx512:
- * the AVX2 kernel's bits, two runs a vector; GN_NF4_NO_BF16DOT=1 takes it on any AVX-512). T > 16 (prefill, training) with a bf16 compute dtype: on AVX2 (and
+ * the AVX2 kernel's bits, two runs a vector; GN_NF4_NO_BF16DOT=1 takes it on any
+ * AVX-512). T > 16 (prefill, training) with a bf16 compute dtype: on AVX2 (and
  * AVX-512 without BF16 dot products) an integer GEMM on vpmaddwd (ig_gemm, its rule
  * there; GN_NF4_EXACT_DECODE=1 keeps the exact path), on AVX512_BF16 a vdpbf16ps GEMM;
  * elsewhere each OpenMP thread dequantizes 64-row tiles into its own buffer and runs a
