@@ -955,9 +955,9 @@ static void test_quantize_levels(void) {
 // AVX-512 without BF16 dot products (GN_NF4_NO_BF16DOT=1 stands in for such a CPU here): the
 // integer decode's 512-bit form (two runs a vector) must give the AVX2 integer decode's bits:
 // the same products, sums and FMAs a lane. Odd and even run counts (a run without its
-// partner at a row's end), rows crossing nested groups on odd runs (a span starting on an odd
-// run), double quantization with groups of 256 and 128 or none, a single row and odd row
-// counts (row pairs), inputs with an all-zero run; one row in 4-bit FP4.
+// partner at a row's end), rows crossing nested groups of 128 on odd runs (704 and 2368
+// columns: a span starting on an odd run), double quantization with groups of 256 and 128 or
+// none, a single row and odd row counts (row pairs), inputs with an all-zero run; NF4 and FP4.
 static void test_decode_i16_avx512_bits(void) {
     gn_simd_force(GN_SIMD_AVX512);
     const int on = (int)gn_simd_level() == GN_SIMD_AVX512 && !bf16dot_on() && !env_on("GN_NF4_EXACT_DECODE");
