@@ -16,7 +16,7 @@
  * row into a buffer and use gn_dot_f32. One exception to "bit-identical weights":
  * AVX2 decode in bf16 compute factors the block scale out and multiplies 15-bit
  * integers (rows_dot_i16_avx2, its error rule there; GN_NF4_EXACT_DECODE=1 keeps the
- * exact kernel), and so does AVX-512 without BF16 dot products (rows_dot_i16_avx512:
+ * exact kernel), and so does AVX-512 without BF16 dot products (i16_span512:
  * the AVX2 kernel's bits, two runs a vector; GN_NF4_NO_BF16DOT=1 takes it on any
  * AVX-512). T > 16 (prefill, training) with a bf16 compute dtype: on AVX2 (and
  * AVX-512 without BF16 dot products) an integer GEMM on vpmaddwd (ig_gemm, its rule
@@ -1196,100 +1196,6 @@ static const float *i16_gtab(const gn_quant4_state *q, i16_gcache *c, int64_t gr
     return c->tab[k];
 }
 
-// Blocks of 64 (QLoRA's layout), with double quantization when the nested block size is a
-// power of two of at least 128 blocks (bitsandbytes uses 256), or without. The scale of a
-// block comes from a table of the nested group's 256 possible scales (built once per group,
-// checked once per group), so a run costs its vector work plus two broadcasts, a product and a
-// byte load. Rows go in pairs that share each load of the inputs (a row of 11008 inputs is
-// 22 KB of them: L1 holds them for one pass, not for one pass a row while the weights stream
-// through). Each row sums as the general loop below does (two accumulators, even and odd
-// runs, in order), so the same sums.
-__attribute__((target("avx2,fma,f16c")))
-static void rows_dot_i16_b64_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq,
-                                  const float *sx, const float *xr, float *out, __m256i tl, __m256i th) {
-    const int64_t C = q->cols, ng = C / 64;
-    const int dq = q->nested, nsh = dq ? __builtin_ctzll((unsigned long long)q->nested_blocksize) : 0;
-    const __m256i m4 = _mm256_set1_epi8(15);
-    i16_gcache gc __attribute__((aligned(32)));
-    for (int k = 0; k < 4; k++) gc.grp[k] = -1;
-    for (int64_t r = r0; r < r1; r += 2) {
-        const int two = r + 1 < r1;
-        const uint8_t *pa = q->packed + (r * C) / 2, *pb = two ? pa + C / 2 : pa;
-        const int64_t ba = r * ng, bb = ba + (two ? ng : 0);
-        __m256 a[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, b[2] = {a[0], a[1]};
-        unsigned bada = 0, badb = 0;
-        if (!dq) {
-            bada = i16_scales_bad(q->absmax + ba, ng);
-            if (two) {
-                badb = i16_scales_bad(q->absmax + bb, ng);
-                i16_span2(pa, pb, xq, sx, 0, ng, 0, NULL, NULL, q->absmax + ba, q->absmax + bb, a, b, tl, th, m4);
-            } else i16_span(pa, xq, sx, 0, ng, 0, NULL, q->absmax + ba, &a[0], &a[1], tl, th, m4);
-        } else {
-            const uint8_t *qa = q->qabsmax + ba, *qb = q->qabsmax + bb;
-            for (int64_t g = 0; g < ng;) {
-                const int64_t ga = (ba + g) >> nsh, gb = (bb + g) >> nsh;
-                int64_t end = ((ga + 1) << nsh) - ba;
-                if (((gb + 1) << nsh) - bb < end) end = ((gb + 1) << nsh) - bb;
-                if (end > ng) end = ng;
-                const float *ta = i16_gtab(q, &gc, ga, qa, g, end, &bada);
-                if (!two) {
-                    i16_span(pa, xq, sx, g, end, 1, qa, ta, &a[0], &a[1], tl, th, m4);
-                } else if (gb != ga && ((gb - ga) & 3) == 0) { // one slot: one row, then the other
-                    i16_span(pa, xq, sx, g, end, 1, qa, ta, &a[0], &a[1], tl, th, m4);
-                    const float *tb = i16_gtab(q, &gc, gb, qb, g, end, &badb);
-                    i16_span(pb, xq, sx, g, end, 1, qb, tb, &b[0], &b[1], tl, th, m4);
-                } else {
-                    const float *tb = i16_gtab(q, &gc, gb, qb, g, end, &badb);
-                    i16_span2(pa, pb, xq, sx, g, end, 1, qa, qb, ta, tb, a, b, tl, th, m4);
-                }
-                g = end;
-            }
-        }
-        out[r] = bada ? i16_row_exact(q, r, xr) : hsum256_nf4(_mm256_add_ps(a[0], a[1]));
-        if (two) out[r + 1] = badb ? i16_row_exact(q, r + 1, xr) : hsum256_nf4(_mm256_add_ps(b[0], b[1]));
-    }
-}
-
-__attribute__((target("avx2,fma,f16c")))
-static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq, const float *sx,
-                              const float *xr, float *out) {
-    const int64_t C = q->cols, bs = q->blocksize, ng = C / 64, gpb = bs / 64;
-    uint8_t lo8[16], hi8[16];
-    if (!i16_tables(q->code, I16_ONE, lo8, hi8)) {
-        for (int64_t r = r0; r < r1; r++) out[r] = i16_row_exact(q, r, xr);
-        return;
-    }
-    const __m256i tl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lo8));
-    const __m256i th = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)hi8));
-    const int64_t nbs = q->nested_blocksize;
-    if (bs == 64 && (!q->nested || (nbs >= 128 && (nbs & (nbs - 1)) == 0))) {
-        rows_dot_i16_b64_avx2(q, r0, r1, xq, sx, xr, out, tl, th);
-        return;
-    }
-    const __m256i m4 = _mm256_set1_epi8(15);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *p = q->packed + (r * C) / 2;
-        const int64_t b0 = (r * C) / bs;
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        float s = 0.0f;
-        int ok = 1;
-        for (int64_t g = 0; g < ng; g++) {
-            if (g % gpb == 0) {
-                s = gn_quant4_scale(q, b0 + g / gpb);
-                // non-finite, or so small that s * sx would leave the normal range
-                if (!(fabsf(s) <= FLT_MAX) || (s != 0.0f && fabsf(s) < 0x1p-30f)) { ok = 0; break; }
-            }
-            const uint8_t *pb = p + g * 32;
-            if ((g & 1) == 0) gn_prefetch_stream(pb);
-            const __m256 f = i16_run(pb, xq + g * 64, tl, th, m4);
-            const __m256 sc = _mm256_set1_ps(s * sx[g]);
-            if (g & 1) acc1 = _mm256_fmadd_ps(f, sc, acc1);
-            else acc0 = _mm256_fmadd_ps(f, sc, acc0);
-        }
-        out[r] = ok ? hsum256_nf4(_mm256_add_ps(acc0, acc1)) : i16_row_exact(q, r, xr);
-    }
-}
-
 // AVX-512 without BF16 dot products (Skylake-SP to Ice Lake; AVX2 code otherwise): the same
 // integer decode, two runs a 512-bit vector (i16_arrange's pairs): the even run in the low
 // half, the odd run in the high half, so the AVX2 kernel's two accumulators of a row (even and
@@ -1379,41 +1285,78 @@ I16_512 static inline void i16_span2_512(const uint8_t *pa, const uint8_t *pb, c
     *a = a0, *b = b0;
 }
 
+// The spans above as calls from the AVX2 row walk (rows_dot_i16_b64_avx2), its accumulators
+// a[2] (and b[2]: even runs, odd runs) the low and high halves of one 512-bit register, the
+// code tables as the 16-byte rows lo8, hi8
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-static float i16_hsum512(__m512 v) { // the AVX2 kernel's final sum: even + odd accumulators, then hsum256_nf4
-    return hsum256_nf4(_mm256_add_ps(_mm512_castps512_ps256(v),
-                                     _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
-}
-
-// rows_dot_i16_b64_avx2 with i16_arrange's pairs (blocks of 64; no double quantization, or
-// nested groups of a power of two of at least 128 blocks: i16_b64_ok)
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-static void rows_dot_i16_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq, const float *sx,
-                                const float *xr, float *out) {
-    const int64_t C = q->cols, ng = C / 64;
-    uint8_t lo8[16], hi8[16];
-    if (!i16_tables(q->code, I16_ONE, lo8, hi8)) {
-        for (int64_t r = r0; r < r1; r++) out[r] = i16_row_exact(q, r, xr);
-        return;
-    }
+static void i16_span512_call(const uint8_t *p, const int16_t *xq, const float *sx, int64_t g, int64_t g1, int dq,
+                             const uint8_t *qg, const float *sc, __m256 *a, const uint8_t *lo8, const uint8_t *hi8) {
     const __m512i tl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lo8));
     const __m512i th = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hi8));
-    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512 acc = i16_span512(p, xq, sx, g, g1, dq, qg, sc, _mm512_loadu_ps((const float *)a), tl, th,
+                                   _mm512_set1_epi8(15));
+    _mm512_storeu_ps((float *)a, acc);
+}
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static void i16_span2_512_call(const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx, int64_t g,
+                               int64_t g1, int dq, const uint8_t *qa, const uint8_t *qb, const float *sa,
+                               const float *sb, __m256 *a, __m256 *b, const uint8_t *lo8, const uint8_t *hi8) {
+    const __m512i tl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lo8));
+    const __m512i th = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hi8));
+    __m512 va = _mm512_loadu_ps((const float *)a), vb = _mm512_loadu_ps((const float *)b);
+    i16_span2_512(pa, pb, xq, sx, g, g1, dq, qa, qb, sa, sb, &va, &vb, tl, th, _mm512_set1_epi8(15));
+    _mm512_storeu_ps((float *)a, va);
+    _mm512_storeu_ps((float *)b, vb);
+}
+#undef I16_512
+
+// the layouts the 512-bit spans take (rows_dot_i16_b64_avx2 with wide): blocks of 64, nested groups (if any) a power of two of
+// at least 128 blocks (the AVX2 kernel's fast case; bitsandbytes writes 256)
+static int i16_b64_ok(const gn_quant4_state *q) {
+    const int64_t nbs = q->nested_blocksize;
+    return q->blocksize == 64 && (!q->nested || (nbs >= 128 && (nbs & (nbs - 1)) == 0));
+}
+
+// Blocks of 64 (QLoRA's layout), with double quantization when the nested block size is a
+// power of two of at least 128 blocks (bitsandbytes uses 256), or without. The scale of a
+// block comes from a table of the nested group's 256 possible scales (built once per group,
+// checked once per group), so a run costs its vector work plus two broadcasts, a product and a
+// byte load. Rows go in pairs that share each load of the inputs (a row of 11008 inputs is
+// 22 KB of them: L1 holds them for one pass, not for one pass a row while the weights stream
+// through). Each row sums as the general loop below does (two accumulators, even and odd
+// runs, in order), so the same sums. wide: the inputs in i16_arrange's pairs and each span the
+// 512-bit kernel's (AVX-512 without BF16 dot products; the same sums in the same order).
+__attribute__((target("avx2,fma,f16c")))
+static void rows_dot_i16_b64_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq,
+                                  const float *sx, const float *xr, float *out, __m256i tl, __m256i th, int wide,
+                                  const uint8_t *lo8, const uint8_t *hi8) {
+    const int64_t C = q->cols, ng = C / 64;
     const int dq = q->nested, nsh = dq ? __builtin_ctzll((unsigned long long)q->nested_blocksize) : 0;
+    const __m256i m4 = _mm256_set1_epi8(15);
     i16_gcache gc __attribute__((aligned(32)));
     for (int k = 0; k < 4; k++) gc.grp[k] = -1;
+#define I16_SPAN(p, g, g1, dq_, qg, sc, acc)                                                                     \
+    do {                                                                                                         \
+        if (wide) i16_span512_call(p, xq, sx, g, g1, dq_, qg, sc, acc, lo8, hi8);                               \
+        else i16_span(p, xq, sx, g, g1, dq_, qg, sc, &(acc)[0], &(acc)[1], tl, th, m4);                          \
+    } while (0)
+#define I16_SPAN2(pa_, pb_, g, g1, dq_, qa_, qb_, sa, sb)                                                        \
+    do {                                                                                                         \
+        if (wide) i16_span2_512_call(pa_, pb_, xq, sx, g, g1, dq_, qa_, qb_, sa, sb, a, b, lo8, hi8);          \
+        else i16_span2(pa_, pb_, xq, sx, g, g1, dq_, qa_, qb_, sa, sb, a, b, tl, th, m4);                        \
+    } while (0)
     for (int64_t r = r0; r < r1; r += 2) {
         const int two = r + 1 < r1;
         const uint8_t *pa = q->packed + (r * C) / 2, *pb = two ? pa + C / 2 : pa;
         const int64_t ba = r * ng, bb = ba + (two ? ng : 0);
-        __m512 a = _mm512_setzero_ps(), b = a;
+        __m256 a[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, b[2] = {a[0], a[1]};
         unsigned bada = 0, badb = 0;
         if (!dq) {
             bada = i16_scales_bad(q->absmax + ba, ng);
             if (two) {
                 badb = i16_scales_bad(q->absmax + bb, ng);
-                i16_span2_512(pa, pb, xq, sx, 0, ng, 0, NULL, NULL, q->absmax + ba, q->absmax + bb, &a, &b, tl, th, m4);
-            } else a = i16_span512(pa, xq, sx, 0, ng, 0, NULL, q->absmax + ba, a, tl, th, m4);
+                I16_SPAN2(pa, pb, 0, ng, 0, NULL, NULL, q->absmax + ba, q->absmax + bb);
+            } else I16_SPAN(pa, 0, ng, 0, NULL, q->absmax + ba, a);
         } else {
             const uint8_t *qa = q->qabsmax + ba, *qb = q->qabsmax + bb;
             for (int64_t g = 0; g < ng;) {
@@ -1423,30 +1366,66 @@ static void rows_dot_i16_avx512(const gn_quant4_state *q, int64_t r0, int64_t r1
                 if (end > ng) end = ng;
                 const float *ta = i16_gtab(q, &gc, ga, qa, g, end, &bada);
                 if (!two) {
-                    a = i16_span512(pa, xq, sx, g, end, 1, qa, ta, a, tl, th, m4);
+                    I16_SPAN(pa, g, end, 1, qa, ta, a);
                 } else if (gb != ga && ((gb - ga) & 3) == 0) { // one slot: one row, then the other
-                    a = i16_span512(pa, xq, sx, g, end, 1, qa, ta, a, tl, th, m4);
+                    I16_SPAN(pa, g, end, 1, qa, ta, a);
                     const float *tb = i16_gtab(q, &gc, gb, qb, g, end, &badb);
-                    b = i16_span512(pb, xq, sx, g, end, 1, qb, tb, b, tl, th, m4);
+                    I16_SPAN(pb, g, end, 1, qb, tb, b);
                 } else {
                     const float *tb = i16_gtab(q, &gc, gb, qb, g, end, &badb);
-                    i16_span2_512(pa, pb, xq, sx, g, end, 1, qa, qb, ta, tb, &a, &b, tl, th, m4);
+                    I16_SPAN2(pa, pb, g, end, 1, qa, qb, ta, tb);
                 }
                 g = end;
             }
         }
-        out[r] = bada ? i16_row_exact(q, r, xr) : i16_hsum512(a);
-        if (two) out[r + 1] = badb ? i16_row_exact(q, r + 1, xr) : i16_hsum512(b);
+        out[r] = bada ? i16_row_exact(q, r, xr) : hsum256_nf4(_mm256_add_ps(a[0], a[1]));
+        if (two) out[r + 1] = badb ? i16_row_exact(q, r + 1, xr) : hsum256_nf4(_mm256_add_ps(b[0], b[1]));
+    }
+#undef I16_SPAN
+#undef I16_SPAN2
+}
+
+__attribute__((target("avx2,fma,f16c")))
+// wide (i16_b64_ok states only): the inputs in i16_arrange's pairs, the 512-bit spans
+static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq, const float *sx,
+                              const float *xr, float *out, int wide) {
+    const int64_t C = q->cols, bs = q->blocksize, ng = C / 64, gpb = bs / 64;
+    uint8_t lo8[16], hi8[16];
+    if (!i16_tables(q->code, I16_ONE, lo8, hi8)) {
+        for (int64_t r = r0; r < r1; r++) out[r] = i16_row_exact(q, r, xr);
+        return;
+    }
+    const __m256i tl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lo8));
+    const __m256i th = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)hi8));
+    if (i16_b64_ok(q)) {
+        rows_dot_i16_b64_avx2(q, r0, r1, xq, sx, xr, out, tl, th, wide, lo8, hi8);
+        return;
+    }
+    GN_ASSERT(!wide);
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *p = q->packed + (r * C) / 2;
+        const int64_t b0 = (r * C) / bs;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        float s = 0.0f;
+        int ok = 1;
+        for (int64_t g = 0; g < ng; g++) {
+            if (g % gpb == 0) {
+                s = gn_quant4_scale(q, b0 + g / gpb);
+                // non-finite, or so small that s * sx would leave the normal range
+                if (!(fabsf(s) <= FLT_MAX) || (s != 0.0f && fabsf(s) < 0x1p-30f)) { ok = 0; break; }
+            }
+            const uint8_t *pb = p + g * 32;
+            if ((g & 1) == 0) gn_prefetch_stream(pb);
+            const __m256 f = i16_run(pb, xq + g * 64, tl, th, m4);
+            const __m256 sc = _mm256_set1_ps(s * sx[g]);
+            if (g & 1) acc1 = _mm256_fmadd_ps(f, sc, acc1);
+            else acc0 = _mm256_fmadd_ps(f, sc, acc0);
+        }
+        out[r] = ok ? hsum256_nf4(_mm256_add_ps(acc0, acc1)) : i16_row_exact(q, r, xr);
     }
 }
-#undef I16_512
 
-// the layouts rows_dot_i16_avx512 takes: blocks of 64, nested groups (if any) a power of two of
-// at least 128 blocks (the AVX2 kernel's fast case; bitsandbytes writes 256)
-static int i16_b64_ok(const gn_quant4_state *q) {
-    const int64_t nbs = q->nested_blocksize;
-    return q->blocksize == 64 && (!q->nested || (nbs >= 128 && (nbs & (nbs - 1)) == 0));
-}
 
 // ----------------------------------------------------------------------------
 // dispatched dequantization
@@ -1545,8 +1524,7 @@ static void nf4_multi_range(float **outs, const gn_quant4_state *const *ws, int 
             if (bf == 2) rows_dot_b64f(w, r0, r1, xh, outs[i]); // T == 1
             else if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
             else if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
-            else if (i16 == 2) rows_dot_i16_avx512(w, r0, r1, (const int16_t *)(xd + C), xd + C + xq_f, xd, outs[i]);
-            else if (i16) rows_dot_i16_avx2(w, r0, r1, (const int16_t *)(xd + C), xd + C + xq_f, xd, outs[i]);
+            else if (i16) rows_dot_i16_avx2(w, r0, r1, (const int16_t *)(xd + C), xd + C + xq_f, xd, outs[i], i16 == 2);
             else if (x64) rows_dot_b64x_avx2(w, r0, r1, xd, outs[i]);
             else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
             else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
@@ -1620,7 +1598,7 @@ static void nf4_multi(float **outs, const float *inp, const gn_quant4_state *con
     int x64 = (lvl == GN_SIMD_AVX2 || (lvl == GN_SIMD_AVX512 && !bf)) && T == 1 && !getenv_nob64x();
     for (int i = 0; i < n; i++) x64 &= ws[i]->wdtype == GN_DTYPE_BF16 && ws[i]->blocksize % 64 == 0;
     // ... and before it the integer kernel (GN_NF4_EXACT_DECODE=1: the byte-table kernel, whose
-    // weights are the reference's bit for bit); i16 2: its AVX-512 form (rows_dot_i16_avx512)
+    // weights are the reference's bit for bit); i16 2: its AVX-512 spans (i16_span512)
     int i16 = x64 && !getenv_exact_decode();
     if (i16 && lvl == GN_SIMD_AVX512) {
         i16 = 2;
