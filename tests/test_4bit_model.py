@@ -290,7 +290,8 @@ def test_kernels_line_names_the_bf16_product_path(base):
     """`guanaco info` names the path the bf16 products take. On a CPU with AMX it must be the tiles
     (the library checks them on a product with a known result at start-up and falls back, with a
     warning, where they give a wrong one: this fails then); GN_SIMD=avx512 keeps AVX512_BF16; on
-    an AVX512_BF16 CPU without AMX, GN_AMX_EMULATE=1 names the emulated tiles."""
+    an AVX512_BF16 CPU without AMX, GN_AMX_EMULATE=1 names the emulated tiles; AVX-512 without
+    AVX512_BF16 (or GN_NF4_NO_BF16DOT=1) is "avx512-nobf16"."""
     f = cpu_flags()
 
     def kernels(env=None):
@@ -300,8 +301,12 @@ def test_kernels_line_names_the_bf16_product_path(base):
         assert "AMX" not in p.stderr, p.stderr
         return line[0].split(": ", 1)[1]
 
-    if not {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= f:
-        pytest.skip("no AVX512_BF16 here: no bf16 product path to name")
+    if not {"avx512f", "avx512bw", "avx512vl"} <= f:
+        pytest.skip("no AVX-512 here: no bf16 product path to name")
+    if "avx512_bf16" not in f:  # Skylake-SP to Ice Lake: the integer 4-bit kernels, no bf16 products
+        assert kernels() == "avx512-nobf16"
+        return
+    assert kernels({"GN_NF4_NO_BF16DOT": "1"}) == "avx512-nobf16"  # the same paths taken on purpose
     assert kernels({"GN_SIMD": "avx512"}) == "avx512"
     if {"amx_tile", "amx_bf16"} <= f:
         assert kernels() == "avx512+amx"

@@ -60,7 +60,9 @@ int64_t gn_cpu_l2_bytes(void) {
 
 const char *gn_simd_name(void) {
     switch (gn_simd_level()) {
-    case GN_SIMD_AVX512: return gn_amx_mode() == 1 ? "avx512+amx" : gn_amx_mode() == 2 ? "avx512+amx(emulated)" : "avx512";
+    case GN_SIMD_AVX512: // without AVX512_BF16 (or GN_NF4_NO_BF16DOT=1): the 4-bit products' integer kernels
+        if (!gn_bf16_gemm_available()) return "avx512-nobf16";
+        return gn_amx_mode() == 1 ? "avx512+amx" : gn_amx_mode() == 2 ? "avx512+amx(emulated)" : "avx512";
     case GN_SIMD_AVX2: return "avx2";
     default: return "scalar";
     }
