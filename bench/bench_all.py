@@ -35,7 +35,9 @@ row 4's peer is ours and still runs), --wait-quiet S (passed to every sub-script
 --reps N (A and B, default 3), --scaling-reps N (C, default 2), --grad-accum / --steps
 (D, default 4 / 3), -t (default 2), --sized-train-peer on|off|auto (the PyTorch peer in the 1.1B
 training section as well; auto: on where the CPU has AVX512_BF16, where it took under 2 minutes
-a run on 2 Zen 4 cores, off elsewhere: over 50 minutes a step on 2 Zen 3 cores), --verbose.
+a run on 2 Zen 4 cores, off elsewhere: over 50 minutes a step on 2 Zen 3 cores), --emulate NAME
+(both engines and both peers held to another family's instruction set on this CPU: see EMULATIONS
+and bench/README.md; output under --out/emulate-NAME), --verbose.
 
 Benchmarks never fail on a number: the exit status is non-zero only when a sub-script
 failed to run. Figures taken on a busy machine are noisy; each section's "others took up
@@ -124,6 +126,66 @@ def cpu_has(flag):
     except OSError:
         pass
     return False
+
+
+# --emulate: another x86-64 family's paths on this CPU, for both engines and both peers.
+# ours: the library's switch for that family's kernels; PyTorch: oneDNN's ISA cap (its bf16
+# products then convert to float32, as on such a CPU); llama.cpp: a build of the peer compiled
+# without the ISA extensions the family lacks (-mno-..., beside its -march=native), installed
+# once into the bench cache and put first on PYTHONPATH. The host's cores stay what they are
+# (e.g. Zen 4 runs 512-bit operations in two halves): figures from an emulation say how the two
+# engines fare on the same instruction set, not what that family's cores would measure.
+EMULATIONS = {
+    "cascadelake": {
+        "what": "Intel Cascade Lake class: AVX-512 F/BW/DQ/VL and VNNI, no AVX512_BF16, no AMX",
+        "needs": ("avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
+        "env": {"GN_NF4_NO_BF16DOT": "1", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"},
+        "peer_cflags": ("-mno-avx512bf16 -mno-avxvnni -mno-avx512vbmi -mno-avx512vbmi2 -mno-avx512bitalg "
+                        "-mno-avx512vpopcntdq -mno-avx512ifma -mno-gfni -mno-vpclmulqdq -mno-vaes -mno-amx-tile "
+                        "-mno-amx-int8 -mno-amx-bf16"),
+    },
+}
+
+
+def lcp_requirement():
+    """the llama-cpp-python pin of the test requirements (the peer every bench script imports)"""
+    with open(os.path.join(ROOT, "scripts", "requirements-test.txt")) as fh:
+        for line in fh:
+            if line.lower().startswith("llama-cpp-python=="):
+                return line.strip()
+    sys.exit("bench_all: scripts/requirements-test.txt names no llama-cpp-python==VERSION")
+
+
+def emulation_peer(bench_dir, name, cflags, log_path):
+    """The llama.cpp peer built with cflags into bench_dir/lcp-NAME (once: a stamp holds the
+    requirement and the flags); returns that folder, for PYTHONPATH."""
+    req = lcp_requirement()
+    dest = os.path.join(bench_dir, f"lcp-{name}")
+    stamp = f"{req} cflags={cflags}"
+    try:
+        with open(os.path.join(dest, ".guanaco-stamp")) as fh:
+            if fh.read().strip() == stamp:
+                return dest
+    except OSError:
+        pass
+    if TABLE_ONLY:
+        return dest
+    tmp = dest + ".part"
+    subprocess.run(["rm", "-rf", tmp], check=True)
+    env = dict(os.environ, CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count()), MAKEFLAGS=f"-j{os.cpu_count()}",
+               CMAKE_ARGS=f'-DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS="{cflags}" -DCMAKE_CXX_FLAGS="{cflags}"')
+    cmd = [PY, "-m", "pip", "install", "--no-deps", "--no-cache-dir", "--target", tmp, req]
+    print(f"\n== building the {name} llama.cpp peer into {dest} (once; about 15 minutes on 2 cores)\n  $ "
+          + shlex.join(cmd), flush=True)
+    with open(log_path, "w") as log:
+        rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        sys.exit(f"bench_all: building the {name} peer failed (exit {rc}); see {log_path}")
+    with open(os.path.join(tmp, ".guanaco-stamp"), "w") as fh:
+        fh.write(stamp + "\n")
+    subprocess.run(["rm", "-rf", dest], check=True)
+    os.rename(tmp, dest)
+    return dest
 
 
 def machine():
@@ -481,6 +543,10 @@ def main():
                          "the others keep their last JSON for --table-only")
     ap.add_argument("--peer-load-layers", type=int, default=4,
                     help="7B load row: bitsandbytes quantizes the first N layers, scaled to all (0: all)")
+    ap.add_argument("--emulate", choices=sorted(EMULATIONS), default=None,
+                    help="run the table as on another CPU family, both engines on its instruction set: "
+                         + "; ".join(f"{k}: {v['what']}" for k, v in EMULATIONS.items())
+                         + " (output under --out/emulate-NAME; the first run builds that family's llama.cpp peer)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     ap.add_argument("--bench-dir", default=os.path.join(CACHE, "bench"),
                     help="where the Q4_0 peer file and the adapter are cached")
@@ -501,7 +567,14 @@ def main():
     a.sized_gen_tokens = a.sized_gen_tokens or (4 if q else 32)
     a.sized_train_steps = a.sized_train_steps or (1 if q else 2)
     sizes = [x for x in a.sizes.split(",") if x and x != "none"]
-    sized_train_peer = a.sized_train_peer == "on" or (a.sized_train_peer == "auto" and cpu_has("avx512_bf16"))
+    emu = EMULATIONS.get(a.emulate)
+    if emu:
+        missing = [f for f in emu["needs"] if not cpu_has(f)]
+        if missing:
+            ap.error(f"--emulate {a.emulate}: this CPU lacks {', '.join(missing)}, which that family has")
+        a.out = os.path.join(a.out, f"emulate-{a.emulate}")
+    sized_train_peer = a.sized_train_peer == "on" or (a.sized_train_peer == "auto" and cpu_has("avx512_bf16")
+                                                      and not emu)
     sized_reps = {"1.1b": 1, "7b": 1} if q else {"1.1b": 3, "7b": 2}
     if a.sized_reps:
         for part in a.sized_reps.split(","):
@@ -525,6 +598,17 @@ def main():
     print(f"cpu: {cpu} ({os.cpu_count()} cores); threads {a.threads}")
     print(f"command: {command}")
     print(f"env: {env_note}")
+    if emu:
+        os.makedirs(a.bench_dir, exist_ok=True)
+        os.makedirs(a.out, exist_ok=True)
+        peer_dir = emulation_peer(a.bench_dir, a.emulate, emu["peer_cflags"],
+                                  os.path.join(a.out, f"build-peer-{a.emulate}.log"))
+        os.environ.update(emu["env"])
+        os.environ["PYTHONPATH"] = os.pathsep.join(x for x in (peer_dir, os.environ.get("PYTHONPATH")) if x)
+        env_note += (f"; EMULATED {a.emulate} ({emu['what']}): "
+                     + " ".join(f"{k}={v}" for k, v in emu["env"].items())
+                     + f", llama.cpp built with {emu['peer_cflags']} ({rel(peer_dir)})")
+        print(f"emulation: {env_note}")
     la = os.getloadavg()
     print(f"load average: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}"
           + ("  (busy: figures will be noisy; --wait-quiet 600 waits for quiet windows)" if la[0] > 0.5 else ""))
@@ -565,8 +649,8 @@ def main():
         a.peak_gflops = round(jP["peak_gflops"], 0) if jP else 515.0
         measured.append("FMA peak " + ("measured" if jP else "515 GFLOP/s assumed (no probe)"))
     # the bf16 products' own limits where the probe measured them (AVX512_BF16 dot products, AMX tiles)
-    a.bf16_gflops = round(jP.get("bf16_gflops", 0.0), 0) if jP else 0.0
-    a.amx_gflops = round(jP.get("amx_gflops", 0.0), 0) if jP else 0.0
+    a.bf16_gflops = round(jP.get("bf16_gflops", 0.0), 0) if jP and not emu else 0.0
+    a.amx_gflops = round(jP.get("amx_gflops", 0.0), 0) if jP and not emu else 0.0
     a.limits_note = (f"limits: read bandwidth {a.bw_gbs:g} GB/s, f32 FMA peak {a.peak_gflops:g} GFLOP/s with {T} threads"
                      + (f" ({', '.join(measured)} by build/bench/probe_machine, {jP['simd']} vectors, this run)"
                         if jP and measured else " (given)")

@@ -1112,7 +1112,7 @@ static inline __m256 i16_step(const uint8_t *pb, const int16_t *x, const float *
 __attribute__((target("avx2,fma,f16c"), always_inline))
 static inline void i16_span(const uint8_t *p, const int16_t *xq, const float *sx, int64_t g, int64_t g1, int dq,
                             const uint8_t *qg, const float *sc, __m256 *a0, __m256 *a1, __m256i tl, __m256i th,
-                            __m256i m4) {
+                            __m256i m4, int64_t C) {
     __m256 acc0 = *a0, acc1 = *a1;
 #define I16_S(h) (dq ? sc + qg[h] : sc + (h))
     if ((g & 1) && g < g1) {
@@ -1120,7 +1120,7 @@ static inline void i16_span(const uint8_t *p, const int16_t *xq, const float *sx
         g++;
     }
     for (; g + 1 < g1; g += 2) {
-        gn_prefetch_stream(p + g * 32);
+        gn_prefetch_row(p + g * 32, C);
         acc0 = i16_step(p + g * 32, xq + g * 64, I16_S(g), sx + g, acc0, tl, th, m4);
         acc1 = i16_step(p + g * 32 + 32, xq + g * 64 + 64, I16_S(g + 1), sx + g + 1, acc1, tl, th, m4);
     }
@@ -1146,7 +1146,7 @@ static unsigned i16_scales_bad(const float *s, int64_t n) {
 __attribute__((target("avx2,fma,f16c"), always_inline))
 static inline void i16_span2(const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx, int64_t g,
                              int64_t g1, int dq, const uint8_t *qa, const uint8_t *qb, const float *sa,
-                             const float *sb, __m256 *a, __m256 *b, __m256i tl, __m256i th, __m256i m4) {
+                             const float *sb, __m256 *a, __m256 *b, __m256i tl, __m256i th, __m256i m4, int64_t C) {
     __m256 a0 = a[0], a1 = a[1], b0 = b[0], b1 = b[1];
 #define I16_SA(h) (dq ? sa + qa[h] : sa + (h))
 #define I16_SB(h) (dq ? sb + qb[h] : sb + (h))
@@ -1156,8 +1156,8 @@ static inline void i16_span2(const uint8_t *pa, const uint8_t *pb, const int16_t
         g++;
     }
     for (; g + 1 < g1; g += 2) {
-        gn_prefetch_stream(pa + g * 32);
-        gn_prefetch_stream(pb + g * 32);
+        gn_prefetch_row(pa + g * 32, C);
+        gn_prefetch_row(pb + g * 32, C);
         a0 = i16_step(pa + g * 32, xq + g * 64, I16_SA(g), sx + g, a0, tl, th, m4);
         b0 = i16_step(pb + g * 32, xq + g * 64, I16_SB(g), sx + g, b0, tl, th, m4);
         a1 = i16_step(pa + g * 32 + 32, xq + g * 64 + 64, I16_SA(g + 1), sx + g + 1, a1, tl, th, m4);
@@ -1242,14 +1242,14 @@ I16_512 static inline __m512 i16_lone(const uint8_t *p, int64_t g, const int16_t
 // i16_span on one 512-bit accumulator
 I16_512 static inline __m512 i16_span512(const uint8_t *p, const int16_t *xq, const float *sx, int64_t g, int64_t g1,
                                          int dq, const uint8_t *qg, const float *sc, __m512 acc, __m512i tl,
-                                         __m512i th, __m512i m4) {
+                                         __m512i th, __m512i m4, int64_t C) {
 #define I16_S(h) (dq ? sc + qg[h] : sc + (h))
     if ((g & 1) && g < g1) {
         acc = i16_lone(p, g, xq, I16_S(g), sx + g, acc, tl, th, m4);
         g++;
     }
     for (; g + 1 < g1; g += 2) {
-        gn_prefetch_stream(p + g * 32);
+        gn_prefetch_row(p + g * 32, C);
         acc = i16_step2(p, g, xq, I16_S(g), I16_S(g + 1), sx + g, acc, tl, th, m4);
     }
     if (g < g1) acc = i16_lone(p, g, xq, I16_S(g), sx + g, acc, tl, th, m4);
@@ -1261,7 +1261,7 @@ I16_512 static inline __m512 i16_span512(const uint8_t *p, const int16_t *xq, co
 I16_512 static inline void i16_span2_512(const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx,
                                          int64_t g, int64_t g1, int dq, const uint8_t *qa, const uint8_t *qb,
                                          const float *sa, const float *sb, __m512 *a, __m512 *b, __m512i tl,
-                                         __m512i th, __m512i m4) {
+                                         __m512i th, __m512i m4, int64_t C) {
 #define I16_SA(h) (dq ? sa + qa[h] : sa + (h))
 #define I16_SB(h) (dq ? sb + qb[h] : sb + (h))
     __m512 a0 = *a, b0 = *b;
@@ -1271,8 +1271,8 @@ I16_512 static inline void i16_span2_512(const uint8_t *pa, const uint8_t *pb, c
         g++;
     }
     for (; g + 1 < g1; g += 2) {
-        gn_prefetch_stream(pa + g * 32);
-        gn_prefetch_stream(pb + g * 32);
+        gn_prefetch_row(pa + g * 32, C);
+        gn_prefetch_row(pb + g * 32, C);
         a0 = i16_step2(pa, g, xq, I16_SA(g), I16_SA(g + 1), sx + g, a0, tl, th, m4);
         b0 = i16_step2(pb, g, xq, I16_SB(g), I16_SB(g + 1), sx + g, b0, tl, th, m4);
     }
@@ -1290,21 +1290,23 @@ I16_512 static inline void i16_span2_512(const uint8_t *pa, const uint8_t *pb, c
 // code tables as the 16-byte rows lo8, hi8
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 static void i16_span512_call(const uint8_t *p, const int16_t *xq, const float *sx, int64_t g, int64_t g1, int dq,
-                             const uint8_t *qg, const float *sc, __m256 *a, const uint8_t *lo8, const uint8_t *hi8) {
+                             const uint8_t *qg, const float *sc, __m256 *a, const uint8_t *lo8, const uint8_t *hi8,
+                             int64_t C) {
     const __m512i tl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lo8));
     const __m512i th = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hi8));
     const __m512 acc = i16_span512(p, xq, sx, g, g1, dq, qg, sc, _mm512_loadu_ps((const float *)a), tl, th,
-                                   _mm512_set1_epi8(15));
+                                   _mm512_set1_epi8(15), C);
     _mm512_storeu_ps((float *)a, acc);
 }
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 static void i16_span2_512_call(const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx, int64_t g,
                                int64_t g1, int dq, const uint8_t *qa, const uint8_t *qb, const float *sa,
-                               const float *sb, __m256 *a, __m256 *b, const uint8_t *lo8, const uint8_t *hi8) {
+                               const float *sb, __m256 *a, __m256 *b, const uint8_t *lo8, const uint8_t *hi8,
+                               int64_t C) {
     const __m512i tl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lo8));
     const __m512i th = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hi8));
     __m512 va = _mm512_loadu_ps((const float *)a), vb = _mm512_loadu_ps((const float *)b);
-    i16_span2_512(pa, pb, xq, sx, g, g1, dq, qa, qb, sa, sb, &va, &vb, tl, th, _mm512_set1_epi8(15));
+    i16_span2_512(pa, pb, xq, sx, g, g1, dq, qa, qb, sa, sb, &va, &vb, tl, th, _mm512_set1_epi8(15), C);
     _mm512_storeu_ps((float *)a, va);
     _mm512_storeu_ps((float *)b, vb);
 }
@@ -1337,13 +1339,13 @@ static void rows_dot_i16_b64_avx2(const gn_quant4_state *q, int64_t r0, int64_t 
     for (int k = 0; k < 4; k++) gc.grp[k] = -1;
 #define I16_SPAN(p, g, g1, dq_, qg, sc, acc)                                                                     \
     do {                                                                                                         \
-        if (wide) i16_span512_call(p, xq, sx, g, g1, dq_, qg, sc, acc, lo8, hi8);                               \
-        else i16_span(p, xq, sx, g, g1, dq_, qg, sc, &(acc)[0], &(acc)[1], tl, th, m4);                          \
+        if (wide) i16_span512_call(p, xq, sx, g, g1, dq_, qg, sc, acc, lo8, hi8, C);                            \
+        else i16_span(p, xq, sx, g, g1, dq_, qg, sc, &(acc)[0], &(acc)[1], tl, th, m4, C);                       \
     } while (0)
 #define I16_SPAN2(pa_, pb_, g, g1, dq_, qa_, qb_, sa, sb)                                                        \
     do {                                                                                                         \
-        if (wide) i16_span2_512_call(pa_, pb_, xq, sx, g, g1, dq_, qa_, qb_, sa, sb, a, b, lo8, hi8);          \
-        else i16_span2(pa_, pb_, xq, sx, g, g1, dq_, qa_, qb_, sa, sb, a, b, tl, th, m4);                        \
+        if (wide) i16_span2_512_call(pa_, pb_, xq, sx, g, g1, dq_, qa_, qb_, sa, sb, a, b, lo8, hi8, C);       \
+        else i16_span2(pa_, pb_, xq, sx, g, g1, dq_, qa_, qb_, sa, sb, a, b, tl, th, m4, C);                     \
     } while (0)
     for (int64_t r = r0; r < r1; r += 2) {
         const int two = r + 1 < r1;
@@ -1416,7 +1418,7 @@ static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, 
                 if (!(fabsf(s) <= FLT_MAX) || (s != 0.0f && fabsf(s) < 0x1p-30f)) { ok = 0; break; }
             }
             const uint8_t *pb = p + g * 32;
-            if ((g & 1) == 0) gn_prefetch_stream(pb);
+            if ((g & 1) == 0) gn_prefetch_row(pb, C);
             const __m256 f = i16_run(pb, xq + g * 64, tl, th, m4);
             const __m256 sc = _mm256_set1_ps(s * sx[g]);
             if (g & 1) acc1 = _mm256_fmadd_ps(f, sc, acc1);
@@ -2167,6 +2169,111 @@ static void ig_tile(const int16_t *xa, const uint32_t *wp, const float *sxa, con
     }
 }
 
+// ig_tile on AVX512_VNNI (Cascade Lake and later, Zen 4): 8 weight rows at a time, each
+// vpdpwssd one vpmaddwd and its vpaddd in one instruction. Its latency (4-5 cycles) against
+// one update of each sum per step would bind 8 sums: 16 sums (32 registers under AVX-512) keep
+// the multiply ports busy. The int32 sums are the same integers as ig_tile's (no product pair
+// or sum overflows: see IG_W, IG_X) and each run is scaled and added by the same ig_add in the
+// same order, so the output is ig_tile's bit for bit. GN_NF4_NO_VNNI=1 keeps ig_tile.
+__attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni")))
+static void ig_tile8_vnni(const int16_t *xa, const uint32_t *wp, const float *sxa, const float *sw, int nblk, float *c,
+                          int64_t cs) {
+    _Static_assert(IG_KC / 2 * 4 == 512, "the asm's row stride: IG_KC / 2 code pairs of 4 bytes");
+    for (int g = 0; g < nblk; g++) {
+        __m256i sum[16]; // row r: sum[2 r] (activation rows 0-7), sum[2 r + 1] (8-15)
+        const int16_t *xk = xa + (int64_t)g * 64 * IG_MT;
+        const uint32_t *wk = wp + g * 32;
+        int n = 32;
+        // 32 column pairs: two activation vectors, eight broadcast code pairs (one a row, 512
+        // bytes apart), 16 vpdpwssd into ymm16-31 (in asm: GCC copied the sums between
+        // registers every step, and an asm statement takes 30 operands, not 16 sums besides);
+        // volatile: its only result is the memory at sum
+        __asm__ volatile(
+                "vpxord %%ymm16, %%ymm16, %%ymm16\n\t"
+                "vpxord %%ymm17, %%ymm17, %%ymm17\n\t"
+                "vpxord %%ymm18, %%ymm18, %%ymm18\n\t"
+                "vpxord %%ymm19, %%ymm19, %%ymm19\n\t"
+                "vpxord %%ymm20, %%ymm20, %%ymm20\n\t"
+                "vpxord %%ymm21, %%ymm21, %%ymm21\n\t"
+                "vpxord %%ymm22, %%ymm22, %%ymm22\n\t"
+                "vpxord %%ymm23, %%ymm23, %%ymm23\n\t"
+                "vpxord %%ymm24, %%ymm24, %%ymm24\n\t"
+                "vpxord %%ymm25, %%ymm25, %%ymm25\n\t"
+                "vpxord %%ymm26, %%ymm26, %%ymm26\n\t"
+                "vpxord %%ymm27, %%ymm27, %%ymm27\n\t"
+                "vpxord %%ymm28, %%ymm28, %%ymm28\n\t"
+                "vpxord %%ymm29, %%ymm29, %%ymm29\n\t"
+                "vpxord %%ymm30, %%ymm30, %%ymm30\n\t"
+                "vpxord %%ymm31, %%ymm31, %%ymm31\n\t"
+                "1:\n\t"
+                "vmovdqa (%[x]), %%ymm0\n\t"
+                "vmovdqa 32(%[x]), %%ymm1\n\t"
+                "vpbroadcastd 0(%[w]), %%ymm2\n\t"
+                "vpdpwssd %%ymm2, %%ymm0, %%ymm16\n\t"
+                "vpdpwssd %%ymm2, %%ymm1, %%ymm17\n\t"
+                "vpbroadcastd 512(%[w]), %%ymm3\n\t"
+                "vpdpwssd %%ymm3, %%ymm0, %%ymm18\n\t"
+                "vpdpwssd %%ymm3, %%ymm1, %%ymm19\n\t"
+                "vpbroadcastd 1024(%[w]), %%ymm2\n\t"
+                "vpdpwssd %%ymm2, %%ymm0, %%ymm20\n\t"
+                "vpdpwssd %%ymm2, %%ymm1, %%ymm21\n\t"
+                "vpbroadcastd 1536(%[w]), %%ymm3\n\t"
+                "vpdpwssd %%ymm3, %%ymm0, %%ymm22\n\t"
+                "vpdpwssd %%ymm3, %%ymm1, %%ymm23\n\t"
+                "vpbroadcastd 2048(%[w]), %%ymm2\n\t"
+                "vpdpwssd %%ymm2, %%ymm0, %%ymm24\n\t"
+                "vpdpwssd %%ymm2, %%ymm1, %%ymm25\n\t"
+                "vpbroadcastd 2560(%[w]), %%ymm3\n\t"
+                "vpdpwssd %%ymm3, %%ymm0, %%ymm26\n\t"
+                "vpdpwssd %%ymm3, %%ymm1, %%ymm27\n\t"
+                "vpbroadcastd 3072(%[w]), %%ymm2\n\t"
+                "vpdpwssd %%ymm2, %%ymm0, %%ymm28\n\t"
+                "vpdpwssd %%ymm2, %%ymm1, %%ymm29\n\t"
+                "vpbroadcastd 3584(%[w]), %%ymm3\n\t"
+                "vpdpwssd %%ymm3, %%ymm0, %%ymm30\n\t"
+                "vpdpwssd %%ymm3, %%ymm1, %%ymm31\n\t"
+                "add $64, %[x]\n\t"
+                "add $4, %[w]\n\t"
+                "dec %[n]\n\t"
+                "jnz 1b\n\t"
+                "vmovdqa64 %%ymm16, 0(%[o])\n\t"
+                "vmovdqa64 %%ymm17, 32(%[o])\n\t"
+                "vmovdqa64 %%ymm18, 64(%[o])\n\t"
+                "vmovdqa64 %%ymm19, 96(%[o])\n\t"
+                "vmovdqa64 %%ymm20, 128(%[o])\n\t"
+                "vmovdqa64 %%ymm21, 160(%[o])\n\t"
+                "vmovdqa64 %%ymm22, 192(%[o])\n\t"
+                "vmovdqa64 %%ymm23, 224(%[o])\n\t"
+                "vmovdqa64 %%ymm24, 256(%[o])\n\t"
+                "vmovdqa64 %%ymm25, 288(%[o])\n\t"
+                "vmovdqa64 %%ymm26, 320(%[o])\n\t"
+                "vmovdqa64 %%ymm27, 352(%[o])\n\t"
+                "vmovdqa64 %%ymm28, 384(%[o])\n\t"
+                "vmovdqa64 %%ymm29, 416(%[o])\n\t"
+                "vmovdqa64 %%ymm30, 448(%[o])\n\t"
+                "vmovdqa64 %%ymm31, 480(%[o])"
+                : [x] "+r"(xk), [w] "+r"(wk), [n] "+r"(n)
+                : [o] "r"(sum)
+                : "xmm0", "xmm1", "xmm2", "xmm3", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22",
+                  "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "cc", "memory");
+        const __m256 f0 = _mm256_load_ps(sxa + g * IG_MT), f1 = _mm256_load_ps(sxa + g * IG_MT + 8);
+        for (int r = 0; r < 8; r++) ig_add(c + r * cs, sum[2 * r], sum[2 * r + 1], f0, f1, sw[r * (IG_KC / 64) + g]);
+    }
+}
+
+// whether the GEMM takes ig_tile8_vnni: the CPU has AVX512_VNNI and AVX512VL, the level is AVX-512 (the
+// AVX2 level keeps ig_tile), GN_NF4_NO_VNNI unset
+static int getenv_no_vnni(void) { static int v = -1; return gn_env_switch("GN_NF4_NO_VNNI", &v); }
+static int ig_vnni(void) {
+    static int cpu = -1;
+    if (cpu < 0) {
+        __builtin_cpu_init();
+        cpu = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+              __builtin_cpu_supports("avx512f");
+    }
+    return cpu && gn_simd_level() >= GN_SIMD_AVX512 && !getenv_no_vnni(); // (the level may be forced: tests)
+}
+
 // outs[i] (T, R_i) = x @ W_i^T for the n matrices (same cols), x given as tiles (ig_pack_x)
 // and, for rows with unusable scales, rounded (xr); outputs rounded to bf16
 static void ig_gemm(float **outs, const gn_quant4_state *const *ws, int n, const int16_t *xp, const float *sx,
@@ -2182,6 +2289,7 @@ static void ig_gemm(float **outs, const gn_quant4_state *const *ws, int n, const
         GN_ASSERT(ok); // gemm_i16_ok checked the table
     }
     start[n] = total;
+    const int vnni = ig_vnni();
     #pragma omp parallel if (total > 1)
     {
         // this thread's chunk: sums (IG_RC x Tp), codes, scales, in one scratch buffer
@@ -2218,9 +2326,10 @@ static void ig_gemm(float **outs, const gn_quant4_state *const *ws, int n, const
                     }
                 }
                 for (int64_t tb = 0; tb < Tp / IG_MT; tb++)
-                    for (int j0 = 0; j0 < nr; j0 += IG_NR)
-                        ig_tile(xp + tb * C * IG_MT + k0 * IG_MT, wb + j0 * (IG_KC / 2), sx + (tb * ng + k0 / 64) * IG_MT,
-                                sb + j0 * (IG_KC / 64), (int)(kc / 64), acc + j0 * Tp + tb * IG_MT, Tp);
+                    for (int j0 = 0; j0 < nr; j0 += vnni ? 8 : IG_NR) // rows past nr: zero codes and scales
+                        (vnni ? ig_tile8_vnni : ig_tile)(xp + tb * C * IG_MT + k0 * IG_MT, wb + j0 * (IG_KC / 2),
+                                                         sx + (tb * ng + k0 / 64) * IG_MT, sb + j0 * (IG_KC / 64),
+                                                         (int)(kc / 64), acc + j0 * Tp + tb * IG_MT, Tp);
             }
             round_act(acc, IG_RC * Tp, GN_DTYPE_BF16);
             float *out = outs[i];
