@@ -99,18 +99,25 @@ def test_nf4_exact_paths(binary):
 
 # test_nf4 as on an AVX-512 CPU without BF16 dot products (Skylake-SP to Ice Lake): with
 # GN_NF4_NO_BF16DOT=1 decode takes the integer kernel's 512-bit form and the GEMMs the integer
-# path, checked against the reference under their rules and bit for bit against the AVX2 kernel
-NOBF16 = [d / "tests" / "test_nf4" for d in _builds()]
+# path, checked against the reference under their rules and bit for bit against the AVX2 kernel.
+# Where the CPU has AVX512_VNNI those kernels run vpdpwssd; GN_NF4_NO_VNNI=1 runs them without
+# (Skylake-SP), so both forms are checked here.
+NOBF16 = [(d / "tests" / "test_nf4", vnni) for d in _builds() for vnni in (True, False)]
 
 
-@pytest.mark.parametrize("binary", NOBF16, ids=[f"{_id(b)}[no-bf16-dot]" for b in NOBF16])
-def test_nf4_avx512_without_bf16(binary):
+@pytest.mark.parametrize("binary,vnni", NOBF16,
+                         ids=[f"{_id(b)}[no-bf16-dot{'' if v else ',no-vnni'}]" for b, v in NOBF16])
+def test_nf4_avx512_without_bf16(binary, vnni):
     assert binary.is_file(), f"{_id(binary)} missing: the build did not make it"
     if not LEVEL_NEEDS["avx512"] <= FLAGS:
         pytest.skip("this CPU lacks AVX-512: no 512-bit integer decode to run")
+    if vnni and "avx512_vnni" not in FLAGS:
+        pytest.skip("this CPU lacks AVX512_VNNI: the [no-vnni] case runs these kernels")
     env = dict(os.environ, GN_NF4_NO_BF16DOT="1")
+    if not vnni:
+        env["GN_NF4_NO_VNNI"] = "1"
     env.pop("GN_SIMD", None)
-    _run_unit(binary, "GN_NF4_NO_BF16DOT=1", env)
+    _run_unit(binary, "GN_NF4_NO_BF16DOT=1" + ("" if vnni else " GN_NF4_NO_VNNI=1"), env)
 
 
 # the AMX path emulated (GN_AMX_EMULATE=1) where the CPU has AVX512_BF16 but no tiles: the binaries

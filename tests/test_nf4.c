@@ -970,6 +970,7 @@ static void test_quantize_levels(void) {
 // partner at a row's end), rows crossing nested groups of 128 on odd runs (704 and 2368
 // columns: a span starting on an odd run), double quantization with groups of 256 and 128 or
 // none, a single row and odd row counts (row pairs), inputs with an all-zero run; NF4 and FP4.
+// On AVX512_VNNI the 512-bit form runs vpdpwssd (GN_NF4_NO_VNNI=1: vpmaddwd), the same bits.
 static void test_decode_i16_avx512_bits(void) {
     gn_simd_force(GN_SIMD_AVX512);
     const int on = (int)gn_simd_level() == GN_SIMD_AVX512 && !bf16dot_on() && !env_on("GN_NF4_EXACT_DECODE");

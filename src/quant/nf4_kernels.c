@@ -327,6 +327,19 @@ static int have_bf16_dot(void) {
     return v;
 }
 
+// AVX512_VNNI with AVX512VL (Cascade Lake and later, Zen 4): the integer kernels' vpmaddwd and
+// the vpaddd after it as one vpdpwssd (the same int32 sums); GN_NF4_NO_VNNI=1: without
+static int getenv_no_vnni(void) { static int v = -1; return gn_env_switch("GN_NF4_NO_VNNI", &v); }
+static int have_vnni(void) {
+    static int cpu = -1;
+    if (cpu < 0) {
+        __builtin_cpu_init();
+        cpu = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+              __builtin_cpu_supports("avx512f");
+    }
+    return cpu && !getenv_no_vnni();
+}
+
 // x as bf16, each run of 64 arranged evens then odds (only called on AVX512_BF16: the
 // conversion flushes denormals, which vdpbf16ps would read as zero anyway)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
@@ -1205,10 +1218,29 @@ static const float *i16_gtab(const gn_quant4_state *q, i16_gcache *c, int64_t gr
 // the AVX2 run on its half.
 #define I16_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"), always_inline))
 
-I16_512 static inline __m512 i16_run2(const uint8_t *pb, const int16_t *x, __m512i tl, __m512i th, __m512i m4) {
+// acc + the pairwise products of a and b (vpdpwssd; in asm: the spans are compiled without the
+// AVX512_VNNI target and run it only in their VNNI instantiation)
+I16_512 static inline __m512i i16_dp(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+
+// vnni (a constant): the four products and their sum as vpdpwssd, into one chain: the same
+// int32 sums (each lane's eight products and every partial sum of them stay below 2^31)
+I16_512 static inline __m512 i16_run2(const uint8_t *pb, const int16_t *x, __m512i tl, __m512i th, __m512i m4,
+                                      const int vnni) {
     const __m512i v = _mm512_loadu_si512(pb);
     const __m512i ih = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), il = _mm512_and_si512(v, m4);
     __m512i lo = _mm512_shuffle_epi8(tl, ih), hi = _mm512_shuffle_epi8(th, ih);
+    if (vnni) {
+        __m512i d = i16_dp(_mm512_setzero_si512(), _mm512_unpacklo_epi8(lo, hi), _mm512_load_si512(x));
+        d = i16_dp(d, _mm512_unpackhi_epi8(lo, hi), _mm512_load_si512(x + 32));
+        lo = _mm512_shuffle_epi8(tl, il);
+        hi = _mm512_shuffle_epi8(th, il);
+        d = i16_dp(d, _mm512_unpacklo_epi8(lo, hi), _mm512_load_si512(x + 64));
+        d = i16_dp(d, _mm512_unpackhi_epi8(lo, hi), _mm512_load_si512(x + 96));
+        return _mm512_cvtepi32_ps(d);
+    }
     __m512i d0 = _mm512_madd_epi16(_mm512_unpacklo_epi8(lo, hi), _mm512_load_si512(x));
     __m512i d1 = _mm512_madd_epi16(_mm512_unpackhi_epi8(lo, hi), _mm512_load_si512(x + 32));
     lo = _mm512_shuffle_epi8(tl, il);
@@ -1220,10 +1252,11 @@ I16_512 static inline __m512 i16_run2(const uint8_t *pb, const int16_t *x, __m51
 
 // runs g and g + 1 of a row into acc: scales *sa, *sb (blocks) times sx[0], sx[1] (inputs)
 I16_512 static inline __m512 i16_step2(const uint8_t *p, int64_t g, const int16_t *xq, const float *sa, const float *sb,
-                                       const float *sx, __m512 acc, __m512i tl, __m512i th, __m512i m4) {
+                                       const float *sx, __m512 acc, __m512i tl, __m512i th, __m512i m4,
+                                       const int vnni) {
     const __m512 s = _mm512_mask_broadcastss_ps(_mm512_set1_ps(*sa), 0xff00, _mm_load_ss(sb));
     const __m512 x = _mm512_mask_broadcastss_ps(_mm512_set1_ps(sx[0]), 0xff00, _mm_load_ss(sx + 1));
-    return _mm512_fmadd_ps(i16_run2(p + g * 32, xq + (g >> 1) * 128, tl, th, m4), _mm512_mul_ps(s, x), acc);
+    return _mm512_fmadd_ps(i16_run2(p + g * 32, xq + (g >> 1) * 128, tl, th, m4, vnni), _mm512_mul_ps(s, x), acc);
 }
 
 // run g alone into its half of acc (the high half for an odd run)
@@ -1242,7 +1275,7 @@ I16_512 static inline __m512 i16_lone(const uint8_t *p, int64_t g, const int16_t
 // i16_span on one 512-bit accumulator
 I16_512 static inline __m512 i16_span512(const uint8_t *p, const int16_t *xq, const float *sx, int64_t g, int64_t g1,
                                          int dq, const uint8_t *qg, const float *sc, __m512 acc, __m512i tl,
-                                         __m512i th, __m512i m4, int64_t C) {
+                                         __m512i th, __m512i m4, int64_t C, const int vnni) {
 #define I16_S(h) (dq ? sc + qg[h] : sc + (h))
     if ((g & 1) && g < g1) {
         acc = i16_lone(p, g, xq, I16_S(g), sx + g, acc, tl, th, m4);
@@ -1250,7 +1283,7 @@ I16_512 static inline __m512 i16_span512(const uint8_t *p, const int16_t *xq, co
     }
     for (; g + 1 < g1; g += 2) {
         gn_prefetch_row(p + g * 32, C);
-        acc = i16_step2(p, g, xq, I16_S(g), I16_S(g + 1), sx + g, acc, tl, th, m4);
+        acc = i16_step2(p, g, xq, I16_S(g), I16_S(g + 1), sx + g, acc, tl, th, m4, vnni);
     }
     if (g < g1) acc = i16_lone(p, g, xq, I16_S(g), sx + g, acc, tl, th, m4);
 #undef I16_S
@@ -1261,7 +1294,7 @@ I16_512 static inline __m512 i16_span512(const uint8_t *p, const int16_t *xq, co
 I16_512 static inline void i16_span2_512(const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx,
                                          int64_t g, int64_t g1, int dq, const uint8_t *qa, const uint8_t *qb,
                                          const float *sa, const float *sb, __m512 *a, __m512 *b, __m512i tl,
-                                         __m512i th, __m512i m4, int64_t C) {
+                                         __m512i th, __m512i m4, int64_t C, const int vnni) {
 #define I16_SA(h) (dq ? sa + qa[h] : sa + (h))
 #define I16_SB(h) (dq ? sb + qb[h] : sb + (h))
     __m512 a0 = *a, b0 = *b;
@@ -1273,8 +1306,8 @@ I16_512 static inline void i16_span2_512(const uint8_t *pa, const uint8_t *pb, c
     for (; g + 1 < g1; g += 2) {
         gn_prefetch_row(pa + g * 32, C);
         gn_prefetch_row(pb + g * 32, C);
-        a0 = i16_step2(pa, g, xq, I16_SA(g), I16_SA(g + 1), sx + g, a0, tl, th, m4);
-        b0 = i16_step2(pb, g, xq, I16_SB(g), I16_SB(g + 1), sx + g, b0, tl, th, m4);
+        a0 = i16_step2(pa, g, xq, I16_SA(g), I16_SA(g + 1), sx + g, a0, tl, th, m4, vnni);
+        b0 = i16_step2(pb, g, xq, I16_SB(g), I16_SB(g + 1), sx + g, b0, tl, th, m4, vnni);
     }
     if (g < g1) {
         a0 = i16_lone(pa, g, xq, I16_SA(g), sx + g, a0, tl, th, m4);
@@ -1287,29 +1320,42 @@ I16_512 static inline void i16_span2_512(const uint8_t *pa, const uint8_t *pb, c
 
 // The spans above as calls from the AVX2 row walk (rows_dot_i16_b64_avx2), its accumulators
 // a[2] (and b[2]: even runs, odd runs) the low and high halves of one 512-bit register, the
-// code tables as the 16-byte rows lo8, hi8
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-static void i16_span512_call(const uint8_t *p, const int16_t *xq, const float *sx, int64_t g, int64_t g1, int dq,
-                             const uint8_t *qg, const float *sc, __m256 *a, const uint8_t *lo8, const uint8_t *hi8,
-                             int64_t C) {
+// code tables as the 16-byte rows lo8, hi8; each in two instantiations, vnni 0 and 1
+I16_512 static inline void i16_span512_do(const uint8_t *p, const int16_t *xq, const float *sx, int64_t g, int64_t g1,
+                                          int dq, const uint8_t *qg, const float *sc, __m256 *a, const uint8_t *lo8,
+                                          const uint8_t *hi8, int64_t C, const int vnni) {
     const __m512i tl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lo8));
     const __m512i th = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hi8));
     const __m512 acc = i16_span512(p, xq, sx, g, g1, dq, qg, sc, _mm512_loadu_ps((const float *)a), tl, th,
-                                   _mm512_set1_epi8(15), C);
+                                   _mm512_set1_epi8(15), C, vnni);
     _mm512_storeu_ps((float *)a, acc);
 }
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-static void i16_span2_512_call(const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx, int64_t g,
-                               int64_t g1, int dq, const uint8_t *qa, const uint8_t *qb, const float *sa,
-                               const float *sb, __m256 *a, __m256 *b, const uint8_t *lo8, const uint8_t *hi8,
-                               int64_t C) {
+I16_512 static inline void i16_span2_512_do(const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx,
+                                            int64_t g, int64_t g1, int dq, const uint8_t *qa, const uint8_t *qb,
+                                            const float *sa, const float *sb, __m256 *a, __m256 *b, const uint8_t *lo8,
+                                            const uint8_t *hi8, int64_t C, const int vnni) {
     const __m512i tl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lo8));
     const __m512i th = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hi8));
     __m512 va = _mm512_loadu_ps((const float *)a), vb = _mm512_loadu_ps((const float *)b);
-    i16_span2_512(pa, pb, xq, sx, g, g1, dq, qa, qb, sa, sb, &va, &vb, tl, th, _mm512_set1_epi8(15), C);
+    i16_span2_512(pa, pb, xq, sx, g, g1, dq, qa, qb, sa, sb, &va, &vb, tl, th, _mm512_set1_epi8(15), C, vnni);
     _mm512_storeu_ps((float *)a, va);
     _mm512_storeu_ps((float *)b, vb);
 }
+#define I16_CALLS(suffix, vnni)                                                                                  \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) static void i16_span512_call##suffix(       \
+        const uint8_t *p, const int16_t *xq, const float *sx, int64_t g, int64_t g1, int dq, const uint8_t *qg,      \
+        const float *sc, __m256 *a, const uint8_t *lo8, const uint8_t *hi8, int64_t C) {                           \
+        i16_span512_do(p, xq, sx, g, g1, dq, qg, sc, a, lo8, hi8, C, vnni);                                      \
+    }                                                                                                            \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) static void i16_span2_512_call##suffix(     \
+        const uint8_t *pa, const uint8_t *pb, const int16_t *xq, const float *sx, int64_t g, int64_t g1, int dq,     \
+        const uint8_t *qa, const uint8_t *qb, const float *sa, const float *sb, __m256 *a, __m256 *b,              \
+        const uint8_t *lo8, const uint8_t *hi8, int64_t C) {                                                      \
+        i16_span2_512_do(pa, pb, xq, sx, g, g1, dq, qa, qb, sa, sb, a, b, lo8, hi8, C, vnni);                    \
+    }
+I16_CALLS(, 0)
+I16_CALLS(_vnni, 1)
+#undef I16_CALLS
 #undef I16_512
 
 // the layouts the 512-bit spans take (rows_dot_i16_b64_avx2 with wide): blocks of 64, nested groups (if any) a power of two of
@@ -1327,7 +1373,8 @@ static int i16_b64_ok(const gn_quant4_state *q) {
 // 22 KB of them: L1 holds them for one pass, not for one pass a row while the weights stream
 // through). Each row sums as the general loop below does (two accumulators, even and odd
 // runs, in order), so the same sums. wide: the inputs in i16_arrange's pairs and each span the
-// 512-bit kernel's (AVX-512 without BF16 dot products; the same sums in the same order).
+// 512-bit kernel's (AVX-512 without BF16 dot products; the same sums in the same order); 2: its
+// vpdpwssd instantiation (AVX512_VNNI).
 __attribute__((target("avx2,fma,f16c")))
 static void rows_dot_i16_b64_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq,
                                   const float *sx, const float *xr, float *out, __m256i tl, __m256i th, int wide,
@@ -1339,12 +1386,14 @@ static void rows_dot_i16_b64_avx2(const gn_quant4_state *q, int64_t r0, int64_t 
     for (int k = 0; k < 4; k++) gc.grp[k] = -1;
 #define I16_SPAN(p, g, g1, dq_, qg, sc, acc)                                                                     \
     do {                                                                                                         \
-        if (wide) i16_span512_call(p, xq, sx, g, g1, dq_, qg, sc, acc, lo8, hi8, C);                            \
+        if (wide == 2) i16_span512_call_vnni(p, xq, sx, g, g1, dq_, qg, sc, acc, lo8, hi8, C);                  \
+        else if (wide) i16_span512_call(p, xq, sx, g, g1, dq_, qg, sc, acc, lo8, hi8, C);                       \
         else i16_span(p, xq, sx, g, g1, dq_, qg, sc, &(acc)[0], &(acc)[1], tl, th, m4, C);                       \
     } while (0)
 #define I16_SPAN2(pa_, pb_, g, g1, dq_, qa_, qb_, sa, sb)                                                        \
     do {                                                                                                         \
-        if (wide) i16_span2_512_call(pa_, pb_, xq, sx, g, g1, dq_, qa_, qb_, sa, sb, a, b, lo8, hi8, C);       \
+        if (wide == 2) i16_span2_512_call_vnni(pa_, pb_, xq, sx, g, g1, dq_, qa_, qb_, sa, sb, a, b, lo8, hi8, C); \
+        else if (wide) i16_span2_512_call(pa_, pb_, xq, sx, g, g1, dq_, qa_, qb_, sa, sb, a, b, lo8, hi8, C);  \
         else i16_span2(pa_, pb_, xq, sx, g, g1, dq_, qa_, qb_, sa, sb, a, b, tl, th, m4, C);                     \
     } while (0)
     for (int64_t r = r0; r < r1; r += 2) {
@@ -1388,7 +1437,7 @@ static void rows_dot_i16_b64_avx2(const gn_quant4_state *q, int64_t r0, int64_t 
 }
 
 __attribute__((target("avx2,fma,f16c")))
-// wide (i16_b64_ok states only): the inputs in i16_arrange's pairs, the 512-bit spans
+// wide (i16_b64_ok states only): the inputs in i16_arrange's pairs, the 512-bit spans (2: with vpdpwssd)
 static void rows_dot_i16_avx2(const gn_quant4_state *q, int64_t r0, int64_t r1, const int16_t *xq, const float *sx,
                               const float *xr, float *out, int wide) {
     const int64_t C = q->cols, bs = q->blocksize, ng = C / 64, gpb = bs / 64;
@@ -1516,6 +1565,7 @@ static void nf4_multi_range(float **outs, const gn_quant4_state *const *ws, int 
                             int64_t bl1) {
     const int64_t C = ws[0]->cols, RB = 16, xq_f = (C / 64 + 1) / 2 * 64; // xq_f as nf4_multi: xq's room in floats
     const uint16_t *xh = (const uint16_t *)xd;
+    const int vnni = i16 == 2 && have_vnni(); // the 512-bit integer spans' vpdpwssd instantiation
     for (int i = 0; i < n; i++) {
         const int64_t s0 = bl0 > start[i] ? bl0 : start[i], s1 = bl1 < start[i + 1] ? bl1 : start[i + 1];
         if (s0 >= s1) continue;
@@ -1526,7 +1576,8 @@ static void nf4_multi_range(float **outs, const gn_quant4_state *const *ws, int 
             if (bf == 2) rows_dot_b64f(w, r0, r1, xh, outs[i]); // T == 1
             else if (bf && nt == 1 && w->blocksize == 64) rows_dot_bf16w_b64(w, r0, r1, xh + t0 * C, outs[i] + t0 * R);
             else if (bf) rows_dot_bf16w(w, r0, r1, xh + t0 * C, nt, outs[i] + t0 * R, R);
-            else if (i16) rows_dot_i16_avx2(w, r0, r1, (const int16_t *)(xd + C), xd + C + xq_f, xd, outs[i], i16 == 2);
+            else if (i16) rows_dot_i16_avx2(w, r0, r1, (const int16_t *)(xd + C), xd + C + xq_f, xd, outs[i],
+                                            i16 == 2 ? 1 + vnni : 0);
             else if (x64) rows_dot_b64x_avx2(w, r0, r1, xd, outs[i]);
             else if (lvl == GN_SIMD_AVX512) rows_dot_tab_avx512(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
             else rows_dot_tab_avx2(w, r0, r1, xd + t0 * C, nt, outs[i] + t0 * R, R);
@@ -2261,18 +2312,9 @@ static void ig_tile8_vnni(const int16_t *xa, const uint32_t *wp, const float *sx
     }
 }
 
-// whether the GEMM takes ig_tile8_vnni: the CPU has AVX512_VNNI and AVX512VL, the level is AVX-512 (the
-// AVX2 level keeps ig_tile), GN_NF4_NO_VNNI unset
-static int getenv_no_vnni(void) { static int v = -1; return gn_env_switch("GN_NF4_NO_VNNI", &v); }
-static int ig_vnni(void) {
-    static int cpu = -1;
-    if (cpu < 0) {
-        __builtin_cpu_init();
-        cpu = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
-              __builtin_cpu_supports("avx512f");
-    }
-    return cpu && gn_simd_level() >= GN_SIMD_AVX512 && !getenv_no_vnni(); // (the level may be forced: tests)
-}
+// whether the GEMM takes ig_tile8_vnni: have_vnni() and the AVX-512 level (the AVX2 level keeps
+// ig_tile; the level may be forced: tests)
+static int ig_vnni(void) { return have_vnni() && gn_simd_level() >= GN_SIMD_AVX512; }
 
 // outs[i] (T, R_i) = x @ W_i^T for the n matrices (same cols), x given as tiles (ig_pack_x)
 // and, for rows with unusable scales, rounded (xr); outputs rounded to bf16
