@@ -601,13 +601,14 @@ def main():
     if emu:
         os.makedirs(a.bench_dir, exist_ok=True)
         os.makedirs(a.out, exist_ok=True)
-        peer_dir = emulation_peer(a.bench_dir, a.emulate, emu["peer_cflags"],
-                                  os.path.join(a.out, f"build-peer-{a.emulate}.log"))
+        peer_dir = None if a.skip_peer else emulation_peer(a.bench_dir, a.emulate, emu["peer_cflags"],
+                                                           os.path.join(a.out, f"build-peer-{a.emulate}.log"))
         os.environ.update(emu["env"])
-        os.environ["PYTHONPATH"] = os.pathsep.join(x for x in (peer_dir, os.environ.get("PYTHONPATH")) if x)
+        if peer_dir:
+            os.environ["PYTHONPATH"] = os.pathsep.join(x for x in (peer_dir, os.environ.get("PYTHONPATH")) if x)
         env_note += (f"; EMULATED {a.emulate} ({emu['what']}): "
                      + " ".join(f"{k}={v}" for k, v in emu["env"].items())
-                     + f", llama.cpp built with {emu['peer_cflags']} ({rel(peer_dir)})")
+                     + (f", llama.cpp built with {emu['peer_cflags']} ({rel(peer_dir)})" if peer_dir else ""))
         print(f"emulation: {env_note}")
     la = os.getloadavg()
     print(f"load average: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}"
