@@ -47,6 +47,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -171,7 +172,7 @@ def emulation_peer(bench_dir, name, cflags, log_path):
     if TABLE_ONLY:
         return dest
     tmp = dest + ".part"
-    subprocess.run(["rm", "-rf", tmp], check=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     env = dict(os.environ, CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count()), MAKEFLAGS=f"-j{os.cpu_count()}",
                CMAKE_ARGS=f'-DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS="{cflags}" -DCMAKE_CXX_FLAGS="{cflags}"')
     cmd = [PY, "-m", "pip", "install", "--no-deps", "--no-cache-dir", "--target", tmp, req]
@@ -183,7 +184,7 @@ def emulation_peer(bench_dir, name, cflags, log_path):
         sys.exit(f"bench_all: building the {name} peer failed (exit {rc}); see {log_path}")
     with open(os.path.join(tmp, ".guanaco-stamp"), "w") as fh:
         fh.write(stamp + "\n")
-    subprocess.run(["rm", "-rf", dest], check=True)
+    shutil.rmtree(dest, ignore_errors=True)
     os.rename(tmp, dest)
     return dest
 
