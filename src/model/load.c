@@ -811,8 +811,11 @@ static void count_params(gn_model *m) {
 // a mapping are copied into one anonymous
 // buffer advised for huge pages, and the mapping's pages behind them are dropped from this
 // process (the page cache keeps them: re-reading a PROT_READ private mapping refaults the
-// file). Not done with gn_load_opts.mmap_weights (--mmap), when transparent huge pages are
-// off, for a CUDA model, or when the copy needs more than half of MemAvailable.
+// file). The float32 norm vectors used in place go along: a kernel that maps a file's large
+// folios whole on a fault (Linux 6.18) brought their neighbours' dropped pages back into the
+// RSS on every read (+35 MB at SmolLM2). Not done with gn_load_opts.mmap_weights (--mmap), when
+// transparent huge pages are off, for a CUDA model, or when the copy needs more than half of
+// MemAvailable.
 
 typedef struct {
     void *slot;   // the pointer to repoint (a const uint8_t *, const float * or const void *)
@@ -871,7 +874,7 @@ static void pin_mat(const gn_model *m, pin_span *sp, int *n, gn_mat *w) {
 
 static void pin_weights(gn_model *m) {
     if (m->opts.mmap_weights || m->opts.device == GN_DEVICE_CUDA || !thp_enabled()) return;
-    const int L = m->cfg.n_layers, cap = 4 * m->n_q4 + 7 * L + 2;
+    const int L = m->cfg.n_layers, cap = 4 * m->n_q4 + 9 * L + 3;
     pin_span *sp = gn_malloc(sizeof *sp * (size_t)cap);
     int n = 0;
     for (int i = 0; i < m->n_q4; i++) {
@@ -885,7 +888,10 @@ static void pin_weights(gn_model *m) {
         gn_layer *y = &m->layers[l];
         gn_mat *ms[7] = {&y->wq, &y->wk, &y->wv, &y->wo, &y->w_gate, &y->w_up, &y->w_down};
         for (int k = 0; k < 7; k++) pin_mat(m, sp, &n, ms[k]);
+        pin_add(m, sp, &n, &y->attn_norm, (size_t)m->cfg.dim * 4);
+        pin_add(m, sp, &n, &y->ffn_norm, (size_t)m->cfg.dim * 4);
     }
+    pin_add(m, sp, &n, &m->final_norm, (size_t)m->cfg.dim * 4);
     const int tied = !m->lm_head.q4 && m->lm_head.data == m->embed.data; // the head streams the table
     pin_mat(m, sp, &n, &m->lm_head);
     size_t total = 0;
