@@ -2,7 +2,9 @@
  * probe_machine.c — the two machine limits the bench tables divide by, measured on the spot:
  *
  *   read bandwidth  T threads each sum their own stretch of a 1 GiB float buffer (AVX2 or
- *                   AVX-512 loads, 4 independent sums), best of 5 passes: bytes / time
+ *                   AVX-512 loads, 4 independent sums), as one plain stream, as four
+ *                   16 KiB rows at a time, and so with software fetches 1 KiB ahead, 4
+ *                   passes each, in 2 MiB pages, of varied values: the best bytes / time
  *   f32 FMA peak    T threads each run 12 independent chains of vector FMAs (registers
  *                   only) for 200 M lane-FMAs: 2 FLOPs per lane-FMA / time, best of 3
  *   bf16 dot peak   (AVX512_BF16) the same with vdpbf16ps: 4 FLOPs per lane (two products and
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h> // madvise: the buffer in huge pages
 #include <time.h>
 
 #include "tensor/kernels.h"
@@ -68,8 +71,48 @@ static float sum_scalar(const float *p, size_t n) {
     return a + b + c + d;
 }
 
-static float sum_any(const float *p, size_t n, gn_simd l) {
-    return l == GN_SIMD_AVX512 ? sum_avx512(p, n) : l == GN_SIMD_AVX2 ? sum_avx2(p, n) : sum_scalar(p, n);
+// The way the decode kernels read: four rows of 16 KiB side by side, with or without software
+// fetches 1 KiB ahead into L2 (ahead 0). One plain stream a core left Zen 5's bandwidth short
+// of what decode then read (2 threads, random contents: 36-45 against 46-53 GB/s).
+#define ROWF 4096 // floats a row
+__attribute__((target("avx512f"))) static float sum4_avx512(const float *p, size_t n, int ahead) {
+    __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
+    for (size_t r = 0; r + 4 * ROWF <= n; r += 4 * ROWF)
+        for (size_t i = r; i < r + ROWF; i += 16) {
+            if (ahead)
+                for (int k = 0; k < 4; k++) _mm_prefetch((const char *)(p + i + k * ROWF) + ahead, _MM_HINT_T1);
+            a = _mm512_add_ps(a, _mm512_load_ps(p + i));
+            b = _mm512_add_ps(b, _mm512_load_ps(p + i + ROWF));
+            c = _mm512_add_ps(c, _mm512_load_ps(p + i + 2 * ROWF));
+            d = _mm512_add_ps(d, _mm512_load_ps(p + i + 3 * ROWF));
+        }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+}
+
+__attribute__((target("avx2"))) static float sum4_avx2(const float *p, size_t n, int ahead) {
+    __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
+    for (size_t r = 0; r + 4 * ROWF <= n; r += 4 * ROWF)
+        for (size_t i = r; i < r + ROWF; i += 8) {
+            if (i % 16 == 0)
+                if (ahead)
+                for (int k = 0; k < 4; k++) _mm_prefetch((const char *)(p + i + k * ROWF) + ahead, _MM_HINT_T1);
+            a = _mm256_add_ps(a, _mm256_load_ps(p + i));
+            b = _mm256_add_ps(b, _mm256_load_ps(p + i + ROWF));
+            c = _mm256_add_ps(c, _mm256_load_ps(p + i + 2 * ROWF));
+            d = _mm256_add_ps(d, _mm256_load_ps(p + i + 3 * ROWF));
+        }
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+    return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+}
+
+// way 0: one plain stream a thread; 1: four rows at a time; 2: the same fetched 1 KiB ahead
+// (sum_scalar for all without vectors). Ways 1-2 leave out under 64 KiB a thread: counted all
+// the same (of 1 GiB).
+static float sum_any(const float *p, size_t n, gn_simd l, int way) {
+    if (l == GN_SIMD_AVX512) return way ? sum4_avx512(p, n, way == 2 ? 1024 : 0) : sum_avx512(p, n);
+    if (l == GN_SIMD_AVX2) return way ? sum4_avx2(p, n, way == 2 ? 1024 : 0) : sum_avx2(p, n);
+    return sum_scalar(p, n);
 }
 
 // ---------------------------------------------------------------------------
@@ -139,19 +182,23 @@ int main(int argc, char **argv) {
 
     size_t n = (size_t)mib << 18; // floats
     float *buf = NULL;
-    if (posix_memalign((void **)&buf, 64, n * sizeof(float))) { fprintf(stderr, "probe_machine: out of memory\n"); return 1; }
+    if (posix_memalign((void **)&buf, 2 << 20, n * sizeof(float))) { fprintf(stderr, "probe_machine: out of memory\n"); return 1; }
+    // in 2 MiB pages where transparent huge pages are on, as the weights decode streams are
+    // (load.c: pin_weights): in 4 KiB pages the prefetchers stop at each page's end
+    (void)madvise(buf, n * sizeof(float), MADV_HUGEPAGE);
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) buf[i] = 1.0f; // first touch by the thread that reads it
+    for (size_t i = 0; i < n; i++) // first touch by the thread that reads it; varied contents (a
+        buf[i] = (float)((i * 2654435761u) >> 20 & 1023); // constant buffer read 70-80 GB/s on Zen 5, random data 45)
     double best_bw = 0;
     volatile float sink = 0;
-    for (int pass = 0; pass < 5; pass++) {
+    for (int pass = 0; pass < 12; pass++) { // the three ways in turn, 4 passes each
         double t0 = now_s();
         float s = 0;
         #pragma omp parallel reduction(+ : s)
         {
             int th = omp_get_thread_num(), nt = omp_get_num_threads();
             size_t a = n * (size_t)th / (size_t)nt / 64 * 64, b = n * (size_t)(th + 1) / (size_t)nt / 64 * 64;
-            s += sum_any(buf + a, b - a, l);
+            s += sum_any(buf + a, b - a, l, pass % 3);
         }
         double dt = now_s() - t0, bw = (double)n * sizeof(float) / dt / 1e9;
         sink += s;
@@ -195,7 +242,7 @@ int main(int argc, char **argv) {
     }
     (void)sink;
     printf("probe: %d threads, %s kernels (%d f32 lanes)\n", nth, gn_simd_name(), lanes);
-    printf("read bandwidth   %.1f GB/s   (%ld MiB buffer, best of 5)\n", best_bw, mib);
+    printf("read bandwidth   %.1f GB/s   (%ld MiB buffer, best of 12: a plain stream, rows, prefetched rows)\n", best_bw, mib);
     printf("f32 FMA peak     %.1f GFLOP/s (%d chains of %d-lane FMAs per thread, best of 3)\n", best_fl, CHAINS, lanes);
     if (best_bf > 0) printf("bf16 dot peak    %.1f GFLOP/s (%d chains of vdpbf16ps per thread, best of 3)\n", best_bf, CHAINS);
     if (best_amx > 0) printf("AMX bf16 peak    %.1f GFLOP/s (4 tdpbf16ps on resident tiles a round, best of 3)\n", best_amx);
