@@ -100,24 +100,24 @@ def test_nf4_exact_paths(binary):
 # test_nf4 as on an AVX-512 CPU without BF16 dot products (Skylake-SP to Ice Lake): with
 # GN_NF4_NO_BF16DOT=1 decode takes the integer kernel's 512-bit form and the GEMMs the integer
 # path, checked against the reference under their rules and bit for bit against the AVX2 kernel.
-# Where the CPU has AVX512_VNNI those kernels run vpdpwssd; GN_NF4_NO_VNNI=1 runs them without
-# (Skylake-SP), so both forms are checked here.
-NOBF16 = [(d / "tests" / "test_nf4", vnni) for d in _builds() for vnni in (True, False)]
+# Where the CPU has AVX512_VNNI those kernels run vpdpwssd (the GEMM's 512-bit tile of 16 weight
+# rows; GN_NF4_VNNI_YMM=1 its 256-bit tile of 8); GN_NF4_NO_VNNI=1 runs them without (Skylake-SP),
+# so all three forms are checked here.
+VNNI_MODES = {"vnni": {}, "vnni-ymm": {"GN_NF4_VNNI_YMM": "1"}, "no-vnni": {"GN_NF4_NO_VNNI": "1"}}
+NOBF16 = [(d / "tests" / "test_nf4", mode) for d in _builds() for mode in VNNI_MODES]
 
 
-@pytest.mark.parametrize("binary,vnni", NOBF16,
-                         ids=[f"{_id(b)}[no-bf16-dot{'' if v else ',no-vnni'}]" for b, v in NOBF16])
-def test_nf4_avx512_without_bf16(binary, vnni):
+@pytest.mark.parametrize("binary,mode", NOBF16,
+                         ids=[f"{_id(b)}[no-bf16-dot{'' if m == 'vnni' else ',' + m}]" for b, m in NOBF16])
+def test_nf4_avx512_without_bf16(binary, mode):
     assert binary.is_file(), f"{_id(binary)} missing: the build did not make it"
     if not LEVEL_NEEDS["avx512"] <= FLAGS:
         pytest.skip("this CPU lacks AVX-512: no 512-bit integer decode to run")
-    if vnni and "avx512_vnni" not in FLAGS:
+    if mode != "no-vnni" and "avx512_vnni" not in FLAGS:
         pytest.skip("this CPU lacks AVX512_VNNI: the [no-vnni] case runs these kernels")
-    env = dict(os.environ, GN_NF4_NO_BF16DOT="1")
-    if not vnni:
-        env["GN_NF4_NO_VNNI"] = "1"
+    env = dict(os.environ, GN_NF4_NO_BF16DOT="1", **VNNI_MODES[mode])
     env.pop("GN_SIMD", None)
-    _run_unit(binary, "GN_NF4_NO_BF16DOT=1" + ("" if vnni else " GN_NF4_NO_VNNI=1"), env)
+    _run_unit(binary, " ".join(["GN_NF4_NO_BF16DOT=1"] + [f"{k}={v}" for k, v in VNNI_MODES[mode].items()]), env)
 
 
 # the AMX path emulated (GN_AMX_EMULATE=1) where the CPU has AVX512_BF16 but no tiles: the binaries
