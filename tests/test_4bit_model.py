@@ -236,10 +236,11 @@ def test_weights_copied_out_of_the_mapping(tmp_path, base, smollm2_gguf):
     codes, 8-bit and nested scales and dense head; a GGUF's block-quantized layers and tied table;
     the float32 norm vectors read in place, whose pages a kernel that maps a file's large folios
     whole on a fault would otherwise bring back with their neighbours' weights) are copied out
-    of the file mapping into memory advised for huge pages; --mmap leaves them there. The bytes copied are those tensors' bytes in the file (each rounded up to 64, as the
-    copy aligns them; the float32 nested scales are read into memory at load anyway), counted
-    here from the safetensors file itself; logits bit for bit the same
-    both ways, and the peak RSS of the copy does not hold the mapping's pages as well."""
+    of the file mapping into memory advised for huge pages; --mmap leaves them there. The bytes
+    copied are those tensors' bytes in the file (each rounded up to 64, as the copy aligns them;
+    the float32 nested scales are read into memory at load anyway), counted here from the
+    safetensors file itself; logits bit for bit the same both ways, and the peak RSS of the copy
+    does not hold the mapping's pages as well."""
     qdir = tmp_path / "q"
     LlamaForCausalLM.from_pretrained(base, device_map="cpu", quantization_config=BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -248,8 +249,10 @@ def test_weights_copied_out_of_the_mapping(tmp_path, base, smollm2_gguf):
     want = 0
     with safe_open(str(qdir / "model.safetensors"), "pt") as f:
         for k in f.keys():
-            t = f.get_tensor(k) if re.search(r"(_proj\.weight(\.absmax)?|norm\.weight)$", k) or k == "lm_head.weight" else None
-            if t is not None and (not k.endswith("norm.weight") or t.dtype == torch.float32):  # a float32 norm is used in place
+            if not (re.search(r"(_proj\.weight(\.absmax)?|norm\.weight)$", k) or k == "lm_head.weight"):
+                continue
+            t = f.get_tensor(k)
+            if not k.endswith("norm.weight") or t.dtype == torch.float32:  # a float32 norm is used in place
                 want += (t.numel() * t.element_size() + 63) // 64 * 64
     copied = {}
     for what, extra in (("copy", ()), ("mmap", ("--mmap",))):

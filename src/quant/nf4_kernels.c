@@ -2394,8 +2394,8 @@ static void ig_tile16_vnni512(const int16_t *xa, const uint32_t *wp, const float
     }
 }
 
-// whether the GEMM takes ig_tile8_vnni: have_vnni() and the AVX-512 level (the AVX2 level keeps
-// ig_tile; the level may be forced: tests)
+// whether the GEMM takes the VNNI tiles (ig_tile16_vnni512, or ig_tile8_vnni): have_vnni() and
+// the AVX-512 level (the AVX2 level keeps ig_tile; the level may be forced: tests)
 static int ig_vnni(void) { return have_vnni() && gn_simd_level() >= GN_SIMD_AVX512; }
 
 // outs[i] (T, R_i) = x @ W_i^T for the n matrices (same cols), x given as tiles (ig_pack_x)
@@ -2451,11 +2451,13 @@ static void ig_gemm(float **outs, const gn_quant4_state *const *ws, int n, const
                         s[g] = b ? 0.0f : v;
                     }
                 }
+                void (*tile)(const int16_t *, const uint32_t *, const float *, const float *, int, float *, int64_t) =
+                    vnni == 2 ? ig_tile16_vnni512 : vnni ? ig_tile8_vnni : ig_tile;
+                const int step = vnni == 2 ? 16 : vnni ? 8 : IG_NR; // weight rows a tile call
                 for (int64_t tb = 0; tb < Tp / IG_MT; tb++)
-                    for (int j0 = 0; j0 < nr; j0 += vnni == 2 ? 16 : vnni ? 8 : IG_NR) // rows past nr: zero codes and scales
-                        (vnni == 2 ? ig_tile16_vnni512 : vnni ? ig_tile8_vnni : ig_tile)(xp + tb * C * IG_MT + k0 * IG_MT, wb + j0 * (IG_KC / 2),
-                                                         sx + (tb * ng + k0 / 64) * IG_MT, sb + j0 * (IG_KC / 64),
-                                                         (int)(kc / 64), acc + j0 * Tp + tb * IG_MT, Tp);
+                    for (int j0 = 0; j0 < nr; j0 += step) // rows past nr: zero codes and scales
+                        tile(xp + tb * C * IG_MT + k0 * IG_MT, wb + j0 * (IG_KC / 2), sx + (tb * ng + k0 / 64) * IG_MT,
+                             sb + j0 * (IG_KC / 64), (int)(kc / 64), acc + j0 * Tp + tb * IG_MT, Tp);
             }
             round_act(acc, IG_RC * Tp, GN_DTYPE_BF16);
             float *out = outs[i];
