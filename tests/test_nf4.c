@@ -446,8 +446,9 @@ static void test_int_gemm(void) {
                     gn_nf4_matmul(o, in, &q, T);
                     check_gemm_rule(&q, in, T, o, "integer GEMM");
                     if (lvl == GN_SIMD_AVX512 && i16_applies(&q, T)) {
-                        // on AVX512_VNNI the AVX-512 level's tiles are vpdpwssd (ig_tile8_vnni): the
-                        // same int32 sums as the AVX2 level's vpmaddwd tiles, the same bits out
+                        // on AVX512_VNNI the AVX-512 level's tiles are vpdpwssd (ig_tile16_vnni512;
+                        // GN_NF4_VNNI_YMM=1: ig_tile8_vnni): the same int32 sums as the AVX2 level's
+                        // vpmaddwd tiles, the same bits out
                         float *o2 = malloc(sizeof(float) * (size_t)(T * R));
                         gn_simd_force(GN_SIMD_AVX2);
                         gn_nf4_matmul(o2, in, &q, T);

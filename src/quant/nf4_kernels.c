@@ -2315,8 +2315,9 @@ static void ig_tile8_vnni(const int16_t *xa, const uint32_t *wp, const float *sx
 // ig_tile8_vnni in 512-bit vectors: one vector holds the tile's 16 activation rows, 16 weight
 // rows a step, each code pair broadcast from memory inside its vpdpwssd ({1to16}): per 64
 // columns of 16 x 16 outputs 16 instructions where ig_tile8_vnni issues twice as many for
-// half the rows. A core with two full 512-bit multiply units (Zen 5, Intel servers) runs twice
-// the multiply-adds a cycle; one that splits them (Zen 4) the same. Same int32 sums, and each
+// half the rows. A core with two full 512-bit multiply units runs up to twice the multiply-adds
+// a cycle (Zen 5, emulating Cascade Lake: prefill 1.4-1.6x); on one that splits them (Zen 4) it
+// has not been measured, and GN_NF4_VNNI_YMM=1 keeps ig_tile8_vnni. Same int32 sums, and each
 // run scaled and added lane for lane as ig_add does, so the output is ig_tile's bit for bit.
 __attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni")))
 static void ig_tile16_vnni512(const int16_t *xa, const uint32_t *wp, const float *sxa, const float *sw, int nblk,
